@@ -1,0 +1,208 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Safe and atomic file I/O.
+
+- Every checkpoint or weight file is read with ``torch.load(..., weights_only=True)`` or safetensors, never with
+  unrestricted pickle: a checkpoint that needs arbitrary code to load is refused with an error naming the file.
+- Files that must never be left truncated (checkpoints, ``model.pt``, reports) are written to a temporary file in
+  the same folder and moved into place with ``os.replace``, which is atomic on POSIX and Windows.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+__all__ = [
+    "UnsafeCheckpointError",
+    "safe_torch_load",
+    "load_state_dict_file",
+    "sha256_file",
+    "verify_sha256",
+    "atomic_write",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "atomic_write_json",
+    "check_output_dir",
+]
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint could not be read without executing arbitrary pickled code."""
+
+
+def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a torch file with ``weights_only=True``.
+
+    Args:
+        path: ``.pt``/``.pth``/``.ckpt`` file.
+        map_location: passed to ``torch.load``; default ``"cpu"``.
+
+    Raises:
+        FileNotFoundError: when ``path`` does not exist.
+        UnsafeCheckpointError: when the file holds objects that only full unpickling could build (possibly malicious).
+        RuntimeError: when the file is truncated or not a torch file; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file not found: {path}")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises UnpicklingError, RuntimeError, EOFError, ... depending on the damage
+        msg = str(e)
+        if "weights_only" in msg or "Unsupported global" in msg or "WeightsUnpickler" in msg:
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it contains pickled objects that are not plain tensors/containers "
+                f"(weights_only=True failed: {msg.splitlines()[0] if msg else type(e).__name__}). "
+                "Only load checkpoints you trust; re-save it as a plain state dict or safetensors."
+            ) from e
+        raise RuntimeError(f"could not read checkpoint {path}: {type(e).__name__}: {msg}") from e
+
+
+def load_state_dict_file(path: str | os.PathLike, map_location: str = "cpu") -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file (``weights_only``), unwrapping common wrappers.
+
+    Checkpoints that nest the weights under ``"state_dict"``, ``"model"``, ``"network"`` or ``"model_state_dict"``
+    are unwrapped; a ``"module."`` prefix left by DataParallel/DDP is stripped.
+    """
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file not found: {path}")
+        from safetensors.torch import load_file
+
+        try:
+            sd: Any = load_file(str(path), device=str(map_location))
+        except Exception as e:
+            raise RuntimeError(f"could not read safetensors file {path}: {e}") from e
+    else:
+        sd = safe_torch_load(path, map_location=map_location)
+    if isinstance(sd, dict):
+        for key in ("state_dict", "model", "network", "model_state_dict"):
+            if key in sd and isinstance(sd[key], dict):
+                sd = sd[key]
+                break
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise RuntimeError(f"{path} does not contain a state dict (a mapping of names to tensors)")
+    if sd and all(k.startswith("module.") for k in sd):
+        sd = {k[len("module.") :]: v for k, v in sd.items()}
+    return sd
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """SHA-256 hex digest of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk_size), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_sha256(path: str | os.PathLike, expected: str | None) -> str:
+    """Return the file's SHA-256; raise ``ValueError`` naming the file when ``expected`` is given and differs.
+
+    ``expected`` may be the full digest or a prefix of at least 8 hex characters (like torch hub's file names).
+    """
+    digest = sha256_file(path)
+    if expected is not None:
+        exp = expected.lower().strip()
+        if len(exp) < 8 or not digest.startswith(exp):
+            raise ValueError(f"SHA-256 mismatch for {path}: expected {expected}, got {digest}")
+    return digest
+
+
+def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None]) -> Path:
+    """Write a file atomically: ``write_fn(fileobj)`` writes to a temporary file, which then replaces ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:
+    """Write text atomically."""
+    return atomic_write(path, lambda f: f.write(text.encode(encoding)))
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
+    """Write JSON atomically (NaN written as null so the file stays valid JSON)."""
+    return atomic_write_text(path, json.dumps(_json_safe(obj), indent=indent, allow_nan=False) + "\n")
+
+
+def _json_safe(obj: Any) -> Any:
+    import math
+
+    import numpy as np
+
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return _json_safe(obj.detach().cpu().tolist())
+    if isinstance(obj, np.ndarray):
+        return _json_safe(obj.tolist())
+    if isinstance(obj, np.generic):
+        return _json_safe(obj.item())
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def check_output_dir(path: str | os.PathLike, min_free_mb: float = 50.0) -> Path:
+    """Create ``path`` if needed and prove it is writable with enough free space, before any training starts.
+
+    Raises:
+        PermissionError: the folder cannot be created or written.
+        OSError: less than ``min_free_mb`` MiB free on its file system.
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(f"output folder {path} is not writable: {e.strerror or e}") from e
+    free_mb = _free_mb(path)
+    if free_mb < min_free_mb:
+        raise OSError(f"output folder {path} has only {free_mb:.1f} MiB free; at least {min_free_mb:.0f} MiB needed")
+    return path
+
+
+def _free_mb(path: Path) -> float:
+    import shutil
+
+    return shutil.disk_usage(path).free / (1 << 20)
