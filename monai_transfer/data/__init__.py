@@ -8,7 +8,46 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Data lists (folder, CSV, JSON, MedMNIST npz), validation of image files, and group-disjoint splits.
+
+Import-light: MONAI, numpy and torch only; pydicom/nibabel/PIL are imported when a file is written or read.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from monai_transfer.data.datalist import (
+    DEFAULT_EXTENSIONS,
+    DatalistError,
+    datalist_from_csv,
+    datalist_from_folder,
+    datalist_from_json,
+    load_datalist,
+    validate_datalist,
+)
+from monai_transfer.data.npz import (
+    SOP_CLASS_UIDS,
+    datalist_from_npz,
+    write_dicom,
+    write_dicom_series,
+    write_nifti,
+    write_png,
+)
+from monai_transfer.data.splits import group_of, split_datalist
+
+__all__ = [
+    "DEFAULT_EXTENSIONS",
+    "DatalistError",
+    "datalist_from_csv",
+    "datalist_from_folder",
+    "datalist_from_json",
+    "load_datalist",
+    "validate_datalist",
+    "SOP_CLASS_UIDS",
+    "datalist_from_npz",
+    "write_dicom",
+    "write_dicom_series",
+    "write_nifti",
+    "write_png",
+    "group_of",
+    "split_datalist",
+]

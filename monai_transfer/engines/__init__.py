@@ -8,7 +8,43 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Training helpers for MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``: device, determinism, batch
+preparation, losses, optimisers and schedules. Bundles should use the full module paths
+(``monai_transfer.engines.losses.build_loss``)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .losses import (
+    ClassificationBCEWithLogitsLoss,
+    ClassificationCrossEntropyLoss,
+    ClassificationFocalLoss,
+    build_loss,
+    build_sampler,
+    class_weights_from_labels,
+    labels_from_datalist,
+    make_weighted_sampler,
+    pos_weight_from_labels,
+)
+from .optim import GradNormClipper, build_optimizer, build_scheduler, param_groups_for
+from .utils import ChannelsLastPrepareBatch, amp_enabled, auto_device, configure_cuda_speedups, set_run_determinism
+
+__all__ = [
+    "auto_device",
+    "amp_enabled",
+    "set_run_determinism",
+    "configure_cuda_speedups",
+    "ChannelsLastPrepareBatch",
+    "labels_from_datalist",
+    "class_weights_from_labels",
+    "pos_weight_from_labels",
+    "make_weighted_sampler",
+    "build_sampler",
+    "ClassificationCrossEntropyLoss",
+    "ClassificationBCEWithLogitsLoss",
+    "ClassificationFocalLoss",
+    "build_loss",
+    "param_groups_for",
+    "build_optimizer",
+    "build_scheduler",
+    "GradNormClipper",
+]

@@ -8,7 +8,57 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Classification metrics in three layers, like MONAI: functions, a cumulative metric, and Ignite handlers
+(:mod:`monai_transfer.handlers.metric_handlers`); plus bootstrap confidence intervals and operating points."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from monai_transfer.metrics.bootstrap import BOOTSTRAP_METRICS, bootstrap_ci
+from monai_transfer.metrics.cumulative import ClassificationMetrics, resolve_threshold
+from monai_transfer.metrics.functional import (
+    DEFAULT_ECE_BINS,
+    UndefinedMetricWarning,
+    compute_accuracy,
+    compute_auc,
+    compute_average_precision,
+    compute_balanced_accuracy,
+    compute_brier,
+    compute_calibration_bins,
+    compute_classification_metrics,
+    compute_confusion_matrix,
+    compute_ece,
+    compute_f1,
+    compute_npv,
+    compute_ppv,
+    compute_roc_curve,
+    compute_sensitivity,
+    compute_specificity,
+)
+from monai_transfer.metrics.threshold import load_threshold, save_threshold, select_threshold
+
+__all__ = [
+    "BOOTSTRAP_METRICS",
+    "DEFAULT_ECE_BINS",
+    "UndefinedMetricWarning",
+    "bootstrap_ci",
+    "ClassificationMetrics",
+    "resolve_threshold",
+    "compute_accuracy",
+    "compute_auc",
+    "compute_average_precision",
+    "compute_balanced_accuracy",
+    "compute_brier",
+    "compute_calibration_bins",
+    "compute_classification_metrics",
+    "compute_confusion_matrix",
+    "compute_ece",
+    "compute_f1",
+    "compute_npv",
+    "compute_ppv",
+    "compute_roc_curve",
+    "compute_sensitivity",
+    "compute_specificity",
+    "load_threshold",
+    "save_threshold",
+    "select_threshold",
+]

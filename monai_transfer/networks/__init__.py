@@ -8,7 +8,20 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Networks: backbone registry (``backbones``), MONAI-style nets (``nets``), fine-tuning helpers (``finetune``).
+
+Subpackages load on first use, so ``import monai_transfer.networks`` stays cheap.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+import importlib
+from typing import Any
+
+__all__ = ["backbones", "nets", "finetune"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in __all__:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -8,7 +8,18 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Evaluation reports (metrics JSON, predictions CSV, ROC / confusion / reliability plots) and Grad-CAM overlays."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from monai_transfer.reports.writer import CI_METRICS, write_classification_report, write_predictions_csv
+
+__all__ = ["CI_METRICS", "write_classification_report", "write_predictions_csv", "save_gradcam_overlays"]
+
+
+def __getattr__(name: str):
+    if name == "save_gradcam_overlays":  # imports monai.visualize lazily
+        from monai_transfer.reports.gradcam import save_gradcam_overlays
+
+        return save_gradcam_overlays
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -127,7 +127,17 @@ def verify_sha256(path: str | os.PathLike, expected: str | None) -> str:
 
 
 def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file atomically: ``write_fn(fileobj)`` writes to a temporary file, which then replaces ``path``."""
+    """Write a file atomically: ``write_fn(fileobj)`` writes to a temporary file, which then replaces ``path``.
+
+    The temporary file (``.<name>.<random>.tmp``, hidden, in the same folder) is flushed and ``fsync``-ed, given the
+    permissions a plain ``open()`` would give (``0o666`` minus the umask, not ``mkstemp``'s ``0o600``) and moved over
+    ``path`` with ``os.replace``; the folder is then ``fsync``-ed where the OS allows it. If ``write_fn`` raises (or
+    the process is interrupted by an exception), the temporary file is removed and ``path`` keeps its old content.
+    A process killed outright (SIGKILL) can leave a hidden ``.tmp`` file behind, never a truncated ``path``.
+
+    Returns:
+        ``path`` as a ``Path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -136,12 +146,41 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None])
             write_fn(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    _fsync_dir(path.parent)
     return path
+
+
+def _current_umask() -> int:
+    try:  # Linux >= 4.7: read it without changing it (os.umask has no getter and is process-wide)
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Persist a rename on POSIX file systems (best effort; not supported on Windows)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -189,6 +228,8 @@ def check_output_dir(path: str | os.PathLike, min_free_mb: float = 50.0) -> Path
         OSError: less than ``min_free_mb`` MiB free on its file system.
     """
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise PermissionError(f"output folder {path} is not writable: it exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write_probe.", dir=path)

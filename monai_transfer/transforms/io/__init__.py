@@ -8,7 +8,32 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Medical image loading: DICOM (file or series), NIfTI, PNG/JPEG."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from monai_transfer.transforms.io.array import (
+    DICOM_EXTENSIONS,
+    IMAGE_EXTENSIONS,
+    NIFTI_EXTENSIONS,
+    RADIOGRAPH_MODALITIES,
+    SUPPORTED_EXTENSIONS,
+    LoadMedicalImage,
+    MedicalImageLoadError,
+    detect_image_format,
+)
+from monai_transfer.transforms.io.dictionary import LoadMedicalImageD, LoadMedicalImaged, LoadMedicalImageDict
+
+__all__ = [
+    "DICOM_EXTENSIONS",
+    "IMAGE_EXTENSIONS",
+    "NIFTI_EXTENSIONS",
+    "RADIOGRAPH_MODALITIES",
+    "SUPPORTED_EXTENSIONS",
+    "LoadMedicalImage",
+    "MedicalImageLoadError",
+    "detect_image_format",
+    "LoadMedicalImaged",
+    "LoadMedicalImageD",
+    "LoadMedicalImageDict",
+]

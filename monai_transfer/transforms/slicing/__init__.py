@@ -8,7 +8,52 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""2D/2.5D slice extraction from 3D volumes, aspect-preserving resize, grey to RGB."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from monai_transfer.transforms.slicing.array import (
+    SLICE_AXES,
+    SLICE_STRATEGIES,
+    ExtractSlices,
+    GreyToRGB,
+    ResizeKeepAspect,
+    Stack25D,
+    resolve_slice_axis,
+)
+from monai_transfer.transforms.slicing.dictionary import (
+    ExtractSlicesD,
+    ExtractSlicesd,
+    ExtractSlicesDict,
+    GreyToRGBD,
+    GreyToRGBd,
+    GreyToRGBDict,
+    ResizeKeepAspectD,
+    ResizeKeepAspectd,
+    ResizeKeepAspectDict,
+    Stack25DD,
+    Stack25Dd,
+    Stack25DDict,
+)
+
+__all__ = [
+    "SLICE_AXES",
+    "SLICE_STRATEGIES",
+    "resolve_slice_axis",
+    "ExtractSlices",
+    "Stack25D",
+    "ResizeKeepAspect",
+    "GreyToRGB",
+    "ExtractSlicesd",
+    "ExtractSlicesD",
+    "ExtractSlicesDict",
+    "Stack25Dd",
+    "Stack25DD",
+    "Stack25DDict",
+    "ResizeKeepAspectd",
+    "ResizeKeepAspectD",
+    "ResizeKeepAspectDict",
+    "GreyToRGBd",
+    "GreyToRGBD",
+    "GreyToRGBDict",
+]

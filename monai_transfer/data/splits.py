@@ -1,0 +1,111 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Deterministic, stratified, group-disjoint train/validation splits of a data list."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["split_datalist", "group_of"]
+
+
+def group_of(item: Mapping[str, Any], group_key: str | None = "patient_id") -> str:
+    """The group an item belongs to: ``item[group_key]`` when present and not empty, else its image path."""
+    if group_key is not None:
+        val = item.get(group_key)
+        if val is not None and str(val) != "":
+            return f"{group_key}:{val}"
+    if "image" not in item:
+        raise ValueError(f"data list item has neither {group_key!r} nor 'image': {dict(item)}.")
+    return f"image:{item['image']}"
+
+
+def split_datalist(
+    items: Sequence[Mapping[str, Any]],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    group_key: str | None = "patient_id",
+    stratify_key: str | None = "label",
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Split a data list into train and validation, never putting one group (patient/volume) on both sides.
+
+    Groups come from ``group_key`` (e.g. ``"patient_id"``, or ``"source_id"`` for slices of one volume); items
+    without it are their own group (by image path). Each group is assigned the most frequent ``stratify_key`` value
+    of its items (ties: the smallest); within each stratum the groups are shuffled with ``seed`` and taken into the
+    validation set while that brings its image count closer to ``val_fraction`` of the stratum. A stratum with at
+    least two groups always gives at least one to each side. The result depends only on the items and ``seed``
+    (not on their order), and each side keeps the input order.
+
+    Args:
+        items: data list.
+        val_fraction: share of images for validation, in (0, 1); default 0.2.
+        seed: random seed, default 0.
+        group_key: key of the group id, default ``"patient_id"``; None groups by image path.
+        stratify_key: key to stratify on, default ``"label"``; None for no stratification.
+
+    Returns:
+        ``(train, val)`` lists of item copies.
+
+    Raises:
+        ValueError: ``val_fraction`` outside (0, 1), an empty list, or a split where one side would be empty (e.g.
+            a single group).
+    """
+    if not 0 < float(val_fraction) < 1:
+        raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
+    if len(items) == 0:
+        raise ValueError("cannot split an empty data list.")
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[group_of(it, group_key)].append(i)
+
+    def _stratum(idx: list[int]) -> Hashable:
+        if stratify_key is None:
+            return None
+        vals = [items[i].get(stratify_key) for i in idx]
+        counts = Counter(str(v) for v in vals)
+        best = max(counts.values())
+        return sorted(k for k, c in counts.items() if c == best)[0]
+
+    strata: dict[Hashable, list[str]] = defaultdict(list)
+    for g in sorted(groups):
+        strata[_stratum(groups[g])].append(g)
+    rng = np.random.default_rng(seed)
+    val_groups: set[str] = set()
+    for s in sorted(strata, key=str):
+        gs = list(strata[s])
+        order = rng.permutation(len(gs))
+        gs = [gs[j] for j in order]
+        total = sum(len(groups[g]) for g in gs)
+        target = float(val_fraction) * total
+        taken = 0
+        chosen: list[str] = []
+        for g in gs:
+            size = len(groups[g])
+            if len(chosen) == len(gs) - 1:
+                break  # keep at least one group of the stratum for training
+            if not chosen or abs(taken + size - target) < abs(taken - target):
+                chosen.append(g)
+                taken += size
+        val_groups.update(chosen)
+    train_idx = sorted(i for g in groups if g not in val_groups for i in groups[g])
+    val_idx = sorted(i for g in groups if g in val_groups for i in groups[g])
+    train = [dict(items[i]) for i in train_idx]
+    val = [dict(items[i]) for i in val_idx]
+    if not train or not val:
+        raise ValueError(
+            f"split of {len(items)} items in {len(groups)} group(s) by {group_key!r} leaves one side empty "
+            f"(train {len(train)}, val {len(val)}); more groups are needed."
+        )
+    return train, val

@@ -1,0 +1,192 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Device, determinism and batch-preparation helpers for MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``.
+
+Everything here is meant to be called from bundle JSON, e.g.::
+
+    "device": "$monai_transfer.engines.utils.auto_device(@device_name)",
+    "determinism": "$monai_transfer.engines.utils.set_run_determinism(@seed)",
+    "amp": "$monai_transfer.engines.utils.amp_enabled(@device)",
+    "prepare_batch": {"_target_": "monai_transfer.engines.utils.ChannelsLastPrepareBatch"},
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from monai.engines.utils import PrepareBatch
+from monai.utils import CommonKeys, set_determinism
+
+__all__ = [
+    "auto_device",
+    "amp_enabled",
+    "set_run_determinism",
+    "configure_cuda_speedups",
+    "ChannelsLastPrepareBatch",
+]
+
+
+def auto_device(prefer: str | torch.device | None = None) -> torch.device:
+    """Pick the training device: CUDA when present, else CPU.
+
+    Args:
+        prefer: ``None`` or ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``,
+            or a ``torch.device``.
+
+    Returns:
+        the ``torch.device`` to use.
+
+    Raises:
+        RuntimeError: when CUDA is asked for explicitly but not available.
+        ValueError: when ``prefer`` is not a device name.
+    """
+    if prefer is None or (isinstance(prefer, str) and prefer.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(prefer.strip().lower() if isinstance(prefer, str) else prefer)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {prefer!r}.") from e
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"device {prefer!r} was requested but CUDA is not available; use 'auto' or 'cpu'.")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise RuntimeError(f"device {prefer!r} does not exist: only {torch.cuda.device_count()} CUDA device(s).")
+    return device
+
+
+def amp_enabled(device: str | torch.device) -> bool:
+    """Whether automatic mixed precision should be used: on CUDA devices only (MONAI's trainer autocasts to CUDA)."""
+    return torch.device(device).type == "cuda"
+
+
+def set_run_determinism(seed: int = 0, deterministic: bool = True) -> int:
+    """Seed Python, NumPy and torch; in deterministic mode also force deterministic kernels.
+
+    Deterministic mode calls MONAI's ``set_determinism`` (cuDNN deterministic, benchmark off), then
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` (an op without a deterministic implementation
+    warns instead of failing) and sets ``CUBLAS_WORKSPACE_CONFIG`` when unset, which cuBLAS needs for
+    reproducible matrix products. On CPU, the same seed and data then give identical weights and metrics.
+
+    Args:
+        seed: the global seed.
+        deterministic: ``False`` only seeds the generators and leaves cuDNN free to autotune.
+
+    Returns:
+        ``seed``, so a config can keep it: ``"$monai_transfer.engines.utils.set_run_determinism(@seed)"``.
+
+    Raises:
+        ValueError: when ``seed`` is negative or not an integer.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}.")
+    seed = int(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        set_determinism(seed=seed)
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    else:
+        random.seed(seed)
+        np.random.seed(seed % (2**32))
+        torch.manual_seed(seed)
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic = False
+    return seed
+
+
+def configure_cuda_speedups(device: str | torch.device, tf32: bool = True) -> dict[str, bool]:
+    """Turn on the CUDA speed-ups that are safe for this run.
+
+    ``cudnn.benchmark`` (autotuned convolutions) is enabled only when deterministic algorithms are off, since
+    autotuning may pick a different kernel from run to run. TF32 matrix products/convolutions are enabled when
+    ``tf32`` is true. On CPU nothing changes.
+
+    Args:
+        device: the training device.
+        tf32: allow TF32 on Ampere or newer GPUs.
+
+    Returns:
+        the settings applied, e.g. ``{"cudnn_benchmark": True, "tf32": True}`` (all ``False`` on CPU).
+    """
+    applied = {"cudnn_benchmark": False, "tf32": False}
+    if torch.device(device).type != "cuda":
+        return applied
+    if not torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.deterministic:
+        torch.backends.cudnn.benchmark = True
+        applied["cudnn_benchmark"] = True
+    if tf32:
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
+        applied["tf32"] = True
+    return applied
+
+
+def _to_device(x: Any, device: torch.device | str | None, non_blocking: bool, channels_last: bool, **kwargs) -> Any:
+    if not isinstance(x, torch.Tensor):
+        return x
+    if channels_last and x.ndim in (4, 5):
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        return x.to(device=device, non_blocking=non_blocking, memory_format=fmt, **kwargs)
+    return x.to(device=device, non_blocking=non_blocking, **kwargs)
+
+
+class ChannelsLastPrepareBatch(PrepareBatch):
+    """``prepare_batch`` for MONAI engines: moves ``image``/``label`` to the device, channels-last on CUDA.
+
+    On a CUDA device the image (``(B, C, H, W)`` or ``(B, C, D, H, W)``) is converted to ``channels_last``
+    (``channels_last_3d``) memory format, which lets cuDNN use tensor-core kernels under AMP, and transfers are
+    non-blocking (useful with ``pin_memory=True``). On CPU the batch is moved unchanged. Labels keep their
+    shape; the losses in :mod:`monai_transfer.engines.losses` accept ``(B,)`` and ``(B, 1)``.
+
+    Args:
+        image_key: key of the image in the batch dict.
+        label_key: key of the label; a batch without it returns ``None`` as label (inference).
+        channels_last: set ``False`` to keep the default memory format on CUDA too.
+
+    Example::
+
+        "prepare_batch": {"_target_": "monai_transfer.engines.utils.ChannelsLastPrepareBatch"}
+    """
+
+    def __init__(
+        self, image_key: str = CommonKeys.IMAGE, label_key: str = CommonKeys.LABEL, channels_last: bool = True
+    ) -> None:
+        self.image_key = image_key
+        self.label_key = label_key
+        self.channels_last = channels_last
+
+    def __call__(
+        self,
+        batchdata: Mapping[str, Any] | Sequence[Any],
+        device: str | torch.device | None = None,
+        non_blocking: bool = False,
+        **kwargs: Any,
+    ) -> tuple[Any, Any]:
+        """Return ``(image, label)`` on ``device``.
+
+        Raises:
+            KeyError: when the batch has no ``image_key``.
+        """
+        is_cuda = device is not None and torch.device(device).type == "cuda"
+        non_blocking = non_blocking or is_cuda
+        if isinstance(batchdata, Mapping):
+            if self.image_key not in batchdata:
+                raise KeyError(f"batch has no '{self.image_key}' key; keys are {sorted(map(str, batchdata))}.")
+            image, label = batchdata[self.image_key], batchdata.get(self.label_key)
+        else:
+            image, label = batchdata[0], (batchdata[1] if len(batchdata) > 1 else None)
+        image = _to_device(image, device, non_blocking, self.channels_last and is_cuda, **kwargs)
+        label = _to_device(label, device, non_blocking, False, **kwargs)
+        return image, label

@@ -1,0 +1,251 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Ignite handler that writes the classification report when an evaluator epoch completes.
+
+Typical use, two evaluation runs of a bundle:
+
+1. on the validation split with ``select_threshold_on="youden"``: the report uses the threshold chosen on these data
+   and the threshold is SAVED to ``threshold_path`` (e.g. ``models/threshold.json`` beside ``model.pt``);
+2. on the test split with ``threshold="<bundle_root>/models/threshold.json"``: the report gives the test metrics at
+   that stored threshold (and at 0.5, under ``metrics_at_0.5``).
+
+Bundle example (``evaluate.json``)::
+
+    "handlers": [{
+        "_target_": "monai_transfer.handlers.report_writer.ClassificationReportWriter",
+        "output_dir": "$@output_dir + '/report'",
+        "class_names": ["normal", "pneumonia"],
+        "threshold": "$@bundle_root + '/models/threshold.json'",
+        "meta": {"weights": "@network_def#weights", "data": "PneumoniaMNIST test split"}
+    }]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.handlers import from_engine
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
+from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
+from monai_transfer.reports.writer import write_classification_report
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["ClassificationReportWriter", "ids_from_output"]
+
+
+def _meta_id(item: Any) -> str | None:
+    if not isinstance(item, dict):
+        return None
+    if item.get("source_id") is not None:
+        return str(item["source_id"])
+    for key in ("image", "img"):
+        meta = getattr(item.get(key), "meta", None)
+        if isinstance(meta, dict) and meta.get("filename_or_obj") is not None:
+            return str(meta["filename_or_obj"])
+    meta = item.get("image_meta_dict")
+    if isinstance(meta, dict) and meta.get("filename_or_obj") is not None:
+        return str(meta["filename_or_obj"])
+    return None
+
+
+def ids_from_output(output: Any, batch: Any = None) -> list[str | None]:
+    """Per-case ids of one iteration: ``source_id`` if present, else ``image.meta["filename_or_obj"]``.
+
+    Reads the decollated ``engine.state.output`` (a list of per-case dicts, MONAI's evaluator convention) and falls
+    back to the collated ``engine.state.batch``. Cases without an id give ``None``.
+    """
+    if isinstance(output, (list, tuple)) and output and isinstance(output[0], dict):
+        ids = [_meta_id(o) for o in output]
+        if any(i is not None for i in ids):
+            return ids
+        n = len(output)
+    else:
+        n = 0
+    if isinstance(batch, dict):
+        for key in ("source_id",):
+            if isinstance(batch.get(key), (list, tuple)):
+                return [str(v) for v in batch[key]]
+        meta = getattr(batch.get("image"), "meta", None)
+        if isinstance(meta, dict) and isinstance(meta.get("filename_or_obj"), (list, tuple)):
+            return [str(v) for v in meta["filename_or_obj"]]
+    return [None] * n
+
+
+class ClassificationReportWriter:
+    """Collect predictions, labels and case ids over an evaluator epoch; write the report at ``EPOCH_COMPLETED``.
+
+    Args:
+        output_dir: report folder (``metrics.json``, ``predictions.csv``, PNGs); see ``write_classification_report``.
+        class_names: class names (default ``negative``/``positive`` or ``class_<k>``).
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        threshold: operating threshold: ``None`` (0.5), a float / per-label list, a threshold JSON path (read when the
+            epoch completes) or a callable. Ignored when ``select_threshold_on`` is set.
+        select_threshold_on: ``None``, ``"youden"`` or ``"sensitivity"``: choose the threshold on THIS epoch's data,
+            save it to ``threshold_path`` and report at it (use on the validation split only).
+        threshold_path: where the selected threshold is saved (e.g. ``models/threshold.json``); required with
+            ``select_threshold_on``.
+        target_sensitivity: target of ``select_threshold_on="sensitivity"``.
+        output_transform: ``engine.state.output`` -> ``(y_pred, y)``; default ``from_engine(["pred", "label"])``;
+            ``pred`` must be probabilities.
+        id_transform: ``(engine.state.output, engine.state.batch)`` -> per-case ids; default :func:`ids_from_output`.
+        meta: JSON-friendly description for ``metrics.json`` (weight source, data, split); a callable receiving the
+            engine is called at write time.
+        n_bootstrap: bootstrap resamples for the CIs.
+        plots: write the PNG figures.
+        n_bins: ECE bins.
+        write_report: set False to only select/save the threshold.
+
+    Attributes:
+        last_metrics: the metrics dict of the last written epoch (also in ``engine.state.report_metrics``).
+
+    Note:
+        collection is per process; in multi-GPU runs only data seen by each rank are reported (no gather).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        class_names: Sequence[str] | None = None,
+        mode: str = "binary",
+        threshold: ThresholdLike = None,
+        select_threshold_on: str | None = None,
+        threshold_path: str | os.PathLike | None = None,
+        target_sensitivity: float = 0.9,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        id_transform: Callable[[Any, Any], Sequence[str | None]] = ids_from_output,
+        meta: dict[str, Any] | Callable[[Any], dict[str, Any]] | None = None,
+        n_bootstrap: int = 1000,
+        plots: bool = True,
+        n_bins: int = DEFAULT_ECE_BINS,
+        write_report: bool = True,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if select_threshold_on is not None:
+            if select_threshold_on not in THRESHOLD_METHODS:
+                raise ValueError(
+                    f"select_threshold_on must be None or one of {THRESHOLD_METHODS}, got {select_threshold_on!r}"
+                )
+            if mode == "multiclass":
+                raise ValueError("select_threshold_on is not available for mode='multiclass' (arg-max prediction)")
+            if threshold_path is None:
+                raise ValueError("threshold_path is required with select_threshold_on (e.g. 'models/threshold.json')")
+        if not callable(output_transform):
+            raise TypeError(f"output_transform must be callable, got {type(output_transform)}")
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.mode = mode
+        self.threshold = threshold
+        self.select_threshold_on = select_threshold_on
+        self.threshold_path = Path(threshold_path) if threshold_path is not None else None
+        self.target_sensitivity = float(target_sensitivity)
+        self.output_transform = output_transform
+        self.id_transform = id_transform
+        self.meta = meta
+        self.n_bootstrap = int(n_bootstrap)
+        self.plots = plots
+        self.n_bins = int(n_bins)
+        self.write_report = write_report
+        self.last_metrics: dict[str, Any] | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the collected predictions."""
+        self._preds: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._ids: list[str | None] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (collect), ``EPOCH_COMPLETED`` (write)."""
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    @staticmethod
+    def _stack(x: Any, name: str) -> torch.Tensor:
+        if isinstance(x, (list, tuple)):
+            x = torch.stack([torch.as_tensor(v).as_subclass(torch.Tensor).detach().cpu().float() for v in x])
+        elif isinstance(x, torch.Tensor):
+            x = x.as_subclass(torch.Tensor).detach().cpu().float()
+        else:
+            raise TypeError(f"{name} from output_transform must be a tensor or a list of tensors, got {type(x)}")
+        return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
+
+    def _collect(self, engine: Engine) -> None:
+        y_pred, y = self.output_transform(engine.state.output)
+        y_pred, y = self._stack(y_pred, "y_pred"), self._stack(y, "y")
+        if y.ndim == 1:
+            y = y[:, None]
+        self._preds.append(y_pred)
+        self._labels.append(y)
+        ids = list(self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
+        if len(ids) != y_pred.shape[0]:
+            ids = [None] * y_pred.shape[0]
+        start = len(self._ids)
+        self._ids.extend(i if i is not None else f"case_{start + j:05d}" for j, i in enumerate(ids))
+
+    def __call__(self, engine: Engine) -> None:
+        """Select/save the threshold when asked, then write the report for the collected epoch."""
+        if not self._preds:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
+        y_prob = torch.cat(self._preds).numpy()
+        y_true = torch.cat(self._labels).numpy()
+        if self.mode == "binary" and y_true.ndim == 2 and y_true.shape[1] == 1:
+            y_true = y_true[:, 0]
+        threshold: Any = self.threshold
+        if self.select_threshold_on is not None:
+            threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
+            at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)
+            save_threshold(
+                self.threshold_path,  # type: ignore[arg-type]
+                threshold,
+                method=self.select_threshold_on,
+                target_sensitivity=self.target_sensitivity if self.select_threshold_on == "sensitivity" else None,
+                mode=self.mode,
+                class_names=at["class_names"],
+                n_samples=at["n_samples"],
+                sensitivity=at["sensitivity"],
+                specificity=at["specificity"],
+                epoch=int(engine.state.epoch),
+            )
+        meta = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
+        if self.select_threshold_on is not None:
+            meta.setdefault("threshold_selected_on_this_data", f"{self.select_threshold_on} -> {self.threshold_path}")
+        if self.write_report:
+            write_classification_report(
+                self.output_dir,
+                y_true,
+                y_prob,
+                ids=self._ids,
+                class_names=self.class_names,
+                threshold=threshold,
+                mode=self.mode,
+                meta=meta,
+                n_bootstrap=self.n_bootstrap,
+                plots=self.plots,
+                n_bins=self.n_bins,
+            )
+        self.last_metrics = compute_classification_metrics(
+            y_prob, y_true, self.mode, resolve_threshold(threshold), self.class_names, self.n_bins
+        )
+        engine.state.report_metrics = self.last_metrics  # type: ignore[attr-defined]

@@ -1,0 +1,132 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Operating points: choose a decision threshold on validation data, store it with the model, load it for testing.
+
+The threshold is always applied as ``p_positive >= threshold``. Candidate thresholds are the distinct scores of the
+validation set, so the chosen value reproduces the validation sensitivity/specificity exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_transfer.metrics.functional import compute_roc_curve, prepare_inputs
+from monai_transfer.utils.io import atomic_write_json
+
+__all__ = ["THRESHOLD_METHODS", "select_threshold", "save_threshold", "load_threshold"]
+
+THRESHOLD_METHODS = ("youden", "sensitivity")
+
+
+def _select_one(score: np.ndarray, label: np.ndarray, method: str, target_sensitivity: float, name: str) -> float:
+    n_pos = int(label.sum())
+    if n_pos == 0 or n_pos == len(label):
+        raise ValueError(
+            f"cannot select a threshold{name}: the data have {n_pos} positive and {len(label) - n_pos} negative "
+            "samples; both classes are needed"
+        )
+    fpr, tpr, thr = compute_roc_curve(score, label)
+    fpr, tpr, thr = fpr[1:], tpr[1:], thr[1:]  # drop the (0, 0) point at +inf
+    if method == "youden":
+        j = tpr - fpr
+        return float(thr[int(np.argmax(j))])  # first maximum = the highest threshold among ties
+    ok = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
+    return float(thr[ok[0]])  # highest threshold (best specificity) that reaches the target sensitivity
+
+
+def select_threshold(
+    y_prob: Any,
+    y_true: Any,
+    method: str = "youden",
+    target_sensitivity: float = 0.9,
+    mode: str = "binary",
+) -> float | list[float]:
+    """Choose the decision threshold on validation data.
+
+    Args:
+        y_prob: probabilities (see :mod:`monai_transfer.metrics.functional` for shapes).
+        y_true: labels.
+        method: ``"youden"`` maximises Youden's J = sensitivity + specificity - 1 (the highest threshold wins ties);
+            ``"sensitivity"`` takes the highest threshold whose sensitivity is at least ``target_sensitivity``
+            (i.e. the best specificity at that sensitivity).
+        target_sensitivity: in (0, 1], used by ``method="sensitivity"``; default 0.9.
+        mode: ``"binary"`` (returns a float) or ``"multilabel"`` (returns one threshold per label). Multi-class tasks
+            predict the arg-max and have no threshold.
+
+    Raises:
+        ValueError: unknown ``method``/``mode``, ``target_sensitivity`` outside (0, 1], or a class absent from the data.
+    """
+    if method not in THRESHOLD_METHODS:
+        raise ValueError(f"method must be one of {THRESHOLD_METHODS}, got {method!r}")
+    if not 0.0 < float(target_sensitivity) <= 1.0:
+        raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
+    if mode == "multiclass":
+        raise ValueError("mode='multiclass' predicts the arg-max and has no decision threshold to select")
+    p, y = prepare_inputs(y_prob, y_true, mode)
+    out = [
+        _select_one(p[:, k], y[:, k], method, float(target_sensitivity), "" if mode == "binary" else f" for label {k}")
+        for k in range(p.shape[1])
+    ]
+    return out[0] if mode == "binary" else out
+
+
+def save_threshold(
+    path: str | os.PathLike,
+    threshold: float | Sequence[float],
+    method: str | None = None,
+    target_sensitivity: float | None = None,
+    **info: Any,
+) -> Path:
+    """Write the threshold as JSON (atomically), e.g. ``models/threshold.json`` beside ``model.pt``.
+
+    Args:
+        path: output ``.json`` file.
+        threshold: a float, or one per label.
+        method: how it was chosen (``"youden"``, ``"sensitivity"``).
+        target_sensitivity: the target of ``method="sensitivity"``.
+        info: extra JSON-friendly entries (e.g. ``mode``, ``class_names``, validation ``sensitivity``,
+            ``specificity``, ``n_samples``).
+
+    Returns:
+        the written path.
+    """
+    t = np.asarray(threshold, dtype=np.float64).reshape(-1)
+    value: float | list[float] = float(t[0]) if np.ndim(threshold) == 0 else [float(v) for v in t]
+    payload = {"threshold": value, "method": method, "target_sensitivity": target_sensitivity, **info}
+    return atomic_write_json(path, payload)
+
+
+def load_threshold(path: str | os.PathLike) -> float | list[float]:
+    """Read a threshold written by :func:`save_threshold` (or a JSON number / ``{"threshold": ...}`` file).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: the file is not valid JSON or holds no numeric threshold; the message names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"threshold file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"threshold file {path} is not valid JSON: {e}") from e
+    value = obj.get("threshold") if isinstance(obj, dict) else obj
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
+        return [float(v) for v in value]
+    raise ValueError(f"threshold file {path} holds no numeric 'threshold' entry, got {value!r}")

@@ -1,0 +1,116 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Grad-CAM overlays (:class:`monai.visualize.GradCAM`) saved as PNG in the original image geometry."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.visualize import GradCAM
+
+from monai_transfer.utils.io import atomic_write
+
+__all__ = ["save_gradcam_overlays"]
+
+
+def _to_grey01(img: Any) -> np.ndarray:
+    """``(H, W)``, ``(C, H, W)`` (first channel) or ``(H, W, 3)`` -> ``(H, W)`` float in [0, 1] (min-max)."""
+    a = img.detach().cpu().float().numpy() if isinstance(img, torch.Tensor) else np.asarray(img, dtype=np.float32)
+    if a.ndim == 3:
+        a = a.mean(-1) if a.shape[-1] in (3, 4) and a.shape[0] not in (1, 3) else a[0]
+    if a.ndim != 2:
+        raise ValueError(f"original image must be 2D (H, W), (C, H, W) or (H, W, 3), got shape {a.shape}")
+    lo, hi = float(a.min()), float(a.max())
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+def _safe_name(s: str) -> str:
+    base = re.sub(r"\.(nii\.gz|nii|png|jpe?g|dcm|npy|tiff?|bmp)$", "", Path(str(s)).name, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:80] or "case"
+
+
+def save_gradcam_overlays(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    target_layer: str,
+    output_dir: str | os.PathLike,
+    n: int = 8,
+    class_index: int | None = None,
+    original_images: Sequence[Any] | None = None,
+    ids: Sequence[str] | None = None,
+    alpha: float = 0.4,
+) -> list[Path]:
+    """Compute Grad-CAM for the first ``n`` images and save heat-map overlays as RGB PNGs.
+
+    Each map is resized (bilinear) to its original image's size, so the PNG has exactly the original pixel
+    geometry (``H0 x W0``), not the network input size.
+
+    Args:
+        model: a 2D classifier, ``(B, C, H, W)`` -> logits.
+        images: network input batch ``(B, C, H, W)`` (already preprocessed), on the model's device.
+        target_layer: name of the layer to explain (see ``model.named_modules()``), e.g. the last conv stage.
+        output_dir: folder for ``gradcam_<id>.png``.
+        n: number of cases (the first ``n`` of the batch).
+        class_index: class to explain; ``None`` uses each case's predicted (arg-max) class.
+        original_images: per-case images in original geometry (``(H0, W0)``, ``(C, H0, W0)`` or ``(H0, W0, 3)``)
+            used as background; default the first channel of ``images``.
+        ids: per-case names for the files; default ``case_00000``...
+        alpha: opacity of the heat map.
+
+    Returns:
+        the written PNG paths.
+
+    Raises:
+        ValueError: ``images`` is not a 4D batch, ``n < 1``, or ``original_images``/``ids`` are too short.
+    """
+    from matplotlib import colormaps
+    from PIL import Image
+
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if int(n) < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    n = min(int(n), images.shape[0])
+    if original_images is not None and len(original_images) < n:
+        raise ValueError(f"original_images must have at least n={n} entries, got {len(original_images)}")
+    if ids is not None and len(ids) < n:
+        raise ValueError(f"ids must have at least n={n} entries, got {len(ids)}")
+    out_dir = Path(output_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    was_training = model.training
+    model.eval()
+    try:
+        cam = GradCAM(nn_module=model, target_layers=target_layer)
+        with torch.enable_grad():
+            maps = cam(x=images[:n].as_subclass(torch.Tensor), class_idx=class_index)  # (n, 1, H, W) in [0, 1]
+    finally:
+        model.train(was_training)
+    cmap = colormaps["jet"]
+    paths = []
+    for i in range(n):
+        bg = _to_grey01(original_images[i] if original_images is not None else images[i, 0])
+        m = F.interpolate(maps[i : i + 1].detach().float().cpu(), size=bg.shape, mode="bilinear", align_corners=False)
+        heat = cmap(np.clip(m[0, 0].numpy(), 0, 1))[..., :3]
+        rgb = (1 - alpha) * np.repeat(bg[..., None], 3, -1) + alpha * heat
+        img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8), mode="RGB")
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        name = _safe_name(ids[i]) if ids is not None else f"case_{i:05d}"
+        paths.append(atomic_write(out_dir / f"gradcam_{name}.png", lambda f, b=buf: f.write(b.getvalue())))
+    return paths

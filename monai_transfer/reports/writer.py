@@ -1,0 +1,214 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Evaluation report: ``metrics.json``, ``predictions.csv`` and the ROC / confusion-matrix / reliability PNGs."""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import io
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monai_transfer.metrics.bootstrap import bootstrap_ci
+from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
+from monai_transfer.metrics.functional import (
+    DEFAULT_ECE_BINS,
+    UndefinedMetricWarning,
+    _predict,
+    compute_classification_metrics,
+    default_class_names,
+    prepare_inputs,
+)
+from monai_transfer.utils.io import atomic_write_json, atomic_write_text, check_output_dir
+
+__all__ = ["CI_METRICS", "write_classification_report", "write_predictions_csv"]
+
+#: metrics that get a bootstrap confidence interval in ``metrics.json``.
+CI_METRICS = ("auc", "sensitivity", "specificity")
+
+
+def _threshold_source(threshold: ThresholdLike) -> str:
+    if threshold is None:
+        return "default 0.5"
+    if isinstance(threshold, (str, os.PathLike)):
+        return f"file {threshold}"
+    return "callable" if callable(threshold) else "given"
+
+
+def write_predictions_csv(
+    path: str | os.PathLike,
+    y_prob: Any,
+    y_true: Any,
+    ids: Sequence[Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    mode: str = "binary",
+    threshold: float | Sequence[float] = 0.5,
+) -> Path:
+    """One row per case: ``id``, label(s), per-class probabilities ``prob_<class>``, prediction(s), ``correct``.
+
+    Binary/multi-class: ``label``, ``label_name``, ``prediction``, ``prediction_name``; multi-label:
+    ``label_<name>`` and ``pred_<name>`` per label. Probabilities are written with 6 decimals.
+    """
+    p, y = prepare_inputs(y_prob, y_true, mode)
+    n = len(p)
+    k = 2 if mode == "binary" else p.shape[1]
+    names = list(class_names) if class_names is not None else default_class_names(mode, k)
+    ids = [str(i) for i in ids] if ids is not None else [f"case_{i:05d}" for i in range(n)]
+    if len(ids) != n:
+        raise ValueError(f"ids must have one entry per case ({n}), got {len(ids)}")
+    probs = np.concatenate([1 - p, p], 1) if mode == "binary" else p
+    pred = _predict(p, mode, threshold)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if mode == "multilabel":
+        w.writerow(
+            [
+                "id",
+                *[f"label_{c}" for c in names],
+                *[f"prob_{c}" for c in names],
+                *[f"pred_{c}" for c in names],
+                "correct",
+            ]
+        )
+        for i in range(n):
+            w.writerow(
+                [
+                    ids[i],
+                    *y[i].tolist(),
+                    *[f"{v:.6f}" for v in probs[i]],
+                    *pred[i].tolist(),
+                    int((pred[i] == y[i]).all()),
+                ]
+            )
+    else:
+        lab = y[:, 0] if mode == "binary" else y.argmax(1)
+        prd = pred[:, 0] if mode == "binary" else pred.argmax(1)
+        w.writerow(
+            ["id", "label", "label_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name", "correct"]
+        )
+        for i in range(n):
+            w.writerow(
+                [
+                    ids[i],
+                    int(lab[i]),
+                    names[lab[i]],
+                    *[f"{v:.6f}" for v in probs[i]],
+                    int(prd[i]),
+                    names[prd[i]],
+                    int(lab[i] == prd[i]),
+                ]
+            )
+    return atomic_write_text(path, buf.getvalue())
+
+
+def write_classification_report(
+    output_dir: str | os.PathLike,
+    y_true: Any,
+    y_prob: Any,
+    ids: Sequence[Any] | None = None,
+    class_names: Sequence[str] | None = None,
+    threshold: ThresholdLike = None,
+    mode: str = "binary",
+    meta: dict[str, Any] | None = None,
+    n_bootstrap: int = 1000,
+    plots: bool = True,
+    n_bins: int = DEFAULT_ECE_BINS,
+    alpha: float = 0.05,
+    seed: int = 0,
+) -> dict[str, Path]:
+    """Write the evaluation report of a classifier to ``output_dir`` (every file atomically).
+
+    Files:
+        - ``metrics.json``: ``metrics`` (the flat dict of ``compute_classification_metrics`` at the operating
+          threshold), ``metrics_at_0.5`` (binary/multi-label), ``confidence_intervals`` (stratified percentile
+          bootstrap for AUC, sensitivity and specificity), ``threshold`` (value and source), ``class_names``,
+          ``counts``, ``n_samples``, ``mode``, ``meta`` (e.g. weight source, data and split description) and
+          ``created`` (UTC time). Undefined values are ``null``.
+        - ``predictions.csv``: see :func:`write_predictions_csv`.
+        - ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` when ``plots`` is True.
+
+    Args:
+        output_dir: report folder (created).
+        y_true: labels (``(N,)`` ints or one-hot; ``(N, K)`` 0/1 for multi-label).
+        y_prob: probabilities (binary: ``(N, 2)`` softmax or ``(N,)`` positive-class probability).
+        ids: case ids / image paths, one per case; default ``case_00000``...
+        class_names: class names; default ``["negative", "positive"]`` (binary) or ``class_<k>``.
+        threshold: operating threshold: ``None`` (0.5), a float / per-label list, a threshold JSON path (e.g. the
+            ``models/threshold.json`` chosen on validation) or a callable. Ignored for multi-class (arg-max).
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        meta: JSON-friendly description stored under ``meta``.
+        n_bootstrap: bootstrap resamples for the CIs; 0 disables them.
+        plots: write the PNG figures.
+        n_bins: ECE / reliability bins.
+        alpha: CI level is ``1 - alpha``.
+        seed: bootstrap seed.
+
+    Returns:
+        ``{"metrics": path, "predictions": path, "roc": path, ...}`` of the written files.
+    """
+    out_dir = check_output_dir(output_dir)
+    thr = resolve_threshold(threshold) if mode != "multiclass" else 0.5
+    p, y = prepare_inputs(y_prob, y_true, mode)
+    k = 2 if mode == "binary" else p.shape[1]
+    names = list(class_names) if class_names is not None else default_class_names(mode, k)
+    yp, yt = (p[:, 0], y[:, 0]) if mode == "binary" else (p, y)
+
+    metrics = compute_classification_metrics(yp, yt, mode, thr, names, n_bins)
+    report: dict[str, Any] = {
+        "mode": mode,
+        "n_samples": int(len(p)),
+        "class_names": names,
+        "counts": {n: metrics[f"support/{n}"] for n in names},
+        "threshold": {
+            "value": None if mode == "multiclass" else metrics["threshold"],
+            "source": "arg-max (no threshold)" if mode == "multiclass" else _threshold_source(threshold),
+        },
+        "metrics": metrics,
+    }
+    if mode != "multiclass":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)  # same data, warned above
+            report["metrics_at_0.5"] = compute_classification_metrics(yp, yt, mode, 0.5, names, n_bins)
+    cis: dict[str, Any] = {}
+    if n_bootstrap > 0:
+        for m in CI_METRICS:
+            cis[m] = bootstrap_ci(yp, yt, m, mode=mode, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
+    report["confidence_intervals"] = cis
+    report["meta"] = dict(meta or {})
+    report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+    written = {"metrics": atomic_write_json(out_dir / "metrics.json", report)}
+    written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, mode, thr)
+    if plots:
+        from monai_transfer.reports.plots import plot_confusion_matrix, plot_reliability, plot_roc
+
+        points: dict[str, Any] | None = None
+        if mode != "multiclass":
+            points = {"default": 0.5}
+            if np.any(np.asarray(thr) != 0.5):
+                points = {"operating": thr, "default": 0.5}
+        written["roc"] = plot_roc(out_dir / "roc.png", yp, yt, mode, names, cis.get("auc"), points)
+        written["confusion_matrix"] = plot_confusion_matrix(
+            out_dir / "confusion_matrix.png",
+            metrics["confusion_matrix"],
+            names,
+            None
+            if mode != "binary"
+            else f"Confusion matrix at threshold {thr:.3g} (n={len(p)}; counts and % of true class)",
+        )
+        written["reliability"] = plot_reliability(out_dir / "reliability.png", yp, yt, mode, n_bins)
+    return written

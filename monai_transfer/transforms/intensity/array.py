@@ -1,0 +1,315 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Intensity transforms for CT windows, radiograph/MR rescaling and pretrained-backbone normalisation.
+
+Thin layers over MONAI's ``ScaleIntensityRange``, ``ScaleIntensityRangePercentiles`` and ``NormalizeIntensity``:
+they add what those lack for transfer learning, namely named CT window presets, several windows stacked as the
+three input channels, and the per-channel mean/std of the chosen pretrained weights read from the backbone registry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import NdarrayOrTensor
+from monai.data import MetaTensor
+from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
+from monai.utils import TransformBackends, convert_to_tensor
+
+__all__ = [
+    "WINDOW_PRESETS",
+    "resolve_window",
+    "WindowIntensity",
+    "MultiWindowStack",
+    "PercentileRescale",
+    "ZScoreNormalize",
+    "BackboneNormalize",
+]
+
+#: CT window presets as ``(center, width)`` in Hounsfield units, from Radiopaedia, "Windowing (CT)"
+#: (https://radiopaedia.org/articles/windowing-ct): lung W1500/L-600, mediastinum W350/L50, bone W1800/L400,
+#: brain W80/L40, abdomen (soft tissue) W400/L50.
+WINDOW_PRESETS: dict[str, tuple[float, float]] = {
+    "lung": (-600.0, 1500.0),
+    "mediastinum": (50.0, 350.0),
+    "bone": (400.0, 1800.0),
+    "brain": (40.0, 80.0),
+    "abdomen": (50.0, 400.0),
+}
+
+
+def resolve_window(
+    window: str | Sequence[float] | Mapping[str, float] | None = None,
+    center: float | None = None,
+    width: float | None = None,
+) -> tuple[float, float]:
+    """Turn a preset name, a ``(center, width)`` pair or a ``{"center", "width"}`` mapping into ``(center, width)``.
+
+    Args:
+        window: preset name (see :data:`WINDOW_PRESETS`), pair or mapping; ``None`` to use ``center``/``width``.
+        center: window centre (level) in the image's units, used when ``window`` is None.
+        width: window width, > 0, used when ``window`` is None.
+
+    Raises:
+        ValueError: unknown preset, missing or non-positive width.
+    """
+    if window is not None and (center is not None or width is not None):
+        raise ValueError(
+            f"give either a preset/window or center/width, got window={window!r}, center={center}, width={width}."
+        )
+    if isinstance(window, str):
+        key = window.lower()
+        if key not in WINDOW_PRESETS:
+            raise ValueError(f"unknown window preset {window!r}; available: {sorted(WINDOW_PRESETS)}.")
+        return WINDOW_PRESETS[key]
+    if isinstance(window, Mapping):
+        center, width = window.get("center"), window.get("width")
+    elif window is not None:
+        if len(window) != 2:
+            raise ValueError(f"a window must be (center, width), got {window!r}.")
+        center, width = window
+    if center is None or width is None:
+        raise ValueError(f"window needs a preset or both center and width, got center={center}, width={width}.")
+    if float(width) <= 0:
+        raise ValueError(f"window width must be > 0, got {width}.")
+    return float(center), float(width)
+
+
+class WindowIntensity(Transform):
+    """Window an image (e.g. CT in Hounsfield units) to ``[b_min, b_max]`` (default ``[0, 1]``), clipping outside.
+
+    ``[center - width / 2, center + width / 2]`` maps linearly to ``[b_min, b_max]`` with MONAI's
+    ``ScaleIntensityRange(..., clip=True)``. Named presets (Radiopaedia, "Windowing (CT)"):
+    lung W1500/L-600, mediastinum W350/L50, bone W1800/L400, brain W80/L40, abdomen W400/L50.
+
+    Args:
+        preset: one of ``"lung"``, ``"mediastinum"``, ``"bone"``, ``"brain"``, ``"abdomen"``; or None.
+        center: window centre (level) when no preset is given.
+        width: window width (> 0) when no preset is given.
+        b_min: output value at the bottom of the window, default 0.
+        b_max: output value at the top of the window, default 1.
+
+    Raises:
+        ValueError: unknown preset, or missing/non-positive width.
+
+    Example::
+
+        WindowIntensity("lung")(ct_hu)  # -1350 HU -> 0, 150 HU -> 1
+    """
+
+    backend = ScaleIntensityRange.backend
+
+    def __init__(
+        self,
+        preset: str | None = None,
+        center: float | None = None,
+        width: float | None = None,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+    ) -> None:
+        self.center, self.width = resolve_window(preset, center, width)
+        self.scaler = ScaleIntensityRange(
+            a_min=self.center - self.width / 2, a_max=self.center + self.width / 2, b_min=b_min, b_max=b_max, clip=True
+        )
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        return self.scaler(img)
+
+
+class MultiWindowStack(Transform):
+    """Window a one-channel image (CT in HU) several ways and stack the results as channels (at most 3).
+
+    A common way to feed CT to an RGB-pretrained backbone: e.g. lung, mediastinum and bone windows become the three
+    input channels, each in ``[0, 1]``.
+
+    Args:
+        windows: up to three windows, each a preset name, a ``(center, width)`` pair or a ``{"center", "width"}``
+            mapping; default ``("lung", "mediastinum", "bone")``.
+        b_min: output minimum, default 0.
+        b_max: output maximum, default 1.
+
+    Raises:
+        ValueError: no window or more than three; input with more than one channel.
+    """
+
+    backend = ScaleIntensityRange.backend
+
+    def __init__(
+        self,
+        windows: Sequence[str | Sequence[float] | Mapping[str, float]] = ("lung", "mediastinum", "bone"),
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+    ) -> None:
+        if isinstance(windows, str) or not 1 <= len(windows) <= 3:
+            raise ValueError(f"windows must list 1 to 3 windows, got {windows!r}.")
+        self.windows = [resolve_window(w) for w in windows]
+        self.scalers = [WindowIntensity(center=c, width=w, b_min=b_min, b_max=b_max) for c, w in self.windows]
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        if img.shape[0] != 1:
+            raise ValueError(f"MultiWindowStack expects a one-channel image (1, ...), got shape {tuple(img.shape)}.")
+        outs = [s(img) for s in self.scalers]
+        if isinstance(img, torch.Tensor):
+            return torch.cat([torch.as_tensor(o) for o in outs], dim=0)
+        return np.concatenate(outs, axis=0)
+
+
+class PercentileRescale(Transform):
+    """Clip to the ``[lower, upper]`` percentiles and rescale to ``[b_min, b_max]`` (radiographs, MR).
+
+    MONAI's ``ScaleIntensityRangePercentiles`` with the defaults transfer learning wants: robust 0.5/99.5
+    percentiles, output ``[0, 1]``, clipping on.
+
+    Args:
+        lower: lower percentile in [0, 100], default 0.5.
+        upper: upper percentile in [0, 100], default 99.5.
+        b_min: output minimum, default 0.
+        b_max: output maximum, default 1.
+        clip: clip to ``[b_min, b_max]``, default True.
+        channel_wise: percentiles per channel, default True.
+    """
+
+    backend = ScaleIntensityRangePercentiles.backend
+
+    def __init__(
+        self,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        clip: bool = True,
+        channel_wise: bool = True,
+    ) -> None:
+        if not 0 <= lower < upper <= 100:
+            raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}.")
+        self.scaler = ScaleIntensityRangePercentiles(
+            lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip, channel_wise=channel_wise
+        )
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        return self.scaler(img)
+
+
+class ZScoreNormalize(Transform):
+    """Per-image z-score ``(x - mean) / std``, channel-wise by default (MONAI's ``NormalizeIntensity``).
+
+    Exists to give the z-score a name in bundles and channel-wise default; a constant image gives zeros (std = 0
+    is treated as 1 by MONAI).
+
+    Args:
+        nonzero: statistics over non-zero voxels only (e.g. skull-stripped MR), default False.
+        channel_wise: per-channel statistics, default True.
+    """
+
+    backend = NormalizeIntensity.backend
+
+    def __init__(self, nonzero: bool = False, channel_wise: bool = True) -> None:
+        self.norm = NormalizeIntensity(nonzero=nonzero, channel_wise=channel_wise)
+
+    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
+        return self.norm(img)
+
+
+def _backbone_stats(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Mean/std of a registered backbone's pretrained weights (lazy import; the registry is data only)."""
+    try:
+        from monai_transfer.networks.backbones import get_backbone_cfg
+    except ImportError as e:
+        raise ImportError(
+            f"BackboneNormalize(backbone={backbone!r}) needs monai_transfer.networks.backbones.get_backbone_cfg, "
+            f"which could not be imported ({e}); pass mean= and std= explicitly instead."
+        ) from e
+    cfg = get_backbone_cfg(backbone)
+    return tuple(float(m) for m in cfg.mean), tuple(float(s) for s in cfg.std)
+
+
+class BackboneNormalize(Transform):
+    """Normalise a ``[0, 1]`` image with the per-channel mean/std of a pretrained backbone's weights.
+
+    ``out[c] = (img[c] - mean[c]) / std[c]``. With ``backbone="tf_efficientnet_lite0"`` the values are read from
+    ``monai_transfer.networks.backbones.get_backbone_cfg(name).mean/.std`` (e.g. ImageNet's
+    ``(0.485, 0.456, 0.406)/(0.229, 0.224, 0.225)`` or EfficientNet-Lite's ``0.5/0.5``), so the numbers are never
+    typed by hand; explicit ``mean=``/``std=`` override them.
+
+    A grey image (``C = 1``) with three-value RGB statistics is ambiguous: normalising one grey channel with one of
+    the RGB pairs, or averaging them, does not give what the pretrained stem saw. It raises unless
+    ``repeat_channels=True``, which first copies grey to three channels (grey -> RGB as the photo would have been)
+    and then normalises each copy with its own channel's statistics.
+
+    Args:
+        backbone: registered backbone name; used when ``mean``/``std`` are not given.
+        mean: per-channel means (1 or C values), overriding the backbone's.
+        std: per-channel standard deviations (> 0), overriding the backbone's.
+        repeat_channels: repeat a one-channel input to ``len(mean)`` channels before normalising; default False.
+
+    Raises:
+        ValueError: neither backbone nor mean/std; length mismatch between mean, std and the channels; std <= 0.
+        ImportError: ``backbone`` given but the backbone registry is not importable.
+    """
+
+    backend = [TransformBackends.TORCH]
+
+    def __init__(
+        self,
+        backbone: str | None = None,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        repeat_channels: bool = False,
+    ) -> None:
+        if (mean is None) != (std is None):
+            raise ValueError(f"give both mean and std or neither, got mean={mean}, std={std}.")
+        if mean is None and backbone is None:
+            raise ValueError("BackboneNormalize needs backbone=<name> or explicit mean= and std=.")
+        self.backbone = backbone
+        self.repeat_channels = repeat_channels
+        self._mean = None if mean is None else tuple(np.atleast_1d(np.asarray(mean, dtype=float)).tolist())
+        self._std = None if std is None else tuple(np.atleast_1d(np.asarray(std, dtype=float)).tolist())
+        if self._mean is not None:
+            self._check(self._mean, self._std)
+
+    @staticmethod
+    def _check(mean: Sequence[float], std: Sequence[float]) -> None:
+        if len(mean) != len(std):
+            raise ValueError(f"mean and std must have the same length, got mean={mean}, std={std}.")
+        if any(s <= 0 for s in std):
+            raise ValueError(f"std values must be > 0, got {std}.")
+
+    @property
+    def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """``(mean, std)`` in use, looked up from the backbone registry on first use when not given."""
+        if self._mean is None:
+            self._mean, self._std = _backbone_stats(self.backbone)  # type: ignore[arg-type]
+            self._check(self._mean, self._std)
+        return self._mean, self._std  # type: ignore[return-value]
+
+    def __call__(self, img: NdarrayOrTensor) -> torch.Tensor:
+        mean, std = self.stats
+        t = convert_to_tensor(img, track_meta=isinstance(img, MetaTensor))
+        if not torch.is_floating_point(t):
+            t = t.float()
+        c = t.shape[0]
+        if len(mean) > 1 and c != len(mean):
+            if c == 1 and self.repeat_channels:
+                t = t.repeat(len(mean), *([1] * (t.ndim - 1)))
+            elif c == 1:
+                raise ValueError(
+                    f"BackboneNormalize got a one-channel image but {len(mean)}-channel statistics "
+                    f"(mean={mean}, std={std}{', backbone=' + repr(self.backbone) if self.backbone else ''}): "
+                    "set repeat_channels=True to copy grey to each channel (or use GreyToRGB first)."
+                )
+            else:
+                raise ValueError(f"image has {c} channels but mean/std have {len(mean)} values (mean={mean}).")
+        shape = (-1,) + (1,) * (t.ndim - 1)
+        m = torch.as_tensor(mean, dtype=t.dtype, device=t.device).reshape(shape)
+        s = torch.as_tensor(std, dtype=t.dtype, device=t.device).reshape(shape)
+        return (t - m) / s

@@ -1,0 +1,162 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Dictionary wrappers of :mod:`monai_transfer.transforms.intensity.array`."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from monai_transfer.transforms.intensity.array import (
+    BackboneNormalize,
+    MultiWindowStack,
+    PercentileRescale,
+    WindowIntensity,
+    ZScoreNormalize,
+)
+
+__all__ = [
+    "WindowIntensityd",
+    "WindowIntensityD",
+    "WindowIntensityDict",
+    "MultiWindowStackd",
+    "MultiWindowStackD",
+    "MultiWindowStackDict",
+    "PercentileRescaled",
+    "PercentileRescaleD",
+    "PercentileRescaleDict",
+    "ZScoreNormalized",
+    "ZScoreNormalizeD",
+    "ZScoreNormalizeDict",
+    "BackboneNormalized",
+    "BackboneNormalizeD",
+    "BackboneNormalizeDict",
+]
+
+
+class _ArrayMapd(MapTransform):
+    """Apply one array transform ``self.t`` to every key."""
+
+    t: object
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.t(d[key])  # type: ignore[operator]
+        return d
+
+
+class WindowIntensityd(_ArrayMapd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.WindowIntensity`.
+
+    Example::
+
+        {"_target_": "monai_transfer.transforms.WindowIntensityd", "keys": "image", "preset": "lung"}
+    """
+
+    backend = WindowIntensity.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        preset: str | None = None,
+        center: float | None = None,
+        width: float | None = None,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.t = WindowIntensity(preset=preset, center=center, width=width, b_min=b_min, b_max=b_max)
+
+
+class MultiWindowStackd(_ArrayMapd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.MultiWindowStack`."""
+
+    backend = MultiWindowStack.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        windows: Sequence = ("lung", "mediastinum", "bone"),
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.t = MultiWindowStack(windows=windows, b_min=b_min, b_max=b_max)
+
+
+class PercentileRescaled(_ArrayMapd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.PercentileRescale`."""
+
+    backend = PercentileRescale.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        lower: float = 0.5,
+        upper: float = 99.5,
+        b_min: float = 0.0,
+        b_max: float = 1.0,
+        clip: bool = True,
+        channel_wise: bool = True,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.t = PercentileRescale(
+            lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip, channel_wise=channel_wise
+        )
+
+
+class ZScoreNormalized(_ArrayMapd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.ZScoreNormalize`."""
+
+    backend = ZScoreNormalize.backend
+
+    def __init__(
+        self, keys: KeysCollection, nonzero: bool = False, channel_wise: bool = True, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.t = ZScoreNormalize(nonzero=nonzero, channel_wise=channel_wise)
+
+
+class BackboneNormalized(_ArrayMapd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.BackboneNormalize`.
+
+    Example::
+
+        {"_target_": "monai_transfer.transforms.BackboneNormalized", "keys": "image",
+         "backbone": "tf_efficientnet_lite0", "repeat_channels": true}
+    """
+
+    backend = BackboneNormalize.backend
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        backbone: str | None = None,
+        mean: Sequence[float] | float | None = None,
+        std: Sequence[float] | float | None = None,
+        repeat_channels: bool = False,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.t = BackboneNormalize(backbone=backbone, mean=mean, std=std, repeat_channels=repeat_channels)
+
+
+WindowIntensityD = WindowIntensityDict = WindowIntensityd
+MultiWindowStackD = MultiWindowStackDict = MultiWindowStackd
+PercentileRescaleD = PercentileRescaleDict = PercentileRescaled
+ZScoreNormalizeD = ZScoreNormalizeDict = ZScoreNormalized
+BackboneNormalizeD = BackboneNormalizeDict = BackboneNormalized

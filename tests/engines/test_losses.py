@@ -1,0 +1,141 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from parameterized import parameterized
+from sklearn.utils.class_weight import compute_class_weight
+from torch import nn
+
+from monai_transfer.engines.losses import (
+    ClassificationBCEWithLogitsLoss,
+    ClassificationCrossEntropyLoss,
+    ClassificationFocalLoss,
+    build_loss,
+    build_sampler,
+    class_weights_from_labels,
+    labels_from_datalist,
+    make_weighted_sampler,
+    pos_weight_from_labels,
+)
+
+LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
+TARGET = torch.tensor([0, 2, 1, 1])
+
+
+@parameterized.expand([[TARGET], [TARGET[:, None]], [TARGET.float()[:, None]]])
+def test_ce_accepts_label_shapes(target):
+    loss = ClassificationCrossEntropyLoss()(LOGITS, target)
+    torch.testing.assert_close(loss, nn.functional.cross_entropy(LOGITS, TARGET))
+
+
+def test_ce_rejects_mismatched_labels():
+    with pytest.raises(ValueError, match="do not match logits"):
+        ClassificationCrossEntropyLoss()(LOGITS, torch.zeros(4, 2, dtype=torch.long))
+
+
+def test_focal_gamma0_equals_ce_weighted_and_unweighted():
+    w = torch.tensor([0.5, 2.0, 1.0])
+    for weight in (None, w):
+        focal = ClassificationFocalLoss(gamma=0.0, weight=weight)(LOGITS, TARGET[:, None])
+        ce = nn.functional.cross_entropy(LOGITS, TARGET, weight=weight)
+        torch.testing.assert_close(focal, ce)
+
+
+def test_focal_down_weights_easy_examples():
+    per = ClassificationFocalLoss(gamma=2.0, reduction="none")(LOGITS, TARGET)
+    ce = nn.functional.cross_entropy(LOGITS, TARGET, reduction="none")
+    p = torch.softmax(LOGITS, 1)[torch.arange(4), TARGET]
+    torch.testing.assert_close(per, (1 - p) ** 2 * ce)
+    assert (per < ce).all()
+
+
+def test_focal_multilabel_gamma0_equals_bce():
+    logits = torch.tensor([[1.0, -2.0], [0.5, 0.3], [-1.0, 2.0]])
+    target = torch.tensor([[1, 0], [0, 1], [1, 1]])
+    pw = torch.tensor([2.0, 0.5])
+    focal = ClassificationFocalLoss(gamma=0.0, pos_weight=pw, multilabel=True)(logits, target)
+    bce = nn.functional.binary_cross_entropy_with_logits(logits, target.float(), pos_weight=pw)
+    torch.testing.assert_close(focal, bce)
+    focal2 = ClassificationFocalLoss(gamma=2.0, multilabel=True)(logits, target)
+    assert focal2 < nn.functional.binary_cross_entropy_with_logits(logits, target.float())
+
+
+def test_bce_single_logit_with_flat_labels():
+    logits = torch.tensor([[0.3], [-1.2], [2.0]])
+    labels = torch.tensor([1, 0, 1])
+    loss = ClassificationBCEWithLogitsLoss(pos_weight=torch.tensor([3.0]))(logits, labels)
+    expected = nn.functional.binary_cross_entropy_with_logits(
+        logits, labels[:, None].float(), pos_weight=torch.tensor([3.0])
+    )
+    torch.testing.assert_close(loss, expected)
+
+
+def test_class_weights_match_sklearn_balanced():
+    y = np.array([0] * 10 + [1] * 30 + [2] * 5)
+    w = class_weights_from_labels(y, num_classes=3)
+    np.testing.assert_allclose(w.numpy(), compute_class_weight("balanced", classes=np.arange(3), y=y), rtol=1e-6)
+    # average weight per sample is 1
+    assert float((w[torch.as_tensor(y)]).mean()) == pytest.approx(1.0)
+    # an absent class gets 0; the others are renormalised over the present classes
+    w4 = class_weights_from_labels(y, num_classes=4)
+    assert w4[3] == 0 and torch.allclose(w4[:3], w)
+    with pytest.raises(ValueError, match="out of range"):
+        class_weights_from_labels([0, 3], num_classes=2)
+
+
+def test_pos_weight_from_labels():
+    multi = np.array([[1, 0], [1, 1], [0, 0], [1, 0]])
+    torch.testing.assert_close(pos_weight_from_labels(multi), torch.tensor([1 / 3, 3.0]))
+    torch.testing.assert_close(pos_weight_from_labels([0, 0, 0, 1]), torch.tensor([3.0]))
+    with pytest.raises(ValueError, match="0 or 1"):
+        pos_weight_from_labels([0, 2])
+
+
+def test_labels_from_datalist():
+    dl = [{"image": "a.png", "label": 1}, {"image": "b.png", "label": [0]}, {"image": "c.png", "label": 0}]
+    np.testing.assert_array_equal(labels_from_datalist(dl), [1, 0, 0])
+    np.testing.assert_array_equal(labels_from_datalist([{"label": [1, 0]}, {"label": [0, 1]}]), [[1, 0], [0, 1]])
+    with pytest.raises(KeyError, match="item 1"):
+        labels_from_datalist([{"label": 1}, {"image": "x"}])
+
+
+def test_build_loss_imbalance_modes():
+    dl = [{"label": 0}] * 9 + [{"label": 1}] * 3
+    weighted = build_loss("ce", num_classes=2, labels=dl, imbalance="weights")
+    torch.testing.assert_close(weighted.weight, torch.tensor([12 / 18, 12 / 6]))
+    assert build_loss("ce", num_classes=2, labels=dl, imbalance="sampler").weight is None
+    assert build_loss("ce", num_classes=2, labels=dl, imbalance="none").weight is None
+    focal = build_loss("focal", num_classes=2, labels=dl, class_weights="balanced", gamma=1.0)
+    assert isinstance(focal, ClassificationFocalLoss) and focal.gamma == 1.0 and focal.weight is not None
+    bce = build_loss("bce", labels=[[1, 0], [0, 0], [0, 1], [0, 1]], imbalance="weights")
+    torch.testing.assert_close(bce.pos_weight, torch.tensor([3.0, 1.0]))
+    assert build_loss("focal", labels=[[1, 0], [0, 1]]).multilabel
+    with pytest.raises(ValueError, match="imbalance"):
+        build_loss("ce", imbalance="oversample")
+    with pytest.raises(ValueError, match="loss name"):
+        build_loss("dice")
+    with pytest.raises(ValueError, match="needs `labels`"):
+        build_loss("ce", class_weights="balanced")
+
+
+def test_weighted_sampler_balances_and_is_seeded():
+    y = np.array([0] * 90 + [1] * 10)
+    s1 = make_weighted_sampler(y, num_samples=2000, seed=3)
+    idx = torch.tensor(list(s1))
+    frac1 = float((torch.as_tensor(y)[idx] == 1).float().mean())
+    assert 0.4 < frac1 < 0.6
+    assert list(make_weighted_sampler(y, seed=3)) == list(make_weighted_sampler(y, seed=3))
+    assert list(make_weighted_sampler(y, seed=3)) != list(make_weighted_sampler(y, seed=4))
+    assert build_sampler(y, "none") is None and build_sampler(y, "weights") is None
+    assert len(build_sampler(y, "sampler")) == 100

@@ -1,0 +1,100 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from monai.bundle import ConfigParser
+from monai.data import MetaTensor
+
+from monai_transfer.engines.utils import (
+    ChannelsLastPrepareBatch,
+    amp_enabled,
+    auto_device,
+    configure_cuda_speedups,
+    set_run_determinism,
+)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_flags():
+    yield
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic = False
+
+
+def test_auto_device():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto_device().type == expected and auto_device("auto").type == expected
+    assert auto_device("CPU") == torch.device("cpu")
+    with pytest.raises(ValueError, match="'gpu0'"):
+        auto_device("gpu0")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA is not available"):
+            auto_device("cuda")
+    assert amp_enabled("cpu") is False and amp_enabled(torch.device("cuda")) is True
+
+
+def test_set_run_determinism_reproduces_draws():
+    def draws():
+        return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+    assert set_run_determinism(7) == 7
+    assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+    a = draws()
+    set_run_determinism(7)
+    assert draws() == a
+    set_run_determinism(7, deterministic=False)
+    assert not torch.are_deterministic_algorithms_enabled() and draws() == a
+    with pytest.raises(ValueError, match="seed"):
+        set_run_determinism(-1)
+
+
+def test_configure_cuda_speedups_cpu_noop():
+    assert configure_cuda_speedups("cpu") == {"cudnn_benchmark": False, "tf32": False}
+
+
+def test_prepare_batch_cpu_and_label_shapes():
+    pb = ChannelsLastPrepareBatch()
+    img = MetaTensor(torch.rand(2, 1, 8, 8))
+    x, y = pb({"image": img, "label": torch.tensor([[1], [0]])}, torch.device("cpu"), False)
+    assert x.shape == (2, 1, 8, 8) and x.is_contiguous() and isinstance(x, MetaTensor)
+    assert y.tolist() == [[1], [0]]
+    x, y = pb({"image": img}, "cpu")
+    assert y is None
+    with pytest.raises(KeyError, match="'image'"):
+        pb({"img": img}, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_prepare_batch_channels_last_on_cuda():
+    x, y = ChannelsLastPrepareBatch()({"image": torch.rand(2, 3, 8, 8), "label": torch.tensor([1, 0])}, "cuda")
+    assert x.is_cuda and x.is_contiguous(memory_format=torch.channels_last) and y.is_cuda
+    x3, _ = ChannelsLastPrepareBatch()({"image": torch.rand(2, 1, 4, 8, 8), "label": torch.tensor([1, 0])}, "cuda")
+    assert x3.is_contiguous(memory_format=torch.channels_last_3d)
+
+
+def test_usable_from_bundle_config():
+    parser = ConfigParser(
+        {
+            "imports": ["$import monai_transfer"],
+            "device": "$monai_transfer.engines.utils.auto_device('cpu')",
+            "amp": "$monai_transfer.engines.utils.amp_enabled(@device)",
+            "prepare_batch": {"_target_": "monai_transfer.engines.utils.ChannelsLastPrepareBatch"},
+            "loss": {"_target_": "monai_transfer.engines.losses.build_loss", "name": "focal", "gamma": 1.5},
+        }
+    )
+    assert parser.get_parsed_content("amp") is False
+    assert isinstance(parser.get_parsed_content("prepare_batch"), ChannelsLastPrepareBatch)
+    assert parser.get_parsed_content("loss").gamma == 1.5

@@ -1,0 +1,222 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""End to end: a real ``monailabel start_server`` with ``apps/monailabel`` serving a bundle as a classification model.
+
+MONAI Label lives in its own virtual environment (``scripts/setup_label_env.sh``); the server runs with that
+environment's python, found from ``$MONAI_TRANSFER_LABEL_PYTHON`` or ``<repo>/.venv-label/bin/python``. The test
+process (core environment) runs the bundle's ``inference.json`` itself and compares. Only 127.0.0.1 is contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monai_transfer.label import LABEL_FILE_SUFFIX, is_classification_bundle, read_class_names
+from tests.label._bundle import make_tiny_bundle, reference_probabilities
+from tests.utils import REPO_ROOT, load_pneumonia, requires_shared_data
+
+APP_DIR = REPO_ROOT / "apps" / "monailabel"
+REPO_XRAY = REPO_ROOT / "bundles" / "xray"
+STARTUP_TIMEOUT_S = 90.0
+REQUEST_TIMEOUT_S = 60.0
+
+
+def _label_python() -> Path | None:
+    env = os.environ.get("MONAI_TRANSFER_LABEL_PYTHON")
+    path = Path(env) if env else REPO_ROOT / ".venv-label" / "bin" / "python"
+    return path if path.is_file() else None
+
+
+LABEL_PYTHON = _label_python()
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.label,
+    pytest.mark.skipif(
+        LABEL_PYTHON is None,
+        reason="MONAI Label environment not found: run `bash scripts/setup_label_env.sh .venv-label` or set "
+        "MONAI_TRANSFER_LABEL_PYTHON to its python",
+    ),
+    requires_shared_data(),
+]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _request(url: str, method: str = "GET", data: bytes | None = None, headers: dict | None = None) -> dict:
+    assert url.startswith("http://127.0.0.1:"), url  # never leave the machine
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as r:
+        return json.loads(r.read().decode("utf-8"))
+
+
+def _multipart(field: str, filename: str, content: bytes, params: str = "{}") -> tuple[bytes, dict]:
+    boundary = uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="params"\r\n\r\n{params}\r\n'.encode(),
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{field}"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n".encode()
+        + content
+        + b"\r\n",
+        f"--{boundary}--\r\n".encode(),
+    ]
+    return b"".join(parts), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+class _Server:
+    """``monailabel start_server`` in its own process group; always stopped (terminate, then kill)."""
+
+    def __init__(self, work: Path, studies: Path, bundles_dir: Path, models: str):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # a copy of the app: start_server creates model/, lib/, logs/, bin/ inside the app folder
+        self.app = work / "app"
+        shutil.copytree(APP_DIR, self.app, ignore=shutil.ignore_patterns("model", "lib", "logs", "bin", "__pycache__"))
+        self.log = work / "server.log"
+        cmd = [str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(self.app)]
+        cmd += ["--studies", str(studies), "--conf", "models", models, "--conf", "bundles_dir", str(bundles_dir)]
+        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", "MONAI_LABEL_TRACKING_ENABLED": "false"}
+        self._log_fh = open(self.log, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=work, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def log_tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:] if self.log.is_file() else ""
+
+    def wait_ready(self) -> dict:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                pytest.fail(f"MONAI Label server exited with {self.proc.returncode}:\n{self.log_tail()}")
+            try:
+                return _request(f"{self.url}/info/")
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.5)
+        pytest.fail(f"MONAI Label server not ready after {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+                self.proc.wait(timeout=15)
+            except (subprocess.TimeoutExpired, ProcessLookupError):
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                self.proc.wait(timeout=15)
+        self._log_fh.close()
+
+
+@pytest.fixture(params=["bundles/xray", "tiny"])
+def served_bundle(request, tmp_path) -> tuple[Path, Path]:
+    """``(bundles_dir, bundle)``: the repository's xray bundle, or a tiny random bundle with the same ids."""
+    if request.param == "tiny":
+        bundle = make_tiny_bundle(tmp_path / "bundles", "xray")
+        return bundle.parent, bundle
+    if not is_classification_bundle(REPO_XRAY):
+        pytest.skip(f"{REPO_XRAY} is not there yet (needs configs/inference.json and metadata.json with channel_def)")
+    if not (REPO_XRAY / "models" / "model.pt").is_file():
+        pytest.skip(f"{REPO_XRAY}/models/model.pt is missing (weights are git-ignored: train or fetch them first)")
+    return REPO_XRAY.parent, REPO_XRAY
+
+
+def test_server_serves_classification_bundle(served_bundle, tmp_path):
+    from PIL import Image
+
+    bundles_dir, bundle = served_bundle
+    class_names = read_class_names(bundle)
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    images, labels = load_pneumonia("val", n=4, seed=1)
+    ids = []
+    for i, img in enumerate(images):
+        ids.append(f"pmnist_val_{i:03d}")
+        Image.fromarray(np.asarray(img, dtype=np.uint8)).save(studies / f"{ids[-1]}.png")
+
+    server = _Server(tmp_path, studies, bundles_dir, "xray")
+    try:
+        info = server.wait_ready()
+        model = info["models"].get("xray")
+        assert model is not None, f"xray not served; /info/ models: {list(info['models'])}\n{server.log_tail()}"
+        assert model["type"] == "classification"
+        assert model["labels"] == {n: i for i, n in enumerate(class_names)}
+        assert model["class_names"] == class_names
+        assert info["datastore"]["total"] == len(ids)
+
+        for image_id in ids[:2]:
+            res = _request(f"{server.url}/infer/xray?image={image_id}&output=json", method="POST", data=b"")
+            expected = reference_probabilities(bundle, str(studies / f"{image_id}.png"))
+            got = [res["probabilities"][n] for n in class_names]
+            np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"image {image_id}")
+            assert abs(sum(got) - 1.0) < 1e-4
+            assert res["label"] == class_names[int(np.argmax(expected))]
+            assert [p["label"] for p in res["prediction"]] == class_names
+
+        # image-level labels through the datastore API: <id>.label.json under labels/final
+        for image_id, lab in zip(ids, labels):
+            body, headers = _multipart(
+                "label", f"{image_id}{LABEL_FILE_SUFFIX}", json.dumps({"label": class_names[lab]}).encode()
+            )
+            _request(f"{server.url}/datastore/label?image={image_id}&tag=final", "PUT", body, headers)
+        assert _request(f"{server.url}/info/")["datastore"]["completed"] == len(ids)
+    finally:
+        server.stop()
+    assert server.proc.returncode is not None
+
+    # the train task's datalist: integer class labels read back from the saved label files (MONAI Label env)
+    script = (
+        "import json, sys\n"
+        "from monailabel.datastore.local import LocalDatastore\n"
+        "from monai_transfer.label import ClassificationBundleTrainTask, LABEL_FILE_SUFFIX\n"
+        "ds = LocalDatastore(sys.argv[1], extensions=['*.png', '*' + LABEL_FILE_SUFFIX], auto_reload=False)\n"
+        "task = ClassificationBundleTrainTask(sys.argv[2], {})\n"
+        "print(json.dumps(task._fetch_datalist({'model': 'xray'}, ds)))\n"
+    )
+    out = subprocess.run(
+        [str(LABEL_PYTHON), "-c", script, str(studies), str(bundle)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "2"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    datalist = json.loads(out.stdout.strip().splitlines()[-1])
+    got = {Path(d["image"]).stem: d["label"] for d in datalist}
+    assert got == {i: int(lab) for i, lab in zip(ids, labels)}
+    assert sorted(p.name for p in (studies / "labels" / "final").iterdir()) == sorted(
+        i + LABEL_FILE_SUFFIX for i in ids
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(pytest.main([__file__, "-q"]))

@@ -1,0 +1,56 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from monai_transfer.networks.finetune import (
+    count_trainable,
+    freeze_module,
+    layer_decay_param_groups,
+    set_bn_eval,
+    unfreeze_module,
+)
+
+
+def _block():
+    return nn.Sequential(nn.Conv2d(1, 2, 3), nn.BatchNorm2d(2), nn.ReLU())
+
+
+def test_freeze_and_unfreeze_module():
+    m = _block()
+    m.train()
+    freeze_module(m)
+    assert count_trainable(m) == 0 and not m[1].training and m[0].training
+    unfreeze_module(m)
+    assert count_trainable(m) == 2 * 9 + 2 + 2 + 2
+    m.train()
+    freeze_module(m, freeze_bn_stats=False)
+    assert m[1].training
+    assert set_bn_eval(nn.Sequential(_block(), _block())) == 2
+
+
+def test_layer_decay_param_groups():
+    stages = [_block(), _block(), _block()]
+    head = nn.Linear(2, 3)
+    freeze_module(stages[0])
+    groups = layer_decay_param_groups(
+        [s.parameters() for s in stages], head.parameters(), lr=0.1, layer_decay=0.5, head_lr_mult=2.0, momentum=0.8
+    )
+    assert [(g["name"], g["lr"]) for g in groups] == [("stage1", 0.1 * 0.25), ("stage2", 0.05), ("head", 0.2)]
+    assert all(g["momentum"] == 0.8 for g in groups)
+    shared = list(stages[1].parameters())  # a parameter listed in two groups stays in the first only
+    groups = layer_decay_param_groups([shared, shared], [], lr=1.0, layer_decay=0.1)
+    assert len(groups) == 1 and groups[0]["lr"] == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="layer_decay"):
+        layer_decay_param_groups([], [torch.nn.Parameter(torch.zeros(1))], lr=1.0, layer_decay=0.0)
