@@ -51,3 +51,8 @@ __all__ = [
     "group_of",
     "split_datalist",
 ]
+
+from . import bundle_data  # noqa: E402
+from .bundle_data import SPLIT_NAMES, bundle_datalists  # noqa: E402
+
+__all__ += ["bundle_datalists", "SPLIT_NAMES"]

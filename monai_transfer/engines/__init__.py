@@ -26,6 +26,7 @@ from .losses import (
     pos_weight_from_labels,
 )
 from .optim import GradNormClipper, build_optimizer, build_scheduler, param_groups_for
+from . import losses, optim, utils, workflow
 from .utils import ChannelsLastPrepareBatch, amp_enabled, auto_device, configure_cuda_speedups, set_run_determinism
 
 __all__ = [

@@ -8,7 +8,36 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
+"""Ignite handlers for MONAI engines: metrics usable as bundle key metrics, report writing, gradual unfreezing,
+per-epoch seeding and atomic checkpoints. Bundles use the full module paths
+(``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from .checkpoint import (
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    LastCheckpointResume,
+    checkpoint_progress,
+    find_last_checkpoint,
+)
+from .metric_handlers import AUCHandler, ClassificationMetricsHandler, OperatingPointHandler
+from .report_writer import ClassificationReportWriter, ids_from_output
+from .seeding import EpochSeed, epoch_seed
+from .unfreeze import GradualUnfreeze
+
+__all__ = [
+    "AUCHandler",
+    "OperatingPointHandler",
+    "ClassificationMetricsHandler",
+    "ClassificationReportWriter",
+    "ids_from_output",
+    "EpochSeed",
+    "epoch_seed",
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "LastCheckpointResume",
+    "checkpoint_progress",
+    "find_last_checkpoint",
+    "GradualUnfreeze",
+]

@@ -8,8 +8,33 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Small shared utilities: optional dependencies, safe I/O, paths."""
+"""Small shared utilities: safe and atomic file I/O, bundle helpers (optional dependencies live in ``deps``)."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from . import bundle, io
+from .bundle import resolve_bundle_root
+from .io import (
+    UnsafeCheckpointError,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_dir,
+    load_state_dict_file,
+    safe_torch_load,
+    sha256_file,
+)
+
+__all__ = [
+    "bundle",
+    "io",
+    "resolve_bundle_root",
+    "UnsafeCheckpointError",
+    "atomic_torch_save",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_output_dir",
+    "load_state_dict_file",
+    "safe_torch_load",
+    "sha256_file",
+]

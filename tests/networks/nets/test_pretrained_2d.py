@@ -209,3 +209,22 @@ def test_state_dict_roundtrip_between_nets():
     a.eval(), b.eval()
     x = torch.rand(2, 1, 32, 32)
     assert torch.equal(a(x), b(x))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (AMP + channels_last)")
+def test_amp_channels_last_on_gpu():
+    net = Pretrained2DNet(backbone="resnet18", weights=None).cuda().to(memory_format=torch.channels_last)
+    x = torch.rand(4, 1, 64, 64, device="cuda").to(memory_format=torch.channels_last)
+    net.eval()
+    with torch.no_grad():
+        ref = net(x).float()
+    net.train()
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = net(x)
+        loss = F.cross_entropy(y.float(), torch.tensor([0, 1, 0, 1], device="cuda"))
+    loss.backward()
+    assert y.dtype == torch.float16 and torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    net.eval()
+    with torch.no_grad(), torch.autocast("cuda", dtype=torch.float16):
+        assert torch.allclose(net(x).float(), ref, atol=5e-2, rtol=5e-2)

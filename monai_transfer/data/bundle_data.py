@@ -1,0 +1,120 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Train/validation/test data lists for bundles from one ``dataset_dir`` setting.
+
+A bundle's ``dataset_dir`` may be any of the layouts radiology teams keep their data in; this module turns each into
+the ``{"train": [...], "val": [...], "test": [...]}`` lists a bundle needs, without leakage between them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .datalist import DatalistError, load_datalist
+from .splits import group_of, split_datalist
+
+__all__ = ["bundle_datalists", "SPLIT_NAMES"]
+
+logger = logging.getLogger(__name__)
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+def bundle_datalists(
+    dataset_dir: str | os.PathLike,
+    class_names: Sequence[str] | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    group_key: str | None = "patient_id",
+    split_key: str = "split",
+    max_items: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """Data lists for the train, validation and (when present) test splits.
+
+    Layouts accepted for ``dataset_dir``:
+
+    - a folder with ``train/`` and ``val/`` (and optionally ``test/``) sub-folders, each holding one folder per class;
+    - a folder of class sub-folders: split into train/val by :func:`~monai_transfer.data.split_datalist`
+      (stratified by label, never one patient on both sides);
+    - a ``.csv`` or ``.json`` data list: rows with a ``split`` column/key (``train``/``val``/``test``) are used as
+      given, otherwise split like a class folder.
+
+    Args:
+        dataset_dir: folder or data list file.
+        class_names: class order (folder names or CSV label names); default sorted folder names / integer labels.
+        val_fraction: validation share when the data come unsplit; default 0.2.
+        seed: split seed; default 0.
+        group_key: patient/volume key that must not cross splits; default ``"patient_id"``.
+        split_key: key of the split column in CSV/JSON lists; default ``"split"``.
+        max_items: keep at most this many items per split (class-balanced head of a seeded shuffle), for smoke runs.
+
+    Returns:
+        ``{"train": [...], "val": [...]}`` plus ``"test"`` when the source has a test split.
+
+    Raises:
+        DatalistError: a missing source, unknown split names, an empty split, or one patient in two splits.
+    """
+    root = Path(dataset_dir)
+    kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
+    out: dict[str, list[dict[str, Any]]]
+    if root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
+        out = {s: load_datalist(root / s, **kwargs) for s in SPLIT_NAMES if (root / s).is_dir()}
+    else:
+        items = load_datalist(root, **kwargs)
+        if items and all(split_key in x for x in items):
+            unknown = sorted({str(x[split_key]) for x in items} - set(SPLIT_NAMES))
+            if unknown:
+                raise DatalistError(f"{root}: unknown {split_key!r} values {unknown}; expected {list(SPLIT_NAMES)}.")
+            out = {s: [x for x in items if x[split_key] == s] for s in SPLIT_NAMES}
+            out = {s: v for s, v in out.items() if v or s != "test"}
+        else:
+            train, val = split_datalist(items, val_fraction=val_fraction, seed=seed, group_key=group_key)
+            out = {"train": train, "val": val}
+    for s, v in out.items():
+        if not v:
+            raise DatalistError(f"{root}: the {s!r} split is empty.")
+    _check_disjoint(out, group_key, root)
+    if max_items is not None:
+        out = {s: _head(v, max_items, seed) for s, v in out.items()}
+    logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
+    return out
+
+
+def _check_disjoint(splits: dict[str, list[dict[str, Any]]], group_key: str | None, root: Path) -> None:
+    seen: dict[str, str] = {}
+    for s, items in splits.items():
+        for x in items:
+            g = group_of(x, group_key)
+            if seen.setdefault(g, s) != s:
+                raise DatalistError(f"{root}: {group_key or 'image'} {g!r} is in both the {seen[g]!r} and {s!r} splits.")
+
+
+def _head(items: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    import random
+
+    if n >= len(items):
+        return items
+    by_label: dict[Any, list[dict[str, Any]]] = {}
+    for x in items:
+        by_label.setdefault(x.get("label"), []).append(x)
+    rng = random.Random(seed)
+    for v in by_label.values():
+        rng.shuffle(v)
+    picked: list[dict[str, Any]] = []
+    while len(picked) < n:
+        for v in by_label.values():
+            if v and len(picked) < n:
+                picked.append(v.pop())
+    return picked

@@ -1,0 +1,98 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Helpers that bundle configs call around MONAI's engines: load the best model, describe a run for reports."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_transfer.utils.io import load_state_dict_file
+
+__all__ = ["load_best_model", "run_description", "describe_datalists"]
+
+
+def load_best_model(network: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> torch.nn.Module:
+    """Load ``path`` (a state dict saved by the key-metric checkpoint saver) into ``network``, safely.
+
+    Uses :func:`monai_transfer.utils.io.load_state_dict_file` (``weights_only=True`` or safetensors) and unwraps a
+    DistributedDataParallel ``module``.
+
+    Raises:
+        FileNotFoundError: no model was saved (e.g. validation never ran); the message names the file.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(
+            f"best model {path} not found: validation must run at least once (check val_interval and epochs)."
+        )
+    net = network.module if hasattr(network, "module") else network
+    net.load_state_dict(load_state_dict_file(path), strict=strict)
+    return network
+
+
+def describe_datalists(datalists: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, Any]:
+    """Counts per split and class, for reports."""
+    out: dict[str, Any] = {}
+    for split, items in datalists.items():
+        counts: dict[str, int] = {}
+        for x in items:
+            key = str(x.get("class_name", x.get("label")))
+            counts[key] = counts.get(key, 0) + 1
+        out[split] = {"n": len(items), "per_class": dict(sorted(counts.items()))}
+    return out
+
+
+def run_description(
+    network: torch.nn.Module | None = None,
+    dataset_dir: str | os.PathLike | None = None,
+    datalists: Mapping[str, list[Mapping[str, Any]]] | None = None,
+    split: str | None = None,
+    config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A JSON-friendly description of a run for ``metrics.json``: weight source/hash/licence, data, split, versions.
+
+    Args:
+        network: the model; its ``weights_info`` and ``backbone_cfg`` are recorded when present.
+        dataset_dir: data source setting.
+        datalists: the split lists; counts per class are recorded.
+        split: which split the report is about.
+        config: the training settings worth recording (backbone, epochs, ...).
+    """
+    import monai
+
+    net = getattr(network, "module", network)
+    desc: dict[str, Any] = {
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "split": split,
+        "dataset_dir": str(dataset_dir) if dataset_dir is not None else None,
+        "data": describe_datalists(datalists) if datalists is not None else None,
+        "config": dict(config) if config is not None else None,
+        "versions": {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "monai": monai.__version__,
+            "monai_transfer": __import__("monai_transfer").__version__,
+        },
+    }
+    if net is not None:
+        info = getattr(net, "weights_info", None)
+        if info is not None:
+            desc["weights"] = dict(info)
+        cfg = getattr(net, "backbone_cfg", None)
+        if cfg is not None and hasattr(cfg, "to_dict"):
+            desc["backbone"] = cfg.to_dict()
+    return desc
