@@ -8,37 +8,50 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Optional heavy dependencies, imported lazily through MONAI's ``optional_import``.
+"""Optional heavy dependencies, resolved lazily.
 
-Nothing here imports torchvision, timm, pydicom or nibabel at module import time: each handle is a
-lazy proxy that raises a clear ``OptionalImportError`` naming the missing package on first use.
+MONAI's ``optional_import`` imports a module as soon as it is called, so calling it at module level would pull in
+torchvision and timm whenever this module is imported. Here each handle (``deps.timm``, ``deps.has_timm``, ...) is
+resolved through ``optional_import`` on first attribute access instead, and a missing package raises MONAI's
+``OptionalImportError`` naming it when the handle is used.
 """
 
 from __future__ import annotations
 
-from monai.utils import optional_import
+from typing import Any
 
-__all__ = [
-    "torchvision",
-    "has_torchvision",
-    "timm",
-    "has_timm",
-    "pydicom",
-    "has_pydicom",
-    "nibabel",
-    "has_nibabel",
-    "safetensors_torch",
-    "has_safetensors",
-    "ignite",
-    "has_ignite",
-    "IGNITE_MIN_VERSION",
-]
+__all__ = ["IGNITE_MIN_VERSION", "OPTIONAL_MODULES", "optional"]
 
 IGNITE_MIN_VERSION = "0.4.11"
 
-torchvision, has_torchvision = optional_import("torchvision", "0.17")
-timm, has_timm = optional_import("timm", "1.0")
-pydicom, has_pydicom = optional_import("pydicom", "2.4")
-nibabel, has_nibabel = optional_import("nibabel")
-safetensors_torch, has_safetensors = optional_import("safetensors.torch")
-ignite, has_ignite = optional_import("ignite", IGNITE_MIN_VERSION)
+#: handle name -> (module, minimum version)
+OPTIONAL_MODULES: dict[str, tuple[str, str]] = {
+    "torchvision": ("torchvision", "0.17"),
+    "timm": ("timm", "1.0"),
+    "pydicom": ("pydicom", "2.4"),
+    "nibabel": ("nibabel", ""),
+    "safetensors_torch": ("safetensors.torch", ""),
+    "ignite": ("ignite", IGNITE_MIN_VERSION),
+}
+
+_cache: dict[str, tuple[Any, bool]] = {}
+
+
+def optional(name: str) -> tuple[Any, bool]:
+    """``(module_or_proxy, available)`` for a handle of :data:`OPTIONAL_MODULES`, imported on first call."""
+    if name not in OPTIONAL_MODULES:
+        raise KeyError(f"unknown optional dependency {name!r}; known: {sorted(OPTIONAL_MODULES)}")
+    if name not in _cache:
+        from monai.utils import optional_import
+
+        module, version = OPTIONAL_MODULES[name]
+        _cache[name] = optional_import(module, version) if version else optional_import(module)
+    return _cache[name]
+
+
+def __getattr__(attr: str) -> Any:
+    if attr.startswith("has_") and attr[4:] in OPTIONAL_MODULES:
+        return optional(attr[4:])[1]
+    if attr in OPTIONAL_MODULES:
+        return optional(attr)[0]
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -1,0 +1,168 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Ignite handler writing one prediction per image (no labels needed) to a CSV file at evaluator epoch end.
+
+MONAI's ``ClassificationSaver`` writes raw values without a header and keys rows by file name (duplicates collapse);
+this handler writes ``image, file_name, prob_<class>..., prediction, prediction_name, threshold`` with the decision
+threshold read from a threshold JSON (``models/threshold.json``) when that file exists.
+
+Bundle example (``inference.json``)::
+
+    {"_target_": "monai_transfer.handlers.prediction_writer.ClassificationPredictionWriter",
+     "output_dir": "@output_dir", "class_names": "@class_names", "threshold": "@threshold_path"}
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_transfer.handlers.report_writer import ids_from_output
+from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
+from monai_transfer.utils.io import atomic_write_text
+
+Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+
+__all__ = ["ClassificationPredictionWriter"]
+
+logger = logging.getLogger(__name__)
+
+
+def _preds_from_output(output: Any) -> list[torch.Tensor]:
+    """Per-case ``pred`` tensors of a decollated evaluator output (list of dicts) or a collated dict."""
+    if isinstance(output, (list, tuple)):
+        return [torch.as_tensor(o["pred"]).as_subclass(torch.Tensor).detach().cpu().float().reshape(-1) for o in output]
+    if isinstance(output, dict):
+        p = torch.as_tensor(output["pred"]).as_subclass(torch.Tensor).detach().cpu().float()
+        return list(p.reshape(p.shape[0], -1))
+    raise TypeError(f"engine output must be a list of dicts or a dict with 'pred', got {type(output)}")
+
+
+class ClassificationPredictionWriter:
+    """Collect class probabilities and image ids over an evaluator epoch; write ``<output_dir>/<filename>``.
+
+    Args:
+        output_dir: folder of the CSV (created).
+        class_names: class names in label order; default ``class_<k>``.
+        threshold: decision threshold of a 2-class output (on the column-1 probability): ``None`` (0.5), a float,
+            or a threshold JSON path (``models/threshold.json``); a path that does not exist falls back to 0.5 with
+            a warning. With more than 2 classes the prediction is the arg-max.
+        filename: CSV file name; default ``"predictions.csv"``.
+        pred_transform: ``engine.state.output`` -> list of per-case probability vectors; default reads ``pred``.
+        id_transform: ``(engine.state.output, engine.state.batch)`` -> per-case ids (image paths); default
+            :func:`~monai_transfer.handlers.report_writer.ids_from_output`.
+        save_rank: only this distributed rank writes the file.
+
+    Attributes:
+        last_path: the CSV written at the last epoch end.
+        threshold_used: the numeric threshold of the last written file (``None`` for arg-max).
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        class_names: Sequence[str] | None = None,
+        threshold: ThresholdLike = None,
+        filename: str = "predictions.csv",
+        pred_transform: Callable[[Any], Sequence[torch.Tensor]] = _preds_from_output,
+        id_transform: Callable[[Any, Any], Sequence[str | None]] = ids_from_output,
+        save_rank: int = 0,
+    ) -> None:
+        if not filename or Path(filename).name != filename:
+            raise ValueError(f"filename must be a plain file name, got {filename!r}")
+        self.output_dir = Path(output_dir)
+        self.class_names = list(class_names) if class_names is not None else None
+        self.threshold = threshold
+        self.filename = filename
+        self.pred_transform = pred_transform
+        self.id_transform = id_transform
+        self.save_rank = int(save_rank)
+        self.last_path: Path | None = None
+        self.threshold_used: float | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        """Clear the collected predictions."""
+        self._preds: list[torch.Tensor] = []
+        self._ids: list[str] = []
+
+    def attach(self, engine: Engine) -> None:
+        """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (collect), ``EPOCH_COMPLETED`` (write)."""
+        engine.add_event_handler(Events.EPOCH_STARTED, lambda e: self.reset())
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def _collect(self, engine: Engine) -> None:
+        preds = list(self.pred_transform(engine.state.output))
+        ids = list(self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
+        if len(ids) != len(preds):
+            ids = [None] * len(preds)
+        start = len(self._ids)
+        self._ids.extend(str(i) if i is not None else f"case_{start + j:05d}" for j, i in enumerate(ids))
+        self._preds.extend(preds)
+
+    def _resolve_threshold(self) -> float:
+        thr = self.threshold
+        if isinstance(thr, (str, os.PathLike)) and not Path(thr).is_file():
+            logger.warning(f"threshold file {thr} not found: predictions use the default threshold 0.5")
+            return 0.5
+        value = resolve_threshold(thr)
+        if isinstance(value, list):
+            if len(value) != 1:
+                raise ValueError(f"threshold must be one number for a 2-class output, got {value} from {thr!r}")
+            value = value[0]
+        return float(value)
+
+    def __call__(self, engine: Engine) -> None:
+        """Write the CSV of the collected epoch (on ``save_rank`` only).
+
+        Raises:
+            RuntimeError: no prediction was collected.
+            ValueError: the probability vectors do not match ``class_names``.
+        """
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            if torch.distributed.get_rank() != self.save_rank:
+                return
+        if not self._preds:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
+        probs = torch.stack(self._preds)
+        k = probs.shape[1]
+        names = self.class_names if self.class_names is not None else [f"class_{i}" for i in range(k)]
+        if len(names) != k:
+            raise ValueError(f"class_names has {len(names)} entries ({names}) but the network gives {k} probabilities")
+        if k == 2:
+            self.threshold_used = self._resolve_threshold()
+            pred = (probs[:, 1] >= self.threshold_used).long()
+        else:
+            self.threshold_used = None
+            pred = probs.argmax(1)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["image", "file_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name", "threshold"])
+        thr_text = "" if self.threshold_used is None else f"{self.threshold_used:.6f}"
+        for i, case in enumerate(self._ids):
+            p = int(pred[i])
+            w.writerow([case, Path(case).name, *[f"{v:.6f}" for v in probs[i].tolist()], p, names[p], thr_text])
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        self.last_path = atomic_write_text(self.output_dir / self.filename, buf.getvalue())
+        logger.info(f"wrote {len(self._ids)} predictions to {self.last_path}")
