@@ -20,9 +20,32 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "data", "engines", "evaluate", "handlers", "label", "metrics", "networks", "reports", "transforms", "utils"]
+__all__ = [
+    "__version__",
+    "data",
+    "engines",
+    "evaluate",
+    "handlers",
+    "label",
+    "metrics",
+    "networks",
+    "reports",
+    "transforms",
+    "utils",
+]
 
-_SUBPACKAGES = {"data", "engines", "evaluate", "handlers", "label", "metrics", "networks", "reports", "transforms", "utils"}
+_SUBPACKAGES = {
+    "data",
+    "engines",
+    "evaluate",
+    "handlers",
+    "label",
+    "metrics",
+    "networks",
+    "reports",
+    "transforms",
+    "utils",
+}
 
 
 def __getattr__(name: str) -> Any:

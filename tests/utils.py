@@ -65,6 +65,8 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.
     rng = np.random.default_rng(seed)
     classes = np.unique(y)
     per = max(1, n // len(classes))
-    idx = np.concatenate([rng.choice(np.flatnonzero(y == c), min(per, int((y == c).sum())), replace=False) for c in classes])
+    idx = np.concatenate(
+        [rng.choice(np.flatnonzero(y == c), min(per, int((y == c).sum())), replace=False) for c in classes]
+    )
     rng.shuffle(idx)
     return x[idx], y[idx]

@@ -98,7 +98,9 @@ def _check_disjoint(splits: dict[str, list[dict[str, Any]]], group_key: str | No
         for x in items:
             g = group_of(x, group_key)
             if seen.setdefault(g, s) != s:
-                raise DatalistError(f"{root}: {group_key or 'image'} {g!r} is in both the {seen[g]!r} and {s!r} splits.")
+                raise DatalistError(
+                    f"{root}: {group_key or 'image'} {g!r} is in both the {seen[g]!r} and {s!r} splits."
+                )
 
 
 def _head(items: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
