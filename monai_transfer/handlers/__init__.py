@@ -22,6 +22,7 @@ from .checkpoint import (
     find_last_checkpoint,
 )
 from .metric_handlers import AUCHandler, ClassificationMetricsHandler, OperatingPointHandler
+from .prediction_writer import ClassificationPredictionWriter
 from .report_writer import ClassificationReportWriter, ids_from_output
 from .seeding import EpochSeed, epoch_seed
 from .unfreeze import GradualUnfreeze
@@ -31,6 +32,7 @@ __all__ = [
     "OperatingPointHandler",
     "ClassificationMetricsHandler",
     "ClassificationReportWriter",
+    "ClassificationPredictionWriter",
     "ids_from_output",
     "EpochSeed",
     "epoch_seed",

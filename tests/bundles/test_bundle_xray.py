@@ -19,6 +19,7 @@ import csv
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -188,12 +189,37 @@ def test_inference_preprocessing_maps_path_to_network_input():
         assert tuple(out.shape) == (3, 64, 64) and out.dtype == torch.float32
         assert torch.isfinite(out).all() and float(out.std()) > 0
     # the DICOM samples are MONOCHROME1 copies of val PNGs: after inversion they match their PNG source
-    src = BUNDLE / "data" / "val" / ("pneumonia" if dcm.stem.endswith(("27", "79")) else "normal") / f"{dcm.stem}.png"
-    if src.is_file():
-        torch.testing.assert_close(out_dcm, pre({"image": str(src)})["image"], atol=0.05, rtol=0)
+    labels = {r["image"]: int(r["label"]) for r in _read_csv(BUNDLE / "data" / "dicom_samples" / "labels.csv")}
+    src = BUNDLE / "data" / "val" / CLASS_NAMES[labels[dcm.name]] / f"{dcm.stem}.png"
+    torch.testing.assert_close(out_dcm, pre({"image": str(src)})["image"], atol=0.05, rtol=0)
     # the datalist of the default input folder holds the 8 DICOMs and skips labels.csv
     data = parser.get_parsed_content("datalist")
     assert len(data) == 8 and all(d["image"].endswith(".dcm") for d in data)
+
+
+def test_evaluate_uses_test_split_when_present(tmp_path):
+    from monai.bundle import ConfigParser
+
+    src = (
+        sorted((BUNDLE / "data" / "val" / "normal").glob("*.png"))[:3]
+        + sorted((BUNDLE / "data" / "val" / "pneumonia").glob("*.png"))[:3]
+    )
+    for split in ("train", "val", "test"):
+        for name in CLASS_NAMES:
+            (tmp_path / "data" / split / name).mkdir(parents=True)
+    for i, f in enumerate(src):
+        name = CLASS_NAMES[i // 3]
+        for split in ("train", "val", "test"):
+            shutil.copy(f, tmp_path / "data" / split / name / f"{split}_{f.name}")
+    parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
+    parser["bundle_root"] = str(BUNDLE)
+    parser["dataset_dir"] = str(tmp_path / "data")
+    parser["output_dir"] = str(tmp_path / "run")
+    assert parser.get_parsed_content("eval_split") == "test"
+    assert parser.get_parsed_content("report_dir") == str(tmp_path / "run" / "eval" / "test")
+    data = parser.get_parsed_content("validate#dataset#data")
+    assert len(data) == 6 and all(Path(d["image"]).name.startswith("test_") for d in data)
+    assert parser.get_parsed_content("validate#report_writer#threshold") == str(tmp_path / "run/models/threshold.json")
 
 
 def test_check_properties_train_and_inference(tmp_path):
@@ -292,14 +318,14 @@ def test_train_evaluate_infer_export_end_to_end(tmp_path):
         assert float(r["threshold"]) == pytest.approx(thr["threshold"], abs=1e-6)
         assert r["prediction_name"] == CLASS_NAMES[int(p1 >= thr["threshold"])]
 
-    # 4. verify_net_in_out and TorchScript export; the exported model gives the same logits
-    meta, inf = str(META.relative_to(REPO_ROOT)), str(INFERENCE.relative_to(REPO_ROOT))
-    _bundle_cli("verify_net_in_out", "--net_id", "network_def", "--meta_file", meta, "--config_file", inf)
+    # 4. verify_net_in_out and TorchScript export (the functions behind the CLI verbs, in this process)
+    from monai.bundle import ckpt_export, verify_net_in_out
+
+    verify_net_in_out(net_id="network_def", meta_file=str(META), config_file=str(INFERENCE), device="cpu")
     ts = tmp_path / "model.ts"
-    _bundle_cli(
-        "ckpt_export", "network_def", "--filepath", str(ts), "--ckpt_file", str(model_pt),
-        "--meta_file", meta, "--config_file", inf,
-    )  # fmt: skip
+    ckpt_export(
+        net_id="network_def", filepath=str(ts), ckpt_file=str(model_pt), meta_file=str(META), config_file=str(INFERENCE)
+    )
     scripted = torch.jit.load(str(ts), map_location="cpu")
     net.eval()
     x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)) * 2 - 1
@@ -313,13 +339,21 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     run = tmp_path / "ddp"
     configs = f"['{TRAIN.relative_to(REPO_ROOT)}','{MULTI_GPU.relative_to(REPO_ROOT)}']"
     cmd = [
-        shutil.which("torchrun"), "--nproc_per_node=2", "--master_port=0", "-m", "monai.bundle", "run",
+        shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
         "--config_file", configs, "--epochs", "1", "--max_items", "16", "--batch_size", "4", "--image_size", "32",
         "--n_bootstrap", "20", "--output_dir", str(run),
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers: no orphan left on the shared machine
+        out, err = proc.communicate()
+        pytest.fail(f"torchrun did not finish in 300 s:\n{out[-3000:]}\n{err[-3000:]}")
+    assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
     from monai_transfer.utils.io import safe_torch_load
 
     state = safe_torch_load(run / "models" / "model.pt")

@@ -1,0 +1,296 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Ignite handlers for evaluators that run over 2D slices of volumes but must answer per volume.
+
+The evaluator sees slices (each batch item carries its volume's ``source_id``, set by
+:class:`~monai_transfer.transforms.ExtractSlicesd`); these handlers group the slice probabilities by ``source_id``
+and pool them with :func:`~monai_transfer.data.volumes.aggregate_volume_probs`:
+
+- :class:`VolumeAggregator`: an Ignite ``Metric`` giving a volume-level metric (AUC by default), usable as the
+  evaluator's ``key_val_metric`` so that the best checkpoint is chosen per volume (``val_volume_auc``);
+- :class:`VolumeReportWriter`: :class:`~monai_transfer.handlers.report_writer.ClassificationReportWriter` with one
+  row per volume (``metrics.json``, ``predictions.csv``, plots; threshold selection on volume probabilities);
+- :class:`VolumePredictionWriter`: :class:`~monai_transfer.handlers.prediction_writer.ClassificationPredictionWriter`
+  with one prediction per volume (inference, no labels).
+
+Bundle example (``train.json`` validator)::
+
+    "key_val_metric": {"val_volume_auc": {
+        "_target_": "monai_transfer.handlers.volume_aggregation.VolumeAggregator", "method": "mean"}}
+
+Note:
+    collection is per process: in multi-GPU runs each rank aggregates the volumes it saw (no gather).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from monai.handlers import from_engine
+from monai.utils import IgniteInfo, min_version, optional_import
+
+from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_by_volume
+from monai_transfer.handlers.prediction_writer import ClassificationPredictionWriter
+from monai_transfer.handlers.report_writer import ClassificationReportWriter, ids_from_output
+from monai_transfer.metrics.functional import MODES, compute_auc, compute_classification_metrics
+
+if TYPE_CHECKING:
+    from ignite.engine import Engine
+    from ignite.metrics import Metric
+else:
+    Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
+    Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric", as_type="base")
+
+__all__ = ["VolumeAggregator", "VolumeReportWriter", "VolumePredictionWriter", "volume_ids_from_engine"]
+
+logger = logging.getLogger(__name__)
+
+
+def volume_ids_from_engine(output: Any, batch: Any = None) -> list[str | None]:
+    """Per-slice volume ids of one iteration: the batch's ``source_id``, else :func:`ids_from_output`.
+
+    MONAI evaluators keep non-tensor batch keys (``source_id``) in ``engine.state.batch`` (decollated: a list of
+    dicts), not in ``engine.state.output``; the fallback reads ``image.meta["filename_or_obj"]`` (the volume file
+    for slices made by ``ExtractSlicesd``).
+    """
+    if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) and "source_id" in b for b in batch):
+        return [str(b["source_id"]) for b in batch]
+    if isinstance(batch, dict) and isinstance(batch.get("source_id"), (list, tuple)):
+        return [str(v) for v in batch["source_id"]]
+    return ids_from_output(output, batch)
+
+
+def _check_method(method: str, k: int) -> None:
+    if method not in AGGREGATION_METHODS:
+        raise ValueError(f"method must be one of {AGGREGATION_METHODS}, got {method!r}.")
+    if int(k) < 1:
+        raise ValueError(f"k must be >= 1, got {k}.")
+
+
+def _rows(x: Any) -> torch.Tensor:
+    if isinstance(x, (list, tuple)):
+        x = torch.stack([torch.as_tensor(v).as_subclass(torch.Tensor).detach().cpu().float().reshape(-1) for v in x])
+    else:
+        x = torch.as_tensor(x).as_subclass(torch.Tensor).detach().cpu().float()
+        x = x.reshape(x.shape[0], -1) if x.ndim != 1 else x[:, None]
+    return x
+
+
+def _aggregate(
+    preds: list[torch.Tensor], labels: list[torch.Tensor] | None, ids: list[str], method: str, k: int
+) -> dict[str, Any]:
+    p = torch.cat(preds).numpy()
+    y = None
+    if labels is not None:
+        y = torch.cat(labels).numpy()
+        y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
+    return aggregate_by_volume(ids, p, y, method=method, k=k)
+
+
+class VolumeAggregator(Metric):
+    """Volume-level metric of a slice evaluator (Ignite ``Metric``; attach it as ``key_val_metric``).
+
+    Each iteration collects the slice probabilities, labels and volume ids; ``compute`` groups them by volume, pools
+    them (``method``) and returns ``metric_name`` over volumes (AUC by default; NaN with a warning when the volumes
+    hold one class only, which never counts as a new best checkpoint).
+
+    Args:
+        method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
+        k: slices of ``"topk_mean"``; default 3.
+        metric_name: ``"auc"`` (default) or any scalar key of
+            :func:`~monai_transfer.metrics.compute_classification_metrics` (e.g. ``"balanced_accuracy"``,
+            ``"average_precision"``).
+        mode: ``"binary"`` (default), ``"multiclass"`` or ``"multilabel"``.
+        threshold: decision threshold of threshold-based metrics; default 0.5.
+        output_transform: ``engine.state.output`` -> ``(y_pred, y)``; default ``from_engine(["pred", "label"])``;
+            ``pred`` must hold probabilities.
+        id_transform: ``(engine.state.output, engine.state.batch)`` -> per-slice volume ids; default
+            :func:`volume_ids_from_engine`.
+
+    Attributes:
+        last_result: the ``aggregate_by_volume`` dict of the last ``compute`` (volume ids, probabilities, labels).
+
+    Raises:
+        ValueError: bad ``method``/``k``/``mode``; at ``compute``, no slice collected or a volume with mixed labels.
+    """
+
+    def __init__(
+        self,
+        method: str = "mean",
+        k: int = 3,
+        metric_name: str = "auc",
+        mode: str = "binary",
+        threshold: float = 0.5,
+        output_transform: Callable = from_engine(["pred", "label"]),
+        id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
+    ) -> None:
+        _check_method(method, k)
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+        if not callable(id_transform):
+            raise TypeError(f"id_transform must be callable, got {type(id_transform)}.")
+        self.method = method
+        self.k = int(k)
+        self.metric_name = str(metric_name)
+        self.mode = mode
+        self.threshold = float(threshold)
+        self.id_transform = id_transform
+        self.last_result: dict[str, Any] | None = None
+        super().__init__(output_transform=output_transform)
+
+    def reset(self) -> None:
+        self._preds: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._ids: list[str] = []
+
+    def update(self, output: Sequence[Any]) -> None:
+        """Collect one batch: ``output`` is ``(y_pred, y, ids)``."""
+        y_pred, y, ids = output
+        p, t = _rows(y_pred), _rows(y)
+        ids = list(ids)
+        if len(ids) != p.shape[0] or any(i is None for i in ids):
+            raise ValueError(
+                f"{type(self).__name__}: every slice needs a volume id ('source_id'); got {ids[:4]}... for "
+                f"{p.shape[0]} slices."
+            )
+        self._preds.append(p)
+        self._labels.append(t)
+        self._ids.extend(str(i) for i in ids)
+
+    @torch.no_grad()
+    def iteration_completed(self, engine: Engine) -> None:
+        """Read ``(y_pred, y)`` through ``output_transform`` and the volume ids from the engine state."""
+        y_pred, y = self._output_transform(engine.state.output)
+        self.update((y_pred, y, self.id_transform(engine.state.output, getattr(engine.state, "batch", None))))
+
+    def compute(self) -> float:
+        """The volume-level ``metric_name``."""
+        if not self._preds:
+            raise ValueError(f"{type(self).__name__} must have at least one slice before it can be computed.")
+        res = _aggregate(self._preds, self._labels, self._ids, self.method, self.k)
+        self.last_result = res
+        p, y = res["probs"], res["labels"]
+        if self.mode == "binary" and p.ndim == 2 and p.shape[1] == 2:
+            p = p[:, 1]
+        if self.metric_name == "auc":
+            return float(compute_auc(p, y, self.mode))
+        value = compute_classification_metrics(p, y, self.mode, self.threshold)[self.metric_name]
+        return float(value)
+
+
+class VolumeReportWriter(ClassificationReportWriter):
+    """:class:`~monai_transfer.handlers.report_writer.ClassificationReportWriter` with one row per VOLUME.
+
+    Slices are collected as by the parent; at ``EPOCH_COMPLETED`` they are grouped by volume id and pooled
+    (``method``), and the report (``metrics.json``, ``predictions.csv`` with the volume ids, plots) and, with
+    ``select_threshold_on``, the threshold are computed on the volume probabilities. ``metrics.json``'s ``meta``
+    records the aggregation and the slice count.
+
+    Args:
+        method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
+        k: slices of ``"topk_mean"``; default 3.
+        id_transform: per-slice volume ids; default :func:`volume_ids_from_engine`.
+        kwargs: the other arguments of ``ClassificationReportWriter`` (``output_dir``, ``class_names``,
+            ``threshold``, ``select_threshold_on``, ``threshold_path``, ``meta``, ``n_bootstrap``, ...).
+
+    Attributes:
+        last_volumes: the ``aggregate_by_volume`` dict of the last written epoch.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        method: str = "mean",
+        k: int = 3,
+        id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
+        **kwargs: Any,
+    ) -> None:
+        _check_method(method, k)
+        super().__init__(output_dir, id_transform=id_transform, **kwargs)
+        self.method = method
+        self.k = int(k)
+        self.last_volumes: dict[str, Any] | None = None
+
+    def __call__(self, engine: Engine) -> None:
+        """Pool the epoch's slices per volume, then write the report (see the parent class)."""
+        if not self._preds:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
+        res = _aggregate(self._preds, self._labels, [str(i) for i in self._ids], self.method, self.k)
+        self.last_volumes = res
+        n_slices = len(self._ids)
+        user_meta = self.meta
+        base = user_meta(engine) if callable(user_meta) else dict(user_meta or {})
+        base["aggregation"] = {
+            "level": "volume",
+            "method": self.method,
+            "k": self.k if self.method == "topk_mean" else None,
+            "n_volumes": len(res["ids"]),
+            "n_slices": n_slices,
+        }
+        labels = res["labels"]
+        labels = labels[:, None] if labels.ndim == 1 else labels
+        self._preds = [torch.as_tensor(res["probs"], dtype=torch.float32)]
+        self._labels = [torch.as_tensor(labels, dtype=torch.float32)]
+        self._ids = list(res["ids"])
+        self.meta = base
+        try:
+            super().__call__(engine)
+        finally:
+            self.meta = user_meta
+        logger.info("volume report: %d volumes from %d slices (%s)", len(res["ids"]), n_slices, self.method)
+
+
+class VolumePredictionWriter(ClassificationPredictionWriter):
+    """:class:`~monai_transfer.handlers.prediction_writer.ClassificationPredictionWriter` with one row per VOLUME.
+
+    The slice probabilities of each volume (grouped by ``source_id``, the volume file path for ``ExtractSlicesd``
+    without ``source_id_key``) are pooled with ``method`` before the threshold is applied; the ``image`` column holds
+    the volume id.
+
+    Args:
+        method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
+        k: slices of ``"topk_mean"``; default 3.
+        id_transform: per-slice volume ids; default :func:`volume_ids_from_engine`.
+        kwargs: the other arguments of ``ClassificationPredictionWriter`` (``output_dir``, ``class_names``,
+            ``threshold``, ``filename``, ...).
+
+    Attributes:
+        last_volumes: the ``aggregate_by_volume`` dict of the last written epoch.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        method: str = "mean",
+        k: int = 3,
+        id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
+        **kwargs: Any,
+    ) -> None:
+        _check_method(method, k)
+        super().__init__(output_dir, id_transform=id_transform, **kwargs)
+        self.method = method
+        self.k = int(k)
+        self.last_volumes: dict[str, Any] | None = None
+
+    def __call__(self, engine: Engine) -> None:
+        """Pool the epoch's slices per volume, then write the CSV (see the parent class)."""
+        if not self._preds:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
+        res = _aggregate([p[None] for p in self._preds], None, list(self._ids), self.method, self.k)
+        self.last_volumes = res
+        self._preds = [torch.as_tensor(np.atleast_1d(v), dtype=torch.float32) for v in res["probs"]]
+        self._ids = list(res["ids"])
+        super().__call__(engine)
