@@ -14,13 +14,13 @@ import os
 
 import pytest
 
-# Tests run on 2-core CPUs: keep intra-op threads small and predictable.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests use tiny tensors on 2-core CPUs: one intra-op thread avoids oversubscription (subprocesses keep their own).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)
 def _torch_threads():
     import torch
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     yield

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,16 @@ def detect_image_format(path: PathLike) -> str:
     )
 
 
+def _decoder_available(ts: Any) -> bool:
+    """Whether pydicom has a working decoder plugin for transfer syntax ``ts``."""
+    try:
+        from pydicom.pixels import get_decoder
+
+        return bool(get_decoder(ts).is_available)
+    except Exception:
+        return False
+
+
 def _first_float(value: Any) -> float:
     """First value of a (possibly multi-valued) DICOM number, or NaN."""
     if value is None:
@@ -222,9 +233,17 @@ class LoadMedicalImage(Transform):
             ``None`` keeps the stored orientation. Not applied to 2D images.
         grey: read PNG/JPEG as one grey channel (default) or, when ``False``, as 3 RGB channels.
         dtype: output dtype, default ``torch.float32``.
+        nan_policy: what to do with NaN/inf values (e.g. in float NIfTI data, or a rescale that overflows float32):
+            ``"raise"`` (default) a ``MedicalImageLoadError`` naming the file and the counts; ``"warn"``: replace
+            NaN and -inf by the smallest and +inf by the largest finite value and warn naming the file;
+            ``"ignore"``: keep them.
+
+    Every loaded image is also checked for zero variance: a constant image (e.g. a blank DICOM or an all-zero
+    volume) loads, with a ``UserWarning`` naming the file, because intensity scaling turns it into a blank input.
 
     Raises:
-        MedicalImageLoadError: on any failure, naming the file and the reason.
+        MedicalImageLoadError: on any failure, naming the file and the reason; a DICOM whose decoded pixel array
+            disagrees with its header (Rows, Columns, Number of Frames) raises instead of loading a wrong image.
 
     Example::
 
@@ -241,6 +260,7 @@ class LoadMedicalImage(Transform):
         axcodes: str | None = None,
         grey: bool = True,
         dtype: torch.dtype = torch.float32,
+        nan_policy: str = "raise",
     ) -> None:
         if voi not in ("auto", "always", "none"):
             raise ValueError(f"voi must be 'auto', 'always' or 'none', got {voi!r}.")
@@ -248,6 +268,8 @@ class LoadMedicalImage(Transform):
             raise ValueError(f"multiframe must be 'spatial' or 'channel', got {multiframe!r}.")
         if expected_ndim is not None and expected_ndim not in (2, 3):
             raise ValueError(f"expected_ndim must be 2, 3 or None, got {expected_ndim!r}.")
+        if nan_policy not in ("raise", "warn", "ignore"):
+            raise ValueError(f"nan_policy must be 'raise', 'warn' or 'ignore', got {nan_policy!r}.")
         self.voi = voi
         self.invert_monochrome1 = invert_monochrome1
         self.multiframe = multiframe
@@ -255,6 +277,7 @@ class LoadMedicalImage(Transform):
         self.axcodes = axcodes
         self.grey = grey
         self.dtype = dtype
+        self.nan_policy = nan_policy
 
     def __call__(self, path: PathLike) -> MetaTensor:
         """Load ``path``; see the class docstring.
@@ -279,6 +302,7 @@ class LoadMedicalImage(Transform):
             raise
         except Exception as e:  # any reader failure becomes one error type that names the file
             raise MedicalImageLoadError(p, f"{type(e).__name__}: {e}") from e
+        self._check_values(p, img)
         return img
 
     # ----------------------------------------------------------------------------------------------------- checks
@@ -287,6 +311,37 @@ class LoadMedicalImage(Transform):
             raise MedicalImageLoadError(
                 path,
                 f"image has {ndim} dimensions (shape {tuple(int(s) for s in shape)}), expected {self.expected_ndim}",
+            )
+
+    def _check_values(self, path: Path, img: torch.Tensor) -> None:
+        """Apply ``nan_policy`` to NaN/inf values (in place) and warn about a constant (zero-variance) image."""
+        data = img.as_tensor() if isinstance(img, MetaTensor) else img
+        if data.numel() == 0:
+            raise MedicalImageLoadError(path, f"image is empty (shape {tuple(data.shape)})")
+        if data.is_floating_point() and self.nan_policy != "ignore":
+            finite = torch.isfinite(data)
+            if not bool(finite.all()):
+                n_nan = int(torch.isnan(data).sum())
+                n_inf = int(data.numel() - int(finite.sum()) - n_nan)
+                what = f"{n_nan} NaN and {n_inf} infinite value(s) among {data.numel()} (shape {tuple(data.shape)})"
+                if self.nan_policy == "raise":
+                    raise MedicalImageLoadError(
+                        path, f"image holds {what}; pass nan_policy='warn' to replace them by finite values"
+                    )
+                good = data[finite]
+                lo, hi = (float(good.min()), float(good.max())) if good.numel() else (0.0, 0.0)
+                data.nan_to_num_(nan=lo, posinf=hi, neginf=lo)
+                warnings.warn(
+                    f"'{path}': image holds {what}; replaced NaN and -inf by {lo:g} and +inf by {hi:g} "
+                    "(nan_policy='warn').",
+                    stacklevel=3,
+                )
+        lo_v, hi_v = torch.aminmax(data)
+        if bool(lo_v == hi_v):
+            warnings.warn(
+                f"'{path}': image is constant (every value is {float(lo_v):g}, zero variance); intensity scaling "
+                "will turn it into a blank input.",
+                stacklevel=3,
             )
 
     @staticmethod
@@ -339,16 +394,24 @@ class LoadMedicalImage(Transform):
                     path,
                     "DICOM file is truncated: image attributes (Rows/Columns) are present but no pixel data follows",
                 )
+            ts_read = str(getattr(ds.get("file_meta", None), "TransferSyntaxUID", "") or "?")
             raise MedicalImageLoadError(
                 path,
                 f"DICOM file has no pixel data (Modality={ds.get('Modality', '?')!r}, "
-                f"SOPClassUID={getattr(ds.get('SOPClassUID'), 'name', ds.get('SOPClassUID', '?'))!r})",
+                f"SOPClassUID={getattr(ds.get('SOPClassUID'), 'name', ds.get('SOPClassUID', '?'))!r}, "
+                f"TransferSyntaxUID={ts_read!r}; a wrong transfer syntax also makes the data set unreadable)",
             )
         ts = ds.file_meta.get("TransferSyntaxUID") if "file_meta" in dir(ds) else None
         ts_str = str(ts) if ts is not None else ""
         try:
             raw = ds.pixel_array
         except Exception as e:
+            if ts is not None and getattr(ts, "is_compressed", False) and _decoder_available(ts):
+                raise MedicalImageLoadError(
+                    path,
+                    f"corrupted compressed pixel data: transfer syntax {ts_str} ({getattr(ts, 'name', '')}) has a "
+                    f"working decoder here but decoding failed ({type(e).__name__}: {e})",
+                ) from e
             if ts is not None and getattr(ts, "is_compressed", False):
                 hint = _DECODER_HINTS.get(ts_str, "install 'pylibjpeg' with 'pylibjpeg-libjpeg'/'pylibjpeg-openjpeg'")
                 raise MedicalImageLoadError(
@@ -365,6 +428,7 @@ class LoadMedicalImage(Transform):
         pi = str(ds.get("PhotometricInterpretation", ""))
         samples = int(ds.get("SamplesPerPixel", 1))
         n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        self._check_dicom_shape(path, ds, raw, samples, n_frames)
         meta.update(
             {
                 "Modality": modality,
@@ -419,6 +483,21 @@ class LoadMedicalImage(Transform):
         return self._to_meta_tensor(arr[None], (row_sp, col_sp), meta)
 
     @staticmethod
+    def _check_dicom_shape(path: Path, ds: Any, raw: np.ndarray, samples: int, n_frames: int) -> None:
+        """Refuse a decoded array that disagrees with the header (pydicom returns excess frames with a warning)."""
+        shape = tuple(int(s) for s in raw.shape)
+        spatial = shape[:-1] if samples > 1 else shape
+        frames = spatial[0] if len(spatial) == 3 else 1
+        rows_cols = spatial[-2:]
+        want = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
+        if len(spatial) not in (2, 3) or rows_cols != want or frames != n_frames:
+            raise MedicalImageLoadError(
+                path,
+                f"decoded pixel array of shape {shape} disagrees with the header (Rows={want[0]}, Columns={want[1]}, "
+                f"NumberOfFrames={n_frames}, SamplesPerPixel={samples}): the header or the pixel data is corrupted",
+            )
+
+    @staticmethod
     def _shared_rescale(ds: Any) -> tuple[float, float] | None:
         try:
             pvt = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
@@ -438,8 +517,14 @@ class LoadMedicalImage(Transform):
             except Exception as e:
                 reason = f"unreadable or truncated NIfTI file ({type(e).__name__}: {e})"
                 raise MedicalImageLoadError(path, reason) from e
-            while len(shape) > 3 and shape[-1] == 1:
+            # trailing singleton axes are dropped: (x, y, z, 1) is 3D, and (x, y, 1) is 2D when a 2D image is expected
+            min_dims = 2 if self.expected_ndim == 2 else 3
+            while len(shape) > min_dims and shape[-1] == 1:
                 shape = shape[:-1]
+            if len(shape) > 4:
+                raise MedicalImageLoadError(
+                    path, f"NIfTI image has {len(shape)} dimensions (shape {shape}); at most 4 (x, y, z, t) are supported"
+                )
             self._check_ndim(path, len(shape), shape)
         else:
             if not has_pydicom:
@@ -453,6 +538,14 @@ class LoadMedicalImage(Transform):
             raise MedicalImageLoadError(path, f"unreadable {what} ({type(e).__name__}: {e})") from e
         if kind == "dicom_series":
             self._check_ndim(path, img.ndim - 1, img.shape[1:])
+        else:  # MONAI keeps trailing singleton dims of 5D headers, e.g. (x, y, z, 1, 1) -> (1, x, y, z, 1)
+            want = (1, *shape) if len(shape) <= 3 else (shape[3], *shape[:3])
+            while img.ndim > len(want) and img.shape[-1] == 1:
+                img = img.squeeze(-1)
+            if tuple(img.shape) != want:
+                raise MedicalImageLoadError(
+                    path, f"NIfTI reader returned shape {tuple(img.shape)} for header dimensions {shape}"
+                )
         if self.axcodes and img.ndim - 1 in (2, 3):
             img = Orientation(axcodes=self.axcodes[: img.ndim - 1], labels=_RAS_LABELS)(img)
         meta = self._common_meta(path, kind)

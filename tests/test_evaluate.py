@@ -1,0 +1,449 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""``python -m monai_transfer.evaluate``: a tiny volume bundle written here, real AdrenalMNIST3D volumes as NIfTI,
+real PneumoniaMNIST images as 2D NIfTI on the xray bundle's configs, bad cases, exit codes and streaming memory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from monai_transfer.evaluate import (
+    EXIT_FAILURES,
+    EXIT_OK,
+    EXIT_USAGE,
+    _resolve_aggregation,
+    list_cases,
+    main,
+)
+from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, load_adrenal, load_pneumonia, requires_shared_data
+
+__all__: list[str] = []
+
+CLASSES = ["normal", "adrenal_mass"]
+N_SLICES = 6  # central_n slices per volume in the tiny bundle
+FAST = ["--n-bootstrap", "50", "--device", "cpu", "--no-progress", "--batch-size", "4"]
+
+
+def _tiny_volume_config(aggregation: str = "mean") -> dict:
+    """A volume bundle with the contract's ids: random resnet18 at 32x32 on 2.5D central slices."""
+    return {
+        "imports": ["$import monai_transfer"],
+        "bundle_root": ".",
+        "ckpt_path": "$@bundle_root + '/models/model.pt'",
+        "class_names": CLASSES,
+        "num_classes": "$len(@class_names)",
+        "image_size": 32,
+        "network_def": {
+            "_target_": "monai_transfer.networks.nets.Pretrained2DNet",
+            "backbone": "resnet18",
+            "weights": "none",
+            "num_classes": "@num_classes",
+            "in_channels": 3,
+        },
+        "volume_preprocessing": {
+            "_target_": "Compose",
+            "transforms": [
+                {"_target_": "monai_transfer.transforms.LoadMedicalImaged", "keys": "image"},
+                {"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0},
+            ],
+        },
+        "slicing": {
+            "_target_": "Compose",
+            "transforms": [
+                {
+                    "_target_": "monai_transfer.transforms.ExtractSlicesd",
+                    "keys": "image",
+                    "strategy": "central_n",
+                    "n": N_SLICES,
+                    "offsets": [-1, 0, 1],
+                },
+                {"_target_": "monai_transfer.transforms.ResizeKeepAspectd", "keys": "image", "spatial_size": 32},
+            ],
+        },
+        "aggregation": aggregation,
+        "aggregation_k": 2,
+    }
+
+
+def _save_random_weights(bundle: Path, seed: int = 0) -> Path:
+    """Build the bundle's ``network_def`` and save random weights as ``models/model.pt``."""
+    from monai.bundle import ConfigParser
+
+    from monai_transfer.utils.io import atomic_torch_save
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    torch.manual_seed(seed)
+    net = parser.get_parsed_content("network_def")
+    return atomic_torch_save(net.state_dict(), bundle / "models" / "model.pt")
+
+
+def _write_volume(path: Path, arr: np.ndarray) -> Path:
+    import nibabel as nib
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(np.asarray(arr), np.eye(4)), str(path))
+    return path
+
+
+def _write_labels(path: Path, rows: list[tuple[str, str]]) -> Path:
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["image", "label"])
+        w.writerows(rows)
+    return path
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: with 2 threads on 2 busy shared cores, OpenMP waits make tiny convolutions ~40x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def vol_bundle(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("tiny_volume_bundle")
+    (root / "configs").mkdir()
+    (root / "configs" / "inference.json").write_text(json.dumps(_tiny_volume_config(), indent=1))
+    _save_random_weights(root)
+    from monai_transfer.metrics.threshold import save_threshold
+
+    save_threshold(root / "models" / "threshold.json", 0.45, method="youden")
+    return root
+
+
+@pytest.fixture(scope="module")
+def adrenal(tmp_path_factory) -> tuple[Path, np.ndarray]:
+    """24 real AdrenalMNIST3D validation volumes written as NIfTI (uint8, 64^3), with their labels."""
+    if not ADRENAL_NPZ.is_file():
+        pytest.skip(f"needs {ADRENAL_NPZ}")
+    x, y = load_adrenal("val", n=24, seed=1)
+    root = tmp_path_factory.mktemp("adrenal_nifti")
+    for i, v in enumerate(x):
+        _write_volume(root / f"adrenal_{i:02d}.nii.gz", v)
+    return root, y
+
+
+def _subset(adrenal, dest: Path, n: int) -> tuple[Path, list[int]]:
+    src, y = adrenal
+    dest.mkdir(parents=True, exist_ok=True)
+    files = sorted(src.glob("*.nii.gz"))[:n]
+    for f in files:
+        shutil.copy(f, dest / f.name)
+    return dest, [int(v) for v in y[:n]]
+
+
+# ------------------------------------------------------------------------------------------------ aggregation
+def test_resolve_aggregation_on_hand_made_probabilities():
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
+    fn, desc = _resolve_aggregation("mean")
+    np.testing.assert_allclose(fn(probs), [1.7 / 3, 1.3 / 3], atol=1e-6)
+    assert desc == "mean"
+    fn, _ = _resolve_aggregation("max")
+    np.testing.assert_allclose(fn(probs), [0.2, 0.8], atol=1e-6)
+    fn, desc = _resolve_aggregation("topk_mean", k_default=2)  # the bundle's aggregation_k
+    np.testing.assert_allclose(fn(probs), [0.4, 0.6], atol=1e-6)
+    assert desc == "topk_mean(k=2)"
+    fn, _ = _resolve_aggregation({"method": "topk_mean", "k": 3})
+    np.testing.assert_allclose(fn(probs), [1.7 / 3, 1.3 / 3], atol=1e-6)
+    fn, desc = _resolve_aggregation(lambda p: p[0])
+    np.testing.assert_allclose(fn(probs), [0.9, 0.1])
+    assert desc == "<lambda>"
+    with pytest.raises(ValueError, match="median"):
+        _resolve_aggregation("median")
+
+
+def test_list_cases_sorted_recursive_skips_hidden(tmp_path):
+    for name in ("b.nii.gz", "a.nii", "sub/c.nii.gz", ".hidden.nii.gz", ".cache/d.nii.gz", "notes.txt", "x.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"")
+    found = [p.relative_to(tmp_path).as_posix() for p in list_cases(tmp_path)]
+    assert found == ["a.nii", "b.nii.gz", "sub/c.nii.gz"]
+    assert [p.name for p in list_cases(tmp_path, (".png",))] == ["x.png"]
+
+
+# -------------------------------------------------------------------------------------------------- end to end
+@requires_shared_data(ADRENAL_NPZ)
+def test_volume_bundle_end_to_end(vol_bundle, adrenal, tmp_path):
+    images, y = _subset(adrenal, tmp_path / "images", 4)
+    names = sorted(p.name for p in images.glob("*.nii.gz"))
+    # labels as indices and as class names, rows in another order than the files
+    rows = [(n, CLASSES[lab] if i % 2 else str(lab)) for i, (n, lab) in enumerate(zip(names, y))][::-1]
+    labels = _write_labels(tmp_path / "labels.csv", rows)
+    out = tmp_path / "out"
+    code = main(
+        ["--bundle", str(vol_bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)] + FAST
+    )
+    assert code == EXIT_OK
+
+    preds = _read_csv(out / "predictions.csv")
+    assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]
+    assert [int(r["label"]) for r in preds] == y
+    for r in preds:
+        p0, p1 = float(r["prob_normal"]), float(r["prob_adrenal_mass"])
+        assert abs(p0 + p1 - 1) < 1e-5
+        assert int(r["prediction"]) == int(p1 >= 0.45)  # the stored models/threshold.json
+        assert r["prediction_name"] == CLASSES[int(r["prediction"])]
+        assert int(r["correct"]) == int(int(r["prediction"]) == int(r["label"]))
+        assert int(r["n_slices"]) == N_SLICES
+        assert Path(r["image"]).is_file()
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["n_samples"] == 4
+    assert metrics["threshold"]["value"] == pytest.approx(0.45)
+    assert "threshold.json" in metrics["threshold"]["source"]
+    assert set(metrics["confidence_intervals"]) == {"auc", "sensitivity", "specificity"}
+    assert {"auc", "sensitivity", "specificity"} <= set(metrics["metrics"])
+    assert metrics["meta"]["aggregation"] == "mean"
+    for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
+        assert (out / png).stat().st_size > 1000
+    assert _read_csv(out / "failures.csv") == []
+    assert json.loads((out / "failures.json").read_text()) == {"n_failed": 0, "failures": []}
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["n_evaluated"], summary["n_labelled"], summary["exit_code"]) == (4, 4, 0)
+    assert "evaluated 4 of 4" in (out / "evaluate.log").read_text()
+
+    # the first volume by hand: bundle transforms -> network -> softmax -> mean over its slices
+    from monai.bundle import ConfigParser
+
+    from monai_transfer.utils.io import load_state_dict_file
+
+    parser = ConfigParser()
+    parser.read_config(str(vol_bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(vol_bundle)
+    net = parser.get_parsed_content("network_def")
+    net.load_state_dict(load_state_dict_file(vol_bundle / "models" / "model.pt"))
+    vol = parser.get_parsed_content("volume_preprocessing")({"image": str(images / names[0])})
+    slices = parser.get_parsed_content("slicing")(vol)
+    with torch.no_grad():
+        probs = torch.softmax(net.eval()(torch.stack([s["image"].as_tensor() for s in slices])), 1).mean(0)
+    assert float(preds[0]["prob_adrenal_mass"]) == pytest.approx(float(probs[1]), abs=2e-5)
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_bad_cases_are_named_and_exit_codes(vol_bundle, adrenal, tmp_path, caplog):
+    images, y = _subset(adrenal, tmp_path / "images", 4)
+    names = sorted(p.name for p in images.glob("*.nii.gz"))
+    good = [adrenal[0] / n for n in names]
+    (images / "unreadable.nii.gz").write_bytes(b"this is not a NIfTI file")
+    _write_volume(images / "flat2d.nii.gz", np.full((64, 64), 7, np.uint8))
+    _write_volume(images / "four_d.nii.gz", np.ones((16, 16, 16, 2), np.uint8))
+    _write_volume(images / "empty.nii.gz", np.zeros((16, 16, 16), np.uint8))
+    _write_volume(images / "zero_size.nii.gz", np.zeros((0, 16, 16), np.uint8))
+    shutil.copy(good[0], images / "no_label.nii.gz")
+    shutil.copy(good[1], images / "bad_class.nii.gz")
+    rows = [(n, str(lab)) for n, lab in zip(names, y)]
+    rows += [(n, "1") for n in ("unreadable.nii.gz", "flat2d.nii.gz", "four_d.nii.gz", "empty.nii.gz")]
+    rows += [("zero_size.nii.gz", "0"), ("bad_class.nii.gz", "tumour"), ("missing.nii.gz", "0")]
+    labels = _write_labels(tmp_path / "labels.csv", rows)
+    args = ["--bundle", str(vol_bundle), "--images", str(images), "--labels", str(labels)] + FAST
+
+    out = tmp_path / "out"
+    with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+        code = main(args + ["--output", str(out)])
+    assert code == EXIT_FAILURES
+    failures = {r["case"]: r for r in _read_csv(out / "failures.csv")}
+    expected = {
+        "unreadable.nii.gz": ("read", "unreadable"),
+        "flat2d.nii.gz": ("dimensions", "2D image"),
+        "four_d.nii.gz": ("dimensions", "4D image"),
+        "empty.nii.gz": ("empty", "every voxel is 0"),
+        "zero_size.nii.gz": ("empty", "zero-size"),
+        "no_label.nii.gz": ("labels", "label missing"),
+        "bad_class.nii.gz": ("labels", "unknown class name 'tumour'"),
+        "missing.nii.gz": ("labels", "not among the --images cases"),
+    }
+    assert set(failures) == set(expected)
+    for case, (stage, words) in expected.items():
+        assert failures[case]["stage"] == stage, failures[case]
+        assert words in failures[case]["reason"], failures[case]
+        assert case in caplog.text
+    assert json.loads((out / "failures.json").read_text())["n_failed"] == len(expected)
+    preds = _read_csv(out / "predictions.csv")
+    assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]  # the good ones only
+    assert json.loads((out / "metrics.json").read_text())["n_samples"] == 4
+    log = (out / "evaluate.log").read_text()
+    assert all(case in log for case in expected)
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+        code = main(args + ["--output", str(tmp_path / "out_tolerant"), "--tolerate-failures"])
+    assert code == EXIT_OK
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "--tolerate-failures" in r.message]
+    assert len(warnings) == 1 and "empty.nii.gz" in warnings[0].message
+    assert len(_read_csv(tmp_path / "out_tolerant" / "predictions.csv")) == 4
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_usage_errors_exit_1(vol_bundle, adrenal, tmp_path, capsys):
+    images, _ = _subset(adrenal, tmp_path / "images", 1)
+    (tmp_path / "empty_dir").mkdir()
+    out = str(tmp_path / "out")
+    base = ["--output", out] + FAST
+    assert main(["--bundle", str(tmp_path / "nope"), "--images", str(images)] + base) == EXIT_USAGE
+    assert main(["--bundle", str(vol_bundle), "--images", str(tmp_path / "empty_dir")] + base) == EXIT_USAGE
+    assert main(["--bundle", str(vol_bundle), "--images", str(tmp_path / "nope")] + base) == EXIT_USAGE
+    ok = ["--bundle", str(vol_bundle), "--images", str(images)] + base
+    assert main(ok + ["--labels", str(tmp_path / "nope.csv")]) == EXIT_USAGE
+    assert main(ok + ["--threshold", "1.5"]) == EXIT_USAGE
+    assert main(ok + ["--ckpt", str(tmp_path / "nope.pt")]) == EXIT_USAGE
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("file,class\nx.nii.gz,1\n")
+    assert main(ok + ["--labels", str(bad_csv)]) == EXIT_USAGE
+    assert main(["--images", str(images)]) == EXIT_USAGE  # argparse: --bundle/--output missing
+    assert "required" in capsys.readouterr().err
+    # no labels, explicit threshold: predictions only, no metrics
+    assert main(ok + ["--threshold", "0.0"]) == EXIT_OK
+    (row,) = _read_csv(Path(out) / "predictions.csv")
+    assert (row["label"], row["correct"], row["prediction_name"], row["threshold"]) == (
+        "",
+        "",
+        "adrenal_mass",
+        "0.000000",
+    )
+    assert not (Path(out) / "metrics.json").exists()
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_memory_does_not_grow_with_case_count(vol_bundle, adrenal, tmp_path, monkeypatch):
+    """RSS sampled after each of 24 volumes stays flat: nothing of a finished case is kept (Linux /proc).
+
+    Keeping each volume (64^3 float32 = 1 MiB) and its slices would add >= 20 MiB over the last 20 cases. The
+    200-volume peak-RSS measurement belongs to the benchmark (``summary.json`` reports ``peak_rss_mb``).
+    """
+    statm = Path("/proc/self/statm")
+    if not statm.is_file():
+        pytest.skip("needs /proc/self/statm (Linux) to read the resident set size")
+    import os
+
+    import monai_transfer.evaluate as ev
+
+    page = os.sysconf("SC_PAGE_SIZE")
+    rss: list[float] = []
+    real = ev._volume_case
+
+    def spy(*a, **k):
+        res = real(*a, **k)
+        rss.append(int(statm.read_text().split()[1]) * page / (1 << 20))
+        return res
+
+    monkeypatch.setattr(ev, "_volume_case", spy)
+    code = main(["--bundle", str(vol_bundle), "--images", str(adrenal[0]), "--output", str(tmp_path / "o")] + FAST)
+    assert code == EXIT_OK and len(rss) == 24
+    growth = max(rss[4:]) - rss[3]
+    print("RSS MiB per case:", [round(r, 1) for r in rss])
+    assert growth < 12, f"RSS grew by {growth:.1f} MiB over 20 volumes: {[round(r, 1) for r in rss]}"
+
+
+# ------------------------------------------------------------------------------------------- the real bundles
+def _bundle_copy(name: str, tmp_path: Path) -> Path:
+    """The real bundle when it has models/model.pt, else a temp copy of its configs with random weights."""
+    bundle = REPO_ROOT / "bundles" / name
+    if not (bundle / "configs" / "inference.json").is_file():
+        pytest.skip(f"bundles/{name}/configs/inference.json does not exist yet")
+    if (bundle / "models" / "model.pt").is_file():
+        return bundle
+    copy = tmp_path / name
+    shutil.copytree(bundle / "configs", copy / "configs")
+    _save_random_weights(copy)
+    return copy
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_xray_bundle_on_2d_nifti(tmp_path):
+    bundle = _bundle_copy("xray", tmp_path)
+    x, y = load_pneumonia("val", n=6, seed=3)
+    images = tmp_path / "images"
+    names = []
+    for i, img in enumerate(x):
+        names.append(f"cxr_{i}.nii.gz")
+        _write_volume(images / names[-1], img)  # as monai_transfer.data.npz writes 2D NIfTI: axis 0 = rows
+    from PIL import Image
+
+    names.append("cxr_png.png")  # 2D bundles also take PNG/JPEG/DICOM
+    Image.fromarray(x[0]).save(images / names[-1])
+    y = np.concatenate([y, y[:1]])
+    _write_volume(images / "ct_volume.nii.gz", np.ones((8, 8, 8), np.uint8))  # 3D on a 2D bundle
+    rows = [(n, ["normal", "pneumonia"][v]) for n, v in zip(names, y)] + [("ct_volume.nii.gz", "normal")]
+    labels = _write_labels(tmp_path / "labels.csv", rows)
+    out = tmp_path / "out"
+    args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
+    assert main(args + FAST + ["--tolerate-failures"]) == EXIT_OK
+    preds = _read_csv(out / "predictions.csv")
+    assert [r["id"] for r in preds] == sorted(n.split(".")[0] for n in names)
+    assert sorted(int(r["label"]) for r in preds) == sorted(int(v) for v in y)
+    assert all(abs(float(r["prob_normal"]) + float(r["prob_pneumonia"]) - 1) < 1e-5 for r in preds)
+    assert "n_slices" not in preds[0]
+    (fail,) = _read_csv(out / "failures.csv")
+    assert (fail["case"], fail["stage"]) == ("ct_volume.nii.gz", "dimensions")
+    assert json.loads((out / "metrics.json").read_text())["n_samples"] == 7
+    by_id = {r["id"]: r for r in preds}  # the same image as PNG and as 2D NIfTI gives the same probability
+    assert float(by_id["cxr_png"]["prob_pneumonia"]) == pytest.approx(float(by_id["cxr_0"]["prob_pneumonia"]), abs=1e-4)
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_ct_slices_bundle(adrenal, tmp_path):
+    bundle = _bundle_copy("ct_slices", tmp_path)
+    images, y = _subset(adrenal, tmp_path / "images", 3)
+    names = sorted(p.name for p in images.glob("*.nii.gz"))
+    labels = _write_labels(tmp_path / "labels.csv", [(n, str(v)) for n, v in zip(names, y)])
+    out = tmp_path / "out"
+    args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
+    assert main(args + FAST) == EXIT_OK
+    preds = _read_csv(out / "predictions.csv")
+    assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]
+    assert all(int(r["n_slices"]) >= 1 for r in preds)
+    assert json.loads((out / "metrics.json").read_text())["n_samples"] == 3
+
+
+@pytest.mark.slow
+def test_module_runs_as_script(tmp_path):
+    """``python -m monai_transfer.evaluate`` works and exits 1 on a folder that is not a bundle (slow: cold imports)."""
+    import os
+    import subprocess
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monai_transfer.evaluate",
+            "--bundle",
+            str(tmp_path),
+            "--images",
+            str(tmp_path),
+            "--output",
+            str(tmp_path / "o"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert proc.returncode == EXIT_USAGE
+    assert "no configs/inference.json" in proc.stderr
