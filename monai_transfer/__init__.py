@@ -20,8 +20,7 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
+_SUBPACKAGES = (
     "data",
     "engines",
     "evaluate",
@@ -32,20 +31,9 @@ __all__ = [
     "reports",
     "transforms",
     "utils",
-]
+)
 
-_SUBPACKAGES = {
-    "data",
-    "engines",
-    "evaluate",
-    "handlers",
-    "label",
-    "metrics",
-    "networks",
-    "reports",
-    "transforms",
-    "utils",
-}
+__all__ = ["__version__", *_SUBPACKAGES]
 
 
 def __getattr__(name: str) -> Any:

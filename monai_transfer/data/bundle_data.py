@@ -64,7 +64,8 @@ def bundle_datalists(
         ``{"train": [...], "val": [...]}`` plus ``"test"`` when the source has a test split.
 
     Raises:
-        DatalistError: a missing source, unknown split names, an empty split, or one patient in two splits.
+        DatalistError: a missing source, unknown split names, an empty split, a training split with a single class,
+            or one patient in two splits.
     """
     root = Path(dataset_dir)
     kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
@@ -85,6 +86,13 @@ def bundle_datalists(
     for s, v in out.items():
         if not v:
             raise DatalistError(f"{root}: the {s!r} split is empty.")
+    train_labels = sorted({x["label"] for x in out["train"] if "label" in x}, key=str)
+    if len(train_labels) == 1 and all("label" in x for x in out["train"]):
+        names = {x.get("class_name", x["label"]) for x in out["train"]}
+        raise DatalistError(
+            f"{root}: the 'train' split holds a single class (label {train_labels[0]}, {sorted(map(str, names))}, "
+            f"{len(out['train'])} items); a classifier needs at least two classes."
+        )
     _check_disjoint(out, group_key, root)
     if max_items is not None:
         out = {s: _head(v, max_items, seed) for s, v in out.items()}

@@ -523,7 +523,8 @@ class LoadMedicalImage(Transform):
                 shape = shape[:-1]
             if len(shape) > 4:
                 raise MedicalImageLoadError(
-                    path, f"NIfTI image has {len(shape)} dimensions (shape {shape}); at most 4 (x, y, z, t) are supported"
+                    path,
+                    f"NIfTI image has {len(shape)} dimensions (shape {shape}); at most 4 (x, y, z, t) are supported",
                 )
             self._check_ndim(path, len(shape), shape)
         else:

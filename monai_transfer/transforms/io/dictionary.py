@@ -31,7 +31,8 @@ class LoadMedicalImaged(MapTransform):
 
     Args:
         keys: keys of the paths to load.
-        voi, invert_monochrome1, multiframe, expected_ndim, axcodes, grey, dtype: see ``LoadMedicalImage``.
+        voi, invert_monochrome1, multiframe, expected_ndim, axcodes, grey, dtype, nan_policy: see
+            ``LoadMedicalImage``.
         allow_missing_keys: don't raise when a key is missing; default ``False``.
 
     Raises:
@@ -53,6 +54,7 @@ class LoadMedicalImaged(MapTransform):
         grey: bool = True,
         dtype: torch.dtype = torch.float32,
         allow_missing_keys: bool = False,
+        nan_policy: str = "raise",
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadMedicalImage(
@@ -63,6 +65,7 @@ class LoadMedicalImaged(MapTransform):
             axcodes=axcodes,
             grey=grey,
             dtype=dtype,
+            nan_policy=nan_policy,
         )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

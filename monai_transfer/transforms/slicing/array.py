@@ -224,7 +224,7 @@ class ExtractSlices(Randomizable, Transform):
             return list(range(0, size, self.k))
         if self.strategy == "central_n":
             take = min(self.n, size)
-            start = (size - take) // 2
+            start = size // 2 - take // 2
             return list(range(start, start + take))
         if self.strategy == "foreground" or self.random_pool == "foreground":
             pool = self.foreground_indices(img, mask)
