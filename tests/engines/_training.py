@@ -119,8 +119,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--kill-at-iteration", type=int, default=0, help="SIGKILL itself after this iteration")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads; match the comparison run's")
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     trainer = build_run(args.out_dir, epochs=args.epochs, resume=args.resume)
     if args.kill_at_iteration:
 

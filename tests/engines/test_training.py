@@ -95,8 +95,17 @@ def test_sigkill_mid_epoch_then_resume(tmp_path):
     """A real subprocess SIGKILLs itself mid-epoch 3 (checkpoint of epoch 2 on disk); the resumed run ends with the
     same weights as an uninterrupted run."""
     out = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": "2"}
-    cmd = [sys.executable, "-m", "tests.engines._training", str(out), "--epochs", "3"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    cmd = [
+        sys.executable,
+        "-m",
+        "tests.engines._training",
+        str(out),
+        "--epochs",
+        "3",
+        "--threads",
+        str(torch.get_num_threads()),
+    ]
     t0 = time.time()
     killed = subprocess.run([*cmd, "--kill-at-iteration", "15"], cwd=REPO_ROOT, env=env, capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
