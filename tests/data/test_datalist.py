@@ -1,0 +1,185 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Data lists from folders, CSV and JSON; every invalid input names the file/row; validate_datalist's report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import numpy as np
+import pytest
+from pydicom.data import get_testdata_file
+
+from monai_transfer.data import (
+    DatalistError,
+    datalist_from_csv,
+    datalist_from_folder,
+    datalist_from_json,
+    load_datalist,
+    validate_datalist,
+    write_png,
+)
+from monai_transfer.transforms import LoadMedicalImage, MedicalImageLoadError
+
+
+def _img(path, v=0):
+    return write_png(path, np.full((6, 6), v, dtype=np.uint8))
+
+
+@pytest.fixture
+def tree(tmp_path):
+    root = tmp_path / "train"
+    for cname, n in (("pneumonia", 3), ("normal", 2)):
+        for i in range(n):
+            _img(root / cname / f"{i}.png", i)
+    return root
+
+
+def test_folder_labels_sorted(tree):
+    items = datalist_from_folder(tree)
+    assert [(it["class_name"], it["label"]) for it in items] == [("normal", 0)] * 2 + [("pneumonia", 1)] * 3
+    assert all(it["image"].endswith(".png") for it in items)
+    fixed = datalist_from_folder(tree, class_names=["pneumonia", "normal"])
+    assert {it["class_name"]: it["label"] for it in fixed} == {"pneumonia": 0, "normal": 1}
+
+
+def test_folder_dicom_without_extension_and_series(tree):
+    ct = get_testdata_file("CT_small.dcm", download=False)
+    shutil.copy(ct, tree / "normal" / "IM0001")
+    (tree / "normal" / "series1").mkdir()
+    shutil.copy(ct, tree / "normal" / "series1" / "a.dcm")
+    names = sorted(it["image"].rsplit("/", 1)[-1] for it in datalist_from_folder(tree) if it["label"] == 0)
+    assert names == ["0.png", "1.png", "IM0001", "series1"]
+
+
+def test_folder_empty_class_raises(tree):
+    (tree / "empty").mkdir()
+    with pytest.raises(DatalistError, match="empty.*holds no image"):
+        datalist_from_folder(tree)
+
+
+def test_folder_single_class_raises(tmp_path):
+    _img(tmp_path / "only" / "a.png")
+    with pytest.raises(DatalistError, match="at least two class folders"):
+        datalist_from_folder(tmp_path)
+
+
+def test_folder_non_image_raises_or_warns(tree, caplog):
+    (tree / "normal" / "notes.txt").write_text("x")
+    (tree / "normal" / ".DS_Store").write_text("x")  # hidden files are ignored
+    with pytest.raises(DatalistError, match="notes.txt"):
+        datalist_from_folder(tree)
+    with caplog.at_level(logging.WARNING):
+        items = datalist_from_folder(tree, on_unknown="warn")
+    assert len(items) == 5 and "1 non-image entry" in caplog.text and "notes.txt" in caplog.text
+
+
+def test_folder_missing_root(tmp_path):
+    with pytest.raises(DatalistError, match="nowhere"):
+        datalist_from_folder(tmp_path / "nowhere")
+
+
+def _csv(path, rows, header="image,label,patient_id"):
+    path.write_text(header + "\n" + "\n".join(rows) + "\n")
+    return path
+
+
+def test_csv_relative_paths_text_labels_patient(tmp_path):
+    _img(tmp_path / "imgs" / "a.png")
+    _img(tmp_path / "imgs" / "b.png")
+    p = _csv(tmp_path / "list.csv", ["imgs/a.png,sick,P1", "imgs/b.png,healthy,P2"])
+    items = datalist_from_csv(p)
+    assert items[0]["image"] == str((tmp_path / "imgs" / "a.png").resolve())
+    assert [(it["label"], it["class_name"], it["patient_id"]) for it in items] == [
+        (1, "sick", "P1"),
+        (0, "healthy", "P2"),
+    ]
+    ints = datalist_from_csv(_csv(tmp_path / "ints.csv", ["imgs/a.png,1,P1", "imgs/b.png,0,P1"]))
+    assert [it["label"] for it in ints] == [1, 0] and "class_name" not in ints[0]
+    other_root = datalist_from_csv(_csv(tmp_path / "sub.csv", ["a.png,0,P1"]), root=tmp_path / "imgs")
+    assert other_root[0]["image"].endswith("imgs/a.png")
+
+
+def test_csv_unknown_label_names_row(tmp_path):
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    p = _csv(tmp_path / "l.csv", ["a.png,normal,P1", "b.png,cat,P2"])
+    with pytest.raises(DatalistError, match=r"l.csv' line 3: unknown label 'cat'"):
+        datalist_from_csv(p, class_names=["normal", "pneumonia"])
+
+
+def test_csv_duplicate_path_names_rows(tmp_path):
+    _img(tmp_path / "a.png")
+    p = _csv(tmp_path / "l.csv", ["a.png,0,P1", "./a.png,1,P2"])
+    with pytest.raises(DatalistError, match=r"line 3: duplicate image .*already at .*line 2"):
+        datalist_from_csv(p)
+
+
+def test_csv_missing_file_names_row(tmp_path):
+    _img(tmp_path / "a.png")
+    p = _csv(tmp_path / "l.csv", ["a.png,0,P1", "gone.png,1,P2"])
+    with pytest.raises(DatalistError, match=r"line 3: image file .*gone.png' does not exist"):
+        datalist_from_csv(p)
+
+
+def test_csv_path_escaping_root(tmp_path):
+    _img(tmp_path / "outside.png")
+    (tmp_path / "data").mkdir()
+    p = _csv(tmp_path / "data" / "l.csv", ["../outside.png,0,P1"])
+    with pytest.raises(DatalistError, match=r"line 2: image path '../outside.png' escapes the data root"):
+        datalist_from_csv(p)
+    assert len(datalist_from_csv(p, allow_outside_root=True)) == 1
+
+
+def test_csv_missing_column(tmp_path):
+    p = _csv(tmp_path / "l.csv", ["a.png"], header="path")
+    with pytest.raises(DatalistError, match=r"no column\(s\) \['image', 'label'\]"):
+        datalist_from_csv(p)
+
+
+def test_json_monai_and_plain(tmp_path):
+    _img(tmp_path / "a.png")
+    _img(tmp_path / "b.png")
+    monai = tmp_path / "dl.json"
+    monai.write_text(json.dumps({"training": [{"image": "a.png", "label": 0}, {"image": "b.png", "label": 1}]}))
+    items = datalist_from_json(monai)
+    assert [it["label"] for it in items] == [0, 1] and items[1]["image"] == str((tmp_path / "b.png").resolve())
+    plain = tmp_path / "plain.json"
+    plain.write_text(json.dumps([{"image": "a.png", "label": "x", "patient_id": 3}]))
+    assert datalist_from_json(plain, class_names=["x", "y"]) == [
+        {"image": str((tmp_path / "a.png").resolve()), "patient_id": "3", "label": 0, "class_name": "x"}
+    ]
+    with pytest.raises(DatalistError, match="no 'validation' section"):
+        datalist_from_json(monai, key="validation")
+
+
+def test_load_datalist_dispatch(tree, tmp_path):
+    assert len(load_datalist(tree)) == 5
+    p = _csv(tmp_path / "l.csv", [f"{tree}/normal/0.png,0,P1"])
+    assert load_datalist(p, allow_outside_root=True)[0]["patient_id"] == "P1"
+    with pytest.raises(DatalistError, match="must be a folder, a .csv or a .json"):
+        load_datalist(_img(tmp_path / "x.png"))
+
+
+def test_validate_datalist_skip_reports_and_logs(tree, caplog):
+    items = datalist_from_folder(tree)
+    bad = tree / "normal" / "9.png"
+    bad.write_bytes(b"not an image")
+    items.append({"image": str(bad), "label": 0})
+    with pytest.raises(MedicalImageLoadError, match="9.png"):
+        validate_datalist(items)
+    with caplog.at_level(logging.WARNING):
+        good, report = validate_datalist(items, loader=LoadMedicalImage(), on_error="skip")
+    assert len(good) == 5 and [r["image"] for r in report] == [str(bad)]
+    assert "unreadable" in report[0]["error"]
+    assert "skipped 1 of 6" in caplog.text and str(bad) in caplog.text

@@ -1,0 +1,75 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Deterministic, stratified, group-disjoint splits."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from monai_transfer.data import split_datalist
+
+
+def _items(n_patients: int = 40, seed: int = 0) -> list[dict]:
+    rng = random.Random(seed)
+    items = []
+    for p in range(n_patients):
+        label = int(p % 4 == 0)  # 25 % positive patients
+        for k in range(rng.randint(1, 5)):
+            items.append({"image": f"/d/p{p}_{k}.png", "label": label, "patient_id": f"P{p}"})
+    return items
+
+
+def test_no_patient_on_both_sides_and_stratified():
+    items = _items()
+    train, val = split_datalist(items, val_fraction=0.25, seed=3)
+    assert len(train) + len(val) == len(items)
+    assert not {it["patient_id"] for it in train} & {it["patient_id"] for it in val}
+    for lab in (0, 1):
+        total = sum(it["label"] == lab for it in items)
+        in_val = sum(it["label"] == lab for it in val)
+        assert 0 < in_val < total
+        assert abs(in_val / total - 0.25) < 0.15
+
+
+def test_deterministic_and_order_independent():
+    items = _items()
+    a = split_datalist(items, 0.2, seed=1)
+    assert split_datalist(items, 0.2, seed=1) == a
+    shuffled = list(items)
+    random.Random(5).shuffle(shuffled)
+    b = split_datalist(shuffled, 0.2, seed=1)
+    assert sorted(x["image"] for x in b[1]) == sorted(x["image"] for x in a[1])
+    c = split_datalist(items, 0.2, seed=2)
+    assert sorted(x["image"] for x in c[1]) != sorted(x["image"] for x in a[1])
+
+
+def test_fallback_to_image_path_and_source_id():
+    items = [{"image": f"/d/{i}.png", "label": i % 2} for i in range(20)]
+    train, val = split_datalist(items, 0.3, seed=0)
+    assert len(val) == 6 and not {x["image"] for x in train} & {x["image"] for x in val}
+    slices = [
+        {"image": f"/v{v}.nii", "source_id": f"/v{v}.nii", "slice_index": s, "label": v % 2}
+        for v in range(6)
+        for s in range(4)
+    ]
+    tr, va = split_datalist(slices, 0.34, seed=0, group_key="source_id")
+    assert not {x["source_id"] for x in tr} & {x["source_id"] for x in va}
+    assert len(va) % 4 == 0 and len(va) > 0
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="val_fraction"):
+        split_datalist(_items(), val_fraction=1.0)
+    one_patient = [{"image": f"/d/{i}.png", "label": 0, "patient_id": "P"} for i in range(5)]
+    with pytest.raises(ValueError, match="one side empty"):
+        split_datalist(one_patient, 0.2)

@@ -1,0 +1,147 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Windowing presets, multi-window channels, percentile rescale, z-score and backbone normalisation."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+from monai.data import MetaTensor
+from pydicom.data import get_testdata_file
+
+from monai_transfer.transforms import (
+    WINDOW_PRESETS,
+    BackboneNormalize,
+    BackboneNormalized,
+    LoadMedicalImaged,
+    MultiWindowStack,
+    PercentileRescale,
+    WindowIntensity,
+    WindowIntensityd,
+    ZScoreNormalize,
+)
+
+HU = MetaTensor(torch.arange(-2000.0, 2001.0).reshape(1, 1, -1))
+
+
+def _has_backbones() -> bool:
+    try:
+        return importlib.util.find_spec("monai_transfer.networks.backbones") is not None and hasattr(
+            importlib.import_module("monai_transfer.networks.backbones"), "get_backbone_cfg"
+        )
+    except ImportError:
+        return False
+
+
+def _at(out: torch.Tensor, hu: float) -> float:
+    return float(out[0, 0, int(hu) + 2000])
+
+
+@pytest.mark.parametrize("preset", sorted(WINDOW_PRESETS))
+def test_window_presets_map_window_to_unit_range(preset):
+    center, width = WINDOW_PRESETS[preset]
+    out = WindowIntensity(preset)(HU)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert _at(out, center - width / 2) == pytest.approx(0.0)
+    assert _at(out, center) == pytest.approx(0.5)
+    assert _at(out, center + width / 2) == pytest.approx(1.0)
+
+
+def test_window_values_cited():
+    assert WINDOW_PRESETS["lung"] == (-600.0, 1500.0) and WINDOW_PRESETS["bone"] == (400.0, 1800.0)
+    assert WINDOW_PRESETS["brain"] == (40.0, 80.0) and WINDOW_PRESETS["mediastinum"] == (50.0, 350.0)
+    assert WINDOW_PRESETS["abdomen"] == (50.0, 400.0)
+
+
+def test_window_explicit_and_errors():
+    out = WindowIntensity(center=0, width=100)(HU)
+    assert _at(out, -50) == 0 and _at(out, 25) == pytest.approx(0.75) and _at(out, 60) == 1
+    with pytest.raises(ValueError, match="unknown window preset 'liverish'"):
+        WindowIntensity("liverish")
+    with pytest.raises(ValueError, match="width must be > 0"):
+        WindowIntensity(center=0, width=0)
+    with pytest.raises(ValueError, match="either a preset"):
+        WindowIntensity("lung", center=0, width=10)
+
+
+def test_window_on_real_ct():
+    path = get_testdata_file("CT_small.dcm", download=False)
+    d = WindowIntensityd("image", preset="mediastinum")(LoadMedicalImaged("image")({"image": path}))
+    img = d["image"]
+    assert float(img.min()) >= 0.0 and float(img.max()) <= 1.0 and float(img.max()) == 1.0
+    assert isinstance(img, MetaTensor) and img.meta["Modality"] == "CT"
+
+
+def test_multi_window_stack():
+    out = MultiWindowStack(("lung", "mediastinum", (400, 1800)))(HU)
+    assert out.shape == (3, 1, 4001)
+    torch.testing.assert_close(out[0:1], WindowIntensity("lung")(HU))
+    torch.testing.assert_close(out[1:2], WindowIntensity("mediastinum")(HU))
+    torch.testing.assert_close(out[2:3], WindowIntensity("bone")(HU))
+    assert MultiWindowStack([{"center": 40, "width": 80}])(HU).shape == (1, 1, 4001)
+    with pytest.raises(ValueError, match="1 to 3 windows"):
+        MultiWindowStack(("lung", "bone", "brain", "abdomen"))
+    with pytest.raises(ValueError, match="one-channel"):
+        MultiWindowStack()(torch.zeros(2, 4, 4))
+
+
+def test_percentile_rescale():
+    x = torch.cat([torch.arange(1000.0), torch.tensor([1e6])]).reshape(1, 1, -1)  # one outlier
+    out = PercentileRescale(lower=1, upper=99)(x)
+    assert float(out.min()) == 0.0 and float(out.max()) == 1.0
+    assert float((out == 1.0).sum()) >= 11  # the outlier and the top 1 % are clipped
+    with pytest.raises(ValueError, match="percentiles"):
+        PercentileRescale(lower=50, upper=10)
+
+
+def test_zscore_channel_wise():
+    g = torch.Generator().manual_seed(0)
+    x = torch.stack([torch.randn(8, 8, generator=g) * 5 + 3, torch.randn(8, 8, generator=g) * 0.1 - 7])
+    out = ZScoreNormalize()(x)
+    np.testing.assert_allclose(out.mean(dim=(1, 2)).numpy(), [0, 0], atol=1e-5)
+    np.testing.assert_allclose(out.std(dim=(1, 2), unbiased=False).numpy(), [1, 1], atol=1e-4)
+
+
+def test_backbone_normalize_explicit_stats():
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.full((3, 2, 2), 0.5)
+    out = BackboneNormalize(mean=mean, std=std)(x)
+    np.testing.assert_allclose(out[:, 0, 0].numpy(), [(0.5 - m) / s for m, s in zip(mean, std)], rtol=1e-5)
+    grey = torch.full((1, 2, 2), 0.5)
+    with pytest.raises(ValueError, match="repeat_channels=True"):
+        BackboneNormalize(mean=mean, std=std)(grey)
+    rep = BackboneNormalize(mean=mean, std=std, repeat_channels=True)(grey)
+    torch.testing.assert_close(rep, out)
+    one = BackboneNormalize(mean=0.5, std=0.25)(grey)  # single-value stats apply to any channel count
+    assert float(one.abs().max()) == 0.0
+    with pytest.raises(ValueError, match="both mean and std"):
+        BackboneNormalize(mean=mean)
+    with pytest.raises(ValueError, match="std values must be > 0"):
+        BackboneNormalize(mean=(0.5,), std=(0.0,))
+    with pytest.raises(ValueError, match="backbone"):
+        BackboneNormalize()
+
+
+@pytest.mark.skipif(not _has_backbones(), reason="monai_transfer.networks.backbones is not available")
+def test_backbone_normalize_reads_registry():
+    from monai_transfer.networks.backbones import get_backbone_cfg
+
+    cfg = get_backbone_cfg("tf_efficientnet_lite0")
+    t = BackboneNormalized("image", backbone="tf_efficientnet_lite0", repeat_channels=True)
+    out = t({"image": torch.ones(1, 2, 2)})["image"]
+    assert out.shape == (3, 2, 2)
+    expected = [(1.0 - m) / s for m, s in zip(cfg.mean, cfg.std)]
+    np.testing.assert_allclose(out[:, 0, 0].numpy(), expected, rtol=1e-6)
+    assert t.t.stats == (tuple(cfg.mean), tuple(cfg.std))

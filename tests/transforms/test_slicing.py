@@ -1,0 +1,193 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""2D/2.5D slice extraction, neighbour order, per-slice provenance, aspect-preserving resize, grey to RGB."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from monai.data import DataLoader, Dataset, MetaTensor
+from monai.transforms import Compose
+
+from monai_transfer.data import write_nifti
+from monai_transfer.transforms import (
+    ExtractSlices,
+    ExtractSlicesd,
+    GreyToRGB,
+    GreyToRGBd,
+    LoadMedicalImaged,
+    ResizeKeepAspect,
+    Stack25D,
+    Stack25Dd,
+)
+from tests.utils import ADRENAL_NPZ, load_adrenal, requires_shared_data
+
+
+def _volume(depth: int = 10) -> MetaTensor:
+    """(1, 4, 5, depth) volume whose value is its axial index."""
+    v = torch.arange(depth, dtype=torch.float32).reshape(1, 1, 1, depth).repeat(1, 4, 5, 1)
+    return MetaTensor(
+        v,
+        affine=torch.diag(torch.tensor([0.5, 0.6, 2.0, 1.0], dtype=torch.float64)),
+        meta={"filename_or_obj": "vol.nii.gz", "spacing": np.array([0.5, 0.6, 2.0])},
+    )
+
+
+def _indices(slices) -> list[int]:
+    return [int(s.meta["slice_index"]) for s in slices]
+
+
+def test_strategies_slice_counts():
+    vol = _volume(10)
+    assert _indices(ExtractSlices("axial", "all")(vol)) == list(range(10))
+    assert _indices(ExtractSlices("axial", "every_k", k=3)(vol)) == [0, 3, 6, 9]
+    assert _indices(ExtractSlices("axial", "central_n", n=4)(vol)) == [3, 4, 5, 6]
+    assert len(ExtractSlices("axial", "central_n", n=50)(vol)) == 10
+    mask = torch.zeros(1, 4, 5, 10)
+    mask[0, 1, 2, 2:5] = 1
+    assert _indices(ExtractSlices("axial", "foreground")(vol, mask)) == [2, 3, 4]
+    # without a mask the image itself: index 0 has value 0 everywhere
+    assert _indices(ExtractSlices("axial", "foreground")(vol)) == list(range(1, 10))
+
+
+def test_slice_values_axes_and_meta():
+    vol = _volume(10)
+    s = ExtractSlices("axial", "central_n", n=1)(vol)[0]
+    assert s.shape == (1, 4, 5) and float(s.min()) == float(s.max()) == 5.0
+    assert s.meta["slice_axis"] == "axial" and s.meta["slice_index"] == 5
+    np.testing.assert_allclose(s.meta["spacing"], [0.5, 0.6])
+    np.testing.assert_allclose(np.diag(s.affine.numpy())[:2], [0.5, 0.6])
+    assert ExtractSlices("sagittal")(vol)[0].shape == (1, 5, 10)
+    assert len(ExtractSlices(1)(vol)) == 5 and ExtractSlices("coronal")(vol)[0].shape == (1, 4, 10)
+
+
+def test_random_n_seeded():
+    vol = _volume(20)
+    a = ExtractSlices("axial", "random_n", n=5)
+    a.set_random_state(42)
+    first = _indices(a(vol))
+    assert len(first) == 5 and len(set(first)) == 5 and first == sorted(first)
+    b = ExtractSlices("axial", "random_n", n=5)
+    b.set_random_state(42)
+    assert _indices(b(vol)) == first
+    assert any(_indices(a(vol)) != first for _ in range(5))  # new draws on later calls
+    mask = torch.zeros(1, 4, 5, 20)
+    mask[..., 12:15] = 1
+    c = ExtractSlices("axial", "random_n", n=2, random_pool="foreground").set_random_state(0)
+    for _ in range(5):
+        assert set(_indices(c(vol, mask))) <= {12, 13, 14}
+
+
+def test_empty_foreground(caplog):
+    vol = MetaTensor(torch.zeros(1, 3, 3, 7), meta={"filename_or_obj": "empty.nii"})
+    with caplog.at_level(logging.WARNING):
+        assert _indices(ExtractSlices(strategy="foreground")(vol)) == [3]
+    assert "empty.nii" in caplog.text and "central slice" in caplog.text
+    assert ExtractSlices(strategy="foreground", on_empty="empty")(vol) == []
+    with pytest.raises(ValueError, match="no axial slice has foreground.*empty.nii"):
+        ExtractSlices(strategy="foreground", on_empty="raise")(vol)
+
+
+def test_stack25d_neighbour_order_and_edges():
+    vol = _volume(10)
+    st = Stack25D("axial", offsets=(-1, 0, 1))(vol)
+    assert st.shape == (3, 4, 5, 10)
+    assert st[:, 0, 0, 5].tolist() == [4.0, 5.0, 6.0]
+    assert st[:, 0, 0, 0].tolist() == [0.0, 0.0, 1.0]  # clamped at the first slice
+    assert st[:, 0, 0, 9].tolist() == [8.0, 9.0, 9.0]  # and at the last
+    wide = Stack25D("axial", offsets=(-2, 0, 2))(vol)
+    assert wide[:, 0, 0, 1].tolist() == [0.0, 1.0, 3.0]
+    # inline 2.5D in ExtractSlices gives the same channels
+    slices = ExtractSlices("axial", "all", offsets=(-1, 0, 1))(vol)
+    assert slices[0].shape == (3, 4, 5)
+    assert [float(c[0, 0]) for c in slices[0]] == [0.0, 0.0, 1.0]
+    assert [float(c[0, 0]) for c in slices[9]] == [8.0, 9.0, 9.0]
+    for i, s in enumerate(slices):
+        torch.testing.assert_close(s.as_tensor(), st[..., i].as_tensor())
+
+
+def test_extract_slicesd_provenance():
+    vol = _volume(6)
+    mask = MetaTensor(torch.zeros(1, 4, 5, 6))
+    mask[0, 0, 0, 1:3] = 1
+    data = {"image": vol, "mask": mask, "label": 1, "patient_id": "p7"}
+    out = ExtractSlicesd("image", strategy="foreground", mask_key="mask", offsets=(-1, 0, 1))(data)
+    assert isinstance(out, list) and len(out) == 2
+    for d, idx in zip(out, [1, 2]):
+        assert d["source_id"] == "vol.nii.gz" and d["slice_index"] == idx and d["slice_axis"] == "axial"
+        assert d["label"] == 1 and d["patient_id"] == "p7"
+        assert d["image"].shape == (3, 4, 5) and d["mask"].shape == (1, 4, 5)
+        assert [float(c[0, 0]) for c in d["image"]] == [idx - 1, idx, idx + 1]
+    ids = ExtractSlicesd("image", strategy="central_n", n=1, source_id_key="patient_id")(data)
+    assert ids[0]["source_id"] == "p7"
+    with pytest.raises(ValueError, match="source_id_key"):
+        ExtractSlicesd("image")({"image": torch.zeros(1, 2, 2, 2)})
+
+
+def test_argument_errors():
+    with pytest.raises(ValueError, match="slice axis"):
+        ExtractSlices("oblique")
+    with pytest.raises(ValueError, match="strategy"):
+        ExtractSlices(strategy="best")
+    with pytest.raises(ValueError, match=r"\(C, x, y, z\)"):
+        ExtractSlices()(torch.zeros(1, 4, 4))
+
+
+def test_resize_keep_aspect():
+    img = torch.ones(1, 20, 10)
+    out = ResizeKeepAspect(32)(img)
+    assert out.shape == (1, 32, 32)
+    assert float(out[0, :, :8].abs().sum()) == 0 and float(out[0, :, 24:].abs().sum()) == 0  # padding
+    np.testing.assert_allclose(out[0, :, 8:24].numpy(), 1.0, atol=1e-5)  # image, 32x16
+    stretched = ResizeKeepAspect(32, keep_aspect=False)(img)
+    assert stretched.shape == (1, 32, 32) and float(stretched.min()) > 0.99
+    assert ResizeKeepAspect((16, 32))(img).shape == (1, 16, 32)
+    assert ResizeKeepAspect(8)(torch.ones(1, 4, 4, 2)).shape == (1, 8, 8, 8)
+
+
+def test_grey_to_rgb():
+    grey = torch.rand(1, 5, 5)
+    rgb = GreyToRGB()(grey)
+    assert rgb.shape == (3, 5, 5) and all(torch.equal(rgb[i], grey[0]) for i in range(3))
+    assert GreyToRGB()(rgb) is rgb  # idempotent
+    assert GreyToRGBd("image")({"image": grey})["image"].shape == (3, 5, 5)
+    with pytest.raises(ValueError, match="1 or 3 channels"):
+        GreyToRGB()(torch.zeros(2, 5, 5))
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_real_volume_pipeline(tmp_path):
+    vols, labels = load_adrenal("val", n=2)
+    items = []
+    for i, (v, y) in enumerate(zip(vols, labels)):
+        path = str(write_nifti(tmp_path / f"v{i}.nii.gz", v))
+        items.append({"image": path, "mask": path, "label": int(y)})
+    expected = [int(((v > 0).sum(axis=(0, 1)) > 0).sum()) for v in vols]  # axial = last axis
+    tf = Compose(
+        [
+            LoadMedicalImaged(["image", "mask"], expected_ndim=3),
+            Stack25Dd("image", axis="axial", offsets=(-1, 0, 1)),  # the mask stays one channel
+            ExtractSlicesd("image", axis="axial", strategy="foreground", mask_key="mask"),
+        ]
+    )
+    loader = DataLoader(Dataset(items, tf), batch_size=1000, num_workers=0)
+    batch = next(iter(loader))
+    assert batch["image"].shape == (sum(expected), 3, 64, 64) and batch["mask"].shape == (sum(expected), 1, 64, 64)
+    assert float(batch["mask"].flatten(1).amax(1).min()) > 0  # every slice has foreground
+    counts = [sum(1 for s in batch["source_id"] if s == it["image"]) for it in items]
+    assert counts == expected
+    assert sorted(set(batch["slice_axis"])) == ["axial"]
+    for it, y in zip(items, labels):
+        sel = [j for j, s in enumerate(batch["source_id"]) if s == it["image"]]
+        assert set(batch["label"][sel].tolist()) == {int(y)}
