@@ -52,7 +52,26 @@ __all__ = [
     "split_datalist",
 ]
 
-from . import bundle_data  # noqa: E402
+from . import bundle_data  # noqa: E402, F401
 from .bundle_data import SPLIT_NAMES, bundle_datalists  # noqa: E402
 
 __all__ += ["bundle_datalists", "SPLIT_NAMES"]
+
+from . import volumes  # noqa: E402, F401
+from .volumes import (  # noqa: E402
+    AGGREGATION_METHODS,
+    aggregate_by_volume,
+    aggregate_volume_probs,
+    check_disjoint_sources,
+    slice_datalist,
+    volume_slices,
+)
+
+__all__ += [
+    "AGGREGATION_METHODS",
+    "aggregate_by_volume",
+    "aggregate_volume_probs",
+    "check_disjoint_sources",
+    "slice_datalist",
+    "volume_slices",
+]

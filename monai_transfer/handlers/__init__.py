@@ -26,6 +26,7 @@ from .prediction_writer import ClassificationPredictionWriter
 from .report_writer import ClassificationReportWriter, ids_from_output
 from .seeding import EpochSeed, epoch_seed
 from .unfreeze import GradualUnfreeze
+from .volume_aggregation import VolumeAggregator, VolumePredictionWriter, VolumeReportWriter, volume_ids_from_engine
 
 __all__ = [
     "AUCHandler",
@@ -42,4 +43,8 @@ __all__ = [
     "checkpoint_progress",
     "find_last_checkpoint",
     "GradualUnfreeze",
+    "VolumeAggregator",
+    "VolumeReportWriter",
+    "VolumePredictionWriter",
+    "volume_ids_from_engine",
 ]
