@@ -14,6 +14,7 @@ preparation, losses, optimisers and schedules. Bundles should use the full modul
 
 from __future__ import annotations
 
+from . import losses, optim, utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
 from .losses import (
     ClassificationBCEWithLogitsLoss,
     ClassificationCrossEntropyLoss,
@@ -26,7 +27,6 @@ from .losses import (
     pos_weight_from_labels,
 )
 from .optim import GradNormClipper, build_optimizer, build_scheduler, param_groups_for
-from . import losses, optim, utils, workflow
 from .utils import ChannelsLastPrepareBatch, amp_enabled, auto_device, configure_cuda_speedups, set_run_determinism
 
 __all__ = [
