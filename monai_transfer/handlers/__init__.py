@@ -25,6 +25,7 @@ from .metric_handlers import AUCHandler, ClassificationMetricsHandler, Operating
 from .prediction_writer import ClassificationPredictionWriter
 from .report_writer import ClassificationReportWriter, ids_from_output
 from .seeding import EpochSeed, epoch_seed
+from .tensorboard import TensorBoardTrainingExtras
 from .unfreeze import GradualUnfreeze
 from .volume_aggregation import VolumeAggregator, VolumePredictionWriter, VolumeReportWriter, volume_ids_from_engine
 
@@ -43,6 +44,7 @@ __all__ = [
     "checkpoint_progress",
     "find_last_checkpoint",
     "GradualUnfreeze",
+    "TensorBoardTrainingExtras",
     "VolumeAggregator",
     "VolumeReportWriter",
     "VolumePredictionWriter",
