@@ -126,8 +126,19 @@ class ClassificationBundleTrainTask(BundleTrainTask):
 
     The datastore's final labels (``labels/final/<image id>.label.json``, see :mod:`monai_transfer.label.utils`)
     become ``{"image": path, "label": class index}``; the bundle's ``train.json`` must accept that (the project's
-    bundles do) and save ``models/model.pt``, which MONAI Label's inference reloads when it changes. Multi-GPU training
-    is switched off when the bundle has no ``multi_gpu_train.json`` (MONAI Label would otherwise skip training).
+    bundles do) and save ``models/model.pt``, which MONAI Label's inference reloads when it changes. On top of MONAI
+    Label's own overrides (``bundle_root``, ``device``, ``train#trainer#max_epochs``, ``train#dataset#data``,
+    ``validate#dataset#data``, ``train#handlers``) the task, for a bundle that defines these top-level ids:
+
+    - splits train/validation per class (every class with at least two images gets one in each split), so a small
+      datastore does not end up with a single-class validation set;
+    - sets ``epochs`` to the requested ``max_epochs`` (schedulers follow the trainer's length) and ``datalists`` to
+      the two splits (ids that would otherwise read the bundle's own ``dataset_dir``);
+    - forwards the request parameters named in :attr:`BUNDLE_REQUEST_KEYS` (e.g. ``batch_size``) and caps
+      ``batch_size`` at the number of training items (a ``drop_last`` loader would otherwise yield no batch).
+
+    Multi-GPU training is switched off when the bundle has no ``multi_gpu_train.json`` (MONAI Label would otherwise
+    skip training).
 
     Args:
         path: the bundle folder (needs ``configs/train.json``).
@@ -138,9 +149,22 @@ class ClassificationBundleTrainTask(BundleTrainTask):
         OptionalImportError: when MONAI Label is not installed.
     """
 
+    #: request parameters passed on to the bundle id of the same name when the bundle's train config defines it.
+    BUNDLE_REQUEST_KEYS: tuple[str, ...] = ("batch_size", "learning_rate", "n_bootstrap", "val_interval")
+
     def __init__(self, path: str, conf: dict[str, str], **kwargs: Any) -> None:
         self.class_names: list[str] = read_class_names(path) if os.path.isdir(path) else []
+        self._request_overrides: dict[str, Any] = {}
         super().__init__(path, conf, **kwargs)
+
+    def config(self) -> dict[str, Any]:
+        """MONAI Label's train options plus the bundle's values of :attr:`BUNDLE_REQUEST_KEYS`."""
+        options = super().config()
+        for k in self.BUNDLE_REQUEST_KEYS:
+            value = self.bundle_config.get(k)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                options[k] = value
+        return options
 
     def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
         items = []
@@ -155,15 +179,55 @@ class ClassificationBundleTrainTask(BundleTrainTask):
             )
         return items
 
+    def _partition_datalist(
+        self, datalist: list[dict[str, Any]], request: dict[str, Any], shuffle: bool = False
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
+        """Split per class: ``round(n * val_split)`` items of each class (at least 1 when it has 2 or more) validate.
+
+        ``val_split`` 0 trains on everything with an empty validation list; a negative value keeps the bundle's own
+        validation data (MONAI Label's convention). The split keeps the datastore order (deterministic).
+        """
+        val_split = float(request.get("val_split", 0.2))
+        if val_split <= 0.0:
+            return list(datalist), (None if val_split < 0 else [])
+        if val_split >= 1.0:
+            raise ValueError(f"val_split must be below 1, got {val_split}.")
+        by_class: dict[int, list[int]] = {}
+        for i, d in enumerate(datalist):
+            by_class.setdefault(int(d["label"]), []).append(i)
+        val_idx: set[int] = set()
+        for idx in by_class.values():
+            n_val = min(max(round(len(idx) * val_split), 1 if len(idx) > 1 else 0), len(idx) - 1)
+            val_idx.update(idx[len(idx) - n_val :])
+        train = [d for i, d in enumerate(datalist) if i not in val_idx]
+        val = [d for i, d in enumerate(datalist) if i in val_idx]
+        logger.info(f"{len(datalist)} labelled items; val_split {val_split}: {len(train)} train, {len(val)} validation")
+        return train, val
+
     def _update_overrides(self, overrides: dict[str, Any]) -> dict[str, Any]:
         # a bundle without a validation section gets no validation datalist (setting it would create a bogus key)
-        key = self.const.key_validate_dataset_data()
-        if key in overrides and self.bundle_config.get(key.rsplit("#", 1)[0]) is None:
-            overrides.pop(key)
+        val_key = self.const.key_validate_dataset_data()
+        if val_key in overrides and self.bundle_config.get(val_key.rsplit("#", 1)[0]) is None:
+            overrides.pop(val_key)
+        train = overrides[self.const.key_train_dataset_data()]
+        if "epochs" in self.bundle_config:
+            overrides["epochs"] = overrides[self.const.key_train_trainer_max_epochs()]
+        if "datalists" in self.bundle_config and val_key in overrides:
+            overrides["datalists"] = {"train": train, "val": overrides[val_key]}
+        for k, v in self._request_overrides.items():
+            if k in self.bundle_config:
+                overrides[k] = v
+        batch_size = overrides.get("batch_size", self.bundle_config.get("batch_size"))
+        if isinstance(batch_size, int) and not isinstance(batch_size, bool) and train:
+            overrides["batch_size"] = max(1, min(batch_size, len(train)))
         return overrides
 
     def __call__(self, request: dict[str, Any], datastore: Datastore) -> Any:
         configs = [os.path.join(self.bundle_path, "configs", c) for c in self.const.multi_gpu_configs()]
         if not any(os.path.exists(c) for c in configs):
             request = {**request, "multi_gpu": False, "force_multi_gpu": False}
-        return super().__call__(request, datastore)
+        self._request_overrides = {k: request[k] for k in self.BUNDLE_REQUEST_KEYS if request.get(k) is not None}
+        try:
+            return super().__call__(request, datastore)
+        finally:
+            self._request_overrides = {}

@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 from monai_transfer.label import LABEL_FILE_SUFFIX, is_classification_bundle, read_class_names
+from monai_transfer.utils.io import safe_torch_load, sha256_file
 from tests.label._bundle import make_tiny_bundle, reference_probabilities
 from tests.utils import REPO_ROOT, load_pneumonia, requires_shared_data
 
@@ -41,6 +42,7 @@ APP_DIR = REPO_ROOT / "apps" / "monailabel"
 REPO_XRAY = REPO_ROOT / "bundles" / "xray"
 STARTUP_TIMEOUT_S = 90.0
 REQUEST_TIMEOUT_S = 60.0
+TRAIN_TIMEOUT_S = 180.0
 
 
 def _label_python() -> Path | None:
@@ -122,6 +124,16 @@ class _Server:
                 time.sleep(0.5)
         pytest.fail(f"MONAI Label server not ready after {STARTUP_TIMEOUT_S}s:\n{self.log_tail()}")
 
+    def wait_train(self) -> dict:
+        """Poll ``GET /train/`` until the last training task is no longer submitted/running; return its status."""
+        deadline = time.monotonic() + TRAIN_TIMEOUT_S
+        while time.monotonic() < deadline:
+            task = _request(f"{self.url}/train/")
+            if task.get("status") not in ("SUBMITTED", "RUNNING"):
+                return task
+            time.sleep(1.0)
+        pytest.fail(f"training not finished after {TRAIN_TIMEOUT_S}s:\n{self.log_tail()}")
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             try:
@@ -136,6 +148,15 @@ class _Server:
         self._log_fh.close()
 
 
+def _network_from_inference(bundle: Path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.json"))
+    parser["bundle_root"] = str(bundle)
+    return parser.get_parsed_content("network_def")
+
+
 @pytest.fixture(params=["bundles/xray", "tiny"])
 def served_bundle(request, tmp_path) -> tuple[Path, Path]:
     """``(bundles_dir, bundle)``: the repository's xray bundle, or a tiny random bundle with the same ids."""
@@ -144,16 +165,18 @@ def served_bundle(request, tmp_path) -> tuple[Path, Path]:
         return bundle.parent, bundle
     if not is_classification_bundle(REPO_XRAY):
         pytest.skip(f"{REPO_XRAY} is not there yet (needs configs/inference.json and metadata.json with channel_def)")
-    if (REPO_XRAY / "models" / "model.pt").is_file():
-        return REPO_XRAY.parent, REPO_XRAY
-    # weights are git-ignored (a clean clone has none): serve a copy of the real bundle's configs with the packaged
-    # ImageNet backbone and a seeded head, built from its own inference.json
-    import torch
-    from monai.bundle import ConfigParser
-
+    # always a copy: training through MONAI Label writes models/, logs/ and eval/ into the served bundle
     bundle = tmp_path / "bundles" / "xray"
     shutil.copytree(REPO_XRAY / "configs", bundle / "configs")
     (bundle / "models").mkdir(parents=True)
+    if (REPO_XRAY / "models" / "model.pt").is_file():
+        shutil.copy2(REPO_XRAY / "models" / "model.pt", bundle / "models" / "model.pt")
+        return bundle.parent, bundle
+    # weights are git-ignored (a clean clone has none): use the packaged ImageNet backbone and a seeded head, built
+    # from the bundle's own inference.json
+    import torch
+    from monai.bundle import ConfigParser
+
     parser = ConfigParser()
     parser.read_config(str(bundle / "configs" / "inference.json"))
     parser["bundle_root"] = str(bundle)
@@ -169,7 +192,8 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
     class_names = read_class_names(bundle)
     studies = tmp_path / "studies"
     studies.mkdir()
-    images, labels = load_pneumonia("val", n=4, seed=1)
+    images, labels = load_pneumonia("val", n=8, seed=1)
+    assert set(labels.tolist()) == {0, 1}  # both classes, so the per-class train/validation split is non-empty
     ids = []
     for i, img in enumerate(images):
         ids.append(f"pmnist_val_{i:03d}")
@@ -201,6 +225,33 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
             )
             _request(f"{server.url}/datastore/label?image={image_id}&tag=final", "PUT", body, headers)
         assert _request(f"{server.url}/info/")["datastore"]["completed"] == len(ids)
+
+        # training through the train endpoint on those labels (bundles with configs/train.json only)
+        can_train = (bundle / "configs" / "train.json").is_file()
+        assert ("xray" in info["trainers"]) == can_train
+        if can_train:
+            model_pt = bundle / "models" / "model.pt"
+            before = (sha256_file(model_pt), model_pt.stat().st_mtime_ns)
+            params = {"max_epochs": 1, "val_split": 0.25, "device": "cpu", "n_bootstrap": 20, "batch_size": 4}
+            _request(
+                f"{server.url}/train/xray", "POST", json.dumps(params).encode(), {"Content-Type": "application/json"}
+            )
+            task = server.wait_train()
+            assert task["status"] == "DONE", f"training failed: {task}\n{server.log_tail(8000)}"
+            assert (sha256_file(model_pt), model_pt.stat().st_mtime_ns) != before
+            state = safe_torch_load(model_pt)
+            net = _network_from_inference(bundle)
+            net.load_state_dict(state)  # strict: the trained checkpoint matches the served network
+            # per-class split of 8 labels with val_split 0.25: 6 train, 2 validation (one of each class)
+            report = json.loads((bundle / "eval" / "val" / "metrics.json").read_text())
+            data = report["meta"]["data"]
+            assert data["train"] == {"n": 6, "per_class": {"0": 3, "1": 3}}, data
+            assert data["val"] == {"n": 2, "per_class": {"0": 1, "1": 1}}, data
+            assert (report["meta"]["config"]["epochs"], report["meta"]["config"]["batch_size"]) == (1, 4)
+            # inference reloads the new weights
+            res = _request(f"{server.url}/infer/xray?image={ids[0]}&output=json", method="POST", data=b"")
+            expected = reference_probabilities(bundle, str(studies / f"{ids[0]}.png"))
+            np.testing.assert_allclose([res["probabilities"][n] for n in class_names], expected, atol=1e-4)
     finally:
         server.stop()
     assert server.proc.returncode is not None

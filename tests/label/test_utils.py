@@ -185,3 +185,19 @@ def test_tasks_need_monailabel(tmp_path):
     for cls in (ClassificationBundleInferTask, ClassificationBundleTrainTask):
         with pytest.raises(OptionalImportError, match="monailabel"):
             cls(str(bundle), {})
+
+
+def test_train_split_per_class():
+    # the method needs no MONAI Label state: call it unbound (the class cannot be instantiated without MONAI Label)
+    split = ClassificationBundleTrainTask._partition_datalist
+    data = [{"image": f"{i}.png", "label": lab} for i, lab in enumerate([0, 0, 0, 1, 1, 1, 1, 0])]
+    train, val = split(None, data, {"val_split": 0.25})
+    assert [d["image"] for d in val] == ["6.png", "7.png"]  # the last item of each class, datastore order kept
+    assert [d["image"] for d in train] == ["0.png", "1.png", "2.png", "3.png", "4.png", "5.png"]
+    # a class with a single item stays in training; a tiny val_split still validates one item of each other class
+    train, val = split(None, data + [{"image": "8.png", "label": 2}], {"val_split": 0.05})
+    assert sorted(d["label"] for d in val) == [0, 1] and len(train) == 7
+    assert split(None, data, {"val_split": 0}) == (data, [])
+    assert split(None, data, {"val_split": -1}) == (data, None)
+    with pytest.raises(ValueError, match="val_split"):
+        split(None, data, {"val_split": 1.0})
