@@ -362,4 +362,5 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
     assert metrics["n_samples"] == 16  # the final report covers the whole val split, not one rank's shard
     assert len(_read_csv(run / "eval" / "val" / "predictions.csv")) == 16
-    assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 2  # rank 0 only (train + validation)
+    # rank 0 only: training stats, LR + sample images, validation
+    assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 3
