@@ -191,3 +191,13 @@ def test_real_volume_pipeline(tmp_path):
     for it, y in zip(items, labels):
         sel = [j for j, s in enumerate(batch["source_id"]) if s == it["image"]]
         assert set(batch["label"][sel].tolist()) == {int(y)}
+
+
+def test_resize_keep_aspect_auto_mode_averages_when_shrinking_and_interpolates_when_enlarging():
+    img = torch.arange(64, dtype=torch.float32).reshape(1, 8, 8)
+    small = ResizeKeepAspect(4)(img)  # "auto" -> area: each output pixel is the mean of a 2x2 block
+    expected = torch.nn.functional.avg_pool2d(img[None], 2)[0]
+    assert torch.allclose(torch.as_tensor(small), expected)
+    big = torch.as_tensor(ResizeKeepAspect(16)(img))
+    bilinear = torch.as_tensor(ResizeKeepAspect(16, mode="bilinear")(img))
+    assert big.shape == (1, 16, 16) and torch.allclose(big, bilinear)

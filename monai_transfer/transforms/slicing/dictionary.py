@@ -77,7 +77,7 @@ class ResizeKeepAspectd(_ArrayMapd):
         keys: KeysCollection,
         spatial_size: int | Sequence[int],
         keep_aspect: bool = True,
-        mode: str = "bilinear",
+        mode: str = "auto",
         anti_aliasing: bool = True,
         pad_value: float = 0.0,
         allow_missing_keys: bool = False,
