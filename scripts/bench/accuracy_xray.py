@@ -1,0 +1,271 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Accuracy of the xray bundle on PneumoniaMNIST (MedMNIST v2), trained through the bundle's own code path.
+
+The npz splits are written once as PNG files plus a CSV data list with a ``split`` column (the bundle's
+``dataset_dir`` accepts it); then ``monai.bundle.ConfigWorkflow`` runs ``bundles/xray/configs/train.json`` with
+overrides (epochs, image size, weights, seed, output folder), exactly what
+``python -m monai.bundle run --config_file bundles/xray/configs/train.json`` does. The best model (val AUC) and the
+Youden threshold chosen on val (``models/threshold.json``) are then used to score val and, with ``--test``, a
+held-out split: the threshold is never tuned on test.
+
+Output ``<output>/results.json``: ``{"val": {...}, "test": {...} (only with --test), "config": {...}, "env": {...}}``
+with AUC, ACC and their 95% stratified bootstrap CIs.
+
+Usage::
+
+    python scripts/bench/accuracy_xray.py --output benchmarks/results/accuracy_xray
+    python scripts/bench/accuracy_xray.py --test pneumoniamnist_28_test.npz --output /tmp/acc
+    python scripts/bench/accuracy_xray.py --quick --output /tmp/acc_quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+__all__ = ["RECIPE", "QUICK_RECIPE", "CLASS_NAMES", "prepare_data", "train_bundle", "predict", "summarise", "main"]
+
+CLASS_NAMES = ["normal", "pneumonia"]
+BUNDLE = common.REPO_ROOT / "bundles" / "xray"
+#: the recipe: bundle defaults (EfficientNet-Lite0, packaged ImageNet weights, full fine-tuning, AdamW 1e-3, cosine,
+#: RandAffine/intensity augmentation, class weights) at 64x64 for 3 epochs over the full train split
+RECIPE: dict[str, Any] = {
+    "backbone": "tf_efficientnet_lite0",
+    "weights": "packaged",
+    "fine_tune": "full",
+    "image_size": 64,
+    "epochs": 3,
+    "batch_size": 32,
+    "learning_rate": 0.001,
+    "seed": 0,
+}
+QUICK_RECIPE: dict[str, Any] = {**RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
+QUICK_LIMITS = {"train": 64, "val": 48, "test": 32}
+
+
+def prepare_data(
+    npz: Path, cache: Path, fraction: float = 1.0, seed: int = 0, quick: bool = False
+) -> tuple[Path, dict[str, int]]:
+    """PNG files + CSV for the train (optionally a stratified ``fraction``) and val splits; returns (csv, counts)."""
+    with np.load(npz) as z:
+        y_train = z["train_labels"].reshape(-1)
+    subset = common.stratified_fraction(y_train, fraction, seed) if fraction < 1.0 else None
+    tag = f"f{fraction:g}_s{seed}" + ("_quick" if quick else "")
+    csv = common.npz_to_png_csv(
+        npz,
+        cache,
+        f"datalist_{tag}.csv",
+        {"train": "train", "val": "val"},
+        CLASS_NAMES,
+        subsets={"train": subset},
+        limit=QUICK_LIMITS if quick else None,
+    )
+    counts: dict[str, int] = {}
+    for line in csv.read_text().splitlines()[1:]:
+        s = line.rsplit(",", 1)[1]
+        counts[s] = counts.get(s, 0) + 1
+    return csv, counts
+
+
+def train_bundle(dataset_dir: Path, output_dir: Path, recipe: dict[str, Any], **extra: Any) -> Any:
+    """Run ``bundles/xray/configs/train.json`` through ``ConfigWorkflow`` with the recipe as overrides.
+
+    Returns:
+        the finished workflow (its parser holds the trained ``network`` with the best weights loaded).
+    """
+    from monai.bundle import ConfigWorkflow
+
+    overrides = {**recipe, **extra, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
+    wf = ConfigWorkflow(
+        config_file=str(BUNDLE / "configs" / "train.json"),
+        meta_file=str(BUNDLE / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="train",
+        **overrides,
+    )
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    return wf
+
+
+def predict(network: Any, preprocessing: Any, items: list[dict[str, Any]], batch_size: int = 128) -> np.ndarray:
+    """Positive-class probabilities of ``items`` with the bundle's validation preprocessing."""
+    import torch
+    from monai.data import DataLoader, Dataset
+
+    loader = DataLoader(Dataset(items, transform=preprocessing), batch_size=batch_size, shuffle=False, num_workers=0)
+    device = next(network.parameters()).device
+    out = []
+    network.eval()
+    with torch.no_grad():
+        for batch in loader:
+            logits = network(
+                batch["image"].as_tensor().to(device)
+                if hasattr(batch["image"], "as_tensor")
+                else batch["image"].to(device)
+            )
+            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
+    return np.concatenate(out)
+
+
+def summarise(
+    y_prob: np.ndarray,
+    y_true: np.ndarray,
+    threshold: float,
+    n_bootstrap: int = 1000,
+    class_names: list[str] | None = None,
+) -> dict[str, Any]:
+    """AUC, ACC (at ``threshold``) and more, with 95% stratified bootstrap CIs for AUC and ACC."""
+    from monai_transfer.metrics.bootstrap import bootstrap_ci
+    from monai_transfer.metrics.functional import compute_classification_metrics
+
+    names = list(class_names or CLASS_NAMES)
+    m = compute_classification_metrics(y_prob, y_true, "binary", threshold, names)
+    out: dict[str, Any] = {
+        "n": int(len(y_true)),
+        "n_positive": int(np.sum(y_true)),
+        "threshold": float(threshold),
+        "auc": m["auc"],
+        "acc": m["accuracy"],
+        "balanced_accuracy": m["balanced_accuracy"],
+        "sensitivity": m["sensitivity"],
+        "specificity": m["specificity"],
+        "acc_at_0.5": compute_classification_metrics(y_prob, y_true, "binary", 0.5, names)["accuracy"],
+    }
+    if n_bootstrap > 0:
+        for key, metric in (("auc", "auc"), ("acc", "accuracy")):
+            ci = bootstrap_ci(y_prob, y_true, metric, threshold=threshold, n_resamples=n_bootstrap, seed=0)
+            out[f"{key}_ci95"] = [ci["lower"], ci["upper"]]
+    return out
+
+
+def run(
+    npz: Path,
+    output: Path,
+    recipe: dict[str, Any],
+    test_npz: Path | None = None,
+    fraction: float = 1.0,
+    data_seed: int = 0,
+    quick: bool = False,
+    n_bootstrap: int = 1000,
+    work_dir: Path | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train with the bundle, score val (and test) and write ``output/results.json``; returns the results."""
+    import torch
+
+    from monai_transfer.metrics.threshold import load_threshold
+
+    env = common.environment()
+    cache = common.CACHE_DIR / ("pneumonia_png_quick" if quick else "pneumonia_png")
+    csv, counts = prepare_data(npz, cache, fraction, data_seed, quick)
+    tmp = None
+    if work_dir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench_xray_")
+        work_dir = Path(tmp.name)
+    t0 = time.perf_counter()
+    wf = train_bundle(csv, work_dir, recipe, n_bootstrap=n_bootstrap, **(extra or {}))
+    train_s = time.perf_counter() - t0
+    network = wf.parser.get_parsed_content("network")
+    preprocessing = wf.parser.get_parsed_content("validate#preprocessing")
+    threshold = float(load_threshold(work_dir / "models" / "threshold.json"))
+    datalists = wf.parser.get_parsed_content("datalists")
+    bundle_val = common.read_result(work_dir / "eval" / "val" / "metrics.json") or {}
+
+    val_items = datalists["val"]
+    p_val = predict(network, preprocessing, val_items)
+    y_val = np.asarray([x["label"] for x in val_items])
+    results: dict[str, Any] = {"val": summarise(p_val, y_val, threshold, n_bootstrap)}
+    results["val"]["bundle_report_auc"] = bundle_val.get("metrics", {}).get("auc")
+    if test_npz is not None:
+        test_dir = Path(tempfile.mkdtemp(prefix="bench_xray_test_"))
+        from monai_transfer.data.npz import datalist_from_npz
+
+        items = datalist_from_npz(test_npz, "test", test_dir, fmt="png")
+        if quick:
+            items = items[: QUICK_LIMITS["test"]]
+        p_test = predict(network, preprocessing, items)
+        y_test = np.asarray([x["label"] for x in items])
+        results["test"] = summarise(p_test, y_test, threshold, n_bootstrap)
+        results["test"]["source"] = str(test_npz)
+        shutil.rmtree(test_dir, ignore_errors=True)
+    results["config"] = {
+        **recipe,
+        **(extra or {}),
+        "bundle": "bundles/xray/configs/train.json",
+        "data": str(npz),
+        "train_fraction": fraction,
+        "data_seed": data_seed,
+        "counts": counts,
+        "threshold_method": "youden on val (models/threshold.json)",
+        "n_bootstrap": n_bootstrap,
+        "train_wall_s": round(train_s, 1),
+        "torch_threads": torch.get_num_threads(),
+        "quick": quick,
+    }
+    results["env"] = common.finish_environment(env)
+    common.write_result(Path(output) / "results.json", results)
+    if tmp is not None:
+        tmp.cleanup()
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, common.RESULTS_DIR / "accuracy_xray")
+    parser.add_argument("--npz", type=Path, default=common.PNEUMONIA_NPZ, help="train/val npz (MedMNIST keys)")
+    parser.add_argument("--test", type=Path, default=None, help="npz with test_images/test_labels to score")
+    parser.add_argument("--weights", default=None, help="'packaged' (ImageNet, default) or 'none' (from scratch)")
+    parser.add_argument("--epochs", type=int, default=None)
+    parser.add_argument("--image-size", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--n-bootstrap", type=int, default=None)
+    args = parser.parse_args(argv)
+    common.set_command(__file__, argv)
+    common.set_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    recipe = dict(QUICK_RECIPE if args.quick else RECIPE)
+    for key, val in (
+        ("weights", args.weights),
+        ("epochs", args.epochs),
+        ("image_size", args.image_size),
+        ("seed", args.seed),
+    ):
+        if val is not None:
+            recipe[key] = val
+    n_boot = args.n_bootstrap if args.n_bootstrap is not None else (50 if args.quick else 1000)
+    res = run(args.npz, args.output, recipe, args.test, quick=args.quick, n_bootstrap=n_boot)
+    for split in ("val", "test"):
+        if split in res:
+            r = res[split]
+            print(
+                f"{split}: AUC {r['auc']:.4f} {r.get('auc_ci95')}  ACC {r['acc']:.4f} {r.get('acc_ci95')}"
+                f"  (threshold {r['threshold']:.3f}, n={r['n']})"
+            )
+    print(f"wrote {Path(args.output) / 'results.json'}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

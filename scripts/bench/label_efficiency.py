@@ -1,0 +1,135 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Label efficiency: ImageNet-pretrained vs from-scratch EfficientNet-Lite0 on 1-100% of PneumoniaMNIST's labels.
+
+Each run trains the xray bundle with the :data:`accuracy_xray.RECIPE` (same code path as ``accuracy_xray.py``) on a
+class-stratified random ``fraction`` of the train split (drawn with the run's seed), with ``weights="packaged"`` or
+``weights="none"`` (same architecture), and scores the full val split. Small fractions get the same number of
+epochs as the full recipe but at least ``--min-steps`` optimiser steps (a 1% subset is 47 images: one batch per
+epoch); validation then runs about 4 times per run and the best epoch (val AUC) is kept, as in the bundle.
+
+Resumable: one JSON per run in ``<output>/<weights>_f<fraction>_s<seed>.json``; runs whose JSON exists are skipped.
+Runs go cheapest first (fractions ascending, then seeds, pretrained and scratch alternating), so an interrupted
+benchmark leaves complete pairs for the small fractions. ``--time-budget`` stops before starting a run once the
+budget (minutes) is spent.
+
+Usage::
+
+    python scripts/bench/label_efficiency.py                          # all 30 runs (hours on 2 CPU cores)
+    python scripts/bench/label_efficiency.py --fractions 0.01 0.05 --time-budget 20
+    python scripts/bench/label_efficiency.py --quick --output /tmp/le
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_xray  # noqa: E402
+import common  # noqa: E402
+
+__all__ = ["FRACTIONS", "SEEDS", "WEIGHTS", "run_name", "plan", "epochs_for", "main"]
+
+FRACTIONS = (0.01, 0.05, 0.10, 0.25, 1.0)
+SEEDS = (0, 1, 2)
+WEIGHTS = ("packaged", "none")
+N_TRAIN = 4690  # PneumoniaMNIST train split in ../shared/data
+
+
+def run_name(weights: str, fraction: float, seed: int) -> str:
+    """File stem of one run, e.g. ``packaged_f0.05_s1``."""
+    return f"{weights}_f{fraction:g}_s{seed}"
+
+
+def plan(fractions: Any, seeds: Any, weights: Any) -> list[tuple[str, float, int]]:
+    """Runs in the order they execute: fractions ascending, then seed, then weights."""
+    return [(w, f, s) for f in sorted(fractions) for s in seeds for w in weights]
+
+
+def epochs_for(n_train: int, batch_size: int, recipe_epochs: int, min_steps: int) -> tuple[int, int]:
+    """``(epochs, val_interval)``: at least ``recipe_epochs`` and ``min_steps`` steps, about 4 validations."""
+    steps_per_epoch = max(1, n_train // batch_size)
+    epochs = max(recipe_epochs, math.ceil(min_steps / steps_per_epoch))
+    return epochs, max(1, epochs // 4)
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, common.RESULTS_DIR / "label_efficiency")
+    parser.add_argument("--npz", type=Path, default=common.PNEUMONIA_NPZ)
+    parser.add_argument("--fractions", type=float, nargs="+", default=list(FRACTIONS))
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(SEEDS))
+    parser.add_argument("--weights", nargs="+", default=list(WEIGHTS), choices=list(WEIGHTS))
+    parser.add_argument("--min-steps", type=int, default=100)
+    parser.add_argument("--n-bootstrap", type=int, default=200)
+    parser.add_argument("--time-budget", type=float, default=None, help="minutes; no new run starts after it")
+    args = parser.parse_args(argv)
+    common.set_command(__file__, argv)
+    recipe = dict(accuracy_xray.QUICK_RECIPE if args.quick else accuracy_xray.RECIPE)
+    if args.quick:
+        args.fractions, args.seeds, args.min_steps, args.n_bootstrap = [0.5], [0], 2, 20
+    common.set_threads(args.threads)
+    out_dir = Path(args.output)
+    t_start = time.perf_counter()
+    done: list[dict[str, Any]] = []
+    for weights, fraction, seed in plan(args.fractions, args.seeds, args.weights):
+        path = out_dir / f"{run_name(weights, fraction, seed)}.json"
+        if path.is_file():
+            print(f"skip {path.name} (exists)")
+            continue
+        if args.time_budget is not None and (time.perf_counter() - t_start) / 60 > args.time_budget:
+            print(f"time budget of {args.time_budget} min spent; stopping before {path.name}")
+            break
+        with np.load(args.npz) as z:
+            n_train = len(common.stratified_fraction(z["train_labels"].reshape(-1), fraction, seed))
+        if args.quick:
+            n_train = min(n_train, accuracy_xray.QUICK_LIMITS["train"])
+        epochs, val_interval = epochs_for(n_train, recipe["batch_size"], recipe["epochs"], args.min_steps)
+        run_recipe = {**recipe, "weights": weights, "seed": seed, "epochs": epochs}
+        with tempfile.TemporaryDirectory(prefix="bench_le_") as tmp:
+            res = accuracy_xray.run(
+                args.npz,
+                Path(tmp),
+                run_recipe,
+                fraction=fraction,
+                data_seed=seed,
+                quick=args.quick,
+                n_bootstrap=args.n_bootstrap,
+                extra={"val_interval": val_interval},
+            )
+        res["run"] = {
+            "weights": weights,
+            "fraction": fraction,
+            "seed": seed,
+            "n_train": n_train,
+            "epochs": epochs,
+            "val_interval": val_interval,
+            "min_steps": args.min_steps,
+        }
+        common.write_result(path, res)
+        done.append(res)
+        print(
+            f"{path.name}: val AUC {res['val']['auc']:.4f} ACC {res['val']['acc']:.4f} "
+            f"({res['config']['train_wall_s']:.0f} s)"
+        )
+    return done
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Regenerate ``benchmarks/README.md`` (tables) and its PNG plots from the JSON files in ``benchmarks/results``.
+
+Every number in the README comes from a JSON written by one of the benchmark scripts; beside it the README prints
+that JSON's exact command, date, machine and load note. Missing JSON files are reported as "not run".
+
+Usage::
+
+    python scripts/bench/make_report.py
+    python scripts/bench/make_report.py --results /tmp/results --output /tmp/README.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+__all__ = ["MEDMNIST_2D", "MEDMNIST_3D", "build_report", "main"]
+
+#: MedMNIST v2 (Yang et al., Scientific Data 10, 41, 2023), Table of benchmark results, PneumoniaMNIST test split
+MEDMNIST_2D = [
+    ("ResNet-18 (224)", 0.956, 0.864),
+    ("ResNet-50 (224)", 0.962, 0.884),
+    ("AutoKeras", 0.947, 0.878),
+    ("Google AutoML Vision", 0.991, 0.946),
+]
+#: MedMNIST v2, same table, AdrenalMNIST3D test split
+MEDMNIST_3D = [
+    ("ResNet-18 + 2.5D", 0.718, 0.772),
+    ("ResNet-18 + 3D", 0.827, 0.721),
+    ("ResNet-18 + ACS", 0.758, 0.754),
+    ("ResNet-50 + 2.5D", 0.735, 0.748),
+    ("ResNet-50 + 3D", 0.828, 0.745),
+    ("ResNet-50 + ACS", 0.805, 0.769),
+]
+SOURCE = (
+    "MedMNIST v2 (Yang et al., *MedMNIST v2 - A large-scale lightweight benchmark for 2D and 3D biomedical image "
+    "classification*, Scientific Data 10, 41, 2023), Table of benchmark results (test split)"
+)
+
+
+def _load(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _f(x: Any, nd: int = 3) -> str:
+    if x is None or (isinstance(x, float) and not np.isfinite(x)):
+        return "n/a"
+    return f"{x:.{nd}f}"
+
+
+def _ci(r: dict[str, Any], key: str) -> str:
+    ci = r.get(f"{key}_ci95")
+    return f"{_f(r.get(key))} [{_f(ci[0])}, {_f(ci[1])}]" if ci else _f(r.get(key))
+
+
+def _prov(res: dict[str, Any]) -> str:
+    env = res.get("env", {})
+    m = env.get("machine", {})
+    cfg = res.get("config", {})
+    threads = cfg.get("threads") or cfg.get("torch_threads") or m.get("torch_threads")
+    quick = " **(quick mode: smoke test, not a result)**" if res.get("config", {}).get("quick") else ""
+    return (
+        f"Command: `{env.get('command', '?')}`; date {env.get('date', '?')}; {m.get('cpu', '?')}, "
+        f"{m.get('logical_cpus', '?')} logical CPUs, torch threads {threads}; "
+        f"wall {env.get('wall_s', '?')} s. {env.get('note', '')}.{quick}"
+    )
+
+
+def _accuracy_xray(results: Path) -> list[str]:
+    res = _load(results / "accuracy_xray" / "results.json")
+    out = ["## 1. Accuracy: PneumoniaMNIST (xray bundle)", ""]
+    if res is None:
+        return out + ["Not run (no `accuracy_xray/results.json`).", ""]
+    c = res["config"]
+    out += [
+        f"Recipe: `{c['backbone']}`, weights `{c['weights']}`, fine-tuning `{c['fine_tune']}`, {c['image_size']}x"
+        f"{c['image_size']} input, {c['epochs']} epochs, batch {c['batch_size']}, lr {c['learning_rate']}, seed "
+        f"{c['seed']}; trained by `{c['bundle']}` through `monai.bundle.ConfigWorkflow` on {c['counts']} images "
+        f"(train time {c['train_wall_s']} s). Threshold for ACC: {c['threshold_method']}. 95% CIs: stratified "
+        f"bootstrap, {c['n_bootstrap']} resamples.",
+        "",
+        "| model | split | AUC [95% CI] | ACC [95% CI] |",
+        "| --- | --- | --- | --- |",
+    ]
+    for split in ("val", "test"):
+        if split in res:
+            r = res[split]
+            out.append(
+                f"| **ours** (Lite0, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |"
+            )
+    for name, auc, acc in MEDMNIST_2D:
+        out.append(f"| {name} | test | {auc:.3f} | {acc:.3f} |")
+    out += [
+        "",
+        f"Reference rows: {SOURCE}. Ours is measured on **val** (the official test split is not in "
+        "`../shared/data`; pass `--test PATH.npz` to score it). Val and test differ in class balance (about 26% vs "
+        "37% normal), so val numbers are not directly comparable with the test rows; the model was also selected "
+        "(best epoch) on val, and 8 of the 524 val images also occur in the train split "
+        "(see `../shared/data/README.md`).",
+        "",
+        _prov(res),
+        "",
+    ]
+    return out
+
+
+def _label_efficiency(results: Path, out_dir: Path) -> list[str]:
+    folder = results / "label_efficiency"
+    runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))] if folder.is_dir() else []
+    out = ["## 2. Label efficiency: ImageNet-pretrained vs from scratch (PneumoniaMNIST val AUC)", ""]
+    if not runs:
+        return out + ["Not run (no files in `label_efficiency/`).", ""]
+    table: dict[tuple[float, str], list[float]] = {}
+    names = []
+    for r in runs:
+        key = (r["run"]["fraction"], r["run"]["weights"])
+        table.setdefault(key, []).append(r["val"]["auc"])
+        names.append(f"`{r['run']['weights']}_f{r['run']['fraction']:g}_s{r['run']['seed']}`")
+    fractions = sorted({k[0] for k in table})
+    out += [
+        "Same recipe as section 1 (epochs raised so every run makes at least "
+        f"{runs[0]['run']['min_steps']} optimiser steps); `packaged` = ImageNet weights, `none` = same architecture "
+        "from scratch. Mean ± standard deviation over the seeds that exist (n = number of seeds).",
+        "",
+        "| train labels | images | pretrained AUC | n | scratch AUC | n | gain |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for f in fractions:
+        p, s = table.get((f, "packaged"), []), table.get((f, "none"), [])
+        n_img = next(r["run"]["n_train"] for r in runs if r["run"]["fraction"] == f)
+
+        def ms(v: list[float]) -> str:
+            if not v:
+                return "not run"
+            return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if len(v) > 1 else f"{v[0]:.3f} (one seed)"
+
+        gain = f"{np.mean(p) - np.mean(s):+.3f}" if p and s else "n/a"
+        out.append(f"| {f:.0%} | {n_img} | {ms(p)} | {len(p)} | {ms(s)} | {len(s)} | {gain} |")
+    missing = [
+        f"`{w}_f{f:g}_s{s}`"
+        for f in (0.01, 0.05, 0.1, 0.25, 1.0)
+        for s in (0, 1, 2)
+        for w in ("packaged", "none")
+        if not (folder / f"{w}_f{f:g}_s{s}.json").is_file()
+    ]
+    out += ["", f"Runs that exist ({len(runs)}): " + ", ".join(names) + "."]
+    out += ["", f"Runs not done ({len(missing)}): " + (", ".join(missing) if missing else "none") + "."]
+    png = out_dir / "label_efficiency.png"
+    _plot_label_efficiency(table, png)
+    out += [
+        "",
+        f"![label efficiency]({png.name})",
+        "",
+        _prov(runs[-1]),
+        "Each run's own command and load note are in its JSON.",
+        "",
+    ]
+    return out
+
+
+def _plot_label_efficiency(table: dict[tuple[float, str], list[float]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for w, label in (("packaged", "ImageNet-pretrained"), ("none", "from scratch")):
+        fs = sorted(f for f, ww in table if ww == w)
+        if fs:
+            m = [np.mean(table[(f, w)]) for f in fs]
+            s = [np.std(table[(f, w)]) for f in fs]
+            ax.errorbar([100 * f for f in fs], m, yerr=s, marker="o", capsize=3, label=label)
+    ax.set_xscale("log")
+    ax.set_xticks([1, 5, 10, 25, 100])
+    ax.set_xticklabels(["1", "5", "10", "25", "100"])
+    ax.minorticks_off()
+    ax.set_xlabel("% of training labels")
+    ax.set_ylabel("val AUC (mean ± sd over seeds)")
+    ax.set_title("PneumoniaMNIST, EfficientNet-Lite0")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _accuracy_volume(results: Path) -> list[str]:
+    res = _load(results / "accuracy_volume" / "results.json")
+    out = ["## 3. Accuracy: AdrenalMNIST3D (ct_slices bundle, volume level)", ""]
+    if res is None:
+        ref = [f"| {n} | {a:.3f} | {c:.3f} |" for n, a, c in MEDMNIST_3D]
+        head = ["Not run (no `accuracy_volume/results.json`).", "", f"Reference rows to compare against ({SOURCE}):"]
+        return out + head + ["", "| model | AUC | ACC |", "| --- | --- | --- |"] + ref + [""]
+    c = res["config"]
+    out += [
+        f"Recipe: `{c['backbone']}` weights `{c['weights']}`, {c['image_size']}px 2.5D slices, {c['epochs']} epochs, "
+        f"trained by `{c['bundle']}` on {c['counts']} volumes; scored by {c['evaluation']}; threshold "
+        f"{c['threshold_method']}.",
+        "",
+        "| model | split | AUC [95% CI] | ACC [95% CI] |",
+        "| --- | --- | --- | --- |",
+    ]
+    for split in ("val", "test"):
+        if split in res:
+            r = res[split]
+            out.append(f"| **ours** (Lite0 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |")
+    out += [f"| {n} | test | {a:.3f} | {cc:.3f} |" for n, a, cc in MEDMNIST_3D]
+    out += ["", f"Reference rows: {SOURCE}. Ours on val unless a test row is shown.", "", _prov(res), ""]
+    return out
+
+
+def _speed(results: Path, out_dir: Path) -> list[str]:
+    out = ["## 4. Speed (ratios measured within one run)", ""]
+    st = _load(results / "speed_train.json")
+    out += ["### 4a. Training throughput: bundle trainer vs hand-written loop", ""]
+    if st is None:
+        out += ["Not run.", ""]
+    else:
+        out += ["| loop | images/s | ratio vs hand loop | overhead |", "| --- | --- | --- | --- |"]
+        for k, v in st["throughput_img_s"].items():
+            ov = st["overhead_pct"].get(k)
+            out.append(f"| {k} | {v:.1f} | {st['ratio_vs_hand'][k]:.3f} | {'—' if ov is None else f'{ov:.1f}%'} |")
+        c = st["config"]
+        rr = ", ".join(f"{x:.3f}" for x in st["per_round_ratio_bundle"])
+        out += [
+            "",
+            f"Target: {st['target']}; met: **{st['meets_target']}**. {c['batches']} batches of {c['batch_size']} "
+            f"images at {c['image_size']}px, {c['repeats']} interleaved rounds (median), {c['threads']} torch "
+            f"thread(s), CPU. Per-round engine_bundle/hand ratios: {rr}.",
+            "",
+            _prov(st),
+            "",
+        ]
+    sp = _load(results / "speed_pipeline.json")
+    out += ["### 4b. Data pipeline: full-size 16-bit DICOM radiographs", ""]
+    if sp is None:
+        out += ["Not run.", ""]
+    else:
+        c = sp["config"]
+        out += [
+            f"{sp['images']} DICOMs of {c['size']}x{c['size']} 16-bit ({sp['file_mb_total']} MB), decoded, windowed, "
+            f"resized to {c['out_size']} and normalised.",
+            "",
+            "| variant | images/s |",
+            "| --- | --- |",
+        ]
+        out += [f"| {k} | {v:.1f} |" for k, v in sp["images_per_s"].items()]
+        out += [
+            "",
+            f"Ours / naive pydicom+numpy: **{sp['ratio_ours_vs_naive']:.2f}x** (default resize: area averaging) and "
+            f"**{sp.get('ratio_ours_gaussian_vs_naive', float('nan')):.2f}x** (bilinear + Gaussian anti-aliasing); "
+            "ours / raw read: "
+            f"{sp['ratio_ours_vs_raw_read']:.4f} (raw read {sp['mb_per_s_raw_read']:.0f} MB/s from the page cache). "
+            f"Caching: {sp['caching_recommendation']}.",
+            "",
+            _prov(sp),
+            "",
+        ]
+    vm = _load(results / "volume_eval_memory.json")
+    out += ["### 4c. Volume evaluation (`python -m monai_transfer.evaluate`, ct_slices bundle)", ""]
+    if vm is None:
+        out += ["Not run.", ""]
+    else:
+        out += [
+            "| volumes | wall s | volumes/s | peak RSS MiB | RSS at the last sample MiB | exit |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        out += [
+            f"| {r['volumes']} | {r['wall_s']:.1f} | {r['volumes_per_s']:.2f} | {r['peak_rss_mb']:.0f} | "
+            f"{_f(r.get('rss_last_sample_mb'), 0)} | {r['exit_code']} |"
+            for r in vm["rows"]
+        ]
+        png = out_dir / "volume_eval_memory.png"
+        _plot_rss(vm, png)
+        out += [
+            "",
+            f"Marginal rate (start-up removed): {_f(vm['marginal_volumes_per_s'], 2)} volumes/s; peak RSS growth from "
+            f"{vm['rows'][0]['volumes']} to {vm['rows'][-1]['volumes']} volumes: {vm['rss_growth_mb']:+.0f} MiB "
+            f"({vm['rss_growth_pct']:+.1f}%).",
+            "",
+            f"![volume evaluation memory]({png.name})",
+            "",
+            _prov(vm),
+            "",
+        ]
+    si = _load(results / "speed_inference.json")
+    out += ["### 4d. Inference latency and throughput", ""]
+    if si is None:
+        out += ["Not run.", ""]
+    else:
+        out += ["| device | variant | input | batch | ms/image | images/s |", "| --- | --- | --- | --- | --- | --- |"]
+        out += [
+            f"| {r['device']} | {r['variant']} | {r['image_size']} | {r['batch']} | {r['latency_ms_per_image']:.2f} | "
+            f"{r['images_per_s']:.1f} |"
+            for r in si["rows"]
+        ]
+        if not si["gpu_measured"]:
+            out += [
+                "",
+                "GPU (AMP + channels_last) **not measured**: no GPU on the benchmark machine; the script "
+                "measures it when CUDA is available (`--device cuda`).",
+            ]
+        out += ["", _prov(si), ""]
+    return out
+
+
+def _plot_rss(vm: dict[str, Any], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    x = [r["volumes"] for r in vm["rows"]]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(x, [r["peak_rss_mb"] for r in vm["rows"]], marker="o", label="peak RSS")
+    if all(r.get("rss_last_sample_mb") for r in vm["rows"]):
+        ax.plot(x, [r["rss_last_sample_mb"] for r in vm["rows"]], marker="s", label="RSS at the last sample")
+    ax.legend()
+    ax.set_xlabel("volumes evaluated")
+    ax.set_ylabel("RSS (MiB)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.set_title("monai_transfer.evaluate, ct_slices")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+
+
+def _status(results: Path) -> list[str]:
+    """Which benchmarks have a result file, when they ran and whether other jobs shared the CPU."""
+    files = [
+        ("accuracy_xray.py", results / "accuracy_xray" / "results.json"),
+        ("label_efficiency.py", results / "label_efficiency"),
+        ("accuracy_volume.py", results / "accuracy_volume" / "results.json"),
+        ("speed_train.py", results / "speed_train.json"),
+        ("speed_pipeline.py", results / "speed_pipeline.json"),
+        ("volume_eval_memory.py", results / "volume_eval_memory.json"),
+        ("speed_inference.py", results / "speed_inference.json"),
+    ]
+    out = ["## Status", "", "| script | result | date (UTC) | other jobs on the CPU |", "| --- | --- | --- | --- |"]
+    for script, path in files:
+        jsons = sorted(path.glob("*.json")) if path.is_dir() else ([path] if path.is_file() else [])
+        if not jsons:
+            out.append(f"| `{script}` | not run | | |")
+            continue
+        envs = [json.loads(p.read_text()).get("env", {}) for p in jsons]
+        dates = sorted(e.get("date", "?") for e in envs)
+        busy = any(e.get("other_jobs_running") for e in envs)
+        span = dates[0] if len(dates) == 1 else f"{dates[0]} to {dates[-1]}"
+        what = f"{len(jsons)} run(s)" if path.is_dir() else "yes"
+        out.append(f"| `{script}` | {what} | {span} | {'yes' if busy else 'no'} |")
+    return out + [""]
+
+
+def build_report(results: Path, out_dir: Path) -> str:
+    """The Markdown text of the report (plots are written to ``out_dir``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = [
+        "# Benchmarks",
+        "",
+        "Generated by `python scripts/bench/make_report.py` from the JSON files in `benchmarks/results/`; do not edit "
+        "by hand. Each section names the exact command that produced its numbers, the date, the machine and whether "
+        "other jobs were running (the build machine has 2 CPU cores shared with other work: absolute times are "
+        "pessimistic, ratios measured within one run are the meaningful numbers). Every script has a `--quick` mode "
+        "that `tests/scripts/test_bench_quick.py` runs in CI (it writes to a temporary folder, never here).",
+        "",
+        "Data: PneumoniaMNIST and AdrenalMNIST3D from MedMNIST v2 (CC BY 4.0; Yang et al. 2023; Kermany et al. 2018; "
+        "Zhongshan Hospital), the `../shared/data` copies (train/val only).",
+        "",
+    ]
+    lines += _status(results)
+    lines += _accuracy_xray(results)
+    lines += _label_efficiency(results, out_dir)
+    lines += _accuracy_volume(results)
+    lines += _speed(results, out_dir)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--output", type=Path, default=common.REPO_ROOT / "benchmarks" / "README.md")
+    parser.add_argument("--quick", action="store_true", help="same as a normal run (it takes seconds)")
+    args = parser.parse_args(argv)
+    text = build_report(args.results, args.output.parent)
+    from monai_transfer.utils.io import atomic_write_text
+
+    atomic_write_text(args.output, text)
+    print(f"wrote {args.output}")
+    return args.output
+
+
+if __name__ == "__main__":
+    main()

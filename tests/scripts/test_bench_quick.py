@@ -1,0 +1,166 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Quick modes of the benchmark scripts in ``scripts/bench`` (CI proof that they still run; not timed tests).
+
+Each test calls a script's ``main([...,"--quick", "--output", tmp])`` in-process; the file caches go to a temporary
+folder, and nothing is written to ``benchmarks/results``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, requires_shared_data
+
+__all__: list[str] = []
+
+BENCH = REPO_ROOT / "scripts" / "bench"
+RESULTS = REPO_ROOT / "benchmarks" / "results"
+
+pytestmark = pytest.mark.slow
+
+
+def _bench(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Import ``scripts/bench/<name>.py`` with the cache folder redirected to ``tmp_path``."""
+    monkeypatch.syspath_prepend(str(BENCH))
+    common = importlib.import_module("common")
+    monkeypatch.setattr(common, "CACHE_DIR", tmp_path / "cache")
+    return importlib.import_module(name)
+
+
+def _results_snapshot() -> dict[str, float]:
+    return {str(p): p.stat().st_mtime for p in RESULTS.rglob("*") if p.is_file()} if RESULTS.is_dir() else {}
+
+
+@pytest.fixture(autouse=True)
+def _results_untouched():
+    """No quick run may change or add a file in benchmarks/results (a full benchmark may run beside CI)."""
+    before = _results_snapshot()
+    yield
+    after = _results_snapshot()
+    assert all(after.get(p) == t for p, t in before.items()), "a quick benchmark overwrote benchmarks/results"
+    for p in set(after) - set(before):
+        if p.endswith(".json"):
+            assert not json.loads(Path(p).read_text()).get("config", {}).get("quick"), f"quick result written to {p}"
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
+    mod = _bench("accuracy_xray", tmp_path, monkeypatch)
+    with np.load(PNEUMONIA_NPZ) as z:
+        np.savez(tmp_path / "t.npz", test_images=z["val_images"][:40], test_labels=z["val_labels"][:40])
+    res = mod.main(["--quick", "--threads", "1", "--test", str(tmp_path / "t.npz"), "--output", str(tmp_path / "o")])
+    saved = json.loads((tmp_path / "o" / "results.json").read_text())
+    assert set(saved) == {"val", "test", "config", "env"}
+    for split, n in (("val", 48), ("test", 32)):
+        r = saved[split]
+        assert r["n"] == n and 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
+        assert r["auc_ci95"][0] <= r["auc"] <= r["auc_ci95"][1]
+    # one threshold, chosen on val, applied to both splits
+    assert saved["val"]["threshold"] == saved["test"]["threshold"] == res["val"]["threshold"]
+    assert saved["config"]["counts"] == {"train": 64, "val": 48} and saved["config"]["quick"] is True
+    assert saved["env"]["command"].startswith("python scripts/bench/accuracy_xray.py --quick")
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_label_efficiency_quick_is_resumable(tmp_path, monkeypatch):
+    mod = _bench("label_efficiency", tmp_path, monkeypatch)
+    out = tmp_path / "le"
+    done = mod.main(["--quick", "--threads", "1", "--weights", "packaged", "--output", str(out)])
+    assert [p.name for p in sorted(out.glob("*.json"))] == ["packaged_f0.5_s0.json"]
+    r = json.loads((out / "packaged_f0.5_s0.json").read_text())
+    assert r["run"]["fraction"] == 0.5 and r["run"]["weights"] == "packaged" and 0.0 <= r["val"]["auc"] <= 1.0
+    assert len(done) == 1
+    assert mod.main(["--quick", "--weights", "packaged", "--output", str(out)]) == []  # skipped: already done
+    assert mod.plan([0.25, 0.01], [0, 1], ["packaged", "none"])[:2] == [("packaged", 0.01, 0), ("none", 0.01, 0)]
+    assert mod.epochs_for(47, 32, 3, 100) == (100, 25) and mod.epochs_for(4690, 32, 3, 100) == (3, 1)
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_speed_train_quick(tmp_path, monkeypatch):
+    mod = _bench("speed_train", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "st.json")])
+    saved = json.loads((tmp_path / "st.json").read_text())
+    assert set(saved["throughput_img_s"]) == {"hand", "engine_bare", "engine_bundle"}
+    assert all(v > 0 for v in saved["throughput_img_s"].values())
+    assert saved["ratio_vs_hand"]["hand"] == 1.0
+    assert res["images_per_round"] == 24
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_speed_pipeline_quick(tmp_path, monkeypatch):
+    mod = _bench("speed_pipeline", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "sp.json")])
+    assert res["images"] == 4 and res["config"]["size"] == 256
+    assert all(v > 0 for v in res["images_per_s"].values())
+    # both pipelines produce [-1, 1] images of the same size, and the default resize is a block mean like the naive loop
+    assert res["max_abs_diff_ours_vs_naive_first_image"] < 0.05
+    assert json.loads((tmp_path / "sp.json").read_text())["caching_recommendation"]
+
+
+def test_speed_inference_quick(tmp_path, monkeypatch):
+    mod = _bench("speed_inference", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--device", "cpu", "--output", str(tmp_path / "si.json")])
+    assert res["gpu_measured"] is False
+    assert {(r["variant"], r["batch"]) for r in res["rows"]} == {
+        ("fp32", 1),
+        ("fp32", 4),
+        ("fp32_channels_last", 1),
+        ("fp32_channels_last", 4),
+    }
+    assert all(r["latency_ms_per_image"] > 0 for r in res["rows"])
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_accuracy_volume_quick(tmp_path, monkeypatch):
+    mod = _bench("accuracy_volume", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "v")])
+    saved = json.loads((tmp_path / "v" / "results.json").read_text())
+    assert "test" not in saved and saved["val"]["level"] == "volume" and saved["val"]["n_failed"] == 0
+    assert saved["val"]["n"] == 12 and 0.0 <= res["val"]["auc"] <= 1.0
+
+
+@requires_shared_data(ADRENAL_NPZ)
+def test_volume_eval_memory_quick(tmp_path, monkeypatch):
+    mod = _bench("volume_eval_memory", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "vm.json")])
+    assert [r["volumes"] for r in res["rows"]] == [2, 4]
+    assert res["all_exit_ok"], [r["log_tail"] for r in res["rows"]]
+    assert all(r["peak_rss_mb"] > 50 for r in res["rows"])
+
+
+def test_make_report_from_results(tmp_path, monkeypatch):
+    mod = _bench("make_report", tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    (results / "label_efficiency").mkdir(parents=True)
+    env = {"command": "python scripts/bench/x.py", "date": "2026-01-01", "machine": {"cpu": "test"}, "note": "n"}
+    for w, f, s, auc in (("packaged", 0.01, 0, 0.9), ("packaged", 0.01, 1, 0.8), ("none", 0.01, 0, 0.6)):
+        run = {"weights": w, "fraction": f, "seed": s, "n_train": 47, "min_steps": 100}
+        (results / "label_efficiency" / f"{w}_f{f:g}_s{s}.json").write_text(
+            json.dumps({"val": {"auc": auc}, "run": run, "env": env, "config": {}})
+        )
+    out = mod.main(["--results", str(results), "--output", str(tmp_path / "README.md")])
+    text = out.read_text()
+    assert "| 1% | 47 | 0.850 ± 0.050 | 2 | 0.600 (one seed) | 1 | +0.250 |" in text
+    assert "Runs not done (27)" in text and "`none_f0.01_s1`" in text
+    assert (tmp_path / "label_efficiency.png").stat().st_size > 1000
+    assert "## 1. Accuracy: PneumoniaMNIST (xray bundle)\n\nNot run" in text
+    assert "ResNet-50 + 3D | 0.828 | 0.745" in text
+
+
+if __name__ == "__main__":
+    sys.exit(pytest.main([__file__, "-q"]))
