@@ -364,3 +364,20 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     assert len(_read_csv(run / "eval" / "val" / "predictions.csv")) == 16
     # rank 0 only: training stats, LR + sample images, validation
     assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 3
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
+    """Frozen backbone (BN too) and a negligible learning rate: val AUC cannot improve, patience 1 stops at epoch 2."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(TRAIN), workflow_type="train", output_dir=str(tmp_path), epochs=4, max_items=16, batch_size=8,
+        image_size=32, n_bootstrap=20, early_stop_patience=1, learning_rate=1e-12, weight_decay=0.0, warmup_epochs=0,
+        fine_tune="linear_probe",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
+    assert (tmp_path / "eval" / "val" / "metrics.json").is_file()  # the report of the best model is still written
+    wf.finalize()
