@@ -59,6 +59,21 @@ def test_window_presets_map_window_to_unit_range(preset):
     assert _at(out, center + width / 2) == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("b_range", [(0.0, 1.0), (-1.0, 1.0), (0.0, 255.0)])
+def test_window_tensor_path_matches_monai_and_keeps_meta(b_range):
+    """The in-place tensor path gives MONAI ScaleIntensityRange's values and keeps the MetaTensor's metadata."""
+    from monai.transforms import ScaleIntensityRange
+
+    img = MetaTensor(torch.arange(-2000, 2001, dtype=torch.int16).reshape(1, 1, -1), meta={"Modality": "CT"})
+    out = WindowIntensity("lung", b_min=b_range[0], b_max=b_range[1])(img)
+    ref = ScaleIntensityRange(-1350.0, 150.0, b_range[0], b_range[1], clip=True)(img.float())
+    assert isinstance(out, MetaTensor) and out.meta["Modality"] == "CT" and out.dtype == torch.float32
+    torch.testing.assert_close(out.as_tensor(), ref.as_tensor(), rtol=0, atol=1e-5 * (b_range[1] - b_range[0]))
+    assert float(img[0, 0, 0]) == -2000.0  # the input is not modified in place
+    np_out = WindowIntensity("lung", b_min=b_range[0], b_max=b_range[1])(img.numpy().astype(np.float32))
+    np.testing.assert_allclose(np_out, out.numpy(), atol=1e-5 * (b_range[1] - b_range[0]))
+
+
 def test_window_values_cited():
     assert WINDOW_PRESETS["lung"] == (-600.0, 1500.0) and WINDOW_PRESETS["bone"] == (400.0, 1800.0)
     assert WINDOW_PRESETS["brain"] == (40.0, 80.0) and WINDOW_PRESETS["mediastinum"] == (50.0, 350.0)

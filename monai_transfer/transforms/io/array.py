@@ -318,7 +318,10 @@ class LoadMedicalImage(Transform):
         data = img.as_tensor() if isinstance(img, MetaTensor) else img
         if data.numel() == 0:
             raise MedicalImageLoadError(path, f"image is empty (shape {tuple(data.shape)})")
-        if data.is_floating_point() and self.nan_policy != "ignore":
+        # one pass over the pixels in the common case: min and max are finite only when every value is (aminmax
+        # propagates NaN), so the per-pixel NaN/inf count runs only for images that hold some
+        lo_v, hi_v = torch.aminmax(data)
+        if data.is_floating_point() and self.nan_policy != "ignore" and not bool(torch.isfinite(lo_v + hi_v)):
             finite = torch.isfinite(data)
             if not bool(finite.all()):
                 n_nan = int(torch.isnan(data).sum())
@@ -336,7 +339,7 @@ class LoadMedicalImage(Transform):
                     "(nan_policy='warn').",
                     stacklevel=3,
                 )
-        lo_v, hi_v = torch.aminmax(data)
+                lo_v, hi_v = torch.aminmax(data)
         if bool(lo_v == hi_v):
             warnings.warn(
                 f"'{path}': image is constant (every value is {float(lo_v):g}, zero variance); intensity scaling "
