@@ -81,6 +81,46 @@ def test_multiframe_layouts():
     np.testing.assert_array_equal(channel[7].numpy(), raw[7])
 
 
+def _enhanced_with_rescale(tmp_path, per_frame, shared=None, name="enh.dcm"):
+    """The real Enhanced MR ``emri_small.dcm`` with Pixel Value Transformation functional groups added."""
+    from pydicom.dataset import Dataset
+    from pydicom.sequence import Sequence
+
+    def group(slope_intercept):
+        g = Dataset()
+        if slope_intercept is not None:
+            pvt = Dataset()
+            pvt.RescaleSlope, pvt.RescaleIntercept, pvt.RescaleType = *slope_intercept, "US"
+            g.PixelValueTransformationSequence = Sequence([pvt])
+        return g
+
+    ds = pydicom.dcmread(_testfile("emri_small.dcm"))
+    ds.PerFrameFunctionalGroupsSequence = Sequence([group(si) for si in per_frame])
+    if shared is not None:
+        ds.SharedFunctionalGroupsSequence = Sequence([group(shared)])
+    out = tmp_path / name
+    ds.save_as(out)
+    return out, ds.pixel_array.astype(np.float64)
+
+
+def test_enhanced_multiframe_rescale_per_frame_and_shared(tmp_path):
+    per_frame = [(0.5 * (k + 1), -100.0 * k) for k in range(10)]
+    path, raw = _enhanced_with_rescale(tmp_path, per_frame)
+    img = LoadMedicalImage()(path)  # (1, 64, 64, frames)
+    for k, (slope, intercept) in enumerate(per_frame):
+        np.testing.assert_allclose(img[0, :, :, k].numpy(), raw[k] * slope + intercept, rtol=1e-6)
+    assert img.meta["rescale_applied"] and np.isnan(img.meta["RescaleSlope"])  # varies per frame
+    # frames without their own group take the shared one
+    path, raw = _enhanced_with_rescale(tmp_path, [None] * 9 + [(1.0, 5.0)], shared=(2.0, -1024.0), name="mix.dcm")
+    img = LoadMedicalImage(multiframe="channel")(path)
+    np.testing.assert_allclose(img[0].numpy(), raw[0] * 2.0 - 1024.0)
+    np.testing.assert_allclose(img[9].numpy(), raw[9] + 5.0)
+    # a rescale on some frames only would give inconsistent units: refused, naming the file
+    path, _ = _enhanced_with_rescale(tmp_path, [(1.0, -1024.0)] * 9 + [None], name="partial.dcm")
+    err = _raises_naming(path, match="for 1 of 10")
+    assert "frame 9" in str(err)
+
+
 def test_monochrome1_radiograph_voi_and_inversion(radiograph):
     ds, raw, img = radiograph["ds"], radiograph["raw"], radiograph["unc"]
     assert ds.PhotometricInterpretation == "MONOCHROME1" and img.shape == (1, 1955, 1841)

@@ -65,19 +65,20 @@ DICOM_EXTENSIONS = (".dcm", ".dicom")
 NIFTI_EXTENSIONS = (".nii", ".nii.gz")
 SUPPORTED_EXTENSIONS = IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS
 
-# Transfer syntax UID prefix -> which decoder plugin to install.
+# Transfer syntax UID -> which decoder plugin to install (the ``dicom`` extra installs all of them).
+_EXTRA = "or pip install 'monai-transfer[dicom]'"
 _DECODER_HINTS = {
-    "1.2.840.10008.1.2.4.50": "JPEG Baseline: install 'pylibjpeg-libjpeg' (or Pillow for 8-bit)",
-    "1.2.840.10008.1.2.4.51": "JPEG Extended (12-bit): install 'pylibjpeg-libjpeg'",
-    "1.2.840.10008.1.2.4.57": "JPEG Lossless: install 'pylibjpeg-libjpeg'",
-    "1.2.840.10008.1.2.4.70": "JPEG Lossless SV1: install 'pylibjpeg-libjpeg'",
-    "1.2.840.10008.1.2.4.80": "JPEG-LS: install 'pyjpegls' or 'pylibjpeg-libjpeg'",
-    "1.2.840.10008.1.2.4.81": "JPEG-LS near-lossless: install 'pyjpegls' or 'pylibjpeg-libjpeg'",
-    "1.2.840.10008.1.2.4.90": "JPEG 2000 lossless: install 'pylibjpeg-openjpeg'",
-    "1.2.840.10008.1.2.4.91": "JPEG 2000: install 'pylibjpeg-openjpeg'",
-    "1.2.840.10008.1.2.4.201": "HTJ2K: install 'pylibjpeg-openjpeg>=2.1'",
-    "1.2.840.10008.1.2.4.202": "HTJ2K: install 'pylibjpeg-openjpeg>=2.1'",
-    "1.2.840.10008.1.2.4.203": "HTJ2K: install 'pylibjpeg-openjpeg>=2.1'",
+    "1.2.840.10008.1.2.4.50": f"JPEG Baseline: install 'pylibjpeg-libjpeg' (or Pillow for 8-bit), {_EXTRA}",
+    "1.2.840.10008.1.2.4.51": f"JPEG Extended (12-bit): install 'pylibjpeg-libjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.57": f"JPEG Lossless: install 'pylibjpeg-libjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.70": f"JPEG Lossless SV1: install 'pylibjpeg-libjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.80": f"JPEG-LS: install 'pyjpegls' or 'pylibjpeg-libjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.81": f"JPEG-LS near-lossless: install 'pyjpegls' or 'pylibjpeg-libjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.90": f"JPEG 2000 lossless: install 'pylibjpeg-openjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.91": f"JPEG 2000: install 'pylibjpeg-openjpeg', {_EXTRA}",
+    "1.2.840.10008.1.2.4.201": f"HTJ2K: install 'pylibjpeg-openjpeg>=2.1', {_EXTRA}",
+    "1.2.840.10008.1.2.4.202": f"HTJ2K: install 'pylibjpeg-openjpeg>=2.1', {_EXTRA}",
+    "1.2.840.10008.1.2.4.203": f"HTJ2K: install 'pylibjpeg-openjpeg>=2.1', {_EXTRA}",
     "1.2.840.10008.1.2.5": "RLE Lossless: pydicom decodes it natively; install 'pylibjpeg-rle' for speed",
 }
 
@@ -202,17 +203,20 @@ class LoadMedicalImage(Transform):
     DICOM files (chosen by the ``DICM`` marker at byte 128 or a ``.dcm``/``.dicom`` extension) are decoded by pydicom
     and then, in this order:
 
-    1. ``apply_modality_lut``: Rescale Slope/Intercept (CT to Hounsfield units) or the Modality LUT; also the shared
-       functional-group rescale of enhanced multi-frame files. Signed and 8/12/16-bit data are handled by pydicom.
+    1. ``apply_modality_lut``: Rescale Slope/Intercept (CT to Hounsfield units) or the Modality LUT; for enhanced
+       multi-frame files, the functional-group rescale, per frame when it varies (``meta`` Rescale Slope/Intercept
+       are then NaN). Signed and 8/12/16-bit data are handled by pydicom.
     2. ``apply_voi_lut`` (VOI LUT sequence or Window Centre/Width, first window) when ``voi="always"``, or when
        ``voi="auto"`` and the modality is a radiograph (:data:`RADIOGRAPH_MODALITIES`, e.g. CR, DX) that carries one.
        CT/MR stay in their calibrated units so that :class:`~monai_transfer.transforms.WindowIntensity` can window them.
     3. MONOCHROME1 inversion ``max + min - x`` (of the image's own range) so that bone is bright, as in MONOCHROME2.
 
-    Compressed transfer syntaxes decode when pydicom has a plugin for them (here: RLE natively, JPEG 2000 with
-    ``pylibjpeg-openjpeg``; JPEG lossless/JPEG-LS need ``pylibjpeg-libjpeg``/``pyjpegls``); otherwise the error names
-    the file, the transfer syntax UID and the plugin to install. Colour DICOM (``SamplesPerPixel == 3``) gives
-    ``C = 3`` (RGB). Per-frame varying rescale (enhanced multi-frame functional groups) is not applied.
+    Compressed transfer syntaxes decode when pydicom has a plugin for them: RLE natively, 8-bit JPEG baseline and
+    JPEG 2000 with Pillow (a core dependency); HTJ2K with ``pylibjpeg-openjpeg`` (``test`` and ``dicom`` extras);
+    JPEG lossless, 12-bit JPEG and JPEG-LS with ``pylibjpeg-libjpeg`` (GPL-3.0, hence only in the opt-in ``dicom``
+    extra) or ``pyjpegls``. Without a plugin the error names the file, the transfer syntax UID and the plugin to
+    install. Colour DICOM (``SamplesPerPixel == 3``) gives ``C = 3`` (RGB). Per-frame VOI windows (Frame VOI LUT
+    functional groups) are not applied: only the first top-level window is.
 
     Array layouts: see the module docstring (2D: ``(C, rows, cols)``; multi-frame: frames last or as channels;
     NIfTI/DICOM series: MONAI's ``(C, x, y, z)``).
@@ -381,7 +385,7 @@ class LoadMedicalImage(Transform):
     # ------------------------------------------------------------------------------------------------------ DICOM
     def _load_dicom(self, path: Path) -> MetaTensor:
         if not has_pydicom:
-            raise MedicalImageLoadError(path, "pydicom is not installed (pip install 'monai-transfer[dicom]')")
+            raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
         from pydicom.errors import InvalidDicomError
         from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
@@ -452,12 +456,20 @@ class LoadMedicalImage(Transform):
                 meta["rescale_applied"] = True
                 meta["RescaleSlope"] = _first_float(ds.get("RescaleSlope", 1.0))
                 meta["RescaleIntercept"] = _first_float(ds.get("RescaleIntercept", 0.0))
-            else:  # enhanced multi-frame: rescale shared by all frames
-                pvt = self._shared_rescale(ds)
+            else:  # enhanced multi-frame: rescale in the shared or per-frame functional groups
+                pvt = self._functional_group_rescale(path, ds, n_frames)
                 if pvt is not None:
-                    slope, intercept = pvt
-                    arr = raw.astype(np.float64) * slope + intercept
-                    meta.update(rescale_applied=True, RescaleSlope=slope, RescaleIntercept=intercept)
+                    slopes, intercepts = pvt
+                    if raw.ndim == 3:  # (frames, rows, cols): frame k gets its own slope and intercept
+                        arr = raw.astype(np.float64) * slopes[:, None, None] + intercepts[:, None, None]
+                    else:
+                        arr = raw.astype(np.float64) * slopes[0] + intercepts[0]
+                    uniform = bool(np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0]))
+                    meta.update(
+                        rescale_applied=True,
+                        RescaleSlope=float(slopes[0]) if uniform else float("nan"),
+                        RescaleIntercept=float(intercepts[0]) if uniform else float("nan"),
+                    )
             has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
             if has_voi:
                 meta["WindowCenter"] = _first_float(ds.get("WindowCenter"))
@@ -501,12 +513,44 @@ class LoadMedicalImage(Transform):
             )
 
     @staticmethod
-    def _shared_rescale(ds: Any) -> tuple[float, float] | None:
-        try:
-            pvt = ds.SharedFunctionalGroupsSequence[0].PixelValueTransformationSequence[0]
-            return float(pvt.RescaleSlope), float(pvt.RescaleIntercept)
-        except (AttributeError, IndexError, KeyError, TypeError, ValueError):
+    def _functional_group_rescale(path: Path, ds: Any, n_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Per-frame ``(slopes, intercepts)`` of an enhanced multi-frame file, or None when it declares no rescale.
+
+        A frame's Pixel Value Transformation comes from its Per-Frame Functional Group when present, else from the
+        Shared Functional Group (PS3.3 C.7.6.16). Enhanced CT often varies the rescale per frame.
+
+        Raises:
+            MedicalImageLoadError: some frames declare a rescale and others do not, or the per-frame sequence is
+                shorter than the number of frames, or a slope/intercept is not a number.
+        """
+
+        def pvt_of(group_seq: Any, index: int) -> Any:
+            try:
+                return group_seq[index].PixelValueTransformationSequence[0]
+            except (AttributeError, IndexError, KeyError, TypeError):
+                return None
+
+        shared = pvt_of(ds.get("SharedFunctionalGroupsSequence"), 0)
+        per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+        frames = [pvt_of(per_frame, k) if per_frame is not None else None for k in range(n_frames)]
+        frames = [f if f is not None else shared for f in frames]
+        missing = [k for k, f in enumerate(frames) if f is None]
+        if len(missing) == n_frames:
             return None
+        if missing:
+            raise MedicalImageLoadError(
+                path,
+                f"enhanced multi-frame file declares a Pixel Value Transformation (rescale) for some frames but not "
+                f"for {len(missing)} of {n_frames} (first: frame {missing[0]}); the HU/units would be inconsistent",
+            )
+        try:
+            slopes = np.array([float(f.get("RescaleSlope", 1.0)) for f in frames], dtype=np.float64)
+            intercepts = np.array([float(f.get("RescaleIntercept", 0.0)) for f in frames], dtype=np.float64)
+        except (TypeError, ValueError) as e:
+            raise MedicalImageLoadError(path, f"invalid functional-group Rescale Slope/Intercept ({e})") from e
+        if not (np.all(np.isfinite(slopes)) and np.all(np.isfinite(intercepts))):
+            raise MedicalImageLoadError(path, "functional-group Rescale Slope/Intercept is not a finite number")
+        return slopes, intercepts
 
     # -------------------------------------------------------------------------------------- NIfTI / DICOM series
     def _load_monai(self, path: Path, reader: str, kind: str) -> MetaTensor:
@@ -514,7 +558,7 @@ class LoadMedicalImage(Transform):
 
         if kind == "nifti":
             if not has_nibabel:
-                raise MedicalImageLoadError(path, "nibabel is not installed (pip install 'monai-transfer[nifti]')")
+                raise MedicalImageLoadError(path, "nibabel is not installed (pip install nibabel)")
             try:
                 shape = tuple(nibabel.load(str(path)).shape)
             except Exception as e:
@@ -532,7 +576,7 @@ class LoadMedicalImage(Transform):
             self._check_ndim(path, len(shape), shape)
         else:
             if not has_pydicom:
-                raise MedicalImageLoadError(path, "pydicom is not installed (pip install 'monai-transfer[dicom]')")
+                raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
             if not any(f.is_file() for f in path.iterdir()):
                 raise MedicalImageLoadError(path, "folder holds no files (expected a DICOM series)")
         try:
