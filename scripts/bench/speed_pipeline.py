@@ -102,9 +102,7 @@ def our_transforms(out_size: int, resize_mode: str = "auto") -> Any:
         [
             LoadMedicalImaged(keys="image", voi="none"),
             WindowIntensityd(keys="image", center=WINDOW[0], width=WINDOW[1]),
-            ResizeKeepAspectd(
-                keys="image", spatial_size=out_size, mode=resize_mode, anti_aliasing=True
-            ),
+            ResizeKeepAspectd(keys="image", spatial_size=out_size, mode=resize_mode, anti_aliasing=True),
             BackboneNormalized(keys="image", backbone="tf_efficientnet_lite0", repeat_channels=True),
             EnsureTyped(keys="image", track_meta=False),
         ]
