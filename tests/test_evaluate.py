@@ -32,7 +32,15 @@ from monai_transfer.evaluate import (
     list_cases,
     main,
 )
-from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, load_adrenal, load_pneumonia, requires_shared_data
+from tests.utils import (
+    ADRENAL_NPZ,
+    PNEUMONIA_NPZ,
+    REPO_ROOT,
+    load_adrenal,
+    load_pneumonia,
+    read_csv,
+    requires_shared_data,
+)
 
 __all__: list[str] = []
 
@@ -110,11 +118,6 @@ def _write_labels(path: Path, rows: list[tuple[str, str]]) -> Path:
         w.writerow(["image", "label"])
         w.writerows(rows)
     return path
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 @pytest.fixture(autouse=True)
@@ -202,7 +205,7 @@ def test_volume_bundle_end_to_end(vol_bundle, adrenal, tmp_path):
     )
     assert code == EXIT_OK
 
-    preds = _read_csv(out / "predictions.csv")
+    preds = read_csv(out / "predictions.csv")
     assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]
     assert [int(r["label"]) for r in preds] == y
     for r in preds:
@@ -223,7 +226,7 @@ def test_volume_bundle_end_to_end(vol_bundle, adrenal, tmp_path):
     assert metrics["meta"]["aggregation"] == "mean"
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
         assert (out / png).stat().st_size > 1000
-    assert _read_csv(out / "failures.csv") == []
+    assert read_csv(out / "failures.csv") == []
     assert json.loads((out / "failures.json").read_text()) == {"n_failed": 0, "failures": []}
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["n_evaluated"], summary["n_labelled"], summary["exit_code"]) == (4, 4, 0)
@@ -268,7 +271,7 @@ def test_bad_cases_are_named_and_exit_codes(vol_bundle, adrenal, tmp_path, caplo
     with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
         code = main(args + ["--output", str(out)])
     assert code == EXIT_FAILURES
-    failures = {r["case"]: r for r in _read_csv(out / "failures.csv")}
+    failures = {r["case"]: r for r in read_csv(out / "failures.csv")}
     expected = {
         "unreadable.nii.gz": ("read", "unreadable"),
         "flat2d.nii.gz": ("dimensions", "2D image"),
@@ -285,7 +288,7 @@ def test_bad_cases_are_named_and_exit_codes(vol_bundle, adrenal, tmp_path, caplo
         assert words in failures[case]["reason"], failures[case]
         assert case in caplog.text
     assert json.loads((out / "failures.json").read_text())["n_failed"] == len(expected)
-    preds = _read_csv(out / "predictions.csv")
+    preds = read_csv(out / "predictions.csv")
     assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]  # the good ones only
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 4
     log = (out / "evaluate.log").read_text()
@@ -297,7 +300,7 @@ def test_bad_cases_are_named_and_exit_codes(vol_bundle, adrenal, tmp_path, caplo
     assert code == EXIT_OK
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "--tolerate-failures" in r.message]
     assert len(warnings) == 1 and "empty.nii.gz" in warnings[0].message
-    assert len(_read_csv(tmp_path / "out_tolerant" / "predictions.csv")) == 4
+    assert len(read_csv(tmp_path / "out_tolerant" / "predictions.csv")) == 4
 
 
 @requires_shared_data(ADRENAL_NPZ)
@@ -320,7 +323,7 @@ def test_usage_errors_exit_1(vol_bundle, adrenal, tmp_path, capsys):
     assert "required" in capsys.readouterr().err
     # no labels, explicit threshold: predictions only, no metrics
     assert main(ok + ["--threshold", "0.0"]) == EXIT_OK
-    (row,) = _read_csv(Path(out) / "predictions.csv")
+    (row,) = read_csv(Path(out) / "predictions.csv")
     assert (row["label"], row["correct"], row["prediction_name"], row["threshold"]) == (
         "",
         "",
@@ -395,12 +398,12 @@ def test_xray_bundle_on_2d_nifti(tmp_path):
     out = tmp_path / "out"
     args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
     assert main(args + FAST + ["--tolerate-failures"]) == EXIT_OK
-    preds = _read_csv(out / "predictions.csv")
+    preds = read_csv(out / "predictions.csv")
     assert [r["id"] for r in preds] == sorted(n.split(".")[0] for n in names)
     assert sorted(int(r["label"]) for r in preds) == sorted(int(v) for v in y)
     assert all(abs(float(r["prob_normal"]) + float(r["prob_pneumonia"]) - 1) < 1e-5 for r in preds)
     assert "n_slices" not in preds[0]
-    (fail,) = _read_csv(out / "failures.csv")
+    (fail,) = read_csv(out / "failures.csv")
     assert (fail["case"], fail["stage"]) == ("ct_volume.nii.gz", "dimensions")
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 7
     by_id = {r["id"]: r for r in preds}  # the same image as PNG and as 2D NIfTI gives the same probability
@@ -416,7 +419,7 @@ def test_ct_slices_bundle(adrenal, tmp_path):
     out = tmp_path / "out"
     args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
     assert main(args + FAST) == EXIT_OK
-    preds = _read_csv(out / "predictions.csv")
+    preds = read_csv(out / "predictions.csv")
     assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]
     assert all(int(r["n_slices"]) >= 1 for r in preds)
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 3

@@ -12,8 +12,12 @@
 
 from __future__ import annotations
 
+import csv
 import os
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -27,6 +31,11 @@ __all__ = [
     "requires_shared_data",
     "load_pneumonia",
     "load_adrenal",
+    "REQUIRED_BUNDLE_META",
+    "bundle_cli",
+    "bundle_workflow",
+    "read_csv",
+    "assert_png",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -70,3 +79,59 @@ def _subset(x: np.ndarray, y: np.ndarray, n: int | None, seed: int) -> tuple[np.
     )
     rng.shuffle(idx)
     return x[idx], y[idx]
+
+
+#: the keys a MONAI bundle's metadata.json must have (MONAI bundle specification / meta schema "required")
+REQUIRED_BUNDLE_META = (
+    "schema",
+    "version",
+    "monai_version",
+    "pytorch_version",
+    "numpy_version",
+    "required_packages_version",
+    "task",
+    "description",
+    "authors",
+    "copyright",
+    "network_data_format",
+)
+
+
+def bundle_cli(*args: str, cwd: Path = REPO_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle <args>`` in a subprocess (2 threads); fails the test with its output on error."""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, f"monai.bundle {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    return proc
+
+
+def bundle_workflow(configs: Path, config_file: Any, workflow_type: str, **override: Any) -> Any:
+    """A MONAI ``ConfigWorkflow`` over ``config_file`` (one path or several) with the bundle's metadata and logging."""
+    from monai.bundle import ConfigWorkflow
+
+    return ConfigWorkflow(
+        config_file=[str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file),
+        meta_file=str(configs / "metadata.json"),
+        logging_file=str(configs / "logging.conf"),
+        workflow_type=workflow_type,
+        **override,
+    )
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    """Rows of a CSV file with a header, as dicts."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_png(path: Path) -> None:
+    """``path`` exists and is a valid, non-empty PNG."""
+    from PIL import Image
+
+    assert path.is_file(), f"missing {path}"
+    with Image.open(path) as im:
+        im.verify()
+    with Image.open(path) as im:
+        assert im.format == "PNG" and im.size[0] > 0 and im.size[1] > 0

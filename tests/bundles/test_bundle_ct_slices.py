@@ -15,19 +15,14 @@ Every run writes to a temporary ``output_dir``; nothing is written inside the bu
 
 from __future__ import annotations
 
-import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.utils import REPO_ROOT
+from tests.utils import REPO_ROOT, REQUIRED_BUNDLE_META, assert_png, bundle_cli, bundle_workflow, read_csv
 
 __all__: list[str] = []
 
@@ -58,40 +53,6 @@ CONTRACT_IDS = (
     "postprocessing",
     "ckpt_path",
 )
-REQUIRED_META = (
-    "schema",
-    "version",
-    "monai_version",
-    "pytorch_version",
-    "numpy_version",
-    "required_packages_version",
-    "task",
-    "description",
-    "authors",
-    "copyright",
-    "network_data_format",
-)
-
-
-def _bundle_cli(*args: str, cwd: Path = REPO_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, f"monai.bundle {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _workflow(config_file, workflow_type: str, **override):
-    from monai.bundle import ConfigWorkflow
-
-    return ConfigWorkflow(
-        config_file=[str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file),
-        meta_file=str(META),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **override,
-    )
 
 
 def _parser(config=INFERENCE):
@@ -102,21 +63,6 @@ def _parser(config=INFERENCE):
     parser["bundle_root"] = str(BUNDLE)
     parser["device"] = "cpu"
     return parser
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def _assert_png(path: Path) -> None:
-    from PIL import Image
-
-    assert path.is_file(), f"missing {path}"
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG" and im.size[0] > 0 and im.size[1] > 0
 
 
 # ---------------------------------------------------------------------------------------------------------- fast
@@ -158,7 +104,7 @@ def test_configs_keep_contract_ids():
 
 def test_metadata_required_keys_and_channel_def():
     meta = json.loads(META.read_text())
-    missing = [k for k in REQUIRED_META if k not in meta]
+    missing = [k for k in REQUIRED_BUNDLE_META if k not in meta]
     assert not missing, f"metadata.json lacks {missing}"
     nd = meta["network_data_format"]
     assert list(nd["outputs"]["pred"]["channel_def"].values()) == CLASS_NAMES
@@ -225,8 +171,15 @@ def test_bundle_slices_never_cross_splits(tmp_path):
 
 
 def test_check_properties_train_and_inference(tmp_path):
-    train = _workflow(
-        TRAIN, "train", output_dir=str(tmp_path / "run"), max_items=4, image_size=32, device="cpu", cache_rate=0.0
+    train = bundle_workflow(
+        CONFIGS,
+        TRAIN,
+        "train",
+        output_dir=str(tmp_path / "run"),
+        max_items=4,
+        image_size=32,
+        device="cpu",
+        cache_rate=0.0,
     )
     train.initialize()
     assert train.check_properties() == []
@@ -237,7 +190,8 @@ def test_check_properties_train_and_inference(tmp_path):
     folder.mkdir()
     for p in sorted(VOLUMES.glob("adrenal_val_000*.nii.gz"))[:2]:
         shutil.copy(p, folder / p.name)
-    infer = _workflow(INFERENCE, "infer", input_dir=str(folder), output_dir=str(tmp_path / "infer"), device="cpu")
+    out = str(tmp_path / "infer")
+    infer = bundle_workflow(CONFIGS, INFERENCE, "infer", input_dir=str(folder), output_dir=out, device="cpu")
     infer.initialize()
     assert infer.check_properties() == []
     assert len(infer.dataset) == 2
@@ -255,7 +209,7 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     run = tmp_path / "run"
     train_cfg = str(TRAIN.relative_to(REPO_ROOT))
     # 1. train: best checkpoint by volume AUC, threshold chosen on volume probabilities, volume-level val report
-    proc = _bundle_cli("run", "--config_file", train_cfg, *TINY, "--output_dir", str(run))
+    proc = bundle_cli("run", "--config_file", train_cfg, *TINY, "--output_dir", str(run))
     assert "val_volume_auc" in proc.stdout + proc.stderr
     model_pt, thr_file = run / "models" / "model.pt", run / "models" / "threshold.json"
     state = safe_torch_load(model_pt)
@@ -273,7 +227,7 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     # 2. evaluate: no training, stored threshold, one row per volume
     mtime = model_pt.stat().st_mtime_ns
     configs = f"['{train_cfg}','{EVALUATE.relative_to(REPO_ROOT)}']"
-    _bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run))
+    bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run))
     assert model_pt.stat().st_mtime_ns == mtime, "evaluate.json must not train or overwrite model.pt"
     report = run / "eval" / "val"
     metrics = json.loads((report / "metrics.json").read_text())
@@ -288,11 +242,11 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     }  # fmt: skip
     assert set(metrics["confidence_intervals"]) == {"auc", "sensitivity", "specificity"}
     assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
-    rows = _read_csv(report / "predictions.csv")
+    rows = read_csv(report / "predictions.csv")
     assert len(rows) == 6 and len({r["id"] for r in rows}) == 6
     assert all(r["id"].endswith(".nii.gz") for r in rows)
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
-        _assert_png(report / png)
+        assert_png(report / png)
 
     # 3. inference on a folder of NIfTI volumes (a stray CSV is ignored): one prediction per volume
     images = tmp_path / "volumes"
@@ -302,12 +256,12 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
         shutil.copy(VOLUMES / n, images / n)
     (images / "labels.csv").write_text("image,label\n")
     out = tmp_path / "infer"
-    _bundle_cli(
+    bundle_cli(
         "run", "--config_file", str(INFERENCE.relative_to(REPO_ROOT)), "--input_dir", str(images),
         "--ckpt_path", str(model_pt), "--output_dir", str(out), "--image_size", "32", "--num_slices", "3",
         "--device", "cpu",
     )  # fmt: skip
-    preds = _read_csv(out / "predictions.csv")
+    preds = read_csv(out / "predictions.csv")
     assert [r["file_name"] for r in preds] == names
     for r in preds:
         p0, p1 = float(r["prob_normal"]), float(r["prob_adrenal_mass"])
@@ -325,5 +279,5 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
 
     # 4. verify_net_in_out with the metadata's 2D slice input
     meta, inf = str(META.relative_to(REPO_ROOT)), str(INFERENCE.relative_to(REPO_ROOT))
-    _bundle_cli("verify_net_in_out", "--net_id", "network_def", "--meta_file", meta, "--config_file", inf)
+    bundle_cli("verify_net_in_out", "--net_id", "network_def", "--meta_file", meta, "--config_file", inf)
     assert np.isfinite(p1)

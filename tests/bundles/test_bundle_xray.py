@@ -15,20 +15,18 @@ Every run writes to a temporary ``output_dir``; nothing is written inside the bu
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.utils import REPO_ROOT
+from tests.utils import REPO_ROOT, REQUIRED_BUNDLE_META, assert_png, bundle_cli, bundle_workflow, read_csv
 
 __all__: list[str] = []
 
@@ -42,56 +40,6 @@ MULTI_GPU = CONFIGS / "multi_gpu_train.json"
 CLASS_NAMES = ["normal", "pneumonia"]
 # tiny settings for the end-to-end runs (2 shared CPU cores)
 TINY = ["--epochs", "1", "--max_items", "32", "--image_size", "32", "--n_bootstrap", "50", "--device", "cpu"]
-# the keys a MONAI bundle's metadata.json must have (MONAI bundle specification / meta schema "required")
-REQUIRED_META = (
-    "schema",
-    "version",
-    "monai_version",
-    "pytorch_version",
-    "numpy_version",
-    "required_packages_version",
-    "task",
-    "description",
-    "authors",
-    "copyright",
-    "network_data_format",
-)
-
-
-def _bundle_cli(*args: str, cwd: Path = REPO_ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "monai.bundle", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    assert proc.returncode == 0, f"monai.bundle {args[0]} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    return proc
-
-
-def _workflow(config_file, workflow_type: str, **override):
-    from monai.bundle import ConfigWorkflow
-
-    return ConfigWorkflow(
-        config_file=[str(c) for c in config_file] if isinstance(config_file, (list, tuple)) else str(config_file),
-        meta_file=str(META),
-        logging_file=str(CONFIGS / "logging.conf"),
-        workflow_type=workflow_type,
-        **override,
-    )
-
-
-def _assert_png(path: Path) -> None:
-    from PIL import Image
-
-    assert path.is_file(), f"missing {path}"
-    with Image.open(path) as im:
-        im.verify()
-    with Image.open(path) as im:
-        assert im.format == "PNG" and im.size[0] > 0 and im.size[1] > 0
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # ---------------------------------------------------------------------------------------------------------- fast
@@ -123,7 +71,7 @@ def test_configs_parse_and_keep_contract_ids():
 
 def test_metadata_required_keys_and_channel_def():
     meta = json.loads(META.read_text())
-    missing = [k for k in REQUIRED_META if k not in meta]
+    missing = [k for k in REQUIRED_BUNDLE_META if k not in meta]
     assert not missing, f"metadata.json lacks {missing}"
     nd = meta["network_data_format"]
     assert list(nd["outputs"]["pred"]["channel_def"].values()) == CLASS_NAMES
@@ -152,7 +100,7 @@ def test_verify_metadata_offline_with_local_schema(tmp_path):
     schema = {
         "$schema": "https://json-schema.org/draft/2019-09/schema",
         "type": "object",
-        "required": list(REQUIRED_META),
+        "required": list(REQUIRED_BUNDLE_META),
         "properties": {
             "version": {"type": "string"},
             "changelog": {"type": "object"},
@@ -189,7 +137,7 @@ def test_inference_preprocessing_maps_path_to_network_input():
         assert tuple(out.shape) == (3, 64, 64) and out.dtype == torch.float32
         assert torch.isfinite(out).all() and float(out.std()) > 0
     # the DICOM samples are MONOCHROME1 copies of val PNGs: after inversion they match their PNG source
-    labels = {r["image"]: int(r["label"]) for r in _read_csv(BUNDLE / "data" / "dicom_samples" / "labels.csv")}
+    labels = {r["image"]: int(r["label"]) for r in read_csv(BUNDLE / "data" / "dicom_samples" / "labels.csv")}
     src = BUNDLE / "data" / "val" / CLASS_NAMES[labels[dcm.name]] / f"{dcm.stem}.png"
     torch.testing.assert_close(out_dcm, pre({"image": str(src)})["image"], atol=0.05, rtol=0)
     # the datalist of the default input folder holds the 8 DICOMs and skips labels.csv
@@ -223,15 +171,22 @@ def test_evaluate_uses_test_split_when_present(tmp_path):
 
 
 def test_check_properties_train_and_inference(tmp_path):
-    train = _workflow(
-        TRAIN, "train", output_dir=str(tmp_path / "run"), max_items=8, batch_size=4, image_size=32, device="cpu"
+    train = bundle_workflow(
+        CONFIGS,
+        TRAIN,
+        "train",
+        output_dir=str(tmp_path / "run"),
+        max_items=8,
+        batch_size=4,
+        image_size=32,
+        device="cpu",
     )
     train.initialize()
     assert train.check_properties() == []
     assert train.train_dataset_data is not None and len(train.train_dataset_data) == 8
     assert train.max_epochs == 6  # the default epochs
     train.finalize()
-    infer = _workflow(INFERENCE, "infer", output_dir=str(tmp_path / "infer"), device="cpu")
+    infer = bundle_workflow(CONFIGS, INFERENCE, "infer", output_dir=str(tmp_path / "infer"), device="cpu")
     infer.initialize()
     assert infer.check_properties() == []
     assert len(infer.dataset) == 8
@@ -268,7 +223,7 @@ def test_train_evaluate_infer_export_end_to_end(tmp_path):
     run = tmp_path / "run"
     train_cfg = str(TRAIN.relative_to(REPO_ROOT))
     # 1. train
-    _bundle_cli("run", "--config_file", train_cfg, *TINY, "--output_dir", str(run))
+    bundle_cli("run", "--config_file", train_cfg, *TINY, "--output_dir", str(run))
     model_pt, thr_file = run / "models" / "model.pt", run / "models" / "threshold.json"
     state = safe_torch_load(model_pt)
     assert isinstance(state, dict) and "head.1.weight" in state  # a plain state dict (no "model" wrapper)
@@ -281,7 +236,7 @@ def test_train_evaluate_infer_export_end_to_end(tmp_path):
     # 2. evaluate (no training: model.pt unchanged) on val with the stored threshold and Grad-CAM overlays
     mtime = model_pt.stat().st_mtime_ns
     configs = f"['{train_cfg}','{EVALUATE.relative_to(REPO_ROOT)}']"
-    _bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run), "--gradcam_cases", "2")
+    bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run), "--gradcam_cases", "2")
     assert model_pt.stat().st_mtime_ns == mtime, "evaluate.json must not train or overwrite model.pt"
     assert not (run / "models" / "last" / "checkpoint_epoch=2.pt").exists()
     report = run / "eval" / "val"
@@ -294,23 +249,23 @@ def test_train_evaluate_infer_export_end_to_end(tmp_path):
     assert metrics["class_names"] == CLASS_NAMES
     assert set(metrics["confidence_intervals"]) == {"auc", "sensitivity", "specificity"}
     assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
-    rows = _read_csv(report / "predictions.csv")
+    rows = read_csv(report / "predictions.csv")
     assert len(rows) == 32 and {"prob_normal", "prob_pneumonia", "prediction_name"} <= set(rows[0])
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
-        _assert_png(report / png)
+        assert_png(report / png)
     cams = sorted((report / "gradcam").glob("gradcam_*.png"))
     assert len(cams) == 2
     for c in cams:
-        _assert_png(c)
+        assert_png(c)
 
     # 3. inference on a folder of mixed formats
     images = _mixed_image_folder(tmp_path / "images")
     out = tmp_path / "infer"
-    _bundle_cli(
+    bundle_cli(
         "run", "--config_file", str(INFERENCE.relative_to(REPO_ROOT)), "--input_dir", str(tmp_path / "images"),
         "--ckpt_path", str(model_pt), "--output_dir", str(out), "--image_size", "32", "--device", "cpu",
     )  # fmt: skip
-    preds = _read_csv(out / "predictions.csv")
+    preds = read_csv(out / "predictions.csv")
     assert sorted(r["file_name"] for r in preds) == images
     for r in preds:
         p0, p1 = float(r["prob_normal"]), float(r["prob_pneumonia"])
@@ -361,7 +316,7 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     assert "head.1.weight" in state
     metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
     assert metrics["n_samples"] == 16  # the final report covers the whole val split, not one rank's shard
-    assert len(_read_csv(run / "eval" / "val" / "predictions.csv")) == 16
+    assert len(read_csv(run / "eval" / "val" / "predictions.csv")) == 16
     # rank 0 only: training stats, LR + sample images, validation
     assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 3
 

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 import re
@@ -25,7 +24,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, requires_shared_data
+from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, read_csv, requires_shared_data
 
 __all__: list[str] = []
 
@@ -38,11 +37,6 @@ CT_COUNTS = {"train": {0: 186, 1: 114}, "val": {0: 76, 1: 22}}
 N_DICOM = 8
 PNG_NAME = re.compile(r"^pneumoniamnist_(train|val)_(\d{5})\.png$")
 NII_NAME = re.compile(r"^adrenal_(train|val)_(\d{4})\.nii\.gz$")
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        return list(csv.DictReader(f))
 
 
 def _png(path: Path) -> np.ndarray:
@@ -80,12 +74,12 @@ def _tree_hashes(root: Path) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def xray_rows() -> list[dict[str, str]]:
-    return _read_csv(XRAY_DATA / "datalist.csv")
+    return read_csv(XRAY_DATA / "datalist.csv")
 
 
 @pytest.fixture(scope="module")
 def ct_rows() -> list[dict[str, str]]:
-    return _read_csv(CT_DATA / "labels.csv")
+    return read_csv(CT_DATA / "labels.csv")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -127,7 +121,7 @@ def test_xray_datalist_matches_files(xray_rows):
 def test_xray_dicom_samples_match_pngs():
     files = sorted((XRAY_DATA / "dicom_samples").glob("*.dcm"))
     assert len(files) == N_DICOM
-    labels = {r["image"]: int(r["label"]) for r in _read_csv(XRAY_DATA / "dicom_samples" / "labels.csv")}
+    labels = {r["image"]: int(r["label"]) for r in read_csv(XRAY_DATA / "dicom_samples" / "labels.csv")}
     assert set(labels) == {p.name for p in files}
     assert sorted(labels.values()) == [0] * (N_DICOM // 2) + [1] * (N_DICOM // 2)
     uids = set()
