@@ -493,15 +493,7 @@ class _Runner:
 def _volume_case(b: _Bundle, path: Path, run: _Runner, batch_size: int) -> tuple[np.ndarray, int]:
     _check_stored_shape(path, "volume")
     assert b.volume_preprocessing is not None and b.slicing is not None and b.aggregate is not None
-    try:
-        data = b.volume_preprocessing({"image": str(path)})
-    except Exception as e:
-        empty = _raw_is_empty(path)
-        if empty:
-            raise _CaseError("empty", empty) from e
-        raise _CaseError("read", f"the bundle's volume_preprocessing failed: {type(e).__name__}: {e}") from e
-    if not isinstance(data, dict) or "image" not in data:
-        raise _CaseError("read", f"volume_preprocessing must return a dict with 'image', got {type(data).__name__}")
+    data = _preprocess(b.volume_preprocessing, "volume_preprocessing", path)
     _check_content(data["image"], 4, "volume")
     probs: list[torch.Tensor] = []
     batch: list[torch.Tensor] = []
@@ -552,16 +544,22 @@ def _image_case(b: _Bundle, path: Path) -> torch.Tensor:
 
 def _image_content(b: _Bundle, path: Path) -> torch.Tensor:
     assert b.preprocessing is not None
+    data = _preprocess(b.preprocessing, "preprocessing", path)
+    return _check_content(data["image"], 3, "image")
+
+
+def _preprocess(transform: Callable, name: str, path: Path) -> dict:
+    """Run the bundle's ``name`` transform on ``{"image": path}``; an empty file or a failure is a case error."""
     try:
-        data = b.preprocessing({"image": str(path)})
+        data = transform({"image": str(path)})
     except Exception as e:
         empty = _raw_is_empty(path)
         if empty:
             raise _CaseError("empty", empty) from e
-        raise _CaseError("read", f"the bundle's preprocessing failed: {type(e).__name__}: {e}") from e
+        raise _CaseError("read", f"the bundle's {name} failed: {type(e).__name__}: {e}") from e
     if not isinstance(data, dict) or "image" not in data:
-        raise _CaseError("read", f"preprocessing must return a dict with 'image', got {type(data).__name__}")
-    return _check_content(data["image"], 3, "image")
+        raise _CaseError("read", f"{name} must return a dict with 'image', got {type(data).__name__}")
+    return data
 
 
 # ------------------------------------------------------------------------------------------------------ writing
