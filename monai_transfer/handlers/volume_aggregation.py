@@ -191,7 +191,28 @@ class VolumeAggregator(Metric):
         return float(value)
 
 
-class VolumeReportWriter(ClassificationReportWriter):
+class _VolumePooling:
+    """Shared constructor of the per-volume writers: ``method``/``k`` of the pooling, volume ids from the engine.
+
+    Listed before the writer class in the bases so that ``super().__init__`` reaches the writer.
+    """
+
+    def __init__(
+        self,
+        output_dir: str | os.PathLike,
+        method: str = "mean",
+        k: int = 3,
+        id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
+        **kwargs: Any,
+    ) -> None:
+        _check_method(method, k)
+        super().__init__(output_dir, id_transform=id_transform, **kwargs)
+        self.method = method
+        self.k = int(k)
+        self.last_volumes: dict[str, Any] | None = None
+
+
+class VolumeReportWriter(_VolumePooling, ClassificationReportWriter):
     """:class:`~monai_transfer.handlers.report_writer.ClassificationReportWriter` with one row per VOLUME.
 
     Slices are collected as by the parent; at ``EPOCH_COMPLETED`` they are grouped by volume id and pooled
@@ -209,20 +230,6 @@ class VolumeReportWriter(ClassificationReportWriter):
     Attributes:
         last_volumes: the ``aggregate_by_volume`` dict of the last written epoch.
     """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        method: str = "mean",
-        k: int = 3,
-        id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
-        **kwargs: Any,
-    ) -> None:
-        _check_method(method, k)
-        super().__init__(output_dir, id_transform=id_transform, **kwargs)
-        self.method = method
-        self.k = int(k)
-        self.last_volumes: dict[str, Any] | None = None
 
     def __call__(self, engine: Engine) -> None:
         """Pool the epoch's slices per volume, then write the report (see the parent class)."""
@@ -253,7 +260,7 @@ class VolumeReportWriter(ClassificationReportWriter):
         logger.info("volume report: %d volumes from %d slices (%s)", len(res["ids"]), n_slices, self.method)
 
 
-class VolumePredictionWriter(ClassificationPredictionWriter):
+class VolumePredictionWriter(_VolumePooling, ClassificationPredictionWriter):
     """:class:`~monai_transfer.handlers.prediction_writer.ClassificationPredictionWriter` with one row per VOLUME.
 
     The slice probabilities of each volume (grouped by ``source_id``, the volume file path for ``ExtractSlicesd``
@@ -270,20 +277,6 @@ class VolumePredictionWriter(ClassificationPredictionWriter):
     Attributes:
         last_volumes: the ``aggregate_by_volume`` dict of the last written epoch.
     """
-
-    def __init__(
-        self,
-        output_dir: str | os.PathLike,
-        method: str = "mean",
-        k: int = 3,
-        id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
-        **kwargs: Any,
-    ) -> None:
-        _check_method(method, k)
-        super().__init__(output_dir, id_transform=id_transform, **kwargs)
-        self.method = method
-        self.k = int(k)
-        self.last_volumes: dict[str, Any] | None = None
 
     def __call__(self, engine: Engine) -> None:
         """Pool the epoch's slices per volume, then write the CSV (see the parent class)."""
