@@ -25,6 +25,8 @@ if ! "$VPY" -c "import monailabel, monailabel.app, sys; sys.exit(monailabel.__ve
     >/dev/null 2>&1; then
     # sam2 (a MONAI Label dependency) ships only an sdist whose isolated build would download a second torch:
     # build it against the base torch instead, without its optional CUDA extension.
+    # The venv's own setuptools (from ensurepip) may predate the built-in bdist_wheel: bring a current one first.
+    "$VPY" -m pip install -c "$REPO/constraints.txt" "setuptools>=70.1" wheel
     SAM2_BUILD_CUDA=0 "$VPY" -m pip install -c "$REPO/constraints.txt" --no-build-isolation "sam2>=0.4.1"
     "$VPY" -m pip install -c "$REPO/constraints.txt" "monailabel==$MONAILABEL_VERSION" "$PYDICOM_SPEC"
 fi
