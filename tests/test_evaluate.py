@@ -609,3 +609,44 @@ def test_disk_full_while_writing_reports_exit_1_naming_file(vol_bundle, tmp_path
     errors = " ".join(r.message for r in caplog.records if r.levelno >= logging.ERROR)
     assert str(out / "predictions.csv") in errors and "No space left on device" in errors, errors
     assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_2d_bundle_non_finite_probabilities_and_dangling_link(vol_bundle, tmp_path):
+    """The 2D path (images batched through ``flush``): NaN probabilities and a broken link are named failures."""
+    from PIL import Image
+
+    config = _tiny_volume_config()
+    for key in ("volume_preprocessing", "slicing", "aggregation", "aggregation_k"):
+        config.pop(key)
+    config["preprocessing"] = {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "monai_transfer.transforms.LoadMedicalImaged", "keys": "image", "expected_ndim": 2},
+            {"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0},
+            {"_target_": "monai_transfer.transforms.ResizeKeepAspectd", "keys": "image", "spatial_size": 32},
+            {"_target_": "RepeatChanneld", "keys": "image", "repeats": 3},
+        ],
+    }
+    bundle = tmp_path / "bundle2d"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    _save_random_weights(bundle)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(images / f"img_{i}.png")
+    (images / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    args = ["--bundle", str(bundle), "--images", str(images)] + FAST
+    out = tmp_path / "out"
+    assert main(args + ["--output", str(out)]) == EXIT_FAILURES  # finite weights: only the link fails
+    assert [(f["case"], f["stage"]) for f in read_csv(out / "failures.csv")] == [("gone.png", "read")]
+    assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["img_0", "img_1", "img_2"]
+
+    ckpt, _ = _modified_checkpoint(bundle, tmp_path / "overflow.pt", lambda t: t.fill_(3e38))
+    out = tmp_path / "out_overflow"
+    assert main(args + ["--ckpt", str(ckpt), "--output", str(out)]) == EXIT_FAILURES
+    failures = {f["case"]: f for f in read_csv(out / "failures.csv")}
+    assert set(failures) == {"gone.png", "img_0.png", "img_1.png", "img_2.png"}
+    assert all("non-finite" in failures[f"img_{i}.png"]["reason"] for i in range(3))
+    assert read_csv(out / "predictions.csv") == []
