@@ -352,8 +352,7 @@ def _read_bundle_json(path: Path) -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise EvaluationUsageError(
-            f"bundle config {_display(str(path))} is not valid JSON: {e.msg} at line {e.lineno} column {e.colno} "
-            f"(char {e.pos}; a truncated or hand-edited file?)"
+            f"bundle config {_display(str(path))} is not valid JSON: {e} (a truncated or hand-edited file?)"
         ) from e
     except (OSError, UnicodeDecodeError) as e:
         raise EvaluationUsageError(f"bundle config {_display(str(path))}: cannot read the file ({e})") from e

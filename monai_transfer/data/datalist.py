@@ -327,7 +327,8 @@ def _read_csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         cols = list(reader.fieldnames or [])
         rows = [dict(r) for r in reader]
     except csv.Error as e:
-        raise DatalistError(f"'{path}' line {reader.line_num}: not a valid CSV row ({e}).") from e
+        line = reader.reader.line_num  # DictReader's own line_num is only updated after a good row
+        raise DatalistError(f"'{path}' line {line}: not a valid CSV row ({e}).") from e
     return rows, cols
 
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -201,6 +202,14 @@ def test_csv_nul_byte_in_path_names_file_and_line(tmp_path):
     p.write_bytes(b"image,label\na.png,0\nb\x00.png,1\n")
     with pytest.raises(DatalistError, match=r"nul.csv' line 3: image path 'b\\x00.png' contains a NUL byte"):
         datalist_from_csv(p)
+    # a row the csv module refuses (a field over its size limit) names the file and line too
+    p.write_bytes(b"image,label\na.png,0\n" + b"x" * 200 + b",1\n")
+    limit = csv.field_size_limit(100)
+    try:
+        with pytest.raises(DatalistError, match=r"nul.csv' line 3: not a valid CSV row \(field larger"):
+            datalist_from_csv(p)
+    finally:
+        csv.field_size_limit(limit)
 
 
 def test_equal_numeric_labels_are_one_class(tmp_path):
