@@ -12,8 +12,8 @@
 
 Every problem is an error that names the file and the row/line (missing file, unknown label, duplicate path, a path
 that escapes the data root or holds a NUL byte, a CSV that is not UTF-8, a class folder with no image, a single class,
-a file that is not an image). Nothing is
-dropped silently; :func:`validate_datalist` can instead collect unreadable images into a report (logged at WARNING).
+a file that is not an image). Nothing is dropped silently; :func:`validate_datalist` can instead collect unreadable
+images into a report (logged at WARNING).
 """
 
 from __future__ import annotations
