@@ -28,8 +28,12 @@ volume into slices (resize, normalisation, ...) are applied batch by batch, so p
 its raw slices and one batch, whatever the number of cases.
 
 Bad cases are reported by name (``failures.csv``, ``failures.json`` and the log); the run completes for the good
-ones. Exit codes: 0 (every case evaluated, or failures with ``--tolerate-failures``), 1 (usage error: missing
-bundle, checkpoint or images, bad argument), 2 (at least one case failed, or none could be evaluated).
+ones. Exit codes: 0 (every case evaluated, or failures with ``--tolerate-failures``), 1 (usage or environment
+error: missing bundle, checkpoint or images, bad argument, an invalid ``inference.json``/``metadata.json`` or
+``threshold.json``, a checkpoint with NaN/inf weights, or a report file that cannot be written, e.g. a full disk),
+2 (at least one case failed, or none could be evaluated). A case fails (exit 2) when it cannot be read (also a
+dangling symbolic link), has no or a bad label, or the network gives it non-finite (NaN) probabilities; such a case
+is never reported as a prediction. File names that are not valid UTF-8 are written with ``\\xNN`` escapes.
 
 Example::
 
@@ -40,7 +44,9 @@ Example::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import errno
 import io
 import json
 import logging
@@ -185,6 +191,9 @@ def _strip_ext(name: str) -> str:
 def list_cases(images_dir: str | os.PathLike, extensions: Sequence[str] = VOLUME_EXTENSIONS) -> list[Path]:
     """Every file under ``images_dir`` (recursively, hidden files and folders skipped) ending in ``extensions``.
 
+    Broken symbolic links with such a name (dangling, or a link loop) are listed too, so that the evaluation
+    reports them as failed cases instead of dropping them.
+
     Returns:
         the files, sorted by their path relative to ``images_dir``.
     """
@@ -193,11 +202,45 @@ def list_cases(images_dir: str | os.PathLike, extensions: Sequence[str] = VOLUME
     found = []
     for p in root.rglob("*"):
         rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if not p.is_file() and not (p.is_symlink() and not p.exists()):
             continue
         if p.name.lower().endswith(exts):
             found.append(p)
     return sorted(found, key=lambda q: q.relative_to(root).as_posix())
+
+
+def _display(text: str) -> str:
+    """``text`` with the undecodable bytes of a non-UTF-8 file name (surrogate escapes) written as ``\\xNN``."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeError:  # a lone surrogate that is not a surrogate escape
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _resolved(path: Path) -> Path:
+    """``path.resolve()``, or the absolute path where it cannot be resolved (a symbolic link loop)."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):
+        return path.absolute()
+
+
+def _broken_link(path: Path) -> str | None:
+    """Why ``path`` cannot be opened when it is a broken symbolic link (dangling, or a loop); None otherwise."""
+    if path.exists() or not path.is_symlink():
+        return None
+    target = Path(os.readlink(path))
+    target = target if target.is_absolute() else path.parent / target
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a loop as RuntimeError
+        return f"symbolic link loop: {_display(str(path))} -> {_display(str(target))}"
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"symbolic link loop: {_display(str(path))} -> {_display(str(target))}"
+    return f"dangling symbolic link to {_display(str(target))} (the target does not exist)"
 
 
 def _parse_label(text: str, class_names: Sequence[str]) -> int:
@@ -237,7 +280,7 @@ def read_labels_csv(
         EvaluationUsageError: the CSV cannot be read or lacks the ``image``/``label`` columns.
     """
     path = Path(path)
-    root = Path(images_dir).resolve()
+    root = _resolved(Path(images_dir))
     try:
         text = path.read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as e:
@@ -246,7 +289,7 @@ def read_labels_csv(
     fields = [f.strip() for f in (reader.fieldnames or [])]
     if "image" not in fields or "label" not in fields:
         raise EvaluationUsageError(f"--labels {path}: needs the columns 'image' and 'label', found {fields}")
-    by_path = {c.resolve(): c for c in cases}
+    by_path = {_resolved(c): c for c in cases}
     by_name: dict[str, list[Path]] = {}
     for c in cases:
         by_name.setdefault(c.name, []).append(c)
@@ -259,7 +302,7 @@ def read_labels_csv(
             failures.append(CaseFailure(f"{path.name}:{line}", "", "labels", "row with an empty 'image' cell"))
             continue
         p = Path(entry)
-        target = by_path.get((p if p.is_absolute() else root / p).resolve())
+        target = by_path.get(_resolved(p if p.is_absolute() else root / p))
         if target is None and len(by_name.get(p.name, [])) == 1:
             target = by_name[p.name][0]
         if target is None:
@@ -272,7 +315,7 @@ def read_labels_csv(
         rows.setdefault(target, []).append((line, row.get("label", "")))
     labels: dict[Path, int] = {}
     for case in cases:
-        name = case.relative_to(images_dir).as_posix()
+        name = _display(case.relative_to(images_dir).as_posix())
         entries = rows.get(case)
         if not entries:
             failures.append(CaseFailure(name, str(case), "labels", "label missing: no row for this file in the CSV"))
@@ -303,6 +346,18 @@ class _Bundle:
     aggregation_desc: str = ""
 
 
+def _read_bundle_json(path: Path) -> Any:
+    """The content of a bundle config file; raises a usage error naming the file (and the position of a JSON error)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvaluationUsageError(
+            f"bundle config {_display(str(path))} is not valid JSON: {e} (a truncated or hand-edited file?)"
+        ) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaluationUsageError(f"bundle config {_display(str(path))}: cannot read the file ({e})") from e
+
+
 def _load_bundle(bundle: str | os.PathLike) -> _Bundle:
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
@@ -313,13 +368,14 @@ def _load_bundle(bundle: str | os.PathLike) -> _Bundle:
         raise EvaluationUsageError(f"--bundle {root}: no such folder")
     if not config.is_file():
         raise EvaluationUsageError(f"--bundle {root}: no configs/inference.json in this folder")
+    _read_bundle_json(config)  # a truncated/invalid file: a message with the position, not MONAI's traceback
     parser = ConfigParser()
     parser.read_config(str(config))
     meta_file = root / "configs" / "metadata.json"
     meta: dict[str, Any] = {}
     if meta_file.is_file():
+        meta = _read_bundle_json(meta_file)
         parser.read_meta(str(meta_file))
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
     parser["bundle_root"] = str(root.resolve())
     if "imports" in parser:
         parser.get_parsed_content("imports")
@@ -372,6 +428,17 @@ def _load_network(b: _Bundle, ckpt: Path, device: torch.device) -> torch.nn.Modu
         net.load_state_dict(sd, strict=True)
     except (OSError, RuntimeError) as e:
         raise EvaluationUsageError(f"checkpoint {ckpt} does not fit the bundle's network_def: {e}") from e
+    bad = []
+    for key, value in sd.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            n_nan = int(torch.isnan(value).sum())
+            bad.append(f"{key} ({n_nan} NaN, {int((~torch.isfinite(value)).sum()) - n_nan} inf)")
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise EvaluationUsageError(
+            f"checkpoint {ckpt} holds non-finite weights in {len(bad)} tensor(s): {shown}; training diverged, "
+            "evaluate an earlier checkpoint"
+        )
     return net.to(device).eval()
 
 
@@ -514,10 +581,22 @@ def _volume_case(b: _Bundle, path: Path, run: _Runner, batch_size: int) -> tuple
     if not probs:
         raise _CaseError("empty", "the bundle's slicing produced no slice for this volume")
     slice_probs = torch.cat(probs)
+    n_bad = int((~torch.isfinite(slice_probs).all(1)).sum())
+    if n_bad:
+        raise _CaseError("inference", _non_finite_reason(f"{n_bad} of {len(slice_probs)} slice(s)"))
     vol = torch.as_tensor(b.aggregate(slice_probs), dtype=torch.float64).reshape(-1)
     if vol.numel() != run.num_classes:
         raise EvaluationUsageError(f"aggregation returned {vol.numel()} values; expected {run.num_classes}")
+    if not bool(torch.isfinite(vol).all()):
+        raise _CaseError("inference", _non_finite_reason(f"the aggregated volume ({b.aggregation_desc})"))
     return vol.numpy(), int(slice_probs.shape[0])
+
+
+def _non_finite_reason(what: str) -> str:
+    return (
+        f"non-finite (NaN/inf) probabilities for {what}: the network's outputs overflow (diverged or corrupted "
+        "weights?); the case is not reported as a prediction"
+    )
 
 
 def _slice_image(item: Any) -> torch.Tensor:
@@ -586,8 +665,8 @@ def _threshold(arg: str | None, ckpt: Path) -> tuple[float, Any, str]:
         src = str(stored)
     try:
         t = load_threshold(src)
-    except (OSError, ValueError) as e:
-        raise EvaluationUsageError(f"threshold file {src}: {e}") from e
+    except (OSError, ValueError) as e:  # load_threshold's messages name the file (and the refused value)
+        raise EvaluationUsageError(str(e) if src in str(e) else f"threshold file {src}: {e}") from e
     if isinstance(t, list):
         if len(t) != 1:
             raise EvaluationUsageError(f"threshold file {src} holds {len(t)} values; one is needed for 2 classes")
@@ -607,7 +686,7 @@ def _write_predictions(
         pred = int(p.probs[1] >= threshold) if threshold is not None else int(np.argmax(p.probs))
         lab = "" if p.label is None else p.label
         row = [p.case_id, lab, "" if p.label is None else names[p.label], *[f"{v:.6f}" for v in p.probs]]
-        row += [pred, names[pred], "" if p.label is None else int(pred == p.label), p.path]
+        row += [pred, names[pred], "" if p.label is None else int(pred == p.label), _display(p.path)]
         row += ["" if threshold is None else f"{threshold:.6f}"] + ([p.n_slices] if volume else [])
         w.writerow(row)
     return atomic_write_text(path, buf.getvalue())
@@ -617,14 +696,27 @@ def _write_failures(out: Path, failures: Sequence[CaseFailure]) -> dict[str, Pat
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["case", "path", "stage", "reason"])
-    for f in failures:
-        w.writerow([f.case, f.path, f.stage, f.reason])
-    return {
-        "failures_csv": atomic_write_text(out / "failures.csv", buf.getvalue()),
-        "failures_json": atomic_write_json(
-            out / "failures.json", {"n_failed": len(failures), "failures": [asdict(f) for f in failures]}
-        ),
-    }
+    rows = [{k: _display(str(v)) for k, v in asdict(f).items()} for f in failures]
+    for r in rows:
+        w.writerow([r["case"], r["path"], r["stage"], r["reason"]])
+    files = {}
+    with _writing(out / "failures.csv"):
+        files["failures_csv"] = atomic_write_text(out / "failures.csv", buf.getvalue())
+    with _writing(out / "failures.json"):
+        files["failures_json"] = atomic_write_json(out / "failures.json", {"n_failed": len(failures), "failures": rows})
+    return files
+
+
+@contextlib.contextmanager
+def _writing(path: Path) -> Iterator[None]:
+    """Turn an ``OSError`` while writing ``path`` (full disk, lost permission) into a usage error naming the file."""
+    try:
+        yield
+    except OSError as e:
+        raise EvaluationUsageError(
+            f"cannot write the report file {_display(str(path))}: {e}; free some space or choose another --output "
+            "(earlier report files there are kept unchanged)"
+        ) from e
 
 
 def _peak_rss_mb() -> float | None:
@@ -721,7 +813,7 @@ def evaluate_bundle(
         logger.error(f"case {f.case!r} failed ({f.stage}): {f.reason}")
 
     def name_of(p: Path) -> str:
-        return p.relative_to(images_dir).as_posix()
+        return _display(p.relative_to(images_dir).as_posix())
 
     def fail(p: Path, stage: str, reason: str) -> None:
         result.failures.append(CaseFailure(name_of(p), str(p), stage, reason))
@@ -749,6 +841,9 @@ def evaluate_bundle(
                     continue
             else:
                 row = probs[i]
+            if not bool(torch.isfinite(row).all()):
+                fail(p, "inference", _non_finite_reason("this image"))
+                continue
             result.predictions.append(
                 CasePrediction(_strip_ext(name_of(p)), str(p), row.double().numpy(), label_map.get(p))
             )
@@ -758,6 +853,10 @@ def evaluate_bundle(
     iterator = tqdm(cases, desc="cases", unit="case", disable=None if show is None else not show) if has_tqdm else cases
     for path in iterator:
         if path in failed:
+            continue
+        broken = _broken_link(path)
+        if broken:
+            fail(path, "read", broken)
             continue
         try:
             if b.kind == "volume":
@@ -777,12 +876,12 @@ def evaluate_bundle(
     thr_used = thr_value if binary else None
     names = b.class_names
     meta = {
-        "bundle": str(b.root),
+        "bundle": _display(str(b.root)),
         "bundle_version": b.version,
-        "checkpoint": str(ckpt_path),
+        "checkpoint": _display(str(ckpt_path)),
         "checkpoint_sha256": sha256_file(ckpt_path),
-        "images": str(images_dir),
-        "labels": None if labels is None else str(labels),
+        "images": _display(str(images_dir)),
+        "labels": None if labels is None else _display(str(labels)),
         "kind": b.kind,
         "aggregation": b.aggregation_desc or None,
         "n_failed": len(result.failures),
@@ -791,24 +890,26 @@ def evaluate_bundle(
     if labels is not None and labelled:
         from monai_transfer.reports.writer import write_classification_report
 
-        written = write_classification_report(
-            out,
-            y_true=np.asarray([p.label for p in labelled], dtype=np.int64),
-            y_prob=np.stack([p.probs for p in labelled]),
-            ids=[p.case_id for p in labelled],
-            class_names=names,
-            threshold=thr_report if binary else None,
-            mode="binary" if binary else "multiclass",
-            meta=meta,
-            n_bootstrap=n_bootstrap,
-        )
+        with _writing(out / "metrics.json"):  # and the plots and the report's predictions.csv
+            written = write_classification_report(
+                out,
+                y_true=np.asarray([p.label for p in labelled], dtype=np.int64),
+                y_prob=np.stack([p.probs for p in labelled]),
+                ids=[p.case_id for p in labelled],
+                class_names=names,
+                threshold=thr_report if binary else None,
+                mode="binary" if binary else "multiclass",
+                meta=meta,
+                n_bootstrap=n_bootstrap,
+            )
         result.files.update(written)
     elif labels is not None:
         logger.warning("no labelled case could be evaluated: metrics.json and the plots are not written")
     # our predictions.csv replaces the report's: same columns first, plus image/threshold/n_slices, every case
-    result.files["predictions"] = _write_predictions(
-        out / "predictions.csv", result.predictions, names, thr_used, b.kind == "volume"
-    )
+    with _writing(out / "predictions.csv"):
+        result.files["predictions"] = _write_predictions(
+            out / "predictions.csv", result.predictions, names, thr_used, b.kind == "volume"
+        )
     result.files.update(_write_failures(out, result.failures))
 
     if not result.predictions:
@@ -829,7 +930,7 @@ def evaluate_bundle(
             logger.error(f"{len(result.failures)} case(s) failed: {names_failed}; see {out / 'failures.csv'}")
     summary = {
         **meta,
-        "output": str(out),
+        "output": _display(str(out)),
         "device": str(dev),
         "class_names": names,
         "threshold": {"value": thr_used, "source": thr_source if binary else "arg-max (no threshold)"},
@@ -840,7 +941,8 @@ def evaluate_bundle(
         "exit_code": result.exit_code,
         "peak_rss_mb": _peak_rss_mb(),
     }
-    result.files["summary"] = atomic_write_json(out / "summary.json", summary)
+    with _writing(out / "summary.json"):
+        result.files["summary"] = atomic_write_json(out / "summary.json", summary)
     logger.info(
         f"evaluated {len(result.predictions)} of {len(cases)} case(s), {len(result.failures)} failure(s); "
         f"outputs in {out}"
@@ -853,7 +955,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m monai_transfer.evaluate",
         description="Evaluate a monai-transfer bundle on a folder of NIfTI (or, for 2D bundles, DICOM/PNG) test cases.",
-        epilog="exit codes: 0 ok; 1 usage error; 2 some case failed (see failures.csv) unless --tolerate-failures",
+        epilog="exit codes: 0 ok; 1 usage or environment error (bad bundle/checkpoint/threshold, report not "
+        "writable, e.g. disk full); 2 some case failed (see failures.csv) unless --tolerate-failures",
     )
     p.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/ct_slices")
     p.add_argument("--images", required=True, help="folder of test cases (searched recursively)")
@@ -889,7 +992,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out = Path(args.output)
         try:
             out.mkdir(parents=True, exist_ok=True)
-            handlers.append(logging.FileHandler(out / "evaluate.log", mode="w", encoding="utf-8"))
+            log = out / "evaluate.log"  # non-UTF-8 file names in messages: escaped, not a logging error
+            handlers.append(logging.FileHandler(log, mode="w", encoding="utf-8", errors="backslashreplace"))
         except OSError as e:
             logger.error(f"--output {out}: cannot create the folder or its log ({e})")
         for h in handlers:

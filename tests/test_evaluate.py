@@ -16,6 +16,8 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -450,3 +452,201 @@ def test_module_runs_as_script(tmp_path):
     )
     assert proc.returncode == EXIT_USAGE
     assert "no configs/inference.json" in proc.stderr
+
+
+# ------------------------------------------------------------------------------ reliability round 2 (issue 19)
+def _noise_volumes(dest: Path, n: int, seed: int = 0, prefix: str = "noise") -> list[Path]:
+    """``n`` random 16^3 uint8 volumes (not constant, so they pass the empty-image check)."""
+    rng = np.random.default_rng(seed)
+    return [
+        _write_volume(dest / f"{prefix}_{i}.nii.gz", rng.integers(0, 255, (16, 16, 16), dtype=np.uint8))
+        for i in range(n)
+    ]
+
+
+def _modified_checkpoint(vol_bundle: Path, dest: Path, edit) -> tuple[Path, str]:
+    """A copy of the tiny bundle's weights with ``edit(tensor)`` applied in place to the last 2D weight (the head)."""
+    from monai_transfer.utils.io import atomic_torch_save, load_state_dict_file
+
+    sd = load_state_dict_file(vol_bundle / "models" / "model.pt")
+    key = [k for k, v in sd.items() if k.endswith("weight") and v.ndim == 2][-1]
+    edit(sd[key])
+    return atomic_torch_save(sd, dest), key
+
+
+def test_nan_checkpoint_refused_naming_file_and_tensor(vol_bundle, tmp_path, caplog):
+    """Diverged weights (NaN in the head) gave exit 0 and all-negative predictions; now exit 1 naming both."""
+    _noise_volumes(tmp_path / "images", 2)
+    ckpt, key = _modified_checkpoint(vol_bundle, tmp_path / "diverged.pt", lambda t: t.view(-1)[:3].fill_(float("nan")))
+    labels = _write_labels(tmp_path / "labels.csv", [("noise_0.nii.gz", "0"), ("noise_1.nii.gz", "1")])
+    base = ["--bundle", str(vol_bundle), "--images", str(tmp_path / "images"), "--ckpt", str(ckpt)] + FAST
+    for extra in ([], ["--labels", str(labels)]):
+        caplog.clear()
+        out = tmp_path / f"out{len(extra)}"
+        with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+            code = main(base + extra + ["--output", str(out)])
+        assert code == EXIT_USAGE
+        errors = " ".join(r.message for r in caplog.records if r.levelno >= logging.ERROR)
+        assert str(ckpt) in errors and key in errors and "3 NaN" in errors, errors
+        assert not (out / "predictions.csv").exists()  # no all-negative predictions written
+
+
+def test_non_finite_probabilities_are_failures(vol_bundle, tmp_path, caplog):
+    """Finite but overflowing weights (3e38) give inf logits and NaN probabilities: each case is a named failure."""
+    _noise_volumes(tmp_path / "images", 2)
+    ckpt, _ = _modified_checkpoint(vol_bundle, tmp_path / "overflow.pt", lambda t: t.fill_(3e38))
+    labels = _write_labels(tmp_path / "labels.csv", [("noise_0.nii.gz", "0"), ("noise_1.nii.gz", "1")])
+    out = tmp_path / "out"
+    args = ["--bundle", str(vol_bundle), "--images", str(tmp_path / "images"), "--ckpt", str(ckpt)]
+    with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+        code = main(args + ["--labels", str(labels), "--output", str(out)] + FAST)
+    assert code == EXIT_FAILURES
+    failures = read_csv(out / "failures.csv")
+    assert [f["case"] for f in failures] == ["noise_0.nii.gz", "noise_1.nii.gz"]
+    assert all(f["stage"] == "inference" and "non-finite" in f["reason"] for f in failures), failures
+    assert read_csv(out / "predictions.csv") == []  # no case is reported as a (wrong) negative
+    assert not (out / "metrics.json").exists()
+    assert "noise_1.nii.gz" in caplog.text
+
+
+def test_threshold_json_out_of_range_or_nan_refused(vol_bundle, tmp_path, caplog):
+    _noise_volumes(tmp_path / "images", 1)
+    for i, (text, shown) in enumerate((('{"threshold": 7.0}', "7.0"), ('{"threshold": NaN}', "nan"))):
+        caplog.clear()
+        bundle = tmp_path / f"bundle_{i}"
+        shutil.copytree(vol_bundle, bundle)
+        (bundle / "models" / "threshold.json").write_text(text)
+        with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+            code = main(
+                ["--bundle", str(bundle), "--images", str(tmp_path / "images"), "--output", str(tmp_path / "o")]
+            )
+        assert code == EXIT_USAGE
+        errors = " ".join(r.message for r in caplog.records if r.levelno >= logging.ERROR)
+        # the file, then the value and the rule
+        assert re.search(re.escape(str(bundle / "models" / "threshold.json")) + rf".*\b{shown}\b.*\[0, 1\]", errors), (
+            errors
+        )
+
+
+def test_dangling_symlink_is_a_named_failure(vol_bundle, tmp_path):
+    images = tmp_path / "images"
+    _noise_volumes(images, 2)
+    (images / "ghost.nii.gz").symlink_to(tmp_path / "moved_away.nii.gz")
+    (images / "loop.nii.gz").symlink_to(images / "loop.nii.gz")
+    rows = [("noise_0.nii.gz", "0"), ("noise_1.nii.gz", "1"), ("ghost.nii.gz", "1"), ("loop.nii.gz", "0")]
+    labels = _write_labels(tmp_path / "labels.csv", rows)
+    for extra in ([], ["--labels", str(labels)]):
+        out = tmp_path / f"out{len(extra)}"
+        code = main(["--bundle", str(vol_bundle), "--images", str(images), "--output", str(out)] + extra + FAST)
+        assert code == EXIT_FAILURES
+        failures = {f["case"]: f for f in read_csv(out / "failures.csv")}
+        assert set(failures) == {"ghost.nii.gz", "loop.nii.gz"}
+        assert failures["ghost.nii.gz"]["stage"] == failures["loop.nii.gz"]["stage"] == "read"
+        assert "dangling symbolic link" in failures["ghost.nii.gz"]["reason"]
+        assert str(tmp_path / "moved_away.nii.gz") in failures["ghost.nii.gz"]["reason"]
+        assert "symbolic link loop" in failures["loop.nii.gz"]["reason"]
+        assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["noise_0", "noise_1"]
+
+
+def test_truncated_bundle_json_exit_1_naming_file_and_position(vol_bundle, tmp_path, caplog):
+    _noise_volumes(tmp_path / "images", 1)
+    for name in ("inference.json", "metadata.json"):
+        caplog.clear()
+        bundle = tmp_path / f"bundle_{name}"
+        shutil.copytree(vol_bundle, bundle)
+        config = bundle / "configs" / name
+        if name == "metadata.json":
+            config.write_text(json.dumps({"version": "0.1.0", "network_data_format": {}}))
+        text = config.read_text()
+        config.write_text(text[: len(text) // 2])
+        with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+            code = main(
+                ["--bundle", str(bundle), "--images", str(tmp_path / "images"), "--output", str(tmp_path / "o")]
+            )
+        assert code == EXIT_USAGE
+        errors = " ".join(r.message for r in caplog.records if r.levelno >= logging.ERROR)
+        assert re.search(re.escape(str(config)) + r".*not valid JSON.*line \d+ column \d+", errors), errors
+
+
+def test_non_utf8_file_names_are_written_escaped(vol_bundle, tmp_path):
+    images = tmp_path / "images"
+    _noise_volumes(images, 2)
+    odd = images / os.fsdecode(b"caso_\xff\xfe.nii.gz")  # bytes that are not UTF-8 (surrogate-escaped by Python)
+    shutil.copy(images / "noise_0.nii.gz", odd)
+    labels = _write_labels(tmp_path / "labels.csv", [("noise_0.nii.gz", "0"), ("noise_1.nii.gz", "1")])
+    out = tmp_path / "out"
+    args = ["--bundle", str(vol_bundle), "--images", str(images)] + FAST
+    assert main(args + ["--labels", str(labels), "--output", str(out)]) == EXIT_FAILURES  # no label for caso_
+    (fail,) = read_csv(out / "failures.csv")  # read_csv decodes UTF-8: the files are valid UTF-8
+    assert fail["case"] == "caso_\\xff\\xfe.nii.gz" and fail["stage"] == "labels"
+    assert json.loads((out / "failures.json").read_text(encoding="utf-8"))["failures"][0]["case"] == fail["case"]
+    assert json.loads((out / "summary.json").read_text(encoding="utf-8"))["failed_cases"] == [fail["case"]]
+    assert "caso_\\xff\\xfe" in (out / "evaluate.log").read_text(encoding="utf-8")
+
+    out2 = tmp_path / "out_unlabelled"
+    assert main(args + ["--output", str(out2)]) == EXIT_OK
+    preds = read_csv(out2 / "predictions.csv")
+    assert [r["id"] for r in preds] == ["caso_\\xff\\xfe", "noise_0", "noise_1"]  # the row is kept
+    assert preds[0]["prob_normal"] == preds[1]["prob_normal"]  # same volume, same probability
+
+
+def test_disk_full_while_writing_reports_exit_1_naming_file(vol_bundle, tmp_path, monkeypatch, caplog):
+    import errno
+
+    import monai_transfer.utils.io as io_mod
+
+    _noise_volumes(tmp_path / "images", 1)
+    out = tmp_path / "out"
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(io_mod.os, "fsync", disk_full)  # every report file "fills the disk" when it is flushed
+    with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
+        code = main(["--bundle", str(vol_bundle), "--images", str(tmp_path / "images"), "--output", str(out)] + FAST)
+    monkeypatch.undo()
+    assert code == EXIT_USAGE
+    errors = " ".join(r.message for r in caplog.records if r.levelno >= logging.ERROR)
+    assert str(out / "predictions.csv") in errors and "No space left on device" in errors, errors
+    assert not [f for f in os.listdir(out) if f.endswith(".tmp")]
+
+
+def test_2d_bundle_non_finite_probabilities_and_dangling_link(vol_bundle, tmp_path):
+    """The 2D path (images batched through ``flush``): NaN probabilities and a broken link are named failures."""
+    from PIL import Image
+
+    config = _tiny_volume_config()
+    for key in ("volume_preprocessing", "slicing", "aggregation", "aggregation_k"):
+        config.pop(key)
+    config["preprocessing"] = {
+        "_target_": "Compose",
+        "transforms": [
+            {"_target_": "monai_transfer.transforms.LoadMedicalImaged", "keys": "image", "expected_ndim": 2},
+            {"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0},
+            {"_target_": "monai_transfer.transforms.ResizeKeepAspectd", "keys": "image", "spatial_size": 32},
+            {"_target_": "RepeatChanneld", "keys": "image", "repeats": 3},
+        ],
+    }
+    bundle = tmp_path / "bundle2d"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "inference.json").write_text(json.dumps(config))
+    _save_random_weights(bundle)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (20, 24), dtype=np.uint8)).save(images / f"img_{i}.png")
+    (images / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    args = ["--bundle", str(bundle), "--images", str(images)] + FAST
+    out = tmp_path / "out"
+    assert main(args + ["--output", str(out)]) == EXIT_FAILURES  # finite weights: only the link fails
+    assert [(f["case"], f["stage"]) for f in read_csv(out / "failures.csv")] == [("gone.png", "read")]
+    assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["img_0", "img_1", "img_2"]
+
+    ckpt, _ = _modified_checkpoint(bundle, tmp_path / "overflow.pt", lambda t: t.fill_(3e38))
+    out = tmp_path / "out_overflow"
+    assert main(args + ["--ckpt", str(ckpt), "--output", str(out)]) == EXIT_FAILURES
+    failures = {f["case"]: f for f in read_csv(out / "failures.csv")}
+    assert set(failures) == {"gone.png", "img_0.png", "img_1.png", "img_2.png"}
+    assert all("non-finite" in failures[f"img_{i}.png"]["reason"] for i in range(3))
+    assert read_csv(out / "predictions.csv") == []

@@ -53,7 +53,9 @@ def bundle_datalists(
 
     Args:
         dataset_dir: folder or data list file.
-        class_names: class order (folder names or CSV label names); default sorted folder names / integer labels.
+        class_names: class order (folder names or CSV label names); default sorted folder names (the union over
+            the ``train``/``val``/``test`` folders, so label numbers agree; a split lacking a class is logged at
+            WARNING) / integer labels.
         val_fraction: validation share when the data come unsplit; default 0.2.
         seed: split seed; default 0.
         group_key: patient/volume key that must not cross splits; default ``"patient_id"``.
@@ -71,7 +73,10 @@ def bundle_datalists(
     kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
     out: dict[str, list[dict[str, Any]]]
     if root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
-        out = {s: load_datalist(root / s, **kwargs) for s in SPLIT_NAMES if (root / s).is_dir()}
+        if class_names is None:
+            out = _split_folders(root)
+        else:
+            out = {s: load_datalist(root / s, **kwargs) for s in SPLIT_NAMES if (root / s).is_dir()}
     else:
         items = load_datalist(root, **kwargs)
         if items and all(split_key in x for x in items):
@@ -97,6 +102,33 @@ def bundle_datalists(
     if max_items is not None:
         out = {s: _head(v, max_items, seed) for s, v in out.items()}
     logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
+    return out
+
+
+def _split_folders(root: Path) -> dict[str, list[dict[str, Any]]]:
+    """``root/<split>/<class>/<image>`` without given class names: one numbering over all splits.
+
+    The classes are the sorted union of the class folders of every split, so a class has the same label number in
+    train, val and test; a split that lacks a class (e.g. no ``val/b``) is logged at WARNING naming both.
+    """
+    splits = [s for s in SPLIT_NAMES if (root / s).is_dir()]
+    folders = {s: [p.name for p in (root / s).iterdir() if p.is_dir() and not p.name.startswith(".")] for s in splits}
+    union = sorted(set().union(*folders.values()))
+    out: dict[str, list[dict[str, Any]]] = {}
+    for s in splits:
+        missing = [c for c in union if c not in folders[s]]
+        if missing:
+            logger.warning(
+                "%s: the %r split has no folder for class(es) %s; label numbers follow the classes of all splits %s",
+                root,
+                s,
+                missing,
+                union,
+            )
+        items = load_datalist(root / s, class_names=[c for c in union if c in folders[s]])
+        for x in items:
+            x["label"] = union.index(x["class_name"])
+        out[s] = items
     return out
 
 

@@ -11,16 +11,20 @@
 """Data lists for classification: ``[{"image": path, "label": int, ...}]`` from folders, CSV and JSON files.
 
 Every problem is an error that names the file and the row/line (missing file, unknown label, duplicate path, a path
-that escapes the data root, a class folder with no image, a single class, a file that is not an image). Nothing is
-dropped silently; :func:`validate_datalist` can instead collect unreadable images into a report (logged at WARNING).
+that escapes the data root or holds a NUL byte, a CSV that is not UTF-8, a class folder with no image, a single class,
+a file that is not an image). Nothing is dropped silently; :func:`validate_datalist` can instead collect unreadable
+images into a report (logged at WARNING).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import io
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -141,6 +145,8 @@ def datalist_from_folder(
 def _resolve(base: Path, value: str, where: str, allow_outside: bool, check_files: bool) -> str:
     if not value:
         raise DatalistError(f"{where}: empty image path.")
+    if "\x00" in value:
+        raise DatalistError(f"{where}: image path {value!r} contains a NUL byte (a damaged or binary file?).")
     p = Path(value)
     full = (p if p.is_absolute() else base / p).resolve()
     if not allow_outside:
@@ -153,27 +159,47 @@ def _resolve(base: Path, value: str, where: str, allow_outside: bool, check_file
     return str(full)
 
 
+_INT_RE = re.compile(r"[+-]?\d+")
+_NUMBER_RE = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _label_text(v: Any) -> str:
+    """A label as text, with numbers in one canonical form: ``1``, ``"1"``, ``"1.0"``, ``"+1"`` all give ``"1"``."""
+    s = str(v).strip()
+    if isinstance(v, bool):
+        return s
+    if _INT_RE.fullmatch(s):
+        return str(int(s))
+    if _NUMBER_RE.fullmatch(s):
+        f = float(s)
+        return str(int(f)) if f.is_integer() else repr(f)
+    return s
+
+
 def _labels(raw: list[Any], class_names: Sequence[str] | None, wheres: list[str]) -> tuple[list[int], list[str] | None]:
-    """Integer labels from ints / int strings / class names; returns the labels and the class names used."""
+    """Integer labels from ints / int strings / class names; returns the labels and the class names used.
+
+    Numbers that are equal are one label (``0``/``1``/``1.0``/``0.0`` is two classes); other strings are compared
+    as they are (after stripping spaces).
+    """
     if class_names is not None:
         names = [str(c) for c in class_names]
+        canonical = [_label_text(c) for c in names]
         out = []
         for v, w in zip(raw, wheres):
-            s = str(v).strip()
+            s, t = str(v).strip(), _label_text(v)
             if s in names:
                 out.append(names.index(s))
-            elif s.lstrip("-").isdigit() and 0 <= int(s) < len(names):
-                out.append(int(s))
+            elif t in canonical:
+                out.append(canonical.index(t))
+            elif _INT_RE.fullmatch(t) and 0 <= int(t) < len(names):
+                out.append(int(t))
             else:
                 raise DatalistError(f"{w}: unknown label {v!r}; known classes: {names}.")
         return out, names
-    as_int: list[int] = []
-    for v in raw:
-        s = str(v).strip()
-        if isinstance(v, bool) or not s.lstrip("-").isdigit():
-            break
-        as_int.append(int(s))
-    if len(as_int) == len(raw):
+    texts = [_label_text(v) for v in raw]
+    if not any(isinstance(v, bool) for v in raw) and all(_INT_RE.fullmatch(t) for t in texts):
+        as_int = [int(t) for t in texts]
         for v, w in zip(as_int, wheres):
             if v < 0:
                 raise DatalistError(f"{w}: label {v} is negative.")
@@ -181,8 +207,8 @@ def _labels(raw: list[Any], class_names: Sequence[str] | None, wheres: list[str]
     for v, w in zip(raw, wheres):
         if v is None or str(v).strip() == "":
             raise DatalistError(f"{w}: empty label.")
-    names = sorted({str(v).strip() for v in raw})
-    return [names.index(str(v).strip()) for v in raw], names
+    names = sorted(set(texts))
+    return [names.index(t) for t in texts], names
 
 
 def _finish(
@@ -243,6 +269,7 @@ def datalist_from_csv(
     Relative image paths are resolved against ``root`` (default: the CSV's folder); a path that resolves outside
     it raises unless ``allow_outside_root``. Labels may be integers or class names: with ``class_names``, names
     (or indices) outside it raise; without, integer labels are kept and text labels are numbered in sorted order.
+    Numbers that are equal are one label (``1``, ``1.0``, ``+1``); other text is compared as written.
     Other columns are kept as strings. Rows are reported by their line number in the file.
 
     Args:
@@ -265,10 +292,7 @@ def datalist_from_csv(
     path = Path(path)
     if not path.is_file():
         raise DatalistError(f"CSV data list '{path}' does not exist.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        cols = reader.fieldnames or []
-        rows = [dict(r) for r in reader]
+    rows, cols = _read_csv_rows(path)
     needed = [c for c in (image_col, label_col, patient_col) if c is not None]
     absent = [c for c in needed if c not in cols]
     if absent:
@@ -280,6 +304,32 @@ def datalist_from_csv(
     wheres = [f"'{path}' line {i + 2}" for i in range(len(rows))]
     base = Path(root) if root is not None else path.parent
     return _finish(rows, wheres, base, image_col, label_col, patient_col, class_names, allow_outside_root, check_files)
+
+
+def _read_csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """The rows and columns of a UTF-8 CSV; encoding and CSV syntax errors name the file and the line."""
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise DatalistError(f"CSV data list '{path}' cannot be read ({e}).") from e
+    body = raw[len(codecs.BOM_UTF8) :] if raw.startswith(codecs.BOM_UTF8) else raw
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = body.count(b"\n", 0, e.start) + 1
+        column = e.start - (body.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatalistError(
+            f"'{path}' line {line}: not valid UTF-8 (byte 0x{body[e.start]:02x} at column {column}); save the CSV as "
+            "UTF-8 (a spreadsheet's 'CSV UTF-8' format)."
+        ) from e
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        cols = list(reader.fieldnames or [])
+        rows = [dict(r) for r in reader]
+    except csv.Error as e:
+        line = reader.reader.line_num  # DictReader's own line_num is only updated after a good row
+        raise DatalistError(f"'{path}' line {line}: not a valid CSV row ({e}).") from e
+    return rows, cols
 
 
 def datalist_from_json(

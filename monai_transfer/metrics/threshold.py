@@ -17,6 +17,7 @@ validation set, so the chosen value reproduces the validation sensitivity/specif
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,20 +114,37 @@ def save_threshold(
 def load_threshold(path: str | os.PathLike) -> float | list[float]:
     """Read a threshold written by :func:`save_threshold` (or a JSON number / ``{"threshold": ...}`` file).
 
+    Thresholds apply to probabilities, so each value must be finite and in [0, 1]; ``7.0``, ``NaN`` or ``Infinity``
+    (which Python's JSON reader accepts) are refused.
+
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not valid JSON or holds no numeric threshold; the message names the file.
+        ValueError: the file is not valid JSON (or not UTF-8), holds no numeric threshold, or a value that is not
+            finite or outside [0, 1]; the message names the file and the value.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"threshold file not found: {path}")
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"threshold file {path} is not valid JSON: {e}") from e
     value = obj.get("threshold") if isinstance(obj, dict) else obj
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, list) and value and all(isinstance(v, (int, float)) for v in value):
-        return [float(v) for v in value]
-    raise ValueError(f"threshold file {path} holds no numeric 'threshold' entry, got {value!r}")
+        values, single = [value], True
+    elif (
+        isinstance(value, list)
+        and value
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    ):
+        values, single = value, False
+    else:
+        raise ValueError(f"threshold file {path} holds no numeric 'threshold' entry, got {value!r}")
+    for i, v in enumerate(values):
+        if not (math.isfinite(v) and 0.0 <= v <= 1.0):
+            where = "" if single else f" (entry {i})"
+            raise ValueError(
+                f"threshold file {path}: threshold {float(v)!r}{where} is not a probability threshold; it must be "
+                "finite and in [0, 1]"
+            )
+    return float(values[0]) if single else [float(v) for v in values]

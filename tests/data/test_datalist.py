@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 import shutil
@@ -183,3 +184,52 @@ def test_validate_datalist_skip_reports_and_logs(tree, caplog):
     assert len(good) == 5 and [r["image"] for r in report] == [str(bad)]
     assert "unreadable" in report[0]["error"]
     assert "skipped 1 of 6" in caplog.text and str(bad) in caplog.text
+
+
+# ------------------------------------------------------------------------------ reliability round 2 (issue 19)
+def test_csv_not_utf8_names_file_and_line(tmp_path):
+    for name in ("a.png", "b.png"):
+        _img(tmp_path / name)
+    p = tmp_path / "latin1.csv"
+    p.write_bytes("image,label\na.png,normal\nb.png,anomalía\n".encode("latin-1"))  # saved by a spreadsheet
+    with pytest.raises(DatalistError, match=r"latin1.csv' line 3: not valid UTF-8 \(byte 0xed at column 13\)"):
+        datalist_from_csv(p)
+
+
+def test_csv_nul_byte_in_path_names_file_and_line(tmp_path):
+    _img(tmp_path / "a.png")
+    p = tmp_path / "nul.csv"
+    p.write_bytes(b"image,label\na.png,0\nb\x00.png,1\n")
+    with pytest.raises(DatalistError, match=r"nul.csv' line 3: image path 'b\\x00.png' contains a NUL byte"):
+        datalist_from_csv(p)
+    # a row the csv module refuses (a field over its size limit) names the file and line too
+    p.write_bytes(b"image,label\na.png,0\n" + b"x" * 200 + b",1\n")
+    limit = csv.field_size_limit(100)
+    try:
+        with pytest.raises(DatalistError, match=r"nul.csv' line 3: not a valid CSV row \(field larger"):
+            datalist_from_csv(p)
+    finally:
+        csv.field_size_limit(limit)
+
+
+def test_equal_numeric_labels_are_one_class(tmp_path):
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        _img(tmp_path / name)
+    p = _csv(tmp_path / "l.csv", ["a.png,0", "b.png,1", "c.png,1.0", "d.png,0.0"], header="image,label")
+    assert [it["label"] for it in datalist_from_csv(p)] == [0, 1, 1, 0]
+    assert [it["label"] for it in datalist_from_csv(p, class_names=["neg", "pos"])] == [0, 1, 1, 0]
+    # JSON numbers 1 and 1.0, mixed with a class name: "1" and "1.0" are still one class
+    j = tmp_path / "l.json"
+    j.write_text(json.dumps([{"image": "a.png", "label": 1}, {"image": "b.png", "label": 1.0}]))
+    assert [it["label"] for it in datalist_from_json(j)] == [1, 1]
+    mixed = _csv(tmp_path / "m.csv", ["a.png,1", "b.png,1.0", "c.png,cat", "d.png,+1"], header="image,label")
+    assert [(it["label"], it["class_name"]) for it in datalist_from_csv(mixed)] == [
+        (0, "1"),
+        (0, "1"),
+        (1, "cat"),
+        (0, "1"),
+    ]
+    # genuinely different strings stay different classes
+    text = _csv(tmp_path / "t.csv", ["a.png,Cat", "b.png,cat", "c.png,cat ", "d.png,1.5"], header="image,label")
+    assert [it["class_name"] for it in datalist_from_csv(text)] == ["Cat", "cat", "cat", "1.5"]
+    assert len({it["label"] for it in datalist_from_csv(text)}) == 3

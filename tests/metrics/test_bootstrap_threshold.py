@@ -134,3 +134,28 @@ class TestThreshold(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class TestLoadThresholdRefusesNonProbabilities(unittest.TestCase):
+    """A threshold file holding 7.0, NaN, Infinity (Python's JSON reader accepts them) or a bool is refused."""
+
+    def test_refused_naming_file_and_value(self):
+        cases = [
+            ('{"threshold": 7.0}', r"threshold 7\.0 is not a probability threshold"),
+            ('{"threshold": NaN}', r"threshold nan is not a probability threshold"),
+            ("-Infinity", r"threshold -inf is not"),
+            ('{"threshold": -0.1}', r"threshold -0\.1 is not"),
+            ('{"threshold": [0.2, 1.5]}', r"threshold 1\.5 \(entry 1\) is not"),
+            ('{"threshold": true}', r"holds no numeric 'threshold' entry"),
+        ]
+        with tempfile.TemporaryDirectory() as d:
+            for i, (text, pattern) in enumerate(cases):
+                path = Path(d) / f"threshold_{i}.json"
+                path.write_text(text)
+                with self.assertRaisesRegex(ValueError, pattern) as ctx:
+                    load_threshold(path)
+                self.assertIn(str(path), str(ctx.exception))
+            path = Path(d) / "edges.json"
+            for ok in (0.0, 1.0, [0.0, 1]):
+                path.write_text(json.dumps({"threshold": ok}))
+                self.assertEqual(load_threshold(path), ok)

@@ -16,6 +16,7 @@ cases and the tests that cover them is in docs/reliability.md.
 
 from __future__ import annotations
 
+import logging
 import struct
 import warnings
 
@@ -232,3 +233,21 @@ def test_wildly_different_sizes_through_the_xray_bundle_transforms(tmp_path):
         assert tuple(out.shape) == (3, 32, 32), (h, w, tuple(out.shape))
         assert bool(torch.isfinite(out).all())
         assert out.meta["filename_or_obj"] == str(p)
+
+
+# ------------------------------------------------------------------------------ reliability round 2 (issue 19)
+def test_split_folders_with_different_class_sets_share_label_numbers(tmp_path, caplog):
+    """train/{a,b,c} and val/{a,c}: 'c' is label 2 in both splits (sorted union), with a warning naming val and b."""
+    rng = np.random.default_rng(0)
+    for split, classes in (("train", "abc"), ("val", "ac"), ("test", "bc")):
+        for c in classes:
+            for i in range(2):
+                _png(tmp_path / split / c / f"{i}.png", rng.integers(0, 255, (8, 8)))
+    with caplog.at_level("WARNING", logger="monai_transfer.data.bundle_data"):
+        out = bundle_datalists(tmp_path)
+    numbers = {s: {x["class_name"]: x["label"] for x in v} for s, v in out.items()}
+    assert numbers == {"train": {"a": 0, "b": 1, "c": 2}, "val": {"a": 0, "c": 2}, "test": {"b": 1, "c": 2}}
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("'val'" in m and "['b']" in m for m in warned), warned
+    assert any("'test'" in m and "['a']" in m for m in warned), warned
+    assert not any("'train'" in m for m in warned), warned
