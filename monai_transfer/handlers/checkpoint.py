@@ -171,7 +171,7 @@ class HandlerStates:
             if handler._handler is None:  # not set up (early stopping switched off)
                 return None
             sd = handler._handler.state_dict()
-            return {"counter": int(sd["counter"]), "best_score": _as_number(sd["best_score"])}
+            return {k: _as_number(v) for k, v in sd.items()}  # counter, best_score, threshold_mode
         if isinstance(handler, Engine):
             return {
                 "best_metric": _as_number(getattr(handler.state, "best_metric", -1)),
@@ -205,7 +205,8 @@ class HandlerStates:
             if isinstance(handler, CheckpointSaver):
                 ckpt = handler._key_metric_checkpoint
                 folder = Path(getattr(ckpt.save_handler, "dirname", handler.save_dir))
-                missing = [f for _, f in state["_saved"] if not (folder / f).is_file()]
+                fixed = getattr(ckpt.save_handler, "filename", None)  # e.g. "model.pt" (key_metric_filename)
+                missing = [fixed or f for _, f in state["_saved"] if not (folder / (fixed or f)).is_file()]
                 if missing:
                     warnings.warn(
                         f"resume: best model file(s) {[str(folder / f) for f in missing]} recorded in the checkpoint "
