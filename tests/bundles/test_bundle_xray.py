@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -336,3 +337,63 @@ def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
     assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
     assert (tmp_path / "eval" / "val" / "metrics.json").is_file()  # the report of the best model is still written
     wf.finalize()
+
+
+def _hooks_config(path: Path, hooks: list[str]) -> str:
+    """An extra config file appending ``hooks`` (expressions) to train.json's own ``initialize`` list."""
+    init = json.loads(TRAIN.read_text())["initialize"]
+    path.write_text(json.dumps({"initialize": [*init, *hooks]}))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_sigkill_after_best_epoch_then_resume_matches_uninterrupted(tmp_path):
+    """SIGKILL in epoch 3, after the best epoch; epoch 3 is forced worse (the head is zeroed at its last iteration,
+    so its val AUC is 0.5). ``--resume true`` must keep the best model: model.pt, threshold.json and every metric
+    of metrics.json equal those of the uninterrupted run, and the recorded best epoch is the same."""
+    from monai_transfer.utils.io import safe_torch_load
+
+    worse = (
+        "$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda e, it: e.state.epoch >= 3 "
+        "and it % e.state.epoch_length == 0), lambda e: [p.data.zero_() for p in @network.head.parameters()])"
+    )
+    kill = "$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda e, it: e.state.epoch == 3), lambda e: os.kill(os.getpid(), 9))"  # noqa: E501
+    base = [sys.executable, "-m", "monai.bundle", "run", *TINY, "--epochs", "3", "--batch_size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def run(out: Path, hooks: list[str], *extra: str) -> subprocess.CompletedProcess:
+        configs = f"['{TRAIN.relative_to(REPO_ROOT)}','{_hooks_config(out.parent / (out.name + '.json'), hooks)}']"
+        cmd = [*base, "--config_file", configs, "--output_dir", str(out), *extra]
+        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    full = run(tmp_path / "full", [worse])
+    assert full.returncode == 0, full.stderr[-5000:]
+    killed = run(tmp_path / "part", [worse, kill])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-5000:]
+    assert not (tmp_path / "part" / "eval" / "val" / "metrics.json").exists()
+    assert sorted(p.name for p in (tmp_path / "part" / "models" / "last").iterdir()) == ["checkpoint_epoch=2.pt"]
+    resumed = run(tmp_path / "part", [worse], "--resume", "true")
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+
+    a, b = (safe_torch_load(tmp_path / name / "models" / "model.pt") for name in ("full", "part"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"model.pt: {k} differs"
+    assert json.loads((tmp_path / "part/models/threshold.json").read_text()) == json.loads(
+        (tmp_path / "full/models/threshold.json").read_text()
+    )
+    ma, mb = (json.loads((tmp_path / name / "eval/val/metrics.json").read_text()) for name in ("full", "part"))
+    assert set(ma) == set(mb)
+    for key in ma:
+        if key not in ("meta", "created"):  # when and on which machine the report was written
+            assert ma[key] == mb[key], f"metrics.json '{key}' differs: {ma[key]} vs {mb[key]}"
+
+    # the precondition, from the recorded best epoch: the best epoch came before the kill and epoch 3 was worse
+    last = {
+        name: safe_torch_load(tmp_path / name / "models" / "last" / "checkpoint_epoch=3.pt")
+        for name in ("full", "part")
+    }
+    best = last["full"]["handler_states"]["evaluator"]
+    assert best["best_metric_epoch"] in (1, 2) and best["best_metric"] > 0.5, best
+    print(f"best epoch {best['best_metric_epoch']}, val AUC {best['best_metric']:.4f}; epoch 3: 0.5")
+    assert last["part"]["handler_states"] == last["full"]["handler_states"]
