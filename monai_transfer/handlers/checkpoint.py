@@ -144,7 +144,9 @@ class HandlerStates:
     - a MONAI ``CheckpointSaver`` / :class:`AtomicCheckpointSaver` with ``save_key_metric=True``: its Ignite
       ``Checkpoint`` list of ``(score, file)`` pairs. It is restored only when the file is still on disk (otherwise a
       warning names it and best-model tracking starts afresh, so a model is written again);
-    - MONAI's ``EarlyStopHandler`` (after ``set_trainer``): Ignite ``EarlyStopping``'s counter and best score;
+    - MONAI's ``EarlyStopHandler`` (after ``set_trainer``): Ignite ``EarlyStopping``'s counter and best score; when
+      the checkpoint was written by the epoch that stopped the run early, the resumed trainer is terminated at once
+      (a run killed during its final report does not train further);
     - an Ignite/MONAI engine (the evaluator): ``best_metric`` and ``best_metric_epoch`` of its state;
     - anything else with ``state_dict``/``load_state_dict``.
 
@@ -217,6 +219,9 @@ class HandlerStates:
                 ckpt.load_state_dict({"_saved": [tuple(x) for x in state["_saved"]]})
             elif isinstance(handler, EarlyStopHandler):
                 handler._handler.load_state_dict(state)
+                if handler._handler.counter >= handler._handler.patience:  # the run had already stopped early
+                    logging.getLogger(__name__).info(f"resume: '{name}' had stopped the run; not training further")
+                    handler._handler.trainer.terminate()
             elif isinstance(handler, Engine):
                 handler.state.best_metric = state["best_metric"]
                 handler.state.best_metric_epoch = state["best_metric_epoch"]

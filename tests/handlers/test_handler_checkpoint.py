@@ -210,6 +210,10 @@ def test_resume_keeps_best_model_and_early_stopping_state(tmp_path):
     resumed, resumed_best = _run_with_validation(tmp_path / "part", scores, resume=True)
     assert (resumed.state.epoch, resumed_best) == (full.state.epoch, full_best)
 
+    # resuming the run that stopped early (e.g. killed while writing its report) trains no further epoch
+    again, again_best = _run_with_validation(tmp_path / "full", scores, resume=True)
+    assert (again.state.epoch, again_best) == (4, 8.0)
+
     # the behaviour before HandlerStates: a worse epoch overwrites model.pt and early stopping starts over
     _run_with_validation(tmp_path / "old", scores, handler_states=False, kill_after=3)
     old, old_best = _run_with_validation(tmp_path / "old", scores, handler_states=False, resume=True)
