@@ -19,6 +19,8 @@ from .losses import (
     ClassificationBCEWithLogitsLoss,
     ClassificationCrossEntropyLoss,
     ClassificationFocalLoss,
+    DistributedWeightedSampler,
+    build_distributed_sampler,
     build_loss,
     build_sampler,
     class_weights_from_labels,
@@ -27,19 +29,29 @@ from .losses import (
     pos_weight_from_labels,
 )
 from .optim import GradNormClipper, build_optimizer, build_scheduler, param_groups_for
-from .utils import ChannelsLastPrepareBatch, amp_enabled, auto_device, configure_cuda_speedups, set_run_determinism
+from .utils import (
+    ChannelsLastPrepareBatch,
+    amp_enabled,
+    auto_device,
+    configure_cuda_speedups,
+    rank_zero_score,
+    set_run_determinism,
+)
 
 __all__ = [
     "auto_device",
     "amp_enabled",
     "set_run_determinism",
     "configure_cuda_speedups",
+    "rank_zero_score",
     "ChannelsLastPrepareBatch",
     "labels_from_datalist",
     "class_weights_from_labels",
     "pos_weight_from_labels",
     "make_weighted_sampler",
     "build_sampler",
+    "DistributedWeightedSampler",
+    "build_distributed_sampler",
     "ClassificationCrossEntropyLoss",
     "ClassificationBCEWithLogitsLoss",
     "ClassificationFocalLoss",

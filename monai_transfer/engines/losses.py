@@ -18,7 +18,8 @@ One option, ``imbalance``, chooses how class imbalance is handled:
 
 - ``"none"``: plain loss, shuffled loader;
 - ``"weights"``: inverse-frequency class weights (CE/focal) or ``pos_weight`` (BCE) computed from the labels;
-- ``"sampler"``: plain loss, a :class:`torch.utils.data.WeightedRandomSampler` that draws classes equally often.
+- ``"sampler"``: plain loss, a :class:`torch.utils.data.WeightedRandomSampler` that draws classes equally often
+  (under ``torchrun``, :class:`DistributedWeightedSampler`, the same draws split across the ranks).
 
 Bundle snippet::
 
@@ -39,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import WeightedRandomSampler
+from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
 __all__ = [
     "IMBALANCE_MODES",
@@ -48,6 +49,8 @@ __all__ = [
     "pos_weight_from_labels",
     "make_weighted_sampler",
     "build_sampler",
+    "DistributedWeightedSampler",
+    "build_distributed_sampler",
     "ClassificationCrossEntropyLoss",
     "ClassificationBCEWithLogitsLoss",
     "ClassificationFocalLoss",
@@ -156,6 +159,22 @@ def pos_weight_from_labels(labels: Any, num_classes: int | None = None) -> torch
     return torch.as_tensor(pw, dtype=torch.float32)
 
 
+def _sample_weights(labels: Any, num_classes: int | None = None) -> torch.Tensor:
+    """Per-sample weights drawing every class equally often (see :func:`make_weighted_sampler`), float64."""
+    y = _as_label_array(labels)
+    if y.shape[0] == 0:
+        raise ValueError("labels are empty: cannot build a weighted sampler.")
+    counts = _class_counts(y, num_classes)
+    if y.ndim == 1:
+        w = 1.0 / counts[y.astype(np.int64)]
+    else:
+        pos = y.astype(bool)
+        inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
+        n_neg = max(int((~pos.any(axis=1)).sum()), 1)
+        w = np.where(pos.any(axis=1), (pos * inv).sum(axis=1) / np.maximum(pos.sum(axis=1), 1), 1.0 / n_neg)
+    return torch.as_tensor(w, dtype=torch.double)
+
+
 def make_weighted_sampler(
     labels: Any, num_samples: int | None = None, seed: int = 0, num_classes: int | None = None
 ) -> WeightedRandomSampler:
@@ -174,21 +193,11 @@ def make_weighted_sampler(
     Raises:
         ValueError: when ``labels`` is empty.
     """
-    y = _as_label_array(labels)
-    if y.shape[0] == 0:
-        raise ValueError("labels are empty: cannot build a weighted sampler.")
-    counts = _class_counts(y, num_classes)
-    if y.ndim == 1:
-        w = 1.0 / counts[y.astype(np.int64)]
-    else:
-        pos = y.astype(bool)
-        inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
-        n_neg = max(int((~pos.any(axis=1)).sum()), 1)
-        w = np.where(pos.any(axis=1), (pos * inv).sum(axis=1) / np.maximum(pos.sum(axis=1), 1), 1.0 / n_neg)
+    w = _sample_weights(labels, num_classes)
     gen = torch.Generator()
     gen.manual_seed(int(seed))
-    n = int(num_samples) if num_samples is not None else int(y.shape[0])
-    return WeightedRandomSampler(torch.as_tensor(w, dtype=torch.double), n, replacement=True, generator=gen)
+    n = int(num_samples) if num_samples is not None else len(w)
+    return WeightedRandomSampler(w, n, replacement=True, generator=gen)
 
 
 def build_sampler(labels: Any, imbalance: str = "none", seed: int = 0) -> WeightedRandomSampler | None:
@@ -199,6 +208,80 @@ def build_sampler(labels: Any, imbalance: str = "none", seed: int = 0) -> Weight
     """
     imbalance = _check_imbalance(imbalance)
     return make_weighted_sampler(labels, seed=seed) if imbalance == "sampler" else None
+
+
+class DistributedWeightedSampler(DistributedSampler):
+    """Class-balanced sampling with replacement, split across the ranks of a ``torchrun`` (DDP) run.
+
+    Every rank draws the same ``num_replicas * num_samples`` indices from a generator seeded identically on all ranks
+    and keeps those at positions ``rank, rank + num_replicas, ...``: together the ranks make one class-balanced draw
+    per epoch, like :func:`make_weighted_sampler` in a single process, and no two ranks share a draw.
+    :meth:`set_epoch` (called by MONAI's trainer for a ``DistributedSampler``) reseeds the generator from
+    ``seed + epoch``; :class:`~monai_transfer.handlers.seeding.EpochSeed` may reseed it too (same value on every
+    rank), so resumed runs draw the same samples.
+
+    Args:
+        labels: integer ``(N,)`` or multi-hot ``(N, C)`` labels (array, tensor or data list).
+        num_replicas: number of ranks; default the process group's world size.
+        rank: this rank; default the process group's rank.
+        num_samples: draws per rank and epoch; default ``ceil(N / num_replicas)``.
+        seed: base seed, the same on every rank.
+        num_classes: number of classes for integer labels.
+
+    Raises:
+        ValueError: when ``labels`` is empty, or ``rank`` is not in ``[0, num_replicas)``.
+    """
+
+    def __init__(
+        self,
+        labels: Any,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        num_samples: int | None = None,
+        seed: int = 0,
+        num_classes: int | None = None,
+    ) -> None:
+        weights = _sample_weights(labels, num_classes)
+        super().__init__(range(len(weights)), num_replicas=num_replicas, rank=rank, shuffle=True, seed=int(seed))
+        self.weights = weights
+        if num_samples is not None:
+            self.num_samples = int(num_samples)
+        self.total_size = self.num_samples * self.num_replicas
+        self.generator = torch.Generator()
+        self.generator.manual_seed(self.seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reseed the draw for ``epoch`` (same on every rank)."""
+        super().set_epoch(epoch)
+        self.generator.manual_seed(self.seed + int(epoch))
+
+    def __iter__(self):
+        draws = torch.multinomial(self.weights, self.total_size, replacement=True, generator=self.generator)
+        return iter(draws[self.rank : self.total_size : self.num_replicas].tolist())
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+def build_distributed_sampler(
+    dataset: Any, labels: Any = None, imbalance: str = "none", seed: int = 0, even_divisible: bool = True
+) -> DistributedSampler:
+    """The training sampler of a ``torchrun`` (DDP) run for an ``imbalance`` mode.
+
+    ``"sampler"`` gives a :class:`DistributedWeightedSampler` over ``labels``; ``"none"`` and ``"weights"`` give
+    MONAI's shuffling ``DistributedSampler`` over ``dataset`` (``"weights"`` is handled by the loss).
+
+    Raises:
+        ValueError: when ``imbalance`` is unknown, or ``"sampler"`` without ``labels``.
+    """
+    mode = _check_imbalance(imbalance)
+    if mode == "sampler":
+        if labels is None:
+            raise ValueError("imbalance='sampler' needs the training labels (labels=@train#dataset#data).")
+        return DistributedWeightedSampler(labels, seed=seed)
+    from monai.data import DistributedSampler as MonaiDistributedSampler
+
+    return MonaiDistributedSampler(dataset, even_divisible=even_divisible, shuffle=True, seed=int(seed))
 
 
 def _check_imbalance(imbalance: str | None) -> str:

@@ -16,6 +16,8 @@ Everything here is meant to be called from bundle JSON, e.g.::
     "determinism": "$monai_transfer.engines.utils.set_run_determinism(@seed)",
     "amp": "$monai_transfer.engines.utils.amp_enabled(@device)",
     "prepare_batch": {"_target_": "monai_transfer.engines.utils.ChannelsLastPrepareBatch"},
+    "validate#early_stop#score_function":
+        "$monai_transfer.engines.utils.rank_zero_score(monai.handlers.stopping_fn_from_metric('val_auc'))",
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ __all__ = [
     "amp_enabled",
     "set_run_determinism",
     "configure_cuda_speedups",
+    "rank_zero_score",
     "ChannelsLastPrepareBatch",
 ]
 
@@ -131,6 +134,37 @@ def configure_cuda_speedups(device: str | torch.device, tf32: bool = True) -> di
         torch.backends.cudnn.allow_tf32 = True
         applied["tf32"] = True
     return applied
+
+
+def rank_zero_score(score_function: Any, src: int = 0) -> Any:
+    """Wrap an early-stopping ``score_function`` so that every distributed rank gets rank ``src``'s score.
+
+    Under ``torchrun`` each rank runs its own ``EarlyStopHandler``; if one rank stopped and another did not, the
+    other would wait forever in DDP's next all-reduce. Broadcasting one rank's score makes the stop decision the same
+    on every rank (MONAI's metric handlers already gather the whole validation set, so the scores normally agree;
+    this makes it certain). Without an initialised process group the score is returned unchanged.
+
+    Args:
+        score_function: ``engine -> float``, e.g. ``monai.handlers.stopping_fn_from_metric("val_auc")``.
+        src: the rank whose score is used.
+
+    Example::
+
+        "validate#early_stop#score_function":
+            "$monai_transfer.engines.utils.rank_zero_score(monai.handlers.stopping_fn_from_metric('val_auc'))"
+    """
+    import torch.distributed as dist
+
+    def _score(engine: Any) -> float:
+        value = float(score_function(engine))
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+            return value
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        t = torch.tensor([value], dtype=torch.float64, device=device)
+        dist.broadcast(t, src=src)
+        return float(t.item())
+
+    return _score
 
 
 def _to_device(x: Any, device: torch.device | str | None, non_blocking: bool, channels_last: bool, **kwargs) -> Any:

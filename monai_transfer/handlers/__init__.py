@@ -17,6 +17,7 @@ from __future__ import annotations
 from .checkpoint import (
     AtomicCheckpointSaver,
     AtomicDiskSaver,
+    HandlerStates,
     LastCheckpointResume,
     checkpoint_progress,
     find_last_checkpoint,
@@ -40,6 +41,7 @@ __all__ = [
     "epoch_seed",
     "AtomicCheckpointSaver",
     "AtomicDiskSaver",
+    "HandlerStates",
     "LastCheckpointResume",
     "checkpoint_progress",
     "find_last_checkpoint",

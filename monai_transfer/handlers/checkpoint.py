@@ -25,7 +25,10 @@ scale is restored too.
 Bundle snippet::
 
     "save_dict": {"network": "@network", "optimizer": "@optimizer", "lr_scheduler": "@lr_scheduler",
-                  "trainer": "@train#trainer"},
+                  "trainer": "@train#trainer", "handler_states": "@train#handler_states"},
+    "train#handler_states": {"_target_": "monai_transfer.handlers.checkpoint.HandlerStates",
+                             "best_model": "@validate#best_model_saver", "early_stop": "@validate#early_stop",
+                             "evaluator": "@validate#evaluator"},
     "train#handlers": [
         {"_target_": "monai_transfer.handlers.checkpoint.LastCheckpointResume", "enabled": "@resume",
          "checkpoint_dir": "@ckpt_dir", "load_dict": "@save_dict"},
@@ -58,6 +61,7 @@ __all__ = [
     "AtomicCheckpointSaver",
     "checkpoint_progress",
     "find_last_checkpoint",
+    "HandlerStates",
     "LastCheckpointResume",
 ]
 
@@ -120,6 +124,109 @@ class AtomicCheckpointSaver(CheckpointSaver):
             ckpt = getattr(self, attr, None)
             if ckpt is not None:
                 ckpt.save_handler = AtomicDiskSaver(save_dir, filename=filename)
+
+
+def _as_number(x: Any) -> Any:
+    """A 0-d tensor or NumPy scalar as a Python number (``weights_only`` checkpoints store plain values best)."""
+    return x.item() if hasattr(x, "item") and getattr(x, "ndim", 1) == 0 else x
+
+
+class HandlerStates:
+    """The memory of validation-side handlers as one ``state_dict``/``load_state_dict`` object for a checkpoint.
+
+    A trainer checkpoint restores the network, optimiser, scheduler and trainer, but the handlers attached to the
+    evaluator start afresh: the best-model saver would overwrite ``model.pt`` with the first epoch after the resume
+    even when it is worse than the best epoch before the interruption, and early stopping would count again from
+    zero. Put this object in the trainer checkpoint's ``save_dict`` so their state travels with the checkpoint.
+
+    Supported handlers (``None`` entries, e.g. a handler disabled on this rank with ``_disabled_``, are skipped):
+
+    - a MONAI ``CheckpointSaver`` / :class:`AtomicCheckpointSaver` with ``save_key_metric=True``: its Ignite
+      ``Checkpoint`` list of ``(score, file)`` pairs. It is restored only when the file is still on disk (otherwise a
+      warning names it and best-model tracking starts afresh, so a model is written again);
+    - MONAI's ``EarlyStopHandler`` (after ``set_trainer``): Ignite ``EarlyStopping``'s counter and best score; when
+      the checkpoint was written by the epoch that stopped the run early, the resumed trainer is terminated at once
+      (a run killed during its final report does not train further);
+    - an Ignite/MONAI engine (the evaluator): ``best_metric`` and ``best_metric_epoch`` of its state;
+    - anything else with ``state_dict``/``load_state_dict``.
+
+    Args:
+        handlers: name -> handler (or ``None``).
+    """
+
+    def __init__(self, **handlers: Any) -> None:
+        self.handlers = handlers
+
+    @staticmethod
+    def _state_of(handler: Any) -> dict | None:
+        from ignite.engine import Engine
+        from monai.handlers import EarlyStopHandler
+
+        if handler is None:
+            return None
+        if isinstance(handler, CheckpointSaver):
+            ckpt = handler._key_metric_checkpoint
+            if ckpt is None:
+                return None
+            return {"_saved": [(_as_number(p), str(f)) for p, f in ckpt._saved]}
+        if isinstance(handler, EarlyStopHandler):
+            if handler._handler is None:  # not set up (early stopping switched off)
+                return None
+            sd = handler._handler.state_dict()
+            return {k: _as_number(v) for k, v in sd.items()}  # counter, best_score, threshold_mode
+        if isinstance(handler, Engine):
+            return {
+                "best_metric": _as_number(getattr(handler.state, "best_metric", -1)),
+                "best_metric_epoch": int(getattr(handler.state, "best_metric_epoch", -1)),
+            }
+        if hasattr(handler, "state_dict"):
+            return dict(handler.state_dict())
+        raise TypeError(f"HandlerStates cannot save the state of {type(handler).__name__}: no state_dict().")
+
+    def state_dict(self) -> dict[str, dict]:
+        """``{name: state}`` of every handler that has a state (``None`` and unset handlers are left out)."""
+        out = {}
+        for name, handler in self.handlers.items():
+            state = self._state_of(handler)
+            if state is not None:
+                out[name] = state
+        return out
+
+    def load_state_dict(self, state_dict: Mapping[str, Mapping]) -> None:
+        """Restore each handler's state; a handler with no entry in ``state_dict`` starts afresh (with a warning)."""
+        from ignite.engine import Engine
+        from monai.handlers import EarlyStopHandler
+
+        for name, handler in self.handlers.items():
+            if self._state_of(handler) is None:
+                continue  # disabled here, or switched off: nothing to restore into
+            if name not in state_dict:
+                warnings.warn(f"resume: the checkpoint holds no state for '{name}'; it starts afresh", stacklevel=2)
+                continue
+            state = state_dict[name]
+            if isinstance(handler, CheckpointSaver):
+                ckpt = handler._key_metric_checkpoint
+                folder = Path(getattr(ckpt.save_handler, "dirname", handler.save_dir))
+                fixed = getattr(ckpt.save_handler, "filename", None)  # e.g. "model.pt" (key_metric_filename)
+                missing = [fixed or f for _, f in state["_saved"] if not (folder / (fixed or f)).is_file()]
+                if missing:
+                    warnings.warn(
+                        f"resume: best model file(s) {[str(folder / f) for f in missing]} recorded in the checkpoint "
+                        f"are gone; '{name}' forgets the earlier best score and saves the next validated model",
+                        stacklevel=2,
+                    )
+                    continue
+                ckpt.load_state_dict({"_saved": [tuple(x) for x in state["_saved"]]})
+            elif isinstance(handler, EarlyStopHandler):
+                handler._handler.load_state_dict(state)
+                if handler._handler.counter >= handler._handler.patience:  # the run had already stopped early
+                    logging.getLogger(__name__).info(f"resume: '{name}' had stopped the run; not training further")
+                    handler._handler.trainer.terminate()
+            elif isinstance(handler, Engine):
+                handler.state.best_metric = state["best_metric"]
+                handler.state.best_metric_epoch = state["best_metric_epoch"]
+            else:
+                handler.load_state_dict(state)
 
 
 def checkpoint_progress(path: str | os.PathLike, engine_key: str = "trainer") -> tuple[int, int | None] | None:
@@ -242,8 +349,19 @@ class LastCheckpointResume:
         if path is None:
             self.logger.info(f"resume: no checkpoint in {self.checkpoint_dir}, starting from scratch")
             return
-        CheckpointLoader(
-            load_path=str(path), load_dict=self.load_dict, map_location=self.map_location, strict=self.strict
-        )(engine)
+        load_dict = self.load_dict
+        states = [k for k, v in load_dict.items() if isinstance(v, HandlerStates)]
+        if states:  # a checkpoint written before HandlerStates was added still resumes, with a warning
+            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            absent = [k for k in states if k not in stored]
+            if absent:
+                warnings.warn(
+                    f"resume: {path} holds no {absent}; the best-model saver and early stopping start afresh",
+                    stacklevel=2,
+                )
+                load_dict = {k: v for k, v in load_dict.items() if k not in absent}
+        CheckpointLoader(load_path=str(path), load_dict=load_dict, map_location=self.map_location, strict=self.strict)(
+            engine
+        )
         self.loaded_path = path
         self.logger.info(f"resume: restored {path} (epoch {engine.state.epoch}, iteration {engine.state.iteration})")

@@ -15,6 +15,7 @@ from __future__ import annotations
 from . import bundle, io
 from .bundle import resolve_bundle_root
 from .io import (
+    DiskFullError,
     UnsafeCheckpointError,
     atomic_torch_save,
     atomic_write_json,
@@ -30,6 +31,7 @@ __all__ = [
     "io",
     "resolve_bundle_root",
     "UnsafeCheckpointError",
+    "DiskFullError",
     "atomic_torch_save",
     "atomic_write_json",
     "atomic_write_text",

@@ -14,10 +14,13 @@
   unrestricted pickle: a checkpoint that needs arbitrary code to load is refused with an error naming the file.
 - Files that must never be left truncated (checkpoints, ``model.pt``, reports) are written to a temporary file in
   the same folder and moved into place with ``os.replace``, which is atomic on POSIX and Windows.
+- A full disk while writing one of those files raises :class:`DiskFullError` naming the file and the free space,
+  whatever layer hit it (``torch.save`` itself reports only "unexpected pos ..." from its zip writer).
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -30,6 +33,7 @@ import torch
 
 __all__ = [
     "UnsafeCheckpointError",
+    "DiskFullError",
     "safe_torch_load",
     "load_state_dict_file",
     "sha256_file",
@@ -44,6 +48,38 @@ __all__ = [
 
 class UnsafeCheckpointError(RuntimeError):
     """A checkpoint could not be read without executing arbitrary pickled code."""
+
+
+class DiskFullError(OSError):
+    """No space left on the device (``ENOSPC``, or ``EDQUOT`` over quota) while writing a file; names the file."""
+
+
+_DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)})
+
+
+def _disk_full_cause(exc: BaseException) -> OSError | None:
+    """The ``ENOSPC``/``EDQUOT`` ``OSError`` in ``exc``'s cause/context chain, if any."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS:
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _disk_full_error(path: Path, cause: OSError) -> DiskFullError:
+    try:
+        free = f"{_free_mb(path.parent):.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return DiskFullError(
+        cause.errno,
+        f"No space left on device (disk full) while writing {path} ({free} on its file system; "
+        f"{cause.strerror or cause}). The previous version of the file, if any, is unchanged; free some space and "
+        "run again (a training run continues from its last checkpoint with --resume true).",
+    )
 
 
 def safe_torch_load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
@@ -133,10 +169,15 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None])
     permissions a plain ``open()`` would give (``0o666`` minus the umask, not ``mkstemp``'s ``0o600``) and moved over
     ``path`` with ``os.replace``; the folder is then ``fsync``-ed where the OS allows it. If ``write_fn`` raises (or
     the process is interrupted by an exception), the temporary file is removed and ``path`` keeps its old content.
+    When the disk is full (an ``ENOSPC``/``EDQUOT`` ``OSError`` anywhere in the exception chain, e.g. behind the
+    ``RuntimeError`` of ``torch.save``'s zip writer) a :class:`DiskFullError` naming ``path`` is raised instead.
     A process killed outright (SIGKILL) can leave a hidden ``.tmp`` file behind, never a truncated ``path``.
 
     Returns:
         ``path`` as a ``Path``.
+
+    Raises:
+        DiskFullError: no space left while writing, flushing or syncing the file; the message names ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -148,9 +189,12 @@ def atomic_write(path: str | os.PathLike, write_fn: Callable[[IO[bytes]], None])
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_current_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        full = None if isinstance(e, DiskFullError) else _disk_full_cause(e)
+        if full is not None:
+            raise _disk_full_error(path, full) from e
         raise
     _fsync_dir(path.parent)
     return path

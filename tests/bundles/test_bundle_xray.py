@@ -20,6 +20,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -321,6 +322,73 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 3
 
 
+def _torchrun(run: Path, *args: str, timeout: int = 400) -> tuple[str, str]:
+    """The xray bundle's multi-GPU config under ``torchrun --nproc_per_node=2`` (CPU, gloo); fails on error/hang."""
+    configs = f"['{TRAIN.relative_to(REPO_ROOT)}','{MULTI_GPU.relative_to(REPO_ROOT)}']"
+    cmd = [
+        shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        "--config_file", configs, "--output_dir", str(run), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers: no orphan left on the shared machine
+        out, err = proc.communicate()
+        pytest.fail(
+            f"torchrun did not finish in {timeout} s (a rank waiting for the other?):\n{out[-3000:]}\n{err[-3000:]}"
+        )
+    assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
+    return out, err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
+def test_multi_gpu_early_stopping_and_weighted_sampler_torchrun_gloo(tmp_path):
+    """Under torchrun, early stopping stops both ranks at the same epoch (val AUC cannot improve: frozen backbone,
+    negligible learning rate; patience 1 stops at epoch 2 of 4; a rank left running would hang in DDP's all-reduce),
+    with ``imbalance="sampler"`` drawing through the DistributedWeightedSampler."""
+    from monai_transfer.utils.io import safe_torch_load
+
+    run = tmp_path / "ddp"
+    _torchrun(
+        run, "--epochs", "4", "--max_items", "16", "--batch_size", "4", "--image_size", "32", "--n_bootstrap", "20",
+        "--early_stop_patience", "1", "--learning_rate", "1e-12", "--weight_decay", "0.0", "--warmup_epochs", "0",
+        "--fine_tune", "linear_probe", "--imbalance", "sampler",
+    )  # fmt: skip
+    assert sorted(p.name for p in (run / "models" / "last").iterdir()) == ["checkpoint_epoch=2.pt"]
+    ckpt = safe_torch_load(run / "models" / "last" / "checkpoint_epoch=2.pt")
+    trainer = ckpt["trainer"]
+    assert trainer["iteration"] == 2 * trainer["epoch_length"] and trainer["max_epochs"] == 4
+    assert ckpt["handler_states"]["early_stop"]["counter"] == 1
+    assert ckpt["handler_states"]["evaluator"]["best_metric_epoch"] == 1
+    metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert metrics["n_samples"] == 16  # the report of the best model is still written, over the whole val split
+
+
+def test_multi_gpu_config_uses_ids_not_list_positions():
+    """multi_gpu_train.json disables nothing by list position; the rank-0-only handlers say so themselves."""
+    from monai.bundle import ConfigParser
+
+    multi = json.loads(MULTI_GPU.read_text())
+    assert not [k for k in multi if "_disabled_" in k]
+    for cfg in (TRAIN, MULTI_GPU, *(REPO_ROOT / "bundles").glob("*/configs/*.json")):
+        assert not [k for k in json.loads(cfg.read_text()) if "#_disabled_" in k], cfg
+    parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(MULTI_GPU)]))
+    rank0 = [h["_target_"] for h in parser["train#handlers"] if h.get("_disabled_") == "$not @is_main_rank"]
+    assert sorted(rank0) == sorted(
+        ["ignite.handlers.ProgressBar", "StatsHandler", "TensorBoardStatsHandler",
+         "monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras"]
+    )  # fmt: skip
+    assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
+    assert "rank_zero_score" in parser["validate#early_stop#score_function"]
+    assert any("early_stop.attach" in step for step in parser["run"])
+    assert "build_distributed_sampler" in parser["train#sampler"]
+
+
 @pytest.mark.slow
 def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
     """Frozen backbone (BN too) and a negligible learning rate: val AUC cannot improve, patience 1 stops at epoch 2."""
@@ -336,3 +404,63 @@ def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
     assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
     assert (tmp_path / "eval" / "val" / "metrics.json").is_file()  # the report of the best model is still written
     wf.finalize()
+
+
+def _hooks_config(path: Path, hooks: list[str]) -> str:
+    """An extra config file appending ``hooks`` (expressions) to train.json's own ``initialize`` list."""
+    init = json.loads(TRAIN.read_text())["initialize"]
+    path.write_text(json.dumps({"initialize": [*init, *hooks]}))
+    return str(path)
+
+
+@pytest.mark.slow
+def test_sigkill_after_best_epoch_then_resume_matches_uninterrupted(tmp_path):
+    """SIGKILL in epoch 3, after the best epoch; epoch 3 is forced worse (the head is zeroed at its last iteration,
+    so its val AUC is 0.5). ``--resume true`` must keep the best model: model.pt, threshold.json and every metric
+    of metrics.json equal those of the uninterrupted run, and the recorded best epoch is the same."""
+    from monai_transfer.utils.io import safe_torch_load
+
+    worse = (
+        "$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda e, it: e.state.epoch >= 3 "
+        "and it % e.state.epoch_length == 0), lambda e: [p.data.zero_() for p in @network.head.parameters()])"
+    )
+    kill = "$@train#trainer.add_event_handler(Events.ITERATION_COMPLETED(event_filter=lambda e, it: e.state.epoch == 3), lambda e: os.kill(os.getpid(), 9))"  # noqa: E501
+    base = [sys.executable, "-m", "monai.bundle", "run", *TINY, "--epochs", "3", "--batch_size", "8"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+    def run(out: Path, hooks: list[str], *extra: str) -> subprocess.CompletedProcess:
+        configs = f"['{TRAIN.relative_to(REPO_ROOT)}','{_hooks_config(out.parent / (out.name + '.json'), hooks)}']"
+        cmd = [*base, "--config_file", configs, "--output_dir", str(out), *extra]
+        return subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+    full = run(tmp_path / "full", [worse])
+    assert full.returncode == 0, full.stderr[-5000:]
+    killed = run(tmp_path / "part", [worse, kill])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-5000:]
+    assert not (tmp_path / "part" / "eval" / "val" / "metrics.json").exists()
+    assert sorted(p.name for p in (tmp_path / "part" / "models" / "last").iterdir()) == ["checkpoint_epoch=2.pt"]
+    resumed = run(tmp_path / "part", [worse], "--resume", "true")
+    assert resumed.returncode == 0, resumed.stderr[-5000:]
+
+    a, b = (safe_torch_load(tmp_path / name / "models" / "model.pt") for name in ("full", "part"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), f"model.pt: {k} differs"
+    assert json.loads((tmp_path / "part/models/threshold.json").read_text()) == json.loads(
+        (tmp_path / "full/models/threshold.json").read_text()
+    )
+    ma, mb = (json.loads((tmp_path / name / "eval/val/metrics.json").read_text()) for name in ("full", "part"))
+    assert set(ma) == set(mb)
+    for key in ma:
+        if key not in ("meta", "created"):  # when and on which machine the report was written
+            assert ma[key] == mb[key], f"metrics.json '{key}' differs: {ma[key]} vs {mb[key]}"
+
+    # the precondition, from the recorded best epoch: the best epoch came before the kill and epoch 3 was worse
+    last = {
+        name: safe_torch_load(tmp_path / name / "models" / "last" / "checkpoint_epoch=3.pt")
+        for name in ("full", "part")
+    }
+    best = last["full"]["handler_states"]["evaluator"]
+    assert best["best_metric_epoch"] in (1, 2) and best["best_metric"] > 0.5, best
+    print(f"best epoch {best['best_metric_epoch']}, val AUC {best['best_metric']:.4f}; epoch 3: 0.5")
+    assert last["part"]["handler_states"] == last["full"]["handler_states"]

@@ -21,6 +21,8 @@ from monai_transfer.engines.losses import (
     ClassificationBCEWithLogitsLoss,
     ClassificationCrossEntropyLoss,
     ClassificationFocalLoss,
+    DistributedWeightedSampler,
+    build_distributed_sampler,
     build_loss,
     build_sampler,
     class_weights_from_labels,
@@ -139,3 +141,45 @@ def test_weighted_sampler_balances_and_is_seeded():
     assert list(make_weighted_sampler(y, seed=3)) != list(make_weighted_sampler(y, seed=4))
     assert build_sampler(y, "none") is None and build_sampler(y, "weights") is None
     assert len(build_sampler(y, "sampler")) == 100
+
+
+def test_distributed_weighted_sampler_splits_one_balanced_draw():
+    """Two ranks take alternate positions of the same seeded draw: together one class-balanced draw, no overlap."""
+    y = np.array([0] * 90 + [1] * 10)
+    ranks = [DistributedWeightedSampler(y, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
+    assert [len(s) for s in ranks] == [50, 50] and ranks[0].total_size == 100
+    for s in ranks:
+        s.set_epoch(1)
+    r0, r1 = (list(s) for s in ranks)
+    assert len(r0) == len(r1) == 50
+    single = torch.Generator().manual_seed(5 + 1)
+    whole = torch.multinomial(ranks[0].weights, 100, replacement=True, generator=single).tolist()
+    assert r0 == whole[0::2] and r1 == whole[1::2]
+    big = DistributedWeightedSampler(y, num_replicas=2, rank=0, num_samples=2000, seed=5)
+    assert 0.4 < float((torch.as_tensor(y)[list(big)] == 1).float().mean()) < 0.6  # rare class drawn half the time
+    ranks[0].set_epoch(2)
+    assert list(ranks[0]) != r0  # a new draw each epoch
+    ranks[0].set_epoch(1)
+    assert list(ranks[0]) == r0  # and the same draw for the same epoch (resume)
+    with pytest.raises(ValueError, match="rank"):
+        DistributedWeightedSampler(y, num_replicas=2, rank=2)
+
+
+def test_build_distributed_sampler_modes(tmp_path):
+    import torch.distributed as dist
+    from monai.data import DistributedSampler
+
+    y = np.array([0, 1] * 8)
+    data = [{"label": int(v)} for v in y]
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        assert isinstance(build_distributed_sampler(data, data, imbalance="sampler"), DistributedWeightedSampler)
+        for mode in ("none", "weights"):
+            s = build_distributed_sampler(data, data, imbalance=mode)
+            assert type(s) is DistributedSampler and sorted(s) == list(range(16))
+        with pytest.raises(ValueError, match="imbalance='sampler' needs the training labels"):
+            build_distributed_sampler(data, None, imbalance="sampler")
+        with pytest.raises(ValueError, match="imbalance must be one of"):
+            build_distributed_sampler(data, data, imbalance="oversample")
+    finally:
+        dist.destroy_process_group()

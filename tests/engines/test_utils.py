@@ -23,6 +23,7 @@ from monai_transfer.engines.utils import (
     amp_enabled,
     auto_device,
     configure_cuda_speedups,
+    rank_zero_score,
     set_run_determinism,
 )
 
@@ -98,3 +99,19 @@ def test_usable_from_bundle_config():
     assert parser.get_parsed_content("amp") is False
     assert isinstance(parser.get_parsed_content("prepare_batch"), ChannelsLastPrepareBatch)
     assert parser.get_parsed_content("loss").gamma == 1.5
+
+
+def test_rank_zero_score_without_and_with_a_process_group(tmp_path):
+    """The score passes through unchanged in one process; 2-rank agreement is tested by the xray torchrun test."""
+    import torch.distributed as dist
+    from ignite.engine import Engine
+
+    engine = Engine(lambda e, b: None)
+    engine.state.metrics["val_auc"] = 0.625
+    score = rank_zero_score(lambda e: e.state.metrics["val_auc"])
+    assert score(engine) == 0.625
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        assert score(engine) == 0.625
+    finally:
+        dist.destroy_process_group()
