@@ -236,6 +236,21 @@ def test_series_instance_numbers_out_of_position_order_are_refused(tmp_path):
     _raises_naming(folder, match="InstanceNumber order")  # 1, 3, 2, 4 by position: MONAI would stack 0, 2, 1, 3
 
 
+def test_series_monochrome1_inverted_and_palette_refused(tmp_path):
+    folder, vol = _series(tmp_path / "s", n=4)
+    for f in folder.iterdir():
+        ds = pydicom.dcmread(f)
+        ds.PhotometricInterpretation = "MONOCHROME1"
+        ds.save_as(f)
+    img = LoadMedicalImage()(folder)  # signed 16-bit stored, identity rescale: range [-32768, 32767]
+    np.testing.assert_array_equal(img[0].numpy(), (-1 - np.transpose(vol, (2, 1, 0))).astype(np.float32))
+    assert img.meta["inverted"]
+    ds = pydicom.dcmread(folder / "slice_0001.dcm")
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    ds.save_as(folder / "slice_0001.dcm")
+    _raises_naming(folder, match="Photometric Interpretation")
+
+
 def test_clean_series_still_loads_with_its_spacing(tmp_path):
     folder, vol = _series(tmp_path / "s", n=5, spacing=3.0)
     img = LoadMedicalImage(expected_ndim=3)(folder)

@@ -374,6 +374,13 @@ def _check_dicom_series(folder: Path, series_uid: str | None = None) -> list[Pat
             f"folder mixes {len(by_uid)} DICOM series (SeriesInstanceUID: {counts}); put each series in its own "
             "folder or pass series_uid=... to load one",
         )
+    photometric = sorted({str(ds.get("PhotometricInterpretation", "")) for _, ds in headers})
+    if "PALETTE COLOR" in photometric or len(photometric) > 1:
+        raise MedicalImageLoadError(
+            folder,
+            f"series with Photometric Interpretation {photometric}: MONAI's PydicomReader would stack raw palette "
+            "indices or mix inverted and plain slices; load the files one by one",
+        )
     if len(headers) == 1:
         return [headers[0][0]]
     sizes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in headers}
@@ -469,7 +476,8 @@ class LoadMedicalImage(Transform):
     DICOM series folders are checked before stacking (see :func:`_check_dicom_series`): a folder that mixes Series
     Instance UIDs is refused (listing them with their file counts) unless ``series_uid`` picks one; two slices at one
     position (both files named), a gap over 1.5x the median slice spacing (the positions named), slices of different
-    sizes, and Instance Numbers that are missing, repeated or not in position order are refused.
+    sizes, and Instance Numbers that are missing, repeated or not in position order are refused. A MONOCHROME1 series
+    is inverted like a single file (without VOI); a PALETTE COLOR series is refused.
 
     PNG/JPEG are decoded in full with Pillow's ``LOAD_TRUNCATED_IMAGES`` switched off (a truncated file raises even
     where the process set that flag), and the EXIF orientation is applied (``ImageOps.exif_transpose``; the original
@@ -903,6 +911,12 @@ class LoadMedicalImage(Transform):
                 img.meta[k] = v
         if kind == "dicom_series":
             img.meta.update(self._series_facts(series_files[0]))
+            if img.meta["PhotometricInterpretation"] == "MONOCHROME1" and self.invert_monochrome1:
+                ds = pydicom.dcmread(str(series_files[0]), stop_before_pixels=True)
+                lo_hi = _monochrome1_range(path, ds, np.zeros(0, dtype=np.int32), None, None)
+                total = float(lo_hi[0] + lo_hi[1]) if lo_hi is not None else float(img.max() + img.min())
+                img.neg_().add_(total)  # PydicomReader applied the rescale; it does not invert
+                img.meta["inverted"] = True
         spatial_rank = img.ndim - 1
         aff = img.affine.detach().cpu().numpy()
         img.meta["spacing"] = np.sqrt((aff[:spatial_rank, :spatial_rank] ** 2).sum(axis=0)).astype(np.float64)
