@@ -937,7 +937,6 @@ class LoadMedicalImage(Transform):
             "BitsStored": int(ds.get("BitsStored", 0) or 0),
             "PixelRepresentation": int(ds.get("PixelRepresentation", 0) or 0),
             "rescale_applied": has_rescale,  # PydicomReader applies RescaleSlope/Intercept when present
-            "SeriesInstanceUID": str(ds.get("SeriesInstanceUID", "")),
         }
 
     # --------------------------------------------------------------------------------------------------- PNG/JPEG
