@@ -773,7 +773,7 @@ class LoadMedicalImage(Transform):
                     total = lo_hi[0] + lo_hi[1]
                     arr = (total[:, None, None] if np.ndim(total) else total) - arr
                 meta["inverted"] = True
-        elif pi == "PALETTE COLOR":
+        elif samples == 1:  # PALETTE COLOR
             arr = _apply_palette(path, ds, raw)
             samples = 3
             meta["palette_applied"] = True
