@@ -60,8 +60,9 @@ def write_dicom(
 
     Stored values are ``round((image - rescale_intercept) / rescale_slope)``: 8-bit unsigned for a ``uint8`` image
     with the identity rescale, otherwise 16-bit, signed when a value is negative. With ``monochrome1`` the stored
-    values are inverted (``min + max - v``) and the Photometric Interpretation is MONOCHROME1, so a viewer (and the
-    loader) shows the original. Rescale Slope/Intercept are written only for CT/MR or a non-identity rescale.
+    values are inverted over the stored type's range (e.g. ``65535 - v``) and the Photometric Interpretation is
+    MONOCHROME1, so a viewer (and the loader) shows the original. Rescale Slope/Intercept are written only for
+    CT/MR or a non-identity rescale.
 
     Args:
         path: output file (parent folders are created).
@@ -110,8 +111,8 @@ def write_dicom(
             f"stored values [{stored.min()}, {stored.max()}] do not fit {np.dtype(dtype).name} for '{path}'; "
             "change rescale_slope/rescale_intercept."
         )
-    if monochrome1:
-        stored = stored.min() + stored.max() - stored
+    if monochrome1:  # inverted over the representable range, as the loader (and a viewer) inverts it back
+        stored = float(info.min) + float(info.max) - stored
     stored = stored.astype(dtype)
 
     path = Path(path)

@@ -27,8 +27,12 @@ Array layout (documented contract):
 
 from __future__ import annotations
 
+import contextlib
+import glob
 import logging
 import os
+import re
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -197,6 +201,254 @@ def _frame_spacing(ds: Any) -> float:
     return 1.0
 
 
+#: Photometric Interpretations of one-sample grey images ("" = absent, read as MONOCHROME2).
+_GREY_PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1", "")
+
+
+def _voi_kind(ds: Any) -> str | None:
+    """What ``pydicom.pixels.apply_voi_lut`` (``prefer_lut=True``) applies: ``"lut"``, ``"window"`` or None."""
+    seq = ds.get("VOILUTSequence")
+    if seq and None not in (seq[0].get("LUTDescriptor", None), seq[0].get("LUTData", None)):
+        return "lut"
+    if ds.get("WindowCenter", None) is not None and ds.get("WindowWidth", None) is not None:
+        return "window"
+    return None
+
+
+def _monochrome1_range(
+    path: Path, ds: Any, raw: np.ndarray, voi_kind: str | None, fg_rescale: tuple[np.ndarray, np.ndarray] | None
+) -> tuple[Any, Any] | None:
+    """The ``(lowest, highest)`` value a MONOCHROME1 image can hold at the point where it is inverted.
+
+    Inverting ``lowest + highest - x`` over this fixed range (not the image's own min/max) keeps a pixel's value
+    independent of the other pixels: a crop of a film gets the same values, and MONOCHROME1 of ``x`` equals
+    MONOCHROME2 of ``highest + lowest - x``. The range is pydicom's own output range of each step:
+
+    - VOI LUT Sequence applied: ``[0, 2**bits - 1]`` with ``bits`` the LUT Descriptor's third value;
+    - window applied: the range that ``apply_windowing`` maps to (stored range, or Modality LUT range, through the
+      rescale);
+    - otherwise the stored range (``BitsStored``, ``PixelRepresentation``) through the Modality LUT
+      (``[0, 2**bits - 1]``) or the rescale (top-level or, for enhanced multi-frame files, per frame: then arrays).
+
+    Returns:
+        None for float pixel data (no representable range: the image's own range is used).
+
+    Raises:
+        MedicalImageLoadError: BitsStored or a LUT Descriptor is missing or invalid.
+    """
+    if voi_kind == "lut":
+        try:
+            bits = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        except (AttributeError, IndexError, TypeError, ValueError) as e:
+            raise MedicalImageLoadError(path, f"invalid VOI LUT Descriptor ({e}), cannot invert MONOCHROME1") from e
+        return 0.0, float(2**bits - 1)
+    if not np.issubdtype(raw.dtype, np.integer):
+        return None
+    bits_alloc = int(ds.get("BitsAllocated", 0) or 0)
+    bits = int(ds.get("BitsStored", 0) or 0)
+    if not 1 <= bits <= max(bits_alloc, 1) or bits > 32:
+        raise MedicalImageLoadError(
+            path,
+            f"MONOCHROME1 image with an invalid BitsStored={ds.get('BitsStored')!r} (BitsAllocated={bits_alloc}): "
+            "its representable range, over which it is inverted, is unknown",
+        )
+    if int(ds.get("PixelRepresentation", 0) or 0) == 0:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    if ds.get("ModalityLUTSequence"):
+        try:
+            lut_bits = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        except (AttributeError, IndexError, TypeError, ValueError) as e:
+            raise MedicalImageLoadError(path, f"invalid Modality LUT Descriptor ({e})") from e
+        return 0.0, float(2**lut_bits - 1)
+    # apply_windowing rescales its range only when both values are present, as apply_modality_lut does
+    if "RescaleSlope" in ds and "RescaleIntercept" in ds:
+        slope, intercept = float(ds.RescaleSlope), float(ds.RescaleIntercept)
+        return lo * slope + intercept, hi * slope + intercept
+    if fg_rescale is not None and voi_kind is None:
+        slopes, intercepts = fg_rescale
+        if raw.ndim == 2:
+            slopes, intercepts = slopes[0], intercepts[0]
+        return lo * slopes + intercepts, hi * slopes + intercepts
+    return lo, hi
+
+
+def _apply_palette(path: Path, ds: Any, raw: np.ndarray) -> np.ndarray:
+    """RGB values ``(..., 3)`` of a PALETTE COLOR image (pydicom's ``apply_color_lut``), never the raw indices.
+
+    Raises:
+        MedicalImageLoadError: the palette (Red/Green/Blue Palette Color Lookup Table Descriptor and Data, or their
+            segmented form) is missing or unusable.
+    """
+    from pydicom.pixels import apply_color_lut
+
+    try:
+        rgb = apply_color_lut(raw, ds)
+    except Exception as e:
+        raise MedicalImageLoadError(
+            path,
+            f"PALETTE COLOR image whose palette cannot be applied ({type(e).__name__}: {e}); raw palette indices "
+            "are not loaded as grey levels",
+        ) from e
+    if rgb.shape != (*raw.shape, 3):
+        raise MedicalImageLoadError(path, f"palette gave shape {rgb.shape} for indices of shape {raw.shape}")
+    return rgb
+
+
+_EXIF_ORIENTATION = 0x0112
+_pillow_lock = threading.Lock()
+_pillow_strict_depth = 0
+_pillow_saved_flag = False
+
+
+@contextlib.contextmanager
+def _strict_pillow_decode():
+    """Switch Pillow's ``ImageFile.LOAD_TRUNCATED_IMAGES`` off while images are decoded, then restore it.
+
+    With the flag on (a process-wide setting that other code may set), Pillow fills the missing rows of a truncated
+    PNG/JPEG with zeros instead of raising. Nested and concurrent uses (threads) share one saved value: the flag is
+    restored when the last decode ends.
+    """
+    from PIL import ImageFile
+
+    global _pillow_strict_depth, _pillow_saved_flag
+    with _pillow_lock:
+        if _pillow_strict_depth == 0:
+            _pillow_saved_flag = ImageFile.LOAD_TRUNCATED_IMAGES
+        _pillow_strict_depth += 1
+        ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        with _pillow_lock:
+            _pillow_strict_depth -= 1
+            if _pillow_strict_depth == 0:
+                ImageFile.LOAD_TRUNCATED_IMAGES = _pillow_saved_flag
+
+
+#: A gap between neighbouring slices larger than this many times the median spacing is a missing slice.
+SERIES_GAP_FACTOR = 1.5
+
+
+def _dicom_files_in(folder: Path) -> list[Path]:
+    """The files MONAI's ``PydicomReader`` reads from a series folder (``glob('*')`` with a DICOM marker), sorted."""
+    return sorted(Path(f) for f in glob.glob(os.path.join(str(folder), "*")) if pydicom.misc.is_dicom(f))
+
+
+def _check_dicom_series(folder: Path, series_uid: str | None = None) -> list[Path]:
+    """Validate a DICOM series folder before it is stacked into a volume; return the files of the series to read.
+
+    Refused (``MedicalImageLoadError`` naming the folder): no DICOM file; several Series Instance UIDs (listed with
+    their file counts) unless ``series_uid`` picks one; slices of different Rows/Columns; some slices with and some
+    without Image Position (Patient); two slices at one position (both files named); a gap larger than
+    :data:`SERIES_GAP_FACTOR` times the median slice spacing (a missing slice; the positions and files named); slices
+    whose Instance Number order (the order MONAI stacks them in) is not their order along the slice normal, or with
+    no Instance Number (MONAI would drop them). Files without a DICOM marker are left out with a warning naming them.
+    """
+    files = _dicom_files_in(folder)
+    known = set(files)
+    others = sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f not in known)
+    if not files:
+        raise MedicalImageLoadError(folder, f"folder holds no DICOM file (files without a DICOM marker: {others[:5]})")
+    if others:
+        warnings.warn(f"'{folder}': {len(others)} file(s) without a DICOM marker left out: {others[:5]}", stacklevel=4)
+    headers = []
+    for f in files:
+        try:
+            headers.append((f, pydicom.dcmread(str(f), stop_before_pixels=True)))
+        except Exception as e:
+            reason = f"unreadable DICOM header in '{f.name}' ({type(e).__name__}: {e})"
+            raise MedicalImageLoadError(folder, reason) from e
+    by_uid: dict[str, list[tuple[Path, Any]]] = {}
+    for f, ds in headers:
+        by_uid.setdefault(str(ds.get("SeriesInstanceUID", "") or "<missing>"), []).append((f, ds))
+    counts = ", ".join(f"{uid} ({len(v)} files)" for uid, v in sorted(by_uid.items(), key=lambda kv: -len(kv[1])))
+    if series_uid is not None:
+        if series_uid not in by_uid:
+            raise MedicalImageLoadError(folder, f"no file of series_uid={series_uid!r}; the folder holds {counts}")
+        headers = by_uid[series_uid]
+    elif len(by_uid) > 1:
+        raise MedicalImageLoadError(
+            folder,
+            f"folder mixes {len(by_uid)} DICOM series (SeriesInstanceUID: {counts}); put each series in its own "
+            "folder or pass series_uid=... to load one",
+        )
+    photometric = sorted({str(ds.get("PhotometricInterpretation", "")) for _, ds in headers})
+    if "PALETTE COLOR" in photometric or len(photometric) > 1:
+        raise MedicalImageLoadError(
+            folder,
+            f"series with Photometric Interpretation {photometric}: MONAI's PydicomReader would stack raw palette "
+            "indices or mix inverted and plain slices; load the files one by one",
+        )
+    if len(headers) == 1:
+        return [headers[0][0]]
+    sizes = {(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)) for _, ds in headers}
+    if len(sizes) > 1:
+        raise MedicalImageLoadError(folder, f"slices of different sizes (Rows, Columns) {sorted(sizes)} in one series")
+    no_number = [f.name for f, ds in headers if ds.get("InstanceNumber", None) in (None, "")]
+    if no_number:
+        raise MedicalImageLoadError(
+            folder, f"{len(no_number)} slice(s) without InstanceNumber (the stacking order): {no_number[:5]}"
+        )
+    has_pos = [ds.get("ImagePositionPatient") is not None for _, ds in headers]
+    if not any(has_pos):
+        warnings.warn(
+            f"'{folder}': no slice has Image Position (Patient): stacked in InstanceNumber order, spacing unchecked",
+            stacklevel=4,
+        )
+        return [f for f, _ in headers]
+    if not all(has_pos):
+        missing = [f.name for (f, _), ok in zip(headers, has_pos) if not ok]
+        raise MedicalImageLoadError(folder, f"{len(missing)} slice(s) without ImagePositionPatient: {missing[:5]}")
+    try:
+        iop = np.asarray([float(v) for v in headers[0][1].get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
+        normal = np.cross(iop[:3], iop[3:6])
+        if not np.linalg.norm(normal) > 0:
+            normal = np.array([0.0, 0.0, 1.0])
+        pos = np.asarray([[float(v) for v in ds.ImagePositionPatient] for _, ds in headers], dtype=np.float64) @ normal
+        numbers = np.asarray([float(ds.InstanceNumber) for _, ds in headers])
+    except (TypeError, ValueError, IndexError) as e:
+        raise MedicalImageLoadError(folder, f"invalid ImagePositionPatient/ImageOrientationPatient ({e})") from e
+    names = [f.name for f, _ in headers]
+    order = np.argsort(pos, kind="stable")
+    steps = np.diff(pos[order])
+    median = float(np.median(steps))
+    tol = max(1e-3 * median, 1e-4)
+    dup = np.flatnonzero(steps <= tol)
+    if dup.size:
+        pairs = [f"'{names[order[k]]}' and '{names[order[k + 1]]}' at {pos[order[k]]:g} mm" for k in dup[:5]]
+        raise MedicalImageLoadError(folder, f"{dup.size} duplicate slice position(s): {'; '.join(pairs)}")
+    gaps = np.flatnonzero(steps > SERIES_GAP_FACTOR * median)
+    if gaps.size:
+        where = [
+            f"{pos[order[k]]:g} -> {pos[order[k + 1]]:g} mm ('{names[order[k]]}', '{names[order[k + 1]]}')"
+            for k in gaps[:5]
+        ]
+        raise MedicalImageLoadError(
+            folder,
+            f"{gaps.size} gap(s) between slice positions larger than {SERIES_GAP_FACTOR}x the median spacing "
+            f"{median:g} mm (missing slice?): {'; '.join(where)}",
+        )
+    by_number = np.argsort(numbers, kind="stable")
+    same = np.flatnonzero(np.diff(numbers[by_number]) == 0)
+    if same.size:
+        k = by_number[same[0]], by_number[same[0] + 1]
+        raise MedicalImageLoadError(
+            folder,
+            f"{same.size} duplicate InstanceNumber(s) (the stacking order): '{names[k[0]]}' and '{names[k[1]]}' "
+            f"are both number {numbers[k[0]]:g}",
+        )
+    d = np.diff(pos[by_number])
+    if not (np.all(d > 0) or np.all(d < 0)):
+        raise MedicalImageLoadError(
+            folder,
+            "InstanceNumber order (the stacking order) is not the order of the slice positions along the slice "
+            f"normal (positions by InstanceNumber: {[round(float(v), 3) for v in pos[by_number][:8]]} ...)",
+        )
+    return [f for f, _ in headers]
+
+
 class LoadMedicalImage(Transform):
     """Load a DICOM file, a DICOM series folder, a NIfTI file or a PNG/JPEG as a channel-first float32 ``MetaTensor``.
 
@@ -209,7 +461,27 @@ class LoadMedicalImage(Transform):
     2. ``apply_voi_lut`` (VOI LUT sequence or Window Centre/Width, first window) when ``voi="always"``, or when
        ``voi="auto"`` and the modality is a radiograph (:data:`RADIOGRAPH_MODALITIES`, e.g. CR, DX) that carries one.
        CT/MR stay in their calibrated units so that :class:`~monai_transfer.transforms.WindowIntensity` can window them.
-    3. MONOCHROME1 inversion ``max + min - x`` (of the image's own range) so that bone is bright, as in MONOCHROME2.
+    3. MONOCHROME1 inversion ``lowest + highest - x`` so that bone is bright, as in MONOCHROME2, over a fixed range
+       (never the image's own min/max, so a crop keeps its pixel values and MONOCHROME1 of ``x`` equals MONOCHROME2
+       of ``lowest + highest - x``): the VOI output range when a window/VOI LUT was applied (pydicom's, e.g.
+       ``[0, 2**BitsStored - 1]`` through the rescale), else the stored range (``BitsStored``,
+       ``PixelRepresentation``) through the Modality LUT or rescale, e.g. ``slope * (2**BitsStored - 1) + intercept``
+       and ``intercept`` for unsigned data. Float pixel data has no such range: its own range is used.
+
+    PALETTE COLOR images are turned into RGB with pydicom's ``apply_color_lut`` (``C = 3``, values as the palette
+    stores them, often 16-bit ``0..65535``; ``meta["palette_applied"]``); never loaded as raw palette indices. A
+    palette that cannot be applied, or a one-sample image whose Photometric Interpretation is not MONOCHROME1/2 or
+    PALETTE COLOR, raises.
+
+    DICOM series folders are checked before stacking (see :func:`_check_dicom_series`): a folder that mixes Series
+    Instance UIDs is refused (listing them with their file counts) unless ``series_uid`` picks one; two slices at one
+    position (both files named), a gap over 1.5x the median slice spacing (the positions named), slices of different
+    sizes, and Instance Numbers that are missing, repeated or not in position order are refused. A MONOCHROME1 series
+    is inverted like a single file (without VOI); a PALETTE COLOR series is refused.
+
+    PNG/JPEG are decoded in full with Pillow's ``LOAD_TRUNCATED_IMAGES`` switched off (a truncated file raises even
+    where the process set that flag), and the EXIF orientation is applied (``ImageOps.exif_transpose``; the original
+    tag in ``meta["exif_orientation"]``). NIfTI files with complex values are refused (no silent real part).
 
     Compressed transfer syntaxes decode when pydicom has a plugin for them: RLE natively, 8-bit JPEG baseline and
     JPEG 2000 with Pillow (a core dependency); HTJ2K with ``pylibjpeg-openjpeg`` (``test`` and ``dicom`` extras);
@@ -225,7 +497,7 @@ class LoadMedicalImage(Transform):
     ``source_format`` and, with the same keys for every format so 2D batches of mixed PNG/DICOM collate:
     ``Modality``, ``PhotometricInterpretation``, ``TransferSyntaxUID``, ``RescaleSlope``, ``RescaleIntercept``,
     ``WindowCenter``, ``WindowWidth`` (NaN when absent), ``BitsStored``, ``PixelRepresentation``, ``NumberOfFrames``,
-    ``rescale_applied``, ``voi_applied``, ``inverted``.
+    ``rescale_applied``, ``voi_applied``, ``inverted``, ``palette_applied``, ``exif_orientation``.
 
     Args:
         voi: ``"auto"`` (default; radiographs only), ``"always"`` or ``"none"``.
@@ -241,6 +513,8 @@ class LoadMedicalImage(Transform):
             ``"raise"`` (default) a ``MedicalImageLoadError`` naming the file and the counts; ``"warn"``: replace
             NaN and -inf by the smallest and +inf by the largest finite value and warn naming the file;
             ``"ignore"``: keep them.
+        series_uid: for a DICOM series folder that holds several series, the Series Instance UID to load (the
+            others are left out); default ``None``: a folder that mixes series raises.
 
     Every loaded image is also checked for zero variance: a constant image (e.g. a blank DICOM or an all-zero
     volume) loads, with a ``UserWarning`` naming the file, because intensity scaling turns it into a blank input.
@@ -265,6 +539,7 @@ class LoadMedicalImage(Transform):
         grey: bool = True,
         dtype: torch.dtype = torch.float32,
         nan_policy: str = "raise",
+        series_uid: str | None = None,
     ) -> None:
         if voi not in ("auto", "always", "none"):
             raise ValueError(f"voi must be 'auto', 'always' or 'none', got {voi!r}.")
@@ -282,6 +557,7 @@ class LoadMedicalImage(Transform):
         self.grey = grey
         self.dtype = dtype
         self.nan_policy = nan_policy
+        self.series_uid = series_uid
 
     def __call__(self, path: PathLike) -> MetaTensor:
         """Load ``path``; see the class docstring.
@@ -369,6 +645,8 @@ class LoadMedicalImage(Transform):
             "rescale_applied": False,
             "voi_applied": False,
             "inverted": False,
+            "palette_applied": False,
+            "exif_orientation": 1,
         }
 
     def _to_meta_tensor(self, arr: np.ndarray, spacing: Sequence[float], meta: dict[str, Any]) -> MetaTensor:
@@ -450,7 +728,14 @@ class LoadMedicalImage(Transform):
         self._check_ndim(path, stored_ndim, raw.shape)
 
         arr = raw
-        if samples == 1:
+        fg_rescale = None
+        if samples == 1 and pi not in _GREY_PHOTOMETRIC and pi != "PALETTE COLOR":
+            raise MedicalImageLoadError(
+                path,
+                f"PhotometricInterpretation {pi!r} does not describe a one-sample image (SamplesPerPixel=1); "
+                f"expected one of {_GREY_PHOTOMETRIC[:2] + ('PALETTE COLOR',)}",
+            )
+        if samples == 1 and pi != "PALETTE COLOR":
             if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
                 arr = apply_modality_lut(raw, ds)
                 meta["rescale_applied"] = True
@@ -459,7 +744,7 @@ class LoadMedicalImage(Transform):
             else:  # enhanced multi-frame: rescale in the shared or per-frame functional groups
                 pvt = self._functional_group_rescale(path, ds, n_frames)
                 if pvt is not None:
-                    slopes, intercepts = pvt
+                    slopes, intercepts = fg_rescale = pvt
                     if raw.ndim == 3:  # (frames, rows, cols): frame k gets its own slope and intercept
                         arr = raw.astype(np.float64) * slopes[:, None, None] + intercepts[:, None, None]
                     else:
@@ -474,13 +759,24 @@ class LoadMedicalImage(Transform):
             if has_voi:
                 meta["WindowCenter"] = _first_float(ds.get("WindowCenter"))
                 meta["WindowWidth"] = _first_float(ds.get("WindowWidth"))
+            voi_kind = None
             if has_voi and (self.voi == "always" or (self.voi == "auto" and modality in RADIOGRAPH_MODALITIES)):
+                voi_kind = _voi_kind(ds)
                 arr = apply_voi_lut(arr, ds, index=0)
-                meta["voi_applied"] = True
+                meta["voi_applied"] = voi_kind is not None
             if pi == "MONOCHROME1" and self.invert_monochrome1:
+                lo_hi = _monochrome1_range(path, ds, raw, voi_kind, fg_rescale)
                 arr = arr.astype(np.float64)
-                arr = arr.max() + arr.min() - arr
+                if lo_hi is None:  # float pixel data: no representable range, the image's own range is used
+                    arr = arr.max() + arr.min() - arr
+                else:
+                    total = lo_hi[0] + lo_hi[1]
+                    arr = (total[:, None, None] if np.ndim(total) else total) - arr
                 meta["inverted"] = True
+        elif samples == 1:  # PALETTE COLOR
+            arr = _apply_palette(path, ds, raw)
+            samples = 3
+            meta["palette_applied"] = True
         arr = np.asarray(arr, dtype=np.float32)
 
         row_sp, col_sp = _pixel_spacing(ds)
@@ -560,10 +856,17 @@ class LoadMedicalImage(Transform):
             if not has_nibabel:
                 raise MedicalImageLoadError(path, "nibabel is not installed (pip install nibabel)")
             try:
-                shape = tuple(nibabel.load(str(path)).shape)
+                nii = nibabel.load(str(path))
+                shape, data_dtype = tuple(nii.shape), np.dtype(nii.get_data_dtype())
             except Exception as e:
                 reason = f"unreadable or truncated NIfTI file ({type(e).__name__}: {e})"
                 raise MedicalImageLoadError(path, reason) from e
+            if data_dtype.kind == "c":  # MONAI/numpy would keep only the real part, silently
+                raise MedicalImageLoadError(
+                    path,
+                    f"NIfTI image holds complex values (dtype {data_dtype.name}); refusing to drop the imaginary part: "
+                    "convert it first (e.g. to its magnitude, numpy.abs) and save a real-valued NIfTI",
+                )
             # trailing singleton axes are dropped: (x, y, z, 1) is 3D, and (x, y, 1) is 2D when a 2D image is expected
             min_dims = 2 if self.expected_ndim == 2 else 3
             while len(shape) > min_dims and shape[-1] == 1:
@@ -579,6 +882,12 @@ class LoadMedicalImage(Transform):
                 raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
             if not any(f.is_file() for f in path.iterdir()):
                 raise MedicalImageLoadError(path, "folder holds no files (expected a DICOM series)")
+            series_files = _check_dicom_series(path, self.series_uid)
+            if len(series_files) < len(_dicom_files_in(path)):  # one series chosen among several: read only it
+                pattern = "^(?:" + "|".join(re.escape(os.path.join(str(path), f.name)) for f in series_files) + ")$"
+                from monai.data import PydicomReader
+
+                reader = PydicomReader(fname_regex=pattern)
         try:
             img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
         except Exception as e:
@@ -601,7 +910,13 @@ class LoadMedicalImage(Transform):
             if k not in img.meta or k in ("filename_or_obj", "source_format"):
                 img.meta[k] = v
         if kind == "dicom_series":
-            img.meta.update(self._series_facts(path))
+            img.meta.update(self._series_facts(series_files[0]))
+            if img.meta["PhotometricInterpretation"] == "MONOCHROME1" and self.invert_monochrome1:
+                ds = pydicom.dcmread(str(series_files[0]), stop_before_pixels=True)
+                lo_hi = _monochrome1_range(path, ds, np.zeros(0, dtype=np.int32), None, None)
+                total = float(lo_hi[0] + lo_hi[1]) if lo_hi is not None else float(img.max() + img.min())
+                img.neg_().add_(total)  # PydicomReader applied the rescale; it does not invert
+                img.meta["inverted"] = True
         spatial_rank = img.ndim - 1
         aff = img.affine.detach().cpu().numpy()
         img.meta["spacing"] = np.sqrt((aff[:spatial_rank, :spatial_rank] ** 2).sum(axis=0)).astype(np.float64)
@@ -609,9 +924,8 @@ class LoadMedicalImage(Transform):
         return img.to(self.dtype) if img.dtype != self.dtype else img
 
     @staticmethod
-    def _series_facts(folder: Path) -> dict[str, Any]:
+    def _series_facts(first: Path) -> dict[str, Any]:
         """DICOM facts of a series (from its first file's header), which PydicomReader prunes from the metadata."""
-        first = next(iter(sorted(f for f in folder.iterdir() if f.is_file() and not f.name.startswith("."))))
         ds = pydicom.dcmread(str(first), stop_before_pixels=True, force=True)
         has_rescale = "RescaleSlope" in ds or "RescaleIntercept" in ds
         return {
@@ -632,8 +946,13 @@ class LoadMedicalImage(Transform):
         from PIL import UnidentifiedImageError
 
         try:
-            with PIL_Image.open(path) as im:
-                im.load()
+            with _strict_pillow_decode(), PIL_Image.open(path) as im:
+                im.load()  # full decode: a truncated file raises here even where LOAD_TRUNCATED_IMAGES is set
+                exif_orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
+                if exif_orientation != 1:
+                    from PIL import ImageOps
+
+                    ImageOps.exif_transpose(im, in_place=True)  # display orientation, as a viewer shows it
                 mode = im.mode
                 if self.grey:
                     if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
@@ -650,4 +969,5 @@ class LoadMedicalImage(Transform):
         arr = arr[None] if arr.ndim == 2 else np.moveaxis(arr, -1, 0)
         meta = self._common_meta(path, "image")
         meta["PhotometricInterpretation"] = "MONOCHROME2" if self.grey else "RGB"
+        meta["exif_orientation"] = exif_orientation
         return self._to_meta_tensor(arr.astype(np.float32), (1.0, 1.0), meta)

@@ -31,7 +31,7 @@ class LoadMedicalImaged(MapTransform):
 
     Args:
         keys: keys of the paths to load.
-        voi, invert_monochrome1, multiframe, expected_ndim, axcodes, grey, dtype, nan_policy: see
+        voi, invert_monochrome1, multiframe, expected_ndim, axcodes, grey, dtype, nan_policy, series_uid: see
             ``LoadMedicalImage``.
         allow_missing_keys: don't raise when a key is missing; default ``False``.
 
@@ -55,6 +55,7 @@ class LoadMedicalImaged(MapTransform):
         dtype: torch.dtype = torch.float32,
         allow_missing_keys: bool = False,
         nan_policy: str = "raise",
+        series_uid: str | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.loader = LoadMedicalImage(
@@ -66,6 +67,7 @@ class LoadMedicalImaged(MapTransform):
             grey=grey,
             dtype=dtype,
             nan_policy=nan_policy,
+            series_uid=series_uid,
         )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
