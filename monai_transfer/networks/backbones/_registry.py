@@ -57,8 +57,9 @@ class BackboneFamily:
             for a string it does not know. ``None``/``"none"``, ``"imagenet"`` and local files are handled for every
             family by the builder layer.
         weights_cfg: ``(cfg, kind, value) -> WeightsCfg``: preprocessing and meta of those weights.
-        load_weights: ``(cfg, builder, kind, value) -> (model, info)``: the full model with the weights loaded and
-            what to record (``path``, ``url``, ``resolved``, ``license``, ``sha256``, ``classifier_loaded``).
+        load_weights: ``(cfg, builder, kind, value, sha256) -> (model, info)``: the full model with the weights
+            loaded (``sha256`` checked when the weights are a file) and what to record (``path``, ``url``,
+            ``resolved``, ``license``, ``sha256``, ``classifier_loaded``).
         lookup_cfg: ``(name) -> BackboneCfg | None`` for names that are not registered (timm's ``pretrained_cfg``).
         default_builder: builder for such names.
         convert_state_dict: ``(state_dict, model) -> state_dict`` applied to a local file whose keys need renaming
