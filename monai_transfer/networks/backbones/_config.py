@@ -165,7 +165,7 @@ class WeightsCfg:
         object.__setattr__(self, "std", _rgb(self.std))
         if len(self.mean) != len(self.std) or any(s <= 0 for s in self.std):
             raise ValueError(f"WeightsCfg {self.tag!r}: mean {self.mean} and std {self.std} must match, std > 0.")
-        if self.input_size < 1 or self.resize_size < 1 or not 0 < self.crop_pct <= 1.0 + 1e-6:
+        if self.input_size < 1 or self.resize_size < 1 or not self.crop_pct > 0:
             raise ValueError(
                 f"WeightsCfg {self.tag!r}: bad sizes input_size={self.input_size}, resize_size={self.resize_size}, "
                 f"crop_pct={self.crop_pct}."

@@ -96,3 +96,33 @@ def test_each_module_imports_alone_in_layer_order():
     for name, loaded, tv, tm in seen:
         assert all(LAYERS[m] <= LAYERS[name] for m in loaded), (name, loaded)
         assert not tv and not tm, f"importing {name} imported torchvision/timm"
+
+
+def test_builder_knows_no_family_by_name():
+    """``_builder`` dispatches through the registry: no family name or family-specific weights string in its code
+    (each family registers its own weights loader instead)."""
+    tree = ast.parse((PKG / "_builder.py").read_text(encoding="utf-8"))
+    docs = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.ClassDef)) and ast.get_docstring(n) is not None
+    }
+    strings = {
+        n.value
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and id(n) not in docs
+    }
+    named = {s for s in strings for f in ("torchvision", "timm", "lite", "packaged") if f in s.lower()}
+    assert not named, f"_builder.py names families: {named}"
+
+
+@pytest.mark.parametrize("family", ["torchvision", "timm", "lite"])
+def test_each_family_registers_its_own_weights_loader(family):
+    from monai_transfer.networks.backbones._registry import get_family
+
+    fam = get_family(family)
+    for hook in ("resolve_weights", "weights_cfg", "load_weights"):
+        fn = getattr(fam, hook)
+        assert callable(fn), (family, hook)
+        assert fn.__module__.startswith(PKG_NAME + "."), (family, hook, fn.__module__)
+        assert fn.__module__.rsplit(".", 1)[1] in ("torchvision", "timm", "lite"), (family, hook, fn.__module__)
