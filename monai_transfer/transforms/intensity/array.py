@@ -27,6 +27,8 @@ from monai.data.meta_obj import get_track_meta
 from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleIntensityRangePercentiles, Transform
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
+from monai_transfer.networks.backbones import WeightsCfg, get_weights_cfg
+
 __all__ = [
     "WINDOW_PRESETS",
     "resolve_window",
@@ -240,26 +242,15 @@ class ZScoreNormalize(Transform):
         return self.norm(img)
 
 
-def _backbone_stats(backbone: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Mean/std of a registered backbone's pretrained weights (lazy import; the registry is data only)."""
-    try:
-        from monai_transfer.networks.backbones import get_backbone_cfg
-    except ImportError as e:
-        raise ImportError(
-            f"BackboneNormalize(backbone={backbone!r}) needs monai_transfer.networks.backbones.get_backbone_cfg, "
-            f"which could not be imported ({e}); pass mean= and std= explicitly instead."
-        ) from e
-    cfg = get_backbone_cfg(backbone)
-    return tuple(float(m) for m in cfg.mean), tuple(float(s) for s in cfg.std)
-
-
 class BackboneNormalize(Transform):
     """Normalise a ``[0, 1]`` image with the per-channel mean/std of a pretrained backbone's weights.
 
-    ``out[c] = (img[c] - mean[c]) / std[c]``. With ``backbone="tf_efficientnet_lite0"`` the values are read from
-    ``monai_transfer.networks.backbones.get_backbone_cfg(name).mean/.std`` (e.g. ImageNet's
-    ``(0.485, 0.456, 0.406)/(0.229, 0.224, 0.225)`` or EfficientNet-Lite's ``0.5/0.5``), so the numbers are never
-    typed by hand; explicit ``mean=``/``std=`` override them.
+    ``out[c] = (img[c] - mean[c]) / std[c]``. With ``backbone="tf_efficientnet_lite0"`` the values are read from the
+    weights' configuration, ``monai_transfer.networks.backbones.get_weights_cfg(backbone, weights).mean/.std``
+    (e.g. ImageNet's ``(0.485, 0.456, 0.406)/(0.229, 0.224, 0.225)`` or EfficientNet-Lite's ``0.5/0.5``), so the
+    numbers are never typed by hand and follow the weights the network loads (pass the network's ``weights`` too);
+    without ``weights`` (or ``"none"``, or a local file) they are the backbone's default weights' values, read from
+    data without importing torchvision or timm. Explicit ``mean=``/``std=`` override them.
 
     A grey image (``C = 1``) with three-value RGB statistics is ambiguous: normalising one grey channel with one of
     the RGB pairs, or averaging them, does not give what the pretrained stem saw. It raises unless
@@ -268,13 +259,16 @@ class BackboneNormalize(Transform):
 
     Args:
         backbone: registered backbone name; used when ``mean``/``std`` are not given.
+        weights: the backbone's weights, as given to ``Pretrained2DNet``/``build_backbone`` (``"packaged"``,
+            ``"ResNet50_Weights.IMAGENET1K_V1"``, ``"timm:<tag>"``, ...), or a ``WeightsCfg``
+            (then ``backbone`` may be omitted). Default ``None``: the backbone's default weights.
         mean: per-channel means (1 or C values), overriding the backbone's.
         std: per-channel standard deviations (> 0), overriding the backbone's.
         repeat_channels: repeat a one-channel input to ``len(mean)`` channels before normalising; default False.
 
     Raises:
-        ValueError: neither backbone nor mean/std; length mismatch between mean, std and the channels; std <= 0.
-        ImportError: ``backbone`` given but the backbone registry is not importable.
+        ValueError: neither backbone/weights nor mean/std; length mismatch between mean, std and the channels;
+            std <= 0; weights that do not apply to the backbone (on first use).
     """
 
     backend = [TransformBackends.TORCH]
@@ -285,12 +279,14 @@ class BackboneNormalize(Transform):
         mean: Sequence[float] | float | None = None,
         std: Sequence[float] | float | None = None,
         repeat_channels: bool = False,
+        weights: str | WeightsCfg | None = None,
     ) -> None:
         if (mean is None) != (std is None):
             raise ValueError(f"give both mean and std or neither, got mean={mean}, std={std}.")
-        if mean is None and backbone is None:
-            raise ValueError("BackboneNormalize needs backbone=<name> or explicit mean= and std=.")
+        if mean is None and backbone is None and not isinstance(weights, WeightsCfg):
+            raise ValueError("BackboneNormalize needs backbone=<name> (and weights=) or explicit mean= and std=.")
         self.backbone = backbone
+        self.weights = weights
         self.repeat_channels = repeat_channels
         self._mean = None if mean is None else tuple(np.atleast_1d(np.asarray(mean, dtype=float)).tolist())
         self._std = None if std is None else tuple(np.atleast_1d(np.asarray(std, dtype=float)).tolist())
@@ -306,9 +302,11 @@ class BackboneNormalize(Transform):
 
     @property
     def stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """``(mean, std)`` in use, looked up from the backbone registry on first use when not given."""
+        """``(mean, std)`` in use, read from the weights' configuration on first use when not given."""
         if self._mean is None:
-            self._mean, self._std = _backbone_stats(self.backbone)  # type: ignore[arg-type]
+            w = self.weights
+            cfg = w if isinstance(w, WeightsCfg) else get_weights_cfg(self.backbone, w)  # type: ignore[arg-type]
+            self._mean, self._std = tuple(cfg.mean), tuple(cfg.std)
             self._check(self._mean, self._std)
         return self._mean, self._std  # type: ignore[return-value]
 

@@ -17,6 +17,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from monai_transfer.networks.backbones import WeightsCfg
 from monai_transfer.transforms.intensity.array import (
     BackboneNormalize,
     MultiWindowStack,
@@ -137,7 +138,7 @@ class BackboneNormalized(_ArrayMapd):
     Example::
 
         {"_target_": "monai_transfer.transforms.BackboneNormalized", "keys": "image",
-         "backbone": "tf_efficientnet_lite0", "repeat_channels": true}
+         "backbone": "tf_efficientnet_lite0", "weights": "packaged", "repeat_channels": true}
     """
 
     backend = BackboneNormalize.backend
@@ -150,9 +151,12 @@ class BackboneNormalized(_ArrayMapd):
         std: Sequence[float] | float | None = None,
         repeat_channels: bool = False,
         allow_missing_keys: bool = False,
+        weights: str | WeightsCfg | None = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.t = BackboneNormalize(backbone=backbone, mean=mean, std=std, repeat_channels=repeat_channels)
+        self.t = BackboneNormalize(
+            backbone=backbone, mean=mean, std=std, repeat_channels=repeat_channels, weights=weights
+        )
 
 
 WindowIntensityD = WindowIntensityDict = WindowIntensityd

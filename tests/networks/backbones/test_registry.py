@@ -87,6 +87,7 @@ def test_lite_cfg_matches_timm(k, size):
     assert cfg.mean == cfg.std == (0.5, 0.5, 0.5) == tuple(pc.mean) == tuple(pc.std)
     assert cfg.input_size == size == pc.input_size[-1]
     assert cfg.interpolation == "bicubic" == pc.interpolation
+    assert cfg.crop_pct == pc.crop_pct  # 0.875, 0.882, 0.890: TF's resize to size + 32
 
 
 def test_timm_fallback_cfg():
