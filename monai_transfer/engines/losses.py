@@ -391,6 +391,7 @@ def build_loss(
     gamma: float = 2.0,
     label_smoothing: float = 0.0,
     multilabel: bool | None = None,
+    mode: str | None = None,
 ) -> nn.Module:
     """Build the training loss.
 
@@ -406,7 +407,9 @@ def build_loss(
         gamma: focal-loss focusing parameter.
         label_smoothing: for ``"ce"`` only.
         multilabel: for ``"focal"``: sigmoid outputs with multi-hot labels; default ``True`` when ``labels`` are
-            2-D multi-hot, else ``False``.
+            2-D multi-hot (or ``mode="multilabel"``), else ``False``.
+        mode: the task mode (``"binary"``, ``"multiclass"``, ``"multilabel"``), e.g. the bundle's ``mode`` id;
+            ``"multilabel"`` needs ``"bce"`` (per-label ``pos_weight`` with ``imbalance="weights"``) or ``"focal"``.
 
     Returns:
         an ``nn.Module`` called as ``loss(logits, labels)``.
@@ -415,14 +418,21 @@ def build_loss(
         ValueError: on an unknown ``name``/``imbalance`` or inconsistent weights.
     """
     key = str(name).lower().replace("-", "_")
-    mode = _check_imbalance(imbalance)
-    if mode == "weights" and class_weights is None:
+    imb = _check_imbalance(imbalance)
+    if imb == "weights" and class_weights is None:
         class_weights = "balanced"
-    elif mode == "sampler":
+    elif imb == "sampler":
         class_weights = None
+    if mode is not None and mode not in ("binary", "multiclass", "multilabel"):
+        raise ValueError(f"mode must be None, 'binary', 'multiclass' or 'multilabel', got {mode!r}.")
     if multilabel is None:
-        multilabel = labels is not None and _as_label_array(labels).ndim == 2
+        multilabel = mode == "multilabel" or (labels is not None and _as_label_array(labels).ndim == 2)
     if key in ("ce", "cross_entropy", "crossentropy"):
+        if mode == "multilabel":
+            raise ValueError(
+                "loss 'ce' (softmax cross-entropy) needs one class per image; a multi-label task needs 'bce' "
+                "(sigmoid BCE-with-logits) or 'focal'."
+            )
         w = _resolve_class_weights(class_weights, labels, num_classes, bce=False)
         return ClassificationCrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
     if key in ("bce", "bce_with_logits", "bcewithlogits"):

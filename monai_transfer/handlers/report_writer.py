@@ -245,7 +245,8 @@ class ClassificationReportWriter:
                 plots=self.plots,
                 n_bins=self.n_bins,
             )
+        final_threshold = 0.5 if self.mode == "multiclass" else resolve_threshold(threshold)  # arg-max: no file read
         self.last_metrics = compute_classification_metrics(
-            y_prob, y_true, self.mode, resolve_threshold(threshold), self.class_names, self.n_bins
+            y_prob, y_true, self.mode, final_threshold, self.class_names, self.n_bins
         )
         engine.state.report_metrics = self.last_metrics  # type: ignore[attr-defined]
