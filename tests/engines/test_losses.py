@@ -139,3 +139,20 @@ def test_weighted_sampler_balances_and_is_seeded():
     assert list(make_weighted_sampler(y, seed=3)) != list(make_weighted_sampler(y, seed=4))
     assert build_sampler(y, "none") is None and build_sampler(y, "weights") is None
     assert len(build_sampler(y, "sampler")) == 100
+
+
+def test_build_loss_multilabel_mode_per_label_pos_weight_equals_torch():
+    dl = [{"label": [1, 0, 0]}, {"label": [0, 0, 1]}, {"label": [1, 1, 0]}, {"label": [0, 0, 0]}]
+    loss = build_loss("bce", num_classes=3, labels=dl, imbalance="weights", mode="multilabel")
+    assert isinstance(loss, ClassificationBCEWithLogitsLoss)
+    torch.testing.assert_close(loss.pos_weight, torch.tensor([1.0, 3.0, 3.0]))  # n_neg / n_pos per label
+    logits = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.4]])
+    target = torch.tensor([[1, 0, 0], [0, 1, 1]])  # integer multi-hot, as the data loader gives them
+    ref = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 3.0, 3.0]))(logits, target.float())
+    torch.testing.assert_close(loss(logits, target), ref)
+    assert build_loss("focal", num_classes=3, mode="multilabel").multilabel
+    with pytest.raises(ValueError, match="needs 'bce'"):
+        build_loss("ce", num_classes=3, labels=dl, mode="multilabel")
+    with pytest.raises(ValueError, match="mode must be"):
+        build_loss("ce", mode="multi")
+    assert isinstance(build_loss("ce", num_classes=3, mode="multiclass"), ClassificationCrossEntropyLoss)
