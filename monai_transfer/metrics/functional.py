@@ -131,7 +131,10 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
         elif p.ndim == 2 and p.shape[1] == 2:
             p = p[:, 1]
         else:
-            raise ValueError(f"binary y_prob must have shape (N,), (N, 1) or (N, 2), got {p.shape}")
+            raise ValueError(
+                f"binary y_prob must have shape (N,), (N, 1) or (N, 2), got {p.shape}; for more classes use "
+                "mode='multiclass' (one class per case) or mode='multilabel' (independent findings)"
+            )
         if y.ndim == 2 and y.shape[1] == 2:
             y = y.argmax(1)
         elif y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
