@@ -33,19 +33,23 @@ NIH14 = [
 ]  # fmt: skip
 
 
-def sklearn_per_class(y_true: np.ndarray, p: np.ndarray, mode: str, threshold=0.5) -> dict[str, dict[str, np.ndarray]]:
+def sklearn_per_class(
+    y_true: np.ndarray, p: np.ndarray, mode: str, threshold=0.5, pred: np.ndarray | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """Reference values from scikit-learn: ``{"per_class": {metric: (K,)}, "macro": {...}, "micro": {...}}``.
 
-    ``y_true`` is ``(N,)`` integer classes (multi-class) or ``(N, K)`` 0/1 (multi-label); ``p`` ``(N, K)``.
+    ``y_true`` is ``(N,)`` integer classes (multi-class) or ``(N, K)`` 0/1 (multi-label); ``p`` ``(N, K)``;
+    ``pred`` the ``(N, K)`` 0/1 decisions, default arg-max (multi-class) or ``p >= threshold``.
     Classes without positives get NaN (scikit-learn raises or warns for them).
     """
     k = p.shape[1]
     if mode == "multiclass":
         onehot = np.eye(k, dtype=int)[np.asarray(y_true, dtype=int)]
-        pred = np.eye(k, dtype=int)[p.argmax(1)]
+        pred = np.eye(k, dtype=int)[p.argmax(1)] if pred is None else pred
     else:
         onehot = np.asarray(y_true, dtype=int)
-        pred = (p >= np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (k,))[None, :]).astype(int)
+        t = np.broadcast_to(np.asarray(threshold, dtype=float).reshape(-1), (k,))
+        pred = (p >= t[None, :]).astype(int) if pred is None else np.asarray(pred, dtype=int)
     defined = np.array([0 < onehot[:, c].sum() < len(onehot) for c in range(k)])
     auc = np.array([skm.roc_auc_score(onehot[:, c], p[:, c]) if defined[c] else np.nan for c in range(k)])
     ap = np.array([skm.average_precision_score(onehot[:, c], p[:, c]) if defined[c] else np.nan for c in range(k)])
@@ -75,9 +79,11 @@ def sklearn_per_class(y_true: np.ndarray, p: np.ndarray, mode: str, threshold=0.
     return {"per_class": per, "macro": macro, "micro": micro, "support": onehot.sum(0)}
 
 
-def assert_table_matches_sklearn(report: dict, y_true: np.ndarray, p: np.ndarray, mode: str, threshold=0.5) -> None:
+def assert_table_matches_sklearn(
+    report: dict, y_true: np.ndarray, p: np.ndarray, mode: str, threshold=0.5, pred: np.ndarray | None = None
+) -> None:
     """``report["per_class"]`` and ``report["averages"]`` (a metrics.json dict) equal the scikit-learn values."""
-    ref = sklearn_per_class(y_true, p, mode, threshold)
+    ref = sklearn_per_class(y_true, p, mode, threshold, pred)
     rows = report["per_class"]
     assert [r["class"] for r in rows] == report["class_names"]
     for c, row in enumerate(rows):
