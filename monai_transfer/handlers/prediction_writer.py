@@ -185,12 +185,12 @@ class ClassificationPredictionWriter:
         if isinstance(thr, (str, os.PathLike)) and not Path(thr).is_file():
             logger.warning(f"threshold file {thr} not found: predictions use the default threshold 0.5")
             thr = None
-        t = torch.as_tensor(resolve_threshold(thr), dtype=probs.dtype).reshape(-1)
+        t = torch.as_tensor(resolve_threshold(thr), dtype=torch.float64).reshape(-1)
         if t.numel() not in (1, len(names)):
             raise ValueError(f"threshold must be one number or one per label ({len(names)}), got {t.tolist()}")
         t = t.expand(len(names)) if t.numel() == 1 else t
         self.threshold_used = [float(v) for v in t]  # type: ignore[assignment]
-        pred = (probs >= t[None, :]).long()
+        pred = (probs.double() >= t[None, :]).long()  # float64 like the report's metrics
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(

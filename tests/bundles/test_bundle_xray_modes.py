@@ -204,6 +204,7 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
     thr = json.loads((run / "models" / "threshold.json").read_text())
     assert thr["mode"] == "multilabel" and thr["class_names"] == NIH14 and len(thr["threshold"]) == 14
     t = np.array(thr["threshold"])
+    assert len(thr["sensitivity_per_label"]) == 14 and len(thr["specificity_per_label"]) == 14
     report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
     assert report["mode"] == "multilabel" and report["n_samples"] == 12
     assert report["threshold"]["value"] == pytest.approx(thr["threshold"])
