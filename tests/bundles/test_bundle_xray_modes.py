@@ -141,6 +141,9 @@ def test_mode_is_inferred_and_drives_loss_activation_metrics_threshold(tmp_path)
     torch.testing.assert_close(loss.pos_weight, torch.as_tensor((len(y) - y.sum(0)) / y.sum(0), dtype=torch.float32))
     act = ml.get_parsed_content("validate#postprocessing").transforms[0]
     assert act.sigmoid == (True,) and act.softmax == (False,)
+    from monai_transfer.engines.workflow import describe_datalists
+
+    assert describe_datalists({"train": train})["train"] == {"n": 6, "positives_per_label": y.sum(0).tolist()}
     assert ml.get_parsed_content("validate#key_metric#val_auc").metric_fn.mode == "multilabel"
     assert ml.get_parsed_content("validate#report_writer").select_threshold_on == "youden"
     ml["uncertain"] = None
@@ -213,6 +216,7 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
     labels = {r["image"]: [int(r[c]) for c in NIH14] for r in read_csv(csv_path)}
     y = np.array([labels[f"images/{Path(i).name}"] for i in ids])
     np.testing.assert_array_equal(y, [[int(r[f"label_{c}"]) for c in NIH14] for r in rows])
+    assert report["meta"]["data"]["val"]["positives_per_label"] == y.sum(0).tolist()
     p = recompute_probs(run, ids, NIH14, "multilabel")
     np.testing.assert_allclose(p, [[float(r[f"prob_{c}"]) for c in NIH14] for r in rows], atol=2e-6)
     # the report's decisions are p >= threshold per label (a probability on its own threshold may differ by float
