@@ -63,7 +63,8 @@ def bundle_datalists(
         max_items: keep at most this many items per split (class-balanced head of a seeded shuffle), for smoke runs.
         label_cols: multi-label CSV: the 0/1 finding columns (see ``datalist_from_csv``; a CSV without a ``label``
             column but with one column per class name is multi-label without it).
-        uncertain: multi-label: policy for uncertain (-1) values, ``"zeros"`` or ``"ones"`` (see ``datalist_from_csv``).
+        uncertain: multi-label: policy for uncertain (-1) values, ``"zeros"``, ``"ones"`` or ``"ignore"`` (training
+            split only: a validation/test item with an ignored entry raises; see ``datalist_from_csv``).
 
     Returns:
         ``{"train": [...], "val": [...]}`` plus ``"test"`` when the source has a test split.
@@ -105,6 +106,14 @@ def bundle_datalists(
             f"{len(out['train'])} items); a classifier needs at least two classes."
         )
     _check_disjoint(out, group_key, root)
+    for s in ("val", "test"):  # uncertain='ignore' masks the training loss only: metrics need certain labels
+        bad = [x for x in out.get(s, []) if isinstance(x.get("label"), list) and -1 in x["label"]]
+        if bad:
+            raise DatalistError(
+                f"{root}: {len(bad)} {s!r} item(s) have uncertain labels (-1, kept by uncertain='ignore'), first "
+                f"{bad[0]['image']} {bad[0]['label']}; metrics need certain 0/1 labels: give the {s!r} split certain "
+                "labels (e.g. CheXpert's radiologist-labelled valid set) or use uncertain='zeros'/'ones'."
+            )
     if max_items is not None:
         out = {s: _head(v, max_items, seed) for s, v in out.items()}
     logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})

@@ -42,6 +42,7 @@ __all__ = [
     "validate_datalist",
     "TASK_MODES",
     "UNCERTAIN_POLICIES",
+    "IGNORED_LABEL",
     "infer_task_mode",
 ]
 
@@ -58,8 +59,11 @@ class DatalistError(ValueError):
 
 #: task modes (the same strings as ``monai_transfer.metrics.functional.MODES``)
 TASK_MODES = ("binary", "multiclass", "multilabel")
-#: what an uncertain multi-label value (``-1``, CheXpert style) becomes: 0, 1, or left out of loss and metrics
+#: what an uncertain multi-label value (``-1``, CheXpert style) becomes: 0, 1, or ``IGNORED_LABEL`` (masked out of
+#: the training loss; metrics refuse it, so validation/test labels must be certain)
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
+#: the entry of a multi-hot label that ``uncertain="ignore"`` leaves out of the loss
+IGNORED_LABEL = -1
 
 
 def _is_image(path: Path, extensions: Sequence[str]) -> bool:
@@ -216,12 +220,9 @@ def _multilabel_value(v: Any, where: str, name: str, uncertain: str | None, unce
         if uncertain == "ones":
             return 1
         if uncertain == "ignore":
-            raise DatalistError(
-                f"{where}: label {name!r} is uncertain ({v!r}) and uncertain='ignore' is not supported yet (it needs "
-                "a masked loss and masked metrics); use uncertain='zeros' (U-Zeros) or 'ones' (U-Ones)."
-            )
+            return IGNORED_LABEL
         raise DatalistError(
-            f"{where}: label {name!r} is uncertain ({v!r}); choose a policy with uncertain='zeros' or 'ones'."
+            f"{where}: label {name!r} is uncertain ({v!r}); choose a policy with uncertain='zeros', 'ones' or 'ignore'."
         )
     raise DatalistError(f"{where}: label {name!r} must be 0 or 1 (or {uncertain_value} = uncertain), got {v!r}.")
 
@@ -362,8 +363,10 @@ def datalist_from_csv(
     name them with ``label_cols`` (in class order), or leave ``label_cols`` None and give ``class_names``: when the
     CSV has no ``label_col`` column but one column per class name, those columns are used. Each item's ``label`` is
     then a list of 0/1 ints (multi-hot). Values are ``0``/``1`` (``0.0``/``1.0`` too); ``uncertain_value`` (``-1``,
-    CheXpert's "uncertain") follows ``uncertain``: ``"zeros"`` (U-Zeros) or ``"ones"`` (U-Ones); ``None`` raises on
-    the first uncertain value, and ``"ignore"`` (masking) is refused for now. Blank cells raise.
+    CheXpert's "uncertain") follows ``uncertain``: ``"zeros"`` (U-Zeros), ``"ones"`` (U-Ones) or ``"ignore"``
+    (U-Ignore: the entry becomes :data:`IGNORED_LABEL` = -1, which the BCE/focal losses of
+    :mod:`monai_transfer.engines.losses` leave out; the metrics refuse it, so use it for training data only);
+    ``None`` raises on the first uncertain value. Blank cells raise.
 
     Relative image paths are resolved against ``root`` (default: the CSV's folder); a path that resolves outside
     it raises unless ``allow_outside_root``. Labels may be integers or class names: with ``class_names``, names
@@ -380,7 +383,8 @@ def datalist_from_csv(
         allow_outside_root: accept paths outside ``root``; default False.
         check_files: require every image to exist; default True.
         label_cols: multi-label: the 0/1 finding columns, in class order.
-        uncertain: multi-label: policy for ``uncertain_value`` entries, ``"zeros"``/``"ones"`` (or None: raise).
+        uncertain: multi-label: policy for ``uncertain_value`` entries, ``"zeros"``/``"ones"``/``"ignore"`` (or None:
+            raise).
         uncertain_value: the value that marks an uncertain finding; default -1.
 
     Returns:

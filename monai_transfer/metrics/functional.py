@@ -159,6 +159,11 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
         onehot = np.zeros((len(y), k), dtype=np.int64)
         onehot[np.arange(len(y)), y.astype(np.int64)] = 1
         return p, onehot
+    if y.shape == p.shape and (y == -1).any():
+        raise ValueError(
+            f"multilabel y_true holds {int((y == -1).sum())} uncertain (-1) entries: metrics need certain 0/1 labels "
+            "(uncertain='ignore' is for training data only)"
+        )
     if y.shape != p.shape or not np.isin(y, (0, 1)).all():
         raise ValueError(f"multilabel y_true must be a 0/1 array of shape {p.shape}, got shape {y.shape}")
     return p, y.astype(np.int64)

@@ -146,6 +146,12 @@ def test_mode_is_inferred_and_drives_loss_activation_metrics_threshold(tmp_path)
     assert describe_datalists({"train": train})["train"] == {"n": 6, "positives_per_label": y.sum(0).tolist()}
     assert ml.get_parsed_content("validate#key_metric#val_auc").metric_fn.mode == "multilabel"
     assert ml.get_parsed_content("validate#report_writer").select_threshold_on == "youden"
+    ml["uncertain"] = "ignore"  # U-Ignore: the uncertain training entry stays -1 and leaves pos_weight and the loss
+    train = ml.get_parsed_content("datalists", lazy=False)["train"]
+    y = np.array([x["label"] for x in train])
+    assert (y == -1).sum() == 1
+    pw = ml.get_parsed_content("train#loss_function", lazy=False).pos_weight
+    torch.testing.assert_close(pw, torch.as_tensor((y == 0).sum(0) / (y == 1).sum(0), dtype=torch.float32))
     ml["uncertain"] = None
     with pytest.raises(RuntimeError) as e:  # the uncertain value needs a policy; the error names the row
         ml.get_parsed_content("datalists", lazy=False)

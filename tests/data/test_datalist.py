@@ -192,7 +192,9 @@ def test_csv_multilabel_columns_uncertain_policies(tmp_path):
     for n in ("a", "b", "c"):
         _img(tmp_path / f"{n}.png")
     p = _csv(tmp_path / "ml.csv", ["a.png,1,0,P1", "b.png,0.0,-1,P2", "c.png,0,1,P3"], header="image,Edema,Mass,pid")
-    with pytest.raises(DatalistError, match=r"ml.csv' line 3: label 'Mass' is uncertain .*uncertain='zeros' or 'ones'"):
+    with pytest.raises(
+        DatalistError, match=r"ml.csv' line 3: label 'Mass' is uncertain .*uncertain='zeros', 'ones' or 'ignore'"
+    ):
         datalist_from_csv(p, label_cols=["Edema", "Mass"])
     zeros = datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="zeros", patient_col="pid")
     assert [it["label"] for it in zeros] == [[1, 0], [0, 0], [0, 1]]
@@ -205,8 +207,8 @@ def test_csv_multilabel_columns_uncertain_policies(tmp_path):
         [0, 0],
         [0, 1],
     ]
-    with pytest.raises(DatalistError, match="uncertain='ignore' is not supported yet"):
-        datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="ignore")
+    ignored = datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="ignore")
+    assert [it["label"] for it in ignored] == [[1, 0], [0, -1], [0, 1]]  # -1: left out of the loss
     with pytest.raises(ValueError, match="uncertain must be"):
         datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="maybe")
     with pytest.raises(DatalistError, match=r"no label column\(s\) \['Fibrosis'\]"):
@@ -265,3 +267,25 @@ def test_infer_task_mode():
         infer_task_mode([{"label": [0, 1]}, {"label": 1}])
     with pytest.raises(DatalistError, match="no item has a 'label'"):
         infer_task_mode([{"image": "x.png"}])
+
+
+def test_bundle_datalists_ignore_uncertain_train_only(tmp_path):
+    from monai_transfer.data import bundle_datalists
+
+    for n in ("a", "b", "c", "d"):
+        _img(tmp_path / f"{n}.png")
+    rows = ["a.png,train,1,-1", "b.png,train,0,1", "c.png,val,1,0", "d.png,val,0,1"]
+    p = _csv(tmp_path / "ml.csv", rows, header="image,split,Edema,Mass")
+    out = bundle_datalists(p, class_names=["Edema", "Mass"], uncertain="ignore")
+    assert [x["label"] for x in out["train"]] == [[1, -1], [0, 1]] and [x["label"] for x in out["val"]] == [
+        [1, 0],
+        [0, 1],
+    ]
+    p2 = _csv(tmp_path / "ml2.csv", [*rows[:2], "c.png,val,1,-1", rows[3]], header="image,split,Edema,Mass")
+    with pytest.raises(DatalistError, match=r"1 'val' item\(s\) have uncertain labels .*c.png \[1, -1\]"):
+        bundle_datalists(p2, class_names=["Edema", "Mass"], uncertain="ignore")
+    # unsplit multi-label lists are split without stratification (and max_items works on label vectors)
+    many = [f"{n}.png,{int(i % 2)},{int(i % 3 == 0)}" for i, n in enumerate("abcd")]
+    split = bundle_datalists(_csv(tmp_path / "ml3.csv", many, header="image,Edema,Mass"), class_names=["Edema", "Mass"],
+                             val_fraction=0.5, max_items=2)  # fmt: skip
+    assert len(split["train"]) == 2 and len(split["val"]) == 2
