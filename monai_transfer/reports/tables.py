@@ -59,7 +59,8 @@ def per_class_rows(metrics: Mapping[str, Any], auc_ci: Mapping[str, Any] | None 
         metrics: a multi-class or multi-label ``compute_classification_metrics`` dict.
         auc_ci: the ``bootstrap_ci(..., metric="auc")`` result; its ``per_class`` bounds fill ``auc_ci_lower/upper``.
 
-    Each row has the keys of :data:`PER_CLASS_COLUMNS`; undefined values (a class without positives) are ``None``.
+    Each row has the keys of :data:`PER_CLASS_COLUMNS`; undefined values (a class without positives) are ``None``;
+    the ``macro`` row carries the bootstrap interval of the macro AUC.
     ``threshold`` is the label's decision threshold (multi-label) or ``None`` (multi-class: arg-max).
 
     Raises:
@@ -89,6 +90,8 @@ def per_class_rows(metrics: Mapping[str, Any], auc_ci: Mapping[str, Any] | None 
         row["class"] = avg
         for m in _METRICS:
             row[m] = _num(metrics.get(f"{m}{suffix}"))
+        if avg == "macro" and auc_ci:  # the bootstrap interval of the macro AUC (the headline value)
+            row["auc_ci_lower"], row["auc_ci_upper"] = _num(auc_ci.get("lower")), _num(auc_ci.get("upper"))
         averages[avg] = row
     return {"per_class": rows, "averages": averages}
 

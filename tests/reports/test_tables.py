@@ -122,6 +122,10 @@ def test_nih14_report_table_files_and_undefined_label(tmp_path):
     assert_table_matches_sklearn(report, y, p, "multilabel", 0.5)
     hernia = report["per_class"][13]
     assert hernia["class"] == "Hernia" and hernia["auc"] is None and hernia["n_positive"] == 0
+    ci = report["confidence_intervals"]["auc"]
+    macro = report["averages"]["macro"]
+    assert (macro["auc_ci_lower"], macro["auc_ci_upper"]) == (ci["lower"], ci["upper"])
+    assert report["per_class"][5]["auc_ci_lower"] == ci["per_class"]["lower"][5]
     lo, hi = report["per_class"][0]["auc_ci_lower"], report["per_class"][0]["auc_ci_upper"]
     assert lo <= report["per_class"][0]["auc"] <= hi
     with open(tmp_path / "per_class.csv", newline="") as f:
