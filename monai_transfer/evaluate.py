@@ -789,6 +789,11 @@ def evaluate_bundle(
     ckpt_path = Path(ckpt) if ckpt is not None else Path(str(b.parser.get_parsed_content("ckpt_path")))
     if not ckpt_path.is_file():
         raise EvaluationUsageError(f"checkpoint {ckpt_path} not found (train the bundle first or pass --ckpt)")
+    if "mode" in b.parser and b.parser.get_parsed_content("mode") == "multilabel":  # sigmoid outputs, label vectors
+        raise EvaluationUsageError(
+            f"bundle {b.root} is multi-label (mode='multilabel'): this CLI reports single-label (softmax) bundles "
+            "only; use the bundle's evaluate.json"
+        )
     binary = len(b.class_names) == 2
     thr_value, thr_report, thr_source = _threshold(None if threshold is None else str(threshold), ckpt_path)
     try:

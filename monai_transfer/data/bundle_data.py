@@ -40,6 +40,8 @@ def bundle_datalists(
     group_key: str | None = "patient_id",
     split_key: str = "split",
     max_items: int | None = None,
+    label_cols: Sequence[str] | None = None,
+    uncertain: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Data lists for the train, validation and (when present) test splits.
 
@@ -61,6 +63,10 @@ def bundle_datalists(
         group_key: patient/volume key that must not cross splits; default ``"patient_id"``.
         split_key: key of the split column in CSV/JSON lists; default ``"split"``.
         max_items: keep at most this many items per split (class-balanced head of a seeded shuffle), for smoke runs.
+        label_cols: multi-label CSV: the 0/1 finding columns (see ``datalist_from_csv``; a CSV without a ``label``
+            column but with one column per class name is multi-label without it).
+        uncertain: multi-label: policy for uncertain (-1) values, ``"zeros"``, ``"ones"`` or ``"ignore"`` (training
+            split only: a validation/test item with an ignored entry raises; see ``datalist_from_csv``).
 
     Returns:
         ``{"train": [...], "val": [...]}`` plus ``"test"`` when the source has a test split.
@@ -71,6 +77,10 @@ def bundle_datalists(
     """
     root = Path(dataset_dir)
     kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
+    if label_cols is not None:
+        kwargs["label_cols"] = list(label_cols)
+    if uncertain is not None:
+        kwargs["uncertain"] = uncertain
     out: dict[str, list[dict[str, Any]]]
     if root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
         if class_names is None:
@@ -86,19 +96,29 @@ def bundle_datalists(
             out = {s: [x for x in items if x[split_key] == s] for s in SPLIT_NAMES}
             out = {s: v for s, v in out.items() if v or s != "test"}
         else:
-            train, val = split_datalist(items, val_fraction=val_fraction, seed=seed, group_key=group_key)
+            multilabel = any(isinstance(x.get("label"), list) for x in items)  # label sets: too many strata
+            strat = None if multilabel else "label"
+            train, val = split_datalist(items, val_fraction, seed, group_key=group_key, stratify_key=strat)
             out = {"train": train, "val": val}
     for s, v in out.items():
         if not v:
             raise DatalistError(f"{root}: the {s!r} split is empty.")
-    train_labels = sorted({x["label"] for x in out["train"] if "label" in x}, key=str)
+    train_labels = sorted({str(x["label"]) for x in out["train"] if "label" in x})
     if len(train_labels) == 1 and all("label" in x for x in out["train"]):
-        names = {x.get("class_name", x["label"]) for x in out["train"]}
+        names = {str(x.get("class_name", x["label"])) for x in out["train"]}
         raise DatalistError(
             f"{root}: the 'train' split holds a single class (label {train_labels[0]}, {sorted(map(str, names))}, "
             f"{len(out['train'])} items); a classifier needs at least two classes."
         )
     _check_disjoint(out, group_key, root)
+    for s in ("val", "test"):  # uncertain='ignore' masks the training loss only: metrics need certain labels
+        bad = [x for x in out.get(s, []) if isinstance(x.get("label"), list) and -1 in x["label"]]
+        if bad:
+            raise DatalistError(
+                f"{root}: {len(bad)} {s!r} item(s) have uncertain labels (-1, kept by uncertain='ignore'), first "
+                f"{bad[0]['image']} {bad[0]['label']}; metrics need certain 0/1 labels: give the {s!r} split certain "
+                "labels (e.g. CheXpert's radiologist-labelled valid set) or use uncertain='zeros'/'ones'."
+            )
     if max_items is not None:
         out = {s: _head(v, max_items, seed) for s, v in out.items()}
     logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
@@ -150,7 +170,7 @@ def _head(items: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]
         return items
     by_label: dict[Any, list[dict[str, Any]]] = {}
     for x in items:
-        by_label.setdefault(x.get("label"), []).append(x)
+        by_label.setdefault(str(x.get("label")), []).append(x)
     rng = random.Random(seed)
     for v in by_label.values():
         rng.shuffle(v)

@@ -44,6 +44,10 @@ __all__ = [
     "datalist_from_json",
     "load_datalist",
     "validate_datalist",
+    "TASK_MODES",
+    "UNCERTAIN_POLICIES",
+    "IGNORED_LABEL",
+    "infer_task_mode",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,6 +59,15 @@ _IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 
 class DatalistError(ValueError):
     """A data list (folder, CSV, JSON) is invalid; the message names the file and the row or path."""
+
+
+#: task modes (the same strings as ``monai_transfer.metrics.functional.MODES``)
+TASK_MODES = ("binary", "multiclass", "multilabel")
+#: what an uncertain multi-label value (``-1``, CheXpert style) becomes: 0, 1, or ``IGNORED_LABEL`` (masked out of
+#: the training loss; metrics refuse it, so validation/test labels must be certain)
+UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
+#: the entry of a multi-hot label that ``uncertain="ignore"`` leaves out of the loss
+IGNORED_LABEL = -1
 
 
 def _is_image(path: Path, extensions: Sequence[str]) -> bool:
@@ -211,6 +224,86 @@ def _labels(raw: list[Any], class_names: Sequence[str] | None, wheres: list[str]
     return [names.index(t) for t in texts], names
 
 
+def _multilabel_value(v: Any, where: str, name: str, uncertain: str | None, uncertain_value: int) -> int:
+    """One 0/1 entry of a multi-label vector; ``uncertain_value`` follows the ``uncertain`` policy."""
+    s = "" if v is None else str(v).strip()
+    if s == "":
+        raise DatalistError(
+            f"{where}: empty value for label {name!r}; write 0 or 1 (CheXpert leaves unmentioned findings blank: "
+            "fill those with 0 first)."
+        )
+    try:
+        f = float(s)
+    except ValueError:
+        f = float("nan")
+    if isinstance(v, bool):
+        f = float(v)
+    if f in (0.0, 1.0):
+        return int(f)
+    if f == uncertain_value:
+        if uncertain == "zeros":
+            return 0
+        if uncertain == "ones":
+            return 1
+        if uncertain == "ignore":
+            return IGNORED_LABEL
+        raise DatalistError(
+            f"{where}: label {name!r} is uncertain ({v!r}); choose a policy with uncertain='zeros', 'ones' or 'ignore'."
+        )
+    raise DatalistError(f"{where}: label {name!r} must be 0 or 1 (or {uncertain_value} = uncertain), got {v!r}.")
+
+
+def _check_uncertain(uncertain: str | None) -> None:
+    if uncertain is not None and uncertain not in UNCERTAIN_POLICIES:
+        raise ValueError(f"uncertain must be None or one of {UNCERTAIN_POLICIES}, got {uncertain!r}.")
+
+
+def _multilabel_from_lists(
+    raw: list[Any], class_names: Sequence[str] | None, wheres: list[str], uncertain: str | None, uncertain_value: int
+) -> tuple[list[list[int]], list[str]]:
+    """Multi-hot labels from per-item lists: finding names (``["Effusion"]``, ``[]`` = none) or 0/1 vectors."""
+    kinds = set()
+    for v, w in zip(raw, wheres):
+        if not isinstance(v, (list, tuple)):
+            raise DatalistError(f"{w}: label {v!r} is not a list, but other items hold label lists (multi-label).")
+        for e in v:
+            kinds.add("name" if isinstance(e, str) else "value")
+    if kinds == {"name", "value"}:
+        raise DatalistError(
+            f"{wheres[0]}..: label lists mix finding names and 0/1 values; use one form (names of the positive "
+            "findings, or one 0/1 value per class)."
+        )
+    if kinds == {"value"}:  # 0/1 vectors, one value per class
+        sizes = {len(v) for v in raw}
+        if class_names is not None:
+            names = [str(c) for c in class_names]
+        elif len(sizes) == 1:
+            names = [f"class_{i}" for i in range(sizes.pop())]
+        else:
+            raise DatalistError(f"{wheres[0]}..: 0/1 label vectors have different lengths {sorted(sizes)}.")
+        out = []
+        for v, w in zip(raw, wheres):
+            if len(v) != len(names):
+                raise DatalistError(f"{w}: label vector {list(v)} has {len(v)} values, expected one per class {names}.")
+            out.append([_multilabel_value(e, w, n, uncertain, uncertain_value) for e, n in zip(v, names)])
+        return out, names
+    names = (
+        [str(c) for c in class_names] if class_names is not None else sorted({str(e).strip() for v in raw for e in v})
+    )
+    if not names:
+        raise DatalistError(f"{wheres[0]}..: every label list is empty: no finding names to learn.")
+    out = []
+    for v, w in zip(raw, wheres):
+        row = [0] * len(names)
+        for e in v:
+            s = str(e).strip()
+            if s not in names:
+                raise DatalistError(f"{w}: unknown finding {e!r}; known findings: {names}.")
+            row[names.index(s)] = 1
+        out.append(row)
+    return out, names
+
+
 def _finish(
     rows: list[dict[str, Any]],
     wheres: list[str],
@@ -221,6 +314,9 @@ def _finish(
     class_names: Sequence[str] | None,
     allow_outside_root: bool,
     check_files: bool,
+    label_cols: Sequence[str] | None = None,
+    uncertain: str | None = None,
+    uncertain_value: int = -1,
 ) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
@@ -234,7 +330,7 @@ def _finish(
         if path in seen:
             raise DatalistError(f"{where}: duplicate image '{path}' (already at {seen[path]}).")
         seen[path] = where
-        item = {k: v for k, v in row.items() if k not in (image_key, label_key, patient_key)}
+        item = {k: v for k, v in row.items() if k not in (image_key, label_key, patient_key, *(label_cols or ()))}
         item["image"] = path
         if patient_key is not None:
             pid = row.get(patient_key)
@@ -242,10 +338,30 @@ def _finish(
                 raise DatalistError(f"{where}: empty {patient_key!r}.")
             item["patient_id"] = str(pid).strip()
         items.append(item)
+    if label_cols is not None:  # multi-label: one 0/1 column per finding
+        for item, row, where in zip(items, rows, wheres):
+            item["label"] = [
+                _multilabel_value(row.get(c), where, str(c), uncertain, uncertain_value) for c in label_cols
+            ]
+        return items
+    if label_key is not None and any(isinstance(r.get(label_key), (list, tuple)) for r in rows):
+        labels_ml, _ = _multilabel_from_lists(
+            [r.get(label_key) for r in rows], class_names, wheres, uncertain, uncertain_value
+        )
+        for item, lab in zip(items, labels_ml):
+            item["label"] = lab
+        return items
     if label_key is not None:
         missing = [w for r, w in zip(rows, wheres) if label_key not in r or r[label_key] is None]
         if missing:
             raise DatalistError(f"{missing[0]}: no {label_key!r} value.")
+        for r, w in zip(rows, wheres):
+            v = str(r[label_key]).strip()
+            if v[:1] in "[(" and v[-1:] in "])":
+                raise DatalistError(
+                    f"{w}: label {r[label_key]!r} looks like a multi-label vector, not a class; give one 0/1 column "
+                    "per finding (label_cols) or a JSON list."
+                )
         labels, names = _labels([r[label_key] for r in rows], class_names, wheres)
         for item, lab in zip(items, labels):
             item["label"] = lab
@@ -263,8 +379,20 @@ def datalist_from_csv(
     class_names: Sequence[str] | None = None,
     allow_outside_root: bool = False,
     check_files: bool = True,
+    label_cols: Sequence[str] | None = None,
+    uncertain: str | None = None,
+    uncertain_value: int = -1,
 ) -> list[dict[str, Any]]:
     """Data list from a CSV with an image column, a label column and optionally a patient id column.
+
+    Multi-label CSVs (NIH ChestX-ray14 / CheXpert style) have one 0/1 column per finding instead of ``label_col``:
+    name them with ``label_cols`` (in class order), or leave ``label_cols`` None and give ``class_names``: when the
+    CSV has no ``label_col`` column but one column per class name, those columns are used. Each item's ``label`` is
+    then a list of 0/1 ints (multi-hot). Values are ``0``/``1`` (``0.0``/``1.0`` too); ``uncertain_value`` (``-1``,
+    CheXpert's "uncertain") follows ``uncertain``: ``"zeros"`` (U-Zeros), ``"ones"`` (U-Ones) or ``"ignore"``
+    (U-Ignore: the entry becomes :data:`IGNORED_LABEL` = -1, which the BCE/focal losses of
+    :mod:`monai_transfer.engines.losses` leave out; the metrics refuse it, so use it for training data only);
+    ``None`` raises on the first uncertain value. Blank cells raise.
 
     Relative image paths are resolved against ``root`` (default: the CSV's folder); a path that resolves outside
     it raises unless ``allow_outside_root``. Labels may be integers or class names: with ``class_names``, names
@@ -281,9 +409,14 @@ def datalist_from_csv(
         class_names: class order; see above.
         allow_outside_root: accept paths outside ``root``; default False.
         check_files: require every image to exist; default True.
+        label_cols: multi-label: the 0/1 finding columns, in class order.
+        uncertain: multi-label: policy for ``uncertain_value`` entries, ``"zeros"``/``"ones"``/``"ignore"`` (or None:
+            raise).
+        uncertain_value: the value that marks an uncertain finding; default -1.
 
     Returns:
-        ``[{"image": absolute path, "label": int, "class_name"?: str, "patient_id"?: str, ...other columns}]``.
+        ``[{"image": absolute path, "label": int, "class_name"?: str, "patient_id"?: str, ...other columns}]``
+        (multi-label: ``"label": [0, 1, ...]``).
 
     Raises:
         DatalistError: missing CSV or column, empty CSV, and per row: missing file, unknown/empty label, duplicate path,
@@ -293,6 +426,25 @@ def datalist_from_csv(
     if not path.is_file():
         raise DatalistError(f"CSV data list '{path}' does not exist.")
     rows, cols = _read_csv_rows(path)
+    _check_uncertain(uncertain)
+    if (
+        label_cols is None
+        and class_names is not None
+        and label_col not in cols
+        and all(str(c) in cols for c in class_names)
+    ):
+        label_cols = [str(c) for c in class_names]  # multi-label: one column per class
+    if label_cols is not None:
+        label_cols = [str(c) for c in label_cols]
+        if class_names is not None and len(class_names) != len(label_cols):
+            raise DatalistError(
+                f"CSV '{path}': {len(label_cols)} label columns {label_cols} but {len(class_names)} class names "
+                f"{list(class_names)}."
+            )
+        absent_labels = [c for c in label_cols if c not in cols]
+        if absent_labels:
+            raise DatalistError(f"CSV '{path}' has no label column(s) {absent_labels}; columns are {cols}.")
+        label_col = None
     needed = [c for c in (image_col, label_col, patient_col) if c is not None]
     absent = [c for c in needed if c not in cols]
     if absent:
@@ -303,7 +455,20 @@ def datalist_from_csv(
         patient_col = "patient_id"
     wheres = [f"'{path}' line {i + 2}" for i in range(len(rows))]
     base = Path(root) if root is not None else path.parent
-    return _finish(rows, wheres, base, image_col, label_col, patient_col, class_names, allow_outside_root, check_files)
+    return _finish(
+        rows,
+        wheres,
+        base,
+        image_col,
+        label_col,
+        patient_col,
+        class_names,
+        allow_outside_root,
+        check_files,
+        label_cols=label_cols,
+        uncertain=uncertain,
+        uncertain_value=uncertain_value,
+    )
 
 
 def _read_csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -339,6 +504,8 @@ def datalist_from_json(
     class_names: Sequence[str] | None = None,
     allow_outside_root: bool = False,
     check_files: bool = True,
+    uncertain: str | None = None,
+    uncertain_value: int = -1,
 ) -> list[dict[str, Any]]:
     """Data list from MONAI's datalist JSON (``{"training": [{"image": ..., "label": ...}]}``) or a plain list.
 
@@ -346,15 +513,22 @@ def datalist_from_json(
     are validated as in :func:`datalist_from_csv` (paths resolved against ``root`` or the JSON's folder; a
     ``patient_id`` entry is kept).
 
+    Multi-label: a ``label`` that is a list holds either the names of the positive findings (``["Effusion",
+    "Edema"]``, ``[]`` for none; class order from ``class_names``, else sorted names) or one 0/1 value per class
+    (``[1, 0, 1]``, with ``uncertain_value`` following ``uncertain``); the item's ``label`` becomes a multi-hot list.
+    A list label is never turned into a class name.
+
     Args:
         path: the JSON file.
         key: section of a MONAI datalist, default ``"training"`` (ignored for a plain list).
-        root, class_names, allow_outside_root, check_files: see :func:`datalist_from_csv`.
+        root, class_names, allow_outside_root, check_files, uncertain, uncertain_value: see
+            :func:`datalist_from_csv`.
 
     Raises:
         DatalistError: unreadable JSON, missing section, non-dict entries, and the per-item errors of the CSV reader.
     """
     path = Path(path)
+    _check_uncertain(uncertain)
     if not path.is_file():
         raise DatalistError(f"JSON data list '{path}' does not exist.")
     try:
@@ -386,6 +560,8 @@ def datalist_from_json(
         class_names,
         allow_outside_root,
         check_files,
+        uncertain=uncertain,
+        uncertain_value=uncertain_value,
     )
 
 
@@ -476,3 +652,26 @@ def validate_datalist(
             [r["image"] for r in report],
         )
     return good, report
+
+
+def infer_task_mode(items: Sequence[Mapping[str, Any]], num_classes: int | None = None, key: str = "label") -> str:
+    """The task mode of a labelled data list: ``"multilabel"``, ``"binary"`` or ``"multiclass"``.
+
+    ``"multilabel"`` when labels are vectors (lists/arrays, as :func:`datalist_from_csv` with ``label_cols`` and
+    :func:`datalist_from_json` with list labels produce), else ``"binary"`` for 2 classes and ``"multiclass"`` for
+    more. The number of classes is ``num_classes`` when given (the bundle's ``len(class_names)``), else the number
+    of distinct labels.
+
+    Raises:
+        DatalistError: an empty list, or a mix of vector and scalar labels.
+    """
+    labels = [x.get(key) for x in items if isinstance(x, Mapping) and x.get(key) is not None]
+    if not labels:
+        raise DatalistError(f"cannot infer the task mode: no item has a {key!r}.")
+    vec = [isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0 for v in labels]
+    if all(vec):
+        return "multilabel"
+    if any(vec):
+        raise DatalistError("labels mix vectors (multi-label) and single classes; use one kind for the whole list.")
+    k = int(num_classes) if num_classes is not None else len({str(v) for v in labels})
+    return "binary" if k <= 2 else "multiclass"

@@ -97,8 +97,8 @@ def _as_label_array(labels: Any) -> np.ndarray:
 
 def _class_counts(labels: Any, num_classes: int | None) -> np.ndarray:
     y = _as_label_array(labels)
-    if y.ndim == 2:  # multi-hot
-        return y.astype(np.float64).sum(axis=0)
+    if y.ndim == 2:  # multi-hot; -1 entries (uncertain, ignored) are not positives
+        return (y == 1).astype(np.float64).sum(axis=0)
     y = y.astype(np.int64)
     if y.size and y.min() < 0:
         raise ValueError(f"labels must be non-negative class indices, got {int(y.min())}.")
@@ -153,8 +153,8 @@ def pos_weight_from_labels(labels: Any, num_classes: int | None = None) -> torch
         y = y[:, None]
     if num_classes is not None and y.shape[1] != num_classes and y.shape[1] != 1:
         raise ValueError(f"multi-hot labels have {y.shape[1]} columns but num_classes={num_classes}.")
-    pos = y.sum(axis=0)
-    neg = y.shape[0] - pos
+    pos = (y == 1).sum(axis=0)
+    neg = (y == 0).sum(axis=0)  # entries marked -1 (uncertain, ignored by the loss) count for neither
     pw = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
     return torch.as_tensor(pw, dtype=torch.float32)
 
@@ -168,7 +168,7 @@ def _sample_weights(labels: Any, num_classes: int | None = None) -> torch.Tensor
     if y.ndim == 1:
         w = 1.0 / counts[y.astype(np.int64)]
     else:
-        pos = y.astype(bool)
+        pos = y == 1  # -1 (uncertain, ignored) is not a positive
         inv = np.where(counts > 0, 1.0 / np.maximum(counts, 1), 0.0)
         n_neg = max(int((~pos.any(axis=1)).sum()), 1)
         w = np.where(pos.any(axis=1), (pos * inv).sum(axis=1) / np.maximum(pos.sum(axis=1), 1), 1.0 / n_neg)
@@ -336,11 +336,31 @@ class ClassificationCrossEntropyLoss(nn.CrossEntropyLoss):
         )
 
 
+def _ignore_mask(target: torch.Tensor) -> torch.Tensor | None:
+    """``target >= 0`` when some entries are negative (``-1``: uncertain label left out of the loss), else None."""
+    if target.is_floating_point() or target.dtype in (torch.int8, torch.int16, torch.int32, torch.int64):
+        neg = target < 0
+        if bool(neg.any()):
+            return ~neg
+    return None
+
+
+def _masked_mean(loss: torch.Tensor, mask: torch.Tensor, reduction: str) -> torch.Tensor:
+    loss = loss * mask
+    if reduction == "none":
+        return loss
+    if reduction == "sum":
+        return loss.sum()
+    return loss.sum() / mask.sum().clamp(min=1)
+
+
 class ClassificationBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
     """``nn.BCEWithLogitsLoss`` for multi-label ``(B, C)`` or binary single-logit ``(B, 1)`` outputs.
 
     Labels are cast to float and reshaped to the logits' shape when they hold the same number of elements
     (``(B,)`` labels with ``(B, 1)`` logits). ``pos_weight`` is moved to the logits' device at each call.
+    Entries labelled ``-1`` (uncertain findings with ``uncertain="ignore"``) are left out: with ``reduction="mean"``
+    the loss is the mean over the known entries only (``"none"`` gives 0 for ignored entries).
 
     Args:
         weight: per-element rescaling weight or ``None``.
@@ -356,6 +376,16 @@ class ClassificationBCEWithLogitsLoss(nn.BCEWithLogitsLoss):
                     f"multi-label targets of shape {tuple(target.shape)} do not match logits {tuple(input.shape)}."
                 )
             target = target.reshape(input.shape)
+        mask = _ignore_mask(target)
+        if mask is not None:
+            loss = F.binary_cross_entropy_with_logits(
+                input,
+                target.clamp(min=0).to(input.dtype),
+                weight=_maybe_to(self.weight, input),
+                pos_weight=_maybe_to(self.pos_weight, input),
+                reduction="none",
+            )
+            return _masked_mean(loss, mask.to(loss.dtype), self.reduction)
         return F.binary_cross_entropy_with_logits(
             input,
             target.to(input.dtype),
@@ -371,7 +401,7 @@ class ClassificationFocalLoss(nn.Module):
     Multi-class: ``loss_i = -w_{y_i} (1 - p_{y_i})^gamma log p_{y_i}``; with ``reduction="mean"`` the sum is
     divided by ``sum_i w_{y_i}`` like ``nn.CrossEntropyLoss``, so ``gamma=0`` gives exactly (weighted) cross-entropy.
     Multi-label: ``loss_ic = (1 - p_t)^gamma * BCE_ic`` (``pos_weight`` as in ``BCEWithLogitsLoss``), averaged over
-    all elements; ``gamma=0`` gives exactly ``BCEWithLogitsLoss``.
+    all elements except those labelled ``-1`` (ignored); ``gamma=0`` gives exactly ``BCEWithLogitsLoss``.
 
     Named so as not to clash with MONAI's segmentation ``FocalLoss``.
 
@@ -417,7 +447,8 @@ class ClassificationFocalLoss(nn.Module):
                         f"multi-label targets of shape {tuple(target.shape)} do not match logits {tuple(input.shape)}."
                     )
                 target = target.reshape(input.shape)
-            target = target.to(input.dtype)
+            mask = _ignore_mask(target)
+            target = target.clamp(min=0).to(input.dtype)
             bce = F.binary_cross_entropy_with_logits(
                 input, target, pos_weight=_maybe_to(self.pos_weight, input), reduction="none"
             )
@@ -425,6 +456,8 @@ class ClassificationFocalLoss(nn.Module):
                 p = torch.sigmoid(input)
                 p_t = p * target + (1 - p) * (1 - target)
                 bce = (1 - p_t).pow(self.gamma) * bce
+            if mask is not None:  # -1 entries (uncertain, ignored) leave the loss
+                return _masked_mean(bce, mask.to(bce.dtype), self.reduction)
             return self._reduce(bce, None)
         target = _int_targets(input, target)
         logp = F.log_softmax(input, dim=1)
@@ -474,6 +507,7 @@ def build_loss(
     gamma: float = 2.0,
     label_smoothing: float = 0.0,
     multilabel: bool | None = None,
+    mode: str | None = None,
 ) -> nn.Module:
     """Build the training loss.
 
@@ -489,7 +523,9 @@ def build_loss(
         gamma: focal-loss focusing parameter.
         label_smoothing: for ``"ce"`` only.
         multilabel: for ``"focal"``: sigmoid outputs with multi-hot labels; default ``True`` when ``labels`` are
-            2-D multi-hot, else ``False``.
+            2-D multi-hot (or ``mode="multilabel"``), else ``False``.
+        mode: the task mode (``"binary"``, ``"multiclass"``, ``"multilabel"``), e.g. the bundle's ``mode`` id;
+            ``"multilabel"`` needs ``"bce"`` (per-label ``pos_weight`` with ``imbalance="weights"``) or ``"focal"``.
 
     Returns:
         an ``nn.Module`` called as ``loss(logits, labels)``.
@@ -498,14 +534,21 @@ def build_loss(
         ValueError: on an unknown ``name``/``imbalance`` or inconsistent weights.
     """
     key = str(name).lower().replace("-", "_")
-    mode = _check_imbalance(imbalance)
-    if mode == "weights" and class_weights is None:
+    imb = _check_imbalance(imbalance)
+    if imb == "weights" and class_weights is None:
         class_weights = "balanced"
-    elif mode == "sampler":
+    elif imb == "sampler":
         class_weights = None
+    if mode is not None and mode not in ("binary", "multiclass", "multilabel"):
+        raise ValueError(f"mode must be None, 'binary', 'multiclass' or 'multilabel', got {mode!r}.")
     if multilabel is None:
-        multilabel = labels is not None and _as_label_array(labels).ndim == 2
+        multilabel = mode == "multilabel" or (labels is not None and _as_label_array(labels).ndim == 2)
     if key in ("ce", "cross_entropy", "crossentropy"):
+        if mode == "multilabel":
+            raise ValueError(
+                "loss 'ce' (softmax cross-entropy) needs one class per image; a multi-label task needs 'bce' "
+                "(sigmoid BCE-with-logits) or 'focal'."
+            )
         w = _resolve_class_weights(class_weights, labels, num_classes, bce=False)
         return ClassificationCrossEntropyLoss(weight=w, label_smoothing=label_smoothing)
     if key in ("bce", "bce_with_logits", "bcewithlogits"):

@@ -45,9 +45,13 @@ def load_best_model(network: torch.nn.Module, path: str | os.PathLike, strict: b
 
 
 def describe_datalists(datalists: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, Any]:
-    """Counts per split and class, for reports."""
+    """Counts per split and class, for reports (multi-label: positives per label, in class order)."""
     out: dict[str, Any] = {}
     for split, items in datalists.items():
+        if items and all(isinstance(x.get("label"), (list, tuple)) for x in items):  # multi-hot: not per combination
+            pos = [sum(int(v == 1) for v in col) for col in zip(*(x["label"] for x in items))]
+            out[split] = {"n": len(items), "positives_per_label": pos}
+            continue
         counts: dict[str, int] = {}
         for x in items:
             key = str(x.get("class_name", x.get("label")))

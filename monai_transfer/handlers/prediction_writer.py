@@ -72,10 +72,16 @@ class ClassificationPredictionWriter:
         id_transform: ``(engine.state.output, engine.state.batch)`` -> per-case ids (image paths); default
             :func:`~monai_transfer.handlers.report_writer.ids_from_output`.
         save_rank: only this distributed rank writes the file.
+        mode: ``None`` (default: threshold for 2 classes, arg-max for more), ``"binary"``, ``"multiclass"`` (arg-max)
+            or ``"multilabel"``: sigmoid probabilities, label ``k`` is predicted when ``p_k >= threshold_k``
+            (``threshold`` may hold one value per label, as the ``threshold.json`` of a multi-label training does);
+            the CSV then has ``pred_<class>`` columns, ``prediction_names`` (the predicted labels joined by ``;``)
+            and ``threshold`` (the per-label values joined by ``;``).
 
     Attributes:
         last_path: the CSV written at the last epoch end.
-        threshold_used: the numeric threshold of the last written file (``None`` for arg-max).
+        threshold_used: the numeric threshold of the last written file (``None`` for arg-max; per label for
+            ``mode="multilabel"``).
     """
 
     def __init__(
@@ -87,7 +93,11 @@ class ClassificationPredictionWriter:
         pred_transform: Callable[[Any], Sequence[torch.Tensor]] = _preds_from_output,
         id_transform: Callable[[Any, Any], Sequence[str | None]] = ids_from_output,
         save_rank: int = 0,
+        mode: str | None = None,
     ) -> None:
+        if mode not in (None, "binary", "multiclass", "multilabel"):
+            raise ValueError(f"mode must be None, 'binary', 'multiclass' or 'multilabel', got {mode!r}")
+        self.mode = mode
         if not filename or Path(filename).name != filename:
             raise ValueError(f"filename must be a plain file name, got {filename!r}")
         self.output_dir = Path(output_dir)
@@ -150,7 +160,10 @@ class ClassificationPredictionWriter:
         names = self.class_names if self.class_names is not None else [f"class_{i}" for i in range(k)]
         if len(names) != k:
             raise ValueError(f"class_names has {len(names)} entries ({names}) but the network gives {k} probabilities")
-        if k == 2:
+        if self.mode == "multilabel":
+            self.last_path = self._write_multilabel(probs, names)
+            return
+        if k == 2 and self.mode != "multiclass":
             self.threshold_used = self._resolve_threshold()
             pred = (probs[:, 1] >= self.threshold_used).long()
         else:
@@ -166,3 +179,31 @@ class ClassificationPredictionWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.last_path = atomic_write_text(self.output_dir / self.filename, buf.getvalue())
         logger.info(f"wrote {len(self._ids)} predictions to {self.last_path}")
+
+    def _write_multilabel(self, probs: torch.Tensor, names: list[str]) -> Path:
+        thr = self.threshold
+        if isinstance(thr, (str, os.PathLike)) and not Path(thr).is_file():
+            logger.warning(f"threshold file {thr} not found: predictions use the default threshold 0.5")
+            thr = None
+        t = torch.as_tensor(resolve_threshold(thr), dtype=torch.float64).reshape(-1)
+        if t.numel() not in (1, len(names)):
+            raise ValueError(f"threshold must be one number or one per label ({len(names)}), got {t.tolist()}")
+        t = t.expand(len(names)) if t.numel() == 1 else t
+        self.threshold_used = [float(v) for v in t]  # type: ignore[assignment]
+        pred = (probs.double() >= t[None, :]).long()  # float64 like the report's metrics
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(
+            ["image", "file_name", *[f"prob_{c}" for c in names], *[f"pred_{c}" for c in names], "prediction_names"]
+            + ["threshold"]
+        )
+        thr_text = ";".join(f"{v:.6f}" for v in self.threshold_used)
+        for i, case in enumerate(self._ids):
+            positive = ";".join(n for n, v in zip(names, pred[i].tolist()) if v)
+            w.writerow(
+                [case, Path(case).name, *[f"{v:.6f}" for v in probs[i].tolist()], *pred[i].tolist(), positive, thr_text]
+            )
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = atomic_write_text(self.output_dir / self.filename, buf.getvalue())
+        logger.info(f"wrote {len(self._ids)} multi-label predictions to {path}")
+        return path

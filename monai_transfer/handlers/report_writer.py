@@ -216,6 +216,10 @@ class ClassificationReportWriter:
         if self.select_threshold_on is not None:
             threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
             at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)
+            per_label = {}
+            if self.mode == "multilabel":  # the validation operating point of each label, beside its threshold
+                names = at["class_names"]
+                per_label = {f"{m}_per_label": [at[f"{m}/{c}"] for c in names] for m in ("sensitivity", "specificity")}
             save_threshold(
                 self.threshold_path,  # type: ignore[arg-type]
                 threshold,
@@ -227,6 +231,7 @@ class ClassificationReportWriter:
                 sensitivity=at["sensitivity"],
                 specificity=at["specificity"],
                 epoch=int(engine.state.epoch),
+                **per_label,
             )
         meta = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
         if self.select_threshold_on is not None:
@@ -245,7 +250,8 @@ class ClassificationReportWriter:
                 plots=self.plots,
                 n_bins=self.n_bins,
             )
+        final_threshold = 0.5 if self.mode == "multiclass" else resolve_threshold(threshold)  # arg-max: no file read
         self.last_metrics = compute_classification_metrics(
-            y_prob, y_true, self.mode, resolve_threshold(threshold), self.class_names, self.n_bins
+            y_prob, y_true, self.mode, final_threshold, self.class_names, self.n_bins
         )
         engine.state.report_metrics = self.last_metrics  # type: ignore[attr-defined]

@@ -131,7 +131,10 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
         elif p.ndim == 2 and p.shape[1] == 2:
             p = p[:, 1]
         else:
-            raise ValueError(f"binary y_prob must have shape (N,), (N, 1) or (N, 2), got {p.shape}")
+            raise ValueError(
+                f"binary y_prob must have shape (N,), (N, 1) or (N, 2), got {p.shape}; for more classes use "
+                "mode='multiclass' (one class per case) or mode='multilabel' (independent findings)"
+            )
         if y.ndim == 2 and y.shape[1] == 2:
             y = y.argmax(1)
         elif y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
@@ -156,6 +159,11 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
         onehot = np.zeros((len(y), k), dtype=np.int64)
         onehot[np.arange(len(y)), y.astype(np.int64)] = 1
         return p, onehot
+    if y.shape == p.shape and (y == -1).any():
+        raise ValueError(
+            f"multilabel y_true holds {int((y == -1).sum())} uncertain (-1) entries: metrics need certain 0/1 labels "
+            "(uncertain='ignore' is for training data only)"
+        )
     if y.shape != p.shape or not np.isin(y, (0, 1)).all():
         raise ValueError(f"multilabel y_true must be a 0/1 array of shape {p.shape}, got shape {y.shape}")
     return p, y.astype(np.int64)
@@ -327,11 +335,26 @@ def _per_class(metric: str, p: np.ndarray, y: np.ndarray, mode: str, threshold: 
     raise ValueError(f"unknown per-class metric {metric!r}")
 
 
+def _micro(metric: str, p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> float:
+    """``metric`` of the one-vs-rest counts pooled over classes (scikit-learn's ``average="micro"``)."""
+    tp, fp, tn, fn = (np.asarray([c.sum()]) for c in _counts(p, y, mode, threshold))
+    num, den = {
+        "sensitivity": (tp, tp + fn),
+        "specificity": (tn, tn + fp),
+        "ppv": (tp, tp + fp),
+        "npv": (tn, tn + fn),
+        "f1": (2 * tp, 2 * tp + fp + fn),
+    }[metric]
+    return float(_ratio(num, den, f"micro {metric}")[0])
+
+
 def _threshold_metric(metric: str, y_prob: Any, y_true: Any, mode: str, threshold: Any, average: str | None) -> Any:
     p, y = prepare_inputs(y_prob, y_true, mode)
     per = _per_class(metric, p, y, mode, threshold)
     if mode == "binary":
         return float(per[0])
+    if average == "micro":
+        return _micro(metric, p, y, mode, threshold)
     return _averaged(per, average, None, metric)
 
 
@@ -343,7 +366,8 @@ def compute_sensitivity(y_prob: Any, y_true: Any, mode: str = "binary", threshol
         y_true: labels.
         mode: task mode.
         threshold: decision threshold on the positive-class probability (binary/multi-label).
-        average: ``"macro"`` or ``"none"`` (per class, one-vs-rest) for multi-class/multi-label.
+        average: ``"macro"``, ``"micro"`` (counts pooled over classes) or ``"none"`` (per class, one-vs-rest) for
+            multi-class/multi-label.
     """
     return _threshold_metric("sensitivity", y_prob, y_true, mode, threshold, average)
 
@@ -493,8 +517,10 @@ def compute_classification_metrics(
     ``specificity``, ``ppv``, ``npv``, ``f1``, ``ece``, ``ece_n_bins``, ``brier``, ``confusion_matrix`` (nested list).
     Binary tasks add ``tp``, ``fp``, ``tn``, ``fn`` (headline values are those of the positive class).
     Multi-class/multi-label tasks give macro means as headline values and add ``auc_micro``,
-    ``average_precision_micro`` and per-class ``<metric>/<class>`` for auc, average_precision, sensitivity,
-    specificity, ppv, npv, f1; multi-label adds ``subset_accuracy`` (exact match).
+    ``average_precision_micro``, ``sensitivity_micro``, ``specificity_micro``, ``ppv_micro``, ``npv_micro``,
+    ``f1_micro`` (one-vs-rest counts pooled over classes, scikit-learn's ``average="micro"``) and per-class
+    ``<metric>/<class>`` for auc, average_precision, sensitivity, specificity, ppv, npv, f1; multi-label adds
+    ``subset_accuracy`` (exact match).
 
     Args:
         y_prob: probabilities (module docstring conventions).
@@ -551,6 +577,8 @@ def compute_classification_metrics(
         out["average_precision_micro"] = compute_average_precision(p, y, mode, average="micro")
         auc_pc = compute_auc(p, y, mode, average="none")
         ap_pc = compute_average_precision(p, y, mode, average="none")
+        for m in per_class:
+            out[f"{m}_micro"] = _micro(m, p, y, mode, threshold)
     if mode == "multilabel":
         out["subset_accuracy"] = float((_predict(p, mode, threshold) == y).all(1).mean())
     for i, n in enumerate(names):

@@ -19,18 +19,21 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from monai_transfer.metrics.functional import compute_roc_curve, prepare_inputs
+from monai_transfer.metrics.functional import UndefinedMetricWarning, compute_roc_curve, prepare_inputs
 from monai_transfer.utils.io import atomic_write_json
 
-__all__ = ["THRESHOLD_METHODS", "select_threshold", "save_threshold", "load_threshold"]
+__all__ = ["THRESHOLD_METHODS", "DEFAULT_THRESHOLD", "select_threshold", "save_threshold", "load_threshold"]
 
 THRESHOLD_METHODS = ("youden", "sensitivity")
+#: the threshold of a multi-label label that cannot be selected (absent from the validation data)
+DEFAULT_THRESHOLD = 0.5
 
 
 def _select_one(score: np.ndarray, label: np.ndarray, method: str, target_sensitivity: float, name: str) -> float:
@@ -65,11 +68,15 @@ def select_threshold(
             ``"sensitivity"`` takes the highest threshold whose sensitivity is at least ``target_sensitivity``
             (i.e. the best specificity at that sensitivity).
         target_sensitivity: in (0, 1], used by ``method="sensitivity"``; default 0.9.
-        mode: ``"binary"`` (returns a float) or ``"multilabel"`` (returns one threshold per label). Multi-class tasks
-            predict the arg-max and have no threshold.
+        mode: ``"binary"`` (returns a float) or ``"multilabel"`` (returns one threshold per label, each chosen on
+            that label alone). Multi-class tasks predict the arg-max and have no threshold.
+
+    A multi-label label whose positives (or negatives) are all absent from the data keeps ``DEFAULT_THRESHOLD``
+    (0.5), with an :class:`~monai_transfer.metrics.functional.UndefinedMetricWarning` naming it.
 
     Raises:
-        ValueError: unknown ``method``/``mode``, ``target_sensitivity`` outside (0, 1], or a class absent from the data.
+        ValueError: unknown ``method``/``mode``, ``target_sensitivity`` outside (0, 1], or (binary) a class absent
+            from the data.
     """
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"method must be one of {THRESHOLD_METHODS}, got {method!r}")
@@ -78,11 +85,22 @@ def select_threshold(
     if mode == "multiclass":
         raise ValueError("mode='multiclass' predicts the arg-max and has no decision threshold to select")
     p, y = prepare_inputs(y_prob, y_true, mode)
-    out = [
-        _select_one(p[:, k], y[:, k], method, float(target_sensitivity), "" if mode == "binary" else f" for label {k}")
-        for k in range(p.shape[1])
-    ]
-    return out[0] if mode == "binary" else out
+    if mode == "binary":
+        return _select_one(p[:, 0], y[:, 0], method, float(target_sensitivity), "")
+    out = []
+    for k in range(p.shape[1]):
+        n_pos = int(y[:, k].sum())
+        if n_pos in (0, len(y)):  # one label absent (or always present) in these data: keep the default
+            warnings.warn(
+                f"cannot select a threshold for label {k}: the data have {n_pos} positive and {len(y) - n_pos} "
+                f"negative samples; label {k} keeps the default threshold {DEFAULT_THRESHOLD}",
+                UndefinedMetricWarning,
+                stacklevel=2,
+            )
+            out.append(DEFAULT_THRESHOLD)
+        else:
+            out.append(_select_one(p[:, k], y[:, k], method, float(target_sensitivity), f" for label {k}"))
+    return out
 
 
 def save_threshold(

@@ -12,9 +12,18 @@
 
 from __future__ import annotations
 
+from monai_transfer.reports.tables import PER_CLASS_COLUMNS, per_class_rows, write_per_class_table
 from monai_transfer.reports.writer import CI_METRICS, write_classification_report, write_predictions_csv
 
-__all__ = ["CI_METRICS", "write_classification_report", "write_predictions_csv", "save_gradcam_overlays"]
+__all__ = [
+    "CI_METRICS",
+    "write_classification_report",
+    "write_predictions_csv",
+    "PER_CLASS_COLUMNS",
+    "per_class_rows",
+    "write_per_class_table",
+    "save_gradcam_overlays",
+]
 
 
 def __getattr__(name: str):

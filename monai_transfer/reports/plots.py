@@ -93,7 +93,8 @@ def plot_roc(
         path: output PNG.
         y_prob: probabilities.
         y_true: labels.
-        mode: task mode; multi-class/multi-label draw one one-vs-rest curve per class.
+        mode: task mode; multi-class/multi-label draw one one-vs-rest curve per class (10 colours, then dashed,
+            dotted...); a class without positives (or negatives) is listed as "AUC undefined".
         class_names: names in the legend.
         auc_ci: a ``bootstrap_ci(..., metric="auc")`` result (its ``per_class`` entry for multi-class tasks).
         thresholds: operating points to mark, ``{"label": threshold}`` (e.g. ``{"operating": 0.43, "default": 0.5}``);
@@ -108,16 +109,18 @@ def plot_roc(
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
     markers = ["o", "s", "^", "D", "v"]
     colours = [f"C{i}" for i in range(10)]
+    styles = ["-", "--", ":", "-."]
     for c in range(k):
         fpr, tpr, thr = compute_roc_curve(p[:, c], y[:, c])
-        if np.isnan(fpr).any() or np.isnan(tpr).any():
-            continue  # class absent: no curve
+        if np.isnan(fpr).any() or np.isnan(tpr).any():  # class absent: no curve, but say so in the legend
+            ax.plot([], [], color=colours[c % 10], ls="", label=f"{names[c if mode != 'binary' else 1]}: AUC undefined")
+            continue
         auc = _auc_of(fpr, tpr)
         if mode == "binary":
             label = f"{names[1]} vs {names[0]}: AUC {auc:.3f}{_fmt_ci(auc_ci)}"
         else:
             label = f"{names[c]}: AUC {auc:.3f}{_fmt_ci(auc_ci, c)}"
-        ax.plot(fpr, tpr, color=colours[c % 10], lw=2, label=label)
+        ax.plot(fpr, tpr, color=colours[c % 10], ls=styles[(c // 10) % len(styles)], lw=2, label=label)
         if mode == "multiclass" or not thresholds:
             continue
         for j, (tname, tval) in enumerate(thresholds.items()):
@@ -151,7 +154,7 @@ def plot_roc(
             title = f"ROC curves, one-vs-rest ({mode}, n={len(p)})"
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="lower right", fontsize=8 if k <= 8 else 6)
     return save_figure(fig, path)
 
 

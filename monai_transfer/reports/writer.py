@@ -137,8 +137,11 @@ def write_classification_report(
           threshold), ``metrics_at_0.5`` (binary/multi-label), ``confidence_intervals`` (stratified percentile
           bootstrap for AUC, sensitivity and specificity), ``threshold`` (value and source), ``class_names``,
           ``counts``, ``n_samples``, ``mode``, ``meta`` (e.g. weight source, data and split description) and
-          ``created`` (UTC time). Undefined values are ``null``.
+          ``created`` (UTC time); multi-class/multi-label reports add ``per_class`` (one row per class/label: AUC
+          with its CI, AP, sensitivity, specificity, PPV, NPV, F1, threshold) and ``averages`` (``macro``,
+          ``micro``), see :func:`monai_transfer.reports.tables.per_class_rows`. Undefined values are ``null``.
         - ``predictions.csv``: see :func:`write_predictions_csv`.
+        - ``per_class.csv`` and ``per_class.md`` (multi-class/multi-label): the same per-class table.
         - ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` when ``plots`` is True.
 
     Args:
@@ -188,11 +191,19 @@ def write_classification_report(
         for m in CI_METRICS:
             cis[m] = bootstrap_ci(yp, yt, m, mode=mode, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
     report["confidence_intervals"] = cis
+    if mode != "binary":
+        from monai_transfer.reports.tables import per_class_rows
+
+        report.update(per_class_rows(metrics, cis.get("auc")))
     report["meta"] = dict(meta or {})
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     written = {"metrics": atomic_write_json(out_dir / "metrics.json", report)}
     written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, mode, thr)
+    if mode != "binary":
+        from monai_transfer.reports.tables import write_per_class_table
+
+        written.update(write_per_class_table(out_dir, metrics, cis.get("auc")))
     if plots:
         from monai_transfer.reports.plots import plot_confusion_matrix, plot_reliability, plot_roc
 

@@ -233,3 +233,109 @@ def test_equal_numeric_labels_are_one_class(tmp_path):
     text = _csv(tmp_path / "t.csv", ["a.png,Cat", "b.png,cat", "c.png,cat ", "d.png,1.5"], header="image,label")
     assert [it["class_name"] for it in datalist_from_csv(text)] == ["Cat", "cat", "cat", "1.5"]
     assert len({it["label"] for it in datalist_from_csv(text)}) == 3
+
+
+# ------------------------------------------------------------------------------------------------- multi-label
+
+
+def test_csv_multilabel_columns_uncertain_policies(tmp_path):
+    for n in ("a", "b", "c"):
+        _img(tmp_path / f"{n}.png")
+    p = _csv(tmp_path / "ml.csv", ["a.png,1,0,P1", "b.png,0.0,-1,P2", "c.png,0,1,P3"], header="image,Edema,Mass,pid")
+    with pytest.raises(
+        DatalistError, match=r"ml.csv' line 3: label 'Mass' is uncertain .*uncertain='zeros', 'ones' or 'ignore'"
+    ):
+        datalist_from_csv(p, label_cols=["Edema", "Mass"])
+    zeros = datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="zeros", patient_col="pid")
+    assert [it["label"] for it in zeros] == [[1, 0], [0, 0], [0, 1]]
+    assert zeros[0]["patient_id"] == "P1" and "Edema" not in zeros[0] and "class_name" not in zeros[0]
+    ones = datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="ones")
+    assert [it["label"] for it in ones] == [[1, 0], [0, 1], [0, 1]]
+    # no 'label' column but one column per class name: multi-label without label_cols
+    assert [it["label"] for it in datalist_from_csv(p, class_names=["Edema", "Mass"], uncertain="zeros")] == [
+        [1, 0],
+        [0, 0],
+        [0, 1],
+    ]
+    ignored = datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="ignore")
+    assert [it["label"] for it in ignored] == [[1, 0], [0, -1], [0, 1]]  # -1: left out of the loss
+    with pytest.raises(ValueError, match="uncertain must be"):
+        datalist_from_csv(p, label_cols=["Edema", "Mass"], uncertain="maybe")
+    with pytest.raises(DatalistError, match=r"no label column\(s\) \['Fibrosis'\]"):
+        datalist_from_csv(p, label_cols=["Edema", "Fibrosis"])
+    bad = _csv(tmp_path / "bad.csv", ["a.png,1,", "b.png,2,0"], header="image,Edema,Mass")
+    with pytest.raises(DatalistError, match=r"bad.csv' line 2: empty value for label 'Mass'"):
+        datalist_from_csv(bad, label_cols=["Edema", "Mass"])
+    bad2 = _csv(tmp_path / "bad2.csv", ["a.png,1,0", "b.png,2,0"], header="image,Edema,Mass")
+    with pytest.raises(DatalistError, match=r"bad2.csv' line 3: label 'Edema' must be 0 or 1"):
+        datalist_from_csv(bad2, label_cols=["Edema", "Mass"])
+
+
+def test_json_multilabel_names_and_vectors_never_class_names(tmp_path):
+    from monai_transfer.data.datalist import infer_task_mode
+
+    for n in ("a", "b", "c"):
+        _img(tmp_path / f"{n}.png")
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps([{"image": "a.png", "label": ["Mass", "Edema"]}, {"image": "b.png", "label": []}]))
+    items = datalist_from_json(names)
+    assert [it["label"] for it in items] == [[1, 1], [0, 0]]  # sorted names: Edema, Mass
+    assert [it["label"] for it in datalist_from_json(names, class_names=["Mass", "Edema", "Nodule"])] == [
+        [1, 1, 0],
+        [0, 0, 0],
+    ]
+    with pytest.raises(DatalistError, match=r"item 0: unknown finding 'Edema'"):
+        datalist_from_json(names, class_names=["Mass"])
+    vec = tmp_path / "vec.json"
+    vec.write_text(json.dumps([{"image": "a.png", "label": [1, 0, 1]}, {"image": "c.png", "label": [0, -1, 0]}]))
+    items = datalist_from_json(vec, class_names=["x", "y", "z"], uncertain="ones")
+    assert [it["label"] for it in items] == [[1, 0, 1], [0, 1, 0]]
+    assert all("class_name" not in it for it in items)  # '[1, 0, 1]' never becomes a class
+    assert infer_task_mode(items) == "multilabel"
+    with pytest.raises(DatalistError, match=r"item 1: label 'class_1' is uncertain"):
+        datalist_from_json(vec)
+    with pytest.raises(DatalistError, match=r"item 0: label vector \[1, 0, 1\] has 3 values"):
+        datalist_from_json(vec, class_names=["x", "y"], uncertain="zeros")
+    mixed = tmp_path / "mixed.json"
+    mixed.write_text(json.dumps([{"image": "a.png", "label": [1, 0]}, {"image": "b.png", "label": 1}]))
+    with pytest.raises(DatalistError, match="item 1: label 1 is not a list"):
+        datalist_from_json(mixed)
+    # a CSV cell holding a vector is refused instead of becoming a class named '[1, 0, 1]'
+    p = _csv(tmp_path / "v.csv", ['a.png,"[1, 0, 1]",P1', "b.png,0,P2"])
+    with pytest.raises(DatalistError, match=r"v.csv' line 2: label '\[1, 0, 1\]' looks like a multi-label vector"):
+        datalist_from_csv(p)
+
+
+def test_infer_task_mode():
+    from monai_transfer.data.datalist import infer_task_mode
+
+    assert infer_task_mode([{"label": 0}, {"label": 1}]) == "binary"
+    assert infer_task_mode([{"label": 0}, {"label": 2}, {"label": 1}]) == "multiclass"
+    assert infer_task_mode([{"label": 0}, {"label": 1}], num_classes=3) == "multiclass"
+    assert infer_task_mode([{"label": [0, 1]}, {"label": np.array([1, 1])}]) == "multilabel"
+    with pytest.raises(DatalistError, match="mix vectors"):
+        infer_task_mode([{"label": [0, 1]}, {"label": 1}])
+    with pytest.raises(DatalistError, match="no item has a 'label'"):
+        infer_task_mode([{"image": "x.png"}])
+
+
+def test_bundle_datalists_ignore_uncertain_train_only(tmp_path):
+    from monai_transfer.data import bundle_datalists
+
+    for n in ("a", "b", "c", "d"):
+        _img(tmp_path / f"{n}.png")
+    rows = ["a.png,train,1,-1", "b.png,train,0,1", "c.png,val,1,0", "d.png,val,0,1"]
+    p = _csv(tmp_path / "ml.csv", rows, header="image,split,Edema,Mass")
+    out = bundle_datalists(p, class_names=["Edema", "Mass"], uncertain="ignore")
+    assert [x["label"] for x in out["train"]] == [[1, -1], [0, 1]] and [x["label"] for x in out["val"]] == [
+        [1, 0],
+        [0, 1],
+    ]
+    p2 = _csv(tmp_path / "ml2.csv", [*rows[:2], "c.png,val,1,-1", rows[3]], header="image,split,Edema,Mass")
+    with pytest.raises(DatalistError, match=r"1 'val' item\(s\) have uncertain labels .*c.png \[1, -1\]"):
+        bundle_datalists(p2, class_names=["Edema", "Mass"], uncertain="ignore")
+    # unsplit multi-label lists are split without stratification (and max_items works on label vectors)
+    many = [f"{n}.png,{int(i % 2)},{int(i % 3 == 0)}" for i, n in enumerate("abcd")]
+    split = bundle_datalists(_csv(tmp_path / "ml3.csv", many, header="image,Edema,Mass"), class_names=["Edema", "Mass"],
+                             val_fraction=0.5, max_items=2)  # fmt: skip
+    assert len(split["train"]) == 2 and len(split["val"]) == 2

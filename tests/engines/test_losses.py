@@ -183,3 +183,42 @@ def test_build_distributed_sampler_modes(tmp_path):
             build_distributed_sampler(data, data, imbalance="oversample")
     finally:
         dist.destroy_process_group()
+
+
+def test_build_loss_multilabel_mode_per_label_pos_weight_equals_torch():
+    dl = [{"label": [1, 0, 0]}, {"label": [0, 0, 1]}, {"label": [1, 1, 0]}, {"label": [0, 0, 0]}]
+    loss = build_loss("bce", num_classes=3, labels=dl, imbalance="weights", mode="multilabel")
+    assert isinstance(loss, ClassificationBCEWithLogitsLoss)
+    torch.testing.assert_close(loss.pos_weight, torch.tensor([1.0, 3.0, 3.0]))  # n_neg / n_pos per label
+    logits = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.4]])
+    target = torch.tensor([[1, 0, 0], [0, 1, 1]])  # integer multi-hot, as the data loader gives them
+    ref = nn.BCEWithLogitsLoss(pos_weight=torch.tensor([1.0, 3.0, 3.0]))(logits, target.float())
+    torch.testing.assert_close(loss(logits, target), ref)
+    assert build_loss("focal", num_classes=3, mode="multilabel").multilabel
+    with pytest.raises(ValueError, match="needs 'bce'"):
+        build_loss("ce", num_classes=3, labels=dl, mode="multilabel")
+    with pytest.raises(ValueError, match="mode must be"):
+        build_loss("ce", mode="multi")
+    assert isinstance(build_loss("ce", num_classes=3, mode="multiclass"), ClassificationCrossEntropyLoss)
+
+
+def test_uncertain_entries_are_ignored_by_bce_focal_pos_weight_and_sampler():
+    logits = torch.tensor([[0.3, -1.0, 2.0], [1.5, 0.2, -0.4]])
+    target = torch.tensor([[1, -1, 0], [0, 1, -1]])  # -1: uncertain, ignored (uncertain="ignore")
+    known = target >= 0
+    pw = torch.tensor([1.0, 2.0, 0.5])
+    full = nn.BCEWithLogitsLoss(pos_weight=pw, reduction="none")(logits, target.clamp(min=0).float())
+    loss = ClassificationBCEWithLogitsLoss(pos_weight=pw)
+    torch.testing.assert_close(loss(logits, target), full[known].mean())  # mean over the 4 known entries
+    torch.testing.assert_close(ClassificationBCEWithLogitsLoss(reduction="sum")(logits, target), full.new_tensor(
+        nn.BCEWithLogitsLoss(reduction="none")(logits, target.clamp(min=0).float())[known].sum().item()))  # fmt: skip
+    focal = ClassificationFocalLoss(gamma=0.0, pos_weight=pw, multilabel=True)
+    torch.testing.assert_close(focal(logits, target), full[known].mean())  # gamma=0 focal == masked BCE
+    logits.requires_grad_(True)
+    loss(logits, target).backward()
+    assert logits.grad[0, 1] == 0 and logits.grad[1, 2] == 0 and logits.grad[0, 0] != 0  # no gradient from -1
+    labels = np.array([[1, -1], [0, 1], [0, 0], [-1, 1]])
+    torch.testing.assert_close(pos_weight_from_labels(labels), torch.tensor([2.0, 1 / 2]))  # n_neg / n_pos, known
+    sampler = make_weighted_sampler(labels, seed=0)
+    w = np.asarray(sampler.weights)
+    assert w[2] == 1.0 and w[0] == 1.0 and w[1] == pytest.approx(0.5)  # -1 is not a positive

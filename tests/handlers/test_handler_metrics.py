@@ -99,6 +99,50 @@ class TestMetricHandlers(unittest.TestCase):
         handler.update((torch.as_tensor(p[13:]), torch.as_tensor(y[13:])))
         self.assertAlmostEqual(handler.compute(), skm.roc_auc_score(np.eye(3)[y], p, average="micro"), places=6)
 
+    def test_multiclass_and_multilabel_in_evaluator(self):
+        """3 outputs: the bundle's mode-dependent handlers (softmax + multiclass, sigmoid + multilabel) vs sklearn."""
+        rng = np.random.default_rng(2)
+        weight = torch.as_tensor(rng.normal(size=(3, 64)), dtype=torch.float32)
+        net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3, bias=False))
+        net[1].weight.data = weight
+        x = torch.as_tensor(rng.random((30, 1, 8, 8)), dtype=torch.float32)
+        logits = net(x).detach()
+        names = ["a", "b", "c"]
+        for mode in ("multiclass", "multilabel"):
+            if mode == "multiclass":
+                y = rng.integers(0, 3, 30)
+                label, p = torch.as_tensor(y), torch.softmax(logits, 1).numpy()
+            else:
+                y = rng.integers(0, 2, (30, 3))
+                label, p = torch.as_tensor(y), torch.sigmoid(logits).numpy()
+            items = [{"image": x[i], "label": label[i]} for i in range(30)]
+            evaluator = SupervisedEvaluator(
+                device=torch.device("cpu"),
+                val_data_loader=DataLoader(items, batch_size=9, shuffle=False, num_workers=0),
+                network=net,
+                postprocessing=Activationsd(keys="pred", softmax=mode == "multiclass", sigmoid=mode == "multilabel"),
+                key_val_metric={"val_auc": AUCHandler(mode=mode)},
+                additional_metrics={
+                    "val_all": ClassificationMetricsHandler(mode=mode, class_names=names, prefix="val_"),
+                    "val_sens": OperatingPointHandler("sensitivity", mode=mode, threshold=[0.4, 0.5, 0.6]),
+                },
+            )
+            evaluator.run()
+            m = evaluator.state.metrics
+            onehot = np.eye(3, dtype=int)[y] if mode == "multiclass" else y
+            ref = skm.roc_auc_score(y, p, multi_class="ovr") if mode == "multiclass" else skm.roc_auc_score(y, p)
+            self.assertAlmostEqual(m["val_auc"], ref, places=5)
+            self.assertAlmostEqual(m["val_auc_micro"], skm.roc_auc_score(onehot, p, average="micro"), places=5)
+            for k, c in enumerate(names):
+                self.assertAlmostEqual(m[f"val_auc/{c}"], skm.roc_auc_score(onehot[:, k], p[:, k]), places=5)
+            pred = np.eye(3, dtype=int)[p.argmax(1)] if mode == "multiclass" else (p >= [0.4, 0.5, 0.6]).astype(int)
+            self.assertAlmostEqual(m["val_sens"], skm.recall_score(onehot, pred, average="macro"), places=5)
+        with self.assertRaisesRegex(ValueError, "use mode='multiclass'"):
+            handler = AUCHandler(output_transform=lambda out: out)  # the default binary mode on 3 columns
+            handler.reset()
+            handler.update((torch.as_tensor(p), torch.as_tensor(y)))
+            handler.compute()
+
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "average"):
             AUCHandler(average="weighted")

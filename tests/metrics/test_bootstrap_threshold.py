@@ -18,6 +18,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import pytest
 from parameterized import parameterized
 from sklearn import metrics as skm
 
@@ -159,3 +160,16 @@ class TestLoadThresholdRefusesNonProbabilities(unittest.TestCase):
             for ok in (0.0, 1.0, [0.0, 1]):
                 path.write_text(json.dumps({"threshold": ok}))
                 self.assertEqual(load_threshold(path), ok)
+
+
+def test_multilabel_threshold_keeps_default_for_label_absent_from_data():
+    from monai_transfer.metrics.functional import UndefinedMetricWarning
+    from monai_transfer.metrics.threshold import DEFAULT_THRESHOLD
+
+    p, y = make_multilabel(1, k=3)
+    y[:, 1] = 0  # label 1 has no positive case in these validation data
+    with pytest.warns(UndefinedMetricWarning, match="label 1 keeps the default threshold 0.5"):
+        ts = select_threshold(p, y, "youden", mode="multilabel")
+    assert ts[1] == DEFAULT_THRESHOLD
+    for k in (0, 2):  # the other labels are chosen on their own column, as in the binary case
+        assert ts[k] == select_threshold(p[:, k], y[:, k], "youden")

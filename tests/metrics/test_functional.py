@@ -257,5 +257,24 @@ class TestEdgeCases(unittest.TestCase):
             compute_classification_metrics(np.array([0.2, 0.8]), np.array([0, 1]), class_names=["a"])
 
 
+class TestUncertainAndMicro(unittest.TestCase):
+    def test_uncertain_labels_are_refused_by_metrics(self):
+        p, y = make_multilabel(0, n=20)
+        y[3, 1] = -1  # an ignored (uncertain) entry must never be scored as a 0 or a 1
+        with self.assertRaisesRegex(ValueError, "1 uncertain \\(-1\\) entries: metrics need certain 0/1 labels"):
+            compute_classification_metrics(p, y, "multilabel")
+
+    def test_micro_threshold_metrics_equal_sklearn(self):
+        p, y = make_multilabel(4, n=80, k=4)
+        m = compute_classification_metrics(p, y, "multilabel", [0.4, 0.5, 0.6, 0.5])
+        pred = (p >= [0.4, 0.5, 0.6, 0.5]).astype(int)
+        self.assertAlmostEqual(m["sensitivity_micro"], skm.recall_score(y, pred, average="micro"), places=12)
+        self.assertAlmostEqual(m["ppv_micro"], skm.precision_score(y, pred, average="micro"), places=12)
+        self.assertAlmostEqual(m["f1_micro"], skm.f1_score(y, pred, average="micro"), places=12)
+        pc, yc = make_multiclass(2)
+        mc = compute_classification_metrics(pc, yc, "multiclass")
+        self.assertAlmostEqual(mc["sensitivity_micro"], skm.accuracy_score(yc, pc.argmax(1)), places=12)
+
+
 if __name__ == "__main__":
     unittest.main()

@@ -57,7 +57,8 @@ class TestWriteReport(unittest.TestCase):
                 d, y, p, ids=ids, class_names=names, threshold=thr, mode=mode,
                 meta={"weights": "packaged", "data": "synthetic", "split": "test"}, n_bootstrap=200,
             )  # fmt: skip
-            self.assertEqual(set(written), {"metrics", "predictions", "roc", "confusion_matrix", "reliability"})
+            files = {"metrics", "predictions", "roc", "confusion_matrix", "reliability"}
+            self.assertEqual(set(written), files | (set() if mode == "binary" else {"per_class_csv", "per_class_md"}))
             report = json.loads((Path(d) / "metrics.json").read_text())
             self.assertEqual(report["meta"]["weights"], "packaged")
             self.assertEqual(report["class_names"], names)
