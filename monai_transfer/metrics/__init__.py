@@ -14,6 +14,14 @@
 from __future__ import annotations
 
 from monai_transfer.metrics.bootstrap import BOOTSTRAP_METRICS, bootstrap_ci
+from monai_transfer.metrics.calibration import (
+    CalibrationWarning,
+    apply_temperature,
+    calibration_summary,
+    fit_temperature,
+    load_calibration,
+    save_calibration,
+)
 from monai_transfer.metrics.cumulative import ClassificationMetrics, resolve_threshold
 from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
@@ -61,4 +69,10 @@ __all__ = [
     "load_threshold",
     "save_threshold",
     "select_threshold",
+    "CalibrationWarning",
+    "apply_temperature",
+    "calibration_summary",
+    "fit_temperature",
+    "load_calibration",
+    "save_calibration",
 ]
