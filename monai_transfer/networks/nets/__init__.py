@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from .ensemble import ProbabilityEnsemble
 from .pretrained_2d import Pretrained2DNet
 
-__all__ = ["Pretrained2DNet"]
+__all__ = ["Pretrained2DNet", "ProbabilityEnsemble"]
