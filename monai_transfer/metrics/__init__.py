@@ -42,6 +42,12 @@ from monai_transfer.metrics.functional import (
     compute_sensitivity,
     compute_specificity,
 )
+from monai_transfer.metrics.prevalence import (
+    balance_shift_warning,
+    class_balance,
+    ppv_npv_at_prevalence,
+    training_counts_from_meta,
+)
 from monai_transfer.metrics.threshold import load_threshold, save_threshold, select_threshold
 
 __all__ = [
@@ -75,4 +81,8 @@ __all__ = [
     "fit_temperature",
     "load_calibration",
     "save_calibration",
+    "balance_shift_warning",
+    "class_balance",
+    "ppv_npv_at_prevalence",
+    "training_counts_from_meta",
 ]

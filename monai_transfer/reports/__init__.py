@@ -12,9 +12,22 @@
 
 from __future__ import annotations
 
-from monai_transfer.reports.writer import CI_METRICS, write_classification_report, write_predictions_csv
+from monai_transfer.reports.writer import (
+    CI_METRICS,
+    HEADLINE_METRICS,
+    prevalence_report,
+    write_classification_report,
+    write_predictions_csv,
+)
 
-__all__ = ["CI_METRICS", "write_classification_report", "write_predictions_csv", "save_gradcam_overlays"]
+__all__ = [
+    "CI_METRICS",
+    "HEADLINE_METRICS",
+    "prevalence_report",
+    "write_classification_report",
+    "write_predictions_csv",
+    "save_gradcam_overlays",
+]
 
 
 def __getattr__(name: str):
