@@ -73,7 +73,39 @@ class TestClassificationReportWriter(unittest.TestCase):
             ev2.run()
             self.assertEqual(writer2.last_metrics["n_samples"], 30)
 
+    def test_fit_calibration_before_threshold_and_prevalence(self):
+        from monai_transfer.metrics.calibration import apply_temperature, fit_temperature, load_calibration
+
+        val = make_data(60, seed=2)
+        p_val, y_val = expected_probs(val)
+        with tempfile.TemporaryDirectory() as d:
+            cal_path, thr_path = Path(d) / "models" / "calibration.json", Path(d) / "models" / "threshold.json"
+            writer = ClassificationReportWriter(
+                Path(d) / "val_report", class_names=["normal", "pneumonia"], select_threshold_on="youden",
+                threshold_path=thr_path, fit_calibration_to=cal_path, n_bootstrap=0, prevalence=0.1,
+                training_counts={"normal": 90, "pneumonia": 10},
+            )  # fmt: skip
+            make_evaluator(val, {"val_auc": AUCHandler()}, handlers=[writer]).run()
+            expected_t = fit_temperature(p_val, y_val, inputs="probs")
+            t = load_calibration(cal_path)
+            self.assertAlmostEqual(t, expected_t, places=4)
+            self.assertAlmostEqual(writer.last_temperature, t, places=12)
+            calibrated = apply_temperature(p_val, t, inputs="probs")
+            # the threshold is chosen on the calibrated probabilities
+            self.assertAlmostEqual(load_threshold(thr_path), select_threshold(calibrated, y_val, "youden"), places=5)
+            self.assertIn("temperature scaling", json.loads(thr_path.read_text())["applies_to"])
+            rep = json.loads((Path(d) / "val_report" / "metrics.json").read_text())
+            self.assertAlmostEqual(rep["calibration"]["temperature"], t, places=12)
+            self.assertLessEqual(rep["calibration"]["nll_after"], rep["calibration"]["nll_before"] + 1e-12)
+            self.assertTrue((Path(d) / "val_report" / "reliability_uncalibrated.png").is_file())
+            self.assertAlmostEqual(rep["metrics"]["auc"], skm.roc_auc_score(y_val, p_val), places=5)  # rank-invariant
+            self.assertEqual(rep["prevalence"]["stated"], 0.1)
+            self.assertEqual(rep["prevalence"]["training"], {"normal": 0.9, "pneumonia": 0.1})
+            self.assertTrue(rep["warnings"])  # about half normal evaluated against 90 % in training
+
     def test_arguments(self):
+        with self.assertRaisesRegex(ValueError, "needs select_threshold_on"):
+            ClassificationReportWriter("/tmp/x", fit_calibration_to="c.json")
         with self.assertRaisesRegex(ValueError, "threshold_path"):
             ClassificationReportWriter("/tmp/x", select_threshold_on="youden")
         with self.assertRaisesRegex(ValueError, "select_threshold_on"):
