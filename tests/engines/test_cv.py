@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -37,6 +38,30 @@ def test_choose_epoch_and_helpers(tmp_path):
     bad.write_text('{"train": []}')
     with pytest.raises(ValueError, match="d.json"):
         read_datalists(bad)
+
+
+def test_train_cv_config_forwards_the_bundle_overrides(tmp_path, monkeypatch):
+    """train_cv.json (merged over train.json) calls run_cross_validation with the user's overrides."""
+    import monai_transfer.engines.cv as cv_module
+    from tests.utils import bundle_workflow
+
+    calls = []
+    monkeypatch.setattr(cv_module, "run_cross_validation", lambda *a, **k: calls.append((a, k)) or {"chosen": {}})
+    configs = TRAIN.parent
+    wf = bundle_workflow(
+        configs, [TRAIN, configs / "train_cv.json"], "train", output_dir=str(tmp_path / "run"), epochs=3,
+        image_size=32, cv_folds=3, device="cpu", max_items=8,
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    assert len(calls) == 1
+    args, kwargs = calls[0]
+    assert Path(args[0]).resolve() == TRAIN.resolve()
+    assert kwargs["folds"] == 3 and kwargs["output_dir"] == str(tmp_path / "run") and kwargs["calibrate"] is True
+    assert kwargs["epochs"] == 3 and kwargs["image_size"] == 32 and kwargs["max_items"] == 8
+    assert kwargs["device"] == "cpu" and kwargs["class_names"] == ["normal", "pneumonia"]
+    assert Path(kwargs["meta_file"]).name == "metadata.json" and kwargs["threshold_method"] == "youden"
 
 
 @pytest.mark.slow
