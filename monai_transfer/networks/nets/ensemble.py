@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from monai_transfer.inferers.tta import TTA_OUTPUTS, average_probabilities
+from monai_transfer.inferers.tta import TTA_OUTPUTS
 from monai_transfer.utils.io import load_state_dict_file
 
 __all__ = ["ProbabilityEnsemble"]
@@ -103,5 +103,20 @@ class ProbabilityEnsemble(nn.Module):
         return len(self.members)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, K)`` log of the mean member probability (or the mean probability with ``output="probs"``)."""
-        return average_probabilities([m(x) for m in self.members], self.activation, self.output)
+        """``(B, K)`` log of the mean member probability (or the mean probability with ``output="probs"``).
+
+        Same result as :func:`monai_transfer.inferers.average_probabilities`, written so that ``torch.jit.script``
+        (``monai.bundle ckpt_export``) can compile it.
+        """
+        probs = []
+        for m in self.members:
+            o = m(x).float()
+            probs.append(torch.softmax(o, dim=1) if self.activation == "softmax" else torch.sigmoid(o))
+        p = torch.stack(probs).mean(0)
+        if self.output == "probs":
+            return p
+        eps = 1e-12
+        if self.activation == "softmax":
+            return torch.log(p.clamp_min(eps))
+        p = p.clamp(eps, 1.0 - eps)
+        return torch.log(p) - torch.log1p(-p)

@@ -38,6 +38,9 @@ def test_averages_probabilities_not_logits():
     torch.testing.assert_close(ProbabilityEnsemble(networks=nets, output="probs")(x), mean_p)
     assert not torch.allclose(logit_avg, mean_p, atol=1e-3)
     assert len(ens) == 3
+    scripted = torch.jit.script(ens)  # monai.bundle ckpt_export compiles network_def with TorchScript
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), out)
 
 
 def test_members_from_checkpoints_equal_the_saved_networks(tmp_path):
