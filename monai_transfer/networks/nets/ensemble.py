@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from monai_transfer.inferers.tta import TTA_OUTPUTS
-from monai_transfer.utils.io import load_state_dict_file
+from monai_transfer.utils.io import atomic_torch_save, load_state_dict_file
 
-__all__ = ["ProbabilityEnsemble"]
+__all__ = ["ProbabilityEnsemble", "save_ensemble_checkpoint"]
 
 
 class ProbabilityEnsemble(nn.Module):
@@ -47,11 +47,17 @@ class ProbabilityEnsemble(nn.Module):
         }
 
     The members' weights are loaded here, so a ``CheckpointLoader`` of a single ``model.pt`` must not be used with it.
+    For tools that always load ONE checkpoint into ``network_def`` (``CheckpointLoader`` in ``inference.json``,
+    ``monai_transfer.evaluate``, MONAI Label), combine the members once with :func:`save_ensemble_checkpoint` and use
+    ``{"_target_": "...ProbabilityEnsemble", "network": {...}, "num_members": K}`` as ``network_def``: it holds ``K``
+    copies of the template whose weights come from that combined ``model.pt``.
 
     Args:
         networks: member modules.
         network: template module, deep-copied per checkpoint (used with ``checkpoints``).
         checkpoints: state-dict files, one member each.
+        num_members: with ``network`` and no ``checkpoints``: that many copies of the template, to be filled by
+            ``load_state_dict`` of a combined ensemble checkpoint (:func:`save_ensemble_checkpoint`).
         activation: ``"softmax"`` (default) or ``"sigmoid"``.
         output: ``"logits"`` (default, ``log mean p``) or ``"probs"``.
         strict: strict state-dict loading.
@@ -66,6 +72,7 @@ class ProbabilityEnsemble(nn.Module):
         networks: Sequence[nn.Module] | None = None,
         network: nn.Module | None = None,
         checkpoints: Sequence[str | os.PathLike] | None = None,
+        num_members: int | None = None,
         activation: str = "softmax",
         output: str = "logits",
         strict: bool = True,
@@ -91,8 +98,15 @@ class ProbabilityEnsemble(nn.Module):
                 except RuntimeError as e:
                     raise RuntimeError(f"ensemble member checkpoint {ckpt} does not fit the network: {e}") from e
                 members.append(m)
+        elif network is not None and num_members is not None:
+            if int(num_members) < 1:
+                raise ValueError(f"num_members must be at least 1, got {num_members}")
+            members = [copy.deepcopy(network) for _ in range(int(num_members))]
         else:
-            raise ValueError("ProbabilityEnsemble needs networks, or network + a non-empty list of checkpoints")
+            raise ValueError(
+                "ProbabilityEnsemble needs networks, or network + a non-empty list of checkpoints, or network + "
+                "num_members"
+            )
         if not members:
             raise ValueError("ProbabilityEnsemble needs at least one member network")
         self.members = nn.ModuleList(members)
@@ -120,3 +134,19 @@ class ProbabilityEnsemble(nn.Module):
             return torch.log(p.clamp_min(eps))
         p = p.clamp(eps, 1.0 - eps)
         return torch.log(p) - torch.log1p(-p)
+
+
+def save_ensemble_checkpoint(
+    network: nn.Module, checkpoints: Sequence[str | os.PathLike], path: str | os.PathLike, strict: bool = True
+) -> Path:
+    """Combine member state dicts into ONE ensemble checkpoint (atomically), loadable into
+    ``ProbabilityEnsemble(network=<same template>, num_members=len(checkpoints))``.
+
+    Args:
+        network: the member template (e.g. the bundle's ``Pretrained2DNet`` with ``weights="none"``).
+        checkpoints: member state-dict files (e.g. ``cv/fold_*/models/model.pt``).
+        path: output file (e.g. ``models/model_ensemble.pt``).
+        strict: strict loading of each member.
+    """
+    ens = ProbabilityEnsemble(network=network, checkpoints=checkpoints, strict=strict)
+    return atomic_torch_save(ens.state_dict(), path)

@@ -16,7 +16,8 @@ import pytest
 import torch
 from torch import nn
 
-from monai_transfer.networks.nets import ProbabilityEnsemble
+from monai_transfer.networks.nets import ProbabilityEnsemble, save_ensemble_checkpoint
+from monai_transfer.utils.io import load_state_dict_file
 
 
 def _tiny(seed: int, k: int = 3) -> nn.Module:
@@ -58,6 +59,12 @@ def test_members_from_checkpoints_equal_the_saved_networks(tmp_path):
         torch.testing.assert_close(torch.softmax(ens(x), 1), expected, atol=1e-6, rtol=1e-5)
     # the members are copies, not the same module
     assert ens.members[0] is not ens.members[1]
+    # one combined checkpoint for tools that load a single model.pt into network_def
+    combined = save_ensemble_checkpoint(_tiny(99, k=2), paths, tmp_path / "model_ensemble.pt")
+    shell = ProbabilityEnsemble(network=_tiny(50, k=2), num_members=2).eval()
+    shell.load_state_dict(load_state_dict_file(combined), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(shell(x), ens(x))
 
 
 def test_sigmoid_members_and_errors(tmp_path):
@@ -69,6 +76,8 @@ def test_sigmoid_members_and_errors(tmp_path):
     torch.testing.assert_close(torch.sigmoid(out), expected, atol=1e-6, rtol=1e-5)
     with pytest.raises(ValueError, match="needs networks"):
         ProbabilityEnsemble()
+    with pytest.raises(ValueError, match="num_members"):
+        ProbabilityEnsemble(network=nets[0], num_members=0)
     with pytest.raises(ValueError, match="not both"):
         ProbabilityEnsemble(networks=nets, network=nets[0], checkpoints=["a.pt"])
     with pytest.raises(FileNotFoundError, match="missing.pt"):
