@@ -12,6 +12,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from ignite.engine import Events
@@ -107,3 +109,56 @@ def test_as_evaluator_inferer():
     with torch.no_grad():
         manual = (torch.softmax(net(x), 1) + torch.softmax(net(x.flip(3)), 1)) / 2
     torch.testing.assert_close(torch.stack(preds).as_subclass(torch.Tensor), manual, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.slow
+def test_wiring_into_the_xray_inference_config(tmp_path):
+    """The wiring of docs/generalisation.md, as overrides of the shipped inference.json: TTA inferer, calibration
+    before the softmax, and a ProbabilityEnsemble network_def with one combined checkpoint."""
+    from monai.bundle import ConfigWorkflow
+
+    from monai_transfer.metrics.calibration import save_calibration
+    from monai_transfer.networks.nets import Pretrained2DNet, ProbabilityEnsemble, save_ensemble_checkpoint
+    from tests.utils import REPO_ROOT, read_csv
+
+    configs = REPO_ROOT / "bundles" / "xray" / "configs"
+    members = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        members.append(tmp_path / f"fold_{seed}.pt")
+        torch.save(Pretrained2DNet(weights="none", num_classes=2, in_channels=3).state_dict(), members[-1])
+    ckpt = save_ensemble_checkpoint(Pretrained2DNet(weights="none", num_classes=2, in_channels=3), members,
+                                    tmp_path / "models" / "model.pt")  # fmt: skip
+    save_calibration(tmp_path / "models" / "calibration.json", 2.0)
+    member_def = {"_target_": "monai_transfer.networks.nets.Pretrained2DNet", "weights": "none", "num_classes": 2,
+                  "in_channels": 3}  # fmt: skip
+    wf = ConfigWorkflow(
+        config_file=str(configs / "inference.json"), meta_file=str(configs / "metadata.json"), logging_file=False,
+        workflow_type="infer", output_dir=str(tmp_path / "out"), ckpt_path=str(ckpt), image_size=32, device="cpu",
+        network_def={"_target_": "monai_transfer.networks.nets.ProbabilityEnsemble", "network": member_def,
+                     "num_members": 2},
+        inferer={"_target_": "monai_transfer.inferers.TTAInferer", "rotations": [-5, 5]},
+        **{"postprocessing#transforms": [
+            {"_target_": "monai_transfer.transforms.ApplyTemperatured", "keys": "pred",
+             "temperature": "$os.path.join(os.path.dirname(@ckpt_path), 'calibration.json')"},
+            {"_target_": "Activationsd", "keys": "pred", "softmax": True}]},
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    rows = read_csv(tmp_path / "out" / "predictions.csv")
+    assert len(rows) == 8
+    # the same numbers by hand: mean over members and views of the softmax, then temperature 2 on log(mean p)
+    template = Pretrained2DNet(weights="none", num_classes=2, in_channels=3)
+    ens = ProbabilityEnsemble(network=template, checkpoints=members).eval()
+    pre = wf.parser.get_parsed_content("preprocessing")
+    data = wf.parser.get_parsed_content("datalist")
+    x = torch.stack([pre(dict(d))["image"].as_tensor() for d in data])
+    tta = TTAInferer(rotations=[-5, 5], output="probs")
+    with torch.no_grad():
+        mean_p = tta(x, lambda v: ens(v))  # ens returns log(mean over members); TTA averages its softmax
+        expected = torch.softmax(torch.log(mean_p) / 2.0, 1)
+    assert (expected[:, 1] - mean_p[:, 1]).abs().max() > 1e-4  # the temperature changed the probabilities
+    got = {Path(r["file_name"]).name: float(r["prob_pneumonia"]) for r in rows}
+    for d, e in zip(data, expected[:, 1].tolist()):
+        assert got[Path(d["image"]).name] == pytest.approx(e, abs=2e-5)
