@@ -59,7 +59,7 @@ from monai_transfer.metrics.functional import compute_auc, prepare_inputs
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
 from monai_transfer.utils.io import atomic_write_json, check_output_dir
 
-__all__ = ["run_cross_validation", "read_datalists", "OOFCollector", "choose_epoch", "main"]
+__all__ = ["run_cross_validation", "read_datalists", "OOFCollector", "align_predictions", "choose_epoch", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +135,53 @@ def _numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
         return x.detach().cpu().as_subclass(torch.Tensor).float().numpy().reshape(-1)
     return np.asarray(x, dtype=np.float64).reshape(-1)
+
+
+def align_predictions(
+    probs: np.ndarray,
+    labels: np.ndarray,
+    ids: Sequence[str | None],
+    items: Sequence[Mapping[str, Any]],
+    aggregation: str | None = None,
+    aggregation_k: int = 3,
+    where: str = "",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Predictions of an evaluator epoch in the order of ``items`` (one row per item).
+
+    Rows are matched by id (``source_id`` or the image file name, compared with ``item["image"]``); without ids, in
+    loader order. Several rows per item (the slices of a volume) are pooled with ``aggregation`` first
+    (:func:`monai_transfer.data.aggregate_by_volume`).
+
+    Raises:
+        RuntimeError: rows that cannot be matched one-to-one with the items (the message says which).
+    """
+    keys = [str(x.get("image")) for x in items]
+    if all(i is None for i in ids):
+        if len(probs) != len(items):
+            raise RuntimeError(f"{where}: {len(probs)} predictions without ids for {len(items)} held-out items")
+        return probs, labels
+    if any(i is None for i in ids):
+        raise RuntimeError(f"{where}: some predictions carry no id (source_id / image file name)")
+    sids = [str(i) for i in ids]
+    if len(set(sids)) < len(sids):
+        if aggregation is None:
+            raise RuntimeError(
+                f"{where}: several predictions per item (slices of a volume?) and no 'aggregation' in the config"
+            )
+        from monai_transfer.data.volumes import aggregate_by_volume
+
+        res = aggregate_by_volume(sids, probs, labels, method=aggregation, k=aggregation_k)
+        sids, probs, labels = list(res["ids"]), np.asarray(res["probs"]), np.asarray(res["labels"])
+        probs = probs if probs.ndim == 2 else np.stack([1 - probs, probs], 1)
+    index = {i: n for n, i in enumerate(sids)}
+    missing = [k for k in keys if k not in index]
+    if missing or len(index) != len(keys):
+        raise RuntimeError(
+            f"{where}: predictions for {len(index)} ids do not match the {len(keys)} held-out items "
+            f"(e.g. missing {missing[:3]})"
+        )
+    order = [index[k] for k in keys]
+    return probs[order], np.asarray(labels)[order].astype(np.int64)
 
 
 def choose_epoch(fold_auc: Sequence[Sequence[float]]) -> int:
@@ -226,6 +273,8 @@ def run_cross_validation(
     seed = int(parser.get_parsed_content("seed")) if seed is None else int(seed)
     epochs = int(parser.get_parsed_content("epochs"))
     mode = "binary" if len(class_names) == 2 else "multiclass"
+    aggregation = parser.get_parsed_content("aggregation") if "aggregation" in parser else None
+    aggregation_k = int(parser.get_parsed_content("aggregation_k")) if "aggregation_k" in parser else 3
     train_items, val_items = list(datalists["train"]), list(datalists["val"])
     cv_dir = out / "cv"
     models_dir = out / "models"
@@ -272,14 +321,16 @@ def run_cross_validation(
     oof_by_epoch: dict[int, np.ndarray] = {}
     fold_auc_table: list[list[float]] = []
     for e in range(1, n_epochs + 1):
-        k_dim = per_fold[0].epochs[e][0].shape[1]
+        k_dim = max(per_fold[0].epochs[e][0].shape[1], 2)
         oof = np.full((len(train_items), k_dim), np.nan)
         aucs = []
         for k, c in enumerate(per_fold):
-            probs, y, _ = c.epochs[e]
             idx = np.flatnonzero(np.asarray(fold_of) == k)
-            if len(idx) != len(probs) or not np.array_equal(labels[idx], y):
-                raise RuntimeError(f"fold {k} epoch {e}: the held-out predictions do not match the fold's items")
+            probs, y = align_predictions(
+                *c.epochs[e], [train_items[i] for i in idx], aggregation, aggregation_k, f"fold {k} epoch {e}"
+            )
+            if not np.array_equal(labels[idx], y):
+                raise RuntimeError(f"fold {k} epoch {e}: the held-out labels do not match the fold's items")
             oof[idx] = probs
             aucs.append(_auc(probs, y, mode))
         fold_auc_table.append(aucs)
