@@ -349,11 +349,28 @@ def run_cross_validation(
     fitted_on = f"out-of-fold predictions of {folds}-fold cross-validation on the training split (epoch {best_epoch})"
     temperature, cal_info, cal_path = 1.0, None, None
     if calibrate:
-        temperature = fit_temperature(oof, labels, mode, inputs="probs")
-        cal_info = {"fitted_on": fitted_on, **calibration_summary(oof, labels, temperature, mode, inputs="probs")}
+        # fitted on the rows the evaluator post-processes (one per image, or one per slice for volume bundles),
+        # so that ApplyTemperatured in the post-processing reproduces it; pooling per volume comes after
+        rows_p = np.concatenate([c.epochs[best_epoch][0] for c in per_fold])
+        rows_y = np.concatenate([c.epochs[best_epoch][1] for c in per_fold])
+        temperature = fit_temperature(rows_p, rows_y, mode, inputs="probs")
+        unit = "slices" if len(rows_p) > len(train_items) else "images"
+        cal_info = {
+            "fitted_on": f"{fitted_on}, per {unit[:-1]}",
+            **calibration_summary(rows_p, rows_y, temperature, mode, inputs="probs"),
+        }
         cal_path = save_calibration(models_dir / "calibration.json", temperature, mode=mode,
                                     **{k: v for k, v in cal_info.items() if k != "temperature"})  # fmt: skip
-    oof_cal = apply_temperature(oof, temperature, mode, inputs="probs") if calibrate else oof
+        oof_cal = np.full_like(oof, np.nan)
+        for k, c in enumerate(per_fold):
+            idx = np.flatnonzero(np.asarray(fold_of) == k)
+            p_k, y_k, ids_k = c.epochs[best_epoch]
+            oof_cal[idx] = align_predictions(
+                apply_temperature(p_k, temperature, mode, inputs="probs"), y_k, ids_k,
+                [train_items[i] for i in idx], aggregation, aggregation_k, f"fold {k} epoch {best_epoch}",
+            )[0]  # fmt: skip
+    else:
+        oof_cal = oof
     threshold: float | None = None
     thr_path = None
     if mode == "binary":

@@ -120,3 +120,27 @@ def test_cross_validation_end_to_end_k2_tiny(tmp_path):
     with torch.no_grad():
         p = torch.softmax(ens(torch.rand(2, 3, 32, 32)), 1)
     torch.testing.assert_close(p.sum(1), torch.ones(2))
+
+
+def test_align_predictions_by_id_and_volume_pooling():
+    from monai_transfer.engines.cv import align_predictions
+
+    items = [{"image": "/d/b.nii.gz", "label": 1}, {"image": "/d/a.nii.gz", "label": 0}]
+    # one row per item, in another order than the items
+    p = np.array([[0.8, 0.2], [0.3, 0.7]])
+    got, y = align_predictions(p, np.array([0, 1]), ["/d/a.nii.gz", "/d/b.nii.gz"], items)
+    np.testing.assert_allclose(got, [[0.3, 0.7], [0.8, 0.2]])
+    assert y.tolist() == [1, 0]
+    # slices of volumes: pooled per volume with the config's aggregation (mean), then ordered like the items
+    slices = np.array([[0.9, 0.1], [0.7, 0.3], [0.4, 0.6], [0.2, 0.8], [0.3, 0.7]])
+    ids = ["/d/a.nii.gz", "/d/a.nii.gz", "/d/b.nii.gz", "/d/b.nii.gz", "/d/b.nii.gz"]
+    got, y = align_predictions(slices, np.array([0, 0, 1, 1, 1]), ids, items, aggregation="mean")
+    np.testing.assert_allclose(got[:, 1], [0.7, 0.2], atol=1e-12)
+    assert y.tolist() == [1, 0]
+    with pytest.raises(RuntimeError, match="aggregation"):
+        align_predictions(slices, np.array([0, 0, 1, 1, 1]), ids, items)
+    with pytest.raises(RuntimeError, match="missing"):
+        align_predictions(p, np.array([0, 1]), ["/d/a.nii.gz", "/d/c.nii.gz"], items)
+    # no ids: loader order
+    got, _ = align_predictions(p, np.array([0, 1]), [None, None], items)
+    np.testing.assert_allclose(got, p)
