@@ -144,3 +144,27 @@ def test_align_predictions_by_id_and_volume_pooling():
     # no ids: loader order
     got, _ = align_predictions(p, np.array([0, 1]), [None, None], items)
     np.testing.assert_allclose(got, p)
+
+
+def test_cli_parses_options_and_overrides(monkeypatch, capsys):
+    import monai_transfer.engines.cv as cv_module
+
+    calls = []
+
+    def fake(config, **kwargs):
+        calls.append((config, kwargs))
+        return {"chosen": {"epochs": 1}, "files": {}}
+
+    monkeypatch.setattr(cv_module, "run_cross_validation", fake)
+    cv_module.main(
+        ["--bundle", str(TRAIN.parents[1]), "--folds", "3", "--no-calibrate", "--epochs", "4", "--device", "cpu",
+         "--max_items", "null", "--class_names", '["a", "b"]']
+    )  # fmt: skip
+    config, kwargs = calls[0]
+    assert Path(config) == TRAIN and kwargs["folds"] == 3 and kwargs["calibrate"] is False
+    assert kwargs["final_fit"] is True and kwargs["threshold_method"] == "youden"
+    assert kwargs["epochs"] == 4 and kwargs["device"] == "cpu" and kwargs["max_items"] is None
+    assert kwargs["class_names"] == ["a", "b"]
+    assert '"epochs": 1' in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cv_module.main(["--bundle", str(TRAIN.parents[1]), "--epochs"])  # an override without a value
