@@ -439,6 +439,8 @@ def run_cross_validation(
              "validate#report_writer#select_threshold_on": None, "validate#report_writer#threshold_path": None,
              "validate#report_writer#threshold": str(thr_path) if thr_path else None},
         )  # fmt: skip
+        if calibrate and aggregation is None:  # before/after on val (exact for per-image rows, not for pooled volumes)
+            wf.parser["validate#report_writer#applied_calibration"] = str(cal_path)
         if calibrate:
             post = wf.parser["validate#postprocessing#transforms"]
             if not isinstance(post, list):

@@ -125,6 +125,10 @@ class ClassificationReportWriter:
             calibrated probabilities (``metrics.json`` then holds ECE before/after and ``reliability_uncalibrated.png``
             is drawn). ``pred`` may be softmax ``(N, K)`` or sigmoid probabilities; the temperature fitted on them
             equals the one fitted on the logits.
+        applied_calibration: the temperature (number or ``calibration.json``) that the evaluator's post-processing
+            already applied (``ApplyTemperatured``): the report adds ECE/Brier before and after and
+            ``reliability_uncalibrated.png``, the uncalibrated probabilities being recovered exactly as
+            ``softmax(T * log p)`` (``sigmoid(T * logit p)``).
         prevalence: positive-class share of the target population (binary): PPV/NPV at it in ``metrics.json``.
         training_counts: training class counts for the class-balance warning; default from ``meta`` (the bundles'
             run description holds them).
@@ -155,6 +159,7 @@ class ClassificationReportWriter:
         n_bins: int = DEFAULT_ECE_BINS,
         write_report: bool = True,
         fit_calibration_to: str | os.PathLike | None = None,
+        applied_calibration: float | str | os.PathLike | None = None,
         prevalence: float | None = None,
         training_counts: dict[str, int] | None = None,
         balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
@@ -175,6 +180,8 @@ class ClassificationReportWriter:
                 f"fit_calibration_to={fit_calibration_to!r} needs select_threshold_on: the calibration is fitted on "
                 "the data that choose the operating point (validation or out-of-fold), never on evaluation data"
             )
+        if fit_calibration_to is not None and applied_calibration is not None:
+            raise ValueError("give fit_calibration_to (fit here) or applied_calibration (already applied), not both")
         if not callable(output_transform):
             raise TypeError(f"output_transform must be callable, got {type(output_transform)}")
         self.output_dir = Path(output_dir)
@@ -192,6 +199,7 @@ class ClassificationReportWriter:
         self.n_bins = int(n_bins)
         self.write_report = write_report
         self.fit_calibration_to = Path(fit_calibration_to) if fit_calibration_to is not None else None
+        self.applied_calibration = applied_calibration
         self.prevalence = prevalence
         self.training_counts = training_counts
         self.balance_tolerance = float(balance_tolerance)
@@ -262,6 +270,14 @@ class ClassificationReportWriter:
             )
             y_prob = apply_temperature(y_prob, temperature, self.mode, inputs="probs").astype("float32")
             self.last_temperature = temperature
+        elif self.applied_calibration is not None:
+            from monai_transfer.transforms.calibration.array import resolve_temperature
+
+            t_applied = resolve_temperature(self.applied_calibration)
+            uncalibrated = apply_temperature(y_prob, 1.0 / t_applied, self.mode, inputs="probs")
+            calibration_info = {"temperature": t_applied, "applied_by": "post-processing",
+                                "calibration_file": None if isinstance(self.applied_calibration, (int, float))
+                                else str(self.applied_calibration)}  # fmt: skip
         if self.select_threshold_on is not None:
             threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
             at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)

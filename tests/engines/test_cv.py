@@ -107,6 +107,9 @@ def test_cross_validation_end_to_end_k2_tiny(tmp_path):
     assert report["threshold"]["value"] == pytest.approx(thr["threshold"])
     assert report["threshold"]["source"] == f"file {out / 'models' / 'threshold.json'}"
     assert "chose nothing" in report["selection"]["validation_split"]
+    assert report["calibration"]["temperature"] == pytest.approx(cal["temperature"])  # applied by post-processing
+    assert {"ece_before", "ece_after"} <= set(report["calibration"])
+    assert (out / "eval" / "val" / "reliability_uncalibrated.png").is_file()
     assert report["meta"]["data"]["train"]["n"] == 16  # the final model saw the whole training split
     assert not (out / "models" / "threshold.json.tmp").exists()
     last = sorted(p.name for p in (out / "models" / "last").glob("*.pt"))

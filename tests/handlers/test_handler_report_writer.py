@@ -19,6 +19,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import torch
 from sklearn import metrics as skm
 
 from monai_transfer.handlers.metric_handlers import AUCHandler
@@ -102,6 +103,38 @@ class TestClassificationReportWriter(unittest.TestCase):
             self.assertEqual(rep["prevalence"]["stated"], 0.1)
             self.assertEqual(rep["prevalence"]["training"], {"normal": 0.9, "pneumonia": 0.1})
             self.assertTrue(rep["warnings"])  # about half normal evaluated against 90 % in training
+
+    def test_applied_calibration_reports_before_and_after(self):
+        from monai.engines import SupervisedEvaluator
+        from monai.transforms import Activationsd, Compose
+        from torch.utils.data import DataLoader
+
+        from monai_transfer.metrics import compute_ece
+        from monai_transfer.transforms import ApplyTemperatured
+        from tests.handlers.test_handler_metrics import MeanNet
+
+        val = make_data(50, seed=4)
+        p_raw, y = expected_probs(val)  # softmax of the raw logits
+        with tempfile.TemporaryDirectory() as d:
+            writer = ClassificationReportWriter(
+                Path(d) / "r", class_names=["normal", "pneumonia"], applied_calibration=2.5, n_bootstrap=0
+            )
+            ev = SupervisedEvaluator(
+                device=torch.device("cpu"), val_data_loader=DataLoader(val, batch_size=8), network=MeanNet(),
+                postprocessing=Compose([ApplyTemperatured("pred", 2.5), Activationsd("pred", softmax=True)]),
+                val_handlers=[writer],
+            )  # fmt: skip
+            ev.run()
+            rep = json.loads((Path(d) / "r" / "metrics.json").read_text())
+            self.assertAlmostEqual(rep["calibration"]["ece_before"], compute_ece(p_raw, y), places=5)
+            self.assertNotAlmostEqual(rep["calibration"]["ece_before"], rep["calibration"]["ece_after"], places=4)
+            self.assertEqual(rep["calibration"]["temperature"], 2.5)
+            self.assertTrue((Path(d) / "r" / "reliability_uncalibrated.png").is_file())
+        with self.assertRaisesRegex(ValueError, "not both"):
+            ClassificationReportWriter(
+                "/tmp/x", select_threshold_on="youden", threshold_path="t.json", fit_calibration_to="c.json",
+                applied_calibration=2.0,
+            )  # fmt: skip
 
     def test_arguments(self):
         with self.assertRaisesRegex(ValueError, "needs select_threshold_on"):
