@@ -388,6 +388,8 @@ def run_cross_validation(
         cv_dir / "oof", labels, oof_cal, ids=ids, class_names=class_names, threshold=threshold, mode=mode,
         meta={"what": fitted_on, "calibrated": bool(calibrate)}, n_bootstrap=int(override.get("n_bootstrap", 1000)),
         uncalibrated_prob=oof if calibrate else None, calibration=cal_info,
+        prevalence=override.get("prevalence") if mode == "binary" else None,
+        training_counts={n: int(np.sum(labels == i)) for i, n in enumerate(class_names)},
     )  # fmt: skip
 
     selection = {
