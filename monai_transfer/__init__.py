@@ -25,6 +25,7 @@ _SUBPACKAGES = (
     "engines",
     "evaluate",
     "handlers",
+    "inferers",
     "label",
     "metrics",
     "networks",

@@ -32,7 +32,7 @@ from monai_transfer.data.npz import (
     write_nifti,
     write_png,
 )
-from monai_transfer.data.splits import group_of, split_datalist
+from monai_transfer.data.splits import assign_folds, group_of, kfold_datalist, split_datalist
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -50,6 +50,8 @@ __all__ = [
     "write_png",
     "group_of",
     "split_datalist",
+    "assign_folds",
+    "kfold_datalist",
 ]
 
 from . import bundle_data  # noqa: E402, F401

@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Deterministic, stratified, group-disjoint train/validation splits of a data list."""
+"""Deterministic, stratified, group-disjoint train/validation splits and k-fold cross-validation folds."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["split_datalist", "group_of"]
+__all__ = ["split_datalist", "group_of", "assign_folds", "kfold_datalist"]
 
 
 def group_of(item: Mapping[str, Any], group_key: str | None = "patient_id") -> str:
@@ -30,6 +30,27 @@ def group_of(item: Mapping[str, Any], group_key: str | None = "patient_id") -> s
     if "image" not in item:
         raise ValueError(f"data list item has neither {group_key!r} nor 'image': {dict(item)}.")
     return f"image:{item['image']}"
+
+
+def _groups_and_strata(
+    items: Sequence[Mapping[str, Any]], group_key: str | None, stratify_key: str | None
+) -> tuple[dict[str, list[int]], dict[Hashable, list[str]]]:
+    """Item indices per group, and the sorted groups per stratum (a group's most frequent label; ties: smallest)."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, it in enumerate(items):
+        groups[group_of(it, group_key)].append(i)
+
+    def _stratum(idx: list[int]) -> Hashable:
+        if stratify_key is None:
+            return None
+        counts = Counter(str(items[i].get(stratify_key)) for i in idx)
+        best = max(counts.values())
+        return sorted(k for k, c in counts.items() if c == best)[0]
+
+    strata: dict[Hashable, list[str]] = defaultdict(list)
+    for g in sorted(groups):
+        strata[_stratum(groups[g])].append(g)
+    return groups, strata
 
 
 def split_datalist(
@@ -66,21 +87,7 @@ def split_datalist(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
     if len(items) == 0:
         raise ValueError("cannot split an empty data list.")
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, it in enumerate(items):
-        groups[group_of(it, group_key)].append(i)
-
-    def _stratum(idx: list[int]) -> Hashable:
-        if stratify_key is None:
-            return None
-        vals = [items[i].get(stratify_key) for i in idx]
-        counts = Counter(str(v) for v in vals)
-        best = max(counts.values())
-        return sorted(k for k, c in counts.items() if c == best)[0]
-
-    strata: dict[Hashable, list[str]] = defaultdict(list)
-    for g in sorted(groups):
-        strata[_stratum(groups[g])].append(g)
+    groups, strata = _groups_and_strata(items, group_key, stratify_key)
     rng = np.random.default_rng(seed)
     val_groups: set[str] = set()
     for s in sorted(strata, key=str):
@@ -109,3 +116,90 @@ def split_datalist(
             f"(train {len(train)}, val {len(val)}); more groups are needed."
         )
     return train, val
+
+
+def assign_folds(
+    items: Sequence[Mapping[str, Any]],
+    n_folds: int = 5,
+    seed: int = 0,
+    group_key: str | None = "patient_id",
+    stratify_key: str | None = "label",
+) -> list[int]:
+    """The cross-validation fold (``0 .. n_folds - 1``) of every item: stratified, group-disjoint and seeded.
+
+    Groups (see :func:`group_of`) are assigned whole, so no patient/volume is in two folds. Within each stratum (the
+    most frequent ``stratify_key`` value of a group's items) the groups are shuffled with ``seed``, ordered by size
+    (largest first, stable) and each is given to the fold holding the fewest images of that stratum so far (ties: the
+    fold with the fewest images overall, then the lowest index). Every fold therefore gets a near-equal share of each
+    class, and every item is out-of-fold exactly once. The result depends only on the items and ``seed``.
+
+    Args:
+        items: data list.
+        n_folds: number of folds, at least 2.
+        seed: random seed, default 0.
+        group_key: key of the group id, default ``"patient_id"``; None groups by image path.
+        stratify_key: key to stratify on, default ``"label"``; None for no stratification.
+
+    Returns:
+        one fold index per item, in input order.
+
+    Raises:
+        ValueError: ``n_folds`` < 2, an empty list, or fewer groups than folds (a fold would be empty).
+    """
+    n_folds = int(n_folds)
+    if n_folds < 2:
+        raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
+    if len(items) == 0:
+        raise ValueError("cannot split an empty data list into folds.")
+    groups, strata = _groups_and_strata(items, group_key, stratify_key)
+    if len(groups) < n_folds:
+        raise ValueError(
+            f"{len(items)} items in {len(groups)} group(s) by {group_key!r} cannot fill {n_folds} folds; "
+            f"use at most {len(groups)} folds."
+        )
+    rng = np.random.default_rng(seed)
+    fold_total = [0] * n_folds
+    fold = [-1] * len(items)
+    for s in sorted(strata, key=str):
+        gs = [strata[s][j] for j in rng.permutation(len(strata[s]))]
+        gs.sort(key=lambda g: -len(groups[g]))  # stable: equal sizes keep the seeded order
+        in_stratum = [0] * n_folds
+        for g in gs:
+            k = min(range(n_folds), key=lambda f: (in_stratum[f], fold_total[f], f))
+            in_stratum[k] += len(groups[g])
+            fold_total[k] += len(groups[g])
+            for i in groups[g]:
+                fold[i] = k
+    return fold
+
+
+def kfold_datalist(
+    items: Sequence[Mapping[str, Any]],
+    n_folds: int = 5,
+    seed: int = 0,
+    group_key: str | None = "patient_id",
+    stratify_key: str | None = "label",
+) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """K-fold cross-validation splits of a data list: ``[(train_k, val_k) for k in range(n_folds)]``.
+
+    ``val_k`` is fold ``k`` of :func:`assign_folds` (stratified, group-disjoint, seeded) and ``train_k`` all other
+    items; each side keeps the input order and holds item copies. Every item is in exactly one ``val_k``.
+
+    Args:
+        items: data list.
+        n_folds: number of folds, at least 2.
+        seed: random seed, default 0.
+        group_key: key of the group id, default ``"patient_id"``; None groups by image path.
+        stratify_key: key to stratify on, default ``"label"``; None for no stratification.
+
+    Raises:
+        ValueError: see :func:`assign_folds`.
+    """
+    fold = assign_folds(items, n_folds, seed, group_key, stratify_key)
+    return [
+        (
+            [dict(it) for it, f in zip(items, fold) if f != k],
+            [dict(it) for it, f in zip(items, fold) if f == k],
+        )
+        for k in range(int(n_folds))
+    ]

@@ -14,7 +14,7 @@ preparation, losses, optimisers and schedules. Bundles should use the full modul
 
 from __future__ import annotations
 
-from . import losses, optim, utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
+from . import cv, losses, optim, utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
 from .losses import (
     ClassificationBCEWithLogitsLoss,
     ClassificationCrossEntropyLoss,

@@ -17,6 +17,10 @@ Typical use, two evaluation runs of a bundle:
 2. on the test split with ``threshold="<bundle_root>/models/threshold.json"``: the report gives the test metrics at
    that stored threshold (and at 0.5, under ``metrics_at_0.5``).
 
+With ``fit_calibration_to="models/calibration.json"`` the first run also fits a temperature (temperature scaling) on
+these data BEFORE choosing the threshold: the threshold then applies to calibrated probabilities, and every later use
+must apply the same temperature (``monai_transfer.transforms.ApplyTemperatured`` before the softmax).
+
 Bundle example (``evaluate.json``)::
 
     "handlers": [{
@@ -39,8 +43,10 @@ import torch
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
+from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
 from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
+from monai_transfer.metrics.prevalence import DEFAULT_BALANCE_TOLERANCE
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
 from monai_transfer.reports.writer import write_classification_report
 
@@ -114,9 +120,23 @@ class ClassificationReportWriter:
         plots: write the PNG figures.
         n_bins: ECE bins.
         write_report: set False to only select/save the threshold.
+        fit_calibration_to: with ``select_threshold_on``: fit a temperature on THIS epoch's probabilities, save it to
+            this path (e.g. ``models/calibration.json``), and select the threshold and write the report on the
+            calibrated probabilities (``metrics.json`` then holds ECE before/after and ``reliability_uncalibrated.png``
+            is drawn). ``pred`` may be softmax ``(N, K)`` or sigmoid probabilities; the temperature fitted on them
+            equals the one fitted on the logits.
+        applied_calibration: the temperature (number or ``calibration.json``) that the evaluator's post-processing
+            already applied (``ApplyTemperatured``): the report adds ECE/Brier before and after and
+            ``reliability_uncalibrated.png``, the uncalibrated probabilities being recovered exactly as
+            ``softmax(T * log p)`` (``sigmoid(T * logit p)``).
+        prevalence: positive-class share of the target population (binary): PPV/NPV at it in ``metrics.json``.
+        training_counts: training class counts for the class-balance warning; default from ``meta`` (the bundles'
+            run description holds them).
+        balance_tolerance: tolerated absolute difference of a class fraction before the warning.
 
     Attributes:
         last_metrics: the metrics dict of the last written epoch (also in ``engine.state.report_metrics``).
+        last_temperature: the temperature fitted in the last epoch (``fit_calibration_to``), else None.
 
     Note:
         collection is per process; in multi-GPU runs only data seen by each rank are reported (no gather).
@@ -138,6 +158,11 @@ class ClassificationReportWriter:
         plots: bool = True,
         n_bins: int = DEFAULT_ECE_BINS,
         write_report: bool = True,
+        fit_calibration_to: str | os.PathLike | None = None,
+        applied_calibration: float | str | os.PathLike | None = None,
+        prevalence: float | None = None,
+        training_counts: dict[str, int] | None = None,
+        balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -150,6 +175,13 @@ class ClassificationReportWriter:
                 raise ValueError("select_threshold_on is not available for mode='multiclass' (arg-max prediction)")
             if threshold_path is None:
                 raise ValueError("threshold_path is required with select_threshold_on (e.g. 'models/threshold.json')")
+        if fit_calibration_to is not None and select_threshold_on is None:
+            raise ValueError(
+                f"fit_calibration_to={fit_calibration_to!r} needs select_threshold_on: the calibration is fitted on "
+                "the data that choose the operating point (validation or out-of-fold), never on evaluation data"
+            )
+        if fit_calibration_to is not None and applied_calibration is not None:
+            raise ValueError("give fit_calibration_to (fit here) or applied_calibration (already applied), not both")
         if not callable(output_transform):
             raise TypeError(f"output_transform must be callable, got {type(output_transform)}")
         self.output_dir = Path(output_dir)
@@ -166,7 +198,13 @@ class ClassificationReportWriter:
         self.plots = plots
         self.n_bins = int(n_bins)
         self.write_report = write_report
+        self.fit_calibration_to = Path(fit_calibration_to) if fit_calibration_to is not None else None
+        self.applied_calibration = applied_calibration
+        self.prevalence = prevalence
+        self.training_counts = training_counts
+        self.balance_tolerance = float(balance_tolerance)
         self.last_metrics: dict[str, Any] | None = None
+        self.last_temperature: float | None = None
         self.reset()
 
     def reset(self) -> None:
@@ -213,6 +251,33 @@ class ClassificationReportWriter:
         if self.mode == "binary" and y_true.ndim == 2 and y_true.shape[1] == 1:
             y_true = y_true[:, 0]
         threshold: Any = self.threshold
+        uncalibrated = None
+        calibration_info = None
+        if self.fit_calibration_to is not None:
+            uncalibrated = y_prob
+            temperature = fit_temperature(y_prob, y_true, self.mode, inputs="probs")
+            summary = calibration_summary(y_prob, y_true, temperature, self.mode, inputs="probs", n_bins=self.n_bins)
+            calibration_info = {
+                "fitted_on": f"the {int(engine.state.epoch)}-th epoch's evaluated data (select_threshold_on)",
+                "calibration_file": str(self.fit_calibration_to),
+                **summary,
+            }
+            save_calibration(
+                self.fit_calibration_to,
+                temperature,
+                mode=self.mode,
+                **{k: v for k, v in calibration_info.items() if k != "temperature"},
+            )
+            y_prob = apply_temperature(y_prob, temperature, self.mode, inputs="probs").astype("float32")
+            self.last_temperature = temperature
+        elif self.applied_calibration is not None:
+            from monai_transfer.transforms.calibration.array import resolve_temperature
+
+            t_applied = resolve_temperature(self.applied_calibration)
+            uncalibrated = apply_temperature(y_prob, 1.0 / t_applied, self.mode, inputs="probs")
+            calibration_info = {"temperature": t_applied, "applied_by": "post-processing",
+                                "calibration_file": None if isinstance(self.applied_calibration, (int, float))
+                                else str(self.applied_calibration)}  # fmt: skip
         if self.select_threshold_on is not None:
             threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
             at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)
@@ -231,6 +296,11 @@ class ClassificationReportWriter:
                 sensitivity=at["sensitivity"],
                 specificity=at["specificity"],
                 epoch=int(engine.state.epoch),
+                applies_to=(
+                    "probabilities after temperature scaling with " + str(self.fit_calibration_to)
+                    if self.fit_calibration_to is not None
+                    else "uncalibrated probabilities"
+                ),
                 **per_label,
             )
         meta = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
@@ -249,6 +319,11 @@ class ClassificationReportWriter:
                 n_bootstrap=self.n_bootstrap,
                 plots=self.plots,
                 n_bins=self.n_bins,
+                prevalence=self.prevalence,
+                training_counts=self.training_counts,
+                balance_tolerance=self.balance_tolerance,
+                uncalibrated_prob=uncalibrated,
+                calibration=calibration_info,
             )
         final_threshold = 0.5 if self.mode == "multiclass" else resolve_threshold(threshold)  # arg-max: no file read
         self.last_metrics = compute_classification_metrics(

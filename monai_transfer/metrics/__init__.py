@@ -14,6 +14,14 @@
 from __future__ import annotations
 
 from monai_transfer.metrics.bootstrap import BOOTSTRAP_METRICS, bootstrap_ci
+from monai_transfer.metrics.calibration import (
+    CalibrationWarning,
+    apply_temperature,
+    calibration_summary,
+    fit_temperature,
+    load_calibration,
+    save_calibration,
+)
 from monai_transfer.metrics.cumulative import ClassificationMetrics, resolve_threshold
 from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
@@ -33,6 +41,12 @@ from monai_transfer.metrics.functional import (
     compute_roc_curve,
     compute_sensitivity,
     compute_specificity,
+)
+from monai_transfer.metrics.prevalence import (
+    balance_shift_warning,
+    class_balance,
+    ppv_npv_at_prevalence,
+    training_counts_from_meta,
 )
 from monai_transfer.metrics.threshold import load_threshold, save_threshold, select_threshold
 
@@ -61,4 +75,14 @@ __all__ = [
     "load_threshold",
     "save_threshold",
     "select_threshold",
+    "CalibrationWarning",
+    "apply_temperature",
+    "calibration_summary",
+    "fit_temperature",
+    "load_calibration",
+    "save_calibration",
+    "balance_shift_warning",
+    "class_balance",
+    "ppv_npv_at_prevalence",
+    "training_counts_from_meta",
 ]

@@ -13,10 +13,18 @@
 from __future__ import annotations
 
 from monai_transfer.reports.tables import PER_CLASS_COLUMNS, per_class_rows, write_per_class_table
-from monai_transfer.reports.writer import CI_METRICS, write_classification_report, write_predictions_csv
+from monai_transfer.reports.writer import (
+    CI_METRICS,
+    HEADLINE_METRICS,
+    prevalence_report,
+    write_classification_report,
+    write_predictions_csv,
+)
 
 __all__ = [
     "CI_METRICS",
+    "HEADLINE_METRICS",
+    "prevalence_report",
     "write_classification_report",
     "write_predictions_csv",
     "PER_CLASS_COLUMNS",

@@ -17,7 +17,7 @@ import datetime
 import io
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,16 +29,33 @@ from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
     UndefinedMetricWarning,
     _predict,
+    compute_brier,
     compute_classification_metrics,
+    compute_ece,
     default_class_names,
     prepare_inputs,
 )
+from monai_transfer.metrics.prevalence import (
+    DEFAULT_BALANCE_TOLERANCE,
+    balance_shift_warning,
+    class_balance,
+    ppv_npv_at_prevalence,
+    training_counts_from_meta,
+)
 from monai_transfer.utils.io import atomic_write_json, atomic_write_text, check_output_dir
 
-__all__ = ["CI_METRICS", "write_classification_report", "write_predictions_csv"]
+__all__ = [
+    "CI_METRICS",
+    "HEADLINE_METRICS",
+    "write_classification_report",
+    "write_predictions_csv",
+    "prevalence_report",
+]
 
 #: metrics that get a bootstrap confidence interval in ``metrics.json``.
 CI_METRICS = ("auc", "sensitivity", "specificity")
+#: metrics that do not depend on the class balance of the evaluated set, first in ``metrics.json``.
+HEADLINE_METRICS = ("auc", "sensitivity", "specificity", "balanced_accuracy")
 
 
 def _threshold_source(threshold: ThresholdLike) -> str:
@@ -115,6 +132,71 @@ def write_predictions_csv(
     return atomic_write_text(path, buf.getvalue())
 
 
+def prevalence_report(
+    metrics: Mapping[str, Any],
+    mode: str,
+    class_names: Sequence[str],
+    prevalence: float | None = None,
+    training_counts: Mapping[str, int] | None = None,
+    training_source: str | None = None,
+    balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
+) -> dict[str, Any]:
+    """The ``prevalence`` block of ``metrics.json``: class balance of the evaluated and training sets, a shift warning,
+    and (binary) PPV/NPV at the stated ``prevalence``.
+
+    Args:
+        metrics: :func:`~monai_transfer.metrics.compute_classification_metrics` of the evaluated set.
+        mode: task mode.
+        class_names: class names (the keys of ``support/<name>``).
+        prevalence: positive-class share in the target population (binary only), e.g. the share of pneumonia among
+            the patients the model will see; None to skip.
+        training_counts: class counts of the training split; None when unknown.
+        training_source: where ``training_counts`` came from (recorded).
+        balance_tolerance: see :func:`~monai_transfer.metrics.prevalence.balance_shift_warning`.
+
+    Raises:
+        ValueError: ``prevalence`` for a non-binary task, or outside [0, 1].
+    """
+    names = [str(n) for n in class_names]
+    ev_counts = {n: int(metrics[f"support/{n}"]) for n in names}
+    n = int(metrics["n_samples"])
+    out: dict[str, Any] = {
+        "evaluated": ({k: v / n for k, v in ev_counts.items()} if mode == "multilabel" else class_balance(ev_counts)),
+        "training": None,
+        "training_source": None,
+        "shift_warning": None,
+        "stated": None,
+    }
+    if training_counts is not None and mode != "multilabel" and sum(training_counts.values()) > 0:
+        tr = {k: int(training_counts.get(k, 0)) for k in names}
+        out["training"] = class_balance(tr)
+        out["training_source"] = training_source
+        out["shift_warning"] = balance_shift_warning(ev_counts, tr, balance_tolerance)
+    if prevalence is not None:
+        if mode != "binary":
+            raise ValueError(f"prevalence= is for binary tasks (positive-class share), got mode={mode!r}")
+        ppv, npv = ppv_npv_at_prevalence(
+            _nan_to(metrics["sensitivity"]), _nan_to(metrics["specificity"]), float(prevalence)
+        )
+        out.update(
+            stated=float(prevalence),
+            ppv_at_stated=ppv,
+            npv_at_stated=npv,
+            note=(
+                "PPV/NPV at the stated prevalence from sensitivity and specificity at the operating threshold "
+                "(Bayes: PPV = sens*p / (sens*p + (1-spec)*(1-p)))"
+            ),
+        )
+    return out
+
+
+def _nan_to(value: Any) -> float:
+    v = float(value)
+    if np.isnan(v):
+        raise ValueError("sensitivity/specificity are undefined (a class is absent): no PPV/NPV at a prevalence")
+    return v
+
+
 def write_classification_report(
     output_dir: str | os.PathLike,
     y_true: Any,
@@ -129,12 +211,20 @@ def write_classification_report(
     n_bins: int = DEFAULT_ECE_BINS,
     alpha: float = 0.05,
     seed: int = 0,
+    prevalence: float | None = None,
+    training_counts: Mapping[str, int] | None = None,
+    balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
+    uncalibrated_prob: Any = None,
+    calibration: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write the evaluation report of a classifier to ``output_dir`` (every file atomically).
 
     Files:
-        - ``metrics.json``: ``metrics`` (the flat dict of ``compute_classification_metrics`` at the operating
-          threshold), ``metrics_at_0.5`` (binary/multi-label), ``confidence_intervals`` (stratified percentile
+        - ``metrics.json``: ``headline`` first (AUC, sensitivity, specificity, balanced accuracy: the metrics that do
+          not depend on the class balance), ``prevalence`` (class balance evaluated vs training, ``shift_warning``,
+          PPV/NPV at the stated ``prevalence``), ``warnings``, ``calibration`` (ECE/Brier before and after, when
+          ``uncalibrated_prob`` is given), ``metrics`` (the flat dict of ``compute_classification_metrics`` at the
+          operating threshold), ``metrics_at_0.5`` (binary/multi-label), ``confidence_intervals`` (stratified percentile
           bootstrap for AUC, sensitivity and specificity), ``threshold`` (value and source), ``class_names``,
           ``counts``, ``n_samples``, ``mode``, ``meta`` (e.g. weight source, data and split description) and
           ``created`` (UTC time); multi-class/multi-label reports add ``per_class`` (one row per class/label: AUC
@@ -142,7 +232,8 @@ def write_classification_report(
           ``micro``), see :func:`monai_transfer.reports.tables.per_class_rows`. Undefined values are ``null``.
         - ``predictions.csv``: see :func:`write_predictions_csv`.
         - ``per_class.csv`` and ``per_class.md`` (multi-class/multi-label): the same per-class table.
-        - ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` when ``plots`` is True.
+        - ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` when ``plots`` is True, plus
+          ``reliability_uncalibrated.png`` with ``uncalibrated_prob``.
 
     Args:
         output_dir: report folder (created).
@@ -159,6 +250,14 @@ def write_classification_report(
         n_bins: ECE / reliability bins.
         alpha: CI level is ``1 - alpha``.
         seed: bootstrap seed.
+        prevalence: positive-class share of the target population (binary): ``metrics.json`` adds PPV and NPV at it.
+        training_counts: class counts of the training split, for the class-balance check; default: read from
+            ``meta["data"]["train"]["per_class"]`` (the run description of the bundles). A difference above
+            ``balance_tolerance`` gives a warning in ``metrics.json`` and in the log.
+        balance_tolerance: largest tolerated absolute difference of a class fraction.
+        uncalibrated_prob: the probabilities before calibration (same shape as ``y_prob``): ``calibration`` holds the
+            ECE and Brier score before/after and ``reliability_uncalibrated.png`` is drawn.
+        calibration: JSON-friendly calibration description (e.g. temperature, what it was fitted on).
 
     Returns:
         ``{"metrics": path, "predictions": path, "roc": path, ...}`` of the written files.
@@ -171,9 +270,20 @@ def write_classification_report(
     yp, yt = (p[:, 0], y[:, 0]) if mode == "binary" else (p, y)
 
     metrics = compute_classification_metrics(yp, yt, mode, thr, names, n_bins)
+    train_source = "given" if training_counts is not None else None
+    if training_counts is None:
+        training_counts = training_counts_from_meta(meta, names)
+        train_source = "meta: data.train.per_class" if training_counts is not None else None
+    prev = prevalence_report(metrics, mode, names, prevalence, training_counts, train_source, balance_tolerance)
     report: dict[str, Any] = {
         "mode": mode,
         "n_samples": int(len(p)),
+        "headline": {
+            **{m: metrics[m] for m in HEADLINE_METRICS},
+            "note": "independent of the class balance of the evaluated set (unlike accuracy, PPV and NPV)",
+        },
+        "prevalence": prev,
+        "warnings": [w for w in (prev["shift_warning"],) if w],
         "class_names": names,
         "counts": {n: metrics[f"support/{n}"] for n in names},
         "threshold": {
@@ -195,6 +305,23 @@ def write_classification_report(
         from monai_transfer.reports.tables import per_class_rows
 
         report.update(per_class_rows(metrics, cis.get("auc")))
+
+    pu = None
+    if uncalibrated_prob is not None:
+        pu, _ = prepare_inputs(uncalibrated_prob, y_true, mode)
+        if pu.shape != p.shape:
+            raise ValueError(f"uncalibrated_prob must have the shape of y_prob {p.shape}, got {pu.shape}")
+        ypu = pu[:, 0] if mode == "binary" else pu
+        report["calibration"] = {
+            **dict(calibration or {}),
+            "ece_before": compute_ece(ypu, yt, mode, n_bins),
+            "ece_after": metrics["ece"],
+            "brier_before": compute_brier(ypu, yt, mode),
+            "brier_after": metrics["brier"],
+            "ece_n_bins": int(n_bins),
+        }
+    elif calibration is not None:
+        report["calibration"] = dict(calibration)
     report["meta"] = dict(meta or {})
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -222,4 +349,14 @@ def write_classification_report(
             else f"Confusion matrix at threshold {thr:.3g} (n={len(p)}; counts and % of true class)",
         )
         written["reliability"] = plot_reliability(out_dir / "reliability.png", yp, yt, mode, n_bins)
+        if pu is not None:
+            ece_b = report["calibration"]["ece_before"]
+            written["reliability_uncalibrated"] = plot_reliability(
+                out_dir / "reliability_uncalibrated.png",
+                pu[:, 0] if mode == "binary" else pu,
+                yt,
+                mode,
+                n_bins,
+                title=f"Before calibration: ECE = {ece_b:.3f} (after: {metrics['ece']:.3f}; {n_bins} bins, n={len(p)})",
+            )
     return written

@@ -15,6 +15,13 @@ Import-light: pulls in MONAI, torch and numpy only (pydicom/nibabel/PIL load on 
 
 from __future__ import annotations
 
+from monai_transfer.transforms.calibration import (
+    ApplyTemperature,
+    ApplyTemperatureD,
+    ApplyTemperatured,
+    ApplyTemperatureDict,
+    resolve_temperature,
+)
 from monai_transfer.transforms.intensity import (
     WINDOW_PRESETS,
     BackboneNormalize,
@@ -127,4 +134,9 @@ __all__ = [
     "GreyToRGBd",
     "GreyToRGBD",
     "GreyToRGBDict",
+    "ApplyTemperature",
+    "ApplyTemperatured",
+    "ApplyTemperatureD",
+    "ApplyTemperatureDict",
+    "resolve_temperature",
 ]

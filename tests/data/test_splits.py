@@ -73,3 +73,64 @@ def test_errors():
     one_patient = [{"image": f"/d/{i}.png", "label": 0, "patient_id": "P"} for i in range(5)]
     with pytest.raises(ValueError, match="one side empty"):
         split_datalist(one_patient, 0.2)
+
+
+# ------------------------------------------------------------------------------------------------- k-fold
+
+
+@pytest.mark.parametrize("n_folds,seed", [(2, 0), (3, 1), (5, 7)])
+def test_kfold_group_disjoint_every_item_out_of_fold_once_stratified(n_folds, seed):
+    from monai_transfer.data import assign_folds, kfold_datalist
+
+    items = _items(60, seed=seed)
+    folds = kfold_datalist(items, n_folds=n_folds, seed=seed)
+    assert len(folds) == n_folds
+    out_of_fold = [x["image"] for _, val in folds for x in val]
+    assert sorted(out_of_fold) == sorted(x["image"] for x in items)  # every item out-of-fold exactly once
+    fold_of = assign_folds(items, n_folds=n_folds, seed=seed)
+    for k, (train, val) in enumerate(folds):
+        assert len(train) + len(val) == len(items)
+        assert {x["image"] for x in val} == {x["image"] for x, f in zip(items, fold_of) if f == k}
+        assert not {x["patient_id"] for x in train} & {x["patient_id"] for x in val}  # no patient on both sides
+    # no patient in two folds
+    patient_folds: dict[str, set[int]] = {}
+    for x, f in zip(items, fold_of):
+        patient_folds.setdefault(x["patient_id"], set()).add(f)
+    assert all(len(v) == 1 for v in patient_folds.values())
+    # stratified: each fold holds close to 1/K of each class (patients have at most 5 images)
+    for lab in (0, 1):
+        total = sum(x["label"] == lab for x in items)
+        per_fold = [sum(x["label"] == lab for x in val) for _, val in folds]
+        assert all(c > 0 for c in per_fold)
+        assert max(per_fold) - min(per_fold) <= 5, per_fold
+        assert sum(per_fold) == total
+
+
+def test_kfold_deterministic_order_independent_and_seeded():
+    from monai_transfer.data import kfold_datalist
+
+    items = _items(40)
+    a = kfold_datalist(items, 4, seed=1)
+    assert kfold_datalist(items, 4, seed=1) == a
+    shuffled = list(items)
+    random.Random(3).shuffle(shuffled)
+    b = kfold_datalist(shuffled, 4, seed=1)
+    assert [sorted(x["image"] for x in v) for _, v in b] == [sorted(x["image"] for x in v) for _, v in a]
+    c = kfold_datalist(items, 4, seed=2)
+    assert [sorted(x["image"] for x in v) for _, v in c] != [sorted(x["image"] for x in v) for _, v in a]
+
+
+def test_kfold_without_groups_is_exact_and_errors():
+    from monai_transfer.data import assign_folds, kfold_datalist
+
+    items = [{"image": f"/d/{i}.png", "label": int(i < 8)} for i in range(20)]  # 8 positives, 12 negatives
+    folds = kfold_datalist(items, 4, seed=0)
+    assert [sum(x["label"] for x in v) for _, v in folds] == [2, 2, 2, 2]
+    assert [len(v) for _, v in folds] == [5, 5, 5, 5]
+    with pytest.raises(ValueError, match="at least 2"):
+        assign_folds(items, 1)
+    with pytest.raises(ValueError, match="empty"):
+        assign_folds([], 3)
+    few = [{"image": f"/d/{i}.png", "label": 0, "patient_id": "P1"} for i in range(3)]
+    with pytest.raises(ValueError, match="1 group"):
+        assign_folds(few, 2)

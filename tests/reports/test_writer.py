@@ -14,19 +14,24 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import tempfile
 import unittest
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from parameterized import parameterized
 from PIL import Image
 from sklearn import metrics as skm
 
 from monai_transfer.metrics import save_threshold
+from monai_transfer.metrics.calibration import apply_temperature
+from monai_transfer.metrics.prevalence import ppv_npv_at_prevalence
 from monai_transfer.reports import save_gradcam_overlays, write_classification_report
 from tests.metrics.test_functional import make_binary, make_multiclass, make_multilabel
+from tests.utils import assert_png
 
 MAKERS = {"binary": make_binary, "multiclass": make_multiclass, "multilabel": make_multilabel}
 NAMES = {"binary": ["normal", "pneumonia"], "multiclass": ["a", "b", "c", "d"], "multilabel": ["x", "y", "z"]}
@@ -135,6 +140,92 @@ class TestGradCAM(unittest.TestCase):
             self.assertTrue(model.training)  # mode restored
             with self.assertRaisesRegex(ValueError, "original_images"):
                 save_gradcam_overlays(model, x, "3", d, n=3, original_images=originals[:1])
+
+
+# ------------------------------------------------------------------------- prevalence shift and calibration
+
+
+def _binary_set() -> tuple[np.ndarray, np.ndarray]:
+    """10 normal (2 predicted positive at 0.5) and 30 pneumonia (27 predicted positive): sens 0.9, spec 0.8."""
+    y = np.array([0] * 10 + [1] * 30)
+    p = np.array([0.7, 0.6] + [0.2] * 8 + [0.9] * 27 + [0.3] * 3)
+    return p, y
+
+
+def test_report_headline_first_prevalence_and_shift_warning(tmp_path, caplog):
+    p, y = _binary_set()  # evaluated: 25 % normal
+    meta = {"data": {"train": {"per_class": {"normal": 60, "pneumonia": 40}}}}  # training: 60 % normal
+    with caplog.at_level(logging.WARNING):
+        write_classification_report(
+            tmp_path,
+            y,
+            p,
+            class_names=NAMES["binary"],
+            threshold=0.5,
+            meta=meta,
+            n_bootstrap=0,
+            plots=False,
+            prevalence=0.1,
+        )
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    keys = list(report)
+    assert keys.index("headline") < keys.index("metrics")
+    head = report["headline"]
+    assert head["sensitivity"] == pytest.approx(0.9) and head["specificity"] == pytest.approx(0.8)
+    assert head["balanced_accuracy"] == pytest.approx(0.85)
+    assert set(head) == {"auc", "sensitivity", "specificity", "balanced_accuracy", "note"}
+    prev = report["prevalence"]
+    assert prev["evaluated"] == {"normal": 0.25, "pneumonia": 0.75}
+    assert prev["training"] == {"normal": 0.6, "pneumonia": 0.4}
+    assert prev["training_source"] == "meta: data.train.per_class"
+    assert prev["stated"] == 0.1
+    assert prev["ppv_at_stated"] == pytest.approx(1 / 3) and prev["npv_at_stated"] == pytest.approx(72 / 73)
+    # at the evaluated prevalence the Bayes formula reproduces the observed PPV: 27 / (27 + 2)
+    assert ppv_npv_at_prevalence(0.9, 0.8, 0.75)[0] == pytest.approx(report["metrics"]["ppv"]) == pytest.approx(27 / 29)
+    assert prev["shift_warning"] and report["warnings"] == [prev["shift_warning"]]
+    assert any("class balance differs" in r.message for r in caplog.records)
+    # same balance as training, given explicitly: no warning
+    write_classification_report(
+        tmp_path / "b",
+        y,
+        p,
+        class_names=NAMES["binary"],
+        n_bootstrap=0,
+        plots=False,
+        training_counts={"normal": 1, "pneumonia": 3},
+    )
+    report = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert report["warnings"] == [] and report["prevalence"]["training_source"] == "given"
+    assert report["prevalence"]["stated"] is None and "ppv_at_stated" not in report["prevalence"]
+    with pytest.raises(ValueError, match="binary"):
+        write_classification_report(
+            tmp_path / "c",
+            np.array([0, 1, 2]),
+            np.eye(3),
+            mode="multiclass",
+            n_bootstrap=0,
+            plots=False,
+            prevalence=0.2,
+        )
+
+
+def test_report_calibration_before_after(tmp_path):
+    rng = np.random.default_rng(0)
+    z = rng.normal(0, 4.0, 400)
+    y = (rng.random(400) < 1 / (1 + np.exp(-z / 3.0))).astype(int)  # the logits are over-confident by T = 3
+    before = apply_temperature(z, 1.0)
+    after = apply_temperature(z, 3.0)
+    written = write_classification_report(
+        tmp_path, y, after, class_names=NAMES["binary"], n_bootstrap=0, uncalibrated_prob=before,
+        calibration={"temperature": 3.0, "fitted_on": "synthetic"},
+    )  # fmt: skip
+    report = json.loads((tmp_path / "metrics.json").read_text())
+    cal = report["calibration"]
+    assert cal["temperature"] == 3.0 and cal["fitted_on"] == "synthetic"
+    assert cal["ece_after"] == pytest.approx(report["metrics"]["ece"])
+    assert cal["ece_after"] < cal["ece_before"] and cal["brier_after"] < cal["brier_before"]
+    assert_png(written["reliability_uncalibrated"])
+    assert_png(written["reliability"])
 
 
 if __name__ == "__main__":

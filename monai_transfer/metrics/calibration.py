@@ -1,0 +1,300 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Temperature scaling (Guo et al. 2017): one scalar ``T`` that divides the logits, fitted by minimising the NLL.
+
+Fit it on predictions the network was NOT trained on and that will not be used to report performance: the
+out-of-fold predictions of cross-validation (:mod:`monai_transfer.engines.cv`) or, failing that, the validation
+split. Fit it BEFORE the operating threshold is chosen, so the threshold lives on calibrated probabilities. The
+result is stored as ``models/calibration.json`` beside ``models/threshold.json`` and applied at inference by
+:class:`monai_transfer.transforms.ApplyTemperatured` on the logits, before the softmax/sigmoid.
+
+Inputs (``inputs=``):
+
+- ``"logits"``: raw network outputs; ``(N, K)`` (softmax over ``K`` classes) for ``mode="binary"`` (``K = 2``) and
+  ``"multiclass"``; ``(N,)`` / ``(N, 1)`` one positive-class logit (sigmoid) for binary; ``(N, K)`` independent
+  sigmoid logits for ``"multilabel"`` (one shared ``T``).
+- ``"probs"``: the probabilities after the softmax/sigmoid; they are turned into logits exactly (``log p`` for a
+  softmax, which differs from the logits only by a per-case constant that a softmax ignores; ``log(p / (1 - p))`` for
+  a sigmoid), so fitting on probabilities gives the same ``T`` as fitting on logits (up to float rounding of
+  probabilities within ``1e-12`` of 0 or 1).
+
+The search is a bounded golden-section search on ``log T`` (the NLL is convex in ``1 / T``, hence unimodal in
+``log T``), deterministic and free of extra dependencies.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_brier, compute_ece
+from monai_transfer.utils.io import atomic_write_json
+
+__all__ = [
+    "CALIBRATION_INPUTS",
+    "DEFAULT_TEMPERATURE_BOUNDS",
+    "CalibrationWarning",
+    "scores_to_logits",
+    "temperature_nll",
+    "fit_temperature",
+    "apply_temperature",
+    "calibration_summary",
+    "save_calibration",
+    "load_calibration",
+]
+
+CALIBRATION_INPUTS = ("logits", "probs")
+#: search interval of ``T``.
+DEFAULT_TEMPERATURE_BOUNDS = (0.05, 20.0)
+_EPS = 1e-12
+_GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+class CalibrationWarning(RuntimeWarning):
+    """The fitted temperature is at a bound of the search interval (e.g. perfectly separable data)."""
+
+
+def _as_float64(x: Any, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().as_subclass(torch.Tensor).double().numpy()
+    if isinstance(x, (list, tuple)) and x and isinstance(x[0], torch.Tensor):
+        return torch.stack([torch.as_tensor(v).as_subclass(torch.Tensor).detach().cpu().double() for v in x]).numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise TypeError(f"{name} must be an array-like of numbers, got {type(x).__name__}") from e
+
+
+def _check(mode: str, inputs: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if inputs not in CALIBRATION_INPUTS:
+        raise ValueError(f"inputs must be one of {CALIBRATION_INPUTS}, got {inputs!r}")
+
+
+def scores_to_logits(scores: Any, mode: str = "binary", inputs: str = "logits") -> tuple[np.ndarray, str]:
+    """Logits ``(N, K)`` (float64) and their link, ``"softmax"`` or ``"sigmoid"``, from logits or probabilities.
+
+    Binary ``(N,)`` / ``(N, 1)`` scores are one positive-class logit/probability (sigmoid link); binary ``(N, 2)`` and
+    multi-class ``(N, K)`` scores use a softmax; multi-label ``(N, K)`` scores are independent sigmoids.
+
+    Raises:
+        ValueError: wrong shapes, non-finite logits, or probabilities outside [0, 1].
+    """
+    _check(mode, inputs)
+    x = _as_float64(scores, "scores")
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"scores must hold at least one case, got shape {x.shape}")
+    if mode == "binary" and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
+        x, link = x.reshape(-1, 1), "sigmoid"
+    elif x.ndim == 2 and x.shape[1] >= 2 and (mode != "binary" or x.shape[1] == 2):
+        link = "sigmoid" if mode == "multilabel" else "softmax"
+    else:
+        raise ValueError(f"{mode} scores must have shape (N, K) (binary: (N,), (N, 1) or (N, 2)), got {x.shape}")
+    if inputs == "probs":
+        if np.isnan(x).any() or x.min() < -1e-6 or x.max() > 1 + 1e-6:
+            raise ValueError(
+                f"inputs='probs' needs probabilities in [0, 1], got values in [{np.nanmin(x):.4g}, {np.nanmax(x):.4g}]"
+            )
+        p = np.clip(x, _EPS, 1.0 - _EPS)
+        x = np.log(p) if link == "softmax" else np.log(p) - np.log1p(-p)
+    elif not np.isfinite(x).all():
+        raise ValueError(f"logits must be finite, got {int((~np.isfinite(x)).sum())} non-finite values")
+    return x, link
+
+
+def _labels(labels: Any, z: np.ndarray, link: str, mode: str) -> np.ndarray:
+    """Integer class per case (softmax) or 0/1 targets ``(N, K)`` (sigmoid)."""
+    y = _as_float64(labels, "labels")
+    n, k = z.shape
+    if y.shape[0] != n:
+        raise ValueError(f"scores and labels must have the same length, got {n} and {y.shape[0]}")
+    if link == "softmax":
+        if y.ndim == 2 and y.shape[1] == k and k > 1 and np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all():
+            y = y.argmax(1)
+        y = y.reshape(-1)
+        if y.shape[0] != n or not np.isin(y, np.arange(k)).all():
+            raise ValueError(f"labels must be integers in [0, {k}) or one-hot (N, {k}), got values {np.unique(y)[:10]}")
+        return y.astype(np.int64)
+    if mode == "binary":
+        if y.ndim == 2 and y.shape[1] == 2:
+            y = y.argmax(1)
+        y = y.reshape(-1, 1)
+    if y.shape != z.shape or not np.isin(y, (0, 1)).all():
+        raise ValueError(f"labels must be 0/1 of shape {z.shape}, got shape {y.shape}")
+    return y
+
+
+def _nll(z: np.ndarray, y: np.ndarray, link: str, temperature: float) -> float:
+    s = z / temperature
+    if link == "softmax":
+        m = s.max(1, keepdims=True)
+        lse = (m + np.log(np.exp(s - m).sum(1, keepdims=True)))[:, 0]
+        return float(np.mean(lse - s[np.arange(len(y)), y]))
+    # binary cross-entropy with logits: log(1 + e^s) - y s, stable form
+    return float(np.mean(np.maximum(s, 0) - y * s + np.log1p(np.exp(-np.abs(s)))))
+
+
+def temperature_nll(
+    scores: Any, labels: Any, temperature: float, mode: str = "binary", inputs: str = "logits"
+) -> float:
+    """Mean negative log-likelihood of the labels under ``softmax/sigmoid(logits / temperature)``."""
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    z, link = scores_to_logits(scores, mode, inputs)
+    return _nll(z, _labels(labels, z, link, mode), link, float(temperature))
+
+
+def fit_temperature(
+    scores: Any,
+    labels: Any,
+    mode: str = "binary",
+    inputs: str = "logits",
+    bounds: Sequence[float] = DEFAULT_TEMPERATURE_BOUNDS,
+    tol: float = 1e-7,
+) -> float:
+    """The temperature ``T`` minimising the NLL of ``softmax/sigmoid(logits / T)`` (bounded search on ``log T``).
+
+    Args:
+        scores: logits or probabilities (see the module docstring).
+        labels: integer classes or one-hot (binary/multi-class); 0/1 ``(N, K)`` (multi-label).
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        inputs: ``"logits"`` or ``"probs"``.
+        bounds: ``(T_min, T_max)`` search interval, default :data:`DEFAULT_TEMPERATURE_BOUNDS`.
+        tol: tolerance on ``log T``.
+
+    Returns:
+        ``T`` (> 1 softens over-confident predictions, < 1 sharpens under-confident ones). A
+        :class:`CalibrationWarning` is raised when ``T`` ends at a bound (e.g. perfectly separated cases).
+
+    Raises:
+        ValueError: bad shapes/values (see :func:`scores_to_logits`) or bounds that are not ``0 < lo < hi``.
+    """
+    lo_t, hi_t = (float(b) for b in bounds)
+    if not 0 < lo_t < hi_t:
+        raise ValueError(f"bounds must satisfy 0 < T_min < T_max, got {tuple(bounds)}")
+    z, link = scores_to_logits(scores, mode, inputs)
+    y = _labels(labels, z, link, mode)
+
+    def f(log_t: float) -> float:
+        return _nll(z, y, link, math.exp(log_t))
+
+    a, b = math.log(lo_t), math.log(hi_t)
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = f(d)
+    candidates = {math.log(lo_t): f(math.log(lo_t)), math.log(hi_t): f(math.log(hi_t)), (a + b) / 2: f((a + b) / 2)}
+    best = min(candidates, key=lambda k: (candidates[k], abs(k)))
+    t = math.exp(best)
+    if abs(best - math.log(lo_t)) < 10 * tol or abs(best - math.log(hi_t)) < 10 * tol:
+        warnings.warn(
+            f"fitted temperature {t:.4g} is at a bound of {tuple(bounds)} (n={len(z)}): the cases may be perfectly "
+            "separated or too few; the calibration is unreliable",
+            CalibrationWarning,
+            stacklevel=2,
+        )
+    return t
+
+
+def apply_temperature(scores: Any, temperature: float, mode: str = "binary", inputs: str = "logits") -> np.ndarray:
+    """Calibrated probabilities ``softmax/sigmoid(logits / temperature)``, shaped like the input scores.
+
+    Binary ``(N,)`` / ``(N, 1)`` inputs give positive-class probabilities of the same shape; ``(N, K)`` inputs give
+    ``(N, K)`` probabilities.
+    """
+    if not float(temperature) > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    shape = _as_float64(scores, "scores").shape
+    z, link = scores_to_logits(scores, mode, inputs)
+    s = z / float(temperature)
+    if link == "softmax":
+        e = np.exp(s - s.max(1, keepdims=True))
+        p = e / e.sum(1, keepdims=True)
+    else:
+        p = 1.0 / (1.0 + np.exp(-s))
+    return p.reshape(shape)
+
+
+def calibration_summary(
+    scores: Any,
+    labels: Any,
+    temperature: float,
+    mode: str = "binary",
+    inputs: str = "logits",
+    n_bins: int = DEFAULT_ECE_BINS,
+) -> dict[str, Any]:
+    """NLL, ECE and Brier score before (``T = 1``) and after temperature scaling, for reports.
+
+    Returns:
+        ``{"temperature", "n_samples", "nll_before", "nll_after", "ece_before", "ece_after", "brier_before",
+        "brier_after", "ece_n_bins"}``.
+    """
+    z, link = scores_to_logits(scores, mode, inputs)
+    y = _labels(labels, z, link, mode)
+    out: dict[str, Any] = {"temperature": float(temperature), "n_samples": int(len(z)), "ece_n_bins": int(n_bins)}
+    y_metric = y if link == "softmax" or mode == "multilabel" else y[:, 0]
+    for tag, t in (("before", 1.0), ("after", float(temperature))):
+        p = apply_temperature(z, t, mode, "logits")
+        p_metric = p[:, 0] if (mode == "binary" and link == "sigmoid") else p
+        out[f"nll_{tag}"] = _nll(z, y, link, t)
+        out[f"ece_{tag}"] = compute_ece(p_metric, y_metric, mode, n_bins)
+        out[f"brier_{tag}"] = compute_brier(p_metric, y_metric, mode)
+    return out
+
+
+def save_calibration(path: str | os.PathLike, temperature: float, **info: Any) -> Path:
+    """Write ``{"method": "temperature", "temperature": T, **info}`` atomically (e.g. ``models/calibration.json``).
+
+    ``info`` holds JSON-friendly provenance: which data it was fitted on (``fitted_on``), ``n_samples``, the
+    before/after NLL and ECE of :func:`calibration_summary`, ...
+    """
+    t = float(temperature)
+    if not (t > 0 and math.isfinite(t)):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature}")
+    return atomic_write_json(path, {"method": "temperature", "temperature": t, **info})
+
+
+def load_calibration(path: str | os.PathLike) -> float:
+    """The temperature stored by :func:`save_calibration` (or a JSON number / ``{"temperature": ...}`` file).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: not valid JSON, an unknown ``method``, or no positive finite ``temperature``; names the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"calibration file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"calibration file {path} is not valid JSON: {e}") from e
+    if isinstance(obj, dict) and obj.get("method", "temperature") != "temperature":
+        raise ValueError(f"calibration file {path}: unknown method {obj.get('method')!r} (expected 'temperature')")
+    value = obj.get("temperature") if isinstance(obj, dict) else obj
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"calibration file {path} holds no positive finite 'temperature', got {value!r}")
+    return float(value)
