@@ -106,6 +106,21 @@ class ClassificationBundleInferTask(BundleInferTask):
             # keep every class (MONAI Label drops "background" and lower-cases the names)
             self.labels = {name: i for i, name in enumerate(self.class_names)}
 
+    def _get_network(self, device: Any, data: Any) -> Any:
+        """MONAI Label's network loading, after checking the weights record beside the checkpoint.
+
+        A checkpoint whose ``models/model.json`` disagrees with the bundle's ``model_spec`` (class names, image size,
+        backbone, normalisation) raises :class:`~monai_transfer.utils.run_bundle.CheckpointConfigMismatchError`
+        naming both values instead of answering with scores of the wrong classes or size.
+        """
+        path = self.get_path()
+        if path and str(path).endswith((".pt", ".pth")) and self.bundle_config.get("model_spec") is not None:
+            from monai_transfer.utils.run_bundle import check_checkpoint_record
+
+            spec = self.bundle_config.get_parsed_content("model_spec")
+            check_checkpoint_record(path, spec, source=f"bundle {self.bundle_path}")
+        return super()._get_network(device, data)
+
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info plus ``class_names`` (ordered by output index)."""
         i = super().info()
