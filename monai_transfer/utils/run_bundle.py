@@ -526,7 +526,7 @@ def export_run_bundle(
     write_checkpoint_record(ckpt, spec, extra=extra)
     if run == template:
         logger.info(
-            f"trained in the bundle folder {run}: its configs are left as they are (templates); wrote the weights "
+            f"trained in place in the bundle folder {run}: its configs are kept as they are; wrote the weights "
             f"record {checkpoint_record_path(ckpt)}"
         )
         return run
