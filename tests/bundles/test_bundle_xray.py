@@ -454,6 +454,19 @@ def test_run_folder_is_a_complete_bundle(tmp_path):
     np.testing.assert_allclose(np.stack([p.probs for p in res.predictions]), expected, atol=1e-5)
     assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["class_names"] == RUN_CLASSES
 
+    # the run's train.json + evaluate.json overlay (in process: bundle_root is the folder the run was exported to)
+    wf = bundle_workflow(
+        run / "configs", [run / "configs" / "train.json", run / "configs" / "evaluate.json"], "train",
+        gradcam_cases=0, device="cpu",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert report["class_names"] == RUN_CLASSES and report["meta"]["config"]["image_size"] == RUN_SIZE
+    assert report["meta"]["config"]["checkpoint"] == str(run / "models" / "model.pt")
+    assert report["n_samples"] == 4  # the run's own validation split of data/
+
     # publishing: verify_metadata (local schema), verify_net_in_out, ckpt_export on the run folder
     verify_metadata(
         meta_file=str(moved / "configs" / "metadata.json"), filepath=str(write_local_meta_schema(tmp_path / "s.json"))
