@@ -29,8 +29,10 @@ expect); the record is a separate JSON file, ``<checkpoint stem>.json``.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import hashlib
+import io
 import json
 import logging
 import os
@@ -312,12 +314,23 @@ def resolve_run_root(exported_to: str | os.PathLike) -> str:
 
 # ------------------------------------------------------------------------------------------------------- export
 def _copy_samples(datalists: Mapping[str, Any], class_names: Sequence[str], dest: Path, n: int) -> list[dict]:
-    """Copy up to ``n`` validation cases (classes alternating) into ``dest``; write ``dest/labels.csv``."""
+    """Copy up to ``n`` validation cases (classes alternating) into ``dest``; write ``dest/labels.csv``.
+
+    Cases that are not single files (e.g. a DICOM series folder) or have no integer label are not copied; each is
+    named in a log message.
+    """
     items = list((datalists or {}).get("val") or (datalists or {}).get("test") or [])
     by_class: dict[int, list[Mapping[str, Any]]] = {}
     for it in items:
-        if isinstance(it, Mapping) and isinstance(it.get("image"), (str, os.PathLike)):
-            by_class.setdefault(int(it.get("label", 0)), []).append(it)
+        image = it.get("image") if isinstance(it, Mapping) else None
+        try:
+            label = int(it["label"])  # type: ignore[index]
+        except (KeyError, TypeError, ValueError):
+            label = None
+        if not isinstance(image, (str, os.PathLike)) or not Path(image).is_file() or label is None:
+            logger.info(f"run samples: not copying {image!r} (not a single file with an integer class label)")
+            continue
+        by_class.setdefault(label, []).append(it)
     chosen: list[Mapping[str, Any]] = []
     while len(chosen) < n and any(by_class.values()):
         for c in sorted(by_class):
@@ -329,16 +342,17 @@ def _copy_samples(datalists: Mapping[str, Any], class_names: Sequence[str], dest
     rows = []
     for i, it in enumerate(chosen):
         src = Path(it["image"])
-        if not src.is_file():
-            continue
         name = f"{i:02d}_{src.name}"
         if src.resolve() != (dest / name).resolve():
             shutil.copy2(src, dest / name)
-        label = int(it.get("label", 0))
-        rows.append({"image": name, "label": class_names[label] if 0 <= label < len(class_names) else label})
-    text = "image,label\n" + "".join(f"{r['image']},{r['label']}\n" for r in rows)
-    atomic_write_text(dest / _SAMPLE_LABELS, text)
-    return rows
+        label = int(it["label"])
+        rows.append([name, class_names[label] if 0 <= label < len(class_names) else label])
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["image", "label"])
+    writer.writerows(rows)
+    atomic_write_text(dest / _SAMPLE_LABELS, buf.getvalue())
+    return [{"image": r[0], "label": r[1]} for r in rows]
 
 
 def _is_expression(value: Any) -> bool:
@@ -510,8 +524,8 @@ def export_run_bundle(
         datalists: the run's splits: counts for the README and the validation cases copied to ``data/samples``.
         metrics_file: the validation report's ``metrics.json``.
         ckpt_name: the weights file in ``models/``.
-        n_samples: validation cases to copy into ``data/samples`` (0: none; ``inference.json`` then keeps the
-            template's ``input_dir``).
+        n_samples: validation cases to copy into ``data/samples`` (0: none, e.g. when the images may not leave
+            their site; ``inference.json`` then keeps the template's ``input_dir``, so pass ``--input_dir``).
 
     Returns:
         the run folder.
