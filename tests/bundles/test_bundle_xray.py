@@ -305,6 +305,9 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     assert len(read_csv(run / "eval" / "val" / "predictions.csv")) == 16
     # rank 0 only: training stats, LR + sample images, validation
     assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 3
+    # rank 0 made the run folder a bundle
+    assert json.loads((run / "models" / "model.json").read_text())["image_size"] == 32
+    assert json.loads((run / "configs" / "inference.json").read_text())["image_size"] == 32
 
 
 @pytest.mark.slow
