@@ -82,6 +82,7 @@ __all__ = [
     "list_cases",
     "read_labels_csv",
     "evaluate_bundle",
+    "parse_overrides",
     "build_arg_parser",
     "main",
 ]
@@ -358,7 +359,45 @@ def _read_bundle_json(path: Path) -> Any:
         raise EvaluationUsageError(f"bundle config {_display(str(path))}: cannot read the file ({e})") from e
 
 
-def _load_bundle(bundle: str | os.PathLike) -> _Bundle:
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """Bundle overrides given as ``--id value`` pairs, the way ``python -m monai.bundle run`` takes them.
+
+    Values are read as JSON, then as Python literals (``"['no','yes']"``), else kept as strings; ``--a#b value``
+    sets a nested id. ``--id=value`` works too.
+
+    Raises:
+        EvaluationUsageError: an argument that is not ``--id`` or an id without a value.
+    """
+    import ast
+
+    out: dict[str, Any] = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        key = items[i]
+        if not key.startswith("--") or len(key) < 3:
+            raise EvaluationUsageError(f"unexpected argument {key!r}: bundle overrides are --<id> <value> pairs")
+        key = key[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(items):
+            text = items[i + 1]
+            i += 2
+        else:
+            raise EvaluationUsageError(f"bundle override --{key} has no value")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        out[key] = value
+    return out
+
+
+def _load_bundle(bundle: str | os.PathLike, overrides: dict[str, Any] | None = None) -> _Bundle:
     from monai.bundle import ConfigParser
     from monai.transforms import Compose
 
@@ -377,6 +416,10 @@ def _load_bundle(bundle: str | os.PathLike) -> _Bundle:
         meta = _read_bundle_json(meta_file)
         parser.read_meta(str(meta_file))
     parser["bundle_root"] = str(root.resolve())
+    for key, value in (overrides or {}).items():
+        if key != "bundle_root" and key not in parser:
+            raise EvaluationUsageError(f"bundle override --{key}: {config} has no id '{key}'")
+        parser[key] = value
     if "imports" in parser:
         parser.get_parsed_content("imports")
 
@@ -423,6 +466,20 @@ def _load_network(b: _Bundle, ckpt: Path, device: torch.device) -> torch.nn.Modu
     net = b.parser.get_parsed_content("network_def")
     if not isinstance(net, torch.nn.Module):
         raise EvaluationUsageError(f"bundle {b.root}: 'network_def' is not a torch module ({type(net).__name__})")
+    from monai_transfer.utils.run_bundle import CheckpointConfigMismatchError, check_checkpoint_record
+
+    # the weights record beside the checkpoint must agree with the bundle (class names, image size, ...)
+    expected: dict[str, Any] = {"class_names": list(b.class_names), "num_classes": len(b.class_names)}
+    if "model_spec" in b.parser:
+        expected = dict(b.parser.get_parsed_content("model_spec"))
+    else:
+        for key in ("backbone", "image_size"):
+            if key in b.parser:
+                expected[key] = b.parser.get_parsed_content(key)
+    try:
+        check_checkpoint_record(ckpt, expected, source=f"bundle {b.root}")
+    except (CheckpointConfigMismatchError, ValueError) as e:
+        raise EvaluationUsageError(str(e)) from e
     try:
         sd = load_state_dict_file(ckpt)
         net.load_state_dict(sd, strict=True)
@@ -741,6 +798,7 @@ def evaluate_bundle(
     tolerate_failures: bool = False,
     n_bootstrap: int = 1000,
     progress: bool | None = None,
+    overrides: dict[str, Any] | None = None,
 ) -> EvaluationResult:
     """Evaluate a bundle on every case under ``images``; see the module docstring and ``docs/evaluate.md``.
 
@@ -758,6 +816,9 @@ def evaluate_bundle(
         tolerate_failures: exit code 0 (with a WARNING) when some, not all, cases failed.
         n_bootstrap: bootstrap resamples of the report's confidence intervals.
         progress: show a tqdm bar over cases; default only on a terminal.
+        overrides: bundle ids to override in ``inference.json`` (``{"image_size": 128, "class_names": [...]}``),
+            like ``python -m monai.bundle run --image_size 128``; needed only for a bundle that is not the run
+            folder of the checkpoint.
 
     Returns:
         the :class:`EvaluationResult` (predictions, failures, written files, exit code).
@@ -781,7 +842,7 @@ def evaluate_bundle(
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise EvaluationUsageError("--device cuda: CUDA is not available on this machine")
 
-    b = _load_bundle(bundle)
+    b = _load_bundle(bundle, overrides)
     exts = VOLUME_EXTENSIONS if b.kind == "volume" else IMAGE_2D_EXTENSIONS
     cases = list_cases(images_dir, exts)
     if not cases:
@@ -960,7 +1021,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m monai_transfer.evaluate",
         description="Evaluate a monai-transfer bundle on a folder of NIfTI (or, for 2D bundles, DICOM/PNG) test cases.",
-        epilog="exit codes: 0 ok; 1 usage or environment error (bad bundle/checkpoint/threshold, report not "
+        epilog="bundle overrides: any other --<id> <value> pair overrides that id of the bundle's inference.json, "
+        "as in `python -m monai.bundle run` (e.g. --image_size 128 --class_names \"['no','yes']\"). "
+        "exit codes: 0 ok; 1 usage or environment error (bad bundle/checkpoint/threshold, report not "
         "writable, e.g. disk full); 2 some case failed (see failures.csv) unless --tolerate-failures",
     )
     p.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/ct_slices")
@@ -984,9 +1047,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_arg_parser()
     try:
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        overrides = parse_overrides(extra)
     except SystemExit as e:  # argparse exits 2 on usage errors; this tool reserves 2 for failed cases
         return EXIT_OK if e.code in (0, None) else EXIT_USAGE
+    except EvaluationUsageError as e:
+        parser.print_usage(sys.stderr)
+        print(f"{parser.prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     handlers: list[logging.Handler] = []
     old_level = logger.level
     logger.setLevel(logging.INFO)
@@ -1016,6 +1084,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tolerate_failures=args.tolerate_failures,
             n_bootstrap=args.n_bootstrap,
             progress=False if args.no_progress else None,
+            overrides=overrides,
         )
         return result.exit_code
     except EvaluationUsageError as e:

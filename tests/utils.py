@@ -36,6 +36,7 @@ __all__ = [
     "bundle_workflow",
     "read_csv",
     "assert_png",
+    "write_local_meta_schema",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -135,3 +136,36 @@ def assert_png(path: Path) -> None:
         im.verify()
     with Image.open(path) as im:
         assert im.format == "PNG" and im.size[0] > 0 and im.size[1] > 0
+
+
+def write_local_meta_schema(path: Path) -> Path:
+    """A local stand-in for MONAI's bundle metadata schema (the official URL is unreachable offline).
+
+    It holds the specification's required keys and tensor fields; ``monai.bundle.verify_metadata`` skips the download
+    when ``filepath`` exists.
+    """
+    import json
+
+    tensor = {
+        "type": "object",
+        "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"],
+        "properties": {"num_channels": {"type": "integer"}, "channel_def": {"type": "object"}},
+    }
+    io_def = {"type": "object", "additionalProperties": tensor}
+    schema = {
+        "$schema": "https://json-schema.org/draft/2019-09/schema",
+        "type": "object",
+        "required": list(REQUIRED_BUNDLE_META),
+        "properties": {
+            "version": {"type": "string"},
+            "changelog": {"type": "object"},
+            "references": {"type": "array", "items": {"type": "string"}},
+            "network_data_format": {
+                "type": "object",
+                "required": ["inputs", "outputs"],
+                "properties": {"inputs": io_def, "outputs": io_def},
+            },
+        },
+    }
+    Path(path).write_text(json.dumps(schema))
+    return Path(path)

@@ -17,7 +17,8 @@ Start it with (see ``docs/monailabel.md``)::
 
 ``--conf`` settings read here:
 
-- ``models``: comma-separated bundle folder names (``xray,volume``); default/``all``: every classification bundle.
+- ``models``: comma-separated bundle folder names (``xray,volume``) or bundle folder paths, e.g. a training run folder
+  (``runs/brain_mri``, served as ``brain_mri``); default/``all``: every classification bundle of ``bundles_dir``.
 - ``bundles_dir``: where the bundles are; default ``$MONAI_TRANSFER_BUNDLES_DIR`` or the repository's ``bundles/``.
 - ``skip_trainers``: ``true`` to serve inference only.
 

@@ -23,6 +23,7 @@ from .checkpoint import (
     find_last_checkpoint,
 )
 from .metric_handlers import AUCHandler, ClassificationMetricsHandler, OperatingPointHandler
+from .model_loader import VerifiedCheckpointLoader, load_verified_model
 from .prediction_writer import ClassificationPredictionWriter
 from .report_writer import ClassificationReportWriter, ids_from_output
 from .seeding import EpochSeed, epoch_seed
@@ -45,6 +46,8 @@ __all__ = [
     "LastCheckpointResume",
     "checkpoint_progress",
     "find_last_checkpoint",
+    "VerifiedCheckpointLoader",
+    "load_verified_model",
     "GradualUnfreeze",
     "TensorBoardTrainingExtras",
     "VolumeAggregator",

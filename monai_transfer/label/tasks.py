@@ -106,6 +106,29 @@ class ClassificationBundleInferTask(BundleInferTask):
             # keep every class (MONAI Label drops "background" and lower-cases the names)
             self.labels = {name: i for i, name in enumerate(self.class_names)}
 
+    def _get_network(self, device: Any, data: Any) -> Any:
+        """MONAI Label's network loading, after checking the weights record beside the checkpoint and the file.
+
+        Once per new or retrained ``model.pt``: the file is read with
+        :func:`~monai_transfer.utils.io.safe_torch_load` (an unsafe or damaged file is refused naming it), and a
+        checkpoint whose ``models/model.json`` disagrees with the bundle's ``model_spec`` (class names, image size,
+        backbone, normalisation) raises :class:`~monai_transfer.utils.run_bundle.CheckpointConfigMismatchError`
+        naming both values instead of answering with scores of the wrong classes or size.
+        """
+        path = self.get_path()
+        if path and str(path).endswith((".pt", ".pth")) and os.path.isfile(path):
+            stamp = (str(path), os.stat(path).st_mtime_ns)
+            if stamp != getattr(self, "_verified", None):  # once per new or retrained checkpoint
+                from monai_transfer.utils.io import safe_torch_load
+                from monai_transfer.utils.run_bundle import check_checkpoint_record
+
+                if self.bundle_config.get("model_spec") is not None:
+                    spec = self.bundle_config.get_parsed_content("model_spec")
+                    check_checkpoint_record(path, spec, source=f"bundle {self.bundle_path}")
+                safe_torch_load(path)  # an unsafe or damaged file is refused with its name (MONAI Label's is not)
+                self._verified = stamp
+        return super()._get_network(device, data)
+
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info plus ``class_names`` (ordered by output index)."""
         i = super().info()

@@ -143,26 +143,51 @@ def is_classification_bundle(bundle_dir: str | os.PathLike) -> bool:
     return True
 
 
+def _is_path(name: str) -> bool:
+    return "/" in name or os.sep in name or name.startswith(("~", "."))
+
+
 def find_classification_bundles(bundles_dir: str | os.PathLike, names: Sequence[str] | None = None) -> dict[str, str]:
-    """Classification bundles below ``bundles_dir``, by folder name.
+    """Classification bundles below ``bundles_dir`` (or named by path), by folder name.
 
     Args:
-        bundles_dir: folder holding one sub-folder per bundle (the repository's ``bundles/``).
-        names: bundle folder names to serve, in order; ``None`` for every classification bundle found (sorted).
+        bundles_dir: folder holding one sub-folder per bundle (the repository's ``bundles/``); not needed when every
+            name is a path.
+        names: bundles to serve, in order: folder names below ``bundles_dir``, or paths of bundle folders (anything
+            with a ``/``, e.g. a training run folder ``runs/brain_mri``, served under its folder name); ``None``
+            for every classification bundle of ``bundles_dir`` (sorted).
 
     Returns:
         ``{name: absolute bundle path}``.
 
     Raises:
-        FileNotFoundError: when ``bundles_dir`` is not a folder, or a requested name is not a classification bundle
-            there; the message lists the bundles that are.
+        FileNotFoundError: when ``bundles_dir`` is not a folder (and is needed), a requested name is not a
+            classification bundle there, or a requested path is not a classification bundle; the message lists the
+            bundles that are.
+        ValueError: when two requested bundle paths have the same folder name.
     """
     root = Path(bundles_dir)
+    paths = {n for n in names or [] if _is_path(n)}
+    served: dict[str, str] = {}
+    for n in [n for n in names or [] if n in paths]:
+        p = Path(n).expanduser()
+        if not is_classification_bundle(p):
+            raise FileNotFoundError(
+                f"--conf models {n}: not a classification bundle (a bundle, e.g. a training run folder, needs "
+                "configs/inference.json and configs/metadata.json with a channel_def)"
+            )
+        if p.resolve().name in served:
+            raise ValueError(f"--conf models: two bundles named '{p.resolve().name}' ({served[p.resolve().name]}, {n})")
+        served[p.resolve().name] = str(p.resolve())
+    if names is not None and len(paths) == len(names):
+        return served
     if not root.is_dir():
         raise FileNotFoundError(f"bundles folder not found: {root} (pass --conf bundles_dir /path/to/bundles)")
     found = {p.name: str(p.resolve()) for p in sorted(root.iterdir()) if p.is_dir() and is_classification_bundle(p)}
     if names is None:
         return found
+    found.update(served)
+    names = [Path(n).expanduser().resolve().name if n in paths else n for n in names]
     missing = [n for n in names if n not in found]
     if missing:
         raise FileNotFoundError(

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from . import bundle, io
+from . import bundle, io, run_bundle
 from .bundle import resolve_bundle_root
 from .io import (
     DiskFullError,
@@ -29,6 +29,7 @@ from .io import (
 __all__ = [
     "bundle",
     "io",
+    "run_bundle",
     "resolve_bundle_root",
     "UnsafeCheckpointError",
     "DiskFullError",

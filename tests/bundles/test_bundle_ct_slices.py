@@ -281,3 +281,55 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     meta, inf = str(META.relative_to(REPO_ROOT)), str(INFERENCE.relative_to(REPO_ROOT))
     bundle_cli("verify_net_in_out", "--net_id", "network_def", "--meta_file", meta, "--config_file", inf)
     assert np.isfinite(p1)
+
+
+@pytest.mark.slow
+def test_run_folder_carries_slicing_and_aggregation(tmp_path):
+    """A run with other class names, image size, slice count and aggregation: the run folder alone infers and
+    evaluates with them, matching in-process inference with the training config's validation chain."""
+    from monai_transfer.data.volumes import aggregate_volume_probs
+    from monai_transfer.evaluate import evaluate_bundle
+    from monai_transfer.utils.io import load_state_dict_file
+
+    run, classes = tmp_path / "run", ["healthy", "mass"]
+    settings = {"class_names": classes, "image_size": 40, "val_slices": 4, "aggregation": "max", "max_items": 6}
+    bundle_cli(
+        "run", "--config_file", str(TRAIN.relative_to(REPO_ROOT)), "--class_names", json.dumps(classes),
+        "--image_size", "40", "--val_slices", "4", "--aggregation", "max", "--max_items", "6", "--epochs", "1",
+        "--train_slices", "2", "--batch_size", "6", "--n_bootstrap", "10", "--device", "cpu", "--output_dir", str(run),
+    )  # fmt: skip
+    inf = json.loads((run / "configs" / "inference.json").read_text())
+    assert (inf["class_names"], inf["image_size"], inf["num_slices"], inf["aggregation"]) == (classes, 40, 4, "max")
+    assert inf["slice_strategy"] == "central_n" and inf["slice_offsets"] == [-1, 0, 1]
+    record = json.loads((run / "models" / "model.json").read_text())
+    assert record["slicing"] == {"axis": "axial", "offsets": [-1, 0, 1]} and record["run"]["aggregation"] == "max"
+
+    bundle_cli("run", "--config_file", str(run / "configs" / "inference.json"), cwd=tmp_path)
+    preds = {r["file_name"]: r for r in read_csv(run / "eval" / "inference" / "predictions.csv")}
+    samples = sorted((run / "data" / "samples").glob("*.nii.gz"))
+    assert len(samples) == len(preds) == 4
+
+    # reference: the training config's validation chain (volume -> 4 central slices -> network) and max pooling
+    parser = _parser(TRAIN)
+    for k, v in {**settings, "weights": "none", "device": "cpu"}.items():
+        parser[k] = v
+    pre, net = parser.get_parsed_content("validate#preprocessing"), parser.get_parsed_content("network_def")
+    net.load_state_dict(load_state_dict_file(run / "models" / "model.pt"))
+    net.eval()
+    expected = []
+    for s in samples:
+        slices = pre({"image": str(s)})
+        assert len(slices) == 4
+        with torch.no_grad():
+            probs = torch.softmax(net(torch.stack([torch.as_tensor(x["image"]) for x in slices])), 1)
+        expected.append(np.asarray(aggregate_volume_probs(probs, method="max"), dtype=np.float64))
+    got = [[float(preds[s.name]["prob_healthy"]), float(preds[s.name]["prob_mass"])] for s in samples]
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    res = evaluate_bundle(
+        run, run / "data" / "samples", tmp_path / "eval", labels=run / "data" / "samples" / "labels.csv",
+        device="cpu", n_bootstrap=10, progress=False,
+    )  # fmt: skip
+    assert res.exit_code == 0 and not res.failures
+    assert all(p.n_slices == 4 for p in res.predictions)
+    np.testing.assert_allclose(np.stack([p.probs for p in res.predictions]), expected, atol=1e-5)

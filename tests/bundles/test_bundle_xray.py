@@ -27,7 +27,15 @@ import numpy as np
 import pytest
 import torch
 
-from tests.utils import REPO_ROOT, REQUIRED_BUNDLE_META, assert_png, bundle_cli, bundle_workflow, read_csv
+from tests.utils import (
+    REPO_ROOT,
+    REQUIRED_BUNDLE_META,
+    assert_png,
+    bundle_cli,
+    bundle_workflow,
+    read_csv,
+    write_local_meta_schema,
+)
 
 __all__: list[str] = []
 
@@ -92,29 +100,7 @@ def test_verify_metadata_offline_with_local_schema(tmp_path):
     """
     from monai.bundle import verify_metadata
 
-    tensor = {
-        "type": "object",
-        "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"],
-        "properties": {"num_channels": {"type": "integer"}, "channel_def": {"type": "object"}},
-    }
-    io_def = {"type": "object", "additionalProperties": tensor}
-    schema = {
-        "$schema": "https://json-schema.org/draft/2019-09/schema",
-        "type": "object",
-        "required": list(REQUIRED_BUNDLE_META),
-        "properties": {
-            "version": {"type": "string"},
-            "changelog": {"type": "object"},
-            "references": {"type": "array", "items": {"type": "string"}},
-            "network_data_format": {
-                "type": "object",
-                "required": ["inputs", "outputs"],
-                "properties": {"inputs": io_def, "outputs": io_def},
-            },
-        },
-    }
-    local = tmp_path / "schema.json"
-    local.write_text(json.dumps(schema))
+    local = write_local_meta_schema(tmp_path / "schema.json")
     verify_metadata(meta_file=str(META), filepath=str(local))  # raises ValueError when invalid
     bad = json.loads(META.read_text())
     del bad["network_data_format"]["outputs"]["pred"]["dtype"]
@@ -320,6 +306,9 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     assert len(read_csv(run / "eval" / "val" / "predictions.csv")) == 16
     # rank 0 only: training stats, LR + sample images, validation
     assert len(list((run / "logs").glob("events.out.tfevents.*"))) == 3
+    # rank 0 made the run folder a bundle
+    assert json.loads((run / "models" / "model.json").read_text())["image_size"] == 32
+    assert json.loads((run / "configs" / "inference.json").read_text())["image_size"] == 32
 
 
 def _torchrun(run: Path, *args: str, timeout: int = 400) -> tuple[str, str]:
@@ -464,3 +453,159 @@ def test_sigkill_after_best_epoch_then_resume_matches_uninterrupted(tmp_path):
     assert best["best_metric_epoch"] in (1, 2) and best["best_metric"] > 0.5, best
     print(f"best epoch {best['best_metric_epoch']}, val AUC {best['best_metric']:.4f}; epoch 3: 0.5")
     assert last["part"]["handler_states"] == last["full"]["handler_states"]
+
+
+# ------------------------------------------------------------------------------------------- run folder = bundle
+RUN_CLASSES = ["no", "yes"]  # not the template's names
+RUN_SIZE = 40  # not the template's 64
+
+
+def _class_folder_set(root: Path, per_class: int = 10) -> Path:
+    """A tiny class-folder data set with the classes ``no``/``yes`` (real PneumoniaMNIST PNGs of the bundle)."""
+    for src, name in zip(CLASS_NAMES, RUN_CLASSES):
+        (root / name).mkdir(parents=True)
+        for f in sorted((BUNDLE / "data" / "val" / src).glob("*.png"))[:per_class]:
+            shutil.copy(f, root / name / f.name)
+    return root
+
+
+def _reference_probs(train_overrides: dict, ckpt: Path, images: list[Path]) -> np.ndarray:
+    """In-process inference with the *training* config: its validation preprocessing, its network, the weights."""
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN))
+    parser["bundle_root"] = str(BUNDLE)
+    for k, v in {**train_overrides, "weights": "none", "device": "cpu"}.items():
+        parser[k] = v
+    pre = parser.get_parsed_content("validate#preprocessing")
+    net = parser.get_parsed_content("network_def")
+    from monai_transfer.utils.io import load_state_dict_file
+
+    net.load_state_dict(load_state_dict_file(ckpt))
+    net.eval()
+    with torch.no_grad():
+        x = torch.stack([torch.as_tensor(pre({"image": str(p)})["image"]) for p in images])
+        return torch.softmax(net(x), dim=1).double().numpy()
+
+
+def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path):
+    """The issue's trap: a checkpoint trained at 40 px on no/yes, evaluated with the template's 64 px normal/pneumonia.
+
+    The run folder is exported from a random network (no training needed); evaluating its model.pt with the template
+    bundle fails naming both values; the same bundle with overrides, and the run folder alone, both evaluate and agree.
+    """
+    from monai_transfer.evaluate import EvaluationUsageError, evaluate_bundle, main
+    from monai_transfer.networks.nets import Pretrained2DNet
+    from monai_transfer.utils.io import atomic_torch_save
+    from monai_transfer.utils.run_bundle import export_run_bundle, model_spec
+
+    data = _class_folder_set(tmp_path / "data", per_class=2)
+    run = tmp_path / "run"
+    torch.manual_seed(0)
+    net = Pretrained2DNet(weights="none", num_classes=2, in_channels=3)
+    atomic_torch_save(net.state_dict(), run / "models" / "model.pt")
+    datalists = {
+        "val": [{"image": str(p), "label": i} for i, c in enumerate(RUN_CLASSES) for p in (data / c).iterdir()]
+    }
+    export_run_bundle(
+        run, BUNDLE, values={"class_names": RUN_CLASSES, "image_size": RUN_SIZE, "dataset_dir": str(data)},
+        spec=model_spec("tf_efficientnet_lite0", RUN_CLASSES, RUN_SIZE), datalists=datalists,
+    )  # fmt: skip
+    images, labels = run / "data" / "samples", run / "data" / "samples" / "labels.csv"
+    common = ["--images", str(images), "--labels", str(labels), "--n-bootstrap", "10", "--no-progress"]
+    with pytest.raises(EvaluationUsageError) as err:
+        evaluate_bundle(BUNDLE, images, tmp_path / "wrong", labels=labels, ckpt=run / "models" / "model.pt")
+    msg = str(err.value)
+    assert f"checkpoint {run / 'models' / 'model.pt'} was trained at" in msg
+    assert f"image_size {RUN_SIZE}, bundle {BUNDLE} says 64" in msg
+    assert f'class_names ["no", "yes"], bundle {BUNDLE} says ["normal", "pneumonia"]' in msg
+    assert not (tmp_path / "wrong" / "metrics.json").exists()
+    ckpt_args = ["--ckpt", str(run / "models" / "model.pt")]
+    assert main(["--bundle", str(BUNDLE), *ckpt_args, "--output", str(tmp_path / "wrong2"), *common]) == 1
+    # the template bundle with monai.bundle-style overrides, and the run folder alone, evaluate the same way
+    overrides = ["--image_size", str(RUN_SIZE), "--class_names", "['no','yes']"]
+    assert main(["--bundle", str(BUNDLE), *ckpt_args, "--output", str(tmp_path / "ovr"), *common, *overrides]) == 0
+    assert main(["--bundle", str(run), "--output", str(tmp_path / "own"), *common]) == 0
+    a, b = read_csv(tmp_path / "ovr" / "predictions.csv"), read_csv(tmp_path / "own" / "predictions.csv")
+    assert len(a) == 4 and [r["prob_yes"] for r in a] == [r["prob_yes"] for r in b]
+    assert {r["label_name"] for r in b} == set(RUN_CLASSES)
+    assert main(["--bundle", str(BUNDLE), "--output", str(tmp_path / "bad"), *common, "--no_such_id", "1"]) == 1
+
+
+@pytest.mark.slow
+def test_run_folder_is_a_complete_bundle(tmp_path):
+    """Train on a class-folder set with other class names and image size; the run folder alone then infers,
+    evaluates, exports and verifies, with the probabilities of in-process inference with the training config."""
+    from monai.bundle import ckpt_export, verify_metadata, verify_net_in_out
+
+    from monai_transfer.evaluate import evaluate_bundle
+
+    data = _class_folder_set(tmp_path / "data")
+    run = tmp_path / "run"
+    overrides = {"dataset_dir": str(data), "class_names": RUN_CLASSES, "image_size": RUN_SIZE, "batch_size": 4}
+    bundle_cli(
+        "run", "--config_file", str(TRAIN.relative_to(REPO_ROOT)), "--dataset_dir", str(data),
+        "--class_names", "['no','yes']", "--image_size", str(RUN_SIZE), "--batch_size", "4", "--epochs", "1",
+        "--n_bootstrap", "20", "--device", "cpu", "--output_dir", str(run),
+    )  # fmt: skip
+    for f in ("inference.json", "evaluate.json", "train.json", "metadata.json", "logging.conf"):
+        assert (run / "configs" / f).is_file(), f
+    record = json.loads((run / "models" / "model.json").read_text())
+    assert (record["class_names"], record["image_size"], record["backbone"]) == (
+        RUN_CLASSES,
+        RUN_SIZE,
+        "tf_efficientnet_lite0",
+    )
+    readme = (run / "docs" / "README.md").read_text()
+    assert "--class_names \"['no','yes']\"" in readme and "train: 16 images (no: 8, yes: 8)" in readme
+    meta = json.loads((run / "configs" / "metadata.json").read_text())
+    assert (
+        meta["eval_metrics"]["val_auc"]
+        == json.loads((run / "eval" / "val" / "metrics.json").read_text())["metrics"]["auc"]
+    )
+
+    # a moved copy of the run folder, run from elsewhere with no argument but the config file
+    moved = tmp_path / "elsewhere" / "brain_mri"
+    shutil.copytree(run, moved)
+    bundle_cli("run", "--config_file", str(moved / "configs" / "inference.json"), cwd=tmp_path)
+    preds = read_csv(moved / "eval" / "inference" / "predictions.csv")
+    samples = sorted((moved / "data" / "samples").glob("*.png"))
+    assert len(preds) == len(samples) == 4 and {"prob_no", "prob_yes"} <= set(preds[0])
+    expected = _reference_probs(overrides, run / "models" / "model.pt", samples)
+    got = np.array([[float(r["prob_no"]), float(r["prob_yes"])] for r in sorted(preds, key=lambda r: r["file_name"])])
+    np.testing.assert_allclose(got, expected, atol=1e-5)
+
+    # python -m monai_transfer.evaluate --bundle RUN (in process), labelled by class name
+    res = evaluate_bundle(
+        moved, moved / "data" / "samples", tmp_path / "eval", labels=moved / "data" / "samples" / "labels.csv",
+        device="cpu", n_bootstrap=10, progress=False,
+    )  # fmt: skip
+    assert res.exit_code == 0 and not res.failures
+    np.testing.assert_allclose(np.stack([p.probs for p in res.predictions]), expected, atol=1e-5)
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["class_names"] == RUN_CLASSES
+
+    # the run's train.json + evaluate.json overlay (in process: bundle_root is the folder the run was exported to)
+    wf = bundle_workflow(
+        run / "configs", [run / "configs" / "train.json", run / "configs" / "evaluate.json"], "train",
+        gradcam_cases=0, device="cpu",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert report["class_names"] == RUN_CLASSES and report["meta"]["config"]["image_size"] == RUN_SIZE
+    assert report["meta"]["config"]["checkpoint"] == str(run / "models" / "model.pt")
+    assert report["n_samples"] == 4  # the run's own validation split of data/
+
+    # publishing: verify_metadata (local schema), verify_net_in_out, ckpt_export on the run folder
+    verify_metadata(
+        meta_file=str(moved / "configs" / "metadata.json"), filepath=str(write_local_meta_schema(tmp_path / "s.json"))
+    )
+    verify_net_in_out(
+        net_id="network_def", meta_file=str(moved / "configs" / "metadata.json"),
+        config_file=str(moved / "configs" / "inference.json"), device="cpu",
+    )  # fmt: skip
+    ckpt_export(net_id="network_def", bundle_root=str(moved), config_file=str(moved / "configs" / "inference.json"))
+    scripted = torch.jit.load(str(moved / "models" / "model.ts"), map_location="cpu")
+    assert scripted(torch.zeros(1, 3, RUN_SIZE, RUN_SIZE)).shape == (1, 2)

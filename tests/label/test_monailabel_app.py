@@ -157,12 +157,40 @@ def _network_from_inference(bundle: Path):
     return parser.get_parsed_content("network_def")
 
 
-@pytest.fixture(params=["bundles/xray", "tiny"])
+def _train_run_folder(tmp_path: Path) -> Path:
+    """A training run of bundles/xray on a class-folder set with other class names and image size: a run folder."""
+    from PIL import Image
+
+    images, labels = load_pneumonia("train", n=24, seed=2)
+    data = tmp_path / "run_data"
+    for i, (img, lab) in enumerate(zip(images, labels)):
+        (data / RUN_CLASSES[lab]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(img, dtype=np.uint8)).save(data / RUN_CLASSES[lab] / f"case_{i:03d}.png")
+    run = tmp_path / "runs" / "chest_run"
+    cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "bundles/xray/configs/train.json"]
+    cmd += ["--dataset_dir", str(data), "--class_names", json.dumps(RUN_CLASSES), "--image_size", "40"]
+    cmd += ["--epochs", "1", "--batch_size", "4", "--n_bootstrap", "10", "--device", "cpu", "--output_dir", str(run)]
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"training the run folder failed:\n{proc.stderr[-4000:]}"
+    assert read_class_names(run) == RUN_CLASSES
+    return run
+
+
+#: class names of the run-folder bundle (not the template's).
+RUN_CLASSES = ["clear", "opacity"]
+
+
+@pytest.fixture(params=["bundles/xray", "tiny", "run"])
 def served_bundle(request, tmp_path) -> tuple[Path, Path]:
-    """``(bundles_dir, bundle)``: the repository's xray bundle, or a tiny random bundle with the same ids."""
+    """``(bundles_dir, bundle)``: the repository's xray bundle, a tiny random bundle with the same ids, or a training
+    run folder of bundles/xray (served by path: ``--conf models /path/to/run``)."""
     if request.param == "tiny":
         bundle = make_tiny_bundle(tmp_path / "bundles", "xray")
         return bundle.parent, bundle
+    if request.param == "run":
+        run = _train_run_folder(tmp_path)
+        return run.parent, run
     if not is_classification_bundle(REPO_XRAY):
         pytest.skip(f"{REPO_XRAY} is not there yet (needs configs/inference.json and metadata.json with channel_def)")
     # always a copy: training through MONAI Label writes models/, logs/ and eval/ into the served bundle
@@ -199,18 +227,23 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
         ids.append(f"pmnist_val_{i:03d}")
         Image.fromarray(np.asarray(img, dtype=np.uint8)).save(studies / f"{ids[-1]}.png")
 
-    server = _Server(tmp_path, studies, bundles_dir, "xray")
+    # a run folder is served by its path, the shipped bundles by their name in bundles_dir
+    name = bundle.name
+    is_run = (bundle / "models" / "model.json").is_file()
+    server = _Server(tmp_path, studies, bundles_dir, str(bundle) if is_run else name)
     try:
         info = server.wait_ready()
-        model = info["models"].get("xray")
-        assert model is not None, f"xray not served; /info/ models: {list(info['models'])}\n{server.log_tail()}"
+        model = info["models"].get(name)
+        assert model is not None, f"{name} not served; /info/ models: {list(info['models'])}\n{server.log_tail()}"
         assert model["type"] == "classification"
         assert model["labels"] == {n: i for i, n in enumerate(class_names)}
         assert model["class_names"] == class_names
+        if is_run:  # the run's own classes travel with its weights
+            assert class_names == RUN_CLASSES
         assert info["datastore"]["total"] == len(ids)
 
         for image_id in ids[:2]:
-            res = _request(f"{server.url}/infer/xray?image={image_id}&output=json", method="POST", data=b"")
+            res = _request(f"{server.url}/infer/{name}?image={image_id}&output=json", method="POST", data=b"")
             expected = reference_probabilities(bundle, str(studies / f"{image_id}.png"))
             got = [res["probabilities"][n] for n in class_names]
             np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"image {image_id}")
@@ -228,13 +261,13 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
 
         # training through the train endpoint on those labels (bundles with configs/train.json only)
         can_train = (bundle / "configs" / "train.json").is_file()
-        assert ("xray" in info["trainers"]) == can_train
+        assert (name in info["trainers"]) == can_train
         if can_train:
             model_pt = bundle / "models" / "model.pt"
             before = (sha256_file(model_pt), model_pt.stat().st_mtime_ns)
             params = {"max_epochs": 1, "val_split": 0.25, "device": "cpu", "n_bootstrap": 20, "batch_size": 4}
             _request(
-                f"{server.url}/train/xray", "POST", json.dumps(params).encode(), {"Content-Type": "application/json"}
+                f"{server.url}/train/{name}", "POST", json.dumps(params).encode(), {"Content-Type": "application/json"}
             )
             task = server.wait_train()
             assert task["status"] == "DONE", f"training failed: {task}\n{server.log_tail(8000)}"
@@ -249,7 +282,7 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
             assert data["val"] == {"n": 2, "per_class": {"0": 1, "1": 1}}, data
             assert (report["meta"]["config"]["epochs"], report["meta"]["config"]["batch_size"]) == (1, 4)
             # inference reloads the new weights
-            res = _request(f"{server.url}/infer/xray?image={ids[0]}&output=json", method="POST", data=b"")
+            res = _request(f"{server.url}/infer/{name}?image={ids[0]}&output=json", method="POST", data=b"")
             expected = reference_probabilities(bundle, str(studies / f"{ids[0]}.png"))
             np.testing.assert_allclose([res["probabilities"][n] for n in class_names], expected, atol=1e-4)
     finally:
@@ -263,10 +296,10 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
         "from monai_transfer.label import ClassificationBundleTrainTask, LABEL_FILE_SUFFIX\n"
         "ds = LocalDatastore(sys.argv[1], extensions=['*.png', '*' + LABEL_FILE_SUFFIX], auto_reload=False)\n"
         "task = ClassificationBundleTrainTask(sys.argv[2], {})\n"
-        "print(json.dumps(task._fetch_datalist({'model': 'xray'}, ds)))\n"
+        "print(json.dumps(task._fetch_datalist({'model': sys.argv[3]}, ds)))\n"
     )
     out = subprocess.run(
-        [str(LABEL_PYTHON), "-c", script, str(studies), str(bundle)],
+        [str(LABEL_PYTHON), "-c", script, str(studies), str(bundle), name],
         capture_output=True,
         text=True,
         timeout=120,

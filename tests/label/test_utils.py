@@ -144,6 +144,23 @@ def test_read_class_names_and_discovery(tmp_path):
         find_classification_bundles(tmp_path / "nope")
 
 
+def test_bundles_named_by_path(tmp_path):
+    """``--conf models`` takes bundle folder paths too (training run folders), served under their folder name."""
+    root = tmp_path / "bundles"
+    make_tiny_bundle(root, "xray")
+    run = make_tiny_bundle(tmp_path / "runs", "brain_mri")
+    # only paths: bundles_dir is not needed
+    assert find_classification_bundles(tmp_path / "nope", [str(run)]) == {"brain_mri": str(run.resolve())}
+    mixed = find_classification_bundles(root, ["xray", str(run)])
+    assert list(mixed) == ["xray", "brain_mri"] and mixed["brain_mri"] == str(run.resolve())
+    _write_meta(tmp_path / "runs" / "broken", {"0": "a"}, infer=False)
+    with pytest.raises(FileNotFoundError, match="runs/broken: not a classification bundle"):
+        find_classification_bundles(root, [str(tmp_path / "runs" / "broken")])
+    other = make_tiny_bundle(tmp_path / "other", "brain_mri")
+    with pytest.raises(ValueError, match="two bundles named 'brain_mri'"):
+        find_classification_bundles(root, [str(run), str(other)])
+
+
 def test_read_class_names_errors(tmp_path):
     _write_meta(tmp_path / "a", None)
     with pytest.raises(ValueError, match="has no 'channel_def'"):

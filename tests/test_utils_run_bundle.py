@@ -1,0 +1,171 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""``monai_transfer.utils.run_bundle``: model spec, weights record, its check, run root and the run-bundle export."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+
+import pytest
+import torch
+
+from monai_transfer.utils.io import atomic_torch_save, sha256_file
+from monai_transfer.utils.run_bundle import (
+    CheckpointConfigMismatchError,
+    check_checkpoint_record,
+    checkpoint_record_path,
+    export_run_bundle,
+    model_spec,
+    read_checkpoint_record,
+    resolve_run_root,
+    write_checkpoint_record,
+)
+from tests.utils import REPO_ROOT
+
+XRAY = REPO_ROOT / "bundles" / "xray"
+
+
+def _ckpt(tmp_path, seed=0):
+    torch.manual_seed(seed)
+    path = tmp_path / "models" / "model.pt"
+    atomic_torch_save(torch.nn.Linear(3, 2).state_dict(), path)
+    return path
+
+
+def test_model_spec_reads_backbone_stats_and_hashes_preprocessing():
+    spec = model_spec("tf_efficientnet_lite0", ["no", "yes"], 128)
+    assert spec["class_names"] == ["no", "yes"] and spec["num_classes"] == 2 and spec["in_channels"] == 3
+    assert spec["normalization"]["mean"] == [0.5, 0.5, 0.5] and spec["normalization"]["repeat_channels"] is True
+    assert spec["slicing"] is None
+    # the hash covers the preprocessing only: class names do not change it, the size and the slicing do
+    assert model_spec("tf_efficientnet_lite0", ["a", "b"], 128)["preprocessing_sha256"] == spec["preprocessing_sha256"]
+    assert (
+        model_spec("tf_efficientnet_lite0", ["no", "yes"], 64)["preprocessing_sha256"] != spec["preprocessing_sha256"]
+    )
+    vol = model_spec("tf_efficientnet_lite0", ["no", "yes"], 128, slice_axis="axial", slice_offsets=[-1, 0, 1])
+    assert vol["slicing"] == {"axis": "axial", "offsets": [-1, 0, 1]}
+    assert vol["preprocessing_sha256"] != spec["preprocessing_sha256"]
+
+
+def test_record_round_trip_and_mismatch_names_both_values(tmp_path):
+    ckpt = _ckpt(tmp_path)
+    trained = model_spec("tf_efficientnet_lite0", ["no", "yes"], 128)
+    path = write_checkpoint_record(ckpt, trained, extra={"epochs": 3})
+    assert path == checkpoint_record_path(ckpt) == tmp_path / "models" / "model.json"
+    record = read_checkpoint_record(ckpt)
+    assert record["weights_sha256"] == sha256_file(ckpt) and record["run"] == {"epochs": 3}
+    assert check_checkpoint_record(ckpt, trained)["image_size"] == 128  # agreeing config: no error
+
+    config = model_spec("tf_efficientnet_lite0", ["normal", "pneumonia"], 64)
+    with pytest.raises(CheckpointConfigMismatchError) as err:
+        check_checkpoint_record(ckpt, config, source="inference.json")
+    msg = str(err.value)
+    assert str(ckpt) in msg and str(path) in msg
+    assert "image_size 128, inference.json says 64" in msg
+    assert '["no", "yes"], inference.json says ["normal", "pneumonia"]' in msg
+    assert "preprocessing_sha256" not in msg  # the named difference explains the hash
+    # a config that only knows some fields checks those
+    with pytest.raises(CheckpointConfigMismatchError, match="backbone tf_efficientnet_lite0, config says resnet18"):
+        check_checkpoint_record(ckpt, {"backbone": "resnet18"})
+    # a preprocessing difference without a named field is caught by the hash
+    other = dict(trained, preprocessing_sha256="0" * 64)
+    with pytest.raises(CheckpointConfigMismatchError, match="preprocessing_sha256"):
+        check_checkpoint_record(ckpt, other)
+
+
+def test_missing_damaged_and_stale_records(tmp_path, caplog):
+    ckpt = _ckpt(tmp_path)
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.utils.run_bundle"):
+        assert check_checkpoint_record(ckpt, {"image_size": 64}) is None
+    assert "no weights record model.json" in caplog.text and str(ckpt) in caplog.text
+    write_checkpoint_record(ckpt, model_spec("tf_efficientnet_lite0", ["a", "b"], 32))
+    _ckpt(tmp_path, seed=1)  # the weights are replaced after the record was written
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.utils.run_bundle"):
+        check_checkpoint_record(ckpt, {"image_size": 32})
+    assert "SHA-256 differs" in caplog.text
+    checkpoint_record_path(ckpt).write_text("{not json")
+    with pytest.raises(ValueError, match="model.json of checkpoint .* cannot be read"):
+        read_checkpoint_record(ckpt)
+    checkpoint_record_path(ckpt).write_text(json.dumps({"format": "other"}))
+    with pytest.raises(ValueError, match="is not a monai_transfer.checkpoint_record/1 record"):
+        read_checkpoint_record(ckpt)
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        write_checkpoint_record(tmp_path / "nothing.pt", {})
+
+
+def test_resolve_run_root_follows_config_file_then_cwd_then_export_path(tmp_path, monkeypatch):
+    run, moved = tmp_path / "run", tmp_path / "moved"
+    for b in (run, moved):
+        (b / "configs").mkdir(parents=True)
+        (b / "configs" / "metadata.json").write_text("{}")
+    monkeypatch.delenv("MONAI_TRANSFER_BUNDLE_ROOT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["x"])
+    assert resolve_run_root(run) == str(run.resolve())
+    monkeypatch.setattr(sys, "argv", ["x", "run", "--config_file", f"['{moved}/configs/inference.json','b.json']"])
+    assert resolve_run_root(run) == str(moved.resolve())
+    monkeypatch.setattr(sys, "argv", ["x"])
+    monkeypatch.chdir(moved)
+    assert resolve_run_root(run) == str(moved.resolve())
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(run)
+    with pytest.raises(FileNotFoundError, match="--bundle_root"):
+        resolve_run_root(run)
+
+
+def test_export_writes_run_configs_and_leaves_a_template_alone(tmp_path):
+    """Export from the xray template (no training): run values replace the template's ids; the template is kept."""
+    run = tmp_path / "run"
+    ckpt = _ckpt(run)
+    images = tmp_path / "data"
+    datalists = {"train": [], "val": []}
+    for i in range(6):
+        src = sorted((XRAY / "data" / "val" / ("normal" if i % 2 else "pneumonia")).glob("*.png"))[i]
+        datalists["val"].append({"image": str(src), "label": i % 2})
+    values = {"dataset_dir": str(images), "class_names": ["yes", "no"], "image_size": 40, "batch_size": 4}
+    spec = model_spec("tf_efficientnet_lite0", ["yes", "no"], 40)
+    export_run_bundle(run, XRAY, values=values, spec=spec, datalists=datalists, n_samples=4)
+    inf = json.loads((run / "configs" / "inference.json").read_text())
+    assert inf["class_names"] == ["yes", "no"] and inf["image_size"] == 40
+    assert inf["batch_size"] == 32  # a training-loop setting never replaces the inference one
+    assert inf["dataset_dir"] == "@input_dir" and inf["input_dir"] == "$@bundle_root + '/data/samples'"
+    assert inf["bundle_root"].startswith("$monai_transfer.utils.run_bundle.resolve_run_root(")
+    train = json.loads((run / "configs" / "train.json").read_text())
+    assert train["dataset_dir"] == str(images) and train["batch_size"] == 4  # train.json takes every run value
+    meta = json.loads((run / "configs" / "metadata.json").read_text())
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "yes", "1": "no"}
+    assert meta["network_data_format"]["inputs"]["image"]["spatial_shape"] == [40, 40]
+    assert "40x40" in meta["image_classes"] and meta["data_source"].startswith(str(images))
+    samples = sorted(p.name for p in (run / "data" / "samples").iterdir())
+    assert len(samples) == 5 and "labels.csv" in samples
+    labels = (run / "data" / "samples" / "labels.csv").read_text().splitlines()
+    assert labels[0] == "image,label" and {line.split(",")[1] for line in labels[1:]} == {"yes", "no"}
+    readme = (run / "docs" / "README.md").read_text()
+    assert (
+        "0: `yes`, 1: `no`" in readme
+        and "python -m monai.bundle run --config_file $RUN/configs/inference.json" in readme
+    )
+    assert read_checkpoint_record(ckpt)["class_names"] == ["yes", "no"]
+    assert (run / "configs" / "logging.conf").is_file() and (run / "configs" / "evaluate.json").is_file()
+
+    # exporting into the template folder itself only writes the weights record
+    template = tmp_path / "template"
+    shutil.copytree(XRAY / "configs", template / "configs")
+    template_ckpt = _ckpt(template)
+    before = {p.name: p.read_bytes() for p in (template / "configs").iterdir()}
+    export_run_bundle(template, template, values=values, spec=spec, datalists=datalists)
+    assert {p.name: p.read_bytes() for p in (template / "configs").iterdir()} == before
+    assert not (template / "docs").exists() and not (template / "data").exists()
+    assert read_checkpoint_record(template_ckpt)["image_size"] == 40
