@@ -70,6 +70,7 @@ def datalist_from_folder(
     extensions: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     on_unknown: str = "raise",
+    dicom_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """Data list from the usual ``root/<class>/<image>`` layout.
 
@@ -84,9 +85,11 @@ def datalist_from_folder(
         class_names: fixed class order (e.g. to keep train and test numbering equal); default sorted folder names.
         on_unknown: ``"raise"`` (default) on a non-image file, or ``"warn"``: leave it out and log the count and
             paths at WARNING.
+        dicom_ids: when the folder holds DICOM files, fill ``patient_id``, ``study_uid``, ``series_uid`` from their
+            headers (:func:`~monai_transfer.data.dicom_meta.add_dicom_ids`); default True.
 
     Returns:
-        ``[{"image": str, "label": int, "class_name": str}]`` sorted by class then path.
+        ``[{"image": str, "label": int, "class_name": str}]`` sorted by class then path (plus the DICOM ids).
 
     Raises:
         DatalistError: missing root, fewer than two classes, an empty class folder, an unknown file (``"raise"``),
@@ -135,7 +138,16 @@ def datalist_from_folder(
         if on_unknown == "raise":
             raise DatalistError(msg + " (accepted: " + ", ".join(exts) + "; pass on_unknown='warn' to leave them out).")
         logger.warning("left out %s", msg)
-    return items
+    return _with_dicom_ids(items) if dicom_ids else items
+
+
+def _with_dicom_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from monai_transfer.data.dicom_meta import add_dicom_ids
+
+    try:
+        return add_dicom_ids(items)
+    except ValueError as e:
+        raise DatalistError(str(e)) from e
 
 
 def _resolve(base: Path, value: str, where: str, allow_outside: bool, check_files: bool) -> str:
@@ -237,6 +249,7 @@ def datalist_from_csv(
     class_names: Sequence[str] | None = None,
     allow_outside_root: bool = False,
     check_files: bool = True,
+    dicom_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """Data list from a CSV with an image column, a label column and optionally a patient id column.
 
@@ -254,6 +267,8 @@ def datalist_from_csv(
         class_names: class order; see above.
         allow_outside_root: accept paths outside ``root``; default False.
         check_files: require every image to exist; default True.
+        dicom_ids: fill ``patient_id`` (unless the list has it), ``study_uid``, ``series_uid`` from the headers of
+            DICOM images (:func:`~monai_transfer.data.dicom_meta.add_dicom_ids`); default True.
 
     Returns:
         ``[{"image": absolute path, "label": int, "class_name"?: str, "patient_id"?: str, ...other columns}]``.
@@ -279,7 +294,8 @@ def datalist_from_csv(
         patient_col = "patient_id"
     wheres = [f"'{path}' line {i + 2}" for i in range(len(rows))]
     base = Path(root) if root is not None else path.parent
-    return _finish(rows, wheres, base, image_col, label_col, patient_col, class_names, allow_outside_root, check_files)
+    items = _finish(rows, wheres, base, image_col, label_col, patient_col, class_names, allow_outside_root, check_files)
+    return _with_dicom_ids(items) if dicom_ids and check_files else items
 
 
 def datalist_from_json(
