@@ -14,7 +14,8 @@ Public and hospital sets hold the same image re-exported, resized, re-encoded or
 puts the copies on both sides and inflates validation numbers. The recipe here:
 
 1. every image is loaded by :class:`~monai_transfer.transforms.LoadMedicalImage` (so DICOM rescale, VOI window and
-   MONOCHROME1 are applied as in training), averaged over channels and resized (anti-aliased) to 32x32;
+   MONOCHROME1 are applied as in training), averaged over channels and resized to 32x32 (area averaging; bilinear
+   for smaller images);
 2. its 2D DCT-II is taken and the 8x8 lowest frequencies are compared to their median: 64 bits (the usual pHash).
    A volume (NIfTI, DICOM series, multi-frame DICOM) gets the first 64 bits of the SHA-256 of its voxel values
    instead, and only identical values pair: copies renamed, re-compressed or re-encoded with the same voxels. (A
@@ -26,8 +27,8 @@ puts the copies on both sides and inflates validation numbers. The recipe here:
 4. a candidate pair is kept when the cosine similarity of the two images' 63 AC coefficients (the signature, i.e.
    the correlation of their low-passed thumbnails) is at least ``min_similarity`` (default
    :data:`DEFAULT_MIN_SIMILARITY`). Radiographs all look alike at 8x8 frequencies: on the 5,214 PneumoniaMNIST
-   train+val images, 126,407 of 13.6 million pairs are within 12 bits, but only 35 also reach a similarity of 0.97
-   (8 of them are known pixel-identical copies), while a 2 % crop keeps a similarity above 0.975;
+   train+val images (upsampled to 256x256), 127,389 of 13.6 million pairs are within 12 bits, but only 34 also
+   reach 0.97 (8 of them are known pixel-identical copies), while a 2 % crop keeps a similarity above 0.975;
 5. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
    identical bytes (SHA-256) are always linked, even when they cannot be decoded.
 
@@ -80,7 +81,7 @@ DEFAULT_MAX_DISTANCE = 12
 #: cosine similarity of the 63 AC DCT coefficients that a candidate pair must also reach
 DEFAULT_MIN_SIMILARITY = 0.97
 #: name and version of the hash (part of the cache file name; change it when the recipe changes)
-HASH_METHOD = "dct64v1"
+HASH_METHOD = "dct64v2"
 
 _DCT_CACHE: dict[int, np.ndarray] = {}
 _SIG_DIM = 63
@@ -105,7 +106,7 @@ def _dct_matrix(n: int) -> np.ndarray:
 
 
 def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> np.ndarray:
-    """The 64 lowest DCT-II frequencies (8x8) of a 2D image resized (anti-aliased) to 32x32.
+    """The 64 lowest DCT-II frequencies (8x8) of a 2D image resized to 32x32 (area averaging when shrinking).
 
     Args:
         image: ``(C, H, W)`` when ``channel_first`` (as :class:`LoadMedicalImage` returns), else ``(H, W)``; a
@@ -121,9 +122,12 @@ def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -
     t = _spatial(image, channel_first)
     if t.ndim != 2:
         raise ValueError(f"a DCT hash needs a 2D image, got spatial shape {tuple(t.shape)}.")
-    small = torch.nn.functional.interpolate(
-        t[None, None], size=(32, 32), mode="bilinear", antialias=True, align_corners=False
-    )[0, 0].double()
+    if min(t.shape) >= 32:  # area averaging: anti-aliased and fast (a Gaussian/bilinear antialias of 2048² is not)
+        small = torch.nn.functional.adaptive_avg_pool2d(t[None, None], (32, 32))[0, 0].double()
+    else:
+        small = torch.nn.functional.interpolate(t[None, None], size=(32, 32), mode="bilinear", align_corners=False)[
+            0, 0
+        ].double()
     d = _dct_matrix(32)
     return (d @ small.numpy() @ d.T)[:8, :8].reshape(-1)
 
