@@ -305,6 +305,7 @@ def datalist_from_json(
     class_names: Sequence[str] | None = None,
     allow_outside_root: bool = False,
     check_files: bool = True,
+    dicom_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """Data list from MONAI's datalist JSON (``{"training": [{"image": ..., "label": ...}]}``) or a plain list.
 
@@ -315,7 +316,7 @@ def datalist_from_json(
     Args:
         path: the JSON file.
         key: section of a MONAI datalist, default ``"training"`` (ignored for a plain list).
-        root, class_names, allow_outside_root, check_files: see :func:`datalist_from_csv`.
+        root, class_names, allow_outside_root, check_files, dicom_ids: see :func:`datalist_from_csv`.
 
     Raises:
         DatalistError: unreadable JSON, missing section, non-dict entries, and the per-item errors of the CSV reader.
@@ -342,7 +343,7 @@ def datalist_from_json(
     labelled = any("label" in r for r in rows)
     patient = "patient_id" if any("patient_id" in r for r in rows) else None
     base = Path(root) if root is not None else path.parent
-    return _finish(
+    items = _finish(
         [dict(r) for r in rows],
         wheres,
         base,
@@ -353,6 +354,7 @@ def datalist_from_json(
         allow_outside_root,
         check_files,
     )
+    return _with_dicom_ids(items) if dicom_ids and check_files else items
 
 
 def load_datalist(source: str | os.PathLike | Iterable[Mapping[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:

@@ -81,7 +81,7 @@ DEFAULT_MAX_DISTANCE = 12
 #: cosine similarity of the 63 AC DCT coefficients that a candidate pair must also reach
 DEFAULT_MIN_SIMILARITY = 0.97
 #: name and version of the hash (part of the cache file name; change it when the recipe changes)
-HASH_METHOD = "dct64v2"
+HASH_METHOD = "dct64v3"
 
 _DCT_CACHE: dict[int, np.ndarray] = {}
 _SIG_DIM = 63
@@ -110,7 +110,8 @@ def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -
 
     Args:
         image: ``(C, H, W)`` when ``channel_first`` (as :class:`LoadMedicalImage` returns), else ``(H, W)``; a
-            single frame or slice (a size-1 third axis) counts as 2D. Channels are averaged; NaN/inf count as 0.
+            single frame or slice (a size-1 third axis) counts as 2D. Channels are averaged after the resize;
+            NaN/inf count as 0.
         channel_first: whether axis 0 is the channel axis; default True.
 
     Returns:
@@ -119,28 +120,28 @@ def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -
     Raises:
         ValueError: an image that is not 2D; the message gives the shape.
     """
-    t = _spatial(image, channel_first)
-    if t.ndim != 2:
-        raise ValueError(f"a DCT hash needs a 2D image, got spatial shape {tuple(t.shape)}.")
-    if min(t.shape) >= 32:  # area averaging: anti-aliased and fast (a Gaussian/bilinear antialias of 2048² is not)
-        small = torch.nn.functional.adaptive_avg_pool2d(t[None, None], (32, 32))[0, 0].double()
+    t = _channels(image, channel_first)
+    if t.ndim != 3:
+        raise ValueError(f"a DCT hash needs a 2D image, got spatial shape {tuple(t.shape[1:])}.")
+    if min(t.shape[1:]) >= 32:  # area averaging: anti-aliased and fast (a bilinear antialias of 2048² is not)
+        small = torch.nn.functional.adaptive_avg_pool2d(t, (32, 32))
     else:
-        small = torch.nn.functional.interpolate(t[None, None], size=(32, 32), mode="bilinear", align_corners=False)[
-            0, 0
-        ].double()
+        small = torch.nn.functional.interpolate(t[None], size=(32, 32), mode="bilinear", align_corners=False)[0]
+    small = torch.nan_to_num(small.double().mean(dim=0), nan=0.0, posinf=0.0, neginf=0.0)  # after pooling: cheap
     d = _dct_matrix(32)
     return (d @ small.numpy() @ d.T)[:8, :8].reshape(-1)
 
 
-def _spatial(image: np.ndarray | torch.Tensor, channel_first: bool) -> torch.Tensor:
-    """Channel-averaged float tensor with NaN/inf as 0 and a size-1 third axis squeezed."""
+def _channels(image: np.ndarray | torch.Tensor, channel_first: bool) -> torch.Tensor:
+    """Float tensor ``(C, *spatial)`` (a channel axis added when ``channel_first`` is False), a size-1 third spatial
+    axis (one frame or slice) squeezed."""
     t = image.detach() if isinstance(image, torch.Tensor) else torch.as_tensor(np.asarray(image))
     t = t.as_subclass(torch.Tensor).float()
-    if channel_first:
-        t = t.mean(dim=0)
-    if t.ndim == 3 and min(t.shape) == 1:  # a 2D image stored as one frame / one slice
-        t = t.squeeze(int(np.argmin(t.shape)))
-    return torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+    if not channel_first:
+        t = t[None]
+    if t.ndim == 4 and min(t.shape[1:]) == 1:
+        t = t.squeeze(1 + int(np.argmin(t.shape[1:])))
+    return t
 
 
 def image_key(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> tuple[int, np.ndarray, int]:
@@ -149,14 +150,14 @@ def image_key(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> t
     2D: the 64-bit DCT hash and the 63 unit-norm AC coefficients. Volumes (3D or more): the first 64 bits of the
     SHA-256 of the float32 voxel values and a zero signature (only identical voxels pair).
     """
-    t = _spatial(image, channel_first)
-    if t.ndim == 2:
-        return (*_hash_and_signature(dct_features(t, channel_first=False)), 2)
-    if t.ndim < 2:
-        raise ValueError(f"expected a 2D image or a volume, got spatial shape {tuple(t.shape)}.")
+    t = _channels(image, channel_first)
+    if t.ndim == 3:
+        return (*_hash_and_signature(dct_features(t)), 2)
+    if t.ndim < 3:
+        raise ValueError(f"expected a 2D image or a volume, got spatial shape {tuple(t.shape[1:])}.")
     digest = hashlib.sha256(np.ascontiguousarray(t.numpy(), dtype="<f4").tobytes())
     digest.update(str(tuple(t.shape)).encode())
-    return int.from_bytes(digest.digest()[:8], "big"), np.zeros(_SIG_DIM, dtype=np.float32), int(t.ndim)
+    return int.from_bytes(digest.digest()[:8], "big"), np.zeros(_SIG_DIM, dtype=np.float32), int(t.ndim - 1)
 
 
 def _hash_and_signature(features: np.ndarray) -> tuple[int, np.ndarray]:

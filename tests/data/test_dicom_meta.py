@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import shutil
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from monai_transfer.data import bundle_datalists, datalist_from_csv, datalist_from_folder
+from monai_transfer.data import bundle_datalists, datalist_from_csv, datalist_from_folder, datalist_from_json
 from monai_transfer.data.dicom_meta import add_dicom_ids, read_dicom_ids, summarize_dicom_ids
 from monai_transfer.engines.workflow import describe_datalists
 
@@ -114,6 +115,10 @@ def test_csv_patient_column_wins_and_dicom_fills_the_rest(tmp_path):
     )
     items = datalist_from_csv(tmp_path / "l2.csv")
     assert [x["patient_id"] for x in items] == ["4MR1", "1CT1", items[2]["image"]]
+    (tmp_path / "l.json").write_text(
+        json.dumps([{"image": "d/normal/ct.dcm", "label": 0}, {"image": "d/normal/mr.dcm", "label": 1}])
+    )
+    assert [x["patient_id"] for x in datalist_from_json(tmp_path / "l.json")] == ["1CT1", "4MR1"]
     listed = add_dicom_ids([{"image": str(tmp_path / "d/normal/mr.dcm"), "patient_id": "hospital-7"}])[0]
     assert listed["patient_id"] == "hospital-7" and listed["patient_id_source"] == "list" and listed["study_uid"]
 
