@@ -22,7 +22,8 @@ validation fraction), then ``DIR`` (default ``audit/``) receives:
   unreadable files), the class balance per split, every cluster that crosses splits or mixes labels, and every
   unreadable file with its error;
 - ``clusters.csv``: one row per image in a near-duplicate cluster (cluster id, split, label, path, hash);
-- ``cross_split_pairs.png``: a contact sheet of the closest cross-split pairs (left: the training-side image).
+- ``cross_split_pairs.png``: a contact sheet of the closest cross-split pairs (left: the training-side image), row
+  ``#k`` being entry ``k`` of ``closest_pairs_across_splits`` in ``audit.json``.
 
 The exit status is 0, or 1 with ``--fail-on-leak`` when a cluster crosses splits. Bundles run the same report at
 initialisation (:func:`write_audit`, ``<output_dir>/audit``) and copy its summary into ``metrics.json``.
@@ -89,9 +90,11 @@ def audit_report(
 
     cross = [c for c in found.clusters if len({splits[i] for i in c}) > 1]
     conflicts = [c for c in found.clusters if len({_label(items[i]) for i in c}) > 1]
-    cross_pairs = sorted(
-        ((d, -s, a, b) for (a, b), (d, s) in pair_of.items() if splits[a] != splits[b]),
-    )
+
+    def first(a: int, b: int) -> tuple[int, int]:  # the earlier split (train, val, test) first
+        return (b, a) if _SPLIT_ORDER.get(splits[b], 9) < _SPLIT_ORDER.get(splits[a], 9) else (a, b)
+
+    cross_pairs = sorted((d, -s, *first(a, b)) for (a, b), (d, s) in pair_of.items() if splits[a] != splits[b])
     balance: dict[str, dict[str, int]] = {}
     for s in datalists:
         counts: dict[str, int] = {}
@@ -151,7 +154,8 @@ def _thumb(path: str, size: int) -> Any:
     lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
     a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo)
     im = Image.fromarray((np.nan_to_num(a) * 255).astype(np.uint8))
-    im.thumbnail((size, size))
+    scale = size / max(im.size)  # fit the square, enlarging small images too
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
     canvas = Image.new("L", (size, size), 0)
     canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
     return canvas
@@ -225,10 +229,9 @@ def write_audit(
     pair_of = {(int(a), int(b)): (int(d), float(s)) for (a, b, d), s in zip(found.pairs, found.similarity)}
     rows = []
     for a, b in pairs[:max_sheet_pairs]:
-        d, s = pair_of[(a, b)]
-        if _SPLIT_ORDER.get(splits[b], 9) < _SPLIT_ORDER.get(splits[a], 9):
-            a, b = b, a
-        rows.append((items[a]["image"], items[b]["image"], f"{splits[a]}|{splits[b]} d={d} sim={s:.3f}"))
+        d, s = pair_of.get((a, b)) or pair_of[(b, a)]
+        caption = f"#{len(rows) + 1} {splits[a]}|{splits[b]} d={d} sim={s:.3f}"
+        rows.append((items[a]["image"], items[b]["image"], caption))
     sheet = contact_sheet(rows, out / "cross_split_pairs.png")
     report["files"] = {
         "clusters_csv": str(out / "clusters.csv"),
