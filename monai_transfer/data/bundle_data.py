@@ -38,8 +38,8 @@ class SplitDatalists(dict):
     Attributes:
         audit: JSON-friendly summary for the run description (``metrics.json``): DICOM patient ids and the
             near-duplicate check (None when nothing was checked).
-        duplicates: the full :class:`~monai_transfer.data.duplicates.DuplicateResult` over ``items`` (None when the
-            check is off), for :mod:`monai_transfer.audit`.
+        duplicates: the full :class:`~monai_transfer.data.duplicates.DuplicateResult` over ``checked_items`` (None
+            when the check is off), for :mod:`monai_transfer.audit`.
         checked_items: every item checked, in the order of ``duplicates.paths`` (after ``max_items``);
             ``duplicate_splits[i]`` is the split of ``checked_items[i]``.
     """
@@ -207,12 +207,13 @@ def _check_duplicates(
     summary["n_files_in_clusters_across_splits"] = sum(len(c) for c in cross)
     summary["n_label_conflicts"] = len(conflicts)
 
-    def describe(clusters: list[list[int]], limit: int = 5) -> str:
-        text = "; ".join(
-            "[" + ", ".join(f"{items[i]['image']} ({splits[i]}, label {items[i].get('label')})" for i in c) + "]"
-            for c in clusters[:limit]
-        )
-        return text + (f"; and {len(clusters) - limit} more" if len(clusters) > limit else "")
+    def describe(clusters: list[list[int]], limit: int = 5, per_cluster: int = 6) -> str:
+        def one(c: list[int]) -> str:
+            names = [f"{items[i]['image']} ({splits[i]}, label {items[i].get('label')})" for i in c[:per_cluster]]
+            return "[" + ", ".join(names) + (f", +{len(c) - per_cluster} more" if len(c) > per_cluster else "") + "]"
+
+        text = "; ".join(one(c) for c in clusters[:limit])
+        return text + (f"; and {len(clusters) - limit} more cluster(s)" if len(clusters) > limit else "")
 
     if found.hashing.errors:
         bad = list(found.hashing.errors.values())

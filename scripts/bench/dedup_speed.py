@@ -188,8 +188,8 @@ def hash_speed(paths: list[Path], workers: int, cache_dir: Path) -> dict[str, fl
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     common.add_common_args(parser, common.RESULTS_DIR / "dedup.json")
-    parser.add_argument("--png-count", type=int, default=300)
-    parser.add_argument("--dicom-count", type=int, default=24)
+    parser.add_argument("--png-count", type=int, default=1000)
+    parser.add_argument("--dicom-count", type=int, default=32)
     parser.add_argument("--dicom-size", type=int, default=2048)
     parser.add_argument("--bases", type=int, default=250, help="originals of the accuracy set (5 pairs each)")
     parser.add_argument("--workers", type=int, default=2, help="hashing threads (default 2)")
