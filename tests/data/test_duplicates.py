@@ -246,3 +246,20 @@ def test_bundle_datalists_given_split_warn_fail_off(tmp_path, caplog):
     assert off.audit is None and off.duplicates is None and len(off["val"]) == 3
     with pytest.raises(ValueError, match="duplicates must be one of"):
         bundle_datalists(tmp_path / "list.csv", duplicates="maybe")
+
+
+def test_train_val_folders_with_a_copy_across_are_reported(tmp_path, caplog):
+    rng = np.random.default_rng(9)
+    for split in ("train", "val"):
+        for c in ("a", "b"):
+            (tmp_path / split / c).mkdir(parents=True)
+            for i in range(3):
+                _base_image(rng).save(tmp_path / split / c / f"{i}.png")
+    leaked = Image.open(tmp_path / "train" / "b" / "2.png")
+    _variant(leaked, "jpeg", rng).save(tmp_path / "val" / "b" / "exported.jpg", quality=90)
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.data.bundle_data"):
+        dl = bundle_datalists(tmp_path, hash_cache_dir=None)  # "group" cannot move files of a given split: warns
+    assert dl.audit["duplicates"]["n_clusters_across_splits"] == 1
+    assert "train/b/2.png (train" in caplog.text and "val/b/exported.jpg (val" in caplog.text
+    with pytest.raises(DatalistError, match="exported.jpg"):
+        bundle_datalists(tmp_path, duplicates="fail", hash_cache_dir=None)
