@@ -198,7 +198,13 @@ def hamming_distance(a: int | np.ndarray, b: int | np.ndarray) -> np.ndarray:
 def _popcount64(x: np.ndarray) -> np.ndarray:
     if hasattr(np, "bitwise_count"):  # numpy >= 2.0
         return np.bitwise_count(x).astype(np.int64)
-    return _POPCOUNT8[np.ascontiguousarray(x).view(np.uint8)].reshape(*x.shape, 8).sum(-1).astype(np.int64)
+    return _popcount_lut(x)
+
+
+def _popcount_lut(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 by a byte lookup table (numpy < 2.0, e.g. the MONAI Label environment)."""
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    return _POPCOUNT8[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1).astype(np.int64)
 
 
 def _sha256_of(path: Path) -> str:

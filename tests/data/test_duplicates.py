@@ -134,6 +134,11 @@ def test_near_duplicate_pairs_match_brute_force():
     assert all(int(dd) == d[a, b] for a, b, dd in pairs)
     with pytest.raises(ValueError, match="max_distance"):
         near_duplicate_pairs(h, max_distance=65)
+    # the numpy < 2 popcount (MONAI Label's environment) agrees with Python's
+    from monai_transfer.data.duplicates import _popcount_lut
+
+    x = h[:, None] ^ h[None, :8]
+    assert _popcount_lut(x).tolist() == [[bin(int(v)).count("1") for v in row] for row in x]
 
 
 def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
