@@ -18,7 +18,9 @@ patient on both sides of a split.
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,6 +35,8 @@ DICOM_ID_KEYS = {"patient_id": "PatientID", "study_uid": "StudyInstanceUID", "se
 #: item key that records where ``patient_id`` came from: ``"list"`` (CSV/JSON column), ``"dicom"`` (header) or
 #: ``"file"`` (a DICOM without PatientID: the item's own path, so it is a group of its own) or ``"not_dicom"``
 PATIENT_ID_SOURCE_KEY = "patient_id_source"
+
+logger = logging.getLogger(__name__)
 
 
 def _dicom_file_of(path: Path) -> Path | None:
@@ -67,7 +71,11 @@ def read_dicom_ids(path: str | os.PathLike) -> dict[str, str] | None:
         return None
     pydicom = deps.pydicom
     try:
-        ds = pydicom.dcmread(str(f), stop_before_pixels=True, force=True, specific_tags=list(DICOM_ID_KEYS.values()))
+        with warnings.catch_warnings():  # odd values elsewhere in the header are the loader's business
+            warnings.simplefilter("ignore")
+            ds = pydicom.dcmread(
+                str(f), stop_before_pixels=True, force=True, specific_tags=list(DICOM_ID_KEYS.values())
+            )
     except Exception as e:  # pydicom raises several types for broken headers
         raise ValueError(f"cannot read the DICOM header of '{f}': {type(e).__name__}: {e}") from e
     return {k: str(ds.get(tag, "") or "").strip() for k, tag in DICOM_ID_KEYS.items()}
@@ -90,14 +98,22 @@ def add_dicom_ids(items: Sequence[Mapping[str, Any]], image_key: str = "image") 
     Returns:
         new item dicts (the input is not changed).
 
-    Raises:
-        ValueError: a DICOM header that cannot be read (names the file).
+    A DICOM whose header cannot be read is logged (naming the file) and treated like one without PatientID (source
+    ``"unreadable_header"``); loading it later raises the loader's error.
     """
-    ids = [read_dicom_ids(it[image_key]) for it in items]
+    ids: list[dict[str, str] | None] = []
+    broken: set[int] = set()
+    for i, it in enumerate(items):
+        try:
+            ids.append(read_dicom_ids(it[image_key]))
+        except ValueError as e:  # the loader reports the file again when it is used; here it is its own group
+            logger.warning("%s; it is a group of its own", e)
+            ids.append({k: "" for k in DICOM_ID_KEYS})
+            broken.add(i)
     if not any(i is not None for i in ids):
         return [dict(it) for it in items]
     out = []
-    for it, meta in zip(items, ids):
+    for i, (it, meta) in enumerate(zip(items, ids)):
         new = dict(it)
         is_dicom = meta is not None
         meta = meta or {k: "" for k in DICOM_ID_KEYS}
@@ -109,7 +125,7 @@ def add_dicom_ids(items: Sequence[Mapping[str, Any]], image_key: str = "image") 
             new[PATIENT_ID_SOURCE_KEY] = "dicom"
         else:
             new["patient_id"] = str(new[image_key])
-            new[PATIENT_ID_SOURCE_KEY] = "file" if is_dicom else "not_dicom"
+            new[PATIENT_ID_SOURCE_KEY] = ("unreadable_header" if i in broken else "file") if is_dicom else "not_dicom"
         for k in ("study_uid", "series_uid"):
             new.setdefault(k, meta[k])
         out.append(new)
@@ -129,5 +145,6 @@ def summarize_dicom_ids(items: Sequence[Mapping[str, Any]]) -> dict[str, int] | 
         "patient_id_from_dicom": src.count("dicom"),
         "patient_id_from_list": src.count("list"),
         "patient_id_fallback_to_file": src.count("file"),
+        "unreadable_header": src.count("unreadable_header"),
         "not_dicom": src.count("not_dicom"),
     }

@@ -84,6 +84,7 @@ def test_folder_datalist_fills_ids_and_falls_back_to_the_file(tmp_path):
         "patient_id_from_dicom": 3,
         "patient_id_from_list": 0,
         "patient_id_fallback_to_file": 1,
+        "unreadable_header": 0,
         "not_dicom": 1,
     }
     assert "patient_id" not in datalist_from_folder(tmp_path, dicom_ids=False)[0]
@@ -132,3 +133,22 @@ def test_pixel_identical_dicoms_in_other_encodings_are_near_duplicates(tmp_path)
     res = find_duplicates(paths, cache_dir=None)
     assert res.hashing.sha256[0] != res.hashing.sha256[1]
     assert res.clusters == [[0, 1]] and int(res.pairs[0, 2]) == 0
+
+
+def test_unreadable_header_is_its_own_group_and_logged(tmp_path, monkeypatch, caplog):
+    import monai_transfer.data.dicom_meta as dm
+
+    _dicom_folder(tmp_path)
+    real = dm.read_dicom_ids
+
+    def flaky(path):
+        if Path(path).name == "ct.dcm":
+            raise ValueError(f"cannot read the DICOM header of '{path}': test")
+        return real(path)
+
+    monkeypatch.setattr(dm, "read_dicom_ids", flaky)
+    items = {Path(x["image"]).name: x for x in datalist_from_folder(tmp_path)}
+    assert items["ct.dcm"]["patient_id_source"] == "unreadable_header"
+    assert items["ct.dcm"]["patient_id"] == items["ct.dcm"]["image"]
+    assert "ct.dcm': test; it is a group of its own" in caplog.text
+    assert summarize_dicom_ids(list(items.values()))["unreadable_header"] == 1
