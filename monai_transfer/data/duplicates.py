@@ -32,6 +32,10 @@ puts the copies on both sides and inflates validation numbers. The recipe here:
 5. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
    identical bytes (SHA-256) are always linked, even when they cannot be decoded.
 
+A backbone embedding was tried as the strict check and not kept: with the packaged EfficientNet-Lite0 at 224x224,
+near-duplicates of 60 PneumoniaMNIST radiographs had an embedding cosine as low as 0.62 while unrelated pairs
+reached 0.92 (the AC signature separates them: >= 0.975 against <= 0.97), at 0.3 s per image on a CPU.
+
 Hashes are cached by the SHA-256 of the file bytes in ``<cache_dir>/image_hashes_<method>.json``, with a
 ``(path, size, mtime)`` index so that a second run reads neither the pixels nor the bytes.
 """
