@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["audit_report", "write_audit", "audit_dataset", "main"]
+__all__ = ["audit_report", "contact_sheet", "write_audit", "audit_dataset", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +77,13 @@ def audit_report(
         max_examples: clusters listed in full per category (all are counted).
         find_kwargs: options of :func:`~monai_transfer.data.duplicates.find_duplicates` for a plain dict.
     """
+    return _audit(datalists, max_examples, **find_kwargs)[0]
+
+
+def _audit(
+    datalists: Mapping[str, Sequence[Mapping[str, Any]]], max_examples: int = 50, **find_kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(report, context)``: the report and what the files need (items, splits, result, cross-split pairs)."""
     found, items, splits = _ensure_checked(datalists, **find_kwargs)
     pair_of = {(int(a), int(b)): (int(d), float(s)) for (a, b, d), s in zip(found.pairs, found.similarity)}
 
@@ -136,9 +143,8 @@ def audit_report(
         dicom = summarize_dicom_ids(items)
     if dicom is not None:
         report["dicom"] = dicom
-    report["_pairs"] = [(a, b) for _, _, a, b in cross_pairs]  # for the contact sheet; removed before writing
-    report["_items"], report["_splits"], report["_found"] = items, splits, found
-    return report
+    context = {"pairs": [(a, b) for _, _, a, b in cross_pairs], "items": items, "splits": splits, "found": found}
+    return report, context
 
 
 def _thumb(path: str, size: int) -> Any:
@@ -216,9 +222,8 @@ def write_audit(
 
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    report = audit_report(datalists, **find_kwargs)
-    items, splits, found = report.pop("_items"), report.pop("_splits"), report.pop("_found")
-    pairs = report.pop("_pairs")
+    report, ctx = _audit(datalists, **find_kwargs)
+    items, splits, found, pairs = ctx["items"], ctx["splits"], ctx["found"], ctx["pairs"]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["cluster", "split", "label", "image", "hash"])

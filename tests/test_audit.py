@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from monai_transfer.audit import main, write_audit
+from monai_transfer.audit import audit_report, main, write_audit
 from monai_transfer.data import bundle_datalists
 from monai_transfer.engines.workflow import run_description
 from tests.utils import REPO_ROOT, assert_png, read_csv
@@ -120,6 +120,7 @@ def test_write_audit_summary_reaches_the_run_description(tmp_path):
     assert meta["data"]["audit"]["duplicates"]["n_clusters_across_splits"] == 2
     assert meta["data"]["audit"]["report"] == str(tmp_path / "audit" / "audit.json")
     assert meta["data"]["train"]["n"] == 19
+    assert json.loads(json.dumps(audit_report(dl)))["summary"]["n_label_conflicts"] == 1  # JSON-friendly
     assert write_audit(dl, tmp_path / "none", duplicates="off") is None and not (tmp_path / "none").exists()
     # a plain dict (e.g. MONAI Label's data lists) is hashed by the audit itself
     plain = {s: list(v) for s, v in dl.items()}
