@@ -196,19 +196,20 @@ def dct_hash(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> in
 def hamming_distance(a: int | np.ndarray, b: int | np.ndarray) -> np.ndarray:
     """Number of differing bits between 64-bit hashes (broadcasts over arrays)."""
     x = np.bitwise_xor(np.asarray(a, dtype=np.uint64), np.asarray(b, dtype=np.uint64))
-    return _popcount64(x)
+    return _popcount64(x).astype(np.int64)
 
 
 def _popcount64(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64, as uint8."""
     if hasattr(np, "bitwise_count"):  # numpy >= 2.0
-        return np.bitwise_count(x).astype(np.int64)
+        return np.bitwise_count(x)
     return _popcount_lut(x)
 
 
 def _popcount_lut(x: np.ndarray) -> np.ndarray:
     """Set bits per uint64 by a byte lookup table (numpy < 2.0, e.g. the MONAI Label environment)."""
     x = np.ascontiguousarray(x, dtype=np.uint64)
-    return _POPCOUNT8[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1).astype(np.int64)
+    return _POPCOUNT8[x.view(np.uint8)].reshape(*x.shape, 8).sum(-1, dtype=np.uint8)
 
 
 def _sha256_of(path: Path) -> str:
@@ -430,7 +431,8 @@ def near_duplicate_pairs(
     signatures have a cosine similarity of at least ``min_similarity``).
 
     Blocked brute force over the full pairwise matrix: ``O(N^2)`` XOR + popcount operations (N = 10,000 is 50 million
-    pairs, about a second), ``O(block * N)`` memory; the cosine is computed for the candidate pairs only.
+    pairs, about a second), ``O(block * N)`` memory with ``block * N`` capped at 2^24; the cosine is computed for the
+    candidate pairs only.
 
     Args:
         hashes: ``(N,)`` uint64 hashes.
@@ -453,6 +455,7 @@ def near_duplicate_pairs(
     idx = np.arange(len(h)) if valid is None else np.flatnonzero(np.asarray(valid, dtype=bool))
     hv = h[idx]
     out = []
+    block = max(1, min(int(block), (1 << 24) // max(1, len(hv))))  # at most ~16M pairs (200 MB) per block
     for start in range(0, len(hv), block):
         rows = hv[start : start + block]
         d = _popcount64(np.bitwise_xor(rows[:, None], hv[None, start:]))  # columns >= start: the upper triangle

@@ -138,7 +138,7 @@ def test_near_duplicate_pairs_match_brute_force():
     from monai_transfer.data.duplicates import _popcount_lut
 
     x = h[:, None] ^ h[None, :8]
-    assert _popcount_lut(x).tolist() == [[bin(int(v)).count("1") for v in row] for row in x]
+    assert _popcount_lut(x).astype(int).tolist() == [[bin(int(v)).count("1") for v in row] for row in x]
 
 
 def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
