@@ -368,7 +368,8 @@ def _dedup(results: Path) -> list[str]:
         "",
         f"Hash pass (`hash_files`, {c['workers']} threads, torch threads {c['threads']}): SHA-256 of the bytes, load "
         "with `LoadMedicalImage` (DICOM VOI window included), 32x32 area resize, DCT. The loader alone is what one "
-        "uncached training epoch spends on the same files: the hash pass costs about one such epoch, once.",
+        "uncached training epoch spends on the same files: the hash pass costs about "
+        "one such epoch (plus the SHA-256 of the bytes), once.",
         "",
         "| files | count | MB | images/s, empty cache | images/s, cached (second run) | loader alone, images/s | "
         "hash pass / one load pass |",
