@@ -23,6 +23,7 @@ __version__ = "0.1.0"
 _SUBPACKAGES = (
     "data",
     "engines",
+    "audit",
     "evaluate",
     "handlers",
     "inferers",

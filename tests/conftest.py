@@ -11,11 +11,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 # Tests use tiny tensors on 2-core CPUs: one intra-op thread avoids oversubscription (subprocesses keep their own).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The near-duplicate hash cache (monai_transfer.data.duplicates) goes to a throw-away folder, not the user's home.
+os.environ.setdefault("MONAI_TRANSFER_CACHE", tempfile.mkdtemp(prefix="monai_transfer_cache_"))
 
 
 @pytest.fixture(autouse=True)

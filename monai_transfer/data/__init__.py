@@ -77,3 +77,10 @@ __all__ += [
     "slice_datalist",
     "volume_slices",
 ]
+
+from . import dicom_meta, duplicates  # noqa: E402, F401
+from .bundle_data import SplitDatalists  # noqa: E402
+from .dicom_meta import add_dicom_ids, read_dicom_ids  # noqa: E402
+from .duplicates import DUPLICATE_MODES, find_duplicates  # noqa: E402
+
+__all__ += ["SplitDatalists", "add_dicom_ids", "read_dicom_ids", "DUPLICATE_MODES", "find_duplicates"]

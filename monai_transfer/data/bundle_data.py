@@ -25,11 +25,29 @@ from typing import Any
 from .datalist import DatalistError, load_datalist
 from .splits import group_of, split_datalist
 
-__all__ = ["bundle_datalists", "SPLIT_NAMES"]
+__all__ = ["bundle_datalists", "SPLIT_NAMES", "SplitDatalists"]
 
 logger = logging.getLogger(__name__)
 
 SPLIT_NAMES = ("train", "val", "test")
+
+
+class SplitDatalists(dict):
+    """``{"train": [...], "val": [...], "test"?: [...]}`` plus what was checked on the way.
+
+    Attributes:
+        audit: JSON-friendly summary for the run description (``metrics.json``): DICOM patient ids and the
+            near-duplicate check (None when nothing was checked).
+        duplicates: the full :class:`~monai_transfer.data.duplicates.DuplicateResult` over ``checked_items`` (None
+            when the check is off), for :mod:`monai_transfer.audit`.
+        checked_items: every item checked, in the order of ``duplicates.paths`` (after ``max_items``);
+            ``duplicate_splits[i]`` is the split of ``checked_items[i]``.
+    """
+
+    audit: dict[str, Any] | None = None
+    duplicates: Any = None
+    checked_items: list[dict[str, Any]] | None = None
+    duplicate_splits: list[str] | None = None
 
 
 def bundle_datalists(
@@ -42,7 +60,12 @@ def bundle_datalists(
     max_items: int | None = None,
     label_cols: Sequence[str] | None = None,
     uncertain: str | None = None,
-) -> dict[str, list[dict[str, Any]]]:
+    duplicates: str = "group",
+    duplicate_distance: int | None = None,
+    duplicate_similarity: float | None = None,
+    hash_cache_dir: str | os.PathLike | None = "default",
+    progress: bool = False,
+) -> SplitDatalists:
     """Data lists for the train, validation and (when present) test splits.
 
     Layouts accepted for ``dataset_dir``:
@@ -67,14 +90,38 @@ def bundle_datalists(
             column but with one column per class name is multi-label without it).
         uncertain: multi-label: policy for uncertain (-1) values, ``"zeros"``, ``"ones"`` or ``"ignore"`` (training
             split only: a validation/test item with an ignored entry raises; see ``datalist_from_csv``).
+        duplicates: near-duplicate images (:func:`~monai_transfer.data.duplicates.find_duplicates`):
+            ``"group"`` (default): a cluster of near-duplicates is one group when the data are split here, and a
+            given split (``split`` column, ``train/val/test`` folders) with a cluster across splits logs a warning
+            naming the files; ``"warn"``: split as if there were none, then warn about clusters across splits;
+            ``"fail"``: the same, but raise ``DatalistError`` naming the files; ``"off"``: no check (no hashing).
+            Clusters whose images carry different labels are always warned about.
+        duplicate_distance: Hamming threshold of the hash; default
+            :data:`~monai_transfer.data.duplicates.DEFAULT_MAX_DISTANCE`.
+        duplicate_similarity: cosine threshold of the strict check; default
+            :data:`~monai_transfer.data.duplicates.DEFAULT_MIN_SIMILARITY`.
+        hash_cache_dir: hash cache folder; ``"default"`` is ``$MONAI_TRANSFER_CACHE`` or ``~/.cache/monai_transfer``;
+            None disables the cache.
+        progress: show a progress bar while hashing.
 
     Returns:
-        ``{"train": [...], "val": [...]}`` plus ``"test"`` when the source has a test split.
+        a :class:`SplitDatalists` (a dict): ``{"train": [...], "val": [...]}`` plus ``"test"`` when the source has a
+        test split. DICOM items carry ``patient_id``/``study_uid``/``series_uid`` from their headers.
 
     Raises:
         DatalistError: a missing source, unknown split names, an empty split, a training split with a single class,
-            or one patient in two splits.
+            one patient in two splits, or (``duplicates="fail"``) near-duplicates in two splits.
     """
+    from .duplicates import DUPLICATE_MODES
+
+    if duplicates not in DUPLICATE_MODES:
+        raise ValueError(f"duplicates must be one of {list(DUPLICATE_MODES)}, got {duplicates!r}.")
+    dup_kwargs: dict[str, Any] = {"cache_dir": hash_cache_dir, "progress": progress}
+    if duplicate_distance is not None:
+        dup_kwargs["max_distance"] = int(duplicate_distance)
+    if duplicate_similarity is not None:
+        dup_kwargs["min_similarity"] = float(duplicate_similarity)
+    found = None
     root = Path(dataset_dir)
     kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
     if label_cols is not None:
@@ -98,7 +145,23 @@ def bundle_datalists(
         else:
             multilabel = any(isinstance(x.get("label"), list) for x in items)  # label sets: too many strata
             strat = None if multilabel else "label"
-            train, val = split_datalist(items, val_fraction, seed, group_key=group_key, stratify_key=strat)
+            linked = None
+            if duplicates == "group":
+                found = _find_duplicates(items, dup_kwargs)
+                linked = found.clusters
+            try:
+                train, val = split_datalist(
+                    items, val_fraction=val_fraction, seed=seed, group_key=group_key, stratify_key=strat, linked=linked
+                )
+            except ValueError as e:
+                if not linked:
+                    raise
+                big = max(len(c) for c in linked)
+                raise DatalistError(
+                    f"{root}: {e} Near-duplicate clusters were kept together (largest: {big} images); pass "
+                    "duplicates='warn' or a smaller duplicate_distance to split them, and check the clusters with "
+                    f"'python -m monai_transfer.audit {root}'."
+                ) from e
             out = {"train": train, "val": val}
     for s, v in out.items():
         if not v:
@@ -119,10 +182,82 @@ def bundle_datalists(
                 f"{bad[0]['image']} {bad[0]['label']}; metrics need certain 0/1 labels: give the {s!r} split certain "
                 "labels (e.g. CheXpert's radiologist-labelled valid set) or use uncertain='zeros'/'ones'."
             )
+    result = SplitDatalists()
+    all_items = [x for s in out for x in out[s]]
+    audit: dict[str, Any] = {}
+    from .dicom_meta import summarize_dicom_ids
+
+    dicom = summarize_dicom_ids(all_items)
+    if dicom is not None:
+        audit["dicom"] = dicom
+        if dicom["patient_id_fallback_to_file"]:
+            logger.warning(
+                "%s: %d DICOM file(s) have no PatientID; each is its own group for splitting",
+                root,
+                dicom["patient_id_fallback_to_file"],
+            )
     if max_items is not None:
         out = {s: _head(v, max_items, seed) for s, v in out.items()}
+    if duplicates != "off":
+        # the items actually used are checked; when the clusters were needed to split, all items were hashed then
+        split_of = {x["image"]: s for s in out for x in out[s]}
+        base = [x for x in items if x["image"] in split_of] if found is not None else [x for s in out for x in out[s]]
+        if found is None:
+            found = _find_duplicates(base, dup_kwargs)
+        else:
+            found = found.subset([i for i, x in enumerate(items) if x["image"] in split_of])
+        base_splits = [split_of[x["image"]] for x in base]
+        audit["duplicates"] = _check_duplicates(found, base, base_splits, duplicates, root)
+        result.duplicates, result.checked_items, result.duplicate_splits = found, base, base_splits
+    result.update(out)
+    result.audit = audit or None
     logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
-    return out
+    return result
+
+
+def _find_duplicates(items: list[dict[str, Any]], kwargs: dict[str, Any]) -> Any:
+    from .duplicates import find_duplicates
+
+    return find_duplicates([x["image"] for x in items], **kwargs)
+
+
+def _check_duplicates(
+    found: Any, items: list[dict[str, Any]], splits: list[str], mode: str, root: Path
+) -> dict[str, Any]:
+    """Warn/raise about clusters across splits and label conflicts; return the summary for the run description."""
+    summary = found.summary()
+    cross = [c for c in found.clusters if len({splits[i] for i in c}) > 1]
+    conflicts = [c for c in found.clusters if len({str(items[i].get("label")) for i in c if "label" in items[i]}) > 1]
+    summary["n_clusters_across_splits"] = len(cross)
+    summary["n_files_in_clusters_across_splits"] = sum(len(c) for c in cross)
+    summary["n_label_conflicts"] = len(conflicts)
+
+    def describe(clusters: list[list[int]], limit: int = 5, per_cluster: int = 6) -> str:
+        def one(c: list[int]) -> str:
+            names = [f"{items[i]['image']} ({splits[i]}, label {items[i].get('label')})" for i in c[:per_cluster]]
+            return "[" + ", ".join(names) + (f", +{len(c) - per_cluster} more" if len(c) > per_cluster else "") + "]"
+
+        text = "; ".join(one(c) for c in clusters[:limit])
+        return text + (f"; and {len(clusters) - limit} more cluster(s)" if len(clusters) > limit else "")
+
+    if found.hashing.errors:
+        bad = list(found.hashing.errors.values())
+        logger.warning("%s: %d file(s) could not be hashed for the duplicate check: %s", root, len(bad), bad[:5])
+    if conflicts:
+        logger.warning(
+            "%s: %d near-duplicate cluster(s) carry different labels: %s", root, len(conflicts), describe(conflicts)
+        )
+    if cross:
+        n_files = summary["n_files_in_clusters_across_splits"]
+        msg = (
+            f"{root}: {len(cross)} near-duplicate cluster(s) span more than one split ({n_files} files), so "
+            f"validation sees copies of training images: {describe(cross)}. Run "
+            f"'python -m monai_transfer.audit {root}' for the full report."
+        )
+        if mode == "fail":
+            raise DatalistError(msg)
+        logger.warning(msg)
+    return summary
 
 
 def _split_folders(root: Path) -> dict[str, list[dict[str, Any]]]:

@@ -87,6 +87,7 @@ def datalist_from_folder(
     extensions: Sequence[str] | None = None,
     class_names: Sequence[str] | None = None,
     on_unknown: str = "raise",
+    dicom_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """Data list from the usual ``root/<class>/<image>`` layout.
 
@@ -101,9 +102,11 @@ def datalist_from_folder(
         class_names: fixed class order (e.g. to keep train and test numbering equal); default sorted folder names.
         on_unknown: ``"raise"`` (default) on a non-image file, or ``"warn"``: leave it out and log the count and
             paths at WARNING.
+        dicom_ids: when the folder holds DICOM files, fill ``patient_id``, ``study_uid``, ``series_uid`` from their
+            headers (:func:`~monai_transfer.data.dicom_meta.add_dicom_ids`); default True.
 
     Returns:
-        ``[{"image": str, "label": int, "class_name": str}]`` sorted by class then path.
+        ``[{"image": str, "label": int, "class_name": str}]`` sorted by class then path (plus the DICOM ids).
 
     Raises:
         DatalistError: missing root, fewer than two classes, an empty class folder, an unknown file (``"raise"``),
@@ -152,7 +155,16 @@ def datalist_from_folder(
         if on_unknown == "raise":
             raise DatalistError(msg + " (accepted: " + ", ".join(exts) + "; pass on_unknown='warn' to leave them out).")
         logger.warning("left out %s", msg)
-    return items
+    return _with_dicom_ids(items) if dicom_ids else items
+
+
+def _with_dicom_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from monai_transfer.data.dicom_meta import add_dicom_ids
+
+    try:
+        return add_dicom_ids(items)
+    except ValueError as e:
+        raise DatalistError(str(e)) from e
 
 
 def _resolve(base: Path, value: str, where: str, allow_outside: bool, check_files: bool) -> str:
@@ -382,6 +394,7 @@ def datalist_from_csv(
     label_cols: Sequence[str] | None = None,
     uncertain: str | None = None,
     uncertain_value: int = -1,
+    dicom_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """Data list from a CSV with an image column, a label column and optionally a patient id column.
 
@@ -413,6 +426,8 @@ def datalist_from_csv(
         uncertain: multi-label: policy for ``uncertain_value`` entries, ``"zeros"``/``"ones"``/``"ignore"`` (or None:
             raise).
         uncertain_value: the value that marks an uncertain finding; default -1.
+        dicom_ids: fill ``patient_id`` (unless the list has it), ``study_uid``, ``series_uid`` from the headers of
+            DICOM images (:func:`~monai_transfer.data.dicom_meta.add_dicom_ids`); default True.
 
     Returns:
         ``[{"image": absolute path, "label": int, "class_name"?: str, "patient_id"?: str, ...other columns}]``
@@ -455,7 +470,7 @@ def datalist_from_csv(
         patient_col = "patient_id"
     wheres = [f"'{path}' line {i + 2}" for i in range(len(rows))]
     base = Path(root) if root is not None else path.parent
-    return _finish(
+    items = _finish(
         rows,
         wheres,
         base,
@@ -469,6 +484,7 @@ def datalist_from_csv(
         uncertain=uncertain,
         uncertain_value=uncertain_value,
     )
+    return _with_dicom_ids(items) if dicom_ids and check_files else items
 
 
 def _read_csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -506,6 +522,7 @@ def datalist_from_json(
     check_files: bool = True,
     uncertain: str | None = None,
     uncertain_value: int = -1,
+    dicom_ids: bool = True,
 ) -> list[dict[str, Any]]:
     """Data list from MONAI's datalist JSON (``{"training": [{"image": ..., "label": ...}]}``) or a plain list.
 
@@ -521,7 +538,7 @@ def datalist_from_json(
     Args:
         path: the JSON file.
         key: section of a MONAI datalist, default ``"training"`` (ignored for a plain list).
-        root, class_names, allow_outside_root, check_files, uncertain, uncertain_value: see
+        root, class_names, allow_outside_root, check_files, uncertain, uncertain_value, dicom_ids: see
             :func:`datalist_from_csv`.
 
     Raises:
@@ -550,7 +567,7 @@ def datalist_from_json(
     labelled = any("label" in r for r in rows)
     patient = "patient_id" if any("patient_id" in r for r in rows) else None
     base = Path(root) if root is not None else path.parent
-    return _finish(
+    items = _finish(
         [dict(r) for r in rows],
         wheres,
         base,
@@ -563,6 +580,7 @@ def datalist_from_json(
         uncertain=uncertain,
         uncertain_value=uncertain_value,
     )
+    return _with_dicom_ids(items) if dicom_ids and check_files else items
 
 
 def load_datalist(source: str | os.PathLike | Iterable[Mapping[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:

@@ -32,13 +32,43 @@ def group_of(item: Mapping[str, Any], group_key: str | None = "patient_id") -> s
     return f"image:{item['image']}"
 
 
+def _merge_linked(groups: dict[str, list[int]], linked: Sequence[Sequence[int]], n: int) -> dict[str, list[int]]:
+    """Merge the groups that share a ``linked`` index list; a merged group is named by its smallest group name."""
+    owner = {i: g for g, idx in groups.items() for i in idx}
+    parent = {g: g for g in groups}
+
+    def find(g: str) -> str:
+        while parent[g] != g:
+            parent[g] = parent[parent[g]]
+            g = parent[g]
+        return g
+
+    for members in linked:
+        bad = [i for i in members if not 0 <= int(i) < n]
+        if bad:
+            raise ValueError(f"linked indices {bad} are outside the data list of {n} items.")
+        roots = sorted({find(owner[int(i)]) for i in members})
+        for r in roots[1:]:
+            parent[r] = roots[0]
+    merged: dict[str, list[int]] = defaultdict(list)
+    for g, idx in groups.items():
+        merged[find(g)].extend(idx)
+    return {g: sorted(idx) for g, idx in merged.items()}
+
+
 def _groups_and_strata(
-    items: Sequence[Mapping[str, Any]], group_key: str | None, stratify_key: str | None
+    items: Sequence[Mapping[str, Any]],
+    group_key: str | None,
+    stratify_key: str | None,
+    linked: Sequence[Sequence[int]] | None = None,
 ) -> tuple[dict[str, list[int]], dict[Hashable, list[str]]]:
-    """Item indices per group, and the sorted groups per stratum (a group's most frequent label; ties: smallest)."""
+    """Item indices per group (groups sharing a ``linked`` index list merged), and the sorted groups per stratum (a
+    group's most frequent label; ties: smallest)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, it in enumerate(items):
         groups[group_of(it, group_key)].append(i)
+    if linked:
+        groups = _merge_linked(groups, linked, len(items))
 
     def _stratum(idx: list[int]) -> Hashable:
         if stratify_key is None:
@@ -59,6 +89,7 @@ def split_datalist(
     seed: int = 0,
     group_key: str | None = "patient_id",
     stratify_key: str | None = "label",
+    linked: Sequence[Sequence[int]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Split a data list into train and validation, never putting one group (patient/volume) on both sides.
 
@@ -75,6 +106,8 @@ def split_datalist(
         seed: random seed, default 0.
         group_key: key of the group id, default ``"patient_id"``; None groups by image path.
         stratify_key: key to stratify on, default ``"label"``; None for no stratification.
+        linked: optional lists of item indices that must stay on one side (e.g. near-duplicate clusters from
+            :func:`~monai_transfer.data.duplicates.find_duplicates`); the groups they touch are merged into one.
 
     Returns:
         ``(train, val)`` lists of item copies.
@@ -87,7 +120,7 @@ def split_datalist(
         raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}.")
     if len(items) == 0:
         raise ValueError("cannot split an empty data list.")
-    groups, strata = _groups_and_strata(items, group_key, stratify_key)
+    groups, strata = _groups_and_strata(items, group_key, stratify_key, linked)
     rng = np.random.default_rng(seed)
     val_groups: set[str] = set()
     for s in sorted(strata, key=str):

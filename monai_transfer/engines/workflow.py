@@ -45,7 +45,11 @@ def load_best_model(network: torch.nn.Module, path: str | os.PathLike, strict: b
 
 
 def describe_datalists(datalists: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, Any]:
-    """Counts per split and class, for reports (multi-label: positives per label, in class order)."""
+    """Counts per split and class, for reports (multi-label: positives per label, in class order).
+
+    When ``datalists`` comes from :func:`~monai_transfer.data.bundle_datalists`, the summary of its checks (DICOM
+    patient ids, near-duplicates across splits; see :mod:`monai_transfer.audit`) is added under ``"audit"``.
+    """
     out: dict[str, Any] = {}
     for split, items in datalists.items():
         if items and all(isinstance(x.get("label"), (list, tuple)) for x in items):  # multi-hot: not per combination
@@ -57,6 +61,9 @@ def describe_datalists(datalists: Mapping[str, list[Mapping[str, Any]]]) -> dict
             key = str(x.get("class_name", x.get("label")))
             counts[key] = counts.get(key, 0) + 1
         out[split] = {"n": len(items), "per_class": dict(sorted(counts.items()))}
+    audit = getattr(datalists, "audit", None)
+    if audit:
+        out["audit"] = dict(audit)
     return out
 
 

@@ -337,5 +337,5 @@ def test_bundle_datalists_ignore_uncertain_train_only(tmp_path):
     # unsplit multi-label lists are split without stratification (and max_items works on label vectors)
     many = [f"{n}.png,{int(i % 2)},{int(i % 3 == 0)}" for i, n in enumerate("abcd")]
     split = bundle_datalists(_csv(tmp_path / "ml3.csv", many, header="image,Edema,Mass"), class_names=["Edema", "Mass"],
-                             val_fraction=0.5, max_items=2)  # fmt: skip
+                             val_fraction=0.5, max_items=2, duplicates="off")  # identical test images  # fmt: skip
     assert len(split["train"]) == 2 and len(split["val"]) == 2

@@ -143,6 +143,22 @@ def test_volume_eval_memory_quick(tmp_path, monkeypatch):
     assert all(r["peak_rss_mb"] > 50 for r in res["rows"])
 
 
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_dedup_speed_quick(tmp_path, monkeypatch):
+    mod = _bench("dedup_speed", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--output", str(tmp_path / "dd.json")])
+    a = res["accuracy"]
+    assert a["n_true_pairs"] == 60 and a["recall"] >= 0.95 and a["precision"] >= 0.95
+    for key in ("speed_png_256", "speed_dicom"):
+        assert res[key]["cold_images_per_s"] > 0 and res[key]["cached_images_per_s"] > res[key]["cold_images_per_s"]
+    report = _bench("make_report", tmp_path, monkeypatch).build_report(tmp_path, tmp_path / "r")
+    assert "(`monai_transfer.data.duplicates`)\n\nNot run (no `dedup.json`)" in report
+    (tmp_path / "res").mkdir()
+    (tmp_path / "res" / "dedup.json").write_text((tmp_path / "dd.json").read_text())
+    text = _bench("make_report", tmp_path, monkeypatch).build_report(tmp_path / "res", tmp_path / "r")
+    assert "near-duplicate pairs built from 12 real PneumoniaMNIST radiographs" in text and "quick mode" in text
+
+
 def test_make_report_from_results(tmp_path, monkeypatch):
     mod = _bench("make_report", tmp_path, monkeypatch)
     results = tmp_path / "results"

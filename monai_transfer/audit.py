@@ -1,0 +1,352 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Leakage audit of a data set: near-duplicates across splits, label conflicts, class balance, unreadable files.
+
+Usage::
+
+    python -m monai_transfer.audit DATASET [--output DIR] [--class_names normal pneumonia] [--duplicates group]
+
+``DATASET`` is anything a bundle's ``dataset_dir`` accepts (class folders, ``train/val/test`` folders, a CSV or JSON
+data list). The splits are made exactly as in training (:func:`~monai_transfer.data.bundle_datalists`, same seed and
+validation fraction), then ``DIR`` (default ``audit/``) receives:
+
+- ``audit.json``: counts (images, patients from DICOM headers, clusters, clusters across splits, label conflicts,
+  unreadable files), the class balance per split, every cluster that crosses splits or mixes labels, and every
+  unreadable file with its error;
+- ``clusters.csv``: one row per image in a near-duplicate cluster (cluster id, split, label, path, hash);
+- ``cross_split_pairs.png``: a contact sheet of the closest cross-split pairs (left: the training-side image), row
+  ``#k`` being entry ``k`` of ``closest_pairs_across_splits`` in ``audit.json``.
+
+The exit status is 0, or 1 with ``--fail-on-leak`` when a cluster crosses splits. Bundles run the same report at
+initialisation (:func:`write_audit`, ``<output_dir>/audit``) and copy its summary into ``metrics.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["audit_report", "contact_sheet", "write_audit", "audit_dataset", "main"]
+
+logger = logging.getLogger(__name__)
+
+_SPLIT_ORDER = {"train": 0, "val": 1, "test": 2}
+
+
+def _label(item: Mapping[str, Any]) -> str:
+    return str(item.get("class_name", item.get("label", "")))
+
+
+def _ensure_checked(datalists: Mapping[str, Sequence[Mapping[str, Any]]], **kwargs: Any) -> tuple[Any, list, list]:
+    """The duplicate result, items and splits attached by ``bundle_datalists``, or computed here for a plain dict."""
+    found = getattr(datalists, "duplicates", None)
+    if found is not None:
+        return found, list(datalists.checked_items), list(datalists.duplicate_splits)
+    from monai_transfer.data.duplicates import find_duplicates
+
+    items = [dict(x) for s in datalists for x in datalists[s]]
+    splits = [s for s in datalists for _ in datalists[s]]
+    return find_duplicates([x["image"] for x in items], **kwargs), items, splits
+
+
+def audit_report(
+    datalists: Mapping[str, Sequence[Mapping[str, Any]]], max_examples: int = 50, **find_kwargs: Any
+) -> dict[str, Any]:
+    """The audit as a JSON-friendly dict (see the module docstring for the fields).
+
+    Args:
+        datalists: ``{"train": [...], "val": [...], ...}``; a :class:`~monai_transfer.data.bundle_data.SplitDatalists`
+            reuses its duplicate check, a plain dict is hashed here.
+        max_examples: clusters listed in full per category (all are counted).
+        find_kwargs: options of :func:`~monai_transfer.data.duplicates.find_duplicates` for a plain dict.
+    """
+    return _audit(datalists, max_examples, **find_kwargs)[0]
+
+
+def _audit(
+    datalists: Mapping[str, Sequence[Mapping[str, Any]]], max_examples: int = 50, **find_kwargs: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(report, context)``: the report and what the files need (items, splits, result, cross-split pairs)."""
+    found, items, splits = _ensure_checked(datalists, **find_kwargs)
+    pair_of = {(int(a), int(b)): (int(d), float(s)) for (a, b, d), s in zip(found.pairs, found.similarity)}
+
+    def cluster_entry(c: list[int]) -> dict[str, Any]:
+        return {
+            "size": len(c),
+            "splits": sorted({splits[i] for i in c}, key=lambda s: _SPLIT_ORDER.get(s, 9)),
+            "labels": sorted({_label(items[i]) for i in c}),
+            "images": [{"image": items[i]["image"], "split": splits[i], "label": _label(items[i])} for i in c],
+        }
+
+    cross = [c for c in found.clusters if len({splits[i] for i in c}) > 1]
+    conflicts = [c for c in found.clusters if len({_label(items[i]) for i in c}) > 1]
+
+    def first(a: int, b: int) -> tuple[int, int]:  # the earlier split (train, val, test) first
+        return (b, a) if _SPLIT_ORDER.get(splits[b], 9) < _SPLIT_ORDER.get(splits[a], 9) else (a, b)
+
+    cross_pairs = sorted((d, -s, *first(a, b)) for (a, b), (d, s) in pair_of.items() if splits[a] != splits[b])
+    balance: dict[str, dict[str, int]] = {}
+    for s in datalists:
+        counts: dict[str, int] = {}
+        for x in datalists[s]:
+            counts[_label(x)] = counts.get(_label(x), 0) + 1
+        balance[s] = dict(sorted(counts.items()))
+    summary = found.summary()
+    summary.update(
+        {
+            "n_clusters_across_splits": len(cross),
+            "n_files_in_clusters_across_splits": int(sum(len(c) for c in cross)),
+            "n_pairs_across_splits": len(cross_pairs),
+            "n_label_conflicts": len(conflicts),
+        }
+    )
+    report: dict[str, Any] = {
+        "summary": summary,
+        "splits": {s: len(v) for s, v in datalists.items()},
+        "class_balance": balance,
+        "clusters_across_splits": [cluster_entry(c) for c in cross[:max_examples]],
+        "label_conflicts": [cluster_entry(c) for c in conflicts[:max_examples]],
+        "closest_pairs_across_splits": [
+            {
+                "a": items[a]["image"],
+                "a_split": splits[a],
+                "b": items[b]["image"],
+                "b_split": splits[b],
+                "hamming": int(d),
+                "similarity": round(-ns, 4),
+            }
+            for d, ns, a, b in cross_pairs[:max_examples]
+        ],
+        "unreadable": [{"image": found.paths[i], "error": m} for i, m in found.hashing.errors.items()],
+    }
+    dicom = (getattr(datalists, "audit", None) or {}).get("dicom")
+    if dicom is None:
+        from monai_transfer.data.dicom_meta import summarize_dicom_ids
+
+        dicom = summarize_dicom_ids(items)
+    if dicom is not None:
+        report["dicom"] = dicom
+    context = {"pairs": [(a, b) for _, _, a, b in cross_pairs], "items": items, "splits": splits, "found": found}
+    return report, context
+
+
+def _thumb(path: str, size: int) -> Any:
+    """A grey ``size`` x ``size`` PIL thumbnail of any image the project reads (min-max scaled)."""
+    from PIL import Image
+
+    from monai_transfer.transforms.io.array import LoadMedicalImage
+
+    img = np.asarray(LoadMedicalImage(nan_policy="ignore")(path)).astype(np.float32)
+    a = img.mean(axis=0)
+    while a.ndim > 2:  # a volume: its middle slice along the last axis
+        a = a[..., a.shape[-1] // 2]
+    lo, hi = float(np.nanmin(a)), float(np.nanmax(a))
+    a = np.zeros_like(a) if hi <= lo else (a - lo) / (hi - lo)
+    im = Image.fromarray((np.nan_to_num(a) * 255).astype(np.uint8))
+    scale = size / max(im.size)  # fit the square, enlarging small images too
+    im = im.resize((max(1, round(im.width * scale)), max(1, round(im.height * scale))), Image.BILINEAR)
+    canvas = Image.new("L", (size, size), 0)
+    canvas.paste(im, ((size - im.width) // 2, (size - im.height) // 2))
+    return canvas
+
+
+def contact_sheet(pairs: Sequence[tuple[str, str, str]], path: str | os.PathLike, size: int = 128) -> Path | None:
+    """PNG with one row per pair: two thumbnails and a caption line; None when there are no pairs.
+
+    Args:
+        pairs: ``(path_a, path_b, caption)``.
+        path: output PNG.
+        size: thumbnail side in pixels.
+    """
+    if not pairs:
+        return None
+    from PIL import Image, ImageDraw
+
+    from monai_transfer.utils.io import atomic_write
+
+    cap = 14
+    sheet = Image.new("L", (2 * size + 6, len(pairs) * (size + cap + 4)), 255)
+    draw = ImageDraw.Draw(sheet)
+    for r, (a, b, caption) in enumerate(pairs):
+        y = r * (size + cap + 4)
+        for c, p in enumerate((a, b)):
+            try:
+                sheet.paste(_thumb(p, size), (c * (size + 6), y))
+            except Exception as e:  # an unreadable image still gets its slot, with the reason
+                draw.text((c * (size + 6) + 2, y + size // 2), f"unreadable: {type(e).__name__}", fill=0)
+        draw.text((2, y + size + 1), caption[: (2 * size) // 6], fill=0)
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return atomic_write(path, lambda f: f.write(buf.getvalue()))
+
+
+def write_audit(
+    datalists: Mapping[str, Sequence[Mapping[str, Any]]],
+    output_dir: str | os.PathLike,
+    duplicates: str = "group",
+    max_sheet_pairs: int = 16,
+    **find_kwargs: Any,
+) -> dict[str, Any] | None:
+    """Write ``audit.json``, ``clusters.csv`` and ``cross_split_pairs.png`` into ``output_dir``.
+
+    Args:
+        datalists: split lists (see :func:`audit_report`).
+        output_dir: folder, created when missing.
+        duplicates: the run's ``duplicates`` option; ``"off"`` writes nothing and returns None.
+        max_sheet_pairs: rows of the contact sheet (closest cross-split pairs first).
+        find_kwargs: see :func:`audit_report`.
+
+    Returns:
+        the report's ``summary`` (None when ``duplicates="off"``).
+    """
+    if duplicates == "off":
+        return None
+    from monai_transfer.utils.io import atomic_write_json, atomic_write_text
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    report, ctx = _audit(datalists, **find_kwargs)
+    items, splits, found, pairs = ctx["items"], ctx["splits"], ctx["found"], ctx["pairs"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["cluster", "split", "label", "image", "hash"])
+    for c, members in enumerate(found.clusters):
+        for i in members:
+            w.writerow([c, splits[i], _label(items[i]), items[i]["image"], f"{int(found.hashing.hashes[i]):016x}"])
+    atomic_write_text(out / "clusters.csv", buf.getvalue())
+    pair_of = {(int(a), int(b)): (int(d), float(s)) for (a, b, d), s in zip(found.pairs, found.similarity)}
+    rows = []
+    for a, b in pairs[:max_sheet_pairs]:
+        d, s = pair_of.get((a, b)) or pair_of[(b, a)]
+        caption = f"#{len(rows) + 1} {splits[a]}|{splits[b]} d={d} sim={s:.3f}"
+        rows.append((items[a]["image"], items[b]["image"], caption))
+    sheet = contact_sheet(rows, out / "cross_split_pairs.png")
+    report["files"] = {
+        "clusters_csv": str(out / "clusters.csv"),
+        "contact_sheet": None if sheet is None else str(sheet),
+    }
+    atomic_write_json(out / "audit.json", report)
+    s = report["summary"]
+    logger.info(
+        "data audit (%s): %d images, %d near-duplicate clusters (%d across splits), %d label conflicts, %d unreadable",
+        out,
+        s["n_files"],
+        s["n_clusters"],
+        s["n_clusters_across_splits"],
+        s["n_label_conflicts"],
+        s["n_unreadable"],
+    )
+    if hasattr(datalists, "audit"):
+        datalists.audit = {**(datalists.audit or {}), "report": str(out / "audit.json")}
+    return s
+
+
+def audit_dataset(
+    dataset: str | os.PathLike,
+    output_dir: str | os.PathLike = "audit",
+    class_names: Sequence[str] | None = None,
+    duplicates: str = "group",
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    max_distance: int | None = None,
+    min_similarity: float | None = None,
+    cache_dir: str | os.PathLike | None = "default",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Split ``dataset`` as a bundle would and write the audit; returns the summary.
+
+    ``duplicates="fail"`` is audited like ``"warn"`` (the report is the point), so a leaking split is written out
+    instead of stopping at the first error.
+    """
+    from monai_transfer.data.bundle_data import bundle_datalists
+
+    dl = bundle_datalists(
+        dataset,
+        class_names=class_names,
+        val_fraction=val_fraction,
+        seed=seed,
+        duplicates="warn" if duplicates == "fail" else duplicates,
+        duplicate_distance=max_distance,
+        duplicate_similarity=min_similarity,
+        hash_cache_dir=cache_dir,
+        progress=progress,
+    )
+    if duplicates == "off":
+        duplicates = "warn"  # the audit always checks
+        from monai_transfer.data.duplicates import DEFAULT_MAX_DISTANCE, DEFAULT_MIN_SIMILARITY
+
+        kwargs = {
+            "max_distance": DEFAULT_MAX_DISTANCE if max_distance is None else max_distance,
+            "min_similarity": DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity,
+            "cache_dir": cache_dir,
+            "progress": progress,
+        }
+        return write_audit(dl, output_dir, duplicates, **kwargs) or {}
+    return write_audit(dl, output_dir, duplicates) or {}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line entry point; see the module docstring."""
+    p = argparse.ArgumentParser(
+        prog="python -m monai_transfer.audit",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("dataset", help="class folder, train/val[/test] folder, or CSV/JSON data list")
+    p.add_argument("--output", default="audit", help="output folder (default: ./audit)")
+    p.add_argument("--class_names", nargs="+", default=None, help="class order (default: sorted names)")
+    p.add_argument(
+        "--duplicates",
+        choices=["group", "warn", "fail", "off"],
+        default="group",
+        help="how the split treats near-duplicates when the data come unsplit, as in training (default: group)",
+    )
+    p.add_argument("--val_fraction", type=float, default=0.2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max_distance", type=int, default=None, help="Hamming threshold of the 64-bit hash")
+    p.add_argument("--min_similarity", type=float, default=None, help="cosine threshold of the strict check")
+    p.add_argument("--cache_dir", default="default", help="hash cache folder; 'none' disables it")
+    p.add_argument("--no_progress", action="store_true")
+    p.add_argument("--fail_on_leak", action="store_true", help="exit 1 when a cluster crosses splits")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    summary = audit_dataset(
+        args.dataset,
+        output_dir=args.output,
+        class_names=args.class_names,
+        duplicates=args.duplicates,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        max_distance=args.max_distance,
+        min_similarity=args.min_similarity,
+        cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,
+        progress=not args.no_progress,
+    )
+    print(
+        f"{summary['n_files']} images, {summary['n_clusters']} near-duplicate clusters "
+        f"({summary['n_clusters_across_splits']} across splits), {summary['n_label_conflicts']} label conflicts, "
+        f"{summary['n_unreadable']} unreadable; report in {Path(args.output) / 'audit.json'}"
+    )
+    return 1 if args.fail_on_leak and summary["n_clusters_across_splits"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
