@@ -232,7 +232,7 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     # 2. evaluate: no training, stored threshold, one row per volume
     mtime = model_pt.stat().st_mtime_ns
     configs = f"['{train_cfg}','{EVALUATE.relative_to(REPO_ROOT)}']"
-    bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run))
+    bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run), "--gradcam_cases", "2")
     assert model_pt.stat().st_mtime_ns == mtime, "evaluate.json must not train or overwrite model.pt"
     report = run / "eval" / "val"
     metrics = json.loads((report / "metrics.json").read_text())
@@ -252,6 +252,10 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     assert all(r["id"].endswith(".nii.gz") for r in rows)
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
         assert_png(report / png)
+    cams = sorted((report / "gradcam").glob("gradcam_*_slice*.png"))  # central slice of the first 2 volumes
+    assert len(cams) == 2
+    for c in cams:
+        assert_png(c)
 
     # 3. inference on a folder of NIfTI volumes (a stray CSV is ignored): one prediction per volume
     images = tmp_path / "volumes"
@@ -410,3 +414,31 @@ def test_multi_gpu_volume_auc_gathered_and_early_stop_torchrun_gloo(tmp_path):
     assert metrics["metrics"]["auc"] == pytest.approx(logs["rank1_epoch1"]["metrics"]["val_volume_auc"], abs=1e-6)
     auc = logs["rank0_epoch1"]["metrics"]["val_volume_auc"]
     print(f"volume AUC: both ranks {auc:.4f}, single process {metrics['metrics']['auc']:.4f}")
+
+
+def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
+    """evaluate.json's Grad-CAM step explains the central validation slice of the first volumes (PNG per slice)."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
+    parser.update(
+        {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path), "device": "cpu", "max_items": 4, "image_size": 32,
+         "val_slices": 3, "weights": "none", "cache_rate": 0.0, "gradcam_cases": 2}
+    )  # fmt: skip
+    assert parser["gradcam_cases"] == 2
+    step = next(i for i, s in enumerate(parser["run"]) if "save_slice_gradcam_overlays" in s)
+    assert "@gradcam_cases > 0" in parser["run"][step]  # --gradcam_cases 0 disables it
+    torch.manual_seed(0)
+    paths = parser.get_parsed_content(f"run#{step}")
+    data = parser.get_parsed_content("validate#dataset#data")
+    names = [Path(d["image"]).name.replace(".nii.gz", "") for d in data[:2]]
+    # the central slice of 3 around the volume centre (64 slices): index 32
+    assert [p.name for p in paths] == [f"gradcam_{n}_slice032.png" for n in names]
+    report = Path(parser.get_parsed_content("report_dir")) / "gradcam"
+    assert sorted(report.iterdir()) == sorted(paths)
+    for p in paths:
+        assert_png(p)
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"))
+        assert arr.shape == (32, 32, 3) and len(np.unique(arr.reshape(-1, 3), axis=0)) > 10  # an overlay, not blank
