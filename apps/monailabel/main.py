@@ -42,9 +42,9 @@ from monailabel.utils.others.generic import strtobool
 import monai_transfer
 from monai_transfer.label import (
     LABEL_FILE_SUFFIX,
-    ClassificationBundleInferTask,
     ClassificationBundleTrainTask,
     find_classification_bundles,
+    infer_task_class,
     parse_model_names,
     resolve_bundles_dir,
 )
@@ -88,7 +88,7 @@ class TransferClassificationApp(MONAILabelApp):
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for name, path in self.models.items():
-            task = ClassificationBundleInferTask(path, self.conf)
+            task = infer_task_class(path)(path, self.conf)  # slice bundles answer once per volume
             if not task.is_valid():
                 logger.warning(f"bundle '{name}' ({path}) is not served: it needs models/model.pt (or model.ts)")
                 continue
