@@ -330,11 +330,12 @@ def test_early_stopping_ends_training_when_val_volume_auc_stalls(tmp_path):
 
     from monai_transfer.utils.io import safe_torch_load
 
-    wf = ConfigWorkflow(
+    settings = dict(
         config_file=str(TRAIN), workflow_type="train", output_dir=str(tmp_path), epochs=4, max_items=6, batch_size=6,
         image_size=32, train_slices=2, val_slices=3, n_bootstrap=20, early_stop_patience=1, learning_rate=1e-12,
         weight_decay=0.0, warmup_epochs=0, fine_tune="linear_probe", device="cpu",
     )  # fmt: skip
+    wf = ConfigWorkflow(**settings)
     wf.initialize()
     wf.run()
     assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
@@ -343,6 +344,16 @@ def test_early_stopping_ends_training_when_val_volume_auc_stalls(tmp_path):
     assert ckpt["handler_states"]["early_stop"]["counter"] == 1  # resumable: the patience counter is saved
     assert ckpt["handler_states"]["evaluator"]["best_metric_epoch"] == 1
     assert (tmp_path / "eval" / "val" / "metrics.json").is_file()  # the report of the best model is still written
+    # resuming the run that had stopped early restores the counter and trains no further epoch (no checkpoint written)
+    last = tmp_path / "models" / "last" / "checkpoint_epoch=2.pt"
+    mtime = last.stat().st_mtime_ns
+    wf = ConfigWorkflow(**settings, resume=True)
+    wf.initialize()
+    wf.run()
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
+    wf.finalize()
+    assert sorted(p.name for p in (tmp_path / "models" / "last").iterdir()) == ["checkpoint_epoch=2.pt"]
+    assert last.stat().st_mtime_ns == mtime
 
 
 def _torchrun(run: Path, *args: str, extra_config: str | None = None, timeout: int = 500) -> tuple[str, str]:
