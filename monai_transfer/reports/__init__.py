@@ -14,18 +14,12 @@ from __future__ import annotations
 
 from monai_transfer.reports.writer import CI_METRICS, write_classification_report, write_predictions_csv
 
-__all__ = [
-    "CI_METRICS",
-    "write_classification_report",
-    "write_predictions_csv",
-    "save_gradcam_overlays",
-    "save_slice_gradcam_overlays",
-]
+__all__ = ["CI_METRICS", "write_classification_report", "write_predictions_csv", "save_gradcam_overlays"]
 
 
 def __getattr__(name: str):
-    if name in ("save_gradcam_overlays", "save_slice_gradcam_overlays"):  # imports monai.visualize lazily
-        from monai_transfer.reports import gradcam
+    if name == "save_gradcam_overlays":  # imports monai.visualize lazily
+        from monai_transfer.reports.gradcam import save_gradcam_overlays
 
-        return getattr(gradcam, name)
+        return save_gradcam_overlays
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
