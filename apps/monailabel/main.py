@@ -17,8 +17,8 @@ Start it with (see ``docs/monailabel.md``)::
 
 ``--conf`` settings read here:
 
-- ``models``: comma-separated bundle folder names (``xray,volume``) or bundle folder paths, e.g. a training run folder
-  (``runs/brain_mri``, served as ``brain_mri``); default/``all``: every classification bundle of ``bundles_dir``.
+- ``models``: comma-separated bundle folder names (``xray,ct_slices``) or bundle folder paths, e.g. a training run
+  folder (``runs/brain_mri``, served as ``brain_mri``); default/``all``: every classification bundle of ``bundles_dir``.
 - ``bundles_dir``: where the bundles are; default ``$MONAI_TRANSFER_BUNDLES_DIR`` or the repository's ``bundles/``.
 - ``skip_trainers``: ``true`` to serve inference only.
 
@@ -43,9 +43,9 @@ from monailabel.utils.others.generic import strtobool
 import monai_transfer
 from monai_transfer.label import (
     LABEL_FILE_SUFFIX,
-    ClassificationBundleInferTask,
     ClassificationBundleTrainTask,
     find_classification_bundles,
+    infer_task_class,
     parse_model_names,
     resolve_bundles_dir,
 )
@@ -89,7 +89,7 @@ class TransferClassificationApp(MONAILabelApp):
     def init_infers(self) -> dict[str, InferTask]:
         infers: dict[str, InferTask] = {}
         for name, path in self.models.items():
-            task = ClassificationBundleInferTask(path, self.conf)
+            task = infer_task_class(path)(path, self.conf)  # slice bundles answer once per volume
             if not task.is_valid():
                 logger.warning(f"bundle '{name}' ({path}) is not served: it needs models/model.pt (or model.ts)")
                 continue

@@ -27,7 +27,12 @@ Bundle example (``train.json`` validator)::
         "_target_": "monai_transfer.handlers.volume_aggregation.VolumeAggregator", "method": "mean"}}
 
 Note:
-    collection is per process: in multi-GPU runs each rank aggregates the volumes it saw (no gather).
+    under ``torch.distributed`` (``multi_gpu_train.json``), :class:`VolumeAggregator` gathers the slice probabilities,
+    labels and volume ids of every rank (``all_gather_object``) before pooling, so every rank computes the same
+    volume-level metric over the whole validation split. Shard the validation data by VOLUME (a
+    ``DistributedSampler`` over the volume dataset with ``even_divisible=False``): a volume split across ranks still
+    pools correctly, but a volume repeated by padding would count its slices twice. The writers collect per process
+    (the bundles run them on rank 0 over the whole split).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
@@ -54,7 +60,13 @@ else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
     Metric, _ = optional_import("ignite.metrics", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Metric", as_type="base")
 
-__all__ = ["VolumeAggregator", "VolumeReportWriter", "VolumePredictionWriter", "volume_ids_from_engine"]
+__all__ = [
+    "VolumeAggregator",
+    "VolumeReportWriter",
+    "VolumePredictionWriter",
+    "volume_ids_from_engine",
+    "gather_slices_across_ranks",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +83,43 @@ def volume_ids_from_engine(output: Any, batch: Any = None) -> list[str | None]:
     if isinstance(batch, dict) and isinstance(batch.get("source_id"), (list, tuple)):
         return [str(v) for v in batch["source_id"]]
     return ids_from_output(output, batch)
+
+
+def gather_slices_across_ranks(
+    preds: list[torch.Tensor], labels: list[torch.Tensor], ids: list[str]
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+    """The slice probabilities, labels and volume ids of every distributed rank, in rank order.
+
+    Without an initialised process group (or with one rank) the inputs are returned unchanged. Otherwise every rank
+    must call this (a collective, ``torch.distributed.all_gather_object``); a rank that saw no slice contributes
+    nothing. The volume ids are strings, so they travel as Python objects, not tensors.
+
+    Args:
+        preds: per-batch ``(B, K)`` probability tensors of this rank.
+        labels: per-batch ``(B, L)`` label tensors of this rank (same batches as ``preds``).
+        ids: one volume id per slice of this rank.
+
+    Returns:
+        ``(preds, labels, ids)`` of all ranks: one ``(S_r, K)`` tensor per non-empty rank, likewise the labels, and
+        the concatenated ids.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return preds, labels, ids
+    local = (
+        torch.cat(preds).numpy() if preds else None,
+        torch.cat(labels).numpy() if labels else None,
+        [str(i) for i in ids],
+    )
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, local)
+    all_preds, all_labels, all_ids = [], [], []
+    for p, t, i in gathered:
+        if p is None or len(i) == 0:
+            continue
+        all_preds.append(torch.as_tensor(p))
+        all_labels.append(torch.as_tensor(t))
+        all_ids.extend(i)
+    return all_preds, all_labels, all_ids
 
 
 def _check_method(method: str, k: int) -> None:
@@ -105,7 +154,8 @@ class VolumeAggregator(Metric):
 
     Each iteration collects the slice probabilities, labels and volume ids; ``compute`` groups them by volume, pools
     them (``method``) and returns ``metric_name`` over volumes (AUC by default; NaN with a warning when the volumes
-    hold one class only, which never counts as a new best checkpoint).
+    hold one class only, which never counts as a new best checkpoint). Under ``torch.distributed`` the slices of all
+    ranks are gathered first (:func:`gather_slices_across_ranks`), so every rank returns the same value.
 
     Args:
         method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
@@ -177,10 +227,11 @@ class VolumeAggregator(Metric):
         self.update((y_pred, y, self.id_transform(engine.state.output, getattr(engine.state, "batch", None))))
 
     def compute(self) -> float:
-        """The volume-level ``metric_name``."""
-        if not self._preds:
+        """The volume-level ``metric_name`` (over the slices of every rank when distributed)."""
+        preds, labels, ids = gather_slices_across_ranks(self._preds, self._labels, self._ids)
+        if not preds:
             raise ValueError(f"{type(self).__name__} must have at least one slice before it can be computed.")
-        res = _aggregate(self._preds, self._labels, self._ids, self.method, self.k)
+        res = _aggregate(preds, labels, ids, self.method, self.k)
         self.last_result = res
         p, y = res["probs"], res["labels"]
         if self.mode == "binary" and p.ndim == 2 and p.shape[1] == 2:

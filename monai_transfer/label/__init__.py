@@ -13,7 +13,8 @@
 The helpers in :mod:`monai_transfer.label.utils` are pure Python. The task classes in :mod:`monai_transfer.label.tasks`
 subclass MONAI Label's bundle tasks; MONAI Label is an optional extra installed in its own environment
 (``scripts/setup_label_env.sh``), so they raise ``OptionalImportError`` only when instantiated without it.
-The app itself is ``apps/monailabel/main.py``; see ``docs/monailabel.md``.
+:mod:`monai_transfer.label.volume_tasks` serves 2.5D slice bundles (``bundles/ct_slices``) with one prediction per
+volume. The app itself is ``apps/monailabel/main.py``; see ``docs/monailabel.md``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,12 @@ from monai_transfer.label.utils import (
     resolve_bundles_dir,
     write_image_label,
 )
+from monai_transfer.label.volume_tasks import (
+    SLICE_BUNDLE_IDS,
+    VolumeSliceBundleInferTask,
+    infer_task_class,
+    is_slice_bundle,
+)
 
 __all__ = [
     "ClassificationBundleInferTask",
@@ -50,4 +57,8 @@ __all__ = [
     "read_class_names",
     "resolve_bundles_dir",
     "write_image_label",
+    "SLICE_BUNDLE_IDS",
+    "VolumeSliceBundleInferTask",
+    "infer_task_class",
+    "is_slice_bundle",
 ]

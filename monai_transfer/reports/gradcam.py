@@ -26,7 +26,7 @@ from monai.visualize import GradCAM
 
 from monai_transfer.utils.io import atomic_write
 
-__all__ = ["save_gradcam_overlays"]
+__all__ = ["save_gradcam_overlays", "save_slice_gradcam_overlays"]
 
 
 def _to_grey01(img: Any) -> np.ndarray:
@@ -114,3 +114,64 @@ def save_gradcam_overlays(
         name = _safe_name(ids[i]) if ids is not None else f"case_{i:05d}"
         paths.append(atomic_write(out_dir / f"gradcam_{name}.png", lambda f, b=buf: f.write(b.getvalue())))
     return paths
+
+
+def save_slice_gradcam_overlays(
+    model: torch.nn.Module,
+    dataset: Sequence[Any],
+    target_layer: str,
+    output_dir: str | os.PathLike,
+    n: int = 4,
+    device: str | torch.device | None = None,
+    image_key: str = "image",
+    class_index: int | None = None,
+    alpha: float = 0.4,
+) -> list[Path]:
+    """Grad-CAM overlays of the central slice of the first ``n`` volumes of a 2.5D slice dataset.
+
+    Each item of ``dataset`` is what a slice chain (:class:`~monai_transfer.transforms.ExtractSlicesd`) returns for
+    one volume: a list of slice dicts (a single dict counts as one slice). The middle slice of each volume is
+    explained with :func:`save_gradcam_overlays`; the background is the centre channel of its network input (the
+    slice itself, between its neighbours), min-max scaled, in the network input geometry. Files are named
+    ``gradcam_<volume>_slice<index>.png`` from the slice's ``source_id`` and ``slice_index``.
+
+    Args:
+        model: the 2D slice classifier.
+        dataset: indexable slice dataset (e.g. the bundle's ``validate#dataset``).
+        target_layer: name of the layer to explain (see ``model.named_modules()``).
+        output_dir: folder for the PNGs.
+        n: number of volumes (the first ``n``).
+        device: device of ``model``; default the device of its first parameter.
+        image_key: key of the network input in each slice dict.
+        class_index: class to explain; ``None`` uses each slice's predicted class.
+        alpha: opacity of the heat map.
+
+    Returns:
+        the written PNG paths.
+
+    Raises:
+        ValueError: ``n < 1``, an empty dataset, or an item without slices or without ``image_key``.
+    """
+    if int(n) < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    if len(dataset) == 0:
+        raise ValueError("the slice dataset is empty: no volume to explain with Grad-CAM")
+    if device is None:
+        device = next(model.parameters()).device
+    images, backgrounds, ids = [], [], []
+    for i in range(min(int(n), len(dataset))):
+        item = dataset[i]
+        slices = list(item) if isinstance(item, (list, tuple)) else [item]
+        if not slices or not isinstance(slices[0], dict) or image_key not in slices[len(slices) // 2]:
+            raise ValueError(f"dataset item {i} holds no slice dict with key '{image_key}'")
+        s = slices[len(slices) // 2]
+        img = torch.as_tensor(s[image_key]).as_subclass(torch.Tensor).float()
+        images.append(img)
+        backgrounds.append(img[img.shape[0] // 2])
+        name = _safe_name(str(s.get("source_id", f"case_{i:05d}")))
+        ids.append(f"{name}_slice{int(s['slice_index']):03d}" if s.get("slice_index") is not None else name)
+    batch = torch.stack(images).to(device)
+    return save_gradcam_overlays(
+        model, batch, target_layer, output_dir, n=len(images), class_index=class_index,
+        original_images=backgrounds, ids=ids, alpha=alpha,
+    )  # fmt: skip

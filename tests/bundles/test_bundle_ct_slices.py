@@ -16,7 +16,11 @@ Every run writes to a temporary ``output_dir``; nothing is written inside the bu
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -32,6 +36,7 @@ META = CONFIGS / "metadata.json"
 TRAIN = CONFIGS / "train.json"
 EVALUATE = CONFIGS / "evaluate.json"
 INFERENCE = CONFIGS / "inference.json"
+MULTI_GPU = CONFIGS / "multi_gpu_train.json"
 CLASS_NAMES = ["normal", "adrenal_mass"]
 VOLUMES = BUNDLE / "data" / "volumes"
 # tiny settings for the end-to-end runs (2 shared CPU cores): 6 train + 6 val volumes, 2 slices each, 32x32
@@ -227,7 +232,7 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     # 2. evaluate: no training, stored threshold, one row per volume
     mtime = model_pt.stat().st_mtime_ns
     configs = f"['{train_cfg}','{EVALUATE.relative_to(REPO_ROOT)}']"
-    bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run))
+    bundle_cli("run", "--config_file", configs, *TINY, "--output_dir", str(run), "--gradcam_cases", "2")
     assert model_pt.stat().st_mtime_ns == mtime, "evaluate.json must not train or overwrite model.pt"
     report = run / "eval" / "val"
     metrics = json.loads((report / "metrics.json").read_text())
@@ -247,6 +252,10 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     assert all(r["id"].endswith(".nii.gz") for r in rows)
     for png in ("roc.png", "confusion_matrix.png", "reliability.png"):
         assert_png(report / png)
+    cams = sorted((report / "gradcam").glob("gradcam_*_slice*.png"))  # central slice of the first 2 volumes
+    assert len(cams) == 2
+    for c in cams:
+        assert_png(c)
 
     # 3. inference on a folder of NIfTI volumes (a stray CSV is ignored): one prediction per volume
     images = tmp_path / "volumes"
@@ -333,3 +342,166 @@ def test_run_folder_carries_slicing_and_aggregation(tmp_path):
     assert res.exit_code == 0 and not res.failures
     assert all(p.n_slices == 4 for p in res.predictions)
     np.testing.assert_allclose(np.stack([p.probs for p in res.predictions]), expected, atol=1e-5)
+
+
+# ------------------------------------------------------------------------------- multi-GPU, early stopping, Grad-CAM
+
+
+def test_early_stopping_and_multi_gpu_config_ids():
+    """Early stopping on the volume AUC (off by default, resumable); DDP config mirrors xray's, by ids only."""
+    from monai.bundle import ConfigParser
+
+    train = _parser(TRAIN)
+    assert train["early_stop_patience"] == 0  # off by default, as xray
+    assert train["validate#early_stop#score_function"] == "$monai.handlers.stopping_fn_from_metric('val_volume_auc')"
+    assert train["train#handler_states#early_stop"] == "@validate#early_stop"  # its counter is resumed
+    assert any("early_stop.attach" in step and "@early_stop_patience > 0" in step for step in train["run"])
+    multi = json.loads(MULTI_GPU.read_text())
+    assert not [k for k in multi if "_disabled_" in k]
+    parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(MULTI_GPU)]))
+    assert parser["network#_target_"] == "torch.nn.parallel.DistributedDataParallel"
+    rank0 = [h["_target_"] for h in parser["train#handlers"] if h.get("_disabled_") == "$not @is_main_rank"]
+    assert sorted(rank0) == sorted(
+        ["ignite.handlers.ProgressBar", "StatsHandler", "TensorBoardStatsHandler",
+         "monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras"]
+    )  # fmt: skip
+    assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
+    assert "rank_zero_score" in parser["validate#early_stop#score_function"]
+    assert "val_volume_auc" in parser["validate#early_stop#score_function"]
+    # validation is sharded by VOLUME without padding (a repeated volume would count its slices twice)
+    assert parser["validate#sampler#even_divisible"] is False
+    assert parser["validate#dataloader#sampler"] == "@validate#sampler"
+    assert any("destroy_process_group" in step for step in parser["finalize"])
+    assert any("check_disjoint_sources" in step for step in parser["initialize"])
+
+
+@pytest.mark.slow
+def test_early_stopping_ends_training_when_val_volume_auc_stalls(tmp_path):
+    """Frozen backbone and a negligible learning rate: the volume AUC cannot improve; patience 1 stops at epoch 2."""
+    from monai.bundle import ConfigWorkflow
+
+    from monai_transfer.utils.io import safe_torch_load
+
+    settings = dict(
+        config_file=str(TRAIN), workflow_type="train", output_dir=str(tmp_path), epochs=4, max_items=6, batch_size=6,
+        image_size=32, train_slices=2, val_slices=3, n_bootstrap=20, early_stop_patience=1, learning_rate=1e-12,
+        weight_decay=0.0, warmup_epochs=0, fine_tune="linear_probe", device="cpu",
+    )  # fmt: skip
+    wf = ConfigWorkflow(**settings)
+    wf.initialize()
+    wf.run()
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
+    wf.finalize()
+    ckpt = safe_torch_load(tmp_path / "models" / "last" / "checkpoint_epoch=2.pt")
+    assert ckpt["handler_states"]["early_stop"]["counter"] == 1  # resumable: the patience counter is saved
+    assert ckpt["handler_states"]["evaluator"]["best_metric_epoch"] == 1
+    assert (tmp_path / "eval" / "val" / "metrics.json").is_file()  # the report of the best model is still written
+    # resuming the run that had stopped early restores the counter and trains no further epoch (no checkpoint written)
+    last = tmp_path / "models" / "last" / "checkpoint_epoch=2.pt"
+    mtime = last.stat().st_mtime_ns
+    wf = ConfigWorkflow(**settings, resume=True)
+    wf.initialize()
+    wf.run()
+    assert wf.parser.get_parsed_content("train#trainer").state.epoch == 2
+    wf.finalize()
+    assert sorted(p.name for p in (tmp_path / "models" / "last").iterdir()) == ["checkpoint_epoch=2.pt"]
+    assert last.stat().st_mtime_ns == mtime
+
+
+def _torchrun(run: Path, *args: str, extra_config: str | None = None, timeout: int = 500) -> tuple[str, str]:
+    """The ct_slices multi-GPU config under ``torchrun --nproc_per_node=2`` (CPU, gloo); fails on error or hang."""
+    files = [str(TRAIN.relative_to(REPO_ROOT)), str(MULTI_GPU.relative_to(REPO_ROOT))]
+    if extra_config:
+        files.append(extra_config)
+    configs = "[" + ",".join(f"'{f}'" for f in files) + "]"
+    cmd = [
+        shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        "--config_file", configs, "--output_dir", str(run), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers: no orphan left on the shared machine
+        out, err = proc.communicate()
+        pytest.fail(
+            f"torchrun did not finish in {timeout} s (a rank waiting for the other?):\n{out[-3000:]}\n{err[-3000:]}"
+        )
+    assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
+    return out, err
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun is not on PATH")
+def test_multi_gpu_volume_auc_gathered_and_early_stop_torchrun_gloo(tmp_path):
+    """2 gloo ranks, each validating 3 of the 6 volumes: both ranks log the same val_volume_auc every epoch, equal to
+    the single-process volume AUC of the same model on the whole split (the rank-0 report); early stopping (volume
+    AUC stalls: frozen backbone, negligible learning rate; patience 1) stops both ranks after epoch 2 of 4."""
+    from monai_transfer.utils.io import safe_torch_load
+
+    run = tmp_path / "ddp"
+    # per rank and epoch: the evaluator's metrics and how many volumes this rank validated itself
+    record = (
+        "$@validate#evaluator.add_event_handler(Events.EPOCH_COMPLETED, lambda e: "
+        "monai_transfer.utils.io.atomic_write_json(@output_dir + '/rank%d_epoch%d.json' % "
+        "(torch.distributed.get_rank(), @train#trainer.state.epoch), "
+        "{'metrics': dict(e.state.metrics), 'n_volumes': len(@validate#sampler)}))"
+    )
+    hooks = tmp_path / "hooks.json"
+    hooks.write_text(json.dumps({"initialize": [*json.loads(MULTI_GPU.read_text())["initialize"], record]}))
+    _torchrun(
+        run, "--epochs", "4", "--max_items", "6", "--batch_size", "4", "--image_size", "32", "--train_slices", "2",
+        "--val_slices", "3", "--n_bootstrap", "20", "--early_stop_patience", "1", "--learning_rate", "1e-12",
+        "--weight_decay", "0.0", "--warmup_epochs", "0", "--fine_tune", "linear_probe", extra_config=str(hooks),
+    )  # fmt: skip
+    logs = {p.stem: json.loads(p.read_text()) for p in run.glob("rank*_epoch*.json")}
+    assert sorted(logs) == ["rank0_epoch1", "rank0_epoch2", "rank1_epoch1", "rank1_epoch2"]  # both stopped at 2
+    for epoch in (1, 2):
+        r0, r1 = logs[f"rank0_epoch{epoch}"], logs[f"rank1_epoch{epoch}"]
+        assert r0["n_volumes"] == r1["n_volumes"] == 3  # each rank validated its own half of the volumes
+        assert r0["metrics"]["val_volume_auc"] == r1["metrics"]["val_volume_auc"]
+    assert sorted(p.name for p in (run / "models" / "last").iterdir()) == ["checkpoint_epoch=2.pt"]
+    ckpt = safe_torch_load(run / "models" / "last" / "checkpoint_epoch=2.pt")
+    assert ckpt["trainer"]["max_epochs"] == 4 and ckpt["handler_states"]["early_stop"]["counter"] == 1
+    best = ckpt["handler_states"]["evaluator"]
+    assert best["best_metric_epoch"] == 1
+    assert best["best_metric"] == pytest.approx(logs["rank0_epoch1"]["metrics"]["val_volume_auc"])
+    # the single-process value: rank 0's report runs the best model over the whole split without a sampler
+    state = safe_torch_load(run / "models" / "model.pt")
+    assert not any(k.startswith("module.") for k in state), "model.pt must hold the unwrapped network"
+    metrics = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert metrics["n_samples"] == 6 and metrics["meta"]["aggregation"]["n_slices"] == 6 * 3
+    assert metrics["metrics"]["auc"] == pytest.approx(logs["rank1_epoch1"]["metrics"]["val_volume_auc"], abs=1e-6)
+    auc = logs["rank0_epoch1"]["metrics"]["val_volume_auc"]
+    print(f"volume AUC: both ranks {auc:.4f}, single process {metrics['metrics']['auc']:.4f}")
+
+
+def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
+    """evaluate.json's Grad-CAM step explains the central validation slice of the first volumes (PNG per slice)."""
+    from monai.bundle import ConfigParser
+    from PIL import Image
+
+    parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
+    parser.update(
+        {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path), "device": "cpu", "max_items": 4, "image_size": 32,
+         "val_slices": 3, "weights": "none", "cache_rate": 0.0, "gradcam_cases": 2}
+    )  # fmt: skip
+    assert parser["gradcam_cases"] == 2
+    step = next(i for i, s in enumerate(parser["run"]) if "save_slice_gradcam_overlays" in s)
+    assert "@gradcam_cases > 0" in parser["run"][step]  # --gradcam_cases 0 disables it
+    torch.manual_seed(0)
+    paths = parser.get_parsed_content(f"run#{step}")
+    data = parser.get_parsed_content("validate#dataset#data")
+    names = [Path(d["image"]).name.replace(".nii.gz", "") for d in data[:2]]
+    # the central slice of 3 around the volume centre (64 slices): index 32
+    assert [p.name for p in paths] == [f"gradcam_{n}_slice032.png" for n in names]
+    report = Path(parser.get_parsed_content("report_dir")) / "gradcam"
+    assert sorted(report.iterdir()) == sorted(paths)
+    for p in paths:
+        assert_png(p)
+        with Image.open(p) as im:
+            arr = np.asarray(im.convert("RGB"))
+        assert arr.shape == (32, 32, 3) and len(np.unique(arr.reshape(-1, 3), axis=0)) > 10  # an overlay, not blank

@@ -19,6 +19,7 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator
@@ -32,6 +33,7 @@ from monai_transfer.handlers.volume_aggregation import (
     VolumeAggregator,
     VolumePredictionWriter,
     VolumeReportWriter,
+    gather_slices_across_ranks,
     volume_ids_from_engine,
 )
 from monai_transfer.metrics import load_threshold, select_threshold
@@ -115,10 +117,63 @@ class TestVolumeAggregator(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "needs a volume id"):
             ev.run()
 
+    def test_gather_is_identity_without_process_group(self):
+        p, t = [torch.rand(3, 2)], [torch.ones(3, 1)]
+        self.assertEqual(gather_slices_across_ranks(p, t, ["a", "a", "b"]), (p, t, ["a", "a", "b"]))
+
+    @pytest.mark.slow
+    def test_two_ranks_gather_volumes_and_agree(self):
+        """2 gloo processes, each evaluating its own half of the volumes: both get the single-process volume AUC."""
+        import socket
+
+        import torch.multiprocessing as mp
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+
+        items = make_slices(12, seed=5)
+        exp = expected(items, "topk_mean", 2)
+        auc = skm.roc_auc_score(exp["labels"], exp["probs"][:, 1])
+        with tempfile.TemporaryDirectory() as d:
+            mp.spawn(_rank_worker, args=(2, items, d, port), nprocs=2, join=True)
+            results = [json.loads((Path(d) / f"rank{r}.json").read_text()) for r in range(2)]
+        for r, res in enumerate(results):
+            self.assertEqual(res["n_local_volumes"], 6, f"rank {r} must see only its shard")
+            self.assertAlmostEqual(res["auc"], auc, places=6, msg=f"rank {r}")
+            self.assertEqual(sorted(res["ids"]), sorted(exp["ids"]))  # every volume of both ranks, once
+            self.assertEqual(res["n_slices"], len(items))
+        # a shard alone gives another AUC: without the gather the ranks would disagree with the whole split
+        self.assertNotAlmostEqual(results[0]["local_auc"], auc, places=3)
+
     def test_ids_from_batch(self):
         batch = [{"source_id": "a"}, {"source_id": "b"}]
         self.assertEqual(volume_ids_from_engine([{}, {}], batch), ["a", "b"])
         self.assertEqual(volume_ids_from_engine(None, {"source_id": ["x", "y"]}), ["x", "y"])
+
+
+def _rank_worker(rank, world_size, items, out_dir, port):
+    """One gloo rank: evaluate the volumes ``index % world_size == rank`` and record the (gathered) volume AUC."""
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size)
+    try:
+        shard = [x for x in items if int(x["source_id"].split("_")[1]) % world_size == rank]
+        agg = VolumeAggregator(method="topk_mean", k=2)
+        ev = make_evaluator(shard, {"val_volume_auc": agg})
+        ev.run()
+        local = expected(shard, "topk_mean", 2)
+        result = {
+            "auc": ev.state.metrics["val_volume_auc"],
+            "ids": agg.last_result["ids"],
+            "n_slices": sum(agg.last_result["n_slices"]),
+            "n_local_volumes": len(local["ids"]),
+            "local_auc": float(skm.roc_auc_score(local["labels"], local["probs"][:, 1])),
+        }
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(result))
+    finally:
+        dist.destroy_process_group()
 
 
 class TestVolumeWriters(unittest.TestCase):
