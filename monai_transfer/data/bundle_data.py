@@ -49,6 +49,20 @@ class SplitDatalists(dict):
     checked_items: list[dict[str, Any]] | None = None
     duplicate_splits: list[str] | None = None
 
+    def linked(self, split: str) -> list[list[int]]:
+        """Near-duplicate clusters within ``split`` as index lists into ``self[split]`` (clusters of one item left
+        out), for :func:`~monai_transfer.data.splits.assign_folds`/``split_datalist``'s ``linked``; ``[]`` when
+        the check was off."""
+        if self.duplicates is None or self.checked_items is None:
+            return []
+        index = {str(x["image"]): i for i, x in enumerate(self.get(split, []))}
+        out = []
+        for cluster in self.duplicates.clusters:
+            members = sorted({index[p] for p in (str(self.checked_items[i]["image"]) for i in cluster) if p in index})
+            if len(members) > 1:
+                out.append(members)
+        return out
+
 
 def bundle_datalists(
     dataset_dir: str | os.PathLike,

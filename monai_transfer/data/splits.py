@@ -157,6 +157,7 @@ def assign_folds(
     seed: int = 0,
     group_key: str | None = "patient_id",
     stratify_key: str | None = "label",
+    linked: Sequence[Sequence[int]] | None = None,
 ) -> list[int]:
     """The cross-validation fold (``0 .. n_folds - 1``) of every item: stratified, group-disjoint and seeded.
 
@@ -172,6 +173,8 @@ def assign_folds(
         seed: random seed, default 0.
         group_key: key of the group id, default ``"patient_id"``; None groups by image path.
         stratify_key: key to stratify on, default ``"label"``; None for no stratification.
+        linked: optional lists of item indices that must share a fold (e.g. near-duplicate clusters,
+            :meth:`~monai_transfer.data.bundle_data.SplitDatalists.linked`); their groups are merged.
 
     Returns:
         one fold index per item, in input order.
@@ -184,7 +187,7 @@ def assign_folds(
         raise ValueError(f"n_folds must be at least 2, got {n_folds}.")
     if len(items) == 0:
         raise ValueError("cannot split an empty data list into folds.")
-    groups, strata = _groups_and_strata(items, group_key, stratify_key)
+    groups, strata = _groups_and_strata(items, group_key, stratify_key, linked)
     if len(groups) < n_folds:
         raise ValueError(
             f"{len(items)} items in {len(groups)} group(s) by {group_key!r} cannot fill {n_folds} folds; "
@@ -212,6 +215,7 @@ def kfold_datalist(
     seed: int = 0,
     group_key: str | None = "patient_id",
     stratify_key: str | None = "label",
+    linked: Sequence[Sequence[int]] | None = None,
 ) -> list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
     """K-fold cross-validation splits of a data list: ``[(train_k, val_k) for k in range(n_folds)]``.
 
@@ -224,11 +228,12 @@ def kfold_datalist(
         seed: random seed, default 0.
         group_key: key of the group id, default ``"patient_id"``; None groups by image path.
         stratify_key: key to stratify on, default ``"label"``; None for no stratification.
+        linked: item index lists that must share a fold, see :func:`assign_folds`.
 
     Raises:
         ValueError: see :func:`assign_folds`.
     """
-    fold = assign_folds(items, n_folds, seed, group_key, stratify_key)
+    fold = assign_folds(items, n_folds, seed, group_key, stratify_key, linked)
     return [
         (
             [dict(it) for it, f in zip(items, fold) if f != k],

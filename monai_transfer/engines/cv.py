@@ -278,7 +278,8 @@ def run_cross_validation(
     train_items, val_items = list(datalists["train"]), list(datalists["val"])
     cv_dir = out / "cv"
     models_dir = out / "models"
-    fold_of = assign_folds(train_items, folds, seed=seed, group_key=group_key)
+    linked = datalists.linked("train") if hasattr(datalists, "linked") else None  # near-duplicates share a fold
+    fold_of = assign_folds(train_items, folds, seed=seed, group_key=group_key, linked=linked)
     logger.info("cross-validation: %d training items in %d folds; %d val items untouched", len(train_items), folds,
                 len(val_items))  # fmt: skip
 

@@ -268,3 +268,17 @@ def test_train_val_folders_with_a_copy_across_are_reported(tmp_path, caplog):
     assert "train/b/2.png (train" in caplog.text and "val/b/exported.jpg (val" in caplog.text
     with pytest.raises(DatalistError, match="exported.jpg"):
         bundle_datalists(tmp_path, duplicates="fail", hash_cache_dir=None)
+
+
+def test_split_datalists_linked_maps_clusters_to_split_indices():
+    """``SplitDatalists.linked(split)``: clusters of the checked items as index lists into that split."""
+    from types import SimpleNamespace
+
+    from monai_transfer.data.bundle_data import SplitDatalists
+
+    out = SplitDatalists(train=[{"image": "a"}, {"image": "b"}, {"image": "c"}], val=[{"image": "d"}])
+    assert out.linked("train") == []  # check off
+    out.checked_items = [{"image": "c"}, {"image": "d"}, {"image": "a"}, {"image": "b"}]
+    out.duplicates = SimpleNamespace(clusters=[[0, 2], [1, 3]])  # {c, a} in train; {d (val), b (train)}
+    assert out.linked("train") == [[0, 2]]
+    assert out.linked("val") == []

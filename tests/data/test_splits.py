@@ -134,3 +134,17 @@ def test_kfold_without_groups_is_exact_and_errors():
     few = [{"image": f"/d/{i}.png", "label": 0, "patient_id": "P1"} for i in range(3)]
     with pytest.raises(ValueError, match="1 group"):
         assign_folds(few, 2)
+
+
+def test_kfold_keeps_linked_items_in_one_fold():
+    """Near-duplicate clusters (``linked``) share a fold, like one patient; without it they may be split."""
+    from monai_transfer.data.splits import assign_folds, kfold_datalist
+
+    items = [{"image": f"{i}.png", "label": i % 2} for i in range(20)]
+    linked = [[0, 1, 2, 3], [4, 9]]
+    fold = assign_folds(items, 4, seed=0, linked=linked)
+    assert len({fold[i] for i in linked[0]}) == 1 and len({fold[i] for i in linked[1]}) == 1
+    assert sorted(set(fold)) == [0, 1, 2, 3]
+    vals = [v for _, v in kfold_datalist(items, 4, seed=0, linked=linked)]
+    assert sorted(x["image"] for v in vals for x in v) == sorted(x["image"] for x in items)
+    assert sum(any(x["image"] == "0.png" for x in v) and any(x["image"] == "3.png" for x in v) for v in vals) == 1
