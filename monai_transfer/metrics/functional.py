@@ -251,7 +251,7 @@ def compute_auc(y_prob: Any, y_true: Any, mode: str = "binary", average: str | N
 def compute_roc_curve(y_score: Any, y_true: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve of one binary score: ``(fpr, tpr, thresholds)``, starting at ``(0, 0)`` (threshold ``+inf``).
 
-    A case is positive when ``score >= threshold``; one point per distinct score.
+    A case is positive when ``score >= threshold``; one point per distinct score. (MONAI has no ROC curve, only FROC.)
 
     Args:
         y_score: ``(N,)`` scores of the positive class.
@@ -441,6 +441,10 @@ def compute_calibration_bins(confidence: Any, correct: Any, n_bins: int = DEFAUL
     Returns:
         dict with ``edges`` ``(n_bins + 1,)``, ``count``, ``confidence`` (mean per bin, NaN when empty) and
         ``accuracy`` (NaN when empty), each ``(n_bins,)``.
+
+    Not :func:`monai.metrics.calibration_binning`: it bins the same way with ``right=True`` (same counts), but sums in
+    float32 (an ECE differing by up to ~1e-7 from the float64 value, measured on 500-case sets), and MONAI's
+    ``CalibrationErrorMetric`` is class-wise on one-hot channels, not the top-label ECE of :func:`compute_ece`.
     """
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
