@@ -22,7 +22,7 @@ from monai_transfer.metrics.calibration import (
     load_calibration,
     save_calibration,
 )
-from monai_transfer.metrics.cumulative import ClassificationMetrics, resolve_threshold
+from monai_transfer.metrics.cumulative import ClassificationMetrics, PredictionBuffer, resolve_threshold
 from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
     UndefinedMetricWarning,
@@ -56,6 +56,7 @@ __all__ = [
     "UndefinedMetricWarning",
     "bootstrap_ci",
     "ClassificationMetrics",
+    "PredictionBuffer",
     "resolve_threshold",
     "compute_accuracy",
     "compute_auc",

@@ -13,8 +13,9 @@
 Each resample draws, with replacement, the same number of cases from every stratum (every distinct label row, i.e.
 every class for binary/multi-class tasks), so all classes stay present and the per-class positive counts are fixed.
 A resample is represented by a count vector ``w`` (how often each case was drawn); the built-in metrics are
-computed for a whole block of resamples at once from these counts (weighted confusion counts, weighted
-Mann-Whitney AUC), which is orders of magnitude faster than re-running a metric function per resample.
+computed for a whole block of resamples at once from these counts (weighted confusion counts turned into ratios by
+:func:`monai.metrics.compute_confusion_matrix_metric`, weighted Mann-Whitney AUC), which is orders of magnitude
+faster than re-running a metric function per resample.
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
+from monai.metrics import compute_confusion_matrix_metric
 
-from monai_transfer.metrics.functional import _predict, _to_numpy, prepare_inputs
+from monai_transfer.metrics.functional import CONFUSION_METRICS, _predict, _to_numpy, prepare_inputs
 
 __all__ = ["BOOTSTRAP_METRICS", "bootstrap_ci"]
 
@@ -33,7 +36,10 @@ _BLOCK_ELEMENTS = 2_000_000  # resamples x cases held in memory at once
 
 
 def _weighted_auc(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """AUC (ties count 1/2) of one class for every row of the count matrix ``w`` ``(B, N)``."""
+    """AUC (ties count 1/2) of one class for every row of the count matrix ``w`` ``(B, N)``.
+
+    Kept here: MONAI's ``compute_roc_auc`` has no case weights and loops in Python over the cases of one resample.
+    """
     order = np.argsort(score, kind="mergesort")
     s = score[order]
     starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
@@ -57,24 +63,14 @@ def _block_values(metric: str, p: np.ndarray, y: np.ndarray, pred: np.ndarray, w
         else:
             correct = (pred == y).astype(np.float64)
         return (w @ correct) / w.sum(1, keepdims=True)
+    if metric not in CONFUSION_METRICS:
+        raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} or a callable, got {metric!r}")
+    if metric == "balanced_accuracy" and mode == "multiclass":
+        metric = "sensitivity"  # multi-class balanced accuracy = mean recall, averaged by the caller
     yf, pf = y.astype(np.float64), pred.astype(np.float64)
-    tp, fp = w @ (pf * yf), w @ (pf * (1 - yf))
-    fn, tn = w @ ((1 - pf) * yf), w @ ((1 - pf) * (1 - yf))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sens, spec = tp / (tp + fn), tn / (tn + fp)
-        if metric == "sensitivity":
-            return sens
-        if metric == "specificity":
-            return spec
-        if metric == "balanced_accuracy":
-            return sens if mode == "multiclass" else (sens + spec) / 2  # multi-class: mean recall after averaging
-        if metric == "ppv":
-            return tp / (tp + fp)
-        if metric == "npv":
-            return tn / (tn + fn)
-        if metric == "f1":
-            return 2 * tp / (2 * tp + fp + fn)
-    raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} or a callable, got {metric!r}")
+    # weighted one-vs-rest [TP, FP, TN, FN] (B, K, 4); the ratios are MONAI's (NaN for a zero denominator)
+    counts = np.stack([w @ (pf * yf), w @ (pf * (1 - yf)), w @ ((1 - pf) * (1 - yf)), w @ ((1 - pf) * yf)], -1)
+    return compute_confusion_matrix_metric(CONFUSION_METRICS[metric], torch.from_numpy(counts)).numpy()
 
 
 def _stratified_counts(rng: np.random.Generator, strata: list[np.ndarray], n: int, b: int) -> np.ndarray:

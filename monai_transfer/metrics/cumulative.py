@@ -13,6 +13,9 @@
 Like :class:`monai.metrics.ROCAUCMetric`, it buffers predictions and labels over iterations (and gathers them across
 distributed ranks) and computes everything at :meth:`aggregate`; the result is identical to calling
 :func:`~monai_transfer.metrics.functional.compute_classification_metrics` once on all the data.
+
+:class:`PredictionBuffer` is the per-epoch buffer for handlers that need the case ids as well (reports, prediction
+files, volume pooling): probabilities, labels and ids, gathered across ranks in rank order.
 """
 
 from __future__ import annotations
@@ -22,12 +25,13 @@ from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import torch
+import torch.distributed as dist
 from monai.metrics import CumulativeIterationMetric
 
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
 from monai_transfer.metrics.threshold import load_threshold
 
-__all__ = ["ThresholdLike", "resolve_threshold", "ClassificationMetrics"]
+__all__ = ["ThresholdLike", "resolve_threshold", "ClassificationMetrics", "PredictionBuffer"]
 
 #: a threshold given directly, as a JSON file written by ``save_threshold``, or as a callable returning it.
 ThresholdLike = Union[float, Sequence[float], str, os.PathLike, Callable[[], Any], None]
@@ -140,3 +144,101 @@ class ClassificationMetrics(CumulativeIterationMetric):
         if self.scalars_only:
             out = {k: v for k, v in out.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         return out
+
+
+def _rows(x: Any, name: str) -> torch.Tensor:
+    """A batch-first tensor or a list of channel-first tensors -> a float32 CPU ``(B, C)`` tensor."""
+    if isinstance(x, (list, tuple)):
+        if not x:
+            return torch.zeros(0, 1)
+        x = torch.stack([torch.as_tensor(v).as_subclass(torch.Tensor).detach().cpu().float() for v in x])
+    elif isinstance(x, torch.Tensor):
+        x = x.as_subclass(torch.Tensor).detach().cpu().float()
+    else:
+        raise TypeError(f"{name} must be a tensor or a list of tensors, got {type(x)}")
+    return x.reshape(x.shape[0], -1)
+
+
+class PredictionBuffer:
+    """Per-epoch buffer of probabilities, labels and case ids, gathered across distributed ranks.
+
+    Unlike MONAI's :class:`~monai.metrics.Cumulative` (which :class:`ClassificationMetrics` uses) it also carries the
+    case ids, which are strings, and a rank that saw no case simply contributes nothing (MONAI's buffer would skip
+    the collective on that rank and hang the others). Missing ids are named ``case_<n>`` after gathering, with ``n``
+    counted over all ranks, so two ranks never produce the same default id.
+
+    Example::
+
+        buf = PredictionBuffer()
+        for batch in loader:  # every rank
+            buf.add(torch.softmax(model(batch["image"]), 1), batch["label"], batch["image"].meta["filename_or_obj"])
+        probs, labels, ids = buf.get_data()  # a collective: call it on every rank
+
+    Args:
+        with_labels: whether :meth:`add` receives labels (a prediction writer has none).
+    """
+
+    def __init__(self, with_labels: bool = True) -> None:
+        self.with_labels = bool(with_labels)
+        self.reset()
+
+    def reset(self) -> None:
+        """Drop everything buffered."""
+        self._preds: list[torch.Tensor] = []
+        self._labels: list[torch.Tensor] = []
+        self._ids: list[str | None] = []
+
+    def __len__(self) -> int:
+        """Number of cases buffered on this rank."""
+        return len(self._ids)
+
+    def add(self, y_pred: Any, y: Any = None, ids: Sequence[Any] | None = None) -> None:
+        """Buffer one batch.
+
+        Args:
+            y_pred: probabilities, ``(B, K)`` or a list of ``(K,)`` tensors.
+            y: labels, ``(B,)``, ``(B, L)`` or a list; required when ``with_labels``, else ignored.
+            ids: one id per case; ``None`` (or a list of another length, as a collated batch without ids gives)
+                names the cases ``case_<n>``.
+
+        Raises:
+            ValueError: labels missing, or a different number of labels than predictions.
+        """
+        p = _rows(y_pred, "y_pred")
+        if self.with_labels:
+            if y is None:
+                raise ValueError(f"{type(self).__name__}(with_labels=True).add needs labels y, got None")
+            t = _rows(y, "y")
+            if t.shape[0] != p.shape[0]:
+                raise ValueError(f"y_pred and y must hold the same number of cases, got {p.shape[0]} and {t.shape[0]}")
+            self._labels.append(t)
+        self._preds.append(p)
+        ids = list(ids) if ids is not None else []
+        self._ids.extend([None if i is None else str(i) for i in ids] if len(ids) == p.shape[0] else [None] * len(p))
+
+    def get_data(self) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+        """``(probs (N, K), labels (N, L) or None, ids)`` of every rank, in rank order.
+
+        With an initialised ``torch.distributed`` process group of several ranks this is a collective
+        (``all_gather_object``): every rank must call it, and every rank gets the same result.
+
+        Raises:
+            ValueError: no rank buffered anything.
+        """
+        local = (
+            torch.cat(self._preds).numpy() if self._ids else None,
+            torch.cat(self._labels).numpy() if self._ids and self.with_labels else None,
+            list(self._ids),
+        )
+        parts = [local]
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            parts = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, local)
+        parts = [q for q in parts if q[0] is not None]
+        if not parts:
+            raise ValueError(f"{type(self).__name__} has no buffered data: call add() on at least one batch first")
+        preds = torch.cat([torch.as_tensor(q[0]) for q in parts])
+        labels = torch.cat([torch.as_tensor(q[1]) for q in parts]) if self.with_labels else None
+        all_ids = [i for q in parts for i in q[2]]
+        ids = [i if i is not None else f"case_{n:05d}" for n, i in enumerate(all_ids)]
+        return preds, labels, ids

@@ -24,9 +24,14 @@ Input conventions (see ``docs/ARCHITECTURE.md``):
 Undefined values (a class absent from ``y_true`` for the AUC, no predicted positives for the PPV, ...) are returned
 as ``NaN`` with an :class:`UndefinedMetricWarning`, never an exception; macro averages ignore ``NaN`` classes.
 
-ROC AUC uses the rank (Mann-Whitney U) formula with average ranks for ties, so tied scores count one half, exactly
-like the trapezoidal ROC area. Average precision is the step-wise sum ``sum_n (R_n - R_{n-1}) P_n`` over distinct
-score thresholds (no interpolation), the definition scikit-learn uses.
+One owner per computation: ROC AUC and average precision are :func:`monai.metrics.compute_roc_auc` and
+:func:`monai.metrics.compute_average_precision` (tied scores count one half / step-wise precision-recall sum over
+distinct thresholds, both equal to scikit-learn to ~1e-15), the one-vs-rest TP/FP/TN/FN counts are
+:func:`monai.metrics.get_confusion_matrix` and the ratios (sensitivity, specificity, PPV, NPV, F1, balanced accuracy)
+:func:`monai.metrics.compute_confusion_matrix_metric`. This module owns the input conventions, the validation, the
+``NaN`` + warning policy and the macro/micro averaging; it keeps its own code only where MONAI has no equivalent
+(ROC curve points, multi-class ``(K, K)`` confusion matrix, Brier score) or computes something else (see
+:func:`compute_calibration_bins`).
 """
 
 from __future__ import annotations
@@ -37,10 +42,15 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.metrics import (
+    compute_average_precision as _monai_average_precision,
+)
+from monai.metrics import compute_confusion_matrix_metric, compute_roc_auc, get_confusion_matrix
 
 __all__ = [
     "UndefinedMetricWarning",
     "MODES",
+    "CONFUSION_METRICS",
     "DEFAULT_ECE_BINS",
     "prepare_inputs",
     "default_class_names",
@@ -169,44 +179,46 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
     return p, y.astype(np.int64)
 
 
-def _binary_auc(score: np.ndarray, label: np.ndarray, name: str = "") -> float:
-    """Mann-Whitney AUC with average ranks for ties; NaN + warning when one class is absent."""
+def _binary_ranking(metric: str, score: np.ndarray, label: np.ndarray, name: str = "") -> float:
+    """ROC AUC (``metric="auc"``) or average precision (``"ap"``) of one binary score, computed by MONAI.
+
+    The one-class cases are decided here, before MONAI (which returns NaN with a plain ``UserWarning`` whenever
+    ``y`` holds a single value): the AUC is NaN + :class:`UndefinedMetricWarning` without positives or negatives;
+    the AP is NaN + warning without positives, but 1.0 without negatives (precision is 1 at every threshold, which
+    is also scikit-learn's value; MONAI would return NaN).
+    """
     n_pos = int(label.sum())
     n_neg = int(len(label) - n_pos)
-    if n_pos == 0 or n_neg == 0:
+    if metric == "auc" and (n_pos == 0 or n_neg == 0):
         _warn(f"ROC AUC{name} is undefined: y_true has {n_pos} positives and {n_neg} negatives; returning NaN")
         return float("nan")
-    order = np.argsort(score, kind="mergesort")
-    s = score[order]
-    # average rank (1-based) for each group of tied scores
-    starts = np.r_[0, np.flatnonzero(np.diff(s)) + 1]
-    ends = np.r_[starts[1:], len(s)]
-    avg = (starts + ends + 1) / 2.0
-    ranks = np.empty(len(s), dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return float((ranks[label == 1].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
-
-
-def _binary_ap(score: np.ndarray, label: np.ndarray, name: str = "") -> float:
-    n_pos = int(label.sum())
-    if n_pos == 0:
+    if metric == "ap" and n_pos == 0:
         _warn(f"average precision{name} is undefined: y_true has no positive sample; returning NaN")
         return float("nan")
-    order = np.argsort(-score, kind="mergesort")
-    s, lab = score[order], label[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]  # last index of each distinct threshold
-    tp = np.cumsum(lab)[last]
-    fp = (last + 1) - tp
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+    if metric == "ap" and n_neg == 0:
+        return 1.0
+    fn = compute_roc_auc if metric == "auc" else _monai_average_precision
+    return float(fn(torch.from_numpy(np.ascontiguousarray(score)), torch.from_numpy(np.ascontiguousarray(label))))
 
 
-def _class_names_suffix(names: Sequence[str] | None, k: int) -> str:
-    return f" for class {names[k]!r}" if names is not None else f" for class {k}"
+def _ranking(metric: str, y_prob: Any, y_true: Any, mode: str, average: str | None) -> Any:
+    """:func:`compute_auc` / :func:`compute_average_precision`.
+
+    MONAI's per-class loop is used through :func:`_binary_ranking` rather than ``average="macro"`` because MONAI's
+    macro mean becomes NaN as soon as one class is absent; ours ignores NaN classes (with a warning).
+    """
+    p, y = prepare_inputs(y_prob, y_true, mode)
+    if mode == "binary":
+        return _binary_ranking(metric, p[:, 0], y[:, 0])
+    if average == "micro":
+        return _binary_ranking(metric, p.reshape(-1), y.reshape(-1), " (micro)")
+    per = np.array([_binary_ranking(metric, p[:, k], y[:, k], f" for class {k}") for k in range(p.shape[1])])
+    return _averaged(per, average, {"auc": "ROC AUC", "ap": "average precision"}[metric])
 
 
-def _averaged(per_class: np.ndarray, average: str | None, micro: float | None, what: str) -> Any:
+def _averaged(per_class: np.ndarray, average: str | None, what: str) -> Any:
+    """``per_class`` as it is (``average="none"``) or its NaN-ignoring mean (``"macro"``); ``"micro"`` is done by
+    the callers on pooled data."""
     if average in (None, "none"):
         return per_class
     if average == "macro":
@@ -215,8 +227,6 @@ def _averaged(per_class: np.ndarray, average: str | None, micro: float | None, w
         if np.isnan(per_class).any():
             _warn(f"macro {what} ignores {int(np.isnan(per_class).sum())} undefined (NaN) class value(s)")
         return float(np.nanmean(per_class))
-    if average == "micro":
-        return micro
     raise ValueError(f"average must be 'macro', 'micro' or 'none', got {average!r}")
 
 
@@ -235,19 +245,13 @@ def compute_auc(y_prob: Any, y_true: Any, mode: str = "binary", average: str | N
         a float, or a ``(K,)`` array for ``average="none"``; NaN (with an :class:`UndefinedMetricWarning`) when a
         class is absent from ``y_true``.
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "binary":
-        return _binary_auc(p[:, 0], y[:, 0])
-    if average == "micro":
-        return _binary_auc(p.reshape(-1), y.reshape(-1), " (micro)")
-    per = np.array([_binary_auc(p[:, k], y[:, k], _class_names_suffix(None, k)) for k in range(p.shape[1])])
-    return _averaged(per, average, None, "ROC AUC")
+    return _ranking("auc", y_prob, y_true, mode, average)
 
 
 def compute_roc_curve(y_score: Any, y_true: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC curve of one binary score: ``(fpr, tpr, thresholds)``, starting at ``(0, 0)`` (threshold ``+inf``).
 
-    A case is positive when ``score >= threshold``; one point per distinct score.
+    A case is positive when ``score >= threshold``; one point per distinct score. (MONAI has no ROC curve, only FROC.)
 
     Args:
         y_score: ``(N,)`` scores of the positive class.
@@ -278,13 +282,7 @@ def compute_average_precision(y_prob: Any, y_true: Any, mode: str = "binary", av
     Returns:
         a float or a ``(K,)`` array; NaN with a warning for a class without positive samples.
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "binary":
-        return _binary_ap(p[:, 0], y[:, 0])
-    if average == "micro":
-        return _binary_ap(p.reshape(-1), y.reshape(-1), " (micro)")
-    per = np.array([_binary_ap(p[:, k], y[:, k], _class_names_suffix(None, k)) for k in range(p.shape[1])])
-    return _averaged(per, average, None, "average precision")
+    return _ranking("ap", y_prob, y_true, mode, average)
 
 
 def _predict(p: np.ndarray, mode: str, threshold: float | Sequence[float]) -> np.ndarray:
@@ -299,63 +297,50 @@ def _predict(p: np.ndarray, mode: str, threshold: float | Sequence[float]) -> np
     return (p >= t[None, :]).astype(np.int64)
 
 
-def _counts(p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> tuple[np.ndarray, ...]:
-    """Per-class one-vs-rest ``(tp, fp, tn, fn)``, each ``(K,)``."""
+#: our metric names -> the names of :func:`monai.metrics.compute_confusion_matrix_metric`
+CONFUSION_METRICS = {
+    "sensitivity": "sensitivity",
+    "specificity": "specificity",
+    "ppv": "precision",
+    "npv": "negative predictive value",
+    "f1": "f1 score",
+    "balanced_accuracy": "balanced accuracy",
+    "accuracy": "accuracy",
+}
+
+
+def _counts(p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> torch.Tensor:
+    """Per-class one-vs-rest ``[TP, FP, TN, FN]`` counts ``(K, 4)`` (float64), by MONAI's ``get_confusion_matrix``.
+
+    The ``N`` cases are passed as the spatial axis of a single ``(1, K, N)`` sample, so MONAI sums over the cases.
+    MONAI counts in float32, which is exact up to 2**24 (16.7 million) cases.
+    """
     pred = _predict(p, mode, threshold)
-    tp = (pred & y).sum(0)
-    fp = (pred & (1 - y)).sum(0)
-    fn = ((1 - pred) & y).sum(0)
-    tn = ((1 - pred) & (1 - y)).sum(0)
-    return tp, fp, tn, fn
+    cm = get_confusion_matrix(torch.from_numpy(pred.T[None].copy()), torch.from_numpy(y.T[None].copy()))
+    return cm[0].double()
 
 
-def _ratio(num: np.ndarray, den: np.ndarray, what: str) -> np.ndarray:
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(num.shape, np.nan)
-    ok = den > 0
-    out[ok] = num[ok] / den[ok]
-    if not ok.all():
-        _warn(f"{what} is undefined (zero denominator) for class index(es) {np.flatnonzero(~ok).tolist()}; NaN")
+def _confusion_metric(metric: str, counts: torch.Tensor, what: str = "") -> np.ndarray:
+    """``metric`` (a :data:`CONFUSION_METRICS` key) of ``counts`` ``(K, 4)`` or pooled ``(4,)``, by MONAI.
+
+    MONAI returns NaN silently for a zero denominator; we add the :class:`UndefinedMetricWarning` of this module.
+    """
+    out = compute_confusion_matrix_metric(CONFUSION_METRICS[metric], counts).reshape(-1).numpy()
+    if np.isnan(out).any():
+        bad = np.flatnonzero(np.isnan(out)).tolist()
+        what = what or {"ppv": "PPV", "npv": "NPV", "f1": "F1"}.get(metric, metric.replace("_", " "))
+        _warn(f"{what} is undefined (zero denominator) for class index(es) {bad}; NaN")
     return out
-
-
-def _per_class(metric: str, p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> np.ndarray:
-    tp, fp, tn, fn = _counts(p, y, mode, threshold)
-    if metric == "sensitivity":
-        return _ratio(tp, tp + fn, "sensitivity")
-    if metric == "specificity":
-        return _ratio(tn, tn + fp, "specificity")
-    if metric == "ppv":
-        return _ratio(tp, tp + fp, "PPV")
-    if metric == "npv":
-        return _ratio(tn, tn + fn, "NPV")
-    if metric == "f1":
-        return _ratio(2 * tp, 2 * tp + fp + fn, "F1")
-    raise ValueError(f"unknown per-class metric {metric!r}")
-
-
-def _micro(metric: str, p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> float:
-    """``metric`` of the one-vs-rest counts pooled over classes (scikit-learn's ``average="micro"``)."""
-    tp, fp, tn, fn = (np.asarray([c.sum()]) for c in _counts(p, y, mode, threshold))
-    num, den = {
-        "sensitivity": (tp, tp + fn),
-        "specificity": (tn, tn + fp),
-        "ppv": (tp, tp + fp),
-        "npv": (tn, tn + fn),
-        "f1": (2 * tp, 2 * tp + fp + fn),
-    }[metric]
-    return float(_ratio(num, den, f"micro {metric}")[0])
 
 
 def _threshold_metric(metric: str, y_prob: Any, y_true: Any, mode: str, threshold: Any, average: str | None) -> Any:
     p, y = prepare_inputs(y_prob, y_true, mode)
-    per = _per_class(metric, p, y, mode, threshold)
+    counts = _counts(p, y, mode, threshold)
     if mode == "binary":
-        return float(per[0])
-    if average == "micro":
-        return _micro(metric, p, y, mode, threshold)
-    return _averaged(per, average, None, metric)
+        return float(_confusion_metric(metric, counts)[0])
+    if average == "micro":  # counts pooled over classes (scikit-learn's average="micro")
+        return float(_confusion_metric(metric, counts.sum(0), f"micro {metric}")[0])
+    return _averaged(_confusion_metric(metric, counts), average, metric)
 
 
 def compute_sensitivity(y_prob: Any, y_true: Any, mode: str = "binary", threshold: Any = 0.5, average: str = "macro"):
@@ -400,12 +385,12 @@ def compute_confusion_matrix(y_prob: Any, y_true: Any, mode: str = "binary", thr
         label (like ``sklearn.metrics.multilabel_confusion_matrix``).
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "multiclass":
+    if mode == "multiclass":  # MONAI only has the one-vs-rest counts, not the (K, K) matrix
         k = p.shape[1]
         cm = np.zeros((k, k), dtype=np.int64)
         np.add.at(cm, (y.argmax(1), p.argmax(1)), 1)
         return cm
-    tp, fp, tn, fn = _counts(p, y, mode, threshold)
+    tp, fp, tn, fn = _counts(p, y, mode, threshold).long().numpy().T
     cms = np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], 1)  # (K, 2, 2)
     return cms[0] if mode == "binary" else cms
 
@@ -413,23 +398,25 @@ def compute_confusion_matrix(y_prob: Any, y_true: Any, mode: str = "binary", thr
 def compute_accuracy(y_prob: Any, y_true: Any, mode: str = "binary", threshold: Any = 0.5) -> float:
     """Fraction of correct predictions; for multi-label tasks the label-wise mean (``1 - Hamming loss``)."""
     p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "multiclass":
-        return float((p.argmax(1) == y.argmax(1)).mean())
-    return float((_predict(p, mode, threshold) == y).mean())
+    counts = _counts(p, y, mode, threshold)
+    if mode == "multiclass":  # top-1 accuracy: the one-vs-rest true positives add up to the correct cases
+        return float(counts[:, 0].sum()) / len(p)
+    return float(_confusion_metric("accuracy", counts).mean())
 
 
 def compute_balanced_accuracy(y_prob: Any, y_true: Any, mode: str = "binary", threshold: Any = 0.5) -> float:
     """Balanced accuracy.
 
-    Binary: ``(sensitivity + specificity) / 2``; multi-class: mean per-class recall (scikit-learn's definition);
-    multi-label: mean over labels of the binary balanced accuracy. Undefined classes are ignored (with a warning).
+    Binary: ``(sensitivity + specificity) / 2``; multi-class: mean per-class recall (scikit-learn's definition, not
+    the mean of the one-vs-rest balanced accuracies); multi-label: mean over labels of the binary balanced accuracy.
+    Undefined classes are ignored (with a warning).
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
-    sens = _per_class("sensitivity", p, y, mode, threshold)
+    counts = _counts(p, y, mode, threshold)
     if mode == "multiclass":
-        return _averaged(sens, "macro", None, "balanced accuracy")
-    per = (sens + _per_class("specificity", p, y, mode, threshold)) / 2.0
-    return float(per[0]) if mode == "binary" else _averaged(per, "macro", None, "balanced accuracy")
+        return _averaged(_confusion_metric("sensitivity", counts), "macro", "balanced accuracy")
+    per = _confusion_metric("balanced_accuracy", counts)
+    return float(per[0]) if mode == "binary" else _averaged(per, "macro", "balanced accuracy")
 
 
 def _confidence_correct(p: np.ndarray, y: np.ndarray, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -454,6 +441,10 @@ def compute_calibration_bins(confidence: Any, correct: Any, n_bins: int = DEFAUL
     Returns:
         dict with ``edges`` ``(n_bins + 1,)``, ``count``, ``confidence`` (mean per bin, NaN when empty) and
         ``accuracy`` (NaN when empty), each ``(n_bins,)``.
+
+    Not :func:`monai.metrics.calibration_binning`: it bins the same way with ``right=True`` (same counts), but sums in
+    float32 (an ECE differing by up to ~1e-7 from the float64 value, measured on 500-case sets), and MONAI's
+    ``CalibrationErrorMetric`` is class-wise on one-hot channels, not the top-label ECE of :func:`compute_ece`.
     """
     if int(n_bins) < 1:
         raise ValueError(f"n_bins must be a positive integer, got {n_bins}")
@@ -552,16 +543,21 @@ def compute_classification_metrics(
     for n, s in zip(names, support):
         out[f"support/{n}"] = s
 
-    out["auc"] = compute_auc(p if mode != "binary" else p[:, 0], y if mode != "binary" else y[:, 0], mode)
-    out["average_precision"] = compute_average_precision(
-        p if mode != "binary" else p[:, 0], y if mode != "binary" else y[:, 0], mode
-    )
     yp, yt = (p[:, 0], y[:, 0]) if mode == "binary" else (p, y)
+    if mode == "binary":
+        out["auc"] = compute_auc(yp, yt, mode)
+        out["average_precision"] = compute_average_precision(yp, yt, mode)
+    else:  # per-class values once, then their NaN-ignoring macro mean
+        auc_pc = compute_auc(p, y, mode, average="none")
+        ap_pc = compute_average_precision(p, y, mode, average="none")
+        out["auc"] = _averaged(auc_pc, "macro", "ROC AUC")
+        out["average_precision"] = _averaged(ap_pc, "macro", "average precision")
     out["accuracy"] = compute_accuracy(yp, yt, mode, threshold)
     out["balanced_accuracy"] = compute_balanced_accuracy(yp, yt, mode, threshold)
-    per_class = {m: _per_class(m, p, y, mode, threshold) for m in ("sensitivity", "specificity", "ppv", "npv", "f1")}
+    counts = _counts(p, y, mode, threshold)
+    per_class = {m: _confusion_metric(m, counts) for m in ("sensitivity", "specificity", "ppv", "npv", "f1")}
     for m, v in per_class.items():
-        out[m] = float(v[0]) if mode == "binary" else _averaged(v, "macro", None, m)
+        out[m] = float(v[0]) if mode == "binary" else _averaged(v, "macro", m)
     out["ece"] = compute_ece(yp, yt, mode, n_bins)
     out["ece_n_bins"] = int(n_bins)
     out["brier"] = compute_brier(yp, yt, mode)
@@ -575,10 +571,8 @@ def compute_classification_metrics(
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # already warned above for the same classes
         out["auc_micro"] = compute_auc(p, y, mode, average="micro")
         out["average_precision_micro"] = compute_average_precision(p, y, mode, average="micro")
-        auc_pc = compute_auc(p, y, mode, average="none")
-        ap_pc = compute_average_precision(p, y, mode, average="none")
         for m in per_class:
-            out[f"{m}_micro"] = _micro(m, p, y, mode, threshold)
+            out[f"{m}_micro"] = float(_confusion_metric(m, counts.sum(0))[0])
     if mode == "multilabel":
         out["subset_accuracy"] = float((_predict(p, mode, threshold) == y).all(1).mean())
     for i, n in enumerate(names):

@@ -17,6 +17,8 @@ import warnings
 
 import numpy as np
 import torch
+from monai.metrics import compute_average_precision as monai_average_precision
+from monai.metrics import compute_roc_auc
 from parameterized import parameterized
 from sklearn import metrics as skm
 
@@ -274,6 +276,49 @@ class TestUncertainAndMicro(unittest.TestCase):
         pc, yc = make_multiclass(2)
         mc = compute_classification_metrics(pc, yc, "multiclass")
         self.assertAlmostEqual(mc["sensitivity_micro"], skm.accuracy_score(yc, pc.argmax(1)), places=12)
+
+
+class TestWhereWeDifferFromMonai(unittest.TestCase):
+    """The numbers come from ``monai.metrics``; these are the cases where this module deliberately decides first."""
+
+    def test_average_precision_without_negatives_is_one_like_sklearn(self):
+        p, y = np.linspace(0.1, 0.9, 12), np.ones(12, dtype=int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # defined: no warning at all
+            self.assertEqual(compute_average_precision(p, y), skm.average_precision_score(y, p))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.assertTrue(np.isnan(monai_average_precision(torch.as_tensor(p), torch.as_tensor(y))))
+
+    def test_macro_ignores_an_absent_class_and_only_our_warning_is_raised(self):
+        p, y = make_multilabel(5, n=60, k=3)
+        y[:, 1] = 0  # label 1 has no positive case
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            auc = compute_auc(p, y, "multilabel")
+            ap = compute_average_precision(p, y, "multilabel")
+        self.assertTrue(caught)
+        self.assertTrue(all(issubclass(w.category, UndefinedMetricWarning) for w in caught), caught)
+        present = [0, 2]
+        self.assertAlmostEqual(auc, skm.roc_auc_score(y[:, present], p[:, present]), places=12)
+        self.assertAlmostEqual(ap, skm.average_precision_score(y[:, present], p[:, present]), places=12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self.assertTrue(np.isnan(compute_roc_auc(torch.as_tensor(p), torch.as_tensor(y), average="macro")))
+
+    def test_micro_threshold_metrics_are_defined_when_one_class_is_not(self):
+        p, y = make_multilabel(6, n=60, k=3)
+        y[:, 2] = 1  # label 2 has no negative case: its specificity is undefined, the pooled one is not
+        pred = (p >= 0.5).astype(int)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            spec = compute_specificity(p, y, "multilabel", average="micro")
+        tn, fp = ((1 - pred) * (1 - y)).sum(), (pred * (1 - y)).sum()
+        self.assertAlmostEqual(spec, skm.recall_score(1 - y.ravel(), 1 - pred.ravel()), places=12)
+        self.assertAlmostEqual(spec, tn / (tn + fp), places=12)
+        with self.assertWarns(UndefinedMetricWarning):
+            per = compute_specificity(p, y, "multilabel", average="none")
+        self.assertTrue(np.isnan(per[2]))
 
 
 if __name__ == "__main__":
