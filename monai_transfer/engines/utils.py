@@ -15,6 +15,7 @@ Everything here is meant to be called from bundle JSON, e.g.::
     "device": "$monai_transfer.engines.utils.auto_device(@device_name)",
     "determinism": "$monai_transfer.engines.utils.set_run_determinism(@seed)",
     "amp": "$monai_transfer.engines.utils.amp_enabled(@device)",
+    "network": {"_target_": "monai_transfer.engines.utils.to_device", "network": "@network_def", "device": "@device"},
     "prepare_batch": {"_target_": "monai_transfer.engines.utils.ChannelsLastPrepareBatch"},
     "validate#early_stop#score_function":
         "$monai_transfer.engines.utils.rank_zero_score(monai.handlers.stopping_fn_from_metric('val_auc'))",
@@ -38,6 +39,8 @@ __all__ = [
     "set_run_determinism",
     "configure_cuda_speedups",
     "rank_zero_score",
+    "to_device",
+    "rank_batch_size",
     "ChannelsLastPrepareBatch",
 ]
 
@@ -165,6 +168,45 @@ def rank_zero_score(score_function: Any, src: int = 0) -> Any:
         return float(t.item())
 
     return _score
+
+
+def to_device(network: torch.nn.Module, device: str | torch.device) -> torch.nn.Module:
+    """Move ``network`` to ``device``, in channels-last memory format on CUDA (faster convolutions), else unchanged.
+
+    Args:
+        network: the module to move (moved in place, as ``nn.Module.to`` does).
+        device: the target device.
+
+    Returns:
+        ``network`` itself, on ``device``.
+
+    Example::
+
+        "network": {"_target_": "monai_transfer.engines.utils.to_device", "network": "@network_def",
+                    "device": "@device"}
+    """
+    cuda = torch.device(device).type == "cuda"
+    return network.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
+
+
+def rank_batch_size(batch_size: int, num_items: int) -> int:
+    """``batch_size`` capped at one distributed rank's share of ``num_items`` (all items without a process group).
+
+    A ``drop_last`` training loader needs at least one full batch per rank; never less than 1.
+
+    Args:
+        batch_size: the wanted batch size (items per batch).
+        num_items: the items of the whole training set.
+
+    Example::
+
+        "train#dataloader#batch_size":
+            "$monai_transfer.engines.utils.rank_batch_size(@batch_size // @train_slices, len(@datalists['train']))"
+    """
+    import torch.distributed as dist
+
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    return max(1, min(int(batch_size), int(num_items) // world))
 
 
 def _to_device(x: Any, device: torch.device | str | None, non_blocking: bool, channels_last: bool, **kwargs) -> Any:

@@ -23,7 +23,7 @@ import torch
 
 from monai_transfer.utils.io import load_state_dict_file
 
-__all__ = ["load_best_model", "run_description", "describe_datalists"]
+__all__ = ["load_best_model", "detach_handler", "run_description", "describe_datalists"]
 
 
 def load_best_model(network: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> torch.nn.Module:
@@ -65,6 +65,34 @@ def describe_datalists(datalists: Mapping[str, list[Mapping[str, Any]]]) -> dict
     if audit:
         out["audit"] = dict(audit)
     return out
+
+
+def detach_handler(engine: Any, handler: Any, event_name: Any = None) -> bool:
+    """Remove ``handler`` from ``engine``'s ``event_name`` (default ``EPOCH_COMPLETED``) when it is attached there.
+
+    E.g. the early-stopping handler leaves the evaluator before its final report run. A handler that is not attached
+    is left alone.
+
+    Args:
+        engine: an Ignite engine (MONAI trainer or evaluator).
+        handler: the callable attached with ``engine.add_event_handler`` (e.g. ``EarlyStopHandler``).
+        event_name: the event; ``None`` means ``Events.EPOCH_COMPLETED``.
+
+    Returns:
+        whether the handler was attached (and so removed).
+
+    Example::
+
+        {"_target_": "monai_transfer.engines.workflow.detach_handler", "engine": "@validate#evaluator",
+         "handler": "@validate#early_stop"}
+    """
+    from ignite.engine import Events
+
+    event_name = Events.EPOCH_COMPLETED if event_name is None else event_name
+    if not engine.has_event_handler(handler, event_name):
+        return False
+    engine.remove_event_handler(handler, event_name)
+    return True
 
 
 def run_description(

@@ -362,7 +362,7 @@ def test_early_stopping_and_multi_gpu_config_ids():
     assert parser["network#_target_"] == "torch.nn.parallel.DistributedDataParallel"
     rank0 = [h["_target_"] for h in parser["train#handlers"] if h.get("_disabled_") == "$not @is_main_rank"]
     assert sorted(rank0) == sorted(
-        ["ignite.handlers.ProgressBar", "StatsHandler", "TensorBoardStatsHandler",
+        ["ignite.handlers.ProgressBar", "monai.handlers.StatsHandler", "monai.handlers.TensorBoardStatsHandler",
          "monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras"]
     )  # fmt: skip
     assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"

@@ -369,13 +369,13 @@ def test_multi_gpu_config_uses_ids_not_list_positions():
     parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(MULTI_GPU)]))
     rank0 = [h["_target_"] for h in parser["train#handlers"] if h.get("_disabled_") == "$not @is_main_rank"]
     assert sorted(rank0) == sorted(
-        ["ignite.handlers.ProgressBar", "StatsHandler", "TensorBoardStatsHandler",
+        ["ignite.handlers.ProgressBar", "monai.handlers.StatsHandler", "monai.handlers.TensorBoardStatsHandler",
          "monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras"]
     )  # fmt: skip
     assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
     assert "rank_zero_score" in parser["validate#early_stop#score_function"]
     assert any("early_stop.attach" in step for step in parser["run"])
-    assert "build_distributed_sampler" in parser["train#sampler"]
+    assert parser["train#sampler#_target_"] == "monai_transfer.engines.losses.build_distributed_sampler"
 
 
 @pytest.mark.slow

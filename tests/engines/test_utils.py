@@ -23,8 +23,10 @@ from monai_transfer.engines.utils import (
     amp_enabled,
     auto_device,
     configure_cuda_speedups,
+    rank_batch_size,
     rank_zero_score,
     set_run_determinism,
+    to_device,
 )
 
 
@@ -115,3 +117,38 @@ def test_rank_zero_score_without_and_with_a_process_group(tmp_path):
         assert score(engine) == 0.625
     finally:
         dist.destroy_process_group()
+
+
+def test_to_device_channels_last_only_on_cuda():
+    """CPU keeps the memory format; a CUDA device asks for channels-last (checked on the call, no GPU needed)."""
+    from unittest import mock
+
+    net = torch.nn.Conv2d(3, 4, 3)
+    assert to_device(net, "cpu") is net
+    assert net.weight.device.type == "cpu" and net.weight.is_contiguous()
+    fake = mock.Mock(spec=torch.nn.Module)
+    fake.to.return_value = fake
+    assert to_device(fake, "cuda:1") is fake
+    fake.to.assert_called_once_with("cuda:1", memory_format=torch.channels_last)
+    fake.to.reset_mock()
+    to_device(fake, torch.device("cpu"))
+    fake.to.assert_called_once_with(torch.device("cpu"), memory_format=torch.preserve_format)
+    parsed = ConfigParser(
+        {"network_def": {"_target_": "torch.nn.Linear", "in_features": 2, "out_features": 1}, "device": "cpu",
+         "network": {"_target_": "monai_transfer.engines.utils.to_device", "network": "@network_def",
+                     "device": "@device"}}
+    )  # fmt: skip
+    assert parsed.get_parsed_content("network") is parsed.get_parsed_content("network_def")
+
+
+def test_rank_batch_size_caps_at_one_ranks_share(monkeypatch):
+    import torch.distributed as dist
+
+    assert rank_batch_size(8, 100) == 8
+    assert rank_batch_size(8, 5) == 5
+    assert rank_batch_size(0, 5) == 1 and rank_batch_size(8, 0) == 1
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 4)
+    assert rank_batch_size(8, 20) == 5  # 20 volumes over 4 ranks: 5 each
+    assert rank_batch_size(2, 20) == 2
+    assert rank_batch_size(8, 3) == 1

@@ -1,0 +1,124 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Bundle-config hygiene (issue #17): short expressions, full dotted ``_target_`` paths, no list-position overrides.
+
+Long ``$`` expressions become ``_target_`` components (MONAI calls a function target with the keys as keyword
+arguments) or small library helpers; short names such as ``"Compose"`` become ``"monai.transforms.Compose"``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from monai.utils.module import locate
+
+from tests.utils import REPO_ROOT
+
+MAX_EXPRESSION = 120
+
+CONFIG_FILES = [
+    "bundles/xray/configs/train.json",
+    "bundles/xray/configs/multi_gpu_train.json",
+    "bundles/xray/configs/train_cv.json",
+    "bundles/ct_slices/configs/train.json",
+    "bundles/ct_slices/configs/multi_gpu_train.json",
+]
+
+
+def _walk(node: Any, path: str = "") -> Iterator[tuple[str, str | None, Any]]:
+    """``(config id, key, value)`` of every leaf and every dict key of a parsed JSON config."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            sub = f"{path}#{k}" if path else k
+            yield sub, k, v
+            yield from _walk(v, sub)
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            sub = f"{path}#{i}"
+            yield sub, None, v
+            yield from _walk(v, sub)
+
+
+def _load(rel: str) -> dict[str, Any]:
+    return json.loads((REPO_ROOT / rel).read_text(encoding="utf-8"))
+
+
+def _long_expressions(config: Any) -> dict[str, int]:
+    """``{id: length}`` of the ``$`` expressions over :data:`MAX_EXPRESSION` characters."""
+    return {
+        i: len(v)
+        for i, _, v in _walk(config)
+        if isinstance(v, str) and v.startswith("$") and len(v) > MAX_EXPRESSION
+    }  # fmt: skip
+
+
+def _bad_targets(config: Any) -> dict[str, Any]:
+    """``{id: target}`` of the ``_target_`` values that are not a dotted path importing to a callable."""
+    bad = {}
+    for i, k, v in _walk(config):
+        if k == "_target_" and not (isinstance(v, str) and "." in v and callable(locate(v))):
+            bad[i] = v
+    return bad
+
+
+def _indexed_disabled(config: Any) -> list[str]:
+    """Keys that disable a component through a list position, such as ``train#handlers#4#_disabled_``."""
+    return [
+        k
+        for _, k, _ in _walk(config)
+        if k is not None and k.endswith("_disabled_") and any(re.fullmatch(r"\d+", s) for s in k.split("#"))
+    ]
+
+
+def test_walk_reports_ids_as_monai_writes_them():
+    config = {"a": {"b": ["$x", {"_target_": "monai.transforms.Compose"}]}}
+    assert {i for i, _, _ in _walk(config)} == {"a", "a#b", "a#b#0", "a#b#1", "a#b#1#_target_"}
+
+
+def test_checks_reject_the_old_style():
+    """What the configs used to hold fails each check (so the per-file tests can fail)."""
+    old = {
+        "datalists": "$monai_transfer.data.bundle_data.bundle_datalists(" + ", ".join(["x=@x"] * 30) + ")",
+        "network": "$@network_def.to(@device)",
+        "train#handlers#4#_disabled_": "$not @is_main_rank",
+        "validate#dataset": {"_target_": "CacheDataset"},
+        "validate#sampler": {"_target_": "monai.data.NoSuchSampler", "_disabled_": "$not @is_main_rank"},
+        "validate#inferer": {"_target_": "monai.inferers.SimpleInferer"},
+    }
+    assert list(_long_expressions(old)) == ["datalists"]
+    assert _bad_targets(old) == {
+        "validate#dataset#_target_": "CacheDataset",
+        "validate#sampler#_target_": "monai.data.NoSuchSampler",
+    }
+    assert _indexed_disabled(old) == ["train#handlers#4#_disabled_"]
+
+
+@pytest.mark.parametrize("rel", CONFIG_FILES)
+def test_no_long_expressions(rel):
+    """Every ``$`` expression fits in 120 characters (longer logic is a component or a library helper)."""
+    assert not _long_expressions(_load(rel)), f"{rel}: expressions over {MAX_EXPRESSION} characters"
+
+
+@pytest.mark.parametrize("rel", CONFIG_FILES)
+def test_targets_are_full_dotted_paths_that_import(rel):
+    bad = _bad_targets(_load(rel))
+    assert not bad, f"{rel}: _target_ values that are not full dotted paths to something callable: {bad}"
+
+
+@pytest.mark.parametrize("rel", CONFIG_FILES)
+def test_no_position_indexed_disabled_keys(rel):
+    """``_disabled_`` lives in the component it disables, never behind a list position such as ``handlers#4``."""
+    indexed = _indexed_disabled(_load(rel))
+    assert not indexed, f"{rel}: position-indexed _disabled_ keys: {indexed}"
