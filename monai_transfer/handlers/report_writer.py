@@ -39,12 +39,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
+import torch.distributed as dist
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
-from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
+from monai_transfer.metrics.cumulative import PredictionBuffer, ThresholdLike, resolve_threshold
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
 from monai_transfer.metrics.prevalence import DEFAULT_BALANCE_TOLERANCE
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["ClassificationReportWriter", "ids_from_output"]
+__all__ = ["ClassificationReportWriter", "ids_from_output", "data_sharded_across_ranks"]
 
 
 def _meta_id(item: Any) -> str | None:
@@ -97,6 +98,28 @@ def ids_from_output(output: Any, batch: Any = None) -> list[str | None]:
     return [None] * n
 
 
+def data_sharded_across_ranks(engine: Any) -> bool:
+    """Whether ``engine`` runs on data split across distributed ranks, so that an epoch-end handler must gather.
+
+    True when a ``torch.distributed`` process group of several ranks is initialised and the engine's data loader
+    samples by rank (its sampler, or its batch sampler's sampler, has ``num_replicas > 1``, as torch's and MONAI's
+    ``DistributedSampler``). False on one process, and for an engine run over the whole split on one rank (the
+    bundles' rank-0-only ``report#evaluator`` of ``multi_gpu_train.json``), where a collective would wait forever for
+    the other ranks.
+    """
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return False
+    loader = getattr(engine, "data_loader", None)
+    if loader is None:
+        loader = getattr(getattr(engine, "state", None), "dataloader", None)
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    for sampler in (getattr(loader, "sampler", None), getattr(batch_sampler, "sampler", None)):
+        replicas = getattr(sampler, "num_replicas", None)
+        if isinstance(replicas, int) and replicas > 1:
+            return True
+    return False
+
+
 class ClassificationReportWriter:
     """Collect predictions, labels and case ids over an evaluator epoch; write the report at ``EPOCH_COMPLETED``.
 
@@ -133,13 +156,19 @@ class ClassificationReportWriter:
         training_counts: training class counts for the class-balance warning; default from ``meta`` (the bundles'
             run description holds them).
         balance_tolerance: tolerated absolute difference of a class fraction before the warning.
+        gather_across_ranks: gather the epoch's predictions of every distributed rank before reporting (a
+            collective at ``EPOCH_COMPLETED``: every rank must run the engine); ``None`` (default) decides per epoch
+            with :func:`data_sharded_across_ranks`, so the rank-0-only report of ``multi_gpu_train.json`` (whole
+            split, plain ``DataLoader``) does not gather, while an evaluator over a ``DistributedSampler`` does.
+            When gathered, rank 0 writes the files (report, threshold, calibration) and every rank gets
+            ``last_metrics``.
 
     Attributes:
         last_metrics: the metrics dict of the last written epoch (also in ``engine.state.report_metrics``).
         last_temperature: the temperature fitted in the last epoch (``fit_calibration_to``), else None.
 
-    Note:
-        collection is per process; in multi-GPU runs only data seen by each rank are reported (no gather).
+    The predictions are buffered in a :class:`~monai_transfer.metrics.cumulative.PredictionBuffer`; cases without an
+    id are named ``case_<n>``, ``n`` counted over the (gathered) epoch.
     """
 
     def __init__(
@@ -163,6 +192,7 @@ class ClassificationReportWriter:
         prevalence: float | None = None,
         training_counts: dict[str, int] | None = None,
         balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
+        gather_across_ranks: bool | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -203,15 +233,14 @@ class ClassificationReportWriter:
         self.prevalence = prevalence
         self.training_counts = training_counts
         self.balance_tolerance = float(balance_tolerance)
+        self.gather_across_ranks = gather_across_ranks
         self.last_metrics: dict[str, Any] | None = None
         self.last_temperature: float | None = None
         self.reset()
 
     def reset(self) -> None:
         """Clear the collected predictions."""
-        self._preds: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._ids: list[str | None] = []
+        self._buffer = PredictionBuffer(with_labels=True)
 
     def attach(self, engine: Engine) -> None:
         """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (collect), ``EPOCH_COMPLETED`` (write)."""
@@ -219,35 +248,47 @@ class ClassificationReportWriter:
         engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
-    @staticmethod
-    def _stack(x: Any, name: str) -> torch.Tensor:
-        if isinstance(x, (list, tuple)):
-            x = torch.stack([torch.as_tensor(v).as_subclass(torch.Tensor).detach().cpu().float() for v in x])
-        elif isinstance(x, torch.Tensor):
-            x = x.as_subclass(torch.Tensor).detach().cpu().float()
-        else:
-            raise TypeError(f"{name} from output_transform must be a tensor or a list of tensors, got {type(x)}")
-        return x.reshape(x.shape[0], -1) if x.ndim > 2 else x
-
     def _collect(self, engine: Engine) -> None:
         y_pred, y = self.output_transform(engine.state.output)
-        y_pred, y = self._stack(y_pred, "y_pred"), self._stack(y, "y")
-        if y.ndim == 1:
-            y = y[:, None]
-        self._preds.append(y_pred)
-        self._labels.append(y)
-        ids = list(self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
-        if len(ids) != y_pred.shape[0]:
-            ids = [None] * y_pred.shape[0]
-        start = len(self._ids)
-        self._ids.extend(i if i is not None else f"case_{start + j:05d}" for j, i in enumerate(ids))
+        ids = self.id_transform(engine.state.output, getattr(engine.state, "batch", None))
+        self._buffer.add(y_pred, y, ids)
+
+    def _epoch_data(self, engine: Engine) -> tuple[np.ndarray, np.ndarray, list[str], bool]:
+        """``(probs, labels, ids, writes)`` of the epoch, gathered across ranks when needed (on every rank).
+
+        ``writes`` is False on the ranks other than 0 of a gathered epoch: they compute, rank 0 writes the files.
+
+        Raises:
+            RuntimeError: no rank collected a prediction.
+        """
+        gather = self.gather_across_ranks
+        if gather is None:
+            gather = data_sharded_across_ranks(engine)
+        try:
+            probs, labels, ids = self._buffer.get_data(gather=bool(gather))
+        except ValueError as e:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch") from e
+        writes = not (gather and dist.is_available() and dist.is_initialized() and dist.get_rank() != 0)
+        return probs.numpy(), labels.numpy(), ids, writes  # type: ignore[union-attr]
 
     def __call__(self, engine: Engine) -> None:
         """Select/save the threshold when asked, then write the report for the collected epoch."""
-        if not self._preds:
-            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
-        y_prob = torch.cat(self._preds).numpy()
-        y_true = torch.cat(self._labels).numpy()
+        y_prob, y_true, ids, writes = self._epoch_data(engine)
+        self._report(engine, y_prob, y_true, ids, writes)
+
+    def _report(
+        self,
+        engine: Engine,
+        y_prob: np.ndarray,
+        y_true: np.ndarray,
+        ids: list[str],
+        writes: bool = True,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Calibrate / select the threshold / write the report for ``(y_prob, y_true, ids)``; files only if ``writes``.
+
+        ``meta`` replaces the constructor's ``meta`` (a subclass adds its own entries).
+        """
         if self.mode == "binary" and y_true.ndim == 2 and y_true.shape[1] == 1:
             y_true = y_true[:, 0]
         threshold: Any = self.threshold
@@ -262,12 +303,13 @@ class ClassificationReportWriter:
                 "calibration_file": str(self.fit_calibration_to),
                 **summary,
             }
-            save_calibration(
-                self.fit_calibration_to,
-                temperature,
-                mode=self.mode,
-                **{k: v for k, v in calibration_info.items() if k != "temperature"},
-            )
+            if writes:
+                save_calibration(
+                    self.fit_calibration_to,
+                    temperature,
+                    mode=self.mode,
+                    **{k: v for k, v in calibration_info.items() if k != "temperature"},
+                )
             y_prob = apply_temperature(y_prob, temperature, self.mode, inputs="probs").astype("float32")
             self.last_temperature = temperature
         elif self.applied_calibration is not None:
@@ -285,33 +327,35 @@ class ClassificationReportWriter:
             if self.mode == "multilabel":  # the validation operating point of each label, beside its threshold
                 names = at["class_names"]
                 per_label = {f"{m}_per_label": [at[f"{m}/{c}"] for c in names] for m in ("sensitivity", "specificity")}
-            save_threshold(
-                self.threshold_path,  # type: ignore[arg-type]
-                threshold,
-                method=self.select_threshold_on,
-                target_sensitivity=self.target_sensitivity if self.select_threshold_on == "sensitivity" else None,
-                mode=self.mode,
-                class_names=at["class_names"],
-                n_samples=at["n_samples"],
-                sensitivity=at["sensitivity"],
-                specificity=at["specificity"],
-                epoch=int(engine.state.epoch),
-                applies_to=(
-                    "probabilities after temperature scaling with " + str(self.fit_calibration_to)
-                    if self.fit_calibration_to is not None
-                    else "uncalibrated probabilities"
-                ),
-                **per_label,
-            )
-        meta = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
+            if writes:
+                save_threshold(
+                    self.threshold_path,  # type: ignore[arg-type]
+                    threshold,
+                    method=self.select_threshold_on,
+                    target_sensitivity=self.target_sensitivity if self.select_threshold_on == "sensitivity" else None,
+                    mode=self.mode,
+                    class_names=at["class_names"],
+                    n_samples=at["n_samples"],
+                    sensitivity=at["sensitivity"],
+                    specificity=at["specificity"],
+                    epoch=int(engine.state.epoch),
+                    applies_to=(
+                        "probabilities after temperature scaling with " + str(self.fit_calibration_to)
+                        if self.fit_calibration_to is not None
+                        else "uncalibrated probabilities"
+                    ),
+                    **per_label,
+                )
+        if meta is None:
+            meta = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
         if self.select_threshold_on is not None:
             meta.setdefault("threshold_selected_on_this_data", f"{self.select_threshold_on} -> {self.threshold_path}")
-        if self.write_report:
+        if self.write_report and writes:
             write_classification_report(
                 self.output_dir,
                 y_true,
                 y_prob,
-                ids=self._ids,
+                ids=ids,
                 class_names=self.class_names,
                 threshold=threshold,
                 mode=self.mode,

@@ -27,12 +27,14 @@ Bundle example (``train.json`` validator)::
         "_target_": "monai_transfer.handlers.volume_aggregation.VolumeAggregator", "method": "mean"}}
 
 Note:
-    under ``torch.distributed`` (``multi_gpu_train.json``), :class:`VolumeAggregator` gathers the slice probabilities,
-    labels and volume ids of every rank (``all_gather_object``) before pooling, so every rank computes the same
+    every class buffers the epoch in a :class:`~monai_transfer.metrics.cumulative.PredictionBuffer`. Under
+    ``torch.distributed`` (``multi_gpu_train.json``) it is gathered across ranks (``all_gather_object``) before
+    pooling when the engine's data are sharded by rank
+    (:func:`~monai_transfer.handlers.report_writer.data_sharded_across_ranks`), so every rank computes the same
     volume-level metric over the whole validation split. Shard the validation data by VOLUME (a
     ``DistributedSampler`` over the volume dataset with ``even_divisible=False``): a volume split across ranks still
-    pools correctly, but a volume repeated by padding would count its slices twice. The writers collect per process
-    (the bundles run them on rank 0 over the whole split).
+    pools correctly, but a volume repeated by padding would count its slices twice. The bundles run the writers on
+    rank 0 over the whole split (a plain ``DataLoader``): no gather there.
 """
 
 from __future__ import annotations
@@ -44,13 +46,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from monai.handlers import from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_by_volume
 from monai_transfer.handlers.prediction_writer import ClassificationPredictionWriter
-from monai_transfer.handlers.report_writer import ClassificationReportWriter, ids_from_output
+from monai_transfer.handlers.report_writer import ClassificationReportWriter, data_sharded_across_ranks, ids_from_output
+from monai_transfer.metrics.cumulative import PredictionBuffer
 from monai_transfer.metrics.functional import MODES, compute_auc, compute_classification_metrics
 
 if TYPE_CHECKING:
@@ -65,7 +67,6 @@ __all__ = [
     "VolumeReportWriter",
     "VolumePredictionWriter",
     "volume_ids_from_engine",
-    "gather_slices_across_ranks",
 ]
 
 logger = logging.getLogger(__name__)
@@ -85,43 +86,6 @@ def volume_ids_from_engine(output: Any, batch: Any = None) -> list[str | None]:
     return ids_from_output(output, batch)
 
 
-def gather_slices_across_ranks(
-    preds: list[torch.Tensor], labels: list[torch.Tensor], ids: list[str]
-) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
-    """The slice probabilities, labels and volume ids of every distributed rank, in rank order.
-
-    Without an initialised process group (or with one rank) the inputs are returned unchanged. Otherwise every rank
-    must call this (a collective, ``torch.distributed.all_gather_object``); a rank that saw no slice contributes
-    nothing. The volume ids are strings, so they travel as Python objects, not tensors.
-
-    Args:
-        preds: per-batch ``(B, K)`` probability tensors of this rank.
-        labels: per-batch ``(B, L)`` label tensors of this rank (same batches as ``preds``).
-        ids: one volume id per slice of this rank.
-
-    Returns:
-        ``(preds, labels, ids)`` of all ranks: one ``(S_r, K)`` tensor per non-empty rank, likewise the labels, and
-        the concatenated ids.
-    """
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return preds, labels, ids
-    local = (
-        torch.cat(preds).numpy() if preds else None,
-        torch.cat(labels).numpy() if labels else None,
-        [str(i) for i in ids],
-    )
-    gathered: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, local)
-    all_preds, all_labels, all_ids = [], [], []
-    for p, t, i in gathered:
-        if p is None or len(i) == 0:
-            continue
-        all_preds.append(torch.as_tensor(p))
-        all_labels.append(torch.as_tensor(t))
-        all_ids.extend(i)
-    return all_preds, all_labels, all_ids
-
-
 def _check_method(method: str, k: int) -> None:
     if method not in AGGREGATION_METHODS:
         raise ValueError(f"method must be one of {AGGREGATION_METHODS}, got {method!r}.")
@@ -129,24 +93,13 @@ def _check_method(method: str, k: int) -> None:
         raise ValueError(f"k must be >= 1, got {k}.")
 
 
-def _rows(x: Any) -> torch.Tensor:
-    if isinstance(x, (list, tuple)):
-        x = torch.stack([torch.as_tensor(v).as_subclass(torch.Tensor).detach().cpu().float().reshape(-1) for v in x])
-    else:
-        x = torch.as_tensor(x).as_subclass(torch.Tensor).detach().cpu().float()
-        x = x.reshape(x.shape[0], -1) if x.ndim != 1 else x[:, None]
-    return x
-
-
-def _aggregate(
-    preds: list[torch.Tensor], labels: list[torch.Tensor] | None, ids: list[str], method: str, k: int
-) -> dict[str, Any]:
-    p = torch.cat(preds).numpy()
+def _aggregate(probs: torch.Tensor, labels: torch.Tensor | None, ids: list[str], method: str, k: int) -> dict[str, Any]:
+    """Pool the ``(S, K)`` slice probabilities (and ``(S, L)`` labels) of ``PredictionBuffer.get_data`` by volume."""
     y = None
     if labels is not None:
-        y = torch.cat(labels).numpy()
+        y = labels.numpy()
         y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    return aggregate_by_volume(ids, p, y, method=method, k=k)
+    return aggregate_by_volume(ids, probs.numpy(), y, method=method, k=k)
 
 
 class VolumeAggregator(Metric):
@@ -154,8 +107,9 @@ class VolumeAggregator(Metric):
 
     Each iteration collects the slice probabilities, labels and volume ids; ``compute`` groups them by volume, pools
     them (``method``) and returns ``metric_name`` over volumes (AUC by default; NaN with a warning when the volumes
-    hold one class only, which never counts as a new best checkpoint). Under ``torch.distributed`` the slices of all
-    ranks are gathered first (:func:`gather_slices_across_ranks`), so every rank returns the same value.
+    hold one class only, which never counts as a new best checkpoint). The slices are buffered in a
+    :class:`~monai_transfer.metrics.cumulative.PredictionBuffer`; under ``torch.distributed`` the slices of all ranks
+    are gathered first (:meth:`PredictionBuffer.get_data`), so every rank returns the same value.
 
     Args:
         method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
@@ -169,6 +123,9 @@ class VolumeAggregator(Metric):
             ``pred`` must hold probabilities.
         id_transform: ``(engine.state.output, engine.state.batch)`` -> per-slice volume ids; default
             :func:`volume_ids_from_engine`.
+        gather_across_ranks: gather the slices of every distributed rank at ``compute`` (a collective: every rank
+            must run the evaluator, each on its shard, as the validator of ``multi_gpu_train.json``); default True.
+            Set False for an evaluator that runs on one rank over the whole split.
 
     Attributes:
         last_result: the ``aggregate_by_volume`` dict of the last ``compute`` (volume ids, probabilities, labels).
@@ -186,6 +143,7 @@ class VolumeAggregator(Metric):
         threshold: float = 0.5,
         output_transform: Callable = from_engine(["pred", "label"]),
         id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
+        gather_across_ranks: bool = True,
     ) -> None:
         _check_method(method, k)
         if mode not in MODES:
@@ -198,27 +156,24 @@ class VolumeAggregator(Metric):
         self.mode = mode
         self.threshold = float(threshold)
         self.id_transform = id_transform
+        self.gather_across_ranks = bool(gather_across_ranks)
         self.last_result: dict[str, Any] | None = None
         super().__init__(output_transform=output_transform)
 
     def reset(self) -> None:
-        self._preds: list[torch.Tensor] = []
-        self._labels: list[torch.Tensor] = []
-        self._ids: list[str] = []
+        """Drop the buffered slices (Ignite calls it at every ``EPOCH_STARTED``)."""
+        self._buffer = PredictionBuffer(with_labels=True)
 
     def update(self, output: Sequence[Any]) -> None:
         """Collect one batch: ``output`` is ``(y_pred, y, ids)``."""
         y_pred, y, ids = output
-        p, t = _rows(y_pred), _rows(y)
         ids = list(ids)
-        if len(ids) != p.shape[0] or any(i is None for i in ids):
+        n = len(y_pred)
+        if len(ids) != n or any(i is None for i in ids):
             raise ValueError(
-                f"{type(self).__name__}: every slice needs a volume id ('source_id'); got {ids[:4]}... for "
-                f"{p.shape[0]} slices."
+                f"{type(self).__name__}: every slice needs a volume id ('source_id'); got {ids[:4]}... for {n} slices."
             )
-        self._preds.append(p)
-        self._labels.append(t)
-        self._ids.extend(str(i) for i in ids)
+        self._buffer.add(y_pred, y, ids)
 
     @torch.no_grad()
     def iteration_completed(self, engine: Engine) -> None:
@@ -228,10 +183,11 @@ class VolumeAggregator(Metric):
 
     def compute(self) -> float:
         """The volume-level ``metric_name`` (over the slices of every rank when distributed)."""
-        preds, labels, ids = gather_slices_across_ranks(self._preds, self._labels, self._ids)
-        if not preds:
-            raise ValueError(f"{type(self).__name__} must have at least one slice before it can be computed.")
-        res = _aggregate(preds, labels, ids, self.method, self.k)
+        try:
+            probs, labels, ids = self._buffer.get_data(gather=self.gather_across_ranks)
+        except ValueError as e:
+            raise ValueError(f"{type(self).__name__} must have at least one slice before it can be computed.") from e
+        res = _aggregate(probs, labels, ids, self.method, self.k)
         self.last_result = res
         p, y = res["probs"], res["labels"]
         if self.mode == "binary" and p.ndim == 2 and p.shape[1] == 2:
@@ -254,10 +210,12 @@ class _VolumePooling:
         method: str = "mean",
         k: int = 3,
         id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
+        gather_across_ranks: bool | None = None,
         **kwargs: Any,
     ) -> None:
         _check_method(method, k)
         super().__init__(output_dir, id_transform=id_transform, **kwargs)
+        self.gather_across_ranks = gather_across_ranks
         self.method = method
         self.k = int(k)
         self.last_volumes: dict[str, Any] | None = None
@@ -284,13 +242,11 @@ class VolumeReportWriter(_VolumePooling, ClassificationReportWriter):
 
     def __call__(self, engine: Engine) -> None:
         """Pool the epoch's slices per volume, then write the report (see the parent class)."""
-        if not self._preds:
-            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
-        res = _aggregate(self._preds, self._labels, [str(i) for i in self._ids], self.method, self.k)
+        probs, labels, ids, writes = self._epoch_data(engine)
+        res = _aggregate(torch.as_tensor(probs), torch.as_tensor(labels), ids, self.method, self.k)
         self.last_volumes = res
-        n_slices = len(self._ids)
-        user_meta = self.meta
-        base = user_meta(engine) if callable(user_meta) else dict(user_meta or {})
+        n_slices = len(ids)
+        base = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
         base["aggregation"] = {
             "level": "volume",
             "method": self.method,
@@ -298,16 +254,11 @@ class VolumeReportWriter(_VolumePooling, ClassificationReportWriter):
             "n_volumes": len(res["ids"]),
             "n_slices": n_slices,
         }
-        labels = res["labels"]
-        labels = labels[:, None] if labels.ndim == 1 else labels
-        self._preds = [torch.as_tensor(res["probs"], dtype=torch.float32)]
-        self._labels = [torch.as_tensor(labels, dtype=torch.float32)]
-        self._ids = list(res["ids"])
-        self.meta = base
-        try:
-            super().__call__(engine)
-        finally:
-            self.meta = user_meta
+        vol_labels = res["labels"]
+        vol_labels = vol_labels[:, None] if vol_labels.ndim == 1 else vol_labels
+        vol_probs = torch.as_tensor(res["probs"], dtype=torch.float32).numpy()
+        vol_labels = torch.as_tensor(vol_labels, dtype=torch.float32).numpy()
+        self._report(engine, vol_probs, vol_labels, list(res["ids"]), writes, meta=base)
         logger.info("volume report: %d volumes from %d slices (%s)", len(res["ids"]), n_slices, self.method)
 
 
@@ -331,10 +282,23 @@ class VolumePredictionWriter(_VolumePooling, ClassificationPredictionWriter):
 
     def __call__(self, engine: Engine) -> None:
         """Pool the epoch's slices per volume, then write the CSV (see the parent class)."""
-        if not self._preds:
-            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
-        res = _aggregate([p[None] for p in self._preds], None, list(self._ids), self.method, self.k)
+        gather = data_sharded_across_ranks(engine) if self.gather_across_ranks is None else self.gather_across_ranks
+        try:
+            probs, _, ids = self._buffer.get_data(gather=gather)
+        except ValueError as e:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch") from e
+        res = _aggregate(probs, None, ids, self.method, self.k)
         self.last_volumes = res
+        # the parent writes its per-case lists: one pooled probability vector and one id per volume
         self._preds = [torch.as_tensor(np.atleast_1d(v), dtype=torch.float32) for v in res["probs"]]
         self._ids = list(res["ids"])
         super().__call__(engine)
+
+    def reset(self) -> None:
+        """Clear the collected slices."""
+        super().reset()
+        self._buffer = PredictionBuffer(with_labels=False)
+
+    def _collect(self, engine: Engine) -> None:
+        preds = list(self.pred_transform(engine.state.output))
+        self._buffer.add(preds, ids=self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))

@@ -155,7 +155,10 @@ def _rows(x: Any, name: str) -> torch.Tensor:
     elif isinstance(x, torch.Tensor):
         x = x.as_subclass(torch.Tensor).detach().cpu().float()
     else:
-        raise TypeError(f"{name} must be a tensor or a list of tensors, got {type(x)}")
+        try:
+            x = torch.as_tensor(x).float()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"{name} must be a tensor, an array or a list of tensors, got {type(x)}") from e
     return x.reshape(x.shape[0], -1)
 
 
@@ -173,6 +176,9 @@ class PredictionBuffer:
         for batch in loader:  # every rank
             buf.add(torch.softmax(model(batch["image"]), 1), batch["label"], batch["image"].meta["filename_or_obj"])
         probs, labels, ids = buf.get_data()  # a collective: call it on every rank
+
+    A handler that runs on ONE rank over the whole split (the bundles' rank-0 ``report#evaluator``) calls
+    ``get_data(gather=False)``: no collective, this rank's data only.
 
     Args:
         with_labels: whether :meth:`add` receives labels (a prediction writer has none).
@@ -216,11 +222,15 @@ class PredictionBuffer:
         ids = list(ids) if ids is not None else []
         self._ids.extend([None if i is None else str(i) for i in ids] if len(ids) == p.shape[0] else [None] * len(p))
 
-    def get_data(self) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    def get_data(self, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
         """``(probs (N, K), labels (N, L) or None, ids)`` of every rank, in rank order.
 
-        With an initialised ``torch.distributed`` process group of several ranks this is a collective
+        With ``gather`` and an initialised ``torch.distributed`` process group of several ranks this is a collective
         (``all_gather_object``): every rank must call it, and every rank gets the same result.
+
+        Args:
+            gather: gather across ranks; ``False`` returns this rank's data only (no collective), for a handler that
+                runs on one rank over the whole split.
 
         Raises:
             ValueError: no rank buffered anything.
@@ -231,7 +241,7 @@ class PredictionBuffer:
             list(self._ids),
         )
         parts = [local]
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        if gather and dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
             parts = [None] * dist.get_world_size()
             dist.all_gather_object(parts, local)
         parts = [q for q in parts if q[0] is not None]

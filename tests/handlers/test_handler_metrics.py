@@ -51,10 +51,10 @@ def expected_probs(items: list[dict]) -> tuple[np.ndarray, np.ndarray]:
     return p, np.array([int(d["label"]) for d in items])
 
 
-def make_evaluator(items, key_metric, additional=None, handlers=None, batch_size=7):
+def make_evaluator(items, key_metric, additional=None, handlers=None, batch_size=7, sampler=None):
     return SupervisedEvaluator(
         device=torch.device("cpu"),
-        val_data_loader=DataLoader(items, batch_size=batch_size, shuffle=False, num_workers=0),
+        val_data_loader=DataLoader(items, batch_size=batch_size, shuffle=False, sampler=sampler, num_workers=0),
         network=MeanNet(),
         postprocessing=Activationsd(keys="pred", softmax=True),
         key_val_metric=key_metric,

@@ -19,11 +19,13 @@ import unittest
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+from monai.data import DistributedSampler
 from sklearn import metrics as skm
 
 from monai_transfer.handlers.metric_handlers import AUCHandler
-from monai_transfer.handlers.report_writer import ClassificationReportWriter
+from monai_transfer.handlers.report_writer import ClassificationReportWriter, data_sharded_across_ranks
 from monai_transfer.metrics import load_threshold, select_threshold
 from tests.handlers.test_handler_metrics import expected_probs, make_data, make_evaluator
 
@@ -145,6 +147,76 @@ class TestClassificationReportWriter(unittest.TestCase):
             ClassificationReportWriter("/tmp/x", select_threshold_on="best", threshold_path="t.json")
         with self.assertRaisesRegex(ValueError, "multiclass"):
             ClassificationReportWriter("/tmp/x", mode="multiclass", select_threshold_on="youden", threshold_path="t")
+
+    def test_no_gather_without_process_group_and_empty_epoch(self):
+        ev = make_evaluator(make_data(4), {"val_auc": AUCHandler()})
+        self.assertFalse(data_sharded_across_ranks(ev))
+        writer = ClassificationReportWriter("/tmp/x", n_bootstrap=10)
+        with self.assertRaisesRegex(RuntimeError, "no predictions were collected"):
+            writer(ev)
+
+    @pytest.mark.slow
+    def test_two_ranks_sharded_report_gathers_and_rank0_only_report_does_not(self):
+        """2 gloo ranks. Sharded evaluator (DistributedSampler): both ranks get the whole-split metrics, only rank 0
+        writes. Then the rank-0-only report of ``multi_gpu_train.json`` (plain loader, whole split) must not gather
+        (a gather there would block on rank 1, which is at the barrier; the process group times out after 60 s)."""
+        items = make_data(30, seed=4)
+        p, y = expected_probs(items)
+        with tempfile.TemporaryDirectory() as d:
+            torch.multiprocessing.spawn(_report_rank, args=(2, items, d), nprocs=2, join=True)
+            results = [json.loads((Path(d) / f"rank{r}.json").read_text()) for r in range(2)]
+            self.assertEqual([r["sharded"] for r in results], [True, True])
+            self.assertEqual([r["n_local"] for r in results], [15, 15])
+            for r, res in enumerate(results):
+                self.assertEqual(res["n_samples"], 30, f"rank {r} reports the whole split")
+                self.assertAlmostEqual(res["auc"], skm.roc_auc_score(y, p), places=5)
+            self.assertFalse((Path(d) / "sharded1").exists(), "only rank 0 writes files")
+            rep = json.loads((Path(d) / "sharded0" / "metrics.json").read_text())
+            self.assertEqual(rep["n_samples"], 30)
+            self.assertAlmostEqual(load_threshold(Path(d) / "thr.json"), select_threshold(p, y, "youden"), places=6)
+            with open(Path(d) / "sharded0" / "predictions.csv", newline="") as f:
+                ids = [row["id"] for row in csv.DictReader(f)]
+            order = list(range(0, 30, 2)) + list(range(1, 30, 2))  # rank order of DistributedSampler(shuffle=False)
+            self.assertEqual(ids, [f"/data/img_{i:03d}.png" for i in order])
+            whole = json.loads((Path(d) / "rank0_only" / "metrics.json").read_text())
+            self.assertEqual(whole["n_samples"], 30)
+            self.assertAlmostEqual(whole["metrics"]["auc"], rep["metrics"]["auc"], places=6)
+            self.assertEqual(results[0]["rank0_only_sharded"], False)
+
+
+def _report_rank(rank, world_size, items, out_dir):
+    """One gloo rank of the two-rank report test (see the test)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    init = f"file://{Path(out_dir) / 'pg'}"
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world_size, timeout=timedelta(seconds=60))
+    try:
+        writer = ClassificationReportWriter(
+            Path(out_dir) / f"sharded{rank}", select_threshold_on="youden", threshold_path=Path(out_dir) / "thr.json",
+            n_bootstrap=20, plots=False,
+        )  # fmt: skip
+        sampler = DistributedSampler(items, even_divisible=False, shuffle=False)
+        ev = make_evaluator(items, {"val_auc": AUCHandler()}, handlers=[writer], batch_size=4, sampler=sampler)
+        ev.run()
+        res = {
+            "sharded": data_sharded_across_ranks(ev),
+            "n_local": len(ev.data_loader.sampler),
+            "n_samples": writer.last_metrics["n_samples"],
+            "auc": writer.last_metrics["auc"],
+        }
+        dist.barrier()
+        if rank == 0:  # as "$@report#evaluator.run() if @is_main_rank else None"
+            report = ClassificationReportWriter(Path(out_dir) / "rank0_only", n_bootstrap=20, plots=False)
+            ev0 = make_evaluator(items, None, handlers=[report], batch_size=8)  # no MONAI metric: they would gather
+            ev0.run()
+            res["rank0_only_sharded"] = data_sharded_across_ranks(ev0)
+        dist.barrier()
+        (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps(res))
+    finally:
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

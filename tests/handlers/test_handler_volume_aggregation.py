@@ -33,7 +33,6 @@ from monai_transfer.handlers.volume_aggregation import (
     VolumeAggregator,
     VolumePredictionWriter,
     VolumeReportWriter,
-    gather_slices_across_ranks,
     volume_ids_from_engine,
 )
 from monai_transfer.metrics import load_threshold, select_threshold
@@ -117,9 +116,18 @@ class TestVolumeAggregator(unittest.TestCase):
         with self.assertRaisesRegex(ValueError, "needs a volume id"):
             ev.run()
 
-    def test_gather_is_identity_without_process_group(self):
-        p, t = [torch.rand(3, 2)], [torch.ones(3, 1)]
-        self.assertEqual(gather_slices_across_ranks(p, t, ["a", "a", "b"]), (p, t, ["a", "a", "b"]))
+    def test_direct_update_and_compute_without_process_group(self):
+        """Without an engine or a process group the metric pools what ``update`` received (no collective)."""
+        agg = VolumeAggregator(method="max")
+        agg.update((torch.tensor([[0.8, 0.2], [0.3, 0.7]]), torch.tensor([0, 0]), ["a", "a"]))
+        agg.update(
+            ([torch.tensor([0.6, 0.4]), torch.tensor([0.1, 0.9])], [torch.tensor(1), torch.tensor(1)], ["b", "c"])
+        )
+        self.assertEqual(agg.compute(), 0.5)  # volume max p1: a 0.7 (neg), b 0.4, c 0.9 (pos)
+        self.assertEqual(agg.last_result["ids"], ["a", "b", "c"])
+        agg.reset()
+        with self.assertRaisesRegex(ValueError, "at least one slice"):
+            agg.compute()
 
     @pytest.mark.slow
     def test_two_ranks_gather_volumes_and_agree(self):
