@@ -474,8 +474,12 @@ def _readme(
         lines += [f"| {k} | {m[k]:.4f} |" for k in _REPORTED_METRICS if isinstance(m.get(k), (int, float))]
         lines.append(f"| cases | {m.get('n_samples', '?')} |")
         thr = metrics_doc.get("threshold", {})
-        if isinstance(thr, dict) and thr.get("value") is not None:
-            lines.append(f"\nDecision threshold {thr['value']:.4f}, stored in `models/threshold.json`.")
+        value = thr.get("value") if isinstance(thr, dict) else None
+        if isinstance(value, (int, float)):
+            lines.append(f"\nDecision threshold {value:.4f}, stored in `models/threshold.json`.")
+        elif isinstance(value, list):  # multi-label: one threshold per label
+            per = ", ".join(f"{v:.4f}" for v in value)
+            lines.append(f"\nDecision thresholds per label ({per}), stored in `models/threshold.json`.")
     else:
         lines.append("No validation report was found.")
     images = "data/samples"
