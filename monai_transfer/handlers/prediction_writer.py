@@ -59,6 +59,10 @@ def _preds_from_output(output: Any) -> list[torch.Tensor]:
 class ClassificationPredictionWriter:
     """Collect class probabilities and image ids over an evaluator epoch; write ``<output_dir>/<filename>``.
 
+    The table is written by :func:`monai_transfer.reports.writer.write_predictions_csv` (the project's one
+    predictions writer; label cells and ``correct`` stay empty at inference), followed by the columns ``image`` (the
+    path), ``file_name``, (multi-label: ``prediction_names``) and ``threshold``.
+
     Args:
         output_dir: folder of the CSV (created).
         class_names: class names in label order; default ``class_<k>``.
