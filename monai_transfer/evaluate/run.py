@@ -316,7 +316,11 @@ def evaluate_bundle(
         EvaluationUsageError: missing/bad bundle, checkpoint, images folder, labels CSV, threshold or argument.
     """
     opts = {"ckpt": None, "threshold": None, "calibration": None, "tta": None, "batch_size": 32, "device": None}
-    opts.update({"overrides": None, **kw})
+    opts["overrides"] = None
+    unknown = sorted(set(kw) - set(opts))
+    if unknown:
+        raise TypeError(f"evaluate_bundle() got unexpected keyword argument(s) {unknown}; accepted: {sorted(opts)}")
+    opts.update(kw)
     s = _setup(bundle, images, output, labels, opts)
     result = EvaluationResult()
     label_map: dict[Path, int] = {}
