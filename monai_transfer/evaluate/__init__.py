@@ -10,29 +10,17 @@
 # limitations under the License.
 """Scripted evaluation of a bundle on a folder of test cases: ``python -m monai_transfer.evaluate``.
 
-A thin command line over the bundle's own ``configs/inference.json`` (any bundle that follows the bundle contract of
-``docs/ARCHITECTURE.md``): ``network_def`` with the checkpoint (``--ckpt`` or ``ckpt_path``, loaded and verified by
-:func:`monai_transfer.handlers.model_loader.load_verified_model`, as the bundle's ``VerifiedCheckpointLoader`` does),
-its ``inferer`` (``TTAInferer`` with ``use_tta``/``--tta``) and its ``postprocessing`` (the temperature of
-``calibration.json`` beside the checkpoint, then the activation), ``class_names`` (or the ``channel_def`` of
-``metadata.json``'s ``pred`` output), and:
+A thin command line over the bundle's own ``configs/inference.json``: its ``network_def`` with the checkpoint
+(verified as by the bundle's ``VerifiedCheckpointLoader``), ``inferer`` (``TTAInferer`` with ``--tta``),
+``postprocessing`` (the temperature of ``calibration.json`` beside the checkpoint, then the activation) and
+preprocessing (2D: ``preprocessing``; volumes: ``volume_preprocessing``, ``slicing``, ``aggregation``); see
+:mod:`monai_transfer.engines.bundle_inference` and :mod:`monai_transfer.engines.streaming` (flat memory).
 
-- 2D bundles (``bundles/xray``): ``preprocessing`` (``{"image": path}`` -> ``{"image": (C, H, W)}``);
-- volume bundles (``bundles/ct_slices``): ``volume_preprocessing`` (``{"image": path}`` -> volume dict),
-  ``slicing`` (volume dict -> list of slice dicts with ``image``) and ``aggregation`` (``"mean"``, ``"max"``,
-  ``"topk_mean"`` pooled by :func:`~monai_transfer.data.volumes.aggregate_volume_probs` with ``k`` from
-  ``aggregation_k``; or a dict ``{"method": ..., "k": ...}``; or a callable ``(n_slices, K) -> (K,)``).
-
-Cases are streamed (:mod:`monai_transfer.evaluate.streaming`): flat memory whatever the number of cases.
-
-Bad cases are reported by name (``failures.csv``, ``failures.json`` and the log); the run completes for the good
-ones. Exit codes: 0 (every case evaluated, or failures with ``--tolerate-failures``), 1 (usage or environment
-error: missing bundle, checkpoint or images, bad argument, an invalid ``inference.json``/``metadata.json`` or
-``threshold.json``, a threshold chosen on calibrated probabilities without its calibration, a checkpoint with NaN/inf
-weights, or a report file that cannot be written, e.g. a full disk), 2 (at least one case failed, or none could be
-evaluated). A case fails (exit 2) when it cannot be read (also a dangling symbolic link), has no or a bad label, or
-the network gives it non-finite (NaN) probabilities; such a case is never reported as a prediction. File names that
-are not valid UTF-8 are written with ``\\xNN`` escapes.
+Bad cases are reported by name (``failures.csv``, ``failures.json``, the log) and the run goes on. Exit codes: 0 (every
+case evaluated, or failures with ``--tolerate-failures``), 1 (usage or environment error: bundle, checkpoint,
+images, argument, invalid config or ``threshold.json``, a threshold chosen on calibrated probabilities without its
+calibration, NaN/inf weights, an unwritable report), 2 (some case failed: unreadable, dangling link, no or bad
+label, non-finite probabilities; or none could be evaluated). See ``docs/evaluate.md``.
 
 Example::
 
@@ -42,8 +30,7 @@ Example::
 
 from __future__ import annotations
 
-from monai_transfer.evaluate.bundle import resolve_aggregation as _resolve_aggregation
-from monai_transfer.evaluate.cases import (
+from monai_transfer.data.cases import (
     EXIT_FAILURES,
     EXIT_OK,
     EXIT_USAGE,
@@ -56,6 +43,7 @@ from monai_transfer.evaluate.cases import (
     list_cases,
     read_labels_csv,
 )
+from monai_transfer.engines.bundle_inference import resolve_aggregation as _resolve_aggregation
 from monai_transfer.evaluate.cli import build_arg_parser, main, parse_overrides
 from monai_transfer.evaluate.run import evaluate_bundle
 

@@ -13,55 +13,16 @@
 from __future__ import annotations
 
 import argparse
-import ast
-import json
 import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
-from monai_transfer.evaluate.cases import EXIT_OK, EXIT_USAGE, EvaluationUsageError
+from monai_transfer.data.cases import EXIT_OK, EXIT_USAGE, EvaluationUsageError
 from monai_transfer.evaluate.run import evaluate_bundle, logger
+from monai_transfer.utils.bundle import parse_overrides
 
 __all__ = ["parse_overrides", "build_arg_parser", "main"]
-
-
-def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """Bundle overrides given as ``--id value`` pairs, the way ``python -m monai.bundle run`` takes them.
-
-    Values are read as JSON, then as Python literals (``"['no','yes']"``), else kept as strings; ``--a#b value``
-    sets a nested id. ``--id=value`` works too.
-
-    Raises:
-        EvaluationUsageError: an argument that is not ``--id`` or an id without a value.
-    """
-
-    out: dict[str, Any] = {}
-    items = list(args)
-    i = 0
-    while i < len(items):
-        key = items[i]
-        if not key.startswith("--") or len(key) < 3:
-            raise EvaluationUsageError(f"unexpected argument {key!r}: bundle overrides are --<id> <value> pairs")
-        key = key[2:]
-        if "=" in key:
-            key, text = key.split("=", 1)
-            i += 1
-        elif i + 1 < len(items):
-            text = items[i + 1]
-            i += 2
-        else:
-            raise EvaluationUsageError(f"bundle override --{key} has no value")
-        try:
-            value: Any = json.loads(text)
-        except ValueError:
-            try:
-                value = ast.literal_eval(text)
-            except (ValueError, SyntaxError):
-                value = text
-        out[key] = value
-    return out
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -119,7 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_arg_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        overrides = parse_overrides(extra)
+        try:
+            overrides = parse_overrides(extra)
+        except ValueError as e:
+            raise EvaluationUsageError(str(e)) from e
     except SystemExit as e:  # argparse exits 2 on usage errors; this tool reserves 2 for failed cases
         return EXIT_OK if e.code in (0, None) else EXIT_USAGE
     except EvaluationUsageError as e:

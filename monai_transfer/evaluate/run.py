@@ -21,26 +21,21 @@ from typing import Any
 import torch
 from monai.utils import optional_import
 
-from monai_transfer.evaluate import streaming
-from monai_transfer.evaluate.bundle import Bundle, load_bundle, load_network
-from monai_transfer.evaluate.cases import (
+from monai_transfer.data.cases import (
     EXIT_FAILURES,
     EXIT_OK,
     IMAGE_2D_EXTENSIONS,
     VOLUME_EXTENSIONS,
-    CaseFailure,
-    CasePrediction,
     EvaluationResult,
     EvaluationUsageError,
-    _broken_link,
-    _CaseError,
     _display,
-    _strip_ext,
     list_cases,
     read_labels_csv,
 )
-from monai_transfer.evaluate.outputs import write_failures, write_predictions, write_report, write_summary
+from monai_transfer.engines import streaming
+from monai_transfer.engines.bundle_inference import Bundle, calibration_info, load_bundle, load_network
 from monai_transfer.metrics.threshold import check_threshold_calibration, resolve_binary_threshold
+from monai_transfer.reports.evaluation import write_outputs, write_summary
 from monai_transfer.utils.io import check_output_dir, sha256_file
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
@@ -85,17 +80,6 @@ def _bundle_overrides(overrides: dict | None, calibration: Any, tta: bool | None
     return out
 
 
-def _calibration(b: Bundle) -> dict[str, Any]:
-    """The temperature the bundle's postprocessing applies, and its file (for the report)."""
-    from monai_transfer.transforms import ApplyTemperatured
-
-    path = b.parser.get_parsed_content("calibration_path") if "calibration_path" in b.parser else None
-    ts = [t for t in getattr(b.postprocessing, "transforms", [b.postprocessing]) if isinstance(t, ApplyTemperatured)]
-    temperature = ts[0].t.temperature if ts else None
-    applied = bool(ts) and path is not None and Path(str(path)).is_file()
-    return {"file": None if path is None else _display(str(path)), "temperature": temperature, "applied": applied}
-
-
 def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict) -> tuple[float, Any, str]:
     """``(value, report threshold, source)``; by default the ``threshold.json`` beside the checkpoint."""
     src = str(ckpt.parent / "threshold.json") if threshold is None else str(threshold)
@@ -132,76 +116,13 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
             f"bundle {b.root} is multi-label (mode='multilabel'): this CLI reports single-label (softmax) bundles "
             "only; use the bundle's evaluate.json"
         )
-    cal = _calibration(b)
+    cal = calibration_info(b)
     thr = _threshold(b, kw["threshold"], ckpt, cal)
     try:
         out = check_output_dir(output)
     except OSError as e:
         raise EvaluationUsageError(f"--output {output}: {e}") from e
     return _Setup(b, images_dir, cases, ckpt, dev, out, *thr, calibration=cal)
-
-
-class _CaseLoop:
-    """Streams the cases through the network; collects predictions and named failures, and lets the run go on."""
-
-    def __init__(self, s: _Setup, result: EvaluationResult, labels: dict[Path, int], batch_size: int) -> None:
-        self.s, self.result, self.labels, self.batch_size = s, result, labels, int(batch_size)
-        self.run = streaming.BatchRunner(s.b, load_network(s.b, s.ckpt, s.device), s.device)
-        self.pending: list[tuple[Path, torch.Tensor]] = []
-
-    def name_of(self, p: Path) -> str:
-        return _display(p.relative_to(self.s.images_dir).as_posix())
-
-    def fail(self, p: Path, stage: str, reason: str) -> None:
-        self.result.failures.append(CaseFailure(self.name_of(p), str(p), stage, reason))
-        logger.error(f"case {self.name_of(p)!r} failed ({stage}): {reason}")
-
-    def add(self, p: Path, probs: Any, n_slices: int | None = None) -> None:
-        pred = CasePrediction(_strip_ext(self.name_of(p)), str(p), probs, self.labels.get(p), n_slices)
-        self.result.predictions.append(pred)
-
-    def _one(self, p: Path, t: torch.Tensor) -> torch.Tensor | None:
-        try:
-            return self.run([t])[0]
-        except EvaluationUsageError:
-            raise
-        except Exception as e:
-            self.fail(p, "inference", f"{type(e).__name__}: {e}")
-            return None
-
-    def flush(self) -> None:
-        """Run the pending 2D images as one batch; after an error, one by one to find the bad case(s)."""
-        if not self.pending:
-            return
-        try:
-            probs = self.run([t for _, t in self.pending])
-        except EvaluationUsageError:
-            raise
-        except Exception:
-            probs = None
-        for i, (p, t) in enumerate(self.pending):
-            row = probs[i] if probs is not None else self._one(p, t)
-            if row is None:
-                continue
-            if not bool(torch.isfinite(row).all()):
-                self.fail(p, "inference", streaming.non_finite_reason("this image"))
-                continue
-            self.add(p, row.double().numpy())
-        self.pending.clear()
-
-    def case(self, path: Path) -> None:
-        broken = _broken_link(path)
-        if broken:
-            return self.fail(path, "read", broken)
-        try:
-            if self.s.b.kind == "volume":
-                probs, n_slices = streaming.volume_case(self.s.b, path, self.run, self.batch_size)
-                return self.add(path, probs, n_slices)
-            self.pending.append((path, streaming.image_case(self.s.b, path)))
-            if len(self.pending) >= self.batch_size:
-                self.flush()
-        except _CaseError as e:
-            self.fail(path, e.stage, e.reason)
 
 
 def _exit_code(s: _Setup, result: EvaluationResult, tolerate_failures: bool) -> int:
@@ -239,25 +160,6 @@ def _meta(s: _Setup, labels: Any, n_failed: int) -> dict[str, Any]:
     }
 
 
-def _write_outputs(s: _Setup, result: EvaluationResult, labels: Any, n_bootstrap: int) -> dict[str, Any]:
-    """The report (labelled cases), ``predictions.csv`` (every case), the failure files; returns the meta."""
-    binary = len(s.b.class_names) == 2
-    meta = _meta(s, labels, len(result.failures))
-    labelled = [p for p in result.predictions if p.label is not None]
-    if labels is not None and labelled:
-        thr = s.threshold_report if binary else None
-        result.files.update(write_report(s.out, labelled, s.b.class_names, thr, meta=meta, n_bootstrap=n_bootstrap))
-    elif labels is not None:
-        logger.warning("no labelled case could be evaluated: metrics.json and the plots are not written")
-    thr_used = s.threshold if binary else None
-    volume = s.b.kind == "volume"
-    preds_csv = write_predictions(s.out / "predictions.csv", result.predictions, s.b.class_names, thr_used, volume)
-    result.files["predictions"] = preds_csv
-    result.files.update(write_failures(s.out, result.failures))
-    source = s.threshold_source if binary else "arg-max (no threshold)"
-    return {**meta, "threshold": {"value": thr_used, "source": source}, "n_labelled": len(labelled)}
-
-
 def _log_start(s: _Setup) -> None:
     logger.info(
         f"evaluating {len(s.cases)} case(s) from {s.images_dir} with bundle {s.b.root} ({s.b.kind}, classes "
@@ -270,7 +172,10 @@ def _log_start(s: _Setup) -> None:
 
 def _finish(s: _Setup, result: EvaluationResult, labels: Any, n_bootstrap: int, tolerate_failures: bool) -> None:
     """Write every output file, set the exit code, write ``summary.json``."""
-    summary = _write_outputs(s, result, labels, n_bootstrap)
+    thr = (s.threshold, s.threshold_report, s.threshold_source)
+    meta = _meta(s, labels, len(result.failures))
+    volume = s.b.kind == "volume"
+    summary = write_outputs(s.out, result, s.b.class_names, volume, thr, meta, labels is not None, n_bootstrap, logger)
     result.exit_code = _exit_code(s, result, tolerate_failures)
     summary.update(output=_display(str(s.out)), device=str(s.device), class_names=s.b.class_names)
     summary.update(n_cases_found=len(s.cases), n_evaluated=len(result.predictions), exit_code=result.exit_code)
@@ -326,7 +231,8 @@ def evaluate_bundle(
     label_map: dict[Path, int] = {}
     if labels is not None:
         label_map, result.failures = read_labels_csv(labels, s.images_dir, s.cases, s.b.class_names)
-    loop = _CaseLoop(s, result, label_map, opts["batch_size"])
+    run = streaming.BatchRunner(s.b, load_network(s.b, s.ckpt, s.device), s.device)
+    loop = streaming.CaseLoop(s.b, run, s.images_dir, result, label_map, opts["batch_size"], logger)
     _log_start(s)
     for f in result.failures:
         logger.error(f"case {f.case!r} failed ({f.stage}): {f.reason}")

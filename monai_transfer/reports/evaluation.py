@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import logging
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict
@@ -27,13 +28,13 @@ from typing import Any
 import numpy as np
 from monai.utils import optional_import
 
-from monai_transfer.evaluate.cases import CaseFailure, CasePrediction, EvaluationUsageError, _display
+from monai_transfer.data.cases import CaseFailure, CasePrediction, EvaluationResult, EvaluationUsageError, _display
 from monai_transfer.reports.writer import write_classification_report, write_predictions_csv
 from monai_transfer.utils.io import atomic_write_json, atomic_write_text
 
 resource, _has_resource = optional_import("resource")  # not on Windows
 
-__all__ = ["write_report", "write_predictions", "write_failures", "write_summary", "peak_rss_mb"]
+__all__ = ["write_outputs", "write_report", "write_predictions", "write_failures", "write_summary", "peak_rss_mb"]
 
 
 @contextlib.contextmanager
@@ -121,3 +122,39 @@ def write_summary(out: Path, summary: dict[str, Any]) -> Path:
     """``summary.json`` (what was evaluated, how, the exit code and the peak memory)."""
     with _writing(out / "summary.json"):
         return atomic_write_json(out / "summary.json", {**summary, "peak_rss_mb": peak_rss_mb()})
+
+
+def write_outputs(
+    out: Path,
+    result: EvaluationResult,
+    class_names: list[str],
+    volume: bool,
+    threshold: tuple[float, Any, str],
+    meta: dict[str, Any],
+    labels_given: bool,
+    n_bootstrap: int,
+    log: logging.Logger,
+) -> dict[str, Any]:
+    """The report (labelled cases), ``predictions.csv`` (every case) and the failure files of an evaluation.
+
+    Args:
+        threshold: ``(value, what the report reads (a threshold file or value), source)``; used for 2 classes only.
+
+    Returns:
+        the start of ``summary.json``: ``meta``, the threshold used and the number of labelled cases.
+    """
+    binary = len(class_names) == 2
+    value, report_threshold, source = threshold
+    labelled = [p for p in result.predictions if p.label is not None]
+    if labels_given and labelled:
+        thr = report_threshold if binary else None
+        result.files.update(write_report(out, labelled, class_names, thr, meta=meta, n_bootstrap=n_bootstrap))
+    elif labels_given:
+        log.warning("no labelled case could be evaluated: metrics.json and the plots are not written")
+    thr_used = value if binary else None
+    result.files["predictions"] = write_predictions(
+        out / "predictions.csv", result.predictions, class_names, thr_used, volume
+    )
+    result.files.update(write_failures(out, result.failures))
+    source = source if binary else "arg-max (no threshold)"
+    return {**meta, "threshold": {"value": thr_used, "source": source}, "n_labelled": len(labelled)}

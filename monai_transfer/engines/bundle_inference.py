@@ -31,10 +31,10 @@ from typing import Any
 
 import torch
 
+from monai_transfer.data.cases import EvaluationUsageError, _display
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_volume_probs
-from monai_transfer.evaluate.cases import EvaluationUsageError, _display
 
-__all__ = ["load_bundle", "load_network", "resolve_aggregation"]
+__all__ = ["Bundle", "load_bundle", "load_network", "resolve_aggregation", "calibration_info"]
 
 _DEFAULT_TOPK = 3
 
@@ -242,3 +242,14 @@ def load_network(b: Bundle, ckpt: Path, device: torch.device) -> torch.nn.Module
         raise EvaluationUsageError(f"checkpoint {ckpt} does not fit the bundle's network_def: {e}") from e
     _check_finite_weights(net, ckpt)
     return net.to(device).eval()
+
+
+def calibration_info(b: Bundle) -> dict[str, Any]:
+    """The temperature the bundle's postprocessing applies, and its file (for the report)."""
+    from monai_transfer.transforms import ApplyTemperatured
+
+    path = b.parser.get_parsed_content("calibration_path") if "calibration_path" in b.parser else None
+    ts = [t for t in getattr(b.postprocessing, "transforms", [b.postprocessing]) if isinstance(t, ApplyTemperatured)]
+    temperature = ts[0].t.temperature if ts else None
+    applied = bool(ts) and path is not None and Path(str(path)).is_file()
+    return {"file": None if path is None else _display(str(path)), "temperature": temperature, "applied": applied}

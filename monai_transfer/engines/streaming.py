@@ -18,6 +18,7 @@ batch, whatever the number of cases.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_transfer.evaluate.bundle import Bundle
-from monai_transfer.evaluate.cases import VOLUME_EXTENSIONS, EvaluationUsageError, _CaseError
+from monai_transfer.data.cases import (
+    VOLUME_EXTENSIONS,
+    CaseFailure,
+    CasePrediction,
+    EvaluationResult,
+    EvaluationUsageError,
+    _broken_link,
+    _CaseError,
+    _display,
+    _strip_ext,
+)
+from monai_transfer.engines.bundle_inference import Bundle
 
-__all__ = ["BatchRunner", "volume_case", "image_case", "non_finite_reason"]
+__all__ = ["BatchRunner", "CaseLoop", "volume_case", "image_case", "non_finite_reason"]
 
 
 def _nifti_shape(path: Path) -> tuple[int, ...] | None:
@@ -238,3 +249,86 @@ def _preprocess(transform: Callable, name: str, path: Path) -> dict:
     if not isinstance(data, dict) or "image" not in data:
         raise _CaseError("read", f"{name} must return a dict with 'image', got {type(data).__name__}")
     return data
+
+
+class CaseLoop:
+    """Streams the cases of a folder through a :class:`BatchRunner`; collects the predictions and the failing cases
+    by name (logged), and lets the run go on.
+
+    Args:
+        b: the bundle's components.
+        run: the runner (network, inferer, postprocessing).
+        images_dir: the folder the case names are relative to.
+        result: receives ``predictions`` and ``failures``.
+        labels: ``{case path: label}``.
+        batch_size: 2D images (or slices of a volume) per forward pass.
+        log: where failures are logged.
+    """
+
+    def __init__(
+        self,
+        b: Bundle,
+        run: BatchRunner,
+        images_dir: Path,
+        result: EvaluationResult,
+        labels: dict[Path, int],
+        batch_size: int,
+        log: logging.Logger,
+    ) -> None:
+        self.b, self.run, self.images_dir, self.result, self.labels = b, run, Path(images_dir), result, labels
+        self.batch_size, self.log = int(batch_size), log
+        self.pending: list[tuple[Path, torch.Tensor]] = []
+
+    def name_of(self, p: Path) -> str:
+        return _display(p.relative_to(self.images_dir).as_posix())
+
+    def fail(self, p: Path, stage: str, reason: str) -> None:
+        self.result.failures.append(CaseFailure(self.name_of(p), str(p), stage, reason))
+        self.log.error(f"case {self.name_of(p)!r} failed ({stage}): {reason}")
+
+    def add(self, p: Path, probs: Any, n_slices: int | None = None) -> None:
+        pred = CasePrediction(_strip_ext(self.name_of(p)), str(p), probs, self.labels.get(p), n_slices)
+        self.result.predictions.append(pred)
+
+    def _one(self, p: Path, t: torch.Tensor) -> torch.Tensor | None:
+        try:
+            return self.run([t])[0]
+        except EvaluationUsageError:
+            raise
+        except Exception as e:
+            self.fail(p, "inference", f"{type(e).__name__}: {e}")
+            return None
+
+    def flush(self) -> None:
+        """Run the pending 2D images as one batch; after an error, one by one to find the bad case(s)."""
+        if not self.pending:
+            return
+        try:
+            probs = self.run([t for _, t in self.pending])
+        except EvaluationUsageError:
+            raise
+        except Exception:
+            probs = None
+        for i, (p, t) in enumerate(self.pending):
+            row = probs[i] if probs is not None else self._one(p, t)
+            if row is None:
+                continue
+            if not bool(torch.isfinite(row).all()):
+                self.fail(p, "inference", non_finite_reason("this image"))
+                continue
+            self.add(p, row.double().numpy())
+        self.pending.clear()
+
+    def case(self, path: Path) -> None:
+        broken = _broken_link(path)
+        if broken:
+            return self.fail(path, "read", broken)
+        try:
+            if self.b.kind == "volume":
+                probs, n_slices = volume_case(self.b, path, self.run, self.batch_size)
+                return self.add(path, probs, n_slices)
+            self.pending.append((path, image_case(self.b, path)))
+            if len(self.pending) >= self.batch_size:
+                self.flush()
+        except _CaseError as e:
+            self.fail(path, e.stage, e.reason)
