@@ -347,18 +347,18 @@ def test_memory_does_not_grow_with_case_count(vol_bundle, adrenal, tmp_path, mon
         pytest.skip("needs /proc/self/statm (Linux) to read the resident set size")
     import os
 
-    import monai_transfer.evaluate as ev
+    import monai_transfer.evaluate.run as ev
 
     page = os.sysconf("SC_PAGE_SIZE")
     rss: list[float] = []
-    real = ev._volume_case
+    real = ev.streaming.volume_case
 
     def spy(*a, **k):
         res = real(*a, **k)
         rss.append(int(statm.read_text().split()[1]) * page / (1 << 20))
         return res
 
-    monkeypatch.setattr(ev, "_volume_case", spy)
+    monkeypatch.setattr(ev.streaming, "volume_case", spy)
     code = main(["--bundle", str(vol_bundle), "--images", str(adrenal[0]), "--output", str(tmp_path / "o")] + FAST)
     assert code == EXIT_OK and len(rss) == 24
     growth = max(rss[4:]) - rss[3]

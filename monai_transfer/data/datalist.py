@@ -48,6 +48,7 @@ __all__ = [
     "UNCERTAIN_POLICIES",
     "IGNORED_LABEL",
     "infer_task_mode",
+    "list_image_files",
 ]
 
 logger = logging.getLogger(__name__)
@@ -693,3 +694,34 @@ def infer_task_mode(items: Sequence[Mapping[str, Any]], num_classes: int | None 
         raise DatalistError("labels mix vectors (multi-label) and single classes; use one kind for the whole list.")
     k = int(num_classes) if num_classes is not None else len({str(v) for v in labels})
     return "binary" if k <= 2 else "multiclass"
+
+
+def list_image_files(
+    root: str | os.PathLike, extensions: Sequence[str] | None = None, recursive: bool = True
+) -> list[Path]:
+    """Every file under ``root`` ending in ``extensions``: the project's one listing of an unlabelled image folder
+    (``python -m monai_transfer.evaluate``, the ``datalist`` of the bundles' ``inference.json``).
+
+    Hidden files and folders (``.name``) are skipped. Broken symbolic links with such a name (dangling, or a link
+    loop) are listed too, so that the caller reports them as failed cases instead of dropping them silently.
+
+    Args:
+        root: the folder.
+        extensions: accepted file endings (case-insensitive); default :data:`DEFAULT_EXTENSIONS`.
+        recursive: search sub-folders too.
+
+    Returns:
+        the files, sorted by their path relative to ``root``.
+    """
+    root = Path(root)
+    exts = tuple(e.lower() for e in (extensions if extensions is not None else DEFAULT_EXTENSIONS))
+    found = []
+    for p in root.rglob("*") if recursive else root.iterdir():
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if not p.is_file() and not (p.is_symlink() and not p.exists()):
+            continue
+        if p.name.lower().endswith(exts):
+            found.append(p)
+    return sorted(found, key=lambda q: q.relative_to(root).as_posix())

@@ -22,8 +22,6 @@ Bundle example (``inference.json``)::
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -34,8 +32,8 @@ import torch
 from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.handlers.report_writer import ids_from_output
-from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
-from monai_transfer.utils.io import atomic_write_text
+from monai_transfer.metrics.threshold import ThresholdLike, resolve_binary_threshold, resolve_threshold
+from monai_transfer.reports.writer import write_predictions_csv
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -60,6 +58,10 @@ def _preds_from_output(output: Any) -> list[torch.Tensor]:
 
 class ClassificationPredictionWriter:
     """Collect class probabilities and image ids over an evaluator epoch; write ``<output_dir>/<filename>``.
+
+    The table is written by :func:`monai_transfer.reports.writer.write_predictions_csv` (the project's one
+    predictions writer; label cells and ``correct`` stay empty at inference), followed by the columns ``image`` (the
+    path), ``file_name``, (multi-label: ``prediction_names``) and ``threshold``.
 
     Args:
         output_dir: folder of the CSV (created).
@@ -131,20 +133,25 @@ class ClassificationPredictionWriter:
         self._ids.extend(str(i) if i is not None else f"case_{start + j:05d}" for j, i in enumerate(ids))
         self._preds.extend(preds)
 
-    def _resolve_threshold(self) -> float:
+    def _thresholds(self, k: int) -> float | list[float] | None:
+        """The threshold(s) in use (:func:`~monai_transfer.metrics.threshold.resolve_binary_threshold` rules: a
+        missing file means 0.5, logged); ``None`` for arg-max."""
+        if self.mode == "multiclass" or (self.mode is None and k != 2):
+            return None
+        if self.mode != "multilabel":
+            return resolve_binary_threshold(self.threshold, missing_ok=True)[0]
         thr = self.threshold
         if isinstance(thr, (str, os.PathLike)) and not Path(thr).is_file():
             logger.warning(f"threshold file {thr} not found: predictions use the default threshold 0.5")
-            return 0.5
-        value = resolve_threshold(thr)
-        if isinstance(value, list):
-            if len(value) != 1:
-                raise ValueError(f"threshold must be one number for a 2-class output, got {value} from {thr!r}")
-            value = value[0]
-        return float(value)
+            thr = None
+        t = [float(v) for v in torch.as_tensor(resolve_threshold(thr), dtype=torch.float64).reshape(-1)]
+        if len(t) not in (1, k):
+            raise ValueError(f"threshold must be one number or one per label ({k}), got {t}")
+        return t * k if len(t) == 1 else t
 
     def __call__(self, engine: Engine) -> None:
-        """Write the CSV of the collected epoch (on ``save_rank`` only).
+        """Write the CSV of the collected epoch (on ``save_rank`` only) with
+        :func:`~monai_transfer.reports.writer.write_predictions_csv` (no label columns filled: inference).
 
         Raises:
             RuntimeError: no prediction was collected.
@@ -155,55 +162,23 @@ class ClassificationPredictionWriter:
                 return
         if not self._preds:
             raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
-        probs = torch.stack(self._preds)
+        probs = torch.stack(self._preds).double()  # float64 like the report's metrics
         k = probs.shape[1]
         names = self.class_names if self.class_names is not None else [f"class_{i}" for i in range(k)]
         if len(names) != k:
             raise ValueError(f"class_names has {len(names)} entries ({names}) but the network gives {k} probabilities")
-        if self.mode == "multilabel":
-            self.last_path = self._write_multilabel(probs, names)
-            return
-        if k == 2 and self.mode != "multiclass":
-            self.threshold_used = self._resolve_threshold()
-            pred = (probs[:, 1] >= self.threshold_used).long()
-        else:
-            self.threshold_used = None
-            pred = probs.argmax(1)
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["image", "file_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name", "threshold"])
-        thr_text = "" if self.threshold_used is None else f"{self.threshold_used:.6f}"
-        for i, case in enumerate(self._ids):
-            p = int(pred[i])
-            w.writerow([case, Path(case).name, *[f"{v:.6f}" for v in probs[i].tolist()], p, names[p], thr_text])
+        self.threshold_used = self._thresholds(k)  # type: ignore[assignment]
+        mode = self.mode or ("binary" if k == 2 else "multiclass")
+        thr = self.threshold_used
+        thr_text = "" if thr is None else ";".join(f"{v:.6f}" for v in (thr if isinstance(thr, list) else [thr]))
+        extra = {"image": self._ids, "file_name": [Path(c).name for c in self._ids]}
+        if mode == "multilabel":
+            pred = probs >= torch.as_tensor(thr, dtype=torch.float64)[None, :]
+            extra["prediction_names"] = [";".join(n for n, v in zip(names, row.tolist()) if v) for row in pred]
+        extra["threshold"] = [thr_text] * len(self._ids)
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        self.last_path = atomic_write_text(self.output_dir / self.filename, buf.getvalue())
+        self.last_path = write_predictions_csv(
+            self.output_dir / self.filename, probs.numpy(), None, ids=self._ids, class_names=names, mode=mode,
+            threshold=0.5 if thr is None else thr, extra_columns=extra,
+        )  # fmt: skip
         logger.info(f"wrote {len(self._ids)} predictions to {self.last_path}")
-
-    def _write_multilabel(self, probs: torch.Tensor, names: list[str]) -> Path:
-        thr = self.threshold
-        if isinstance(thr, (str, os.PathLike)) and not Path(thr).is_file():
-            logger.warning(f"threshold file {thr} not found: predictions use the default threshold 0.5")
-            thr = None
-        t = torch.as_tensor(resolve_threshold(thr), dtype=torch.float64).reshape(-1)
-        if t.numel() not in (1, len(names)):
-            raise ValueError(f"threshold must be one number or one per label ({len(names)}), got {t.tolist()}")
-        t = t.expand(len(names)) if t.numel() == 1 else t
-        self.threshold_used = [float(v) for v in t]  # type: ignore[assignment]
-        pred = (probs.double() >= t[None, :]).long()  # float64 like the report's metrics
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(
-            ["image", "file_name", *[f"prob_{c}" for c in names], *[f"pred_{c}" for c in names], "prediction_names"]
-            + ["threshold"]
-        )
-        thr_text = ";".join(f"{v:.6f}" for v in self.threshold_used)
-        for i, case in enumerate(self._ids):
-            positive = ";".join(n for n, v in zip(names, pred[i].tolist()) if v)
-            w.writerow(
-                [case, Path(case).name, *[f"{v:.6f}" for v in probs[i].tolist()], *pred[i].tolist(), positive, thr_text]
-            )
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = atomic_write_text(self.output_dir / self.filename, buf.getvalue())
-        logger.info(f"wrote {len(self._ids)} multi-label predictions to {path}")
-        return path

@@ -113,7 +113,11 @@ class ClassificationBundleInferTask(BundleInferTask):
         :func:`~monai_transfer.utils.io.safe_torch_load` (an unsafe or damaged file is refused naming it), and a
         checkpoint whose ``models/model.json`` disagrees with the bundle's ``model_spec`` (class names, image size,
         backbone, normalisation) raises :class:`~monai_transfer.utils.run_bundle.CheckpointConfigMismatchError`
-        naming both values instead of answering with scores of the wrong classes or size.
+        naming both values instead of answering with scores of the wrong classes or size. A ``threshold.json`` chosen
+        on calibrated probabilities without the ``calibration.json`` the bundle's ``postprocessing`` applies (or the
+        reverse) is refused (:func:`~monai_transfer.metrics.threshold.check_threshold_calibration`). Calibration
+        (``ApplyTemperatured``), test-time augmentation (``use_tta``) and ensembles (``num_members``) come from the
+        bundle's ``inference.json`` like in every other inference path.
         """
         path = self.get_path()
         if path and str(path).endswith((".pt", ".pth")) and os.path.isfile(path):
@@ -125,6 +129,13 @@ class ClassificationBundleInferTask(BundleInferTask):
                 if self.bundle_config.get("model_spec") is not None:
                     spec = self.bundle_config.get_parsed_content("model_spec")
                     check_checkpoint_record(path, spec, source=f"bundle {self.bundle_path}")
+                cfg = self.bundle_config
+                if cfg.get("threshold_path") is not None and cfg.get("calibration_path") is not None:
+                    from monai_transfer.metrics.threshold import check_threshold_calibration
+
+                    # a threshold chosen on calibrated probabilities needs the calibration.json the postprocessing reads
+                    thr, cal = cfg.get_parsed_content("threshold_path"), cfg.get_parsed_content("calibration_path")
+                    check_threshold_calibration(thr, cal)
                 safe_torch_load(path)  # an unsafe or damaged file is refused with its name (MONAI Label's is not)
                 self._verified = stamp
         return super()._get_network(device, data)

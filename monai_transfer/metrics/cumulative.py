@@ -20,43 +20,17 @@ files, volume pooling): probabilities, labels and ids, gathered across ranks in 
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from typing import Any, Union
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from monai.metrics import CumulativeIterationMetric
 
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
-from monai_transfer.metrics.threshold import load_threshold
+from monai_transfer.metrics.threshold import ThresholdLike, resolve_threshold  # re-exported here
 
 __all__ = ["ThresholdLike", "resolve_threshold", "ClassificationMetrics", "PredictionBuffer"]
-
-#: a threshold given directly, as a JSON file written by ``save_threshold``, or as a callable returning it.
-ThresholdLike = Union[float, Sequence[float], str, os.PathLike, Callable[[], Any], None]
-
-
-def resolve_threshold(threshold: ThresholdLike, default: float = 0.5) -> float | list[float]:
-    """Turn a :data:`ThresholdLike` into a number (or a per-label list) at the time it is needed.
-
-    Args:
-        threshold: ``None`` (use ``default``), a float, a per-label sequence, a path to a threshold JSON file
-            (read now, so a file written after construction is picked up), or a zero-argument callable.
-        default: value used for ``None``.
-
-    Raises:
-        FileNotFoundError / ValueError: a threshold file is missing or invalid (see ``load_threshold``).
-    """
-    if threshold is None:
-        return float(default)
-    if isinstance(threshold, (str, os.PathLike)):
-        return load_threshold(threshold)
-    if callable(threshold):
-        return resolve_threshold(threshold(), default)
-    if isinstance(threshold, (int, float)):
-        return float(threshold)
-    return [float(t) for t in threshold]
 
 
 class ClassificationMetrics(CumulativeIterationMetric):

@@ -17,19 +17,35 @@ validation set, so the chosen value reproduces the validation sensitivity/specif
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import numpy as np
 
 from monai_transfer.metrics.functional import UndefinedMetricWarning, compute_roc_curve, prepare_inputs
 from monai_transfer.utils.io import atomic_write_json
 
-__all__ = ["THRESHOLD_METHODS", "DEFAULT_THRESHOLD", "select_threshold", "save_threshold", "load_threshold"]
+__all__ = [
+    "THRESHOLD_METHODS",
+    "DEFAULT_THRESHOLD",
+    "ThresholdLike",
+    "select_threshold",
+    "save_threshold",
+    "load_threshold",
+    "resolve_threshold",
+    "resolve_binary_threshold",
+    "check_threshold_calibration",
+]
+
+logger = logging.getLogger(__name__)
+
+#: a threshold given directly, as a JSON file written by ``save_threshold``, or as a callable returning it.
+ThresholdLike = Union[float, Sequence[float], str, os.PathLike, Callable[[], Any], None]
 
 THRESHOLD_METHODS = ("youden", "sensitivity")
 #: the threshold of a multi-label label that cannot be selected (absent from the validation data)
@@ -166,3 +182,114 @@ def load_threshold(path: str | os.PathLike) -> float | list[float]:
                 "finite and in [0, 1]"
             )
     return float(values[0]) if single else [float(v) for v in values]
+
+
+def resolve_threshold(threshold: ThresholdLike, default: float = 0.5) -> float | list[float]:
+    """Turn a :data:`ThresholdLike` into a number (or a per-label list) at the time it is needed.
+
+    The one threshold resolver of the project: metrics, reports, the prediction writer and the evaluation CLI use it
+    (directly or through :func:`resolve_binary_threshold`).
+
+    Args:
+        threshold: ``None`` (use ``default``), a float, a per-label sequence, a path to a threshold JSON file
+            (read now, so a file written after construction is picked up), or a zero-argument callable.
+        default: value used for ``None``.
+
+    Raises:
+        FileNotFoundError / ValueError: a threshold file is missing or invalid (see :func:`load_threshold`).
+    """
+    if threshold is None:
+        return float(default)
+    if isinstance(threshold, (str, os.PathLike)):
+        return load_threshold(threshold)
+    if callable(threshold):
+        return resolve_threshold(threshold(), default)
+    if isinstance(threshold, (int, float)):
+        return float(threshold)
+    return [float(t) for t in threshold]
+
+
+def resolve_binary_threshold(
+    threshold: ThresholdLike | str, missing_ok: bool = True, default: float = DEFAULT_THRESHOLD
+) -> tuple[float, str]:
+    """The single decision threshold of a 2-class output and where it came from.
+
+    Args:
+        threshold: ``None`` (``default``), a number, a numeric string (a command-line value), a threshold JSON path
+            (e.g. ``models/threshold.json`` beside the checkpoint), or a callable.
+        missing_ok: a path that does not exist gives ``default`` (logged) instead of an error.
+        default: the value for ``None`` or a missing file.
+
+    Returns:
+        ``(value, source)``; ``source`` is ``"file <path>"``, ``"given"`` or ``"default 0.5 (...)"``.
+
+    Raises:
+        ValueError: a number outside [0, 1], a string that is neither a number nor a file, an invalid threshold
+            file (named), or a file holding more than one value.
+    """
+    if threshold is None:
+        return float(default), f"default {default:g}"
+    if isinstance(threshold, str):
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            if not Path(threshold).is_file() and not missing_ok:
+                raise ValueError(f"threshold {threshold!r} is neither a number nor an existing file") from None
+    if isinstance(threshold, (str, os.PathLike)):
+        if not Path(threshold).is_file():
+            if not missing_ok:
+                raise FileNotFoundError(f"threshold file not found: {threshold}")
+            logger.warning(f"threshold file {threshold} not found: predictions use the default threshold {default:g}")
+            return float(default), f"default {default:g} (no threshold file {threshold})"
+        source = f"file {threshold}"
+    else:
+        source = "given"
+    value = resolve_threshold(threshold, default)
+    if isinstance(value, list):
+        if len(value) != 1:
+            raise ValueError(f"threshold {threshold} holds {len(value)} values; one is needed for 2 classes")
+        value = value[0]
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise ValueError(f"threshold must be in [0, 1], got {value}")
+    return float(value), source
+
+
+def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.PathLike | None) -> str | None:
+    """Refuse a threshold chosen on other probabilities than the ones it is applied to.
+
+    A ``threshold.json`` written by the training (``applies_to``) says whether it was chosen on uncalibrated
+    probabilities or after temperature scaling with a ``calibration.json``. Inference applies the calibration when
+    ``calibration`` is an existing file (``ApplyTemperatured(allow_missing=True)``), so both must agree.
+
+    Args:
+        threshold: the threshold in use; only a JSON path with an ``applies_to`` entry is checked.
+        calibration: the calibration file inference applies (``None`` or a missing file: no calibration).
+
+    Returns:
+        the ``applies_to`` text (``None`` when there is none).
+
+    Raises:
+        ValueError: naming both files, when one says calibrated and the other is absent (or vice versa).
+    """
+    if not isinstance(threshold, (str, os.PathLike)) or not Path(threshold).is_file():
+        return None
+    try:
+        obj = json.loads(Path(threshold).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"threshold file {threshold} is not valid JSON: {e}") from e
+    applies_to = obj.get("applies_to") if isinstance(obj, dict) else None
+    if not isinstance(applies_to, str):
+        return None
+    calibrated = calibration is not None and Path(calibration).is_file()
+    wants = applies_to.startswith("probabilities after temperature scaling")
+    if wants and not calibrated:
+        raise ValueError(
+            f"threshold file {threshold} applies to {applies_to}, but no calibration file {calibration} is applied: "
+            "restore the calibration.json beside the checkpoint, or pass a threshold chosen on raw probabilities"
+        )
+    if not wants and calibrated and applies_to == "uncalibrated probabilities":
+        raise ValueError(
+            f"threshold file {threshold} applies to uncalibrated probabilities, but calibration {calibration} is "
+            "applied: remove it (--calibration none) or choose the threshold on calibrated probabilities"
+        )
+    return applies_to

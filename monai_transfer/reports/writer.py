@@ -66,6 +66,35 @@ def _threshold_source(threshold: ThresholdLike) -> str:
     return "callable" if callable(threshold) else "given"
 
 
+def _label_cells(y_true: Any, y_prob: Any, mode: str) -> tuple[Any, np.ndarray]:
+    """``y_true`` with unknown labels (``None``) replaced by 0, and the mask of known labels."""
+    p = np.asarray(y_prob)
+    n = len(p)
+    if y_true is None:
+        shape = p.shape if mode == "multilabel" else (n,)
+        return np.zeros(shape, dtype=np.int64), np.zeros(n, dtype=bool)
+    items = list(y_true)
+    known = np.array([v is not None for v in items], dtype=bool)
+    if known.all():
+        return y_true, known
+    filler = next((np.zeros_like(np.asarray(v)) for v in items if v is not None), 0)
+    return np.asarray([v if v is not None else filler for v in items]), known
+
+
+def _multilabel_rows(w: Any, ids: list, names: list, y: Any, probs: Any, pred: Any, known: Any, extra: dict) -> None:
+    """The multi-label table: ``label_<name>``, ``prob_<name>``, ``pred_<name>``, ``correct``, then ``extra``."""
+    n = len(ids)
+    w.writerow(
+        ["id", *[f"label_{c}" for c in names], *[f"prob_{c}" for c in names], *[f"pred_{c}" for c in names]]
+        + ["correct", *extra]
+    )
+    for i in range(n):
+        lab = y[i].tolist() if known[i] else [""] * len(names)
+        ok = int((pred[i] == y[i]).all()) if known[i] else ""
+        probs_i = [f"{v:.6f}" for v in probs[i]]
+        w.writerow([ids[i], *lab, *probs_i, *pred[i].tolist(), ok, *[v[i] for v in extra.values()]])
+
+
 def write_predictions_csv(
     path: str | os.PathLike,
     y_prob: Any,
@@ -74,61 +103,56 @@ def write_predictions_csv(
     class_names: Sequence[str] | None = None,
     mode: str = "binary",
     threshold: float | Sequence[float] = 0.5,
+    extra_columns: Mapping[str, Sequence[Any]] | None = None,
 ) -> Path:
     """One row per case: ``id``, label(s), per-class probabilities ``prob_<class>``, prediction(s), ``correct``.
 
+    The one writer of prediction tables: the report (:func:`write_classification_report`), the evaluation CLI
+    (:mod:`monai_transfer.evaluate`) and the inference handler
+    (:class:`~monai_transfer.handlers.prediction_writer.ClassificationPredictionWriter`) all call it.
+
     Binary/multi-class: ``label``, ``label_name``, ``prediction``, ``prediction_name``; multi-label:
     ``label_<name>`` and ``pred_<name>`` per label. Probabilities are written with 6 decimals.
+
+    Args:
+        path: the CSV file.
+        y_prob: probabilities (see :func:`~monai_transfer.metrics.functional.prepare_inputs`).
+        y_true: labels; ``None`` (no labels: inference) or ``None`` entries leave the label cells and ``correct``
+            empty for those cases.
+        ids: case ids; default ``case_00000``...
+        class_names: class names.
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        threshold: decision threshold (binary / per label).
+        extra_columns: ``{column: one value per case}`` appended after the standard columns (e.g. ``image``,
+            ``threshold``, ``n_slices``).
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    n = len(p)
+    n = len(np.asarray(y_prob))
+    y_filled, known = _label_cells(y_true, y_prob, mode)
+    p, y = prepare_inputs(y_prob, y_filled, mode)
     k = 2 if mode == "binary" else p.shape[1]
     names = list(class_names) if class_names is not None else default_class_names(mode, k)
     ids = [str(i) for i in ids] if ids is not None else [f"case_{i:05d}" for i in range(n)]
-    if len(ids) != n:
-        raise ValueError(f"ids must have one entry per case ({n}), got {len(ids)}")
+    extra = {c: list(v) for c, v in (extra_columns or {}).items()}
+    if len(ids) != n or any(len(v) != n for v in extra.values()):
+        raise ValueError(f"ids and extra columns must have one entry per case ({n}), got {len(ids)} ids")
     probs = np.concatenate([1 - p, p], 1) if mode == "binary" else p
     pred = _predict(p, mode, threshold)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if mode == "multilabel":
-        w.writerow(
-            [
-                "id",
-                *[f"label_{c}" for c in names],
-                *[f"prob_{c}" for c in names],
-                *[f"pred_{c}" for c in names],
-                "correct",
-            ]
-        )
-        for i in range(n):
-            w.writerow(
-                [
-                    ids[i],
-                    *y[i].tolist(),
-                    *[f"{v:.6f}" for v in probs[i]],
-                    *pred[i].tolist(),
-                    int((pred[i] == y[i]).all()),
-                ]
-            )
-    else:
-        lab = y[:, 0] if mode == "binary" else y.argmax(1)
-        prd = pred[:, 0] if mode == "binary" else pred.argmax(1)
-        w.writerow(
-            ["id", "label", "label_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name", "correct"]
-        )
-        for i in range(n):
-            w.writerow(
-                [
-                    ids[i],
-                    int(lab[i]),
-                    names[lab[i]],
-                    *[f"{v:.6f}" for v in probs[i]],
-                    int(prd[i]),
-                    names[prd[i]],
-                    int(lab[i] == prd[i]),
-                ]
-            )
+        _multilabel_rows(w, ids, names, y, probs, pred, known, extra)
+        return atomic_write_text(path, buf.getvalue())
+    lab = y[:, 0] if mode == "binary" else y.argmax(1)
+    prd = pred[:, 0] if mode == "binary" else pred.argmax(1)
+    w.writerow(
+        ["id", "label", "label_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name", "correct"]
+        + list(extra)
+    )
+    for i in range(n):
+        cells = [int(lab[i]), names[lab[i]]] if known[i] else ["", ""]
+        ok = int(lab[i] == prd[i]) if known[i] else ""
+        probs_i = [f"{v:.6f}" for v in probs[i]]
+        w.writerow([ids[i], *cells, *probs_i, int(prd[i]), names[prd[i]], ok, *[v[i] for v in extra.values()]])
     return atomic_write_text(path, buf.getvalue())
 
 
@@ -216,6 +240,7 @@ def write_classification_report(
     balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
     uncalibrated_prob: Any = None,
     calibration: Mapping[str, Any] | None = None,
+    predictions_csv: bool = True,
 ) -> dict[str, Path]:
     """Write the evaluation report of a classifier to ``output_dir`` (every file atomically).
 
@@ -258,6 +283,8 @@ def write_classification_report(
         uncalibrated_prob: the probabilities before calibration (same shape as ``y_prob``): ``calibration`` holds the
             ECE and Brier score before/after and ``reliability_uncalibrated.png`` is drawn.
         calibration: JSON-friendly calibration description (e.g. temperature, what it was fitted on).
+        predictions_csv: write ``predictions.csv``; ``False`` for a caller that writes its own table of more cases
+            with :func:`write_predictions_csv` (the evaluation CLI also lists unlabelled cases).
 
     Returns:
         ``{"metrics": path, "predictions": path, "roc": path, ...}`` of the written files.
@@ -326,7 +353,8 @@ def write_classification_report(
     report["created"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
     written = {"metrics": atomic_write_json(out_dir / "metrics.json", report)}
-    written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, mode, thr)
+    if predictions_csv:
+        written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, mode, thr)
     if mode != "binary":
         from monai_transfer.reports.tables import write_per_class_table
 

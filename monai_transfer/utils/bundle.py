@@ -12,10 +12,14 @@
 
 from __future__ import annotations
 
+import ast
+import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-__all__ = ["resolve_bundle_root"]
+__all__ = ["resolve_bundle_root", "parse_overrides"]
 
 
 def resolve_bundle_root(name: str) -> str:
@@ -45,3 +49,39 @@ def resolve_bundle_root(name: str) -> str:
         f"cannot find the '{name}' bundle from {cwd}: run from the repository root or from bundles/{name}, "
         f"or pass --bundle_root /path/to/bundles/{name}"
     )
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """Bundle overrides given as ``--id value`` pairs, the way ``python -m monai.bundle run`` takes them.
+
+    Values are read as JSON, then as Python literals (``"['no','yes']"``), else kept as strings; ``--a#b value``
+    sets a nested id. ``--id=value`` works too.
+
+    Raises:
+        ValueError: an argument that is not ``--id`` or an id without a value.
+    """
+    out: dict[str, Any] = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        key = items[i]
+        if not key.startswith("--") or len(key) < 3:
+            raise ValueError(f"unexpected argument {key!r}: bundle overrides are --<id> <value> pairs")
+        key = key[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            i += 1
+        elif i + 1 < len(items):
+            text = items[i + 1]
+            i += 2
+        else:
+            raise ValueError(f"bundle override --{key} has no value")
+        try:
+            value: Any = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                value = text
+        out[key] = value
+    return out

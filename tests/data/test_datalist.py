@@ -339,3 +339,18 @@ def test_bundle_datalists_ignore_uncertain_train_only(tmp_path):
     split = bundle_datalists(_csv(tmp_path / "ml3.csv", many, header="image,Edema,Mass"), class_names=["Edema", "Mass"],
                              val_fraction=0.5, max_items=2, duplicates="off")  # identical test images  # fmt: skip
     assert len(split["train"]) == 2 and len(split["val"]) == 2
+
+
+def test_list_image_files_flat_recursive_hidden_and_dangling(tmp_path):
+    """The one listing of an unlabelled image folder: sorted, hidden entries skipped, broken links kept."""
+    from monai_transfer.data.datalist import list_image_files
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / ".hidden").mkdir()
+    for name in ("b.png", "a.dcm", "notes.txt", ".x.png", "sub/c.nii.gz", ".hidden/d.png"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "ghost.png").symlink_to(tmp_path / "missing.png")
+    flat = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path, recursive=False)]
+    assert flat == ["a.dcm", "b.png", "ghost.png"]
+    deep = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path, (".nii.gz", ".png"))]
+    assert deep == ["b.png", "ghost.png", "sub/c.nii.gz"]

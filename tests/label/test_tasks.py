@@ -81,3 +81,59 @@ def test_infer_task_refuses_mismatched_or_unsafe_weights(tmp_path):
     assert "image_size 128, bundle" in out["other.pt"] and "says 32" in out["other.pt"]
     assert out["evil.pt"].startswith("UnsafeCheckpointError") and str(models / "model.pt") in out["evil.pt"]
     assert not marker.exists()
+
+
+_INFER_SCRIPT = """
+import json, sys
+from monai_transfer.label import ClassificationBundleInferTask
+out = {}
+for bundle in sys.argv[2:]:
+    task = ClassificationBundleInferTask(bundle, {})
+    out[bundle] = [task({"image": img, "device": "cpu"})[1]["probabilities"] for img in json.loads(sys.argv[1])]
+print(json.dumps(out))
+"""
+
+
+def test_infer_task_applies_calibration_and_serves_an_ensemble_like_the_cli(tmp_path):
+    """The shipped xray inference.json in MONAI Label: calibration.json and a ``num_members`` ensemble give the
+    probabilities of ``python -m monai_transfer.evaluate`` (one inference path)."""
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    from monai_transfer.evaluate import evaluate_bundle
+    from monai_transfer.metrics.calibration import save_calibration
+    from monai_transfer.networks.nets import save_ensemble_checkpoint
+    from monai_transfer.utils.io import atomic_torch_save
+    from tests.evaluate.test_inference_paths import XRAY, _member
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 255, (70, 66)).astype(np.uint8)).save(images / f"img_{i}.png")
+    cal, ens = tmp_path / "cal", tmp_path / "ens"
+    for b in (cal, ens):
+        shutil.copytree(XRAY / "configs", b / "configs")
+    atomic_torch_save(_member(cal, 0).state_dict(), cal / "models" / "model.pt")
+    save_calibration(cal / "models" / "calibration.json", 2.5)
+    files = [atomic_torch_save(_member(ens, s).state_dict(), tmp_path / f"fold_{s}.pt") for s in (1, 2)]
+    save_ensemble_checkpoint(_member(ens, 0), files, ens / "models" / "model.pt")
+    cfg = json.loads((ens / "configs" / "inference.json").read_text())
+    cfg["num_members"] = 2
+    (ens / "configs" / "inference.json").write_text(json.dumps(cfg))
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    paths = sorted(str(p) for p in images.glob("*.png"))
+    proc = subprocess.run(
+        [str(LABEL_PYTHON), "-c", _INFER_SCRIPT, json.dumps(paths), str(cal), str(ens)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    for b in (cal, ens):
+        res = evaluate_bundle(b, images, tmp_path / f"out_{b.name}", device="cpu", n_bootstrap=0, progress=False)
+        cli = [p.probs for p in sorted(res.predictions, key=lambda p: p.case_id)]
+        got = [[d["normal"], d["pneumonia"]] for d in served[str(b)]]
+        np.testing.assert_allclose(got, cli, atol=1e-5)
+    assert json.loads((tmp_path / "out_cal" / "summary.json").read_text())["calibration"]["temperature"] == 2.5

@@ -230,3 +230,26 @@ def test_report_calibration_before_after(tmp_path):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def test_predictions_csv_unknown_labels_and_extra_columns(tmp_path):
+    """The one predictions writer: ``None`` labels leave the label cells and ``correct`` empty; extras are appended."""
+    from monai_transfer.reports.writer import write_predictions_csv
+
+    probs = np.array([[0.8, 0.2], [0.3, 0.7], [0.55, 0.45]])
+    path = write_predictions_csv(
+        tmp_path / "p.csv", probs, [0, None, 1], ids=["a", "b", "c"], class_names=["no", "yes"], threshold=0.4,
+        extra_columns={"image": ["a.png", "b.png", "c.png"], "threshold": ["0.4"] * 3},
+    )  # fmt: skip
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["id", "label", "label_name", "prob_no", "prob_yes", "prediction", "prediction_name"] + [
+        "correct", "image", "threshold"
+    ]  # fmt: skip
+    assert [r["prediction"] for r in rows] == ["0", "1", "1"]  # 0.45 >= 0.4
+    assert rows[1]["label"] == rows[1]["label_name"] == rows[1]["correct"] == ""
+    assert (rows[0]["correct"], rows[2]["correct"], rows[2]["image"]) == ("1", "1", "c.png")
+    ml = write_predictions_csv(tmp_path / "m.csv", probs, None, class_names=["a", "b"], mode="multilabel")
+    with open(ml, newline="") as f:
+        first = next(csv.DictReader(f))
+    assert first["label_a"] == first["correct"] == "" and first["pred_a"] == "1" and first["pred_b"] == "0"

@@ -1,0 +1,255 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The bundle side of ``python -m monai_transfer.evaluate``: its ``inference.json`` components, weights and network.
+
+From ``configs/inference.json`` (and ``configs/metadata.json``) the evaluation builds:
+
+- ``network_def`` with the checkpoint loaded by :func:`monai_transfer.handlers.model_loader.load_verified_model` (the
+  loader of the bundle's own ``VerifiedCheckpointLoader``); a ``ProbabilityEnsemble`` ``network_def`` with a
+  combined ensemble checkpoint is served the same way;
+- ``inferer`` (default ``SimpleInferer``; ``TTAInferer`` when the bundle's ``use_tta`` is true) and ``postprocessing``
+  (the temperature of ``calibration.json`` and the activation; default a softmax), applied per case as the bundle's
+  evaluator does;
+- 2D bundles: ``preprocessing``; volume bundles: ``volume_preprocessing``, ``slicing`` and ``aggregation``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_transfer.data.cases import EvaluationUsageError, _display
+from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_volume_probs
+
+__all__ = ["Bundle", "load_bundle", "load_network", "resolve_aggregation", "calibration_info"]
+
+_DEFAULT_TOPK = 3
+
+
+def resolve_aggregation(spec: Any, k_default: int | None = None) -> tuple[Callable[[torch.Tensor], Any], str]:
+    """Turn the bundle's ``aggregation`` into ``(fn(probs) -> (K,), description)``."""
+    k = _DEFAULT_TOPK if k_default is None else int(k_default)
+    if isinstance(spec, str):
+        method, _, k_text = spec.partition(":")
+        if k_text:
+            k = int(k_text)
+        method = method.strip()
+        if method not in AGGREGATION_METHODS:
+            raise EvaluationUsageError(f"bundle 'aggregation' must be one of {AGGREGATION_METHODS}, got {spec!r}")
+        desc = f"{method}(k={k})" if method == "topk_mean" else method
+        return (lambda p: aggregate_volume_probs(p, method=method, k=k)), desc
+    if isinstance(spec, dict):
+        method = spec.get("method", spec.get("mode", "mean"))
+        k = int(spec.get("k", spec.get("topk", k)))
+        return resolve_aggregation(f"{method}:{k}")
+    if callable(spec):
+        return spec, getattr(spec, "__name__", type(spec).__name__)
+    raise EvaluationUsageError(
+        f"bundle 'aggregation' must be a method name {AGGREGATION_METHODS}, a dict or a callable, got {spec!r}"
+    )
+
+
+@dataclass
+class Bundle:
+    """The components of a bundle's ``inference.json`` that the evaluation runs."""
+
+    root: Path
+    parser: Any
+    kind: str  # "volume" or "2d"
+    class_names: list[str]
+    version: str | None
+    inferer: Callable = None  # type: ignore[assignment]
+    postprocessing: Callable = None  # type: ignore[assignment]
+    preprocessing: Callable | None = None
+    volume_preprocessing: Callable | None = None
+    slicing: Callable | None = None
+    aggregate: Callable[[torch.Tensor], Any] | None = None
+    aggregation_desc: str = ""
+
+
+def _read_bundle_json(path: Path) -> Any:
+    """The content of a bundle config file; raises a usage error naming the file (and the position of a JSON error)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise EvaluationUsageError(
+            f"bundle config {_display(str(path))} is not valid JSON: {e} (a truncated or hand-edited file?)"
+        ) from e
+    except (OSError, UnicodeDecodeError) as e:
+        raise EvaluationUsageError(f"bundle config {_display(str(path))}: cannot read the file ({e})") from e
+
+
+def _read_parser(root: Path, overrides: dict[str, Any] | None, soft: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The ``ConfigParser`` of ``root/configs/inference.json`` (with metadata and ``overrides``) and the metadata."""
+    from monai.bundle import ConfigParser
+
+    config = root / "configs" / "inference.json"
+    if not root.is_dir():
+        raise EvaluationUsageError(f"--bundle {root}: no such folder")
+    if not config.is_file():
+        raise EvaluationUsageError(f"--bundle {root}: no configs/inference.json in this folder")
+    _read_bundle_json(config)  # a truncated/invalid file: a message with the position, not MONAI's traceback
+    parser = ConfigParser()
+    parser.read_config(str(config))
+    meta_file = root / "configs" / "metadata.json"
+    meta: dict[str, Any] = {}
+    if meta_file.is_file():
+        meta = _read_bundle_json(meta_file)
+        parser.read_meta(str(meta_file))
+    parser["bundle_root"] = str(root.resolve())
+    for key, value in (overrides or {}).items():
+        if key != "bundle_root" and key not in parser:
+            raise EvaluationUsageError(f"bundle override --{key}: {config} has no id '{key}'")
+        parser[key] = value
+    for key, value in soft.items():  # set only where the bundle has the id
+        if key in parser:
+            parser[key] = value
+    if "imports" in parser:
+        parser.get_parsed_content("imports")
+    return parser, meta
+
+
+def _class_names(parser: Any, meta: dict[str, Any], root: Path) -> list[str]:
+    """``class_names`` of inference.json, else the ``pred`` channel_def of metadata.json."""
+    if "class_names" in parser:
+        names = [str(c) for c in parser.get_parsed_content("class_names")]
+    else:
+        try:
+            cdef = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
+        except (KeyError, TypeError) as e:
+            raise EvaluationUsageError(
+                f"bundle {root}: neither 'class_names' in inference.json nor a 'pred' channel_def in metadata.json"
+            ) from e
+        names = [str(cdef[k]) for k in sorted(cdef, key=int)]
+    if len(names) < 2:
+        raise EvaluationUsageError(f"bundle {root}: needs at least 2 class names, got {names}")
+    return names
+
+
+def _component(parser: Any, key: str) -> Callable:
+    """A transform id of the config; a list becomes a ``Compose``."""
+    from monai.transforms import Compose
+
+    obj = parser.get_parsed_content(key)
+    return Compose(obj) if isinstance(obj, (list, tuple)) else obj
+
+
+def _inference_components(b: Bundle) -> None:
+    """The bundle's ``inferer`` and ``postprocessing``; a softmax (and ``SimpleInferer``) where it has none."""
+    from monai.inferers import SimpleInferer
+    from monai.transforms import Activationsd
+
+    p = b.parser
+    b.inferer = p.get_parsed_content("inferer") if "inferer" in p else SimpleInferer()
+    b.postprocessing = _component(p, "postprocessing") if "postprocessing" in p else Activationsd("pred", softmax=True)
+
+
+def load_bundle(
+    bundle: str | Path, overrides: dict[str, Any] | None = None, soft: dict[str, Any] | None = None
+) -> Bundle:
+    """Read ``bundle/configs/inference.json`` and build the components the evaluation runs (see the module doc).
+
+    Args:
+        bundle: the bundle folder.
+        overrides: ``{id: value}``; an id the config lacks is an error.
+        soft: ``{id: value}`` set only where the config has the id (e.g. ``ckpt_path`` from ``--ckpt``).
+
+    Raises:
+        EvaluationUsageError: missing/invalid config, unknown override, missing ids.
+    """
+    root = Path(bundle)
+    parser, meta = _read_parser(root, overrides, soft or {})
+    b = Bundle(root, parser, "2d", _class_names(parser, meta, root), meta.get("version"))
+    if "volume_preprocessing" in parser:
+        missing = [i for i in ("slicing", "aggregation") if i not in parser]
+        if missing:
+            raise EvaluationUsageError(f"bundle {root}: has 'volume_preprocessing' but no {missing} in inference.json")
+        b.kind = "volume"
+        b.volume_preprocessing = _component(parser, "volume_preprocessing")
+        b.slicing = _component(parser, "slicing")
+        if hasattr(b.slicing, "set_random_state"):  # random slice strategies: same slices at every run
+            b.slicing.set_random_state(seed=0)
+        k = parser.get_parsed_content("aggregation_k") if "aggregation_k" in parser else None
+        b.aggregate, b.aggregation_desc = resolve_aggregation(parser.get_parsed_content("aggregation"), k)
+    elif "preprocessing" in parser:
+        b.preprocessing = _component(parser, "preprocessing")
+    else:
+        raise EvaluationUsageError(
+            f"bundle {root}: inference.json defines neither 'preprocessing' (2D) nor 'volume_preprocessing' (volumes)"
+        )
+    if "network_def" not in parser:
+        raise EvaluationUsageError(f"bundle {root}: inference.json has no 'network_def'")
+    _inference_components(b)
+    return b
+
+
+def _expected_spec(b: Bundle) -> dict[str, Any]:
+    """What the weights record beside the checkpoint must agree with (class names, image size, ...)."""
+    if "model_spec" in b.parser:
+        return dict(b.parser.get_parsed_content("model_spec"))
+    expected: dict[str, Any] = {"class_names": list(b.class_names), "num_classes": len(b.class_names)}
+    for key in ("backbone", "image_size"):
+        if key in b.parser:
+            expected[key] = b.parser.get_parsed_content(key)
+    return expected
+
+
+def _check_finite_weights(net: torch.nn.Module, ckpt: Path) -> None:
+    bad = []
+    for key, value in net.state_dict().items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            n_nan = int(torch.isnan(value).sum())
+            bad.append(f"{key} ({n_nan} NaN, {int((~torch.isfinite(value)).sum()) - n_nan} inf)")
+    if bad:
+        shown = ", ".join(bad[:10]) + (f" and {len(bad) - 10} more" if len(bad) > 10 else "")
+        raise EvaluationUsageError(
+            f"checkpoint {ckpt} holds non-finite weights in {len(bad)} tensor(s): {shown}; training diverged, "
+            "evaluate an earlier checkpoint"
+        )
+
+
+def load_network(b: Bundle, ckpt: Path, device: torch.device) -> torch.nn.Module:
+    """``network_def`` with ``ckpt`` loaded by the bundle's verified loader, in eval mode on ``device``.
+
+    Raises:
+        EvaluationUsageError: not a module, a weights record that disagrees with the bundle, weights that do not fit,
+            or non-finite weights.
+    """
+    from monai_transfer.handlers.model_loader import load_verified_model
+    from monai_transfer.utils.run_bundle import CheckpointConfigMismatchError
+
+    net = b.parser.get_parsed_content("network_def")
+    if not isinstance(net, torch.nn.Module):
+        raise EvaluationUsageError(f"bundle {b.root}: 'network_def' is not a torch module ({type(net).__name__})")
+    try:
+        load_verified_model(net, ckpt, _expected_spec(b), "cpu", strict=True, source=f"bundle {b.root}")
+    except (CheckpointConfigMismatchError, ValueError) as e:
+        raise EvaluationUsageError(str(e)) from e
+    except (OSError, RuntimeError) as e:
+        raise EvaluationUsageError(f"checkpoint {ckpt} does not fit the bundle's network_def: {e}") from e
+    _check_finite_weights(net, ckpt)
+    return net.to(device).eval()
+
+
+def calibration_info(b: Bundle) -> dict[str, Any]:
+    """The temperature the bundle's postprocessing applies, and its file (for the report)."""
+    from monai_transfer.transforms import ApplyTemperatured
+
+    path = b.parser.get_parsed_content("calibration_path") if "calibration_path" in b.parser else None
+    ts = [t for t in getattr(b.postprocessing, "transforms", [b.postprocessing]) if isinstance(t, ApplyTemperatured)]
+    temperature = ts[0].t.temperature if ts else None
+    applied = bool(ts) and path is not None and Path(str(path)).is_file()
+    return {"file": None if path is None else _display(str(path)), "temperature": temperature, "applied": applied}

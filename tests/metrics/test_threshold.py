@@ -1,0 +1,75 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""The one threshold resolver (``resolve_threshold``/``resolve_binary_threshold``) and the ``applies_to`` check."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from monai_transfer.metrics.calibration import save_calibration
+from monai_transfer.metrics.cumulative import resolve_threshold as reexported
+from monai_transfer.metrics.threshold import (
+    check_threshold_calibration,
+    resolve_binary_threshold,
+    resolve_threshold,
+    save_threshold,
+)
+
+__all__: list[str] = []
+
+
+def test_resolve_threshold_forms(tmp_path):
+    f = save_threshold(tmp_path / "t.json", [0.2, 0.7])
+    assert reexported is resolve_threshold
+    assert resolve_threshold(None, default=0.3) == 0.3
+    assert resolve_threshold(0.4) == 0.4
+    assert resolve_threshold(f) == [0.2, 0.7]
+    assert resolve_threshold(lambda: 0.6) == 0.6
+
+
+def test_resolve_binary_threshold_sources_and_errors(tmp_path, caplog):
+    f = save_threshold(tmp_path / "t.json", 0.35, method="youden")
+    assert resolve_binary_threshold(str(f)) == (0.35, f"file {f}")
+    assert resolve_binary_threshold("0.25") == (0.25, "given")
+    assert resolve_binary_threshold(None) == (0.5, "default 0.5")
+    missing = tmp_path / "none.json"
+    value, source = resolve_binary_threshold(missing)
+    assert value == 0.5 and str(missing) in source and str(missing) in caplog.text
+    with pytest.raises(FileNotFoundError, match="none.json"):
+        resolve_binary_threshold(missing, missing_ok=False)
+    with pytest.raises(ValueError, match="neither a number nor an existing file"):
+        resolve_binary_threshold("abc", missing_ok=False)
+    with pytest.raises(ValueError, match=r"in \[0, 1\], got 1.5"):
+        resolve_binary_threshold("1.5")
+    two = save_threshold(tmp_path / "two.json", [0.2, 0.7])
+    with pytest.raises(ValueError, match="holds 2 values"):
+        resolve_binary_threshold(two)
+
+
+def test_check_threshold_calibration(tmp_path):
+    cal = tmp_path / "calibration.json"
+    calibrated = save_threshold(
+        tmp_path / "a.json", 0.4, applies_to=f"probabilities after temperature scaling with {cal}"
+    )
+    raw = save_threshold(tmp_path / "b.json", 0.4, applies_to="uncalibrated probabilities")
+    legacy = save_threshold(tmp_path / "c.json", 0.4)
+    with pytest.raises(ValueError, match=f"{os.fspath(calibrated)} applies to probabilities after temperature"):
+        check_threshold_calibration(calibrated, cal)  # the calibration file does not exist
+    assert check_threshold_calibration(raw, cal) == "uncalibrated probabilities"
+    assert check_threshold_calibration(legacy, cal) is None
+    save_calibration(cal, 1.7)
+    assert check_threshold_calibration(calibrated, cal).startswith("probabilities after temperature scaling")
+    with pytest.raises(ValueError, match="applies to uncalibrated probabilities, but calibration"):
+        check_threshold_calibration(raw, cal)
+    assert check_threshold_calibration(raw, None) == "uncalibrated probabilities"
+    assert check_threshold_calibration(0.3, cal) is None  # a number carries no provenance
