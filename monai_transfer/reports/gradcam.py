@@ -26,7 +26,7 @@ from monai.visualize import GradCAM
 
 from monai_transfer.utils.io import atomic_write
 
-__all__ = ["save_gradcam_overlays", "save_slice_gradcam_overlays"]
+__all__ = ["save_gradcam_overlays", "save_dataset_gradcam_overlays", "save_slice_gradcam_overlays"]
 
 
 def _to_grey01(img: Any) -> np.ndarray:
@@ -114,6 +114,57 @@ def save_gradcam_overlays(
         name = _safe_name(ids[i]) if ids is not None else f"case_{i:05d}"
         paths.append(atomic_write(out_dir / f"gradcam_{name}.png", lambda f, b=buf: f.write(b.getvalue())))
     return paths
+
+
+def save_dataset_gradcam_overlays(
+    model: torch.nn.Module,
+    dataset: Sequence[Any],
+    target_layer: str,
+    output_dir: str | os.PathLike,
+    n: int = 4,
+    device: str | torch.device | None = None,
+    image_key: str = "image",
+    class_index: int | None = None,
+    alpha: float = 0.4,
+) -> list[Path]:
+    """Grad-CAM overlays of the first ``n`` items of a 2D image dataset (e.g. the xray bundle's ``validate#dataset``).
+
+    The network inputs are the dataset's transformed items; when the dataset has a ``data`` list (MONAI datasets
+    do), each overlay is drawn on the original image of that item, loaded with
+    :class:`~monai_transfer.transforms.LoadMedicalImage`, and named after its path. ``n <= 0`` writes nothing.
+
+    Args:
+        model: the 2D classifier.
+        dataset: indexable dataset of dicts holding ``image_key``.
+        target_layer: name of the layer to explain (see ``model.named_modules()``).
+        output_dir: folder for the PNGs.
+        n: number of items (the first ``n``); 0 disables.
+        device: device of ``model``; default the device of its first parameter.
+        image_key: key of the network input (and of the image path in ``dataset.data``).
+        class_index: class to explain; ``None`` uses each image's predicted class.
+        alpha: opacity of the heat map.
+
+    Returns:
+        the written PNG paths (empty when ``n <= 0`` or the dataset is empty).
+    """
+    n = min(int(n), len(dataset))
+    if n <= 0:
+        return []
+    if device is None:
+        device = next(model.parameters()).device
+    images = torch.stack([torch.as_tensor(dataset[i][image_key]) for i in range(n)]).to(device)
+    data = getattr(dataset, "data", None)
+    originals = ids = None
+    if data is not None:
+        from monai_transfer.transforms import LoadMedicalImage
+
+        load = LoadMedicalImage()
+        originals = [load(x[image_key]) for x in data[:n]]
+        ids = [str(x[image_key]) for x in data[:n]]
+    return save_gradcam_overlays(
+        model, images, target_layer, output_dir, n=n, class_index=class_index, original_images=originals, ids=ids,
+        alpha=alpha,
+    )  # fmt: skip
 
 
 def save_slice_gradcam_overlays(

@@ -34,6 +34,10 @@ CONFIG_FILES = [
     "bundles/xray/configs/train_cv.json",
     "bundles/ct_slices/configs/train.json",
     "bundles/ct_slices/configs/multi_gpu_train.json",
+    "bundles/xray/configs/inference.json",
+    "bundles/xray/configs/evaluate.json",
+    "bundles/ct_slices/configs/inference.json",
+    "bundles/ct_slices/configs/evaluate.json",
 ]
 
 

@@ -490,8 +490,8 @@ def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
          "val_slices": 3, "weights": "none", "cache_rate": 0.0, "gradcam_cases": 2}
     )  # fmt: skip
     assert parser["gradcam_cases"] == 2
-    step = next(i for i, s in enumerate(parser["run"]) if "save_slice_gradcam_overlays" in s)
-    assert "@gradcam_cases > 0" in parser["run"][step]  # --gradcam_cases 0 disables it
+    step = next(i for i, s in enumerate(parser["run"]) if "save_slice_gradcam_overlays" in str(s))
+    assert parser[f"run#{step}#_disabled_"] == "$@gradcam_cases <= 0"  # --gradcam_cases 0 disables it
     torch.manual_seed(0)
     paths = parser.get_parsed_content(f"run#{step}")
     data = parser.get_parsed_content("validate#dataset#data")

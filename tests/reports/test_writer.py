@@ -141,6 +141,35 @@ class TestGradCAM(unittest.TestCase):
             with self.assertRaisesRegex(ValueError, "original_images"):
                 save_gradcam_overlays(model, x, "3", d, n=3, original_images=originals[:1])
 
+    def test_dataset_overlays_on_the_original_files(self):
+        """``save_dataset_gradcam_overlays``: network inputs from the dataset items, overlays on the loaded original
+        files (named after them); ``n=0`` writes nothing."""
+        from monai.data import Dataset
+        from PIL import Image
+
+        from monai_transfer.reports.gradcam import save_dataset_gradcam_overlays
+
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(
+            torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+            torch.nn.Linear(4, 2),
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory() as d:
+            files = []
+            for i in range(3):
+                f = Path(d) / f"img{i}.png"
+                Image.fromarray((np.random.default_rng(i).random((48, 40)) * 255).astype(np.uint8)).save(f)
+                files.append({"image": str(f)})
+            ds = Dataset(files, transform=lambda x: {"image": torch.rand(1, 16, 16)})
+            out = Path(d) / "cam"
+            self.assertEqual(save_dataset_gradcam_overlays(model, ds, "0", out, n=0), [])
+            self.assertFalse(out.exists())
+            paths = save_dataset_gradcam_overlays(model, ds, "0", out, n=2)
+            self.assertEqual([p.name for p in paths], ["gradcam_img0.png", "gradcam_img1.png"])
+            for p in paths:
+                with Image.open(p) as im:
+                    self.assertEqual(im.size, (40, 48))  # drawn on the original file's geometry
+
 
 # ------------------------------------------------------------------------- prevalence shift and calibration
 

@@ -12,7 +12,7 @@
 
 from __future__ import annotations
 
-from .ensemble import ProbabilityEnsemble, save_ensemble_checkpoint
+from .ensemble import ProbabilityEnsemble, member_or_ensemble, save_ensemble_checkpoint
 from .pretrained_2d import Pretrained2DNet
 
-__all__ = ["Pretrained2DNet", "ProbabilityEnsemble", "save_ensemble_checkpoint"]
+__all__ = ["Pretrained2DNet", "ProbabilityEnsemble", "member_or_ensemble", "save_ensemble_checkpoint"]

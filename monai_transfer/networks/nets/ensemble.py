@@ -23,7 +23,7 @@ from torch import nn
 from monai_transfer.inferers.tta import TTA_OUTPUTS
 from monai_transfer.utils.io import atomic_torch_save, load_state_dict_file
 
-__all__ = ["ProbabilityEnsemble", "save_ensemble_checkpoint"]
+__all__ = ["ProbabilityEnsemble", "member_or_ensemble", "save_ensemble_checkpoint"]
 
 
 class ProbabilityEnsemble(nn.Module):
@@ -134,6 +134,21 @@ class ProbabilityEnsemble(nn.Module):
             return torch.log(p.clamp_min(eps))
         p = p.clamp(eps, 1.0 - eps)
         return torch.log(p) - torch.log1p(-p)
+
+
+def member_or_ensemble(network: nn.Module, num_members: int = 1, activation: str = "softmax") -> nn.Module:
+    """``network`` itself for one member, else a :class:`ProbabilityEnsemble` of ``num_members`` copies of it (to be
+    filled from one combined checkpoint, see :func:`save_ensemble_checkpoint`): the ``network_def`` of a bundle's
+    ``inference.json`` with its ``num_members`` id.
+
+    Raises:
+        ValueError: ``num_members`` < 1.
+    """
+    if int(num_members) < 1:
+        raise ValueError(f"num_members must be at least 1, got {num_members}")
+    if int(num_members) == 1:
+        return network
+    return ProbabilityEnsemble(network=network, num_members=int(num_members), activation=activation)
 
 
 def save_ensemble_checkpoint(

@@ -85,3 +85,15 @@ def test_sigmoid_members_and_errors(tmp_path):
     torch.save(_tiny(0, k=5).state_dict(), tmp_path / "other.pt")
     with pytest.raises(RuntimeError, match="other.pt"):
         ProbabilityEnsemble(network=nets[0], checkpoints=[tmp_path / "other.pt"])
+
+
+def test_member_or_ensemble_is_the_member_for_one_and_an_ensemble_for_more():
+    """``inference.json``'s ``network_def``: the member itself for ``num_members=1``, else K copies averaged."""
+    from monai_transfer.networks.nets import ProbabilityEnsemble, member_or_ensemble
+
+    net = torch.nn.Linear(3, 2)
+    assert member_or_ensemble(net, 1) is net
+    ens = member_or_ensemble(net, 3, activation="sigmoid")
+    assert isinstance(ens, ProbabilityEnsemble) and len(ens.members) == 3 and ens.activation == "sigmoid"
+    with pytest.raises(ValueError, match="num_members"):
+        member_or_ensemble(net, 0)
