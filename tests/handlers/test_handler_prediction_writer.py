@@ -78,6 +78,10 @@ def test_multiclass_arg_max_and_mode_check(tmp_path):
     assert [int(r["prediction"]) for r in rows] == probs.argmax(1).tolist()
     with pytest.raises(ValueError, match="mode must be"):
         ClassificationPredictionWriter(tmp_path, mode="multi")
+    empty = ClassificationPredictionWriter(tmp_path / "empty")  # an epoch without a batch: an error, no file
+    with pytest.raises(RuntimeError, match="no predictions were collected"):
+        empty(SupervisedEvaluator(device=torch.device("cpu"), val_data_loader=[], network=torch.nn.Identity()))
+    assert not (tmp_path / "empty").exists()
 
 
 def _items(n):
