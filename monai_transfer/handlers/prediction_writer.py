@@ -12,7 +12,9 @@
 
 MONAI's ``ClassificationSaver`` writes raw values without a header and keys rows by file name (duplicates collapse);
 this handler writes ``image, file_name, prob_<class>..., prediction, prediction_name, threshold`` with the decision
-threshold read from a threshold JSON (``models/threshold.json``) when that file exists.
+threshold read from a threshold JSON (``models/threshold.json``) when that file exists. The epoch is buffered in a
+:class:`~monai_transfer.metrics.cumulative.PredictionBuffer`, gathered across ranks when the evaluator's data are
+sharded (a ``DistributedSampler``), so the file holds every case once, written by ``save_rank``.
 
 Bundle example (``inference.json``)::
 
@@ -29,9 +31,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.distributed as dist
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_transfer.handlers.report_writer import ids_from_output
+from monai_transfer.handlers.report_writer import data_sharded_across_ranks, ids_from_output
+from monai_transfer.metrics.cumulative import PredictionBuffer
 from monai_transfer.metrics.threshold import ThresholdLike, resolve_binary_threshold, resolve_threshold
 from monai_transfer.reports.writer import write_predictions_csv
 
@@ -74,6 +78,11 @@ class ClassificationPredictionWriter:
         id_transform: ``(engine.state.output, engine.state.batch)`` -> per-case ids (image paths); default
             :func:`~monai_transfer.handlers.report_writer.ids_from_output`.
         save_rank: only this distributed rank writes the file.
+        gather_across_ranks: gather the epoch's predictions of every distributed rank before writing (a collective
+            at ``EPOCH_COMPLETED``: every rank must run the engine); ``None`` (default) decides per epoch with
+            :func:`~monai_transfer.handlers.report_writer.data_sharded_across_ranks`, so an evaluator over a
+            ``DistributedSampler`` writes all cases (in rank order) from ``save_rank``, while an evaluator run over
+            the whole split on one rank does not wait for the others.
         mode: ``None`` (default: threshold for 2 classes, arg-max for more), ``"binary"``, ``"multiclass"`` (arg-max)
             or ``"multilabel"``: sigmoid probabilities, label ``k`` is predicted when ``p_k >= threshold_k``
             (``threshold`` may hold one value per label, as the ``threshold.json`` of a multi-label training does);
@@ -96,6 +105,7 @@ class ClassificationPredictionWriter:
         id_transform: Callable[[Any, Any], Sequence[str | None]] = ids_from_output,
         save_rank: int = 0,
         mode: str | None = None,
+        gather_across_ranks: bool | None = None,
     ) -> None:
         if mode not in (None, "binary", "multiclass", "multilabel"):
             raise ValueError(f"mode must be None, 'binary', 'multiclass' or 'multilabel', got {mode!r}")
@@ -109,14 +119,14 @@ class ClassificationPredictionWriter:
         self.pred_transform = pred_transform
         self.id_transform = id_transform
         self.save_rank = int(save_rank)
+        self.gather_across_ranks = gather_across_ranks
         self.last_path: Path | None = None
         self.threshold_used: float | None = None
         self.reset()
 
     def reset(self) -> None:
         """Clear the collected predictions."""
-        self._preds: list[torch.Tensor] = []
-        self._ids: list[str] = []
+        self._buffer = PredictionBuffer(with_labels=False)
 
     def attach(self, engine: Engine) -> None:
         """Register on ``EPOCH_STARTED`` (reset), ``ITERATION_COMPLETED`` (collect), ``EPOCH_COMPLETED`` (write)."""
@@ -126,12 +136,8 @@ class ClassificationPredictionWriter:
 
     def _collect(self, engine: Engine) -> None:
         preds = list(self.pred_transform(engine.state.output))
-        ids = list(self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
-        if len(ids) != len(preds):
-            ids = [None] * len(preds)
-        start = len(self._ids)
-        self._ids.extend(str(i) if i is not None else f"case_{start + j:05d}" for j, i in enumerate(ids))
-        self._preds.extend(preds)
+        # ids of another length than the predictions (a collated batch without paths) become case_<n>
+        self._buffer.add(preds, ids=self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
 
     def _thresholds(self, k: int) -> float | list[float] | None:
         """The threshold(s) in use (:func:`~monai_transfer.metrics.threshold.resolve_binary_threshold` rules: a
@@ -149,20 +155,41 @@ class ClassificationPredictionWriter:
             raise ValueError(f"threshold must be one number or one per label ({k}), got {t}")
         return t * k if len(t) == 1 else t
 
-    def __call__(self, engine: Engine) -> None:
-        """Write the CSV of the collected epoch (on ``save_rank`` only) with
-        :func:`~monai_transfer.reports.writer.write_predictions_csv` (no label columns filled: inference).
+    def _epoch_rows(self, gather: bool) -> tuple[torch.Tensor, list[str]]:
+        """``(probs (N, K), ids)`` of the epoch, gathered across ranks when ``gather`` (a collective: every rank).
+
+        A subclass may return other rows (:class:`~monai_transfer.handlers.volume_aggregation.VolumePredictionWriter`
+        returns one pooled row per volume).
 
         Raises:
-            RuntimeError: no prediction was collected.
+            RuntimeError: no rank collected a prediction.
+        """
+        try:
+            probs, _, ids = self._buffer.get_data(gather=gather)
+        except ValueError as e:
+            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch") from e
+        return probs, ids
+
+    def __call__(self, engine: Engine) -> None:
+        """Gather the epoch when the data are sharded across ranks (on every rank), then write the CSV on
+        ``save_rank`` only with :func:`~monai_transfer.reports.writer.write_predictions_csv` (no label columns
+        filled: inference).
+
+        Raises:
+            RuntimeError: no prediction was collected (by any rank, when gathered).
             ValueError: the probability vectors do not match ``class_names``.
         """
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            if torch.distributed.get_rank() != self.save_rank:
-                return
-        if not self._preds:
-            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch")
-        probs = torch.stack(self._preds).double()  # float64 like the report's metrics
+        gather = data_sharded_across_ranks(engine) if self.gather_across_ranks is None else self.gather_across_ranks
+        writes = not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == self.save_rank
+        if not (gather or writes):
+            return  # this rank's cases are not gathered and it does not write
+        probs, ids = self._epoch_rows(bool(gather))
+        if writes:
+            self._write(probs, ids)
+
+    def _write(self, probs: torch.Tensor, ids: list[str]) -> None:
+        """Write ``<output_dir>/<filename>`` for the ``(N, K)`` probabilities ``probs`` of the cases ``ids``."""
+        probs = probs.double()  # float64 like the report's metrics
         k = probs.shape[1]
         names = self.class_names if self.class_names is not None else [f"class_{i}" for i in range(k)]
         if len(names) != k:
@@ -171,14 +198,14 @@ class ClassificationPredictionWriter:
         mode = self.mode or ("binary" if k == 2 else "multiclass")
         thr = self.threshold_used
         thr_text = "" if thr is None else ";".join(f"{v:.6f}" for v in (thr if isinstance(thr, list) else [thr]))
-        extra = {"image": self._ids, "file_name": [Path(c).name for c in self._ids]}
+        extra = {"image": ids, "file_name": [Path(c).name for c in ids]}
         if mode == "multilabel":
             pred = probs >= torch.as_tensor(thr, dtype=torch.float64)[None, :]
             extra["prediction_names"] = [";".join(n for n, v in zip(names, row.tolist()) if v) for row in pred]
-        extra["threshold"] = [thr_text] * len(self._ids)
+        extra["threshold"] = [thr_text] * len(ids)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.last_path = write_predictions_csv(
-            self.output_dir / self.filename, probs.numpy(), None, ids=self._ids, class_names=names, mode=mode,
+            self.output_dir / self.filename, probs.numpy(), None, ids=ids, class_names=names, mode=mode,
             threshold=0.5 if thr is None else thr, extra_columns=extra,
         )  # fmt: skip
-        logger.info(f"wrote {len(self._ids)} predictions to {self.last_path}")
+        logger.info(f"wrote {len(ids)} predictions to {self.last_path}")

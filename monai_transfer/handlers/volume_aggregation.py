@@ -51,7 +51,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_by_volume
 from monai_transfer.handlers.prediction_writer import ClassificationPredictionWriter
-from monai_transfer.handlers.report_writer import ClassificationReportWriter, data_sharded_across_ranks, ids_from_output
+from monai_transfer.handlers.report_writer import ClassificationReportWriter, ids_from_output
 from monai_transfer.metrics.cumulative import PredictionBuffer
 from monai_transfer.metrics.functional import MODES, compute_auc, compute_classification_metrics
 
@@ -280,25 +280,11 @@ class VolumePredictionWriter(_VolumePooling, ClassificationPredictionWriter):
         last_volumes: the ``aggregate_by_volume`` dict of the last written epoch.
     """
 
-    def __call__(self, engine: Engine) -> None:
-        """Pool the epoch's slices per volume, then write the CSV (see the parent class)."""
-        gather = data_sharded_across_ranks(engine) if self.gather_across_ranks is None else self.gather_across_ranks
-        try:
-            probs, _, ids = self._buffer.get_data(gather=gather)
-        except ValueError as e:
-            raise RuntimeError(f"{type(self).__name__}: no predictions were collected in this epoch") from e
+    def _epoch_rows(self, gather: bool) -> tuple[torch.Tensor, list[str]]:
+        """The parent's epoch data (slices, gathered across ranks when ``gather``) pooled per volume:
+        ``(probs (V, K), volume ids)``, the rows of the CSV."""
+        probs, ids = super()._epoch_rows(gather)
         res = _aggregate(probs, None, ids, self.method, self.k)
         self.last_volumes = res
-        # the parent writes its per-case lists: one pooled probability vector and one id per volume
-        self._preds = [torch.as_tensor(np.atleast_1d(v), dtype=torch.float32) for v in res["probs"]]
-        self._ids = list(res["ids"])
-        super().__call__(engine)
-
-    def reset(self) -> None:
-        """Clear the collected slices."""
-        super().reset()
-        self._buffer = PredictionBuffer(with_labels=False)
-
-    def _collect(self, engine: Engine) -> None:
-        preds = list(self.pred_transform(engine.state.output))
-        self._buffer.add(preds, ids=self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
+        rows = [torch.as_tensor(np.atleast_1d(v), dtype=torch.float32) for v in res["probs"]]
+        return torch.stack(rows), list(res["ids"])
