@@ -250,20 +250,3 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
         np.testing.assert_array_equal(decisions[clear[i]], (probs >= t)[clear[i]].astype(int))
         assert r["prediction_names"] == ";".join(c for c, v in zip(NIH14, decisions) if v)
 
-
-def test_evaluate_cli_refuses_multilabel_bundle(tmp_path):
-    """``monai_transfer.evaluate`` applies a softmax: a multi-label bundle is refused instead of mis-scored."""
-    import shutil
-
-    from monai_transfer.evaluate import EvaluationUsageError, evaluate_bundle
-
-    bundle = tmp_path / "xray_ml"
-    shutil.copytree(BUNDLE / "configs", bundle / "configs")
-    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
-    cfg.update(bundle_root=str(bundle), mode="multilabel", class_names=NIH14[:3])
-    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
-    (bundle / "models").mkdir()
-    (bundle / "models" / "model.pt").write_bytes(b"never loaded")
-    _png(tmp_path / "images" / "x.png", np.zeros((8, 8)))
-    with pytest.raises(EvaluationUsageError, match="is multi-label"):
-        evaluate_bundle(bundle, tmp_path / "images", tmp_path / "out", device="cpu")
