@@ -249,4 +249,3 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
         decisions = np.array([int(r[f"pred_{c}"]) for c in NIH14])
         np.testing.assert_array_equal(decisions[clear[i]], (probs >= t)[clear[i]].astype(int))
         assert r["prediction_names"] == ";".join(c for c, v in zip(NIH14, decisions) if v)
-
