@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from monai_transfer.metrics.threshold import (
     DEFAULT_THRESHOLD,
     check_threshold_calibration,
     resolve_binary_threshold,
-    resolve_threshold,
+    resolve_multilabel_threshold,
 )
 from monai_transfer.reports.evaluation import write_outputs, write_summary
 from monai_transfer.utils.io import check_output_dir, sha256_file
@@ -103,52 +102,20 @@ def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration
 def _multilabel_threshold(
     b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict
 ) -> tuple[list[float], Any, str]:
-    """``(one value per label, report threshold, source)`` of a multi-label bundle; by default the ``threshold.json``
-    beside the checkpoint (a list, one per label, as a multi-label training writes it), else 0.5 for every label.
-
-    A single number (``--threshold 0.3`` or a file holding one value) applies to every label. A file that records
-    ``class_names`` must list the bundle's class names in the same order.
+    """``(one value per label, report threshold, source)`` of a multi-label bundle: by default the ``threshold.json``
+    beside the checkpoint (one value per label, as a multi-label training writes it), else 0.5 for every label; see
+    :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold` (a single number applies to every label,
+    a file recording other ``class_names`` is refused).
     """
-    k = len(b.class_names)
     src = str(ckpt.parent / "threshold.json") if threshold is None else str(threshold)
-    if threshold is None and not Path(src).is_file():
-        logger.warning(f"no threshold file {src}: every label uses the default threshold {DEFAULT_THRESHOLD:g}")
-        values = [DEFAULT_THRESHOLD] * k
-        return values, values, f"default {DEFAULT_THRESHOLD:g} per label (no threshold.json beside the checkpoint)"
-    flag = "--threshold: " if threshold is not None else ""
     try:
-        num = float(src)
-    except ValueError:
-        num = None
-    try:
-        if num is None and not Path(src).is_file():
-            raise ValueError(f"threshold {src!r} is neither a number nor an existing file")
-        value = resolve_threshold(num if num is not None else src)
+        values, source = resolve_multilabel_threshold(src, b.class_names, missing_ok=threshold is None)
         check_threshold_calibration(src, calibration["file"] if calibration["applied"] else None)
-        names = _threshold_class_names(src) if num is None else None
     except (OSError, ValueError) as e:  # the messages name the file (and the refused value)
-        raise EvaluationUsageError(f"{flag}{e}") from e
-    values = [float(value)] * k if not isinstance(value, list) else value
-    where = f"threshold {src}" if num is not None else f"threshold file {src}"
-    if len(values) != k:
-        raise EvaluationUsageError(
-            f"{flag}{where} holds {len(values)} values; the bundle has {k} labels {b.class_names}"
-        )
-    if any(not 0.0 <= v <= 1.0 for v in values):  # a file's values are checked by load_threshold
-        raise EvaluationUsageError(f"{flag}threshold must be in [0, 1], got {src}")
-    if names is not None and names != list(b.class_names):
-        raise EvaluationUsageError(
-            f"{flag}{where} is for the labels {names}, but the bundle's class names are {b.class_names}"
-        )
-    source = "--threshold" if threshold is not None and num is not None else f"file {src}"
-    return values, values if num is not None else src, source
-
-
-def _threshold_class_names(path: str) -> list[str] | None:
-    """The ``class_names`` a threshold JSON records (a multi-label training writes them), else None."""
-    obj = json.loads(Path(path).read_text(encoding="utf-8"))  # valid JSON: load_threshold read it
-    names = obj.get("class_names") if isinstance(obj, dict) else None
-    return [str(n) for n in names] if isinstance(names, list) else None
+        raise EvaluationUsageError(f"--threshold: {e}" if threshold is not None else str(e)) from e
+    if source.startswith("default"):
+        return values, values, f"default {DEFAULT_THRESHOLD:g} per label (no threshold.json beside the checkpoint)"
+    return values, (src if source.startswith("file") else values), ("--threshold" if source == "given" else source)
 
 
 def _mode(b: Bundle) -> str:

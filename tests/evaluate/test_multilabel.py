@@ -177,7 +177,7 @@ def test_multilabel_list_labels_thresholds_failures_and_usage_errors(ml_bundle, 
     caplog.set_level("ERROR", logger="monai_transfer.evaluate")
     three = save_threshold(tmp_path / "three.json", [0.5, 0.5, 0.5])
     assert main(args + ["--threshold", str(three), "--output", str(tmp_path / "o1")] + FAST) == EXIT_USAGE
-    assert f"threshold file {three} holds 3 values; the bundle has 4 labels" in caplog.text
+    assert f"threshold file {three} holds 3 values; one or one per label (4" in caplog.text
     other = save_threshold(tmp_path / "other.json", [0.5] * 4, class_names=NIH14[4:8])
     assert main(args + ["--threshold", str(other), "--output", str(tmp_path / "o2")] + FAST) == EXIT_USAGE
     assert f"threshold file {other} is for the labels {NIH14[4:8]}" in caplog.text
