@@ -169,3 +169,16 @@ def test_export_writes_run_configs_and_leaves_a_template_alone(tmp_path):
     assert {p.name: p.read_bytes() for p in (template / "configs").iterdir()} == before
     assert not (template / "docs").exists() and not (template / "data").exists()
     assert read_checkpoint_record(template_ckpt)["image_size"] == 40
+
+
+def test_export_writes_the_run_mode_over_the_inference_expression(tmp_path):
+    """``mode`` is decided by the training's labels: a multi-label run's inference.json says so (the template's
+    expression would read 3 classes as multi-class and apply a softmax)."""
+    run = tmp_path / "run"
+    _ckpt(run)
+    names = ["Atelectasis", "Effusion", "Mass"]
+    values = {"class_names": names, "mode": "multilabel", "image_size": 32}
+    export_run_bundle(run, XRAY, values=values, spec=model_spec("tf_efficientnet_lite0", names, 32), n_samples=0)
+    assert json.loads((XRAY / "configs" / "inference.json").read_text())["mode"].startswith("$")
+    assert json.loads((run / "configs" / "inference.json").read_text())["mode"] == "multilabel"
+    assert json.loads((run / "configs" / "train.json").read_text())["mode"] == "multilabel"

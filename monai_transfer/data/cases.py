@@ -37,6 +37,8 @@ __all__ = [
     "EvaluationResult",
     "list_cases",
     "read_labels_csv",
+    "LABEL_LIST_SEPARATORS",
+    "NO_FINDING",
 ]
 
 EXIT_OK = 0
@@ -47,6 +49,10 @@ EXIT_FAILURES = 2
 VOLUME_EXTENSIONS = tuple(NIFTI_EXTENSIONS)
 #: files a 2D bundle evaluates: the image endings of :func:`monai_transfer.data.datalist.datalist_from_folder`.
 IMAGE_2D_EXTENSIONS = tuple(DEFAULT_EXTENSIONS)
+#: separators of the finding names in the ``label`` cell of a multi-label labels CSV (``Effusion;Mass``).
+LABEL_LIST_SEPARATORS = (";", "|")
+#: the ``label`` cell of a multi-label case without any finding (unless it is one of the bundle's class names).
+NO_FINDING = "none"
 
 
 class EvaluationUsageError(ValueError):
@@ -77,7 +83,7 @@ class CasePrediction:
     case_id: str
     path: str
     probs: np.ndarray
-    label: int | None = None
+    label: int | np.ndarray | None = None  # a 0/1 vector (one entry per label) for a multi-label bundle
     n_slices: int | None = None
 
 
@@ -167,23 +173,21 @@ def _parse_label(text: str, class_names: Sequence[str]) -> int:
         if not num.is_integer() or not 0 <= num < len(class_names):
             raise _CaseError("labels", f"label {value!r} is not a class index in 0..{len(class_names) - 1}")
         return int(num)
-    if value in class_names:
-        return list(class_names).index(value)
-    lowered = [c.lower() for c in class_names]
-    if value.lower() in lowered:
-        return lowered.index(value.lower())
-    raise _CaseError("labels", f"unknown class name {value!r} (classes: {list(class_names)})")
+    k = _class_index(value, class_names)
+    if k is None:
+        raise _CaseError("labels", f"unknown class name {value!r} (classes: {list(class_names)})")
+    return k
 
 
 def _match_rows(
     reader: csv.DictReader, path: Path, root: Path, cases: Sequence[Path]
-) -> tuple[dict[Path, list[tuple[int, str]]], list[CaseFailure]]:
-    """``{case: [(CSV line, label text), ...]}`` and the rows that match no case."""
+) -> tuple[dict[Path, list[tuple[int, dict[str, str]]]], list[CaseFailure]]:
+    """``{case: [(CSV line, row), ...]}`` and the rows that match no case."""
     by_path = {_resolved(c): c for c in cases}
     by_name: dict[str, list[Path]] = {}
     for c in cases:
         by_name.setdefault(c.name, []).append(c)
-    rows: dict[Path, list[tuple[int, str]]] = {}
+    rows: dict[Path, list[tuple[int, dict[str, str]]]] = {}
     failures: list[CaseFailure] = []
     for line, raw in enumerate(reader, start=2):
         row = {(k or "").strip(): (v or "") for k, v in raw.items()}
@@ -202,25 +206,90 @@ def _match_rows(
                 )
             )
             continue
-        rows.setdefault(target, []).append((line, row.get("label", "")))
+        rows.setdefault(target, []).append((line, row))
     return rows, failures
 
 
+def _class_index(name: str, class_names: Sequence[str]) -> int | None:
+    """The index of a class name (exact, then case-insensitive); None when unknown."""
+    if name in class_names:
+        return list(class_names).index(name)
+    lowered = [c.lower() for c in class_names]
+    return lowered.index(name.lower()) if name.lower() in lowered else None
+
+
+def _parse_label_list(text: str, class_names: Sequence[str]) -> np.ndarray:
+    """A multi-label ``label`` cell: finding names separated by ``;`` or ``|`` (``none``: no finding)."""
+    value = text.strip()
+    if not value:
+        raise _CaseError("labels", "label missing (empty 'label' cell in the labels CSV; write 'none' for no finding)")
+    y = np.zeros(len(class_names), dtype=np.int64)
+    if value.lower() == NO_FINDING and _class_index(value, class_names) is None:
+        return y
+    for sep in LABEL_LIST_SEPARATORS[1:]:
+        value = value.replace(sep, LABEL_LIST_SEPARATORS[0])
+    for name in (v.strip() for v in value.split(LABEL_LIST_SEPARATORS[0])):
+        k = _class_index(name, class_names) if name else None
+        if k is None:
+            raise _CaseError(
+                "labels", f"unknown finding {name!r} in label {text.strip()!r} (labels: {list(class_names)})"
+            )
+        y[k] = 1
+    return y
+
+
+def _parse_label_columns(row: dict[str, str], columns: Sequence[str]) -> np.ndarray:
+    """A multi-label row with one 0/1 column per label (``columns``, in the bundle's class order)."""
+    y = np.zeros(len(columns), dtype=np.int64)
+    for k, col in enumerate(columns):
+        value = row.get(col, "").strip()
+        try:
+            num = float(value) if value else None
+        except ValueError:
+            num = None
+        if num not in (0.0, 1.0):
+            what = "empty" if not value else ("uncertain (-1)" if num == -1.0 else f"{value!r}")
+            raise _CaseError("labels", f"label {col!r} is {what}; evaluation needs 0 or 1 for every label")
+        y[k] = int(num)  # type: ignore[arg-type]
+    return y
+
+
+def _label_columns(fields: Sequence[str], class_names: Sequence[str]) -> list[str] | None:
+    """The CSV columns of the labels, one per class name (exact, then case-insensitive); None when any is missing."""
+    lowered = {f.lower(): f for f in fields}
+    cols = [c if c in fields else lowered.get(c.lower()) for c in class_names]
+    return None if any(c is None for c in cols) else cols  # type: ignore[return-value]
+
+
 def read_labels_csv(
-    path: str | os.PathLike, images_dir: str | os.PathLike, cases: Sequence[Path], class_names: Sequence[str]
-) -> tuple[dict[Path, int], list[CaseFailure]]:
-    """Read a labels CSV (columns ``image`` and ``label``) and match its rows to ``cases``.
+    path: str | os.PathLike,
+    images_dir: str | os.PathLike,
+    cases: Sequence[Path],
+    class_names: Sequence[str],
+    mode: str = "multiclass",
+) -> tuple[dict[Path, int | np.ndarray], list[CaseFailure]]:
+    """Read a labels CSV and match its rows to ``cases``.
 
     ``image`` is a path relative to ``images_dir`` (or absolute); when that is not one of the cases, a case with the
     same file name is used if exactly one exists (so a bundle's ``labels.csv`` written as ``volumes/x.nii.gz`` works
-    with ``--images .../volumes``). ``label`` is a class index or a class name (exact, then case-insensitive).
+    with ``--images .../volumes``).
+
+    Binary/multi-class (``mode`` ``"binary"`` or ``"multiclass"``): a ``label`` column with a class index or a class
+    name (exact, then case-insensitive). Multi-label (``mode="multilabel"``), either format:
+
+    - one ``0``/``1`` column per label, named as the bundle's class names (the training CSV of
+      :func:`~monai_transfer.data.datalist.datalist_from_csv`; other columns such as ``split`` are ignored; ``-1``
+      (uncertain) or an empty cell is a failure of that case): used when every class name is a column;
+    - else a ``label`` column listing the case's findings, separated by ``;`` or ``|`` (``Effusion;Mass``), or
+      ``none`` for a case without any finding.
 
     Returns:
-        ``{case path: label}`` and the failures: a label for a file that is not among the cases, an empty label, an
-        unknown class name or out-of-range index, a case listed twice, and a case with no label row.
+        ``{case path: label}`` (an ``int``, or for multi-label a 0/1 ``int64`` vector in class order) and the
+        failures: a label for a file that is not among the cases, an empty label, an unknown class name or
+        out-of-range index, a case listed twice, and a case with no label row.
 
     Raises:
-        EvaluationUsageError: the CSV cannot be read or lacks the ``image``/``label`` columns.
+        EvaluationUsageError: the CSV cannot be read or lacks the ``image`` and label column(s).
     """
     path = Path(path)
     root = _resolved(Path(images_dir))
@@ -230,10 +299,14 @@ def read_labels_csv(
         raise EvaluationUsageError(f"--labels {path}: cannot read the file ({e})") from e
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip() for f in (reader.fieldnames or [])]
-    if "image" not in fields or "label" not in fields:
-        raise EvaluationUsageError(f"--labels {path}: needs the columns 'image' and 'label', found {fields}")
+    columns = _label_columns(fields, class_names) if mode == "multilabel" else None
+    if "image" not in fields or ("label" not in fields and columns is None):
+        need = "'label' (or one 0/1 column per label: " + str(list(class_names)) + ")" if mode == "multilabel" else ""
+        raise EvaluationUsageError(
+            f"--labels {path}: needs the columns 'image' and {need or repr('label')}, found {fields}"
+        )
     rows, failures = _match_rows(reader, path, root, cases)
-    labels: dict[Path, int] = {}
+    labels: dict[Path, int | np.ndarray] = {}
     for case in cases:
         name = _display(case.relative_to(images_dir).as_posix())
         entries = rows.get(case)
@@ -244,8 +317,14 @@ def read_labels_csv(
             lines = ", ".join(str(n) for n, _ in entries)
             failures.append(CaseFailure(name, str(case), "labels", f"listed {len(entries)} times (rows {lines})"))
             continue
+        line, row = entries[0]
         try:
-            labels[case] = _parse_label(entries[0][1], class_names)
+            if columns is not None:
+                labels[case] = _parse_label_columns(row, columns)
+            elif mode == "multilabel":
+                labels[case] = _parse_label_list(row.get("label", ""), class_names)
+            else:
+                labels[case] = _parse_label(row.get("label", ""), class_names)
         except _CaseError as e:
-            failures.append(CaseFailure(name, str(case), e.stage, f"row {entries[0][0]}: {e.reason}"))
+            failures.append(CaseFailure(name, str(case), e.stage, f"row {line}: {e.reason}"))
     return labels, failures

@@ -34,7 +34,12 @@ from monai_transfer.data.cases import (
 )
 from monai_transfer.engines import streaming
 from monai_transfer.engines.bundle_inference import Bundle, calibration_info, load_bundle, load_network
-from monai_transfer.metrics.threshold import check_threshold_calibration, resolve_binary_threshold
+from monai_transfer.metrics.threshold import (
+    DEFAULT_THRESHOLD,
+    check_threshold_calibration,
+    resolve_binary_threshold,
+    resolve_multilabel_threshold,
+)
 from monai_transfer.reports.evaluation import write_outputs, write_summary
 from monai_transfer.utils.io import check_output_dir, sha256_file
 
@@ -55,10 +60,11 @@ class _Setup:
     ckpt: Path
     device: torch.device
     out: Path
-    threshold: float
+    threshold: float | list[float]
     threshold_report: Any
     threshold_source: str
     calibration: dict[str, Any] = field(default_factory=dict)
+    mode: str = "binary"
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -93,6 +99,35 @@ def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration
     return value, (src if source.startswith("file") else value), ("--threshold" if source == "given" else source)
 
 
+def _multilabel_threshold(
+    b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict
+) -> tuple[list[float], Any, str]:
+    """``(one value per label, report threshold, source)`` of a multi-label bundle: by default the ``threshold.json``
+    beside the checkpoint (one value per label, as a multi-label training writes it), else 0.5 for every label; see
+    :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold` (a single number applies to every label,
+    a file recording other ``class_names`` is refused).
+    """
+    src = str(ckpt.parent / "threshold.json") if threshold is None else str(threshold)
+    try:
+        values, source = resolve_multilabel_threshold(src, b.class_names, missing_ok=threshold is None)
+        check_threshold_calibration(src, calibration["file"] if calibration["applied"] else None)
+    except (OSError, ValueError) as e:  # the messages name the file (and the refused value)
+        raise EvaluationUsageError(f"--threshold: {e}" if threshold is not None else str(e)) from e
+    if source.startswith("default"):
+        return values, values, f"default {DEFAULT_THRESHOLD:g} per label (no threshold.json beside the checkpoint)"
+    return values, (src if source.startswith("file") else values), ("--threshold" if source == "given" else source)
+
+
+def _mode(b: Bundle) -> str:
+    """The bundle's ``mode`` id, else binary for 2 classes and multi-class for more."""
+    if "mode" in b.parser:
+        mode = str(b.parser.get_parsed_content("mode"))
+        if mode not in ("binary", "multiclass", "multilabel"):
+            raise EvaluationUsageError(f"bundle {b.root}: mode {mode!r} is not binary, multiclass or multilabel")
+        return mode
+    return "binary" if len(b.class_names) == 2 else "multiclass"
+
+
 def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any]) -> _Setup:
     if int(kw["batch_size"]) < 1:
         raise EvaluationUsageError(f"--batch-size must be >= 1, got {kw['batch_size']}")
@@ -111,18 +146,14 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
     ckpt = Path(kw["ckpt"]) if kw["ckpt"] is not None else Path(str(b.parser.get_parsed_content("ckpt_path")))
     if not ckpt.is_file():
         raise EvaluationUsageError(f"checkpoint {ckpt} not found (train the bundle first or pass --ckpt)")
-    if "mode" in b.parser and b.parser.get_parsed_content("mode") == "multilabel":  # sigmoid outputs, label vectors
-        raise EvaluationUsageError(
-            f"bundle {b.root} is multi-label (mode='multilabel'): this CLI reports single-label (softmax) bundles "
-            "only; use the bundle's evaluate.json"
-        )
+    mode = _mode(b)  # multi-label: the bundle's postprocessing applies a sigmoid, labels are 0/1 vectors
     cal = calibration_info(b)
-    thr = _threshold(b, kw["threshold"], ckpt, cal)
+    thr = (_multilabel_threshold if mode == "multilabel" else _threshold)(b, kw["threshold"], ckpt, cal)
     try:
         out = check_output_dir(output)
     except OSError as e:
         raise EvaluationUsageError(f"--output {output}: {e}") from e
-    return _Setup(b, images_dir, cases, ckpt, dev, out, *thr, calibration=cal)
+    return _Setup(b, images_dir, cases, ckpt, dev, out, *thr, calibration=cal, mode=mode)
 
 
 def _exit_code(s: _Setup, result: EvaluationResult, tolerate_failures: bool) -> int:
@@ -153,6 +184,7 @@ def _meta(s: _Setup, labels: Any, n_failed: int) -> dict[str, Any]:
         "images": _display(str(s.images_dir)),
         "labels": None if labels is None else _display(str(labels)),
         "kind": s.b.kind,
+        "mode": s.mode,
         "aggregation": s.b.aggregation_desc or None,
         "inferer": type(s.b.inferer).__name__,
         "calibration": s.calibration,
@@ -165,7 +197,8 @@ def _log_start(s: _Setup) -> None:
         f"evaluating {len(s.cases)} case(s) from {s.images_dir} with bundle {s.b.root} ({s.b.kind}, classes "
         f"{s.b.class_names}), checkpoint {s.ckpt}, device {s.device}, inferer {type(s.b.inferer).__name__}, "
         f"temperature {s.calibration['temperature']}"
-        + (f", threshold {s.threshold:g} ({s.threshold_source})" if len(s.b.class_names) == 2 else "")
+        + (f", threshold {s.threshold:g} ({s.threshold_source})" if s.mode == "binary" else "")
+        + (f", per-label thresholds {s.threshold} ({s.threshold_source})" if s.mode == "multilabel" else "")
         + (f", aggregation {s.b.aggregation_desc}" if s.b.kind == "volume" else "")
     )
 
@@ -175,7 +208,8 @@ def _finish(s: _Setup, result: EvaluationResult, labels: Any, n_bootstrap: int, 
     thr = (s.threshold, s.threshold_report, s.threshold_source)
     meta = _meta(s, labels, len(result.failures))
     volume = s.b.kind == "volume"
-    summary = write_outputs(s.out, result, s.b.class_names, volume, thr, meta, labels is not None, n_bootstrap, logger)
+    labelled = labels is not None
+    summary = write_outputs(s.out, result, s.b.class_names, volume, thr, meta, labelled, n_bootstrap, logger, s.mode)
     result.exit_code = _exit_code(s, result, tolerate_failures)
     summary.update(output=_display(str(s.out)), device=str(s.device), class_names=s.b.class_names)
     summary.update(n_cases_found=len(s.cases), n_evaluated=len(result.predictions), exit_code=result.exit_code)
@@ -228,9 +262,9 @@ def evaluate_bundle(
     opts.update(kw)
     s = _setup(bundle, images, output, labels, opts)
     result = EvaluationResult()
-    label_map: dict[Path, int] = {}
+    label_map: dict[Path, Any] = {}
     if labels is not None:
-        label_map, result.failures = read_labels_csv(labels, s.images_dir, s.cases, s.b.class_names)
+        label_map, result.failures = read_labels_csv(labels, s.images_dir, s.cases, s.b.class_names, s.mode)
     run = streaming.BatchRunner(s.b, load_network(s.b, s.ckpt, s.device), s.device)
     loop = streaming.CaseLoop(s.b, run, s.images_dir, result, label_map, opts["batch_size"], logger)
     _log_start(s)

@@ -17,7 +17,9 @@ paths* to the bundle. The subclasses here fix both for image-level classificatio
 
 - :class:`ClassificationBundleInferTask` passes ``type=InferType.CLASSIFICATION`` and ``add_post_restore=False``,
   takes every class name from the bundle's ``channel_def`` and answers with the class probabilities and the
-  predicted label (see :meth:`ClassificationBundleInferTask.writer`).
+  predicted label; for a multi-label bundle (``mode`` ``"multilabel"`` in ``inference.json``) every finding's
+  probability and the findings at or above their per-label thresholds (see
+  :meth:`ClassificationBundleInferTask.writer`).
 - :class:`ClassificationBundleTrainTask` turns each datastore label file (``<image id>.label.json``, see
   :mod:`monai_transfer.label.utils`) into the integer class index the bundle's ``train.json`` expects.
 
@@ -52,25 +54,55 @@ __all__ = ["ClassificationBundleInferTask", "ClassificationBundleTrainTask", "ha
 logger = logging.getLogger(__name__)
 
 
-def scores_to_result(scores: Any, class_names: list[str]) -> dict[str, Any]:
+def _score_vector(scores: Any, class_names: list[str]) -> list[float]:
+    t = torch.as_tensor(scores.as_tensor() if hasattr(scores, "as_tensor") else scores).detach().float().cpu()
+    t = t.reshape(t.shape[0], -1)[:, 0] if t.ndim > 1 else t.reshape(-1)
+    if t.numel() != len(class_names):
+        raise ValueError(f"prediction has {t.numel()} scores but the bundle defines classes {class_names}.")
+    return [float(v) for v in t.tolist()]
+
+
+def scores_to_result(
+    scores: Any, class_names: list[str], mode: str | None = None, thresholds: list[float] | None = None
+) -> dict[str, Any]:
     """Build the JSON answer of a classification inference from a 1-D score vector.
 
     Args:
         scores: the post-processed prediction (probabilities), shape ``(num_classes,)`` or ``(num_classes, 1, ...)``.
         class_names: class names ordered by index.
+        mode: ``None``/``"binary"``/``"multiclass"``: one label, the top-scoring class; ``"multilabel"``: independent
+            (sigmoid) probabilities, finding ``k`` is present when ``p_k >= thresholds[k]``.
+        thresholds: multi-label only: one threshold per label (default 0.5 each).
 
     Returns:
-        ``{"prediction": [{"idx", "label", "score"}, ...], "probabilities": {name: p}, "label": name,
-        "label_index": i, "score": p}``; ``prediction`` is the format of MONAI Label's own ``ClassificationWriter``.
+        binary/multi-class: ``{"prediction": [{"idx", "label", "score"}, ...], "probabilities": {name: p}, "label":
+        name, "label_index": i, "score": p}``; ``prediction`` is the format of MONAI Label's own
+        ``ClassificationWriter``. Multi-label: ``{"mode": "multilabel", "prediction": [{"idx", "label", "score",
+        "threshold", "positive"}, ...], "probabilities": {name: p}, "thresholds": {name: t}, "findings": [names at
+        or above their threshold, in class order], "finding_indices": [...], "label": the findings joined by ";"
+        ("" for none)}``.
 
     Raises:
-        ValueError: when the number of scores differs from the number of classes.
+        ValueError: when the number of scores (or multi-label thresholds) differs from the number of classes.
     """
-    t = torch.as_tensor(scores.as_tensor() if hasattr(scores, "as_tensor") else scores).detach().float().cpu()
-    t = t.reshape(t.shape[0], -1)[:, 0] if t.ndim > 1 else t.reshape(-1)
-    if t.numel() != len(class_names):
-        raise ValueError(f"prediction has {t.numel()} scores but the bundle defines classes {class_names}.")
-    values = [float(v) for v in t.tolist()]
+    values = _score_vector(scores, class_names)
+    if mode == "multilabel":
+        t = [0.5] * len(class_names) if thresholds is None else [float(v) for v in thresholds]
+        if len(t) != len(class_names):
+            raise ValueError(f"{len(t)} thresholds given for the {len(class_names)} labels {class_names}.")
+        hit = [i for i, (v, ti) in enumerate(zip(values, t)) if v >= ti]
+        return {
+            "mode": "multilabel",
+            "prediction": [
+                {"idx": i, "label": n, "score": v, "threshold": ti, "positive": i in hit}
+                for i, (n, v, ti) in enumerate(zip(class_names, values, t))
+            ],
+            "probabilities": dict(zip(class_names, values)),
+            "thresholds": dict(zip(class_names, t)),
+            "findings": [class_names[i] for i in hit],
+            "finding_indices": hit,
+            "label": ";".join(class_names[i] for i in hit),
+        }
     best = max(range(len(values)), key=values.__getitem__)
     return {
         "prediction": [{"idx": i, "label": n, "score": v} for i, (n, v) in enumerate(zip(class_names, values))],
@@ -146,13 +178,36 @@ class ClassificationBundleInferTask(BundleInferTask):
         i["class_names"] = list(self.class_names)
         return i
 
+    def output_mode(self) -> str:
+        """The bundle's ``mode`` id (``"binary"``, ``"multiclass"``, ``"multilabel"``); by the class count without."""
+        if self.bundle_config.get("mode") is not None:
+            return str(self.bundle_config.get_parsed_content("mode"))
+        return "binary" if len(self.class_names) == 2 else "multiclass"
+
+    def label_thresholds(self) -> list[float]:
+        """The per-label thresholds of a multi-label bundle, read from its ``threshold_path`` (``models/threshold.json``
+        of the training, re-read on every answer so a retrained model's file is used) with
+        :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold`; 0.5 per label without that file.
+
+        Raises:
+            ValueError: an invalid file, one with another number of values or other ``class_names`` (named).
+        """
+        from monai_transfer.metrics.threshold import resolve_multilabel_threshold
+
+        path = self.bundle_config.get("threshold_path")
+        path = self.bundle_config.get_parsed_content("threshold_path") if path is not None else None
+        return resolve_multilabel_threshold(path, self.class_names, missing_ok=True)[0]
+
     def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[None, dict[str, Any]]:
-        """Answer with the class probabilities and the predicted label (no label file is written).
+        """Answer with the class probabilities and the predicted label (no label file is written); for a multi-label
+        bundle every finding's probability, its threshold and the findings at or above their thresholds.
 
         Returns:
-            ``(None, scores_to_result(data[pred], class_names))``.
+            ``(None, scores_to_result(data[pred], class_names, mode, thresholds))``.
         """
-        return None, scores_to_result(data[self.output_label_key], self.class_names)
+        mode = self.output_mode()
+        thresholds = self.label_thresholds() if mode == "multilabel" else None
+        return None, scores_to_result(data[self.output_label_key], self.class_names, mode, thresholds)
 
 
 class ClassificationBundleTrainTask(BundleTrainTask):

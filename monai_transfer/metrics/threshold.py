@@ -39,6 +39,7 @@ __all__ = [
     "load_threshold",
     "resolve_threshold",
     "resolve_binary_threshold",
+    "resolve_multilabel_threshold",
     "check_threshold_calibration",
 ]
 
@@ -252,6 +253,64 @@ def resolve_binary_threshold(
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         raise ValueError(f"threshold must be in [0, 1], got {value}")
     return float(value), source
+
+
+def resolve_multilabel_threshold(
+    threshold: ThresholdLike | str,
+    class_names: Sequence[str],
+    missing_ok: bool = True,
+    default: float = DEFAULT_THRESHOLD,
+) -> tuple[list[float], str]:
+    """One decision threshold per label of a multi-label output (label ``k`` is predicted when ``p_k >= t_k``).
+
+    Args:
+        threshold: ``None`` (``default`` for every label), a number or numeric string (every label), a per-label
+            sequence, a threshold JSON path (``models/threshold.json`` of a multi-label training: a list, and the
+            ``class_names`` it was chosen for), or a callable.
+        class_names: the labels, in output order.
+        missing_ok: a path that does not exist gives ``default`` for every label (logged) instead of an error.
+        default: the value for ``None`` or a missing file.
+
+    Returns:
+        ``(one value per label, source)``; ``source`` is ``"file <path>"``, ``"given"`` or ``"default 0.5 (...)"``.
+
+    Raises:
+        ValueError: a value outside [0, 1] (or not finite), a string that is neither a number nor a file, an invalid
+            file, a number of values other than one or one per label, or a file whose ``class_names`` differ from
+            ``class_names``; the message names the file.
+        FileNotFoundError: a missing file when ``missing_ok`` is False.
+    """
+    k, names = len(class_names), [str(c) for c in class_names]
+    if threshold is None:
+        return [float(default)] * k, f"default {default:g}"
+    if isinstance(threshold, str):
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            if not Path(threshold).is_file() and not missing_ok:
+                raise ValueError(f"threshold {threshold!r} is neither a number nor an existing file") from None
+    where = f"threshold {threshold}"
+    if isinstance(threshold, (str, os.PathLike)):
+        if not Path(threshold).is_file():
+            if not missing_ok:
+                raise FileNotFoundError(f"threshold file not found: {threshold}")
+            logger.warning(f"threshold file {threshold} not found: every label uses the default threshold {default:g}")
+            return [float(default)] * k, f"default {default:g} (no threshold file {threshold})"
+        value = load_threshold(threshold)  # checks JSON, range and finiteness, naming the file
+        obj = json.loads(Path(threshold).read_text(encoding="utf-8"))
+        recorded = obj.get("class_names") if isinstance(obj, dict) else None
+        where, source = f"threshold file {threshold}", f"file {threshold}"
+        if isinstance(recorded, list) and [str(n) for n in recorded] != names:
+            raise ValueError(f"{where} is for the labels {recorded}, but the class names are {names}")
+    else:
+        value, source = resolve_threshold(threshold, default), "given"
+    values = [float(value)] * k if not isinstance(value, list) else [float(v) for v in value]
+    if len(values) != k:
+        raise ValueError(f"{where} holds {len(values)} values; one or one per label ({k}: {names}) is needed")
+    bad = [v for v in values if not (math.isfinite(v) and 0.0 <= v <= 1.0)]
+    if bad:
+        raise ValueError(f"{where}: thresholds must be in [0, 1], got {bad}")
+    return values, source
 
 
 def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.PathLike | None) -> str | None:

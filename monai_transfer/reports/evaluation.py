@@ -57,8 +57,11 @@ def peak_rss_mb() -> float | None:
     return rss / (1 << 20) if sys.platform == "darwin" else rss / 1024
 
 
-def write_report(out: Path, labelled: Sequence[CasePrediction], names: list[str], threshold: Any, **kw: Any) -> dict:
-    """``metrics.json`` and the plots of the labelled cases (``predictions.csv`` is written by the caller)."""
+def write_report(
+    out: Path, labelled: Sequence[CasePrediction], names: list[str], threshold: Any, mode: str | None = None, **kw: Any
+) -> dict:
+    """``metrics.json`` and the plots of the labelled cases (``predictions.csv`` is written by the caller); ``mode``
+    defaults to binary for 2 classes, else multi-class."""
     with _writing(out / "metrics.json"):  # and the plots
         return write_classification_report(
             out,
@@ -67,16 +70,28 @@ def write_report(out: Path, labelled: Sequence[CasePrediction], names: list[str]
             ids=[p.case_id for p in labelled],
             class_names=names,
             threshold=threshold,
-            mode="binary" if len(names) == 2 else "multiclass",
+            mode=mode or ("binary" if len(names) == 2 else "multiclass"),
             predictions_csv=False,
             **kw,
         )
 
 
 def write_predictions(
-    path: Path, preds: Sequence[CasePrediction], names: list[str], threshold: float | None, volume: bool
+    path: Path,
+    preds: Sequence[CasePrediction],
+    names: list[str],
+    threshold: float | list[float] | None,
+    volume: bool,
+    mode: str | None = None,
 ) -> Path | None:
-    """Every evaluated case (labelled or not): the report's columns, then ``image``, ``threshold`` (``n_slices``)."""
+    """Every evaluated case (labelled or not): the report's columns, then ``image``, ``threshold`` (``n_slices``).
+
+    Multi-label (``mode="multilabel"``, ``threshold`` one value per label): ``label_<name>``, ``prob_<name>``,
+    ``pred_<name>`` per label, ``correct``, ``image``, ``prediction_names`` (the findings at or above their threshold,
+    joined by ``;``) and ``threshold`` (the per-label values joined by ``;``), as the inference handler writes.
+    """
+    if mode == "multilabel":
+        return _write_multilabel_predictions(path, preds, names, list(threshold or []), volume)
     if not preds:  # the header only
         head = ["id", "label", "label_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name"]
         head += ["correct", "image", "threshold"] + (["n_slices"] if volume else [])
@@ -98,6 +113,37 @@ def write_predictions(
             class_names=names,
             mode="binary" if binary else "multiclass",
             threshold=threshold if binary else 0.5,
+            extra_columns=extra,
+        )
+
+
+def _write_multilabel_predictions(
+    path: Path, preds: Sequence[CasePrediction], names: list[str], threshold: list[float], volume: bool
+) -> Path | None:
+    if not preds:  # the header only
+        head = ["id", *[f"{k}_{c}" for k in ("label", "prob", "pred") for c in names], "correct", "image"]
+        head += ["prediction_names", "threshold"] + (["n_slices"] if volume else [])
+        with _writing(path):
+            return atomic_write_text(path, ",".join(head) + "\n")
+    probs = np.stack([p.probs for p in preds])
+    decided = probs >= np.asarray(threshold, dtype=np.float64)[None, :]
+    extra: dict[str, list] = {
+        "image": [_display(p.path) for p in preds],
+        "prediction_names": [";".join(n for n, v in zip(names, row) if v) for row in decided],
+        "threshold": [";".join(f"{t:.6f}" for t in threshold)] * len(preds),
+    }
+    if volume:
+        extra["n_slices"] = [p.n_slices for p in preds]
+    labels = [p.label for p in preds]
+    with _writing(path):
+        return write_predictions_csv(
+            path,
+            probs,
+            None if all(v is None for v in labels) else labels,
+            ids=[p.case_id for p in preds],
+            class_names=names,
+            mode="multilabel",
+            threshold=threshold,
             extra_columns=extra,
         )
 
@@ -134,26 +180,32 @@ def write_outputs(
     labels_given: bool,
     n_bootstrap: int,
     log: logging.Logger,
+    mode: str | None = None,
 ) -> dict[str, Any]:
     """The report (labelled cases), ``predictions.csv`` (every case) and the failure files of an evaluation.
 
     Args:
-        threshold: ``(value, what the report reads (a threshold file or value), source)``; used for 2 classes only.
+        threshold: ``(value, what the report reads (a threshold file or value), source)``; used for 2 classes and
+            multi-label (one value per label) only.
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``; default binary for 2 classes, else multi-class.
 
     Returns:
         the start of ``summary.json``: ``meta``, the threshold used and the number of labelled cases.
     """
-    binary = len(class_names) == 2
+    mode = mode or ("binary" if len(class_names) == 2 else "multiclass")
+    binary = mode in ("binary", "multilabel")  # a decision threshold (one per label), not arg-max
     value, report_threshold, source = threshold
     labelled = [p for p in result.predictions if p.label is not None]
     if labels_given and labelled:
         thr = report_threshold if binary else None
-        result.files.update(write_report(out, labelled, class_names, thr, meta=meta, n_bootstrap=n_bootstrap))
+        result.files.update(
+            write_report(out, labelled, class_names, thr, meta=meta, n_bootstrap=n_bootstrap, mode=mode)
+        )
     elif labels_given:
         log.warning("no labelled case could be evaluated: metrics.json and the plots are not written")
     thr_used = value if binary else None
     result.files["predictions"] = write_predictions(
-        out / "predictions.csv", result.predictions, class_names, thr_used, volume
+        out / "predictions.csv", result.predictions, class_names, thr_used, volume, mode
     )
     result.files.update(write_failures(out, result.failures))
     source = source if binary else "arg-max (no threshold)"

@@ -79,6 +79,9 @@ _CONFIG_FILES = ("train.json", "inference.json", "evaluate.json", "multi_gpu_tra
 _SAMPLE_LABELS = "labels.csv"
 #: training-loop settings that never replace the inference/evaluation configs' ids of the same name.
 _TRAIN_ONLY = ("batch_size", "num_workers", "max_items", "seed")
+#: ids the training decides from its data (``mode``: binary/multiclass/multilabel from the labels); they replace the
+#: other configs' value even where that is an expression (inference.json derives ``mode`` from the class count only).
+_RUN_DECIDED = ("mode",)
 #: validation metrics shown in the run's README and ``metadata.json`` ``eval_metrics``.
 _REPORTED_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
 
@@ -365,7 +368,7 @@ def _substitute(
     """``values`` in place of the top-level ids of ``config`` (with ``literals_only``, only ids holding a literal)."""
     out = dict(config)
     for k, v in values.items():
-        if k in out and not (literals_only and (_is_expression(out[k]) or k in _TRAIN_ONLY)):
+        if k in out and (k in _RUN_DECIDED or not (literals_only and (_is_expression(out[k]) or k in _TRAIN_ONLY))):
             out[k] = _jsonable(v)
     if "bundle_root" in out:
         out["bundle_root"] = root_expr

@@ -249,21 +249,24 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
         decisions = np.array([int(r[f"pred_{c}"]) for c in NIH14])
         np.testing.assert_array_equal(decisions[clear[i]], (probs >= t)[clear[i]].astype(int))
         assert r["prediction_names"] == ";".join(c for c, v in zip(NIH14, decisions) if v)
-
-
-def test_evaluate_cli_refuses_multilabel_bundle(tmp_path):
-    """``monai_transfer.evaluate`` applies a softmax: a multi-label bundle is refused instead of mis-scored."""
+    # python -m monai_transfer.evaluate on the run folder (its inference.json carries mode "multilabel"): the
+    # validation images with the training CSV (one 0/1 column per finding) give the training report's table
     import shutil
 
-    from monai_transfer.evaluate import EvaluationUsageError, evaluate_bundle
+    from monai_transfer.evaluate import EXIT_OK, main
 
-    bundle = tmp_path / "xray_ml"
-    shutil.copytree(BUNDLE / "configs", bundle / "configs")
-    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
-    cfg.update(bundle_root=str(bundle), mode="multilabel", class_names=NIH14[:3])
-    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
-    (bundle / "models").mkdir()
-    (bundle / "models" / "model.pt").write_bytes(b"never loaded")
-    _png(tmp_path / "images" / "x.png", np.zeros((8, 8)))
-    with pytest.raises(EvaluationUsageError, match="is multi-label"):
-        evaluate_bundle(bundle, tmp_path / "images", tmp_path / "out", device="cpu")
+    assert json.loads((run / "configs" / "inference.json").read_text())["mode"] == "multilabel"
+    val = tmp_path / "val_images"
+    for i in ids:
+        val.mkdir(exist_ok=True)
+        shutil.copy(csv_path.parent / "images" / Path(i).name, val / Path(i).name)
+    val_csv = tmp_path / "val_labels.csv"  # the validation rows (a row for a file not evaluated is a failure)
+    lines = csv_path.read_text().splitlines()
+    val_csv.write_text("\n".join([lines[0]] + [line for line in lines[1:] if ",val," in line]) + "\n")
+    cli = tmp_path / "cli"
+    args = ["--bundle", str(run), "--images", str(val), "--labels", str(val_csv), "--output", str(cli)]
+    assert main(args + ["--device", "cpu", "--n-bootstrap", "20", "--no-progress", "--image_size", "32"]) == EXIT_OK
+    got = json.loads((cli / "metrics.json").read_text())
+    assert got["mode"] == "multilabel" and got["threshold"]["value"] == pytest.approx(thr["threshold"])
+    for a, b in zip(got["per_class"], report["per_class"]):
+        assert a["class"] == b["class"] and a["auc"] == pytest.approx(b["auc"], abs=1e-6)

@@ -137,3 +137,89 @@ def test_infer_task_applies_calibration_and_serves_an_ensemble_like_the_cli(tmp_
         got = [[d["normal"], d["pneumonia"]] for d in served[str(b)]]
         np.testing.assert_allclose(got, cli, atol=1e-5)
     assert json.loads((tmp_path / "out_cal" / "summary.json").read_text())["calibration"]["temperature"] == 2.5
+
+
+_ANSWER_SCRIPT = """
+import json, sys
+from monai_transfer.label import ClassificationBundleInferTask
+out = {}
+for bundle in sys.argv[2:]:
+    task = ClassificationBundleInferTask(bundle, {})
+    out[bundle] = [task({"image": img, "device": "cpu"})[1] for img in json.loads(sys.argv[1])]
+print(json.dumps(out))
+"""
+
+FINDINGS = ["Atelectasis", "Effusion", "Pneumothorax"]
+
+
+def _multilabel_bundle(root) -> object:
+    """The tiny bundle with 3 findings: ``mode`` ``"multilabel"``, a sigmoid, ``threshold_path``, random weights."""
+    from monai.bundle import ConfigParser
+
+    from monai_transfer.utils.io import atomic_torch_save
+
+    bundle = make_tiny_bundle(root, "xray_ml", seed=1)
+    cfg = json.loads((bundle / "configs" / "inference.json").read_text())
+    cfg["network_def"]["out_channels"] = len(FINDINGS)
+    cfg["postprocessing"]["transforms"][0].update(softmax=False, sigmoid=True)
+    cfg.update(mode="multilabel", threshold_path="$@bundle_root + '/models/threshold.json'")
+    (bundle / "configs" / "inference.json").write_text(json.dumps(cfg))
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    meta["network_data_format"]["outputs"]["pred"]["channel_def"] = {str(i): n for i, n in enumerate(FINDINGS)}
+    (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+    torch.manual_seed(1)
+    net = ConfigParser(cfg).get_parsed_content("network_def")
+    with torch.no_grad():  # spread the scores (random weights give near 0.5 otherwise)
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    atomic_torch_save(net.state_dict(), bundle / "models" / "model.pt")
+    return bundle
+
+
+def test_infer_task_answers_multilabel_findings_at_per_label_thresholds(tmp_path):
+    """A multi-label bundle answers with every finding's probability (sigmoid, as the bundle's own inference) and
+    the findings at or above their ``threshold.json`` thresholds; a 2-class bundle still answers with one label."""
+    import numpy as np
+    from PIL import Image
+
+    from monai_transfer.metrics.threshold import save_threshold
+    from tests.label._bundle import reference_probabilities
+
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"img_{i}.png"))
+        Image.fromarray(rng.integers(0, 255, (40, 36)).astype(np.uint8)).save(paths[-1])
+    ml = _multilabel_bundle(tmp_path / "bundles")
+    binary = make_tiny_bundle(tmp_path / "bundles", "xray")
+    ref = np.array([reference_probabilities(ml, p) for p in paths])
+    assert not np.allclose(ref.sum(1), 1.0)  # independent probabilities
+    t = np.median(ref, 0)  # every finding present on some images and absent on others
+    save_threshold(ml / "models" / "threshold.json", t, "youden", mode="multilabel", class_names=FINDINGS)
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.run(
+        [str(LABEL_PYTHON), "-c", _ANSWER_SCRIPT, json.dumps(paths), str(ml), str(binary)],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    served = json.loads(proc.stdout.strip().splitlines()[-1])
+    found = []
+    for i, ans in enumerate(served[str(ml)]):
+        assert ans["mode"] == "multilabel" and list(ans["probabilities"]) == FINDINGS
+        p = np.array([ans["probabilities"][n] for n in FINDINGS])
+        np.testing.assert_allclose(p, ref[i], atol=1e-5)
+        np.testing.assert_allclose([ans["thresholds"][n] for n in FINDINGS], t, atol=1e-12)
+        clear = np.abs(p - t) > 1e-6  # a probability on its threshold may round either way between processes
+        hit = np.array([n in ans["findings"] for n in FINDINGS])
+        np.testing.assert_array_equal(hit[clear], (p >= t)[clear])
+        assert ans["findings"] == [n for n, h in zip(FINDINGS, hit) if h] and ans["label"] == ";".join(ans["findings"])
+        assert [d["positive"] for d in ans["prediction"]] == hit.tolist()
+        assert [d["label"] for d in ans["prediction"]] == FINDINGS
+        found.append(hit)
+    assert np.array(found).any(0).all() and not np.array(found).all(0).any()  # per-label decisions, not a top-1
+    for i, ans in enumerate(served[str(binary)]):  # unchanged: the top-scoring class
+        p = reference_probabilities(binary, paths[i])
+        assert {"prediction", "probabilities", "label", "label_index", "score"} <= set(ans)  # + MONAI Label's keys
+        assert "findings" not in ans and "thresholds" not in ans and "mode" not in ans
+        assert ans["label_index"] == int(np.argmax(p)) and ans["label"] == CLASS_NAMES[ans["label_index"]]
+        assert ans["score"] == pytest.approx(max(p), abs=1e-5)

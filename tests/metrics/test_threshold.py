@@ -73,3 +73,24 @@ def test_check_threshold_calibration(tmp_path):
         check_threshold_calibration(raw, cal)
     assert check_threshold_calibration(raw, None) == "uncalibrated probabilities"
     assert check_threshold_calibration(0.3, cal) is None  # a number carries no provenance
+
+
+def test_resolve_multilabel_threshold(tmp_path, caplog):
+    from monai_transfer.metrics.threshold import resolve_multilabel_threshold, save_threshold
+
+    names = ["a", "b", "c"]
+    assert resolve_multilabel_threshold(None, names) == ([0.5] * 3, "default 0.5")
+    assert resolve_multilabel_threshold("0.3", names) == ([0.3] * 3, "given")  # one number: every label
+    f = save_threshold(tmp_path / "t.json", [0.1, 0.2, 0.9], mode="multilabel", class_names=names)
+    assert resolve_multilabel_threshold(str(f), names) == ([0.1, 0.2, 0.9], f"file {f}")
+    missing = tmp_path / "none.json"
+    assert resolve_multilabel_threshold(missing, names)[0] == [0.5] * 3 and "not found" in caplog.text
+    with pytest.raises(FileNotFoundError, match="none.json"):
+        resolve_multilabel_threshold(missing, names, missing_ok=False)
+    plain = save_threshold(tmp_path / "plain.json", [0.1, 0.2, 0.9])  # no class_names recorded
+    with pytest.raises(ValueError, match=r"plain.json holds 3 values; one or one per label \(2"):
+        resolve_multilabel_threshold(plain, names[:2])
+    with pytest.raises(ValueError, match=r"t.json is for the labels \['a', 'b', 'c'\], but the class names are"):
+        resolve_multilabel_threshold(f, ["x", "y", "z"])
+    with pytest.raises(ValueError, match=r"thresholds must be in \[0, 1\], got \[1.5\]"):
+        resolve_multilabel_threshold([0.2, 1.5, 0.3], names)
