@@ -48,7 +48,7 @@ __all__ = ["RECIPES", "TIE_AUC", "recipe_overrides", "choose_winner", "summary_t
 RECIPES: dict[str, dict[str, Any]] = {
     "base": {},
     "ls0.1": {"label_smoothing": 0.1},
-    "ema": {"ema_decay": 0.995},
+    "ema": {"ema_decay": 0.99},
     "aug0.5": {"aug_strength": 0.5},
     "aug1.5": {"aug_strength": 1.5},
     "epochs6": {"epochs": 6},
