@@ -189,12 +189,24 @@ def summarise(
     return out
 
 
-def cross_validate(dataset_dir: Path, output_dir: Path, recipe: dict[str, Any], folds: int, **extra: Any) -> Any:
+def cross_validate(
+    dataset_dir: Path,
+    output_dir: Path,
+    recipe: dict[str, Any],
+    folds: int,
+    final_fit: bool = True,
+    reuse_cv: bool = False,
+    **extra: Any,
+) -> Any:
     """K-fold CV on the train split + final fit (:func:`monai_transfer.engines.cv.run_cross_validation`).
+
+    With ``reuse_cv`` and a CV-only run already in ``output_dir`` (``cv/cv.json``), the folds are not rerun: the final
+    fit uses that run's chosen epochs and ``models/threshold.json`` (the same settings ``run_cross_validation``
+    applies in its own final fit).
 
     Returns:
         ``(cv summary, parser)``: the parser holds the bundle config with the final model's weights loaded into
-        ``network`` (``models/model.pt``).
+        ``network`` (``models/model.pt``); ``None`` in place of the parser when ``final_fit`` is False.
     """
     from monai.bundle import ConfigParser
 
@@ -202,16 +214,31 @@ def cross_validate(dataset_dir: Path, output_dir: Path, recipe: dict[str, Any], 
     from monai_transfer.engines.workflow import load_best_model
 
     overrides = {**recipe, **extra, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
-    summary = run_cross_validation(
-        str(BUNDLE / "configs" / "train.json"),
-        folds=folds,
-        meta_file=str(BUNDLE / "configs" / "metadata.json"),
-        logging_file=False,
-        threshold_method="youden",
-        calibrate=True,
-        final_fit=True,
-        **overrides,
-    )
+    cv_json = Path(output_dir) / "cv" / "cv.json"
+    if reuse_cv and final_fit and cv_json.is_file():
+        summary = common.read_result(cv_json)
+        best = int(summary["chosen"]["epochs"])
+        train_bundle(
+            dataset_dir, output_dir, recipe, **extra,
+            **{"train#trainer#max_epochs": best, "val_interval": best, "early_stop_patience": 0, "calibrate": False,
+               "validate#report_writer#select_threshold_on": None, "validate#report_writer#threshold_path": None,
+               "validate#report_writer#threshold": summary["files"]["threshold"]},
+        )  # fmt: skip
+        summary["files"]["model"] = str(Path(output_dir) / "models" / "model.pt")
+        summary["final_fit_reused_cv"] = True
+    else:
+        summary = run_cross_validation(
+            str(BUNDLE / "configs" / "train.json"),
+            folds=folds,
+            meta_file=str(BUNDLE / "configs" / "metadata.json"),
+            logging_file=False,
+            threshold_method="youden",
+            calibrate=True,
+            final_fit=final_fit,
+            **overrides,
+        )
+    if not final_fit:
+        return summary, None
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update(pairs=overrides)
@@ -257,12 +284,15 @@ def run(
     work_dir: Path | None = None,
     extra: dict[str, Any] | None = None,
     folds: int | None = None,
+    cv_only: bool = False,
+    reuse_cv: bool = False,
 ) -> dict[str, Any]:
     """Train with the bundle, score val (and test) and write ``output/results.json``; returns the results.
 
     With ``folds`` (>= 2), epochs, temperature and threshold are chosen by ``folds``-fold CV on the train split
     (:func:`cross_validate`) and val only reports. Without (``None``: the protocol ``label_efficiency.py`` still
-    uses), the bundle keeps the best epoch on val and the Youden threshold on val.
+    uses), the bundle keeps the best epoch on val and the Youden threshold on val. ``cv_only``: stop after the CV
+    (no final fit, val not scored; keep ``work_dir`` to finish it later with ``reuse_cv``, see :func:`cross_validate`).
     """
     import torch
 
@@ -281,9 +311,22 @@ def run(
     cv: dict[str, Any] | None = None
     temperature = 1.0
     if folds:
-        summary, parser = cross_validate(csv, work_dir, recipe, int(folds), n_bootstrap=n_bootstrap, **(extra or {}))
+        summary, parser = cross_validate(
+            csv, work_dir, recipe, int(folds), final_fit=not cv_only, reuse_cv=reuse_cv, n_bootstrap=n_bootstrap,
+            **(extra or {}),
+        )  # fmt: skip
         cv = cv_block(summary)
         temperature = float(load_calibration(work_dir / "models" / "calibration.json"))
+        if parser is None:  # CV only
+            results = {"cv": cv, "config": {**recipe, **(extra or {}), "counts": counts, "cv_folds": folds,
+                                            "cv_only": True, "train_wall_s": round(time.perf_counter() - t0, 1),
+                                            "cpu_minutes": round((_cpu_seconds() - cpu0) / 60.0, 2),
+                                            "torch_threads": torch.get_num_threads(), "quick": quick}}  # fmt: skip
+            results["env"] = common.finish_environment(env)
+            common.write_result(Path(output) / "results.json", results)
+            if tmp is not None:
+                tmp.cleanup()
+            return results
     else:
         parser = train_bundle(csv, work_dir, recipe, n_bootstrap=n_bootstrap, **(extra or {})).parser
     train_s = time.perf_counter() - t0

@@ -26,12 +26,15 @@ Usage::
 
     python scripts/bench/recipe_xray.py --threads 1                          # every recipe in RECIPES
     python scripts/bench/recipe_xray.py --recipes base ls0.1 --folds 3 --time-budget 40
+    python scripts/bench/recipe_xray.py --cv-only --recipes ema aug1.5   # CV only (runs kept in the cache folder)
+    python scripts/bench/recipe_xray.py --final-fit                      # final fit + val for the CV winner
     python scripts/bench/recipe_xray.py --quick --output /tmp/recipes
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import tempfile
 import time
@@ -83,7 +86,7 @@ def choose_winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
-    cv, val, cfg = res["cv"], res["val"], res["config"]
+    cv, val, cfg = res["cv"], res.get("val", {}), res["config"]
     return {
         "recipe": name,
         "overrides": res.get("recipe_overrides", {}),
@@ -97,15 +100,17 @@ def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
         "epochs_planned": cv["epochs_planned"],
         "temperature": cv["chosen"]["temperature"],
         "threshold": cv["chosen"]["threshold"],
-        "val_auc": val["auc"],
+        "val_auc": val.get("auc"),
         "val_auc_ci95": val.get("auc_ci95"),
-        "val_acc": val["acc"],
-        "val_ece": val["ece"],
+        "val_acc": val.get("acc"),
+        "val_ece": val.get("ece"),
         "val_ece_uncalibrated": val.get("ece_uncalibrated"),
-        "val_specificity": val["specificity"],
+        "val_specificity": val.get("specificity"),
         "cpu_minutes": cfg["cpu_minutes"],
         "wall_minutes": round(cfg["train_wall_s"] / 60.0, 2),
         "command": res["env"]["command"],
+        "cv_command": res.get("cv_env", {}).get("command"),
+        "final_fit": "val" in res,
         "other_jobs_running": res["env"].get("other_jobs_running"),
     }
 
@@ -135,34 +140,60 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--folds", type=int, default=accuracy_xray.CV_FOLDS)
     parser.add_argument("--n-bootstrap", type=int, default=1000)
     parser.add_argument("--time-budget", type=float, default=None, help="minutes; no new recipe starts after it")
+    parser.add_argument("--cv-only", action="store_true", help="CV only: no final fit, val not scored (finish later)")
+    parser.add_argument(
+        "--final-fit",
+        nargs="*",
+        default=None,
+        metavar="RECIPE",
+        help="finish CV-only recipes (their kept CV runs): final fit + one val scoring; no names: the CV winner",
+    )
     args = parser.parse_args(argv)
     common.set_command(__file__, argv)
     common.set_threads(args.threads)
     if args.quick:
         args.folds, args.n_bootstrap = 2, 20
     out_dir = Path(args.output)
+    runs_dir = common.CACHE_DIR / ("recipe_xray_runs_quick" if args.quick else "recipe_xray_runs")
     t_start = time.perf_counter()
-    for name in args.recipes:
+    names = list(args.recipes)
+    if args.final_fit is not None:
+        names = list(args.final_fit) or [summary_table(out_dir)["winner"]]
+    for name in names:
         path = out_dir / f"{name}.json"
-        if path.is_file():
+        previous = common.read_result(path)
+        finishing = args.final_fit is not None
+        if previous is not None and (not finishing or "val" in previous):
             print(f"skip {path.name} (exists)")
             continue
+        if finishing and previous is None:
+            raise SystemExit(f"{path}: no CV-only result of recipe {name!r} to finish; run it first")
         if args.time_budget is not None and (time.perf_counter() - t_start) / 60 > args.time_budget:
             print(f"time budget of {args.time_budget} min spent; stopping before {name}")
             break
         recipe = recipe_overrides(name, args.quick)
+        work = runs_dir / name
+        if not finishing:
+            shutil.rmtree(work, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="bench_recipe_") as tmp:
             res = accuracy_xray.run(
-                args.npz, Path(tmp), recipe, quick=args.quick, n_bootstrap=args.n_bootstrap, folds=args.folds
-            )
+                args.npz, Path(tmp), recipe, quick=args.quick, n_bootstrap=args.n_bootstrap, folds=args.folds,
+                work_dir=work, cv_only=args.cv_only and not finishing, reuse_cv=finishing,
+            )  # fmt: skip
+        if finishing:  # CV numbers and costs of the earlier CV-only run, plus this final fit
+            res["cv"] = previous["cv"]
+            res["cv_env"] = previous["env"]
+            for key in ("cpu_minutes", "train_wall_s"):
+                res["config"][key] = round(res["config"][key] + previous["config"][key], 2)
+            res["config"]["final_fit_reused_cv"] = True
         res["recipe"] = name
         res["recipe_overrides"] = dict(RECIPES[name])
         common.write_result(path, res)
         row = _row(name, res)
         print(
             f"{name}: CV AUC {row['cv_auc']:.4f} (OOF ECE {row['cv_ece_before']:.4f} -> {row['cv_ece']:.4f}, "
-            f"epochs {row['epochs_chosen']}/{row['epochs_planned']})  val AUC {row['val_auc']:.4f} "
-            f"ECE {row['val_ece']:.4f}  {row['cpu_minutes']:.1f} CPU min"
+            f"epochs {row['epochs_chosen']}/{row['epochs_planned']})  val AUC {row['val_auc']}  "
+            f"ECE {row['val_ece']}  {row['cpu_minutes']:.1f} CPU min"
         )
         common.write_result(out_dir / "summary.json", summary_table(out_dir))
     summary = summary_table(out_dir)
