@@ -98,24 +98,30 @@ def _accuracy_xray(results: Path) -> list[str]:
         f"(train time {c['train_wall_s']} s). Threshold for ACC: {c['threshold_method']}. 95% CIs: stratified "
         f"bootstrap, {c['n_bootstrap']} resamples.",
         "",
-        "| model | split | AUC [95% CI] | ACC [95% CI] |",
-        "| --- | --- | --- | --- |",
+        "| model | split | AUC [95% CI] | ACC [95% CI] | ECE |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for split in ("val", "test"):
         if split in res:
             r = res[split]
             out.append(
-                f"| **ours** (Lite0, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |"
+                f"| **ours** (Lite0, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} | "
+                f"{_f(r.get('ece'))} |"
             )
     for name, auc, acc in MEDMNIST_2D:
-        out.append(f"| {name} | test | {auc:.3f} | {acc:.3f} |")
+        out.append(f"| {name} | test | {auc:.3f} | {acc:.3f} | |")
     out += [
         "",
         f"Reference rows: {SOURCE}. Ours is measured on **val** (the official test split is not in "
         "`../shared/data`; pass `--test PATH.npz` to score it). Val and test differ in class balance (about 26% vs "
-        "37% normal), so val numbers are not directly comparable with the test rows; the model was also selected "
-        "(best epoch) on val, and 8 of the 524 val images also occur in the train split "
-        "(see `../shared/data/README.md`).",
+        "37% normal), so val numbers are not directly comparable with the test rows; "
+        + (
+            f"epochs, temperature and threshold were chosen by {c['cv_folds']}-fold CV on train (val chose nothing)"
+            if c.get("cv_folds")
+            else "**this result predates the CV protocol: the best epoch and the threshold were chosen on val, so it "
+            "is optimistic** (the current script chooses them by CV on train; see section 1b)"
+        )
+        + ", and 8 of the 524 val images also occur in the train split (see `../shared/data/README.md`).",
         "",
         _prov(res),
         "",
