@@ -163,12 +163,13 @@ def _recipe_xray(results: Path) -> list[str]:
             n_overlap += overlap == "yes"
         name = f"**{r['recipe']}** (winner)" if r["recipe"] == summary["winner"] else r["recipe"]
         ov = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items()) or "(base)"
-        oof_ci = f"{_f(r['cv_oof_auc'])} [{_f(ci_oof[0])}, {_f(ci_oof[1])}]" if ci_oof else _f(r["cv_oof_auc"])
-        val_ci = f"{_f(r['val_auc'])} [{_f(ci_val[0])}, {_f(ci_val[1])}]" if ci_val else _f(r["val_auc"])
+        oof_ci = f"{_f(r['cv_oof_auc'], 4)} [{_f(ci_oof[0], 4)}, {_f(ci_oof[1], 4)}]" if ci_oof else _f(r["cv_oof_auc"])
+        val_ci = f"{_f(r['val_auc'], 4)} [{_f(ci_val[0], 4)}, {_f(ci_val[1], 4)}]" if ci_val else _f(r["val_auc"])
+        cpu = _f(r["cpu_minutes"], 1) + ("" if r.get("val_auc") is not None else " (CV only)")
         out.append(
             f"| {name} | {ov} | {_f(r['cv_auc'], 4)} ± {_f(r['cv_auc_sd'], 4)} | {oof_ci} | "
             f"{_f(r['cv_ece_before'])} → {_f(r['cv_ece'])} | {r['epochs_chosen']}/{r['epochs_planned']} | {val_ci} | "
-            f"{_f(r['val_acc'])} | {_f(r['val_ece'])} ({_f(r['val_ece_uncalibrated'])}) | {_f(r['cpu_minutes'], 1)} | "
+            f"{_f(r['val_acc'])} | {_f(r['val_ece'])} ({_f(r['val_ece_uncalibrated'])}) | {cpu} | "
             f"{overlap} |"
         )
     out += ["", "Commands (one per row; each JSON also records its date, machine and load note):", ""]

@@ -236,10 +236,12 @@ def test_make_report_recipe_table(tmp_path, monkeypatch):
     (results / "recipe_xray" / "summary.json").write_text(json.dumps(summary))
     text = mod.main(["--results", str(results), "--output", str(tmp_path / "README.md")]).read_text()
     assert summary["winner"] == "ls0.1"
-    assert "| **ls0.1** (winner) | `label_smoothing=0.1` | 0.9920 ± 0.0020 | 0.992 [0.988, 0.995] |" in text
-    assert (
-        "| base | (base) | 0.9900 ± 0.0020 | 0.990 [0.986, 0.993] | 0.040 → 0.020 | 2/3 | 0.995 [0.990, 0.999]" in text
+    assert "| **ls0.1** (winner) | `label_smoothing=0.1` | 0.9920 ± 0.0020 | 0.9920 [0.9880, 0.9950] |" in text
+    assert "| 0.040 → 0.020 | 2/3 | n/a | n/a | n/a (n/a) | 12.5 (CV only) | n/a |" in text  # no final fit yet
+    base_row = (
+        "| base | (base) | 0.9900 ± 0.0020 | 0.9900 [0.9860, 0.9930] | 0.040 → 0.020 | 2/3 | 0.9950 [0.9900, 0.9990]"
     )
+    assert base_row in text and "| 0.970 | 0.025 (0.050) | 12.5 | yes |" in text
     assert "`python scripts/bench/recipe_xray.py --recipes base`" in text
     assert "| `recipe_xray.py` | 2 run(s) |" in text
 
