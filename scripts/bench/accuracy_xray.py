@@ -74,9 +74,14 @@ BASE_RECIPE: dict[str, Any] = {
     "batch_size": 32,
     "learning_rate": 0.001,
     "seed": 0,
+    "label_smoothing": 0.0,
+    "ema_decay": 0.0,
+    "aug_strength": 1.0,
 }
-#: the recipe: BASE_RECIPE plus the winner of recipe_xray.py (chosen on CV AUC on the train split, never on val)
-RECIPE: dict[str, Any] = dict(BASE_RECIPE)
+#: the recipe: BASE_RECIPE plus the winner of recipe_xray.py (3-fold CV on the train split, never val): weight EMA
+#: (decay 0.99) tied the base on mean fold AUC (0.9937 vs 0.9939, within TIE_AUC) with the lower out-of-fold ECE after
+#: calibration (0.0091 vs 0.0104); see benchmarks/results/recipe_xray/summary.json
+RECIPE: dict[str, Any] = {**BASE_RECIPE, "ema_decay": 0.99}
 QUICK_BASE_RECIPE: dict[str, Any] = {**BASE_RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
 QUICK_RECIPE: dict[str, Any] = {**RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
 #: folds of the cross-validation on the train split that chooses epochs, temperature and threshold
