@@ -129,6 +129,14 @@ def _accuracy_xray(results: Path) -> list[str]:
     return out
 
 
+def rx_tie(summary: dict[str, Any]) -> float:
+    """The AUC tie tolerance stated in a recipe summary's rule (``differences < X tie``)."""
+    import re
+
+    m = re.search(r"differences < ([0-9.]+) tie", summary.get("rule", ""))
+    return float(m.group(1)) if m else 0.0
+
+
 def _recipe_xray(results: Path) -> list[str]:
     """Recipe comparison (``recipe_xray.py``): CV on train chooses, val is scored once per recipe."""
     out = ["## 1b. Recipe comparison: PneumoniaMNIST, chosen by cross-validation on train", ""]
@@ -173,7 +181,19 @@ def _recipe_xray(results: Path) -> list[str]:
             f"{overlap} |"
         )
     out += ["", "Commands (one per row; each JSON also records its date, machine and load note):", ""]
-    out += [f"- {r['recipe']}: `{r['command']}`" for r in rows]
+    out += [
+        f"- {r['recipe']}: " + (f"CV `{r['cv_command']}`, then final fit `{r['command']}`" if r.get("cv_command")
+                                else f"`{r['command']}`")
+        for r in rows
+    ]  # fmt: skip
+    best_auc = max(r["cv_auc"] for r in rows)
+    tied = [r["recipe"] for r in rows if best_auc - r["cv_auc"] < rx_tie(summary)]
+    if len(tied) > 1:
+        out += [
+            "",
+            f"Recipes {', '.join(f'`{t}`' for t in tied)} tie on CV AUC (differences below the rule's tolerance); the "
+            "winner came from the tie-break, so on AUC they are equivalent within this experiment's noise.",
+        ]
     if first.get("config", {}).get("quick"):
         out += ["", "**(quick mode: smoke test, not a result)**"]
     win = next(r for r in rows if r["recipe"] == summary["winner"])
