@@ -65,15 +65,67 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
         np.savez(tmp_path / "t.npz", test_images=z["val_images"][:40], test_labels=z["val_labels"][:40])
     res = mod.main(["--quick", "--threads", "1", "--test", str(tmp_path / "t.npz"), "--output", str(tmp_path / "o")])
     saved = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert set(saved) == {"val", "test", "config", "env"}
+    assert set(saved) == {"val", "test", "cv", "config", "env"}
     for split, n in (("val", 48), ("test", 32)):
         r = saved[split]
         assert r["n"] == n and 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
         assert r["auc_ci95"][0] <= r["auc"] <= r["auc_ci95"][1]
-    # one threshold, chosen on val, applied to both splits
-    assert saved["val"]["threshold"] == saved["test"]["threshold"] == res["val"]["threshold"]
+        assert 0.0 <= r["ece"] <= 1.0 and 0.0 <= r["ece_uncalibrated"] <= 1.0
+    # one threshold and one temperature, both chosen out-of-fold on TRAIN (2 folds in quick mode), applied to both
+    cv = saved["cv"]
+    assert cv["folds"] == 2 and sum(cv["fold_sizes"]) == 64 and cv["chosen"]["epochs"] == 1
+    assert (
+        saved["val"]["threshold"] == saved["test"]["threshold"] == res["val"]["threshold"] == cv["chosen"]["threshold"]
+    )
+    assert saved["config"]["cv_folds"] == 2 and "out-of-fold" in saved["config"]["threshold_method"]
+    if cv["chosen"]["temperature"] != 1.0:
+        assert saved["val"]["ece"] != saved["val"]["ece_uncalibrated"]  # the calibration was applied
     assert saved["config"]["counts"] == {"train": 64, "val": 48} and saved["config"]["quick"] is True
     assert saved["env"]["command"].startswith("python scripts/bench/accuracy_xray.py --quick")
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_recipe_xray_quick_cv_only_then_final_fit(tmp_path, monkeypatch):
+    """CV-only runs of two recipes, the winner chosen on CV numbers, then its final fit reusing the kept CV run."""
+    mod = _bench("recipe_xray", tmp_path, monkeypatch)
+    out = tmp_path / "r"
+    common = ["--quick", "--threads", "1", "--output", str(out)]
+    summary = mod.main([*common, "--cv-only", "--recipes", "base", "ls0.1"])
+    assert [r["recipe"] for r in summary["rows"]] == ["base", "ls0.1"]
+    assert all(r["val_auc"] is None and not r["final_fit"] for r in summary["rows"])  # val not scored yet
+    winner = mod.choose_winner(summary["rows"])["recipe"]
+    assert summary["winner"] == winner
+    saved = json.loads((out / "ls0.1.json").read_text())
+    assert saved["recipe_overrides"] == {"label_smoothing": 0.1} and saved["config"]["label_smoothing"] == 0.1
+    final = mod.main([*common, "--final-fit"])
+    rows = {r["recipe"]: r for r in final["rows"]}
+    assert rows[winner]["final_fit"] and 0.0 <= rows[winner]["val_auc"] <= 1.0 and rows[winner]["val_ece"] >= 0.0
+    loser = next(n for n in rows if n != winner)
+    assert rows[loser]["val_auc"] is None
+    assert rows[winner]["cv_auc"] == next(r for r in summary["rows"] if r["recipe"] == winner)["cv_auc"]
+    res = json.loads((out / f"{winner}.json").read_text())
+    assert res["config"]["final_fit_reused_cv"] and res["val"]["threshold"] == res["cv"]["chosen"]["threshold"]
+
+
+def test_recipe_winner_rule():
+    sys.path.insert(0, str(BENCH))
+    import recipe_xray
+
+    rows = [
+        {"recipe": "a", "cv_auc": 0.9800, "cv_ece": 0.02, "cpu_minutes": 10.0},
+        {"recipe": "b", "cv_auc": 0.9805, "cv_ece": 0.01, "cpu_minutes": 20.0},  # tie on AUC, better ECE
+        {"recipe": "c", "cv_auc": 0.9700, "cv_ece": 0.001, "cpu_minutes": 1.0},
+    ]
+    assert recipe_xray.choose_winner(rows)["recipe"] == "b"
+    rows[1]["cv_ece"] = 0.02
+    assert recipe_xray.choose_winner(rows)["recipe"] == "a"  # same ECE: fewer CPU minutes
+    rows[0]["cv_auc"] = 0.9790
+    assert recipe_xray.choose_winner(rows)["recipe"] == "b"  # no longer a tie
+    with pytest.raises(ValueError, match="no recipe"):
+        recipe_xray.choose_winner([])
+    assert recipe_xray.recipe_overrides("ema")["ema_decay"] > 0
+    with pytest.raises(ValueError, match="unknown recipe"):
+        recipe_xray.recipe_overrides("nope")
 
 
 @requires_shared_data(PNEUMONIA_NPZ)
@@ -176,6 +228,38 @@ def test_make_report_from_results(tmp_path, monkeypatch):
     assert (tmp_path / "label_efficiency.png").stat().st_size > 1000
     assert "## 1. Accuracy: PneumoniaMNIST (xray bundle)\n\nNot run" in text
     assert "ResNet-50 + 3D | 0.828 | 0.745" in text
+    assert "## 1b. Recipe comparison" in text and "Not run (no `recipe_xray/summary.json`)" in text
+
+
+def test_make_report_recipe_table(tmp_path, monkeypatch):
+    mod = _bench("make_report", tmp_path, monkeypatch)
+    rx = _bench("recipe_xray", tmp_path, monkeypatch)
+    results = tmp_path / "results"
+    (results / "recipe_xray").mkdir(parents=True)
+    env = {"command": "python scripts/bench/recipe_xray.py --recipes R", "date": "2026-01-01", "machine": {}}
+    for name, auc, val in (("base", 0.990, 0.995), ("ls0.1", 0.992, None)):
+        cv = {"folds": 3, "fold_sizes": [3, 3, 3], "epochs_planned": 3, "chosen": {"epochs": 2, "temperature": 1.5,
+              "threshold": 0.4}, "mean_fold_auc": auc, "fold_auc_sd": 0.002, "oof_auc": auc, "oof_auc_ci95":
+              [auc - 0.004, auc + 0.003], "oof_ece_before": 0.04, "oof_ece_after": 0.02}  # fmt: skip
+        cfg = {"counts": {"train": 9, "val": 5}, "cpu_minutes": 12.5, "train_wall_s": 600}
+        cmd = env["command"].replace("R", name)
+        res = {"cv": cv, "config": cfg, "env": {**env, "command": cmd}, "recipe_overrides": rx.RECIPES[name]}
+        if val is not None:
+            res["val"] = {"auc": val, "auc_ci95": [0.99, 0.999], "acc": 0.97, "ece": 0.025, "ece_uncalibrated": 0.05,
+                          "specificity": 0.9}  # fmt: skip
+        (results / "recipe_xray" / f"{name}.json").write_text(json.dumps(res))
+    summary = rx.summary_table(results / "recipe_xray")
+    (results / "recipe_xray" / "summary.json").write_text(json.dumps(summary))
+    text = mod.main(["--results", str(results), "--output", str(tmp_path / "README.md")]).read_text()
+    assert summary["winner"] == "ls0.1"
+    assert "| **ls0.1** (winner) | `label_smoothing=0.1` | 0.9920 ± 0.0020 | 0.9920 [0.9880, 0.9950] |" in text
+    assert "| 0.040 → 0.020 | 2/3 | n/a | n/a | n/a (n/a) | 12.5 (CV only) | n/a |" in text  # no final fit yet
+    base_row = (
+        "| base | (base) | 0.9900 ± 0.0020 | 0.9900 [0.9860, 0.9930] | 0.040 → 0.020 | 2/3 | 0.9950 [0.9900, 0.9990]"
+    )
+    assert base_row in text and "| 0.970 | 0.025 (0.050) | 12.5 | yes |" in text
+    assert "`python scripts/bench/recipe_xray.py --recipes base`" in text
+    assert "| `recipe_xray.py` | 2 run(s) |" in text
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Recipe comparison for the xray bundle on PneumoniaMNIST, chosen by cross-validation on the TRAIN split only.
+
+Each recipe is a set of bundle overrides on top of :data:`accuracy_xray.BASE_RECIPE` (the recipe the bundle shipped
+before this comparison). Every recipe runs exactly what ``accuracy_xray.py`` runs (:func:`accuracy_xray.run` with
+``folds=K``): ``K``-fold CV on the 4690 train images (epochs = best mean fold AUC, temperature fitted on the
+out-of-fold predictions, Youden threshold on the calibrated out-of-fold predictions), then one final fit on the whole
+train split and ONE scoring of the 524 val images with those choices. The winner is chosen on the CV numbers only
+(:func:`choose_winner`): best mean fold AUC; recipes within :data:`TIE_AUC` of it tie, and ties go to the lower
+out-of-fold ECE after calibration, then to fewer CPU minutes. Val chooses nothing; it is only reported.
+
+Resumable: one JSON per recipe in ``<output>/<recipe>.json`` (skipped when it exists); ``<output>/summary.json``
+(the table and the winner) is rewritten after every recipe. ``--time-budget`` stops before starting a recipe once
+the budget (minutes) is spent. ``make_report.py`` turns the JSONs into the recipe table of ``benchmarks/README.md``.
+
+Usage::
+
+    python scripts/bench/recipe_xray.py --threads 1                          # every recipe in RECIPES
+    python scripts/bench/recipe_xray.py --recipes base ls0.1 --folds 3 --time-budget 40
+    python scripts/bench/recipe_xray.py --cv-only --recipes ema aug1.5   # CV only (runs kept in the cache folder)
+    python scripts/bench/recipe_xray.py --final-fit                      # final fit + val for the CV winner
+    python scripts/bench/recipe_xray.py --quick --output /tmp/recipes
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import accuracy_xray  # noqa: E402
+import common  # noqa: E402
+
+__all__ = ["RECIPES", "TIE_AUC", "recipe_overrides", "choose_winner", "summary_table", "main"]
+
+#: candidate recipes: bundle-config overrides on top of accuracy_xray.BASE_RECIPE
+RECIPES: dict[str, dict[str, Any]] = {
+    "base": {},
+    "ls0.1": {"label_smoothing": 0.1},
+    "ema": {"ema_decay": 0.99},
+    "aug0.5": {"aug_strength": 0.5},
+    "aug1.5": {"aug_strength": 1.5},
+    "epochs6": {"epochs": 6},
+    "size96": {"image_size": 96},
+}
+#: mean-fold-AUC differences below this are ties (then: lower OOF ECE after calibration, then fewer CPU minutes)
+TIE_AUC = 0.001
+
+
+def recipe_overrides(name: str, quick: bool = False) -> dict[str, Any]:
+    """The full recipe (base + the candidate's overrides) of ``name``; ``quick`` keeps the tiny sizes."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    base = dict(accuracy_xray.QUICK_BASE_RECIPE if quick else accuracy_xray.BASE_RECIPE)
+    extra = dict(RECIPES[name])
+    if quick:  # keep quick runs tiny whatever the candidate changes
+        extra = {k: v for k, v in extra.items() if k not in ("epochs", "image_size")}
+    return {**base, **extra}
+
+
+def choose_winner(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The winning row on CV numbers only: best ``cv_auc``; ties (:data:`TIE_AUC`) to lower ``cv_ece``, then CPU.
+
+    Raises:
+        ValueError: no rows.
+    """
+    if not rows:
+        raise ValueError("no recipe results to choose from")
+    best = max(r["cv_auc"] for r in rows)
+    tied = [r for r in rows if best - r["cv_auc"] < TIE_AUC]
+    return min(tied, key=lambda r: (r["cv_ece"] if r["cv_ece"] is not None else 1.0, r["cpu_minutes"]))
+
+
+def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
+    cv, val, cfg = res["cv"], res.get("val", {}), res["config"]
+    return {
+        "recipe": name,
+        "overrides": res.get("recipe_overrides", {}),
+        "cv_auc": cv["mean_fold_auc"],
+        "cv_auc_sd": cv["fold_auc_sd"],
+        "cv_oof_auc": cv["oof_auc"],
+        "cv_oof_auc_ci95": cv["oof_auc_ci95"],
+        "cv_ece_before": cv["oof_ece_before"],
+        "cv_ece": cv["oof_ece_after"],
+        "epochs_chosen": cv["chosen"]["epochs"],
+        "epochs_planned": cv["epochs_planned"],
+        "temperature": cv["chosen"]["temperature"],
+        "threshold": cv["chosen"]["threshold"],
+        "val_auc": val.get("auc"),
+        "val_auc_ci95": val.get("auc_ci95"),
+        "val_acc": val.get("acc"),
+        "val_ece": val.get("ece"),
+        "val_ece_uncalibrated": val.get("ece_uncalibrated"),
+        "val_specificity": val.get("specificity"),
+        "cpu_minutes": cfg["cpu_minutes"],
+        "wall_minutes": round(cfg["train_wall_s"] / 60.0, 2),
+        "command": res["env"]["command"],
+        "cv_command": res.get("cv_env", {}).get("command"),
+        "final_fit": "val" in res,
+        "other_jobs_running": res["env"].get("other_jobs_running"),
+    }
+
+
+def summary_table(out_dir: Path) -> dict[str, Any]:
+    """Rows of every ``<recipe>.json`` in ``out_dir`` and the winner chosen on CV only."""
+    rows = []
+    for name in RECIPES:
+        res = common.read_result(out_dir / f"{name}.json")
+        if res is not None and "cv" in res:
+            rows.append(_row(name, res))
+    return {
+        "rows": rows,
+        "winner": choose_winner(rows)["recipe"] if rows else None,
+        "rule": (
+            f"best mean fold AUC of the CV on the train split; differences < {TIE_AUC} tie and go to the lower "
+            "out-of-fold ECE after calibration, then to fewer CPU minutes; val chose nothing"
+        ),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common.add_common_args(parser, common.RESULTS_DIR / "recipe_xray")
+    parser.add_argument("--npz", type=Path, default=common.PNEUMONIA_NPZ)
+    parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
+    parser.add_argument("--folds", type=int, default=accuracy_xray.CV_FOLDS)
+    parser.add_argument("--n-bootstrap", type=int, default=1000)
+    parser.add_argument("--time-budget", type=float, default=None, help="minutes; no new recipe starts after it")
+    parser.add_argument("--cv-only", action="store_true", help="CV only: no final fit, val not scored (finish later)")
+    parser.add_argument(
+        "--final-fit",
+        nargs="*",
+        default=None,
+        metavar="RECIPE",
+        help="finish CV-only recipes (their kept CV runs): final fit + one val scoring; no names: the CV winner",
+    )
+    args = parser.parse_args(argv)
+    common.set_command(__file__, argv)
+    common.set_threads(args.threads)
+    if args.quick:
+        args.folds, args.n_bootstrap = 2, 20
+    out_dir = Path(args.output)
+    runs_dir = common.CACHE_DIR / ("recipe_xray_runs_quick" if args.quick else "recipe_xray_runs")
+    t_start = time.perf_counter()
+    names = list(args.recipes)
+    if args.final_fit is not None:
+        names = list(args.final_fit) or [summary_table(out_dir)["winner"]]
+    for name in names:
+        path = out_dir / f"{name}.json"
+        previous = common.read_result(path)
+        finishing = args.final_fit is not None
+        if previous is not None and (not finishing or "val" in previous):
+            print(f"skip {path.name} (exists)")
+            continue
+        if finishing and previous is None:
+            raise SystemExit(f"{path}: no CV-only result of recipe {name!r} to finish; run it first")
+        if args.time_budget is not None and (time.perf_counter() - t_start) / 60 > args.time_budget:
+            print(f"time budget of {args.time_budget} min spent; stopping before {name}")
+            break
+        recipe = recipe_overrides(name, args.quick)
+        work = runs_dir / name
+        if not finishing:
+            shutil.rmtree(work, ignore_errors=True)
+        with tempfile.TemporaryDirectory(prefix="bench_recipe_") as tmp:
+            res = accuracy_xray.run(
+                args.npz, Path(tmp), recipe, quick=args.quick, n_bootstrap=args.n_bootstrap, folds=args.folds,
+                work_dir=work, cv_only=args.cv_only and not finishing, reuse_cv=finishing,
+            )  # fmt: skip
+        if finishing:  # CV numbers and costs of the earlier CV-only run, plus this final fit
+            res["cv"] = previous["cv"]
+            res["cv_env"] = previous["env"]
+            for key in ("cpu_minutes", "train_wall_s"):
+                res["config"][key] = round(res["config"][key] + previous["config"][key], 2)
+            res["config"]["final_fit_reused_cv"] = True
+        res["recipe"] = name
+        res["recipe_overrides"] = dict(RECIPES[name])
+        common.write_result(path, res)
+        row = _row(name, res)
+        print(
+            f"{name}: CV AUC {row['cv_auc']:.4f} (OOF ECE {row['cv_ece_before']:.4f} -> {row['cv_ece']:.4f}, "
+            f"epochs {row['epochs_chosen']}/{row['epochs_planned']})  val AUC {row['val_auc']}  "
+            f"ECE {row['val_ece']}  {row['cpu_minutes']:.1f} CPU min"
+        )
+        common.write_result(out_dir / "summary.json", summary_table(out_dir))
+    summary = summary_table(out_dir)
+    if summary["rows"]:
+        common.write_result(out_dir / "summary.json", summary)
+        print(f"winner (CV only): {summary['winner']}")
+    return summary
+
+
+if __name__ == "__main__":
+    main()

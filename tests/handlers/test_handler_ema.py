@@ -1,0 +1,73 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+from __future__ import annotations
+
+import pytest
+import torch
+from ignite.engine import Engine, Events
+
+from monai_transfer.handlers.ema import WeightEMA, ema_decay_at
+
+
+def test_ema_decay_warmup_and_validation():
+    assert ema_decay_at(0.99, 0) == pytest.approx(0.1)
+    assert ema_decay_at(0.99, 10) == pytest.approx(11 / 20)
+    assert ema_decay_at(0.99, 10_000) == 0.99
+    assert ema_decay_at(0.99, 0, warmup=False) == 0.99
+    for bad in (0.0, 1.0, -0.5):
+        with pytest.raises(ValueError, match="decay"):
+            WeightEMA(torch.nn.Linear(2, 1), decay=bad)
+
+
+def test_ema_tracks_weights_and_is_evaluated_only_during_training():
+    """Each trainer iteration sets the weight to the iteration number; the evaluator (run after every trainer epoch)
+    must see the hand-computed EMA, the live weight must come back after it, and an evaluation after training
+    (a report run) must see the live weight."""
+    net = torch.nn.Sequential(torch.nn.Linear(1, 1, bias=False), torch.nn.BatchNorm1d(1))
+    net[0].weight.data.fill_(0.0)
+    seen: list[float] = []
+    evaluator = Engine(lambda e, b: seen.append(net[0].weight.item()))
+    decay = 0.5
+
+    def step(engine, batch):
+        net[0].weight.data.fill_(float(engine.state.iteration))
+        net.train()
+        net(torch.randn(4, 1))  # moves the batch-norm running statistics (averaged buffers)
+
+    trainer = Engine(step)
+    ema = WeightEMA(net, decay=decay, evaluator=evaluator, warmup=False)
+    ema.attach(trainer)
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run([0]))
+    live_after_eval: list[float] = []
+    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: live_after_eval.append(float(net[0].weight)))
+    trainer.run([0, 1, 2], max_epochs=2)
+
+    expected, avg = [], None
+    for it in range(1, 7):
+        avg = float(it) if avg is None else decay * avg + (1 - decay) * it  # first update copies the weights
+        if it % 3 == 0:
+            expected.append(avg)
+    assert seen == pytest.approx(expected)
+    assert live_after_eval == [3.0, 6.0]  # the live weights are back after each validation
+    assert float(ema.averaged.module[1].running_mean) != 0.0  # buffers are averaged too
+    evaluator.run([0])  # after training: no swap
+    assert seen[-1] == 6.0 and float(net[0].weight) == 6.0
+
+
+def test_ema_without_evaluator_only_keeps_the_average():
+    net = torch.nn.Linear(1, 1, bias=False)
+    net.weight.data.fill_(1.0)
+    trainer = Engine(lambda e, b: net.weight.data.fill_(3.0))
+    ema = WeightEMA(net, decay=0.9, warmup=False)
+    ema.attach(trainer)
+    trainer.run([0, 1], max_epochs=1)
+    assert float(net.weight) == 3.0
+    assert float(ema.averaged.module.weight) == pytest.approx(3.0)  # first update copies, second averages 3 and 3
