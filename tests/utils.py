@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +39,7 @@ __all__ = [
     "read_csv",
     "assert_png",
     "write_local_meta_schema",
+    "torchrun_bundle",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -169,3 +172,27 @@ def write_local_meta_schema(path: Path) -> Path:
     }
     Path(path).write_text(json.dumps(schema))
     return Path(path)
+
+
+def torchrun_bundle(configs: list[Path | str], run: Path, *args: str, timeout: int = 500) -> tuple[str, str]:
+    """``monai.bundle run`` of ``configs`` (merged in order) under ``torchrun --nproc_per_node=2`` (CPU, gloo) with
+    ``--output_dir run``; fails the test on a non-zero exit or a hang (the whole process group is killed)."""
+    files = [str(Path(c).relative_to(REPO_ROOT)) if Path(c).is_relative_to(REPO_ROOT) else str(c) for c in configs]
+    cmd = [
+        shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+        "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]", "--output_dir", str(run), *args,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers: no orphan left on the shared machine
+        out, err = proc.communicate()
+        pytest.fail(
+            f"torchrun did not finish in {timeout} s (a rank waiting for the other?):\n{out[-3000:]}\n{err[-3000:]}"
+        )
+    assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
+    return out, err

@@ -16,17 +16,22 @@ Every run writes to a temporary ``output_dir``; nothing is written inside the bu
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from tests.utils import REPO_ROOT, REQUIRED_BUNDLE_META, assert_png, bundle_cli, bundle_workflow, read_csv
+from tests.utils import (
+    REPO_ROOT,
+    REQUIRED_BUNDLE_META,
+    assert_png,
+    bundle_cli,
+    bundle_workflow,
+    read_csv,
+    torchrun_bundle,
+)
 
 __all__: list[str] = []
 
@@ -409,29 +414,8 @@ def test_early_stopping_ends_training_when_val_volume_auc_stalls(tmp_path):
 
 
 def _torchrun(run: Path, *args: str, extra_config: str | None = None, timeout: int = 500) -> tuple[str, str]:
-    """The ct_slices multi-GPU config under ``torchrun --nproc_per_node=2`` (CPU, gloo); fails on error or hang."""
-    files = [str(TRAIN.relative_to(REPO_ROOT)), str(MULTI_GPU.relative_to(REPO_ROOT))]
-    if extra_config:
-        files.append(extra_config)
-    configs = "[" + ",".join(f"'{f}'" for f in files) + "]"
-    cmd = [
-        shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-        "--config_file", configs, "--output_dir", str(run), *args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers: no orphan left on the shared machine
-        out, err = proc.communicate()
-        pytest.fail(
-            f"torchrun did not finish in {timeout} s (a rank waiting for the other?):\n{out[-3000:]}\n{err[-3000:]}"
-        )
-    assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
-    return out, err
+    """The ct_slices multi-GPU config (plus ``extra_config``) under torchrun with 2 CPU ranks."""
+    return torchrun_bundle([TRAIN, MULTI_GPU, *([extra_config] if extra_config else [])], run, *args, timeout=timeout)
 
 
 @pytest.mark.slow

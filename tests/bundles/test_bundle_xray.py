@@ -34,6 +34,7 @@ from tests.utils import (
     bundle_cli,
     bundle_workflow,
     read_csv,
+    torchrun_bundle,
     write_local_meta_schema,
 )
 
@@ -312,26 +313,8 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
 
 
 def _torchrun(run: Path, *args: str, timeout: int = 400) -> tuple[str, str]:
-    """The xray bundle's multi-GPU config under ``torchrun --nproc_per_node=2`` (CPU, gloo); fails on error/hang."""
-    configs = f"['{TRAIN.relative_to(REPO_ROOT)}','{MULTI_GPU.relative_to(REPO_ROOT)}']"
-    cmd = [
-        shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
-        "--config_file", configs, "--output_dir", str(run), *args,
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both workers: no orphan left on the shared machine
-        out, err = proc.communicate()
-        pytest.fail(
-            f"torchrun did not finish in {timeout} s (a rank waiting for the other?):\n{out[-3000:]}\n{err[-3000:]}"
-        )
-    assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
-    return out, err
+    """The xray bundle's multi-GPU config under torchrun with 2 CPU ranks."""
+    return torchrun_bundle([TRAIN, MULTI_GPU], run, *args, timeout=timeout)
 
 
 @pytest.mark.slow
