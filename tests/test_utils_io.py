@@ -151,3 +151,20 @@ def test_check_output_dir_read_only(tmp_path):
             check_output_dir(ro)
     finally:
         ro.chmod(0o755)
+
+
+def test_read_json_file_names_the_file(tmp_path):
+    from monai_transfer.utils.io import read_json_file
+
+    good = tmp_path / "t.json"
+    good.write_text(json.dumps({"threshold": 0.3}))
+    assert read_json_file(good, "threshold file") == {"threshold": 0.3}
+    with pytest.raises(FileNotFoundError, match=r"threshold file not found: .*missing.json"):
+        read_json_file(tmp_path / "missing.json", "threshold file")
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"threshold": 0.')
+    with pytest.raises(ValueError, match=r"calibration file .*bad.json is not valid JSON"):
+        read_json_file(bad, "calibration file")
+    bad.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ValueError, match="is not valid JSON"):
+        read_json_file(bad)

@@ -32,7 +32,6 @@ The search is a bounded golden-section search on ``log T`` (the NLL is convex in
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import warnings
@@ -44,7 +43,7 @@ import numpy as np
 import torch
 
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_brier, compute_ece
-from monai_transfer.utils.io import atomic_write_json
+from monai_transfer.utils.io import atomic_write_json, read_json_file
 
 __all__ = [
     "CALIBRATION_INPUTS",
@@ -286,12 +285,7 @@ def load_calibration(path: str | os.PathLike) -> float:
         ValueError: not valid JSON, an unknown ``method``, or no positive finite ``temperature``; names the file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"calibration file not found: {path}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"calibration file {path} is not valid JSON: {e}") from e
+    obj = read_json_file(path, "calibration file")
     if isinstance(obj, dict) and obj.get("method", "temperature") != "temperature":
         raise ValueError(f"calibration file {path}: unknown method {obj.get('method')!r} (expected 'temperature')")
     value = obj.get("temperature") if isinstance(obj, dict) else obj

@@ -16,7 +16,6 @@ validation set, so the chosen value reproduces the validation sensitivity/specif
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -28,7 +27,7 @@ from typing import Any, Union
 import numpy as np
 
 from monai_transfer.metrics.functional import UndefinedMetricWarning, compute_roc_curve, prepare_inputs
-from monai_transfer.utils.io import atomic_write_json
+from monai_transfer.utils.io import atomic_write_json, read_json_file
 
 __all__ = [
     "THRESHOLD_METHODS",
@@ -158,12 +157,7 @@ def load_threshold(path: str | os.PathLike) -> float | list[float]:
             finite or outside [0, 1]; the message names the file and the value.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"threshold file not found: {path}")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"threshold file {path} is not valid JSON: {e}") from e
+    obj = read_json_file(path, "threshold file")
     value = obj.get("threshold") if isinstance(obj, dict) else obj
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         values, single = [value], True
@@ -297,7 +291,7 @@ def resolve_multilabel_threshold(
             logger.warning(f"threshold file {threshold} not found: every label uses the default threshold {default:g}")
             return [float(default)] * k, f"default {default:g} (no threshold file {threshold})"
         value = load_threshold(threshold)  # checks JSON, range and finiteness, naming the file
-        obj = json.loads(Path(threshold).read_text(encoding="utf-8"))
+        obj = read_json_file(threshold, "threshold file")
         recorded = obj.get("class_names") if isinstance(obj, dict) else None
         where, source = f"threshold file {threshold}", f"file {threshold}"
         if isinstance(recorded, list) and [str(n) for n in recorded] != names:
@@ -332,10 +326,7 @@ def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.
     """
     if not isinstance(threshold, (str, os.PathLike)) or not Path(threshold).is_file():
         return None
-    try:
-        obj = json.loads(Path(threshold).read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"threshold file {threshold} is not valid JSON: {e}") from e
+    obj = read_json_file(threshold, "threshold file")
     applies_to = obj.get("applies_to") if isinstance(obj, dict) else None
     if not isinstance(applies_to, str):
         return None

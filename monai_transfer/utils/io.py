@@ -42,6 +42,7 @@ __all__ = [
     "atomic_torch_save",
     "atomic_write_text",
     "atomic_write_json",
+    "read_json_file",
     "check_output_dir",
 ]
 
@@ -240,6 +241,26 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
 def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Path:
     """Write JSON atomically (NaN written as null so the file stays valid JSON)."""
     return atomic_write_text(path, json.dumps(_json_safe(obj), indent=indent, allow_nan=False) + "\n")
+
+
+def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
+    """The parsed content of a small UTF-8 JSON file (thresholds, calibration, records).
+
+    Args:
+        path: the file.
+        what: how to name the file in errors, e.g. ``"threshold file"``.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file (``"<what> not found: <path>"``).
+        ValueError: the content is not valid UTF-8 JSON (``"<what> <path> is not valid JSON: ..."``).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
 
 
 def _json_safe(obj: Any) -> Any:
