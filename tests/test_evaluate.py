@@ -122,15 +122,6 @@ def _write_labels(path: Path, rows: list[tuple[str, str]]) -> Path:
     return path
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: with 2 threads on 2 busy shared cores, OpenMP waits make tiny convolutions ~40x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def vol_bundle(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("tiny_volume_bundle")

@@ -33,22 +33,13 @@ from monai_transfer.utils.io import (
     sha256_file,
     verify_sha256,
 )
-
-
-class _Malicious:
-    """Unpickling this runs a shell command that creates a marker file."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from tests.utils import MaliciousPickle
 
 
 def test_safe_torch_load_refuses_malicious_pickle(tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "evil.pt"
-    torch.save({"network": {"w": torch.ones(2)}, "payload": _Malicious(marker)}, path)
+    torch.save({"network": {"w": torch.ones(2)}, "payload": MaliciousPickle(marker)}, path)
     with pytest.raises(UnsafeCheckpointError, match="evil.pt"):
         safe_torch_load(path)
     with pytest.raises(UnsafeCheckpointError):

@@ -40,6 +40,7 @@ __all__ = [
     "assert_png",
     "write_local_meta_schema",
     "torchrun_bundle",
+    "MaliciousPickle",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -196,3 +197,13 @@ def torchrun_bundle(configs: list[Path | str], run: Path, *args: str, timeout: i
         )
     assert proc.returncode == 0, f"torchrun failed:\n{out[-3000:]}\n{err[-5000:]}"
     return out, err
+
+
+class MaliciousPickle:
+    """Unpickling this runs a shell command that creates ``marker``: a stand-in for a malicious checkpoint payload."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))

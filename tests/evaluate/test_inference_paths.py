@@ -32,14 +32,6 @@ CT = REPO_ROOT / "bundles" / "ct_slices"
 T = 2.5  # the temperature of the tests' calibration.json
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _parser(config: Path, bundle_root: Path, **ids):
     from monai.bundle import ConfigParser
 

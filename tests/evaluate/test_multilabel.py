@@ -34,15 +34,6 @@ FAST = ["--n-bootstrap", "20", "--device", "cpu", "--no-progress", "--batch-size
 N = 16
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: the machine's cores are shared (see tests/test_evaluate.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _labels(i: int) -> list[int]:
     """Finding k is present on case i when ``(i + k) % 3 == 0``: every finding positive and negative."""
     return [int((i + k) % 3 == 0) for k in range(len(NAMES))]

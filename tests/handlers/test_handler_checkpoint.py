@@ -10,7 +10,6 @@
 # limitations under the License.
 from __future__ import annotations
 
-import os
 import pickle
 
 import pytest
@@ -27,14 +26,7 @@ from monai_transfer.handlers.checkpoint import (
     find_last_checkpoint,
 )
 from monai_transfer.utils.io import safe_torch_load
-
-
-class _Malicious:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
+from tests.utils import MaliciousPickle
 
 
 def _engine(net, epoch_length=4):
@@ -112,7 +104,7 @@ def test_find_last_checkpoint(tmp_path):
     assert find_last_checkpoint(tmp_path).name == "checkpoint_epoch=10.pt"
     assert find_last_checkpoint(tmp_path, epoch_boundary_only=False).name == "checkpoint_final_iteration=42.pt"
     marker = tmp_path / "pwned"
-    _save(tmp_path / "checkpoint_epoch=11.pt", 44, payload=_Malicious(marker))
+    _save(tmp_path / "checkpoint_epoch=11.pt", 44, payload=MaliciousPickle(marker))
     with pytest.warns(UserWarning, match="checkpoint_epoch=11.pt"):
         assert find_last_checkpoint(tmp_path).name == "checkpoint_epoch=10.pt"
     assert not marker.exists()
@@ -122,7 +114,7 @@ def test_monai_checkpoint_loader_refuses_malicious_pickle(tmp_path):
     """MONAI's CheckpointLoader (reused by LastCheckpointResume) loads with weights_only=True."""
     marker = tmp_path / "pwned"
     net = nn.Linear(2, 1)
-    torch.save({"network": net.state_dict(), "x": _Malicious(marker)}, tmp_path / "evil.pt")
+    torch.save({"network": net.state_dict(), "x": MaliciousPickle(marker)}, tmp_path / "evil.pt")
     engine = _engine(net)
     CheckpointLoader(str(tmp_path / "evil.pt"), {"network": net}).attach(engine)
     with pytest.raises(pickle.UnpicklingError):

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 
 import pytest
@@ -23,17 +22,9 @@ from torch import nn
 from monai_transfer.handlers.model_loader import VerifiedCheckpointLoader, load_verified_model
 from monai_transfer.utils.io import UnsafeCheckpointError, atomic_torch_save
 from monai_transfer.utils.run_bundle import CheckpointConfigMismatchError, model_spec, write_checkpoint_record
-from tests.utils import REPO_ROOT, bundle_workflow
+from tests.utils import REPO_ROOT, MaliciousPickle, bundle_workflow
 
 XRAY = REPO_ROOT / "bundles" / "xray"
-
-
-class _Malicious:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
 
 
 def _run_engine(handler):
@@ -125,7 +116,7 @@ def test_inference_json_refuses_malicious_model_pt_naming_it(xray_copy, tmp_path
     """inference.json loads model.pt through the project's safe loader: refused, the file named, no code run."""
     marker = tmp_path / "pwned"
     evil = xray_copy / "models" / "model.pt"
-    torch.save({"head.1.weight": torch.zeros(2, 4), "x": _Malicious(marker)}, evil)
+    torch.save({"head.1.weight": torch.zeros(2, 4), "x": MaliciousPickle(marker)}, evil)
     with pytest.raises(RuntimeError) as err:
         _infer(xray_copy, tmp_path / "out")
     cause = _cause(err.value, UnsafeCheckpointError)

@@ -22,6 +22,7 @@ import torch
 from monai_transfer.utils.run_bundle import model_spec, write_checkpoint_record
 from tests.label._bundle import CLASS_NAMES, make_tiny_bundle
 from tests.label.test_monailabel_app import LABEL_PYTHON
+from tests.utils import MaliciousPickle
 
 pytestmark = [
     pytest.mark.slow,  # a MONAI Label process (cold imports)
@@ -47,14 +48,6 @@ print(json.dumps(out))
 """
 
 
-class _Malicious:
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
 def test_infer_task_refuses_mismatched_or_unsafe_weights(tmp_path):
     bundle = make_tiny_bundle(tmp_path / "bundles", "xray")
     cfg = json.loads((bundle / "configs" / "inference.json").read_text())
@@ -67,7 +60,7 @@ def test_infer_task_refuses_mismatched_or_unsafe_weights(tmp_path):
     (models / "other.pt").write_bytes((models / "model.pt").read_bytes())
     write_checkpoint_record(models / "other.pt", model_spec("tf_efficientnet_lite0", ["no", "yes"], 128))
     marker = tmp_path / "pwned"
-    torch.save({"x": _Malicious(marker)}, models / "evil.pt")
+    torch.save({"x": MaliciousPickle(marker)}, models / "evil.pt")
     write_checkpoint_record(models / "evil.pt", spec)
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.run(
