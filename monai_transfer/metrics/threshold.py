@@ -204,6 +204,27 @@ def resolve_threshold(threshold: ThresholdLike, default: float = 0.5) -> float |
     return [float(t) for t in threshold]
 
 
+def _threshold_argument(threshold: Any, missing_ok: bool) -> tuple[Any, bool]:
+    """A threshold argument as given to the resolvers: a numeric string becomes a float; returns ``(threshold,
+    missing)``, ``missing`` True for a path that does not exist (only with ``missing_ok``).
+
+    Raises:
+        ValueError: a string that is neither a number nor an existing file, without ``missing_ok``.
+        FileNotFoundError: a path that does not exist, without ``missing_ok``.
+    """
+    if isinstance(threshold, str):
+        try:
+            threshold = float(threshold)
+        except ValueError:
+            if not Path(threshold).is_file() and not missing_ok:
+                raise ValueError(f"threshold {threshold!r} is neither a number nor an existing file") from None
+    if isinstance(threshold, (str, os.PathLike)) and not Path(threshold).is_file():
+        if not missing_ok:
+            raise FileNotFoundError(f"threshold file not found: {threshold}")
+        return threshold, True
+    return threshold, False
+
+
 def resolve_binary_threshold(
     threshold: ThresholdLike | str, missing_ok: bool = True, default: float = DEFAULT_THRESHOLD
 ) -> tuple[float, str]:
@@ -224,18 +245,11 @@ def resolve_binary_threshold(
     """
     if threshold is None:
         return float(default), f"default {default:g}"
-    if isinstance(threshold, str):
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            if not Path(threshold).is_file() and not missing_ok:
-                raise ValueError(f"threshold {threshold!r} is neither a number nor an existing file") from None
+    threshold, missing = _threshold_argument(threshold, missing_ok)
+    if missing:
+        logger.warning(f"threshold file {threshold} not found: predictions use the default threshold {default:g}")
+        return float(default), f"default {default:g} (no threshold file {threshold})"
     if isinstance(threshold, (str, os.PathLike)):
-        if not Path(threshold).is_file():
-            if not missing_ok:
-                raise FileNotFoundError(f"threshold file not found: {threshold}")
-            logger.warning(f"threshold file {threshold} not found: predictions use the default threshold {default:g}")
-            return float(default), f"default {default:g} (no threshold file {threshold})"
         source = f"file {threshold}"
     else:
         source = "given"
@@ -277,19 +291,12 @@ def resolve_multilabel_threshold(
     k, names = len(class_names), [str(c) for c in class_names]
     if threshold is None:
         return [float(default)] * k, f"default {default:g}"
-    if isinstance(threshold, str):
-        try:
-            threshold = float(threshold)
-        except ValueError:
-            if not Path(threshold).is_file() and not missing_ok:
-                raise ValueError(f"threshold {threshold!r} is neither a number nor an existing file") from None
+    threshold, missing = _threshold_argument(threshold, missing_ok)
+    if missing:
+        logger.warning(f"threshold file {threshold} not found: every label uses the default threshold {default:g}")
+        return [float(default)] * k, f"default {default:g} (no threshold file {threshold})"
     where = f"threshold {threshold}"
     if isinstance(threshold, (str, os.PathLike)):
-        if not Path(threshold).is_file():
-            if not missing_ok:
-                raise FileNotFoundError(f"threshold file not found: {threshold}")
-            logger.warning(f"threshold file {threshold} not found: every label uses the default threshold {default:g}")
-            return [float(default)] * k, f"default {default:g} (no threshold file {threshold})"
         value = load_threshold(threshold)  # checks JSON, range and finiteness, naming the file
         obj = read_json_file(threshold, "threshold file")
         recorded = obj.get("class_names") if isinstance(obj, dict) else None
