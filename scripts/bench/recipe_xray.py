@@ -56,6 +56,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "aug1.5": {"aug_strength": 1.5},
     "epochs6": {"epochs": 6},
     "size96": {"image_size": 96},
+    # second round, on top of the first round's winner (ema)
+    "ema_epochs6": {"ema_decay": 0.99, "epochs": 6},
+    "ema_size96": {"ema_decay": 0.99, "image_size": 96},
 }
 #: mean-fold-AUC differences below this are ties (then: lower OOF ECE after calibration, then fewer CPU minutes)
 TIE_AUC = 0.001
