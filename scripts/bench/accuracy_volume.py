@@ -20,11 +20,11 @@ and the Youden threshold chosen on val during training: the threshold is never t
 
 Output ``<output>/results.json``: ``{"val": {...}, "test": {...} (only with --test), "config": {...}, "env": {...}}``.
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/accuracy_volume.py --output benchmarks/results/accuracy_volume
-    python scripts/bench/accuracy_volume.py --test adrenalmnist3d_64_test.npz --output /tmp/vol
-    python scripts/bench/accuracy_volume.py --quick --output /tmp/vol_quick
+    python -m scripts.bench.accuracy_volume --output benchmarks/results/accuracy_volume
+    python -m scripts.bench.accuracy_volume --test adrenalmnist3d_64_test.npz --output /tmp/vol
+    python -m scripts.bench.accuracy_volume --quick --output /tmp/vol_quick
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import logging
+import runpy
 import sys
 import tempfile
 import time
@@ -40,9 +41,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy_xray  # noqa: E402
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import accuracy_xray, common
 
 __all__ = ["RECIPE", "QUICK_RECIPE", "CLASS_NAMES", "write_volumes", "evaluate_split", "main"]
 

@@ -38,6 +38,7 @@ __all__ = [
     "PNEUMONIA_NPZ",
     "ADRENAL_NPZ",
     "CACHE_DIR",
+    "command_line",
     "set_command",
     "environment",
     "finish_environment",
@@ -71,29 +72,42 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-_COMMAND: list[str] | None = None
+_COMMAND: str | None = None
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """The command line of a benchmark run, in the form it was run in.
+
+    Args:
+        script: the script's ``__file__``.
+        argv: None for the script's own command line: ``sys.orig_argv`` as the interpreter received it, so
+            ``python -m scripts.bench.<name> ...`` and the path form ``python scripts/bench/<name>.py ...`` are each
+            recorded as typed (the script path relative to the repository). Otherwise the arguments of an in-process
+            ``main(argv)`` call, recorded as the equivalent ``python -m scripts.bench.<name> <argv>``.
+    """
+    if argv is not None:
+        words = ["-m", f"scripts.bench.{Path(script).stem}", *argv]
+    else:
+        path = Path(script).resolve()
+        shown = str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+        words = [shown if Path(a).resolve() == path else a for a in sys.orig_argv[1:]]
+    return "python " + " ".join(shlex.quote(a) for a in words)
 
 
 def set_command(script: str, argv: Sequence[str] | None) -> None:
-    """Record the command line of a ``main(argv)`` call (``sys.argv`` when ``argv`` is None) for :func:`environment`."""
+    """Record the command line of a ``main(argv)`` call (see :func:`command_line`) for :func:`environment`."""
     global _COMMAND
-    _COMMAND = None if argv is None else [script, *argv]
+    _COMMAND = command_line(script, argv)
 
 
-def environment(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Machine, versions, date, command and load average at the start of a benchmark."""
+def environment() -> dict[str, Any]:
+    """Machine, versions, date, command (:func:`set_command`) and load average at the start of a benchmark."""
     import monai
     import torch
 
-    argv = list(argv if argv is not None else (_COMMAND or sys.argv))
-    script = Path(argv[0]) if argv else Path("?")
-    try:
-        script_s = str(script.resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        script_s = str(script)
     env: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "command": "python " + " ".join(shlex.quote(a) for a in [script_s, *argv[1:]]),
+        "command": _COMMAND or command_line(sys.argv[0], None),
         "machine": {
             "cpu": _cpu_model(),
             "logical_cpus": os.cpu_count(),
@@ -274,8 +288,15 @@ def npz_to_png_csv(
     return path
 
 
-def add_common_args(parser: Any, default_output: Path) -> None:
-    """``--quick``, ``--output`` and ``--threads`` shared by every script."""
+def add_common_args(parser: Any, default_output: Path, threads: bool = True) -> None:
+    """``--quick``, ``--output`` and ``--threads`` shared by every script (the one place they are declared).
+
+    Args:
+        parser: the script's ``argparse.ArgumentParser``.
+        default_output: the script's default ``--output``.
+        threads: False for a script that runs no torch code (no ``--threads``).
+    """
     parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds; for CI")
     parser.add_argument("--output", type=Path, default=default_output, help=f"output (default {default_output})")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    if threads:
+        parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")

@@ -27,16 +27,17 @@ are hashed in memory, pairs found with the default thresholds and clustered. Rec
 one cluster (per variant too); precision: share of the found pairs that are true pairs. MedMNIST keeps several
 films per child, so a "false" pair may be two real films of one patient: precision is a lower bound.
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/dedup_speed.py          # writes benchmarks/results/dedup.json
-    python scripts/bench/dedup_speed.py --quick --output /tmp/dedup.json
+    python -m scripts.bench.dedup_speed          # writes benchmarks/results/dedup.json
+    python -m scripts.bench.dedup_speed --quick --output /tmp/dedup.json
 """
 
 from __future__ import annotations
 
 import argparse
 import io
+import runpy
 import shutil
 import sys
 import tempfile
@@ -46,8 +47,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import common
 
 __all__ = ["VARIANTS", "make_variant", "accuracy", "hash_speed", "main"]
 

@@ -21,17 +21,18 @@ Runs go cheapest first (fractions ascending, then seeds, pretrained and scratch 
 benchmark leaves complete pairs for the small fractions. ``--time-budget`` stops before starting a run once the
 budget (minutes) is spent.
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/label_efficiency.py                          # all 30 runs (hours on 2 CPU cores)
-    python scripts/bench/label_efficiency.py --fractions 0.01 0.05 --time-budget 20
-    python scripts/bench/label_efficiency.py --quick --output /tmp/le
+    python -m scripts.bench.label_efficiency                          # all 30 runs (hours on 2 CPU cores)
+    python -m scripts.bench.label_efficiency --fractions 0.01 0.05 --time-budget 20
+    python -m scripts.bench.label_efficiency --quick --output /tmp/le
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import runpy
 import sys
 import tempfile
 import time
@@ -40,9 +41,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy_xray  # noqa: E402
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import accuracy_xray, common
 
 __all__ = ["FRACTIONS", "SEEDS", "WEIGHTS", "run_name", "plan", "epochs_for", "main"]
 

@@ -22,18 +22,19 @@ Resumable: one JSON per recipe in ``<output>/<recipe>.json`` (skipped when it ex
 (the table and the winner) is rewritten after every recipe. ``--time-budget`` stops before starting a recipe once
 the budget (minutes) is spent. ``make_report.py`` turns the JSONs into the recipe table of ``benchmarks/README.md``.
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/recipe_xray.py --threads 1                          # every recipe in RECIPES
-    python scripts/bench/recipe_xray.py --recipes base ls0.1 --folds 3 --time-budget 40
-    python scripts/bench/recipe_xray.py --cv-only --recipes ema aug1.5   # CV only (runs kept in the cache folder)
-    python scripts/bench/recipe_xray.py --final-fit                      # final fit + val for the CV winner
-    python scripts/bench/recipe_xray.py --quick --output /tmp/recipes
+    python -m scripts.bench.recipe_xray --threads 1                          # every recipe in RECIPES
+    python -m scripts.bench.recipe_xray --recipes base ls0.1 --folds 3 --time-budget 40
+    python -m scripts.bench.recipe_xray --cv-only --recipes ema aug1.5   # CV only (runs kept in the cache folder)
+    python -m scripts.bench.recipe_xray --final-fit                      # final fit + val for the CV winner
+    python -m scripts.bench.recipe_xray --quick --output /tmp/recipes
 """
 
 from __future__ import annotations
 
 import argparse
+import runpy
 import shutil
 import sys
 import tempfile
@@ -41,9 +42,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import accuracy_xray  # noqa: E402
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import accuracy_xray, common
 
 __all__ = ["RECIPES", "TIE_AUC", "recipe_overrides", "choose_winner", "summary_table", "main"]
 

@@ -15,15 +15,16 @@ size (64) and at ImageNet size (224). On CPU: float32, contiguous and channels_l
 available): float32 and AMP (float16 autocast) with channels_last, synchronised timings. Latency is the median of
 ``--repeats`` single-image calls; throughput is images/s of batch-64 calls.
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/speed_inference.py          # writes benchmarks/results/speed_inference.json
-    python scripts/bench/speed_inference.py --quick --output /tmp/speed_inference.json
+    python -m scripts.bench.speed_inference          # writes benchmarks/results/speed_inference.json
+    python -m scripts.bench.speed_inference --quick --output /tmp/speed_inference.json
 """
 
 from __future__ import annotations
 
 import argparse
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -31,8 +32,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import common
 
 __all__ = ["measure", "main"]
 

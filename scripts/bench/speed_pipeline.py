@@ -26,15 +26,16 @@ with :func:`monai_transfer.data.write_dicom`. Then, in images/s over the same fi
 - ``ours_persistent_dataset``: the same through ``PersistentDataset`` (first pass writes ``.pt`` files, second
   pass reads them from disk).
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/speed_pipeline.py                      # writes benchmarks/results/speed_pipeline.json
-    python scripts/bench/speed_pipeline.py --quick --output /tmp/speed_pipeline.json
+    python -m scripts.bench.speed_pipeline                      # writes benchmarks/results/speed_pipeline.json
+    python -m scripts.bench.speed_pipeline --quick --output /tmp/speed_pipeline.json
 """
 
 from __future__ import annotations
 
 import argparse
+import runpy
 import shutil
 import sys
 import tempfile
@@ -44,8 +45,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import common
 
 __all__ = ["write_radiographs", "naive_pipeline", "our_transforms", "main"]
 

@@ -25,16 +25,17 @@ variants are measured:
 The three loops run interleaved for ``--repeats`` rounds from the same initial weights; each reports images/s
 (median of rounds) and the ratio ``engine / hand`` (1.0 = no overhead; overhead = 1 - ratio).
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/speed_train.py             # writes benchmarks/results/speed_train.json
-    python scripts/bench/speed_train.py --quick --output /tmp/speed_train.json
+    python -m scripts.bench.speed_train             # writes benchmarks/results/speed_train.json
+    python -m scripts.bench.speed_train --quick --output /tmp/speed_train.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import runpy
 import sys
 import time
 from pathlib import Path
@@ -42,8 +43,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import common
 
 __all__ = ["load_batches", "hand_loop", "engine_loop", "main"]
 

@@ -22,10 +22,10 @@ Reported: volumes/s per count (with process start-up), the marginal rate between
 (start-up removed) and peak RSS per count; ``rss_growth_mb`` between the smallest and largest count should be near
 zero (streaming evaluation: memory flat in the number of cases).
 
-Usage::
+Usage (from the repository root)::
 
-    python scripts/bench/volume_eval_memory.py        # writes benchmarks/results/volume_eval_memory.json
-    python scripts/bench/volume_eval_memory.py --quick --output /tmp/vol_mem.json
+    python -m scripts.bench.volume_eval_memory        # writes benchmarks/results/volume_eval_memory.json
+    python -m scripts.bench.volume_eval_memory --quick --output /tmp/vol_mem.json
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import csv
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -43,8 +44,12 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import common  # noqa: E402
+if __name__ == "__main__" and not __package__:  # run as a path (python scripts/bench/<name>.py): run as the module
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
+    sys.exit()
+
+from scripts.bench import common
 
 __all__ = ["write_cases", "make_checkpoint", "run_child", "main"]
 
