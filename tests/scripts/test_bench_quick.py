@@ -8,7 +8,7 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Quick modes of the benchmark scripts in ``scripts/bench`` (CI proof that they still run; not timed tests).
+"""Quick modes of the benchmark scripts in ``scripts.bench`` (CI proof that they still run; not timed tests).
 
 Each test calls a script's ``main([...,"--quick", "--output", tmp])`` in-process; the file caches go to a temporary
 folder, and nothing is written to ``benchmarks/results``.
@@ -24,22 +24,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts.bench import common, recipe_xray
 from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, requires_shared_data
 
 __all__: list[str] = []
 
-BENCH = REPO_ROOT / "scripts" / "bench"
 RESULTS = REPO_ROOT / "benchmarks" / "results"
 
 pytestmark = pytest.mark.slow
 
 
 def _bench(name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Import ``scripts/bench/<name>.py`` with the cache folder redirected to ``tmp_path``."""
-    monkeypatch.syspath_prepend(str(BENCH))
-    common = importlib.import_module("common")
+    """Import ``scripts.bench.<name>`` with the cache folder redirected to ``tmp_path``."""
     monkeypatch.setattr(common, "CACHE_DIR", tmp_path / "cache")
-    return importlib.import_module(name)
+    return importlib.import_module(f"scripts.bench.{name}")
 
 
 def _results_snapshot() -> dict[str, float]:
@@ -81,7 +79,7 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
     if cv["chosen"]["temperature"] != 1.0:
         assert saved["val"]["ece"] != saved["val"]["ece_uncalibrated"]  # the calibration was applied
     assert saved["config"]["counts"] == {"train": 64, "val": 48} and saved["config"]["quick"] is True
-    assert saved["env"]["command"].startswith("python scripts/bench/accuracy_xray.py --quick")
+    assert saved["env"]["command"].startswith("python -m scripts.bench.accuracy_xray --quick")
 
 
 @requires_shared_data(PNEUMONIA_NPZ)
@@ -108,9 +106,6 @@ def test_recipe_xray_quick_cv_only_then_final_fit(tmp_path, monkeypatch):
 
 
 def test_recipe_winner_rule():
-    sys.path.insert(0, str(BENCH))
-    import recipe_xray
-
     rows = [
         {"recipe": "a", "cv_auc": 0.9800, "cv_ece": 0.02, "cpu_minutes": 10.0},
         {"recipe": "b", "cv_auc": 0.9805, "cv_ece": 0.01, "cpu_minutes": 20.0},  # tie on AUC, better ECE
