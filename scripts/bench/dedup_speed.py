@@ -52,7 +52,7 @@ if __name__ == "__main__" and not __package__:  # run as a path (python scripts/
     runpy.run_module(f"scripts.bench.{Path(__file__).stem}", run_name="__main__", alter_sys=True)
     sys.exit()
 
-from scripts.bench import common
+from scripts.bench import common, speed_pipeline
 
 __all__ = ["VARIANTS", "make_variant", "accuracy", "hash_speed", "main"]
 
@@ -204,7 +204,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.png_count, args.dicom_count, args.dicom_size, args.bases = 6, 2, 512, 12
     threads = common.set_threads(args.threads if args.threads is not None else args.workers)
     env = common.environment()
-    import speed_pipeline
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_dedup_"))
     try:
