@@ -36,8 +36,8 @@ def test_accuracy_xray_help_in_both_forms(form):
     assert "--test" in out.stdout and "--output" in out.stdout
 
 
-# accuracy_xray is already imported in this process (not so from a shell): runpy warns before re-running it
-@pytest.mark.filterwarnings("ignore:'scripts.bench.accuracy_xray' found in sys.modules:RuntimeWarning")
+# scripts imported by other scripts are already in sys.modules here (not so from a shell): runpy warns on re-running
+@pytest.mark.filterwarnings(r"ignore:'scripts\.bench\.\w+' found in sys.modules:RuntimeWarning")
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_path_form_runs_the_module_with_the_common_args(name, monkeypatch, capsys):
     """``python scripts/bench/<name>.py --help``, in-process: the entry shim re-runs the module; one argparse helper."""
