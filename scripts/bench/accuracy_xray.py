@@ -67,6 +67,7 @@ __all__ = [
     "run",
     "CV_FOLDS",
     "main",
+    "no_val_choice_overrides",
 ]
 
 CLASS_NAMES = ["normal", "pneumonia"]
@@ -93,6 +94,21 @@ BASE_RECIPE: dict[str, Any] = {
 RECIPE: dict[str, Any] = {**BASE_RECIPE, "ema_decay": 0.99}
 QUICK_BASE_RECIPE: dict[str, Any] = {**BASE_RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
 QUICK_RECIPE: dict[str, Any] = {**RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
+
+
+def no_val_choice_overrides(epochs: int) -> dict[str, Any]:
+    """Bundle overrides under which val chooses nothing: one validation after the last epoch, no early stop, no
+    threshold selection and no calibration (the best-model saver then keeps the last epoch)."""
+    return {
+        "val_interval": epochs,
+        "early_stop_patience": 0,
+        "calibrate": False,
+        "validate#report_writer#select_threshold_on": None,
+        "validate#report_writer#threshold_path": None,
+        "validate#report_writer#threshold": 0.5,
+    }
+
+
 #: folds of the cross-validation on the train split that chooses epochs, temperature and threshold
 CV_FOLDS = 3
 QUICK_LIMITS = {"train": 64, "val": 48, "test": 32}
@@ -300,12 +316,15 @@ def run(
     folds: int | None = None,
     cv_only: bool = False,
     reuse_cv: bool = False,
+    val_chooses: bool = True,
 ) -> dict[str, Any]:
     """Train with the bundle, score val (and test) and write ``output/results.json``; returns the results.
 
     With ``folds`` (>= 2), epochs, temperature and threshold are chosen by ``folds``-fold CV on the train split
     (:func:`cross_validate`) and val only reports. Without (``None``: the protocol ``label_efficiency.py`` still
-    uses), the bundle keeps the best epoch on val and the Youden threshold on val. ``cv_only``: stop after the CV
+    used before 2026-12-02), the bundle keeps the best epoch on val and the Youden threshold on val; with
+    ``val_chooses=False`` as well, val chooses nothing: the run validates once, after its last epoch (the weights scored
+    are the last epoch's), and the threshold is 0.5 (``label_efficiency.py``). ``cv_only``: stop after the CV
     (no final fit, val not scored; keep ``work_dir`` to finish it later with ``reuse_cv``, see :func:`cross_validate`).
     """
     import torch
@@ -342,11 +361,12 @@ def run(
                 tmp.cleanup()
             return results
     else:
-        parser = train_bundle(csv, work_dir, recipe, n_bootstrap=n_bootstrap, **(extra or {})).parser
+        fixed = {} if val_chooses else no_val_choice_overrides(int(recipe["epochs"]))
+        parser = train_bundle(csv, work_dir, recipe, n_bootstrap=n_bootstrap, **{**(extra or {}), **fixed}).parser
     train_s = time.perf_counter() - t0
     network = parser.get_parsed_content("network")
     preprocessing = parser.get_parsed_content("validate#preprocessing")
-    threshold = float(load_threshold(work_dir / "models" / "threshold.json"))
+    threshold = float(load_threshold(work_dir / "models" / "threshold.json")) if folds or val_chooses else 0.5
     datalists = parser.get_parsed_content("datalists")
     bundle_val = common.read_result(work_dir / "eval" / "val" / "metrics.json") or {}
 
@@ -383,6 +403,8 @@ def run(
             f"youden on the calibrated out-of-fold predictions of {folds}-fold CV on train (models/threshold.json)"
             if folds
             else "youden on val (models/threshold.json)"
+            if val_chooses
+            else "fixed 0.5; last epoch's weights (val chose nothing)"
         ),
         "calibration": f"temperature {temperature:.4g} fitted on the out-of-fold predictions" if folds else None,
         "n_bootstrap": n_bootstrap,

@@ -134,7 +134,10 @@ def test_label_efficiency_quick_is_resumable(tmp_path, monkeypatch):
     assert len(done) == 1
     assert mod.main(["--quick", "--weights", "packaged", "--output", str(out)]) == []  # skipped: already done
     assert mod.plan([0.25, 0.01], [0, 1], ["packaged", "none"])[:2] == [("packaged", 0.01, 0), ("none", 0.01, 0)]
-    assert mod.epochs_for(47, 32, 3, 100) == (100, 25) and mod.epochs_for(4690, 32, 3, 100) == (3, 1)
+    assert mod.epochs_for(47, 32, 3, 100) == 100 and mod.epochs_for(4690, 32, 3, 100) == 3
+    # val chose nothing: one validation after the last epoch, ACC at the fixed threshold 0.5
+    assert r["val"]["threshold"] == 0.5 and r["run"]["val_interval"] == r["run"]["epochs"]
+    assert r["config"]["threshold_method"].startswith("fixed 0.5") and r["config"]["ema_decay"] > 0
 
 
 @requires_shared_data(PNEUMONIA_NPZ)
