@@ -26,14 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_transfer.evaluate import (
-    EXIT_FAILURES,
-    EXIT_OK,
-    EXIT_USAGE,
-    _resolve_aggregation,
-    list_cases,
-    main,
-)
+from monai_transfer.engines.bundle_inference import resolve_aggregation
+from monai_transfer.evaluate import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, list_cases, main
 from tests.utils import (
     ADRENAL_NPZ,
     PNEUMONIA_NPZ,
@@ -158,21 +152,21 @@ def _subset(adrenal, dest: Path, n: int) -> tuple[Path, list[int]]:
 # ------------------------------------------------------------------------------------------------ aggregation
 def test_resolve_aggregation_on_hand_made_probabilities():
     probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.2, 0.8]])
-    fn, desc = _resolve_aggregation("mean")
+    fn, desc = resolve_aggregation("mean")
     np.testing.assert_allclose(fn(probs), [1.7 / 3, 1.3 / 3], atol=1e-6)
     assert desc == "mean"
-    fn, _ = _resolve_aggregation("max")
+    fn, _ = resolve_aggregation("max")
     np.testing.assert_allclose(fn(probs), [0.2, 0.8], atol=1e-6)
-    fn, desc = _resolve_aggregation("topk_mean", k_default=2)  # the bundle's aggregation_k
+    fn, desc = resolve_aggregation("topk_mean", k_default=2)  # the bundle's aggregation_k
     np.testing.assert_allclose(fn(probs), [0.4, 0.6], atol=1e-6)
     assert desc == "topk_mean(k=2)"
-    fn, _ = _resolve_aggregation({"method": "topk_mean", "k": 3})
+    fn, _ = resolve_aggregation({"method": "topk_mean", "k": 3})
     np.testing.assert_allclose(fn(probs), [1.7 / 3, 1.3 / 3], atol=1e-6)
-    fn, desc = _resolve_aggregation(lambda p: p[0])
+    fn, desc = resolve_aggregation(lambda p: p[0])
     np.testing.assert_allclose(fn(probs), [0.9, 0.1])
     assert desc == "<lambda>"
     with pytest.raises(ValueError, match="median"):
-        _resolve_aggregation("median")
+        resolve_aggregation("median")
 
 
 def test_list_cases_sorted_recursive_skips_hidden(tmp_path):

@@ -58,6 +58,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_transfer.data._groups import connected_components
+
 __all__ = [
     "DUPLICATE_MODES",
     "DEFAULT_MAX_DISTANCE",
@@ -479,22 +481,7 @@ def cluster_pairs(n: int, pairs: np.ndarray | Sequence[Sequence[int]]) -> list[l
     Returns:
         clusters as sorted index lists, ordered by their first index.
     """
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    for p in pairs:
-        a, b = find(int(p[0])), find(int(p[1]))
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    return [c for c in connected_components(n, ((p[0], p[1]) for p in pairs)) if len(c) > 1]
 
 
 @dataclass

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from monai_transfer.data._groups import connected_components
+
 __all__ = ["split_datalist", "group_of", "assign_folds", "kfold_datalist"]
 
 
@@ -34,26 +36,13 @@ def group_of(item: Mapping[str, Any], group_key: str | None = "patient_id") -> s
 
 def _merge_linked(groups: dict[str, list[int]], linked: Sequence[Sequence[int]], n: int) -> dict[str, list[int]]:
     """Merge the groups that share a ``linked`` index list; a merged group is named by its smallest group name."""
-    owner = {i: g for g, idx in groups.items() for i in idx}
-    parent = {g: g for g in groups}
-
-    def find(g: str) -> str:
-        while parent[g] != g:
-            parent[g] = parent[parent[g]]
-            g = parent[g]
-        return g
-
-    for members in linked:
-        bad = [i for i in members if not 0 <= int(i) < n]
-        if bad:
-            raise ValueError(f"linked indices {bad} are outside the data list of {n} items.")
-        roots = sorted({find(owner[int(i)]) for i in members})
-        for r in roots[1:]:
-            parent[r] = roots[0]
-    merged: dict[str, list[int]] = defaultdict(list)
-    for g, idx in groups.items():
-        merged[find(g)].extend(idx)
-    return {g: sorted(idx) for g, idx in merged.items()}
+    bad = [i for members in linked for i in members if not 0 <= int(i) < n]
+    if bad:
+        raise ValueError(f"linked indices {bad} are outside the data list of {n} items.")
+    names = list(groups)
+    owner = {i: k for k, idx in enumerate(groups.values()) for i in idx}
+    merged = connected_components(len(names), ([owner[int(i)] for i in members] for members in linked))
+    return {min(names[k] for k in c): sorted(i for k in c for i in groups[names[k]]) for c in merged}
 
 
 def _groups_and_strata(

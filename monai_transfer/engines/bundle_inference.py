@@ -78,6 +78,7 @@ class Bundle:
     slicing: Callable | None = None
     aggregate: Callable[[torch.Tensor], Any] | None = None
     aggregation_desc: str = ""
+    mode: str = "binary"  # "binary", "multiclass" or "multilabel" (sigmoid postprocessing, 0/1 label vectors)
 
 
 def _read_bundle_json(path: Path) -> Any:
@@ -139,6 +140,16 @@ def _class_names(parser: Any, meta: dict[str, Any], root: Path) -> list[str]:
     return names
 
 
+def _mode(parser: Any, class_names: list[str], root: Path) -> str:
+    """The bundle's ``mode`` id, else binary for 2 classes and multi-class for more."""
+    if "mode" not in parser:
+        return "binary" if len(class_names) == 2 else "multiclass"
+    mode = str(parser.get_parsed_content("mode"))
+    if mode not in ("binary", "multiclass", "multilabel"):
+        raise EvaluationUsageError(f"bundle {root}: mode {mode!r} is not binary, multiclass or multilabel")
+    return mode
+
+
 def _component(parser: Any, key: str) -> Callable:
     """A transform id of the config; a list becomes a ``Compose``."""
     from monai.transforms import Compose
@@ -173,6 +184,7 @@ def load_bundle(
     root = Path(bundle)
     parser, meta = _read_parser(root, overrides, soft or {})
     b = Bundle(root, parser, "2d", _class_names(parser, meta, root), meta.get("version"))
+    b.mode = _mode(parser, b.class_names, root)
     if "volume_preprocessing" in parser:
         missing = [i for i in ("slicing", "aggregation") if i not in parser]
         if missing:

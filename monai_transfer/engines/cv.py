@@ -51,9 +51,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from monai_transfer.data.splits import assign_folds
+from monai_transfer.metrics import PredictionBuffer
 from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
 from monai_transfer.metrics.functional import compute_auc, prepare_inputs
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
@@ -77,24 +77,20 @@ def read_datalists(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
 
 
 class OOFCollector:
-    """Record the evaluator's probabilities and labels after every trainer epoch (per-epoch fold validation).
+    """Record the evaluator's probabilities and labels after every trainer epoch (per-epoch fold validation), buffered
+    in a :class:`~monai_transfer.metrics.PredictionBuffer` (this process only: cross-validation runs on one).
 
     Only evaluations run while the trainer is running are recorded (not the report run after training).
 
     Attributes:
-        epochs: ``{trainer_epoch: (probs (N, K), labels (N,), ids)}``.
+        epochs: ``{trainer_epoch: (probs (N, K), labels (N,), ids)}``; an id is ``None`` when the case carries none.
     """
 
     def __init__(self) -> None:
         self.epochs: dict[int, tuple[np.ndarray, np.ndarray, list[str | None]]] = {}
         self._active = False
         self._trainer: Any = None
-        self._reset()
-
-    def _reset(self) -> None:
-        self._p: list[np.ndarray] = []
-        self._y: list[np.ndarray] = []
-        self._ids: list[str | None] = []
+        self._buffer = PredictionBuffer(with_labels=True)
 
     def attach(self, trainer: Any, evaluator: Any) -> None:
         """Hook into ``trainer`` (start/stop) and ``evaluator`` (collect per epoch)."""
@@ -111,30 +107,23 @@ class OOFCollector:
             self._active = False
 
         def _collect(engine: Any) -> None:
-            if not self._active:
-                return
-            for out in engine.state.output:
-                self._p.append(_numpy(out["pred"]).astype(np.float64))
-                self._y.append(_numpy(out["label"]))
-            self._ids.extend(ids_from_output(engine.state.output, getattr(engine.state, "batch", None)))
+            out = engine.state.output
+            if self._active and out:
+                ids = ids_from_output(out, getattr(engine.state, "batch", None))
+                self._buffer.add([o["pred"] for o in out], [o["label"] for o in out], ids)
 
         def _done(_: Any) -> None:
-            if self._active and self._p:
-                y = np.stack(self._y)
+            if self._active and len(self._buffer):
+                probs, labels, ids = self._buffer.get_data(gather=False, name_missing=False)
+                y = labels.numpy()
                 y = y.argmax(1) if y.shape[1] > 1 else y[:, 0]
-                self.epochs[int(self._trainer.state.epoch)] = (np.stack(self._p), y.astype(np.int64), list(self._ids))
+                self.epochs[int(self._trainer.state.epoch)] = (probs.double().numpy(), y.astype(np.int64), ids)
 
         trainer.add_event_handler(Events.STARTED, _start)
         trainer.add_event_handler(Events.COMPLETED, _stop)
-        evaluator.add_event_handler(Events.EPOCH_STARTED, lambda _: self._reset())
+        evaluator.add_event_handler(Events.EPOCH_STARTED, lambda _: self._buffer.reset())
         evaluator.add_event_handler(Events.ITERATION_COMPLETED, _collect)
         evaluator.add_event_handler(Events.EPOCH_COMPLETED, _done)
-
-
-def _numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return x.detach().cpu().as_subclass(torch.Tensor).float().numpy().reshape(-1)
-    return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
 def align_predictions(

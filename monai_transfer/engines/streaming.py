@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.utils import optional_import
 
 from monai_transfer.data.cases import (
     VOLUME_EXTENSIONS,
@@ -38,6 +39,8 @@ from monai_transfer.data.cases import (
     _strip_ext,
 )
 from monai_transfer.engines.bundle_inference import Bundle
+
+tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = ["BatchRunner", "CaseLoop", "volume_case", "image_case", "non_finite_reason"]
 
@@ -282,9 +285,12 @@ class CaseLoop:
     def name_of(self, p: Path) -> str:
         return _display(p.relative_to(self.images_dir).as_posix())
 
+    def _log_failure(self, f: CaseFailure) -> None:
+        self.log.error(f"case {f.case!r} failed ({f.stage}): {f.reason}")
+
     def fail(self, p: Path, stage: str, reason: str) -> None:
         self.result.failures.append(CaseFailure(self.name_of(p), str(p), stage, reason))
-        self.log.error(f"case {self.name_of(p)!r} failed ({stage}): {reason}")
+        self._log_failure(self.result.failures[-1])
 
     def add(self, p: Path, probs: Any, n_slices: int | None = None) -> None:
         pred = CasePrediction(_strip_ext(self.name_of(p)), str(p), probs, self.labels.get(p), n_slices)
@@ -332,3 +338,16 @@ class CaseLoop:
                 self.flush()
         except _CaseError as e:
             self.fail(path, e.stage, e.reason)
+
+    def run_cases(self, cases: Sequence[Path], progress: bool | None = None) -> None:
+        """Log the failures already in ``result`` (labels CSV), then run every other case of ``cases`` and the last
+        batch; ``progress``: a tqdm bar over the cases (default only on a terminal).
+        """
+        for f in self.result.failures:
+            self._log_failure(f)
+        failed = {Path(f.path) for f in self.result.failures if f.path}
+        disable = None if progress is None else not progress  # None: tqdm shows the bar only on a terminal
+        for path in tqdm(cases, desc="cases", unit="case", disable=disable) if has_tqdm else cases:
+            if path not in failed:
+                self.case(path)
+        self.flush()

@@ -10,11 +10,9 @@
 # limitations under the License.
 """Scripted evaluation of a bundle on a folder of test cases: ``python -m monai_transfer.evaluate``.
 
-A thin command line over the bundle's own ``configs/inference.json``: its ``network_def`` with the checkpoint
-(verified as by the bundle's ``VerifiedCheckpointLoader``), ``inferer`` (``TTAInferer`` with ``--tta``),
-``postprocessing`` (the temperature of ``calibration.json`` beside the checkpoint, then the activation) and
-preprocessing (2D: ``preprocessing``; volumes: ``volume_preprocessing``, ``slicing``, ``aggregation``); see
-:mod:`monai_transfer.engines.bundle_inference` and :mod:`monai_transfer.engines.streaming` (flat memory).
+A thin command line over the bundle's own ``configs/inference.json``, run as its evaluator runs it (the components:
+:mod:`monai_transfer.engines.bundle_inference`), one case at a time in flat memory
+(:mod:`monai_transfer.engines.streaming`).
 
 Bad cases are reported by name (``failures.csv``, ``failures.json``, the log) and the run goes on. Exit codes: 0 (every
 case evaluated, or failures with ``--tolerate-failures``), 1 (usage or environment error: bundle, checkpoint,
@@ -30,38 +28,8 @@ Example::
 
 from __future__ import annotations
 
-from monai_transfer.data.cases import (
-    EXIT_FAILURES,
-    EXIT_OK,
-    EXIT_USAGE,
-    IMAGE_2D_EXTENSIONS,
-    VOLUME_EXTENSIONS,
-    CaseFailure,
-    CasePrediction,
-    EvaluationResult,
-    EvaluationUsageError,
-    list_cases,
-    read_labels_csv,
-)
-from monai_transfer.engines.bundle_inference import resolve_aggregation as _resolve_aggregation
-from monai_transfer.evaluate.cli import build_arg_parser, main, parse_overrides
+from monai_transfer.data.cases import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, EvaluationUsageError, list_cases
+from monai_transfer.evaluate.cli import main
 from monai_transfer.evaluate.run import evaluate_bundle
 
-__all__ = [
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "EXIT_FAILURES",
-    "VOLUME_EXTENSIONS",
-    "IMAGE_2D_EXTENSIONS",
-    "EvaluationUsageError",
-    "CaseFailure",
-    "CasePrediction",
-    "EvaluationResult",
-    "list_cases",
-    "read_labels_csv",
-    "evaluate_bundle",
-    "parse_overrides",
-    "build_arg_parser",
-    "main",
-    "_resolve_aggregation",
-]
+__all__ = ["evaluate_bundle", "main", "EvaluationUsageError", "list_cases", "EXIT_OK", "EXIT_USAGE", "EXIT_FAILURES"]

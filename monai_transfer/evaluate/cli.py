@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 from monai_transfer.data.cases import EXIT_OK, EXIT_USAGE, EvaluationUsageError
-from monai_transfer.evaluate.run import evaluate_bundle, logger
+from monai_transfer.evaluate.run import OPTIONS, evaluate_bundle, logger
 from monai_transfer.utils.bundle import parse_overrides
 
-__all__ = ["parse_overrides", "build_arg_parser", "main"]
+__all__ = ["build_arg_parser", "main"]
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
@@ -53,23 +54,28 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _log_handlers(output: str) -> list[logging.Handler]:
-    """stderr (when nothing else logs) and ``<output>/evaluate.log``; non-UTF-8 names are escaped, not an error."""
-    handlers: list[logging.Handler] = []
-    if not logging.getLogger().handlers:
-        handlers.append(logging.StreamHandler(sys.stderr))
+@contextmanager
+def _logging_to(output: str) -> Iterator[None]:
+    """INFO to stderr (when nothing else logs) and ``<output>/evaluate.log``; non-UTF-8 names are escaped."""
+    handlers: list[logging.Handler] = [] if logging.getLogger().handlers else [logging.StreamHandler(sys.stderr)]
     out = Path(output)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        handlers.append(
-            logging.FileHandler(out / "evaluate.log", mode="w", encoding="utf-8", errors="backslashreplace")
-        )
+        handlers.append(logging.FileHandler(out / "evaluate.log", "w", encoding="utf-8", errors="backslashreplace"))
     except OSError as e:
         logger.error(f"--output {out}: cannot create the folder or its log ({e})")
-    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
     for h in handlers:
-        h.setFormatter(fmt)
-    return handlers
+        h.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in handlers:
+            logger.removeHandler(h)
+            h.close()
+        logger.setLevel(old_level)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -80,39 +86,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_arg_parser()
     try:
         args, extra = parser.parse_known_args(argv)
-        try:
-            overrides = parse_overrides(extra)
-        except ValueError as e:
-            raise EvaluationUsageError(str(e)) from e
     except SystemExit as e:  # argparse exits 2 on usage errors; this tool reserves 2 for failed cases
         return EXIT_OK if e.code in (0, None) else EXIT_USAGE
-    except EvaluationUsageError as e:
+    try:
+        overrides = parse_overrides(extra)
+    except ValueError as e:
         parser.print_usage(sys.stderr)
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
-    old_level = logger.level
-    logger.setLevel(logging.INFO)
-    handlers = _log_handlers(args.output)
-    for h in handlers:
-        logger.addHandler(h)
-    try:
-        opts = {k: getattr(args, k) for k in ("labels", "ckpt", "threshold", "calibration", "tta", "batch_size")}
-        return evaluate_bundle(
-            args.bundle,
-            args.images,
-            args.output,
-            device=args.device,
-            tolerate_failures=args.tolerate_failures,
-            n_bootstrap=args.n_bootstrap,
-            progress=False if args.no_progress else None,
-            overrides=overrides,
-            **opts,
-        ).exit_code
-    except EvaluationUsageError as e:
-        logger.error(str(e))
-        return EXIT_USAGE
-    finally:
-        for h in handlers:
-            logger.removeHandler(h)
-            h.close()
-        logger.setLevel(old_level)
+    kw = {k: getattr(args, k) for k in ("bundle", "images", "output", "labels", "tolerate_failures", "n_bootstrap")}
+    kw.update({k: getattr(args, k) for k in OPTIONS}, progress=False if args.no_progress else None)
+    with _logging_to(args.output):
+        try:
+            result = evaluate_bundle(**kw, overrides=overrides)
+        except EvaluationUsageError as e:
+            logger.error(str(e))
+            return EXIT_USAGE
+    return result.exit_code

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from monai.utils import optional_import
 
 from monai_transfer.data.cases import (
     EXIT_FAILURES,
@@ -34,6 +33,7 @@ from monai_transfer.data.cases import (
 )
 from monai_transfer.engines import streaming
 from monai_transfer.engines.bundle_inference import Bundle, calibration_info, load_bundle, load_network
+from monai_transfer.engines.utils import auto_device
 from monai_transfer.metrics.threshold import (
     DEFAULT_THRESHOLD,
     check_threshold_calibration,
@@ -43,11 +43,12 @@ from monai_transfer.metrics.threshold import (
 from monai_transfer.reports.evaluation import write_outputs, write_summary
 from monai_transfer.utils.io import check_output_dir, sha256_file
 
-tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
-
 __all__ = ["evaluate_bundle"]
 
 logger = logging.getLogger("monai_transfer.evaluate")  # same name under ``python -m``
+
+#: the keyword options of :func:`evaluate_bundle` (as on the command line) and their defaults.
+OPTIONS = {"ckpt": None, "threshold": None, "calibration": None, "tta": None, "batch_size": 32, "device": None}
 
 
 @dataclass
@@ -60,20 +61,8 @@ class _Setup:
     ckpt: Path
     device: torch.device
     out: Path
-    threshold: float | list[float]
-    threshold_report: Any
-    threshold_source: str
-    calibration: dict[str, Any] = field(default_factory=dict)
-    mode: str = "binary"
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise EvaluationUsageError("--device cuda: CUDA is not available on this machine")
-    return dev
+    threshold: tuple[Any, Any, str]  # (value, or one per label; what the report reads; source)
+    calibration: dict[str, Any]
 
 
 def _bundle_overrides(overrides: dict | None, calibration: Any, tta: bool | None) -> dict[str, Any]:
@@ -86,46 +75,26 @@ def _bundle_overrides(overrides: dict | None, calibration: Any, tta: bool | None
     return out
 
 
-def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict) -> tuple[float, Any, str]:
-    """``(value, report threshold, source)``; by default the ``threshold.json`` beside the checkpoint."""
-    src = str(ckpt.parent / "threshold.json") if threshold is None else str(threshold)
-    try:
-        value, source = resolve_binary_threshold(src, missing_ok=threshold is None)
-        check_threshold_calibration(src, calibration["file"] if calibration["applied"] else None)
-    except (OSError, ValueError) as e:  # the messages name the file (and the refused value)
-        raise EvaluationUsageError(f"--threshold: {e}" if threshold is not None else str(e)) from e
-    if source.startswith("default"):
-        return value, None, "default 0.5 (no threshold.json beside the checkpoint)"
-    return value, (src if source.startswith("file") else value), ("--threshold" if source == "given" else source)
-
-
-def _multilabel_threshold(
-    b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict
-) -> tuple[list[float], Any, str]:
-    """``(one value per label, report threshold, source)`` of a multi-label bundle: by default the ``threshold.json``
-    beside the checkpoint (one value per label, as a multi-label training writes it), else 0.5 for every label; see
-    :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold` (a single number applies to every label,
-    a file recording other ``class_names`` is refused).
+def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict) -> tuple[Any, Any, str]:
+    """``(value, report threshold, source)``; by default the ``threshold.json`` beside the checkpoint. Multi-label:
+    one value per label (see :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold`: a number applies
+    to every label, a file recording other ``class_names`` is refused), 0.5 each without a file.
     """
     src = str(ckpt.parent / "threshold.json") if threshold is None else str(threshold)
+    multilabel, missing_ok = b.mode == "multilabel", threshold is None
     try:
-        values, source = resolve_multilabel_threshold(src, b.class_names, missing_ok=threshold is None)
+        if multilabel:
+            value, source = resolve_multilabel_threshold(src, b.class_names, missing_ok=missing_ok)
+        else:
+            value, source = resolve_binary_threshold(src, missing_ok=missing_ok)
         check_threshold_calibration(src, calibration["file"] if calibration["applied"] else None)
     except (OSError, ValueError) as e:  # the messages name the file (and the refused value)
         raise EvaluationUsageError(f"--threshold: {e}" if threshold is not None else str(e)) from e
     if source.startswith("default"):
-        return values, values, f"default {DEFAULT_THRESHOLD:g} per label (no threshold.json beside the checkpoint)"
-    return values, (src if source.startswith("file") else values), ("--threshold" if source == "given" else source)
-
-
-def _mode(b: Bundle) -> str:
-    """The bundle's ``mode`` id, else binary for 2 classes and multi-class for more."""
-    if "mode" in b.parser:
-        mode = str(b.parser.get_parsed_content("mode"))
-        if mode not in ("binary", "multiclass", "multilabel"):
-            raise EvaluationUsageError(f"bundle {b.root}: mode {mode!r} is not binary, multiclass or multilabel")
-        return mode
-    return "binary" if len(b.class_names) == 2 else "multiclass"
+        each = " per label" if multilabel else ""
+        why = f"default {DEFAULT_THRESHOLD:g}{each} (no threshold.json beside the checkpoint)"
+        return value, (value if multilabel else None), why
+    return value, (src if source.startswith("file") else value), ("--threshold" if source == "given" else source)
 
 
 def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any]) -> _Setup:
@@ -136,7 +105,10 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
         raise EvaluationUsageError(f"--images {images_dir}: no such folder")
     if labels is not None and not Path(labels).is_file():
         raise EvaluationUsageError(f"--labels {labels}: no such file")
-    dev = _device(kw["device"])
+    try:
+        dev = auto_device(kw["device"])
+    except (RuntimeError, ValueError) as e:
+        raise EvaluationUsageError(f"--device: {e}") from e
     soft = {} if kw["ckpt"] is None else {"ckpt_path": str(kw["ckpt"])}  # calibration.json follows the checkpoint
     b = load_bundle(bundle, _bundle_overrides(kw["overrides"], kw["calibration"], kw["tta"]), soft)
     exts = VOLUME_EXTENSIONS if b.kind == "volume" else IMAGE_2D_EXTENSIONS
@@ -146,32 +118,27 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
     ckpt = Path(kw["ckpt"]) if kw["ckpt"] is not None else Path(str(b.parser.get_parsed_content("ckpt_path")))
     if not ckpt.is_file():
         raise EvaluationUsageError(f"checkpoint {ckpt} not found (train the bundle first or pass --ckpt)")
-    mode = _mode(b)  # multi-label: the bundle's postprocessing applies a sigmoid, labels are 0/1 vectors
     cal = calibration_info(b)
-    thr = (_multilabel_threshold if mode == "multilabel" else _threshold)(b, kw["threshold"], ckpt, cal)
+    thr = _threshold(b, kw["threshold"], ckpt, cal)
     try:
         out = check_output_dir(output)
     except OSError as e:
         raise EvaluationUsageError(f"--output {output}: {e}") from e
-    return _Setup(b, images_dir, cases, ckpt, dev, out, *thr, calibration=cal, mode=mode)
+    return _Setup(b, images_dir, cases, ckpt, dev, out, thr, cal)
 
 
 def _exit_code(s: _Setup, result: EvaluationResult, tolerate_failures: bool) -> int:
-    where = s.out / "failures.csv"
+    where, n = s.out / "failures.csv", len(result.failures)
     if not result.predictions:
-        logger.error(f"no case could be evaluated ({len(result.failures)} failure(s)); see {where}")
+        logger.error(f"no case could be evaluated ({n} failure(s)); see {where}")
         return EXIT_FAILURES
-    if not result.failures:
+    if not n:
         return EXIT_OK
-    shown = [f.case for f in result.failures[:20]]
-    more = len(result.failures) - len(shown)
-    names = ", ".join(shown) + (f" and {more} more" if more else "")
+    names = ", ".join(f.case for f in result.failures[:20]) + (f" and {n - 20} more" if n > 20 else "")
     if tolerate_failures:
-        logger.warning(
-            f"{len(result.failures)} case(s) failed and were skipped (--tolerate-failures): {names}; see {where}"
-        )
+        logger.warning(f"{n} case(s) failed and were skipped (--tolerate-failures): {names}; see {where}")
         return EXIT_OK
-    logger.error(f"{len(result.failures)} case(s) failed: {names}; see {where}")
+    logger.error(f"{n} case(s) failed: {names}; see {where}")
     return EXIT_FAILURES
 
 
@@ -184,7 +151,7 @@ def _meta(s: _Setup, labels: Any, n_failed: int) -> dict[str, Any]:
         "images": _display(str(s.images_dir)),
         "labels": None if labels is None else _display(str(labels)),
         "kind": s.b.kind,
-        "mode": s.mode,
+        "mode": s.b.mode,
         "aggregation": s.b.aggregation_desc or None,
         "inferer": type(s.b.inferer).__name__,
         "calibration": s.calibration,
@@ -193,32 +160,29 @@ def _meta(s: _Setup, labels: Any, n_failed: int) -> dict[str, Any]:
 
 
 def _log_start(s: _Setup) -> None:
+    value, _, source = s.threshold
     logger.info(
         f"evaluating {len(s.cases)} case(s) from {s.images_dir} with bundle {s.b.root} ({s.b.kind}, classes "
         f"{s.b.class_names}), checkpoint {s.ckpt}, device {s.device}, inferer {type(s.b.inferer).__name__}, "
         f"temperature {s.calibration['temperature']}"
-        + (f", threshold {s.threshold:g} ({s.threshold_source})" if s.mode == "binary" else "")
-        + (f", per-label thresholds {s.threshold} ({s.threshold_source})" if s.mode == "multilabel" else "")
+        + (f", threshold {value:g} ({source})" if s.b.mode == "binary" else "")
+        + (f", per-label thresholds {value} ({source})" if s.b.mode == "multilabel" else "")
         + (f", aggregation {s.b.aggregation_desc}" if s.b.kind == "volume" else "")
     )
 
 
 def _finish(s: _Setup, result: EvaluationResult, labels: Any, n_bootstrap: int, tolerate_failures: bool) -> None:
     """Write every output file, set the exit code, write ``summary.json``."""
-    thr = (s.threshold, s.threshold_report, s.threshold_source)
-    meta = _meta(s, labels, len(result.failures))
-    volume = s.b.kind == "volume"
-    labelled = labels is not None
-    summary = write_outputs(s.out, result, s.b.class_names, volume, thr, meta, labelled, n_bootstrap, logger, s.mode)
+    n_ok, n_failed, volume, mode = len(result.predictions), len(result.failures), s.b.kind == "volume", s.b.mode
+    meta, labelled = _meta(s, labels, n_failed), labels is not None
+    summary = write_outputs(
+        s.out, result, s.b.class_names, volume, s.threshold, meta, labelled, n_bootstrap, logger, mode
+    )
     result.exit_code = _exit_code(s, result, tolerate_failures)
     summary.update(output=_display(str(s.out)), device=str(s.device), class_names=s.b.class_names)
-    summary.update(n_cases_found=len(s.cases), n_evaluated=len(result.predictions), exit_code=result.exit_code)
-    summary["failed_cases"] = [f.case for f in result.failures]
-    result.files["summary"] = write_summary(s.out, summary)
-    logger.info(
-        f"evaluated {len(result.predictions)} of {len(s.cases)} case(s), {len(result.failures)} failure(s); "
-        f"outputs in {s.out}"
-    )
+    summary.update(n_cases_found=len(s.cases))
+    result.files["summary"] = write_summary(s.out, summary, result)
+    logger.info(f"evaluated {n_ok} of {len(s.cases)} case(s), {n_failed} failure(s); outputs in {s.out}")
 
 
 def evaluate_bundle(
@@ -254,8 +218,7 @@ def evaluate_bundle(
     Raises:
         EvaluationUsageError: missing/bad bundle, checkpoint, images folder, labels CSV, threshold or argument.
     """
-    opts = {"ckpt": None, "threshold": None, "calibration": None, "tta": None, "batch_size": 32, "device": None}
-    opts["overrides"] = None
+    opts = {**OPTIONS, "overrides": None}
     unknown = sorted(set(kw) - set(opts))
     if unknown:
         raise TypeError(f"evaluate_bundle() got unexpected keyword argument(s) {unknown}; accepted: {sorted(opts)}")
@@ -264,17 +227,10 @@ def evaluate_bundle(
     result = EvaluationResult()
     label_map: dict[Path, Any] = {}
     if labels is not None:
-        label_map, result.failures = read_labels_csv(labels, s.images_dir, s.cases, s.b.class_names, s.mode)
+        label_map, result.failures = read_labels_csv(labels, s.images_dir, s.cases, s.b.class_names, s.b.mode)
     run = streaming.BatchRunner(s.b, load_network(s.b, s.ckpt, s.device), s.device)
     loop = streaming.CaseLoop(s.b, run, s.images_dir, result, label_map, opts["batch_size"], logger)
     _log_start(s)
-    for f in result.failures:
-        logger.error(f"case {f.case!r} failed ({f.stage}): {f.reason}")
-    failed = {Path(f.path) for f in result.failures if f.path}
-    bar = None if progress is None else not progress  # None: tqdm shows the bar only on a terminal
-    for path in tqdm(s.cases, desc="cases", unit="case", disable=bar) if has_tqdm else s.cases:
-        if path not in failed:
-            loop.case(path)
-    loop.flush()
+    loop.run_cases(s.cases, progress)
     _finish(s, result, labels, n_bootstrap, tolerate_failures)
     return result

@@ -196,7 +196,9 @@ class PredictionBuffer:
         ids = list(ids) if ids is not None else []
         self._ids.extend([None if i is None else str(i) for i in ids] if len(ids) == p.shape[0] else [None] * len(p))
 
-    def get_data(self, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
+    def get_data(
+        self, gather: bool = True, name_missing: bool = True
+    ) -> tuple[torch.Tensor, torch.Tensor | None, list[str]]:
         """``(probs (N, K), labels (N, L) or None, ids)`` of every rank, in rank order.
 
         With ``gather`` and an initialised ``torch.distributed`` process group of several ranks this is a collective
@@ -205,6 +207,8 @@ class PredictionBuffer:
         Args:
             gather: gather across ranks; ``False`` returns this rank's data only (no collective), for a handler that
                 runs on one rank over the whole split.
+            name_missing: name a case without id ``case_<n>``; ``False`` leaves it ``None`` (for a caller that
+                matches rows by id and falls back to loader order without ids).
 
         Raises:
             ValueError: no rank buffered anything.
@@ -224,5 +228,5 @@ class PredictionBuffer:
         preds = torch.cat([torch.as_tensor(q[0]) for q in parts])
         labels = torch.cat([torch.as_tensor(q[1]) for q in parts]) if self.with_labels else None
         all_ids = [i for q in parts for i in q[2]]
-        ids = [i if i is not None else f"case_{n:05d}" for n, i in enumerate(all_ids)]
+        ids = [i if i is not None or not name_missing else f"case_{n:05d}" for n, i in enumerate(all_ids)]
         return preds, labels, ids

@@ -164,8 +164,11 @@ def write_failures(out: Path, failures: Sequence[CaseFailure]) -> dict[str, Path
     return files
 
 
-def write_summary(out: Path, summary: dict[str, Any]) -> Path:
-    """``summary.json`` (what was evaluated, how, the exit code and the peak memory)."""
+def write_summary(out: Path, summary: dict[str, Any], result: EvaluationResult) -> Path:
+    """``summary.json``: ``summary`` (what was evaluated, how), then of ``result`` the number evaluated, the failed
+    cases and the exit code, and the peak memory."""
+    failed = [f.case for f in result.failures]
+    summary = {**summary, "n_evaluated": len(result.predictions), "exit_code": result.exit_code, "failed_cases": failed}
     with _writing(out / "summary.json"):
         return atomic_write_json(out / "summary.json", {**summary, "peak_rss_mb": peak_rss_mb()})
 

@@ -71,3 +71,10 @@ def test_ema_without_evaluator_only_keeps_the_average():
     trainer.run([0, 1], max_epochs=1)
     assert float(net.weight) == 3.0
     assert float(ema.averaged.module.weight) == pytest.approx(3.0)  # first update copies, second averages 3 and 3
+
+
+def test_exported_from_handlers_package():
+    import monai_transfer.handlers as handlers
+
+    assert handlers.WeightEMA is WeightEMA and handlers.ema_decay_at is ema_decay_at
+    assert {"WeightEMA", "ema_decay_at"} <= set(handlers.__all__)

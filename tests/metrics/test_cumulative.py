@@ -120,6 +120,7 @@ class TestPredictionBuffer(unittest.TestCase):
         np.testing.assert_allclose(probs.numpy(), p.astype(np.float32))
         np.testing.assert_array_equal(labels.numpy(), y)
         self.assertEqual(ids, [f"a{i}" for i in range(8)] + [f"case_{i:05d}" for i in range(8, 20)])
+        self.assertEqual(buf.get_data(name_missing=False)[2], [f"a{i}" for i in range(8)] + [None] * 12)
         with self.assertRaisesRegex(ValueError, "same number of cases"):
             buf.add(torch.as_tensor(p[:3]), torch.as_tensor(y[:2]))
         with self.assertRaisesRegex(ValueError, "needs labels"):
