@@ -78,6 +78,7 @@ from monai_transfer.transforms.slicing import (
     Stack25DD,
     Stack25Dd,
     Stack25DDict,
+    grey_to_rgb,
     resolve_slice_axis,
 )
 
@@ -121,6 +122,7 @@ __all__ = [
     "ExtractSlices",
     "Stack25D",
     "ResizeKeepAspect",
+    "grey_to_rgb",
     "GreyToRGB",
     "ExtractSlicesd",
     "ExtractSlicesD",

@@ -22,6 +22,7 @@ from monai_transfer.transforms import (
     WINDOW_PRESETS,
     BackboneNormalize,
     BackboneNormalized,
+    GreyToRGB,
     LoadMedicalImaged,
     MultiWindowStack,
     PercentileRescale,
@@ -127,6 +128,10 @@ def test_backbone_normalize_explicit_stats():
         BackboneNormalize(mean=mean, std=std)(grey)
     rep = BackboneNormalize(mean=mean, std=std, repeat_channels=True)(grey)
     torch.testing.assert_close(rep, out)
+    # repeat_channels=True is GreyToRGB then BackboneNormalize, exactly (grey is replicated, then normalised)
+    ramp = torch.linspace(0, 1, 12).reshape(1, 3, 4)
+    composed = BackboneNormalize(mean=mean, std=std)(GreyToRGB()(ramp))
+    assert torch.equal(BackboneNormalize(mean=mean, std=std, repeat_channels=True)(ramp), composed)
     one = BackboneNormalize(mean=0.5, std=0.25)(grey)  # single-value stats apply to any channel count
     assert float(one.abs().max()) == 0.0
     with pytest.raises(ValueError, match="both mean and std"):

@@ -30,6 +30,7 @@ from monai_transfer.transforms import (
     ResizeKeepAspect,
     Stack25D,
     Stack25Dd,
+    grey_to_rgb,
 )
 from tests.utils import ADRENAL_NPZ, load_adrenal, requires_shared_data
 
@@ -164,6 +165,30 @@ def test_grey_to_rgb():
     assert GreyToRGBd("image")({"image": grey})["image"].shape == (3, 5, 5)
     with pytest.raises(ValueError, match="1 or 3 channels"):
         GreyToRGB()(torch.zeros(2, 5, 5))
+    arr = GreyToRGB()(grey.numpy())  # numpy in: a tensor out, as MONAI's RepeatChannel
+    assert isinstance(arr, torch.Tensor) and torch.equal(arr, rgb)
+    meta = GreyToRGB()(MetaTensor(grey, meta={"filename_or_obj": "g.png"}))
+    assert isinstance(meta, MetaTensor) and meta.meta["filename_or_obj"] == "g.png"
+
+
+def test_grey_to_rgb_function():
+    """The one grey -> RGB replication: copies by default, a read-only view with ``copy=False``, any channel dim,
+    and TorchScript-compatible (``Pretrained2DNet.forward`` calls it)."""
+    batch = torch.rand(2, 1, 4, 5)
+    rgb = grey_to_rgb(batch, dim=1)
+    assert rgb.shape == (2, 3, 4, 5) and torch.equal(rgb, batch.repeat(1, 3, 1, 1))
+    kept = batch.clone()
+    rgb[:, 0] = 0  # a copy: writing to it leaves the input untouched
+    assert torch.equal(batch, kept)
+    view = grey_to_rgb(batch, dim=1, copy=False)
+    assert torch.equal(view, batch.repeat(1, 3, 1, 1)) and view.data_ptr() == batch.data_ptr()
+    rgb = grey_to_rgb(batch, dim=1)
+    assert grey_to_rgb(rgb, dim=1) is rgb and grey_to_rgb(batch, 1, dim=1) is batch
+    assert torch.equal(grey_to_rgb(batch[0], 4), batch[0].repeat(4, 1, 1))
+    with pytest.raises(ValueError, match=r"1 or 3 channels along dim 1, got shape \[2, 2, 4, 5\]"):
+        grey_to_rgb(torch.zeros(2, 2, 4, 5), dim=1)
+    scripted = torch.jit.script(grey_to_rgb)
+    assert torch.equal(scripted(batch, 3, 1, False), view)
 
 
 @requires_shared_data(ADRENAL_NPZ)

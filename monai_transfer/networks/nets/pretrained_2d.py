@@ -25,6 +25,7 @@ from torch import nn
 
 from monai_transfer.networks.backbones import BackboneCfg, build_backbone
 from monai_transfer.networks.finetune import freeze_module, layer_decay_param_groups, unfreeze_module
+from monai_transfer.transforms.slicing.array import grey_to_rgb
 from monai_transfer.utils import deps
 
 __all__ = ["Pretrained2DNet"]
@@ -43,7 +44,11 @@ class Pretrained2DNet(nn.Module):
 
     Input channels:
         - ``in_channels=3``: 2.5D neighbour slices or three CT windows go into the RGB stem as they are.
-        - ``in_channels=1, channel_strategy="repeat"``: the grey image is replicated to 3 channels in ``forward``.
+        - ``in_channels=1, channel_strategy="repeat"``: the grey image is replicated to 3 channels in ``forward``
+          (:func:`~monai_transfer.transforms.slicing.array.grey_to_rgb`, a view), *after* whatever normalisation the
+          input had; a checkpoint of the same backbone with ``in_channels=3`` loads unchanged and gives the same
+          logits on the replicated input. The bundles instead replicate in preprocessing, before the per-channel
+          normalisation (``BackboneNormalize(repeat_channels=True)``), and use ``in_channels=3``.
         - ``channel_strategy="fold"``: the stem's RGB kernels are summed into ``in_channels`` input kernels
           (timm's ``adapt_input_conv``), 3x cheaper in the stem. For 1 channel, ``fold(x) == repeat(x)`` exactly for
           the *same* input; but when a per-channel normalisation (ImageNet mean/std) would be applied after
@@ -164,7 +169,7 @@ class Pretrained2DNet(nn.Module):
                 "Pretrained2DNet expects " + str(self.in_channels) + " input channels, got " + str(x.shape[1]) + "."
             )
         if self.repeat_channels > 1:
-            x = x.expand(-1, self.repeat_channels, -1, -1)
+            x = grey_to_rgb(x, self.repeat_channels, dim=1, copy=False)
         return self.head(self.features(x))
 
     # --------------------------------------------------------------------------------------------- fine-tuning

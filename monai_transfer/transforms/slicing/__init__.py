@@ -19,6 +19,7 @@ from monai_transfer.transforms.slicing.array import (
     GreyToRGB,
     ResizeKeepAspect,
     Stack25D,
+    grey_to_rgb,
     resolve_slice_axis,
 )
 from monai_transfer.transforms.slicing.dictionary import (
@@ -43,6 +44,7 @@ __all__ = [
     "ExtractSlices",
     "Stack25D",
     "ResizeKeepAspect",
+    "grey_to_rgb",
     "GreyToRGB",
     "ExtractSlicesd",
     "ExtractSlicesD",

@@ -29,8 +29,9 @@ import numpy as np
 import torch
 from monai.config import NdarrayOrTensor
 from monai.data import MetaTensor
+from monai.data.meta_obj import get_track_meta
 from monai.data.utils import to_affine_nd
-from monai.transforms import Randomizable, RepeatChannel, Resize, SpatialPad, Transform
+from monai.transforms import Randomizable, Resize, SpatialPad, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "Stack25D",
     "ExtractSlices",
     "ResizeKeepAspect",
+    "grey_to_rgb",
     "GreyToRGB",
 ]
 
@@ -354,11 +356,41 @@ class ResizeKeepAspect(Transform):
         return Resize(new, mode=mode, anti_aliasing=anti_aliasing)(img)
 
 
+def grey_to_rgb(img: torch.Tensor, num_channels: int = 3, dim: int = 0, copy: bool = True) -> torch.Tensor:
+    """Copy a one-channel (grey) tensor to ``num_channels`` channels along ``dim``; ``num_channels`` pass unchanged.
+
+    The package's one grey -> RGB replication: :class:`GreyToRGB` (``dim=0``),
+    ``BackboneNormalize(repeat_channels=True)`` (replicates, then normalises each copy with its own channel's
+    statistics) and ``Pretrained2DNet(in_channels=1, channel_strategy="repeat")`` (``dim=1``, ``copy=False``, on the
+    already normalised batch) all call it. TorchScript-compatible, so the network's ``forward`` can use it.
+
+    Args:
+        img: a tensor (a ``MetaTensor`` keeps its metadata).
+        num_channels: output channels, default 3.
+        dim: the channel dimension: 0 for a channel-first image, 1 for a ``(B, C, H, W)`` batch.
+        copy: True (default) returns new memory (``Tensor.repeat``); False a read-only ``expand`` view, for inputs
+            that are only read (a network's stem), not for transforms whose followers may write in place.
+
+    Raises:
+        ValueError: ``img`` has neither 1 nor ``num_channels`` channels along ``dim``.
+    """
+    c = img.shape[dim]
+    if c == num_channels:
+        return img
+    if c != 1:
+        msg = "grey_to_rgb expects 1 or {} channels along dim {}, got shape {}."  # TorchScript: no f-strings
+        raise ValueError(msg.format(num_channels, dim, list(img.shape)))
+    sizes = [1 if copy else -1] * img.dim()
+    sizes[dim] = num_channels
+    return img.repeat(sizes) if copy else img.expand(sizes)
+
+
 class GreyToRGB(Transform):
-    """Copy a one-channel (grey) image to ``num_channels`` channels (MONAI's ``RepeatChannel``); idempotent.
+    """Copy a one-channel (grey) image to ``num_channels`` channels (:func:`grey_to_rgb`); idempotent.
 
     Unlike a bare ``RepeatChannel(3)``, an image that already has ``num_channels`` channels passes unchanged, so a
-    dataset mixing grey and RGB files (e.g. PNG exports) gives 3 channels throughout.
+    dataset mixing grey and RGB files (e.g. PNG exports) gives 3 channels throughout. A replicated image is returned
+    as a tensor (a ``MetaTensor`` while MONAI tracks metadata), as MONAI's ``RepeatChannel`` does.
 
     Args:
         num_channels: output channels, default 3.
@@ -367,18 +399,14 @@ class GreyToRGB(Transform):
         ValueError: an input with neither 1 nor ``num_channels`` channels.
     """
 
-    backend = RepeatChannel.backend
+    backend = [TransformBackends.TORCH]
 
     def __init__(self, num_channels: int = 3) -> None:
         if int(num_channels) < 1:
             raise ValueError(f"num_channels must be >= 1, got {num_channels}.")
         self.num_channels = int(num_channels)
-        self.repeat = RepeatChannel(self.num_channels)
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        c = img.shape[0]
-        if c == self.num_channels:
+        if img.shape[0] == self.num_channels:
             return img
-        if c == 1:
-            return self.repeat(img)
-        raise ValueError(f"GreyToRGB expects 1 or {self.num_channels} channels, got shape {tuple(img.shape)}.")
+        return grey_to_rgb(convert_to_tensor(img, track_meta=get_track_meta()), self.num_channels)

@@ -53,6 +53,22 @@ def test_shapes_and_backward(kwargs, shape):
         net(torch.rand(2, kwargs["in_channels"] + 1, 32, 32))
 
 
+@pytest.mark.parametrize("backbone", ["resnet18", "tf_efficientnet_lite0"])
+def test_repeat_equals_three_channels_on_replicated_input(backbone):
+    """``in_channels=1, channel_strategy="repeat"`` is ``in_channels=3`` on the grey batch replicated to RGB: same
+    parameters (a 3-channel checkpoint loads strictly) and the same logits, bit for bit, also channels-last."""
+    torch.manual_seed(0)
+    grey_net = Pretrained2DNet(backbone=backbone, weights=None, in_channels=1).eval()
+    rgb_net = Pretrained2DNet(backbone=backbone, weights=None, in_channels=3).eval()
+    rgb_net.load_state_dict(grey_net.state_dict())
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(grey_net(x), rgb_net(x.repeat(1, 3, 1, 1)))
+        cl = torch.channels_last
+        a = grey_net.to(memory_format=cl)(x.to(memory_format=cl))
+        assert torch.equal(a, rgb_net.to(memory_format=cl)(x.repeat(1, 3, 1, 1).to(memory_format=cl)))
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
