@@ -41,6 +41,8 @@ __all__ = [
     "write_local_meta_schema",
     "torchrun_bundle",
     "MaliciousPickle",
+    "load_script",
+    "synthetic_findings",
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -123,6 +125,38 @@ def bundle_workflow(configs: Path, config_file: Any, workflow_type: str, **overr
         workflow_type=workflow_type,
         **override,
     )
+
+
+def load_script(path: Path) -> Any:
+    """Import a script of ``scripts/`` (not a package) as a module, by its file path."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def synthetic_findings(
+    n: int, n_labels: int, rng: np.random.Generator, size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` grey ``size``x``size`` uint8 images with ``n_labels`` learnable findings (no real pixels).
+
+    Finding ``k`` is present on image ``i`` when ``(i + k) % 3 == 0`` (each finding positive and negative once ``n``
+    reaches 3) and brightens cell ``k`` of a 4x4 grid over noise.
+
+    Returns:
+        images ``(n, size, size)`` uint8 and labels ``(n, n_labels)`` int64 0/1.
+    """
+    if n_labels > 16:
+        raise ValueError(f"at most 16 findings fit the 4x4 grid, got {n_labels}")
+    cell = size // 4
+    labels = np.array([[int((i + k) % 3 == 0) for k in range(n_labels)] for i in range(n)], dtype=np.int64)
+    images = rng.integers(0, 40, (n, size, size))
+    for k in range(n_labels):
+        r, c = divmod(k, 4)
+        images[:, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] += 180 * labels[:, k, None, None]
+    return images.astype(np.uint8), labels
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -22,7 +22,8 @@ Start it with (see ``docs/monailabel.md``)::
 - ``bundles_dir``: where the bundles are; default ``$MONAI_TRANSFER_BUNDLES_DIR`` or the repository's ``bundles/``.
 - ``skip_trainers``: ``true`` to serve inference only.
 
-Image-level labels live in the datastore as ``labels/final/<image id>.label.json`` (``{"label": "pneumonia"}``).
+Image-level labels live in the datastore as ``labels/final/<image id>.label.json`` (``{"label": "pneumonia"}``; for a
+multi-label bundle, e.g. a 14-finding run folder, the findings present: ``{"label": ["effusion", "edema"]}``).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ paths* to the bundle. The subclasses here fix both for image-level classificatio
   probability and the findings at or above their per-label thresholds (see
   :meth:`ClassificationBundleInferTask.writer`).
 - :class:`ClassificationBundleTrainTask` turns each datastore label file (``<image id>.label.json``, see
-  :mod:`monai_transfer.label.utils`) into the integer class index the bundle's ``train.json`` expects.
+  :mod:`monai_transfer.label.utils`) into the integer class index the bundle's ``train.json`` expects, or for a
+  multi-label bundle (``"mode": "multilabel"`` in ``train.json``) into the 0/1 vector over its findings.
 
 MONAI Label is optional (it lives in its own environment, ``scripts/setup_label_env.sh``): importing this module without
 it works, instantiating a task raises ``OptionalImportError`` naming ``monailabel``.
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import optional_import
 
-from monai_transfer.label.utils import parse_image_label, read_class_names
+from monai_transfer.label.utils import bundle_task_mode, parse_image_label, parse_image_labels, read_class_names
 
 if TYPE_CHECKING:
     from monailabel.interfaces.datastore import Datastore
@@ -49,7 +50,13 @@ else:
 
 InferType, has_monailabel = optional_import("monailabel.interfaces.tasks.infer_v2", name="InferType")
 
-__all__ = ["ClassificationBundleInferTask", "ClassificationBundleTrainTask", "has_monailabel", "scores_to_result"]
+__all__ = [
+    "ClassificationBundleInferTask",
+    "ClassificationBundleTrainTask",
+    "has_monailabel",
+    "multilabel_validation_indices",
+    "scores_to_result",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +118,53 @@ def scores_to_result(
         "label_index": best,
         "score": values[best],
     }
+
+
+def multilabel_validation_indices(
+    labels: list[list[int]], val_split: float, names: list[str] | None = None
+) -> list[int]:
+    """Validation items of a multi-label datastore: ``round(n * val_split)`` of them (at least 1, at most ``n - 1``).
+
+    Findings are served rarest first: a finding with two or more positives and none in validation yet gets its last
+    positive item (datastore order) that leaves it a positive for training, while the share allows; the remaining
+    places go to the last items of the list. Deterministic. A finding left without a positive on either side is
+    logged at WARNING (its validation AUC is undefined, or the model never sees it).
+
+    Args:
+        labels: one 0/1 list per item, all of one length.
+        val_split: validation share, in (0, 1).
+        names: the findings, for the warnings; default their indices.
+
+    Returns:
+        the validation indices, ascending.
+    """
+    n = len(labels)
+    if n < 2:
+        return []
+    n_val = min(max(round(n * val_split), 1), n - 1)
+    y = [[int(v) for v in row] for row in labels]
+    k = len(y[0])
+    pos = [[i for i in range(n) if y[i][j] == 1] for j in range(k)]
+    val: set[int] = set()
+    for j in sorted(range(k), key=lambda j: len(pos[j])):
+        if len(val) >= n_val or len(pos[j]) < 2 or any(i in val for i in pos[j]):
+            continue
+        for i in reversed(pos[j]):  # keep a positive of every finding in training
+            if all(sum(1 for p in pos[m] if p not in val and p != i) > 0 for m in range(k) if y[i][m] and pos[m]):
+                val.add(i)
+                break
+    for i in reversed(range(n)):
+        if len(val) >= n_val:
+            break
+        val.add(i)
+    for j in range(k):
+        name, in_val = names[j] if names is not None else j, sum(1 for i in pos[j] if i in val)
+        if not pos[j]:
+            logger.warning(f"finding {name!r} has no positive item in the datastore: the model cannot learn it")
+        elif in_val in (0, len(pos[j])):
+            side = "validation" if in_val == 0 else "training"
+            logger.warning(f"finding {name!r} has no positive item in the {side} split ({len(pos[j])} in all)")
+    return sorted(val)
 
 
 class ClassificationBundleInferTask(BundleInferTask):
@@ -211,16 +265,20 @@ class ClassificationBundleInferTask(BundleInferTask):
 
 
 class ClassificationBundleTrainTask(BundleTrainTask):
-    """``BundleTrainTask`` whose datalist carries integer class labels read from image-level label files.
+    """``BundleTrainTask`` whose datalist carries class labels read from image-level label files.
 
     The datastore's final labels (``labels/final/<image id>.label.json``, see :mod:`monai_transfer.label.utils`)
-    become ``{"image": path, "label": class index}``; the bundle's ``train.json`` must accept that (the project's
-    bundles do) and save ``models/model.pt``, which MONAI Label's inference reloads when it changes. On top of MONAI
-    Label's own overrides (``bundle_root``, ``device``, ``train#trainer#max_epochs``, ``train#dataset#data``,
+    become ``{"image": path, "label": class index}``, or, when the bundle's ``train.json`` fixes ``"mode":
+    "multilabel"`` (a multi-label training run folder), ``{"image": path, "label": [0/1 per finding]}`` read with
+    :func:`~monai_transfer.label.utils.parse_image_labels` (a label file holding a single class is refused, naming the
+    mode; a finding list for a one-class-per-image bundle likewise). The mode is
+    :func:`~monai_transfer.label.utils.bundle_task_mode`. The bundle's ``train.json`` must accept these labels (the
+    project's bundles do) and save ``models/model.pt``, which MONAI Label's inference reloads when it changes. On top
+    of MONAI Label's own overrides (``bundle_root``, ``device``, ``train#trainer#max_epochs``, ``train#dataset#data``,
     ``validate#dataset#data``, ``train#handlers``) the task, for a bundle that defines these top-level ids:
 
     - splits train/validation per class (every class with at least two images gets one in each split), so a small
-      datastore does not end up with a single-class validation set;
+      datastore does not end up with a single-class validation set; multi-label: see :meth:`_partition_datalist`;
     - sets ``epochs`` to the requested ``max_epochs`` (schedulers follow the trainer's length) and ``datalists`` to
       the two splits (ids that would otherwise read the bundle's own ``dataset_dir``);
     - forwards the request parameters named in :attr:`BUNDLE_REQUEST_KEYS` (e.g. ``batch_size``) and caps
@@ -255,16 +313,29 @@ class ClassificationBundleTrainTask(BundleTrainTask):
                 options[k] = value
         return options
 
+    def train_mode(self) -> str:
+        """``"binary"``, ``"multiclass"`` or ``"multilabel"``: :func:`~monai_transfer.label.utils.bundle_task_mode` of
+        the ``mode`` id of the bundle's ``train.json``."""
+        return bundle_task_mode(self.bundle_config.get("mode"), self.class_names)
+
     def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
+        mode = self.train_mode()
+        parse = parse_image_labels if mode == "multilabel" else parse_image_label
         items = []
         for d in datastore.datalist():
             if d and d.get("label"):
-                items.append({"image": d["image"], "label": parse_image_label(d["label"], self.class_names)})
+                try:
+                    label = parse(d["label"], self.class_names)
+                except ValueError as e:
+                    raise ValueError(f"bundle {self.bundle_path} (mode {mode!r}): {e}") from e
+                items.append({"image": d["image"], "label": label})
         if not items:
+            first = self.class_names[0] if self.class_names else "<class>"
+            example = f'["{first}"]' if mode == "multilabel" else f'"{first}"'
             raise ValueError(
                 "the datastore has no final labels to train on: save one label file per image, e.g. "
-                f'PUT /datastore/label?image=<id>&tag=final with a file <id>.label.json holding {{"label": '
-                f'"{self.class_names[0] if self.class_names else "<class>"}"}}.'
+                f'PUT /datastore/label?image=<id>&tag=final with a file <id>.label.json holding {{"label": {example}}}'
+                + (" (the findings present, [] for none)." if mode == "multilabel" else ".")
             )
         return items
 
@@ -273,21 +344,28 @@ class ClassificationBundleTrainTask(BundleTrainTask):
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]] | None]:
         """Split per class: ``round(n * val_split)`` items of each class (at least 1 when it has 2 or more) validate.
 
-        ``val_split`` 0 trains on everything with an empty validation list; a negative value keeps the bundle's own
-        validation data (MONAI Label's convention). The split keeps the datastore order (deterministic).
+        Multi-label items (``label`` a 0/1 list) are split by :func:`multilabel_validation_indices`:
+        ``round(n * val_split)`` items (at least 1) validate, chosen so that every finding with two or more positives
+        has one in validation when the share allows. ``val_split`` 0 trains on everything with an empty validation
+        list; a negative value keeps the bundle's own validation data (MONAI Label's convention). The split keeps the
+        datastore order (deterministic).
         """
         val_split = float(request.get("val_split", 0.2))
         if val_split <= 0.0:
             return list(datalist), (None if val_split < 0 else [])
         if val_split >= 1.0:
             raise ValueError(f"val_split must be below 1, got {val_split}.")
-        by_class: dict[int, list[int]] = {}
-        for i, d in enumerate(datalist):
-            by_class.setdefault(int(d["label"]), []).append(i)
-        val_idx: set[int] = set()
-        for idx in by_class.values():
-            n_val = min(max(round(len(idx) * val_split), 1 if len(idx) > 1 else 0), len(idx) - 1)
-            val_idx.update(idx[len(idx) - n_val :])
+        if datalist and isinstance(datalist[0]["label"], (list, tuple)):
+            names = getattr(self, "class_names", None)
+            val_idx = set(multilabel_validation_indices([d["label"] for d in datalist], val_split, names))
+        else:
+            by_class: dict[int, list[int]] = {}
+            for i, d in enumerate(datalist):
+                by_class.setdefault(int(d["label"]), []).append(i)
+            val_idx = set()
+            for idx in by_class.values():
+                n_val = min(max(round(len(idx) * val_split), 1 if len(idx) > 1 else 0), len(idx) - 1)
+                val_idx.update(idx[len(idx) - n_val :])
         train = [d for i, d in enumerate(datalist) if i not in val_idx]
         val = [d for i, d in enumerate(datalist) if i in val_idx]
         logger.info(f"{len(datalist)} labelled items; val_split {val_split}: {len(train)} train, {len(val)} validation")

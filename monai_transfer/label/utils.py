@@ -22,14 +22,22 @@ classification bundles each such file holds the class of its whole image, as JSO
 The value may be a class name of the bundle (case-insensitive, from ``channel_def`` in ``metadata.json``) or its
 integer index. :func:`parse_image_label` also accepts a bare JSON string/integer or a plain-text file holding the
 name or index, so labels saved by other clients still read.
+
+A multi-label bundle (``mode`` ``"multilabel"``, e.g. a 14-finding chest X-ray run folder) takes the findings present
+on the image instead (:func:`parse_image_labels`)::
+
+    {"label": ["effusion", "edema"]}                  names of the findings present ([] for none)
+    {"label": [0, 0, 1, 0, ...]}                      one 0/1 value per finding, in class order
+    {"label": {"atelectasis": 0, "effusion": 1, ...}}  every finding with its 0/1 value
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from monai_transfer.utils.io import atomic_write_json
 
@@ -42,6 +50,8 @@ __all__ = [
     "is_classification_bundle",
     "find_classification_bundles",
     "parse_image_label",
+    "parse_image_labels",
+    "bundle_task_mode",
     "write_image_label",
 ]
 
@@ -202,6 +212,11 @@ def _label_from_value(value: object, class_names: Sequence[str], source: str) ->
         if "label" not in value:
             raise ValueError(f"{source}: image-level label JSON needs a 'label' key, got keys {sorted(value)}.")
         value = value["label"]
+    if isinstance(value, (list, tuple, dict)):
+        raise ValueError(
+            f"{source}: {value!r} is a multi-label label (findings), but this bundle takes one class per image "
+            f"(one of {list(class_names)}); finding lists train a bundle whose mode is 'multilabel'."
+        )
     if isinstance(value, bool):
         raise ValueError(f"{source}: label must be a class name or index, got {value!r}.")
     if isinstance(value, float) and value.is_integer():
@@ -221,6 +236,62 @@ def _label_from_value(value: object, class_names: Sequence[str], source: str) ->
     raise ValueError(f"{source}: label must be a class name or index, got {value!r}.")
 
 
+def _findings_from_value(value: object, class_names: Sequence[str], source: str) -> list[int]:
+    """A 0/1 vector (one entry per class) from a list of finding names, a 0/1 list or a ``{finding: 0/1}`` mapping."""
+    names, lowered = list(class_names), [c.lower() for c in class_names]
+    if isinstance(value, Mapping) and "label" in value:
+        value = value["label"]
+    example = f'{{"label": ["{names[0]}"]}}' if names else '{"label": ["<finding>"]}'
+    if isinstance(value, Mapping):
+        given = {str(k).strip().lower(): v for k, v in value.items()}
+        unknown = sorted(k for k in given if k not in lowered)
+        missing = [n for n, low in zip(names, lowered) if low not in given]
+        if unknown or missing:
+            raise ValueError(
+                f"{source}: a {{finding: 0/1}} label needs every finding of {names} and no other; unknown {unknown}, "
+                f"missing {missing}."
+            )
+        value = [given[low] for low in lowered]
+    if not isinstance(value, (list, tuple)):
+        raise ValueError(
+            f"{source}: the bundle is multi-label (mode 'multilabel', findings {names}): a label lists the findings "
+            f'present, e.g. {example} ({{"label": []}} for none), or gives one 0/1 value per finding; got {value!r}.'
+        )
+    if all(isinstance(e, str) for e in value):
+        out = [0] * len(names)
+        for e in value:
+            if e.strip().lower() not in lowered:
+                raise ValueError(f"{source}: unknown finding {e!r}; the bundle's findings are {names}.")
+            out[lowered.index(e.strip().lower())] = 1
+        return out
+    if not all(isinstance(e, (int, float)) and not isinstance(e, bool) and e in (0, 1) for e in value):
+        raise ValueError(
+            f"{source}: label {list(value)} must be finding names or 0/1 values (one per finding of {names}), not a "
+            "mix or other values."
+        )
+    if len(value) != len(names):
+        raise ValueError(f"{source}: {len(value)} 0/1 values {list(value)} for the {len(names)} findings {names}.")
+    return [int(e) for e in value]
+
+
+def _read_label(source: str | os.PathLike, is_text: bool, example: str) -> tuple[Any, str]:
+    """The decoded content of a label file (or text) and how to name it in errors."""
+    if is_text:
+        text, where = str(source), f"label text {str(source)[:80]!r}"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"label file not found: {path}")
+        text, where = path.read_text(encoding="utf-8"), f"label file {path}"
+    if not text.strip():
+        raise ValueError(f"{where} is empty; expected e.g. {example}.")
+    try:
+        value: object = json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    return value, where
+
+
 def parse_image_label(source: str | os.PathLike, class_names: Sequence[str], is_text: bool = False) -> int:
     """Read an image-level label (file or text) as a class index.
 
@@ -237,47 +308,93 @@ def parse_image_label(source: str | os.PathLike, class_names: Sequence[str], is_
 
     Raises:
         FileNotFoundError: when the label file does not exist.
-        ValueError: when the content names no known class; the message names the file (or text) and the classes.
+        ValueError: when the content names no known class (or is a multi-label finding list); the message names the
+            file (or text) and the classes.
     """
-    if is_text:
-        text, where = str(source), f"label text {str(source)[:80]!r}"
-    else:
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"label file not found: {path}")
-        text, where = path.read_text(encoding="utf-8"), f"label file {path}"
-    if not text.strip():
-        raise ValueError(f'{where} is empty; expected e.g. {{"label": "{class_names[0]}"}}.')
-    try:
-        value: object = json.loads(text)
-    except json.JSONDecodeError:
-        value = text
+    example = f'{{"label": "{class_names[0]}"}}' if class_names else '{"label": "<class>"}'
+    value, where = _read_label(source, is_text, example)
     return _label_from_value(value, class_names, where)
 
 
+def parse_image_labels(source: str | os.PathLike, class_names: Sequence[str], is_text: bool = False) -> list[int]:
+    """Read a multi-label image-level label (file or text) as a 0/1 vector, one entry per finding (class order).
+
+    Accepted content (``"label"`` may also be left out, giving the value alone): the names of the findings present
+    ``{"label": ["effusion", "edema"]}`` (``[]`` for none; case-insensitive), one 0/1 value per finding
+    ``{"label": [0, 0, 1, ...]}``, or every finding with its value ``{"label": {"atelectasis": 0, "effusion": 1,
+    ...}}``. A single class name or index is refused with an error naming the mode, so a label written for a
+    one-class-per-image bundle never trains a multi-label one.
+
+    Args:
+        source: path of a label file, or the content itself when ``is_text`` is True.
+        class_names: the bundle's findings ordered by output index (:func:`read_class_names`).
+        is_text: treat ``source`` as the content instead of a path.
+
+    Returns:
+        ``[0, 1, ...]`` with ``len(class_names)`` entries.
+
+    Raises:
+        FileNotFoundError: when the label file does not exist.
+        ValueError: an unknown finding, a vector of the wrong length or with values other than 0/1, a mapping missing
+            a finding, or a single class; the message names the file (or text) and the findings.
+    """
+    example = f'{{"label": ["{class_names[0]}"]}}' if class_names else '{"label": ["<finding>"]}'
+    value, where = _read_label(source, is_text, example)
+    return _findings_from_value(value, class_names, where)
+
+
+def bundle_task_mode(mode: object, class_names: Sequence[str]) -> str:
+    """The task a classification bundle trains and serves, from the raw value of its top-level ``mode`` id.
+
+    A literal ``"binary"``/``"multiclass"``/``"multilabel"`` (a training run folder's configs fix it) is the mode.
+    Without one, or with an expression (``bundles/xray`` derives it from its data, and its ``inference.json`` from
+    the class count), the mode is ``"binary"`` for 2 classes and ``"multiclass"`` for more, as ``inference.json``
+    serves it: a bundle must fix ``"mode": "multilabel"`` to be trained and served as multi-label.
+
+    Raises:
+        ValueError: a literal that is not one of the three modes.
+    """
+    from monai_transfer.data.datalist import TASK_MODES
+
+    if isinstance(mode, str) and not mode.startswith(("$", "@", "%")):
+        if mode not in TASK_MODES:
+            raise ValueError(f"bundle 'mode' must be one of {list(TASK_MODES)}, got {mode!r}.")
+        return mode
+    return "binary" if len(class_names) <= 2 else "multiclass"
+
+
 def write_image_label(
-    labels_dir: str | os.PathLike, image_id: str, label: str | int, class_names: Sequence[str]
+    labels_dir: str | os.PathLike,
+    image_id: str,
+    label: str | int | Sequence[str | int] | Mapping[str, int],
+    class_names: Sequence[str],
 ) -> Path:
     """Write ``<labels_dir>/<image_id>.label.json`` holding ``{"label": <class name>}`` (atomically).
 
     Use it to bulk-import labels into a MONAI Label datastore (``labels_dir = <studies>/labels/final``) before
-    starting the server.
+    starting the server. For a multi-label bundle pass the findings present (a list of names, a 0/1 list or a
+    ``{finding: 0/1}`` mapping, see :func:`parse_image_labels`); the file then holds ``{"label": [names present]}``.
 
     Args:
         labels_dir: target folder, created when missing.
         image_id: the datastore image id (file name without its extension).
-        label: class name (case-insensitive) or index.
+        label: class name (case-insensitive) or index; multi-label: the findings, as above.
         class_names: the bundle's class names (:func:`read_class_names`).
 
     Returns:
         The written path.
 
     Raises:
-        ValueError: when ``label`` is not a class of ``class_names`` or ``image_id`` is empty or has a path separator.
+        ValueError: when ``label`` is not a class of ``class_names`` (multi-label: not valid findings) or ``image_id``
+            is empty or has a path separator.
     """
     if not image_id or "/" in image_id or os.sep in image_id:
         raise ValueError(f"image_id must be a plain file stem, got {image_id!r}.")
-    index = _label_from_value(label, class_names, f"label for image {image_id!r}")
+    where = f"label for image {image_id!r}"
+    if isinstance(label, (list, tuple, Mapping)):
+        value: str | list[str] = [n for n, v in zip(class_names, _findings_from_value(label, class_names, where)) if v]
+    else:
+        value = class_names[_label_from_value(label, class_names, where)]
     path = Path(labels_dir) / f"{image_id}{LABEL_FILE_SUFFIX}"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return atomic_write_json(path, {"label": class_names[index]})
+    return atomic_write_json(path, {"label": value})

@@ -441,10 +441,36 @@ Labels: 0 = `normal`, 1 = `adrenal_mass`.
 """
 
 
-def _license_text(dataset: str, source: str, changes: list[str], folder: str) -> str:
+def _license_text(
+    dataset: str,
+    source: str,
+    changes: list[str],
+    folder: str,
+    script: str = "scripts/data/make_default_datasets.py",
+    regenerate: str | None = None,
+    what: str = "bundle default data in",
+) -> str:
+    """The ``data_license.txt`` of data derived from MedMNIST v2: licence, attribution, changes, regeneration.
+
+    Args:
+        dataset: the MedMNIST set, e.g. ``"PneumoniaMNIST (28x28)"``.
+        source: attribution of the source data (indented continuation lines).
+        changes: what the script changed, one bullet each.
+        folder: where the data are.
+        script: the script that made them.
+        regenerate: the "Regenerate" section's lines; default the command of this script.
+        what: the title's words before ``folder``.
+    """
     bullet = "\n".join(textwrap.fill(c, 110, initial_indent="  - ", subsequent_indent="    ") for c in changes)
     citation = textwrap.fill(MEDMNIST_CITATION, 110, initial_indent="  ", subsequent_indent="  ")
-    title = f"Data licence and attribution: bundle default data in {folder}"
+    if regenerate is None:
+        regenerate = (
+            "  From the repository root, with the MedMNIST npz files in ../shared/data (see that folder's README.md):\n"
+            f"    {REGEN_COMMAND}\n"
+            f"  The output is deterministic (fixed seed {DEFAULT_SEED}); the script deletes and rewrites the generated"
+            " folders."
+        )
+    title = f"Data licence and attribution: {what} {folder}"
     return f"""{title}
 {"=" * len(title)}
 
@@ -460,13 +486,11 @@ Licence
 Source data
   {source}
 
-Changes made by monai-transfer (scripts/data/make_default_datasets.py)
+Changes made by monai-transfer ({script})
 {bullet}
 
 Regenerate
-  From the repository root, with the MedMNIST npz files in ../shared/data (see that folder's README.md):
-    {REGEN_COMMAND}
-  The output is deterministic (fixed seed {DEFAULT_SEED}); the script deletes and rewrites the generated folders.
+{regenerate}
 
 Disclaimer
   For research and software testing only; not for clinical use. Provided "as is", without warranty.

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tests.reports.test_tables import NIH14, assert_table_matches_sklearn
-from tests.utils import REPO_ROOT, assert_png, bundle_cli, read_csv
+from tests.utils import REPO_ROOT, assert_png, bundle_cli, load_script, read_csv, synthetic_findings
 
 __all__: list[str] = []
 
@@ -59,18 +59,14 @@ def make_three_class(root: Path, n_train: int = 8, n_val: int = 5) -> Path:
 def make_multilabel_csv(root: Path, names=NIH14, n_train: int = 24, n_val: int = 12) -> Path:
     """``root/labels.csv`` (``image, split, <one 0/1 column per finding>``) + ``root/images``.
 
-    Finding k is present on case i when ``(i + k) % 3 == 0`` (each finding positive and negative in both splits) and
-    brightens cell k of a 4x4 grid; one training value is ``-1`` (uncertain).
+    Images and labels from :func:`tests.utils.synthetic_findings` (finding k on case i when ``(i + k) % 3 == 0``, each
+    finding positive and negative in both splits); one training value is ``-1`` (uncertain).
     """
     rng = np.random.default_rng(0)
     rows = []
     for split, n in (("train", n_train), ("val", n_val)):
-        for i in range(n):
-            lab = [int((i + k) % 3 == 0) for k in range(len(names))]
-            img = rng.integers(0, 40, (32, 32))
-            for k, v in enumerate(lab):
-                r, c = divmod(k, 4)
-                img[r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8] += 180 * v
+        images, labels = synthetic_findings(n, len(names), rng)
+        for i, (img, lab) in enumerate(zip(images, labels.tolist())):
             _png(root / "images" / f"{split}_{i:03d}.png", img)
             if split == "train" and i == 0:
                 lab[1] = -1
@@ -204,14 +200,26 @@ def test_three_class_train_evaluate_infer_report_equals_sklearn(tmp_path):
 
 @pytest.mark.slow
 def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
-    """Training ends with the validation report at per-label thresholds chosen on it (the evaluate.json path with a
-    stored threshold file is the 3-class test's); inference applies threshold.json label by label."""
-    csv_path, run = make_multilabel_csv(tmp_path / "data"), tmp_path / "run"
-    names = str(NIH14)
+    """The ChestMNIST path: a ChestMNIST-format npz (synthetic pixels) converted by
+    ``scripts/data/prepare_chestmnist.py`` trains the 14-finding model (one training value set to ``-1`` for
+    ``--uncertain zeros``). Training ends with the validation report at per-label thresholds chosen on it (the
+    evaluate.json path with a stored threshold file is the 3-class test's); inference applies threshold.json label by
+    label."""
+    from tests.scripts.test_prepare_chestmnist import SCRIPT, make_chestmnist_npz
+
+    prep, data, run = load_script(SCRIPT), tmp_path / "data", tmp_path / "run"
+    npz = make_chestmnist_npz(tmp_path / "chestmnist.npz", 25, 12, 0)
+    assert prep.main(["--npz", str(npz), "--out", str(data)]) == 0
+    csv_path, findings = data / "labels.csv", list(prep.FINDINGS)
+    lines = csv_path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[3 + findings.index("cardiomegaly")] = "-1"  # an uncertain training value
+    csv_path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    names = str(findings)
     bundle_cli("run", "--config_file", str(TRAIN), *TINY, "--dataset_dir", str(csv_path), "--class_names", names,
                "--uncertain", "zeros", "--output_dir", str(run))  # fmt: skip
     thr = json.loads((run / "models" / "threshold.json").read_text())
-    assert thr["mode"] == "multilabel" and thr["class_names"] == NIH14 and len(thr["threshold"]) == 14
+    assert thr["mode"] == "multilabel" and thr["class_names"] == findings and len(thr["threshold"]) == 14
     t = np.array(thr["threshold"])
     assert len(thr["sensitivity_per_label"]) == 14 and len(thr["specificity_per_label"]) == 14
     report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
@@ -219,54 +227,75 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
     assert report["threshold"]["value"] == pytest.approx(thr["threshold"])
     rows = read_csv(run / "eval" / "val" / "predictions.csv")
     ids = [r["id"] for r in rows]
-    labels = {r["image"]: [int(r[c]) for c in NIH14] for r in read_csv(csv_path)}
-    y = np.array([labels[f"images/{Path(i).name}"] for i in ids])
-    np.testing.assert_array_equal(y, [[int(r[f"label_{c}"]) for c in NIH14] for r in rows])
+    labels = {Path(r["image"]).name: [int(r[c]) for c in findings] for r in read_csv(csv_path)}
+    y = np.array([labels[Path(i).name] for i in ids])
+    np.testing.assert_array_equal(y, [[int(r[f"label_{c}"]) for c in findings] for r in rows])
     assert report["meta"]["data"]["val"]["positives_per_label"] == y.sum(0).tolist()
-    p = recompute_probs(run, ids, NIH14, "multilabel")
-    np.testing.assert_allclose(p, [[float(r[f"prob_{c}"]) for c in NIH14] for r in rows], atol=2e-6)
+    p = recompute_probs(run, ids, findings, "multilabel")
+    np.testing.assert_allclose(p, [[float(r[f"prob_{c}"]) for c in findings] for r in rows], atol=2e-6)
     # the report's decisions are p >= threshold per label (a probability on its own threshold may differ by float
     # rounding between processes, so those are read from the report rather than recomputed)
-    pred = np.array([[int(r[f"pred_{c}"]) for c in NIH14] for r in rows])
+    pred = np.array([[int(r[f"pred_{c}"]) for c in findings] for r in rows])
     clear = np.abs(p - t[None, :]) > 1e-5
     np.testing.assert_array_equal(pred[clear], (p >= t[None, :])[clear].astype(int))
     assert_table_matches_sklearn(report, y, p, "multilabel", thr["threshold"], pred=pred)
     table = [line for line in (run / "eval" / "val" / "per_class.md").read_text().splitlines() if line[:2] == "| "]
-    assert len(table) == 1 + 14 + 2 and table[1].startswith("| Atelectasis |") and table[-1].startswith("| micro |")
+    assert len(table) == 1 + 14 + 2 and table[1].startswith("| atelectasis |") and table[-1].startswith("| micro |")
     assert len(read_csv(run / "eval" / "val" / "per_class.csv")) == 16
     assert_png(run / "eval" / "val" / "roc.png")
     # inference: sigmoid probabilities, one decision per finding at its own threshold
     out = tmp_path / "infer"
-    bundle_cli("run", "--config_file", str(INFERENCE), "--input_dir", str(csv_path.parent / "images"),
+    bundle_cli("run", "--config_file", str(INFERENCE), "--input_dir", str(data / "val"),
                "--class_names", names, "--mode", "multilabel", "--ckpt_path", str(run / "models" / "model.pt"),
                "--output_dir", str(out), "--image_size", "32", "--device", "cpu")  # fmt: skip
     preds = {Path(r["image"]).name: r for r in read_csv(out / "predictions.csv")}
-    assert len(preds) == 36
+    assert len(preds) == 12
     for i, case in enumerate(ids):
         r = preds[Path(case).name]
-        probs = np.array([float(r[f"prob_{c}"]) for c in NIH14])
+        probs = np.array([float(r[f"prob_{c}"]) for c in findings])
         np.testing.assert_allclose(probs, p[i], atol=2e-6)
-        decisions = np.array([int(r[f"pred_{c}"]) for c in NIH14])
+        decisions = np.array([int(r[f"pred_{c}"]) for c in findings])
         np.testing.assert_array_equal(decisions[clear[i]], (probs >= t)[clear[i]].astype(int))
-        assert r["prediction_names"] == ";".join(c for c, v in zip(NIH14, decisions) if v)
+        assert r["prediction_names"] == ";".join(c for c, v in zip(findings, decisions) if v)
     # python -m monai_transfer.evaluate on the run folder (its inference.json carries mode "multilabel"): the
     # validation images with the training CSV (one 0/1 column per finding) give the training report's table
-    import shutil
-
     from monai_transfer.evaluate import EXIT_OK, main
 
     assert json.loads((run / "configs" / "inference.json").read_text())["mode"] == "multilabel"
-    val = tmp_path / "val_images"
-    for i in ids:
-        val.mkdir(exist_ok=True)
-        shutil.copy(csv_path.parent / "images" / Path(i).name, val / Path(i).name)
     val_csv = tmp_path / "val_labels.csv"  # the validation rows (a row for a file not evaluated is a failure)
     lines = csv_path.read_text().splitlines()
     val_csv.write_text("\n".join([lines[0]] + [line for line in lines[1:] if ",val," in line]) + "\n")
     cli = tmp_path / "cli"
-    args = ["--bundle", str(run), "--images", str(val), "--labels", str(val_csv), "--output", str(cli)]
+    args = ["--bundle", str(run), "--images", str(data / "val"), "--labels", str(val_csv), "--output", str(cli)]
     assert main(args + ["--device", "cpu", "--n-bootstrap", "20", "--no-progress", "--image_size", "32"]) == EXIT_OK
     got = json.loads((cli / "metrics.json").read_text())
     assert got["mode"] == "multilabel" and got["threshold"]["value"] == pytest.approx(thr["threshold"])
     for a, b in zip(got["per_class"], report["per_class"]):
         assert a["class"] == b["class"] and a["auc"] == pytest.approx(b["auc"], abs=1e-6)
+    # MONAI Label's train task on the run folder (its train.json fixes mode "multilabel", its metadata.json lists the
+    # findings): datastore label files listing the findings become the 0/1 vectors its train.json takes (parsed here)
+    from monai.bundle import ConfigParser
+
+    from monai_transfer.label import read_class_names, write_image_label
+    from tests.label.test_utils import _Datastore, _train_task
+
+    task = _train_task(read_class_names(run), None)
+    task.bundle_config, task.bundle_path = ConfigParser(), str(run)
+    task.bundle_config.read_config(str(run / "configs" / "train.json"))
+    assert task.class_names == findings and task.train_mode() == "multilabel"
+    store = []
+    for r in read_csv(csv_path):
+        present = [c for c in findings if r[c] == "1"]
+        label_file = write_image_label(tmp_path / "final", Path(r["image"]).stem, present, findings)
+        store.append({"image": str(data / r["image"]), "label": str(label_file)})
+    train, val = task._partition_datalist(task._fetch_datalist({}, _Datastore(store)), {"val_split": 0.2})
+    truth = {Path(r["image"]).name: [max(int(r[c]), 0) for c in findings] for r in read_csv(csv_path)}
+    assert all(x["label"] == truth[Path(x["image"]).name] for x in train + val) and (len(train), len(val)) == (29, 7)
+    task.bundle_config["datalists"] = {"train": train, "val": val}  # the task's overrides
+    task.bundle_config["train#dataset#data"] = train
+    assert task.bundle_config.get_parsed_content("mode") == "multilabel"
+    y = np.array([x["label"] for x in train])
+    torch.testing.assert_close(
+        task.bundle_config.get_parsed_content("train#loss_function").pos_weight,
+        torch.as_tensor((y == 0).sum(0) / np.maximum((y == 1).sum(0), 1), dtype=torch.float32),
+    )

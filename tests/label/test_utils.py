@@ -22,10 +22,12 @@ from monai_transfer.label import (
     LABEL_FILE_SUFFIX,
     ClassificationBundleInferTask,
     ClassificationBundleTrainTask,
+    bundle_task_mode,
     find_classification_bundles,
     has_monailabel,
     is_classification_bundle,
     parse_image_label,
+    parse_image_labels,
     parse_model_names,
     read_class_names,
     resolve_bundles_dir,
@@ -78,7 +80,7 @@ def test_parse_image_label_text(text, expected):
         ('{"class": 1}', "needs a 'label' key"),
         ("", "is empty"),
         ("true", "class name or index"),
-        ("[1]", "class name or index"),
+        ("[1]", "is a multi-label label"),
     ],
 )
 def test_parse_image_label_errors(text, match):
@@ -218,3 +220,131 @@ def test_train_split_per_class():
     assert split(None, data, {"val_split": -1}) == (data, None)
     with pytest.raises(ValueError, match="val_split"):
         split(None, data, {"val_split": 1.0})
+
+
+FINDINGS = ["Atelectasis", "Effusion", "Pneumothorax"]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ('{"label": ["effusion", "Pneumothorax"]}', [0, 1, 1]),
+        ('{"label": []}', [0, 0, 0]),
+        ('["ATELECTASIS"]', [1, 0, 0]),
+        ('{"label": [1, 0, 1.0]}', [1, 0, 1]),
+        ('{"label": {"atelectasis": 0, "Effusion": 1, "pneumothorax": 0}}', [0, 1, 0]),
+        ('{"Atelectasis": 1, "Effusion": 1, "Pneumothorax": 0}', [1, 1, 0]),
+    ],
+)
+def test_parse_image_labels_text(text, expected):
+    assert parse_image_labels(text, FINDINGS, is_text=True) == expected
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ('{"label": "Effusion"}', r"multi-label \(mode 'multilabel', findings .*got 'Effusion'"),
+        ('{"label": 1}', r"mode 'multilabel'.*e\.g\. \{\"label\": \[\"Atelectasis\"\]\}"),
+        ('{"label": ["Effusion", "Edema"]}', "unknown finding 'Edema'"),
+        ('{"label": [1, 0]}', "2 0/1 values"),
+        ('{"label": [1, 0, 2]}', "finding names or 0/1 values"),
+        ('{"label": ["Effusion", 1, 0]}', "not a mix"),
+        ('{"label": {"Effusion": 1}}', r"missing \['Atelectasis', 'Pneumothorax'\]"),
+        ("", "is empty"),
+    ],
+)
+def test_parse_image_labels_errors(text, match):
+    with pytest.raises(ValueError, match=match):
+        parse_image_labels(text, FINDINGS, is_text=True)
+
+
+def test_single_label_bundle_refuses_finding_lists(tmp_path):
+    with pytest.raises(ValueError, match=r"multi-label label .*one class per image .*mode is 'multilabel'"):
+        parse_image_label('{"label": ["pneumonia"]}', CLASSES, is_text=True)
+    path = write_image_label(tmp_path, "cxr_1", ["pneumothorax", "effusion"], FINDINGS)
+    assert json.loads(path.read_text()) == {"label": ["Effusion", "Pneumothorax"]}  # class order, bundle spelling
+    assert parse_image_labels(path, FINDINGS) == [0, 1, 1]
+    assert json.loads(write_image_label(tmp_path, "cxr_2", [0, 0, 0], FINDINGS).read_text()) == {"label": []}
+    with pytest.raises(ValueError, match="unknown finding 'Edema'"):
+        write_image_label(tmp_path, "cxr_3", ["Edema"], FINDINGS)
+
+
+def test_bundle_task_mode():
+    from monai_transfer.utils.io import read_json_file
+    from tests.utils import REPO_ROOT
+
+    for mode in ("binary", "multiclass", "multilabel"):
+        assert bundle_task_mode(mode, FINDINGS) == mode  # a run folder's configs fix it
+    template = read_json_file(REPO_ROOT / "bundles" / "xray" / "configs" / "train.json")["mode"]
+    assert template.startswith("$")  # derived from the data: served by class count, as inference.json does
+    assert bundle_task_mode(template, CLASSES) == "binary" and bundle_task_mode(None, FINDINGS) == "multiclass"
+    with pytest.raises(ValueError, match="'multi-label'"):
+        bundle_task_mode("multi-label", FINDINGS)
+
+
+class _Datastore:
+    """The one method of MONAI Label's ``Datastore`` the train task reads."""
+
+    def __init__(self, items):
+        self.items = items
+
+    def datalist(self):
+        return self.items
+
+
+def _train_task(class_names, mode):
+    """A ``ClassificationBundleTrainTask`` without MONAI Label: the attributes its datalist methods read."""
+    task = ClassificationBundleTrainTask.__new__(ClassificationBundleTrainTask)
+    task.class_names, task.bundle_config, task.bundle_path = class_names, {"mode": mode}, "/bundles/cxr14"
+    return task
+
+
+def test_train_task_reads_finding_lists_for_a_multilabel_bundle(tmp_path):
+    labels = tmp_path / "labels" / "final"
+    ds = _Datastore(
+        [
+            {"image": "a.png", "label": str(write_image_label(labels, "a", ["Effusion"], FINDINGS))},
+            {"image": "b.png", "label": str(write_image_label(labels, "b", [], FINDINGS))},
+            {"image": "c.png", "label": str(write_image_label(labels, "c", [1, 0, 1], FINDINGS))},
+            {"image": "d.png", "label": ""},  # not labelled yet
+        ]
+    )
+    task = _train_task(FINDINGS, "multilabel")
+    assert task.train_mode() == "multilabel"
+    assert task._fetch_datalist({}, ds) == [
+        {"image": "a.png", "label": [0, 1, 0]},
+        {"image": "b.png", "label": [0, 0, 0]},
+        {"image": "c.png", "label": [1, 0, 1]},
+    ]
+    # a one-class label file in a multi-label datastore is refused, naming the bundle and its mode
+    ds.items.append({"image": "e.png", "label": str(write_image_label(labels, "e", "Effusion", FINDINGS))})
+    with pytest.raises(ValueError, match=r"bundle /bundles/cxr14 \(mode 'multilabel'\): label file .*e\.label\.json"):
+        task._fetch_datalist({}, ds)
+    # and a finding list in a one-class-per-image bundle (the template's mode is an expression: binary by class count)
+    binary = _train_task(CLASSES, "$monai_transfer.data.datalist.infer_task_mode(@datalists['train'])")
+    ds = _Datastore([{"image": "a.png", "label": str(write_image_label(labels, "f", ["Effusion"], FINDINGS))}])
+    with pytest.raises(ValueError, match=r"\(mode 'binary'\): .* is a multi-label label"):
+        binary._fetch_datalist({}, ds)
+    with pytest.raises(ValueError, match=r'holding \{"label": \["Atelectasis"\]\} \(the findings present'):
+        task._fetch_datalist({}, _Datastore([{"image": "a.png", "label": ""}]))
+
+
+def test_train_split_multilabel_keeps_findings_on_both_sides(caplog):
+    from monai_transfer.label.tasks import multilabel_validation_indices
+
+    split = ClassificationBundleTrainTask._partition_datalist
+    # finding 0 common, finding 1 on items 1 and 2 only, finding 2 on item 4 only, last items unlabelled
+    y = [[1, 0, 0], [0, 1, 0], [1, 1, 0], [1, 0, 0], [1, 0, 1], [0, 0, 0], [1, 0, 0], [0, 0, 0], [0, 0, 0], [1, 0, 0]]
+    data = [{"image": f"{i}.png", "label": lab} for i, lab in enumerate(y)]
+    with caplog.at_level("WARNING"):
+        train, val = split(_train_task(FINDINGS, "multilabel"), data, {"val_split": 0.3})
+    assert [d["image"] for d in val] == ["2.png", "8.png", "9.png"]  # finding 1's last positive, then the list's end
+    assert len(train) == 7 and {d["image"] for d in train} | {d["image"] for d in val} == {d["image"] for d in data}
+    for j in (0, 1):
+        assert any(d["label"][j] for d in train) and any(d["label"][j] for d in val)
+    assert "finding 'Pneumothorax' has no positive item in the validation split (1 in all)" in caplog.text
+    assert multilabel_validation_indices(y, 0.3) == [2, 8, 9]  # deterministic; unbound split without names too
+    assert split(None, data, {"val_split": 0.3})[1] == val
+    assert split(None, data, {"val_split": 0.01})[1] == [data[2]]  # at least one item validates
+    assert split(None, data, {"val_split": 0}) == (data, [])
+    assert split(None, data, {"val_split": -1}) == (data, None)

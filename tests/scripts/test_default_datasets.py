@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import re
 import zipfile
 from pathlib import Path
@@ -24,7 +23,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, read_csv, requires_shared_data
+from tests.utils import ADRENAL_NPZ, PNEUMONIA_NPZ, REPO_ROOT, load_script, read_csv, requires_shared_data
 
 __all__: list[str] = []
 
@@ -237,9 +236,7 @@ def test_ct_volumes_equal_npz_source(ct_rows):
 @requires_shared_data(ADRENAL_NPZ)
 @requires_shared_data(PNEUMONIA_NPZ)
 def test_script_reproduces_shipped_files_and_is_idempotent(tmp_path):
-    spec = importlib.util.spec_from_file_location("make_default_datasets", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script(SCRIPT)
     args = [
         "--shared",
         str(PNEUMONIA_NPZ.parents[1]),
