@@ -345,7 +345,7 @@ class ClassificationCrossEntropyLoss(nn.CrossEntropyLoss):
             reduction="sum" if weighted_soft_mean else self.reduction,
             label_smoothing=self.label_smoothing,
         )
-        return loss / (target.to(input.dtype) * weight).sum() if weighted_soft_mean else loss
+        return loss / (target.float() * weight.float()).sum() if weighted_soft_mean else loss
 
 
 def _ignore_mask(target: torch.Tensor) -> torch.Tensor | None:
