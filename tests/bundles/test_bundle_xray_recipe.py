@@ -33,6 +33,18 @@ def _parser(**override):
     return parser
 
 
+def _one_epoch(output_dir, **override):
+    """An initialised training workflow: one tiny epoch, batches of 4 (several iterations)."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(TRAIN), workflow_type="train", output_dir=str(output_dir), epochs=1,
+        **{**TINY, "batch_size": 4, **override},
+    )  # fmt: skip
+    wf.initialize()
+    return wf
+
+
 def test_defaults_keep_the_previous_augmentation_and_loss():
     p = _parser()
     assert p["label_smoothing"] == 0.0 and p["aug_strength"] == 1.0
@@ -70,19 +82,9 @@ def test_label_smoothing_reaches_the_loss():
 
 def test_ema_run_saves_the_averaged_weights(tmp_path):
     """One tiny epoch with ``ema_decay``: the best model saved at validation is the EMA, not the live weights."""
-    from monai.bundle import ConfigWorkflow
-
     from monai_transfer.handlers.ema import WeightEMA
 
-    wf = ConfigWorkflow(
-        config_file=str(TRAIN),
-        workflow_type="train",
-        output_dir=str(tmp_path),
-        epochs=1,
-        ema_decay=0.9,
-        **{**TINY, "batch_size": 4},
-    )  # fmt: skip (several iterations to average)
-    wf.initialize()
+    wf = _one_epoch(tmp_path, ema_decay=0.9)
     ema = [h for h in wf.parser.get_parsed_content("train#handlers") if isinstance(h, WeightEMA)]
     assert len(ema) == 1 and ema[0].decay == 0.9
     wf.run()
@@ -118,18 +120,8 @@ def test_discriminative_learning_rate_reaches_the_optimizer():
 def test_mixup_run_trains_on_soft_targets(tmp_path):
     """One tiny epoch with MixUp and CutMix: the trainer's batches hold mixed soft targets; the run completes."""
     from ignite.engine import Events
-    from monai.bundle import ConfigWorkflow
 
-    wf = ConfigWorkflow(
-        config_file=str(TRAIN),
-        workflow_type="train",
-        output_dir=str(tmp_path),
-        epochs=1,
-        mixup_alpha=0.4,
-        cutmix_alpha=1.0,
-        **{**TINY, "batch_size": 4},
-    )  # fmt: skip
-    wf.initialize()
+    wf = _one_epoch(tmp_path, mixup_alpha=0.4, cutmix_alpha=1.0)
     seen = []
     trainer = wf.parser.get_parsed_content("train#trainer")
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.batch[0]["label"]))
