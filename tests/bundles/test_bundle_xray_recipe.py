@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -129,5 +131,6 @@ def test_mixup_run_trains_on_soft_targets(tmp_path):
     assert seen and all(t.shape == (2,) and float(t.sum()) == pytest.approx(1.0) for t in seen)
     assert any(0.0 < float(t[0]) < 1.0 for t in seen)  # some targets are mixed
     assert (tmp_path / "models" / "model.pt").is_file()
-    assert "mixup_alpha" in (tmp_path / "configs" / "train.json").read_text()
+    exported = json.loads((tmp_path / "configs" / "train.json").read_text())  # the run folder carries the recipe
+    assert (exported["mixup_alpha"], exported["cutmix_alpha"]) == (0.4, 1.0)
     wf.finalize()
