@@ -14,7 +14,7 @@ preparation, losses, optimisers and schedules. Bundles should use the full modul
 
 from __future__ import annotations
 
-from . import cv, losses, optim, utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
+from . import cv, losses, mixing, optim, utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
 from .losses import (
     ClassificationBCEWithLogitsLoss,
     ClassificationCrossEntropyLoss,
@@ -28,6 +28,7 @@ from .losses import (
     make_weighted_sampler,
     pos_weight_from_labels,
 )
+from .mixing import BatchMixUpCutMix, MixBatchHandler
 from .optim import GradNormClipper, build_optimizer, build_scheduler, param_groups_for
 from .utils import (
     ChannelsLastPrepareBatch,
@@ -56,6 +57,8 @@ __all__ = [
     "ClassificationBCEWithLogitsLoss",
     "ClassificationFocalLoss",
     "build_loss",
+    "BatchMixUpCutMix",
+    "MixBatchHandler",
     "param_groups_for",
     "build_optimizer",
     "build_scheduler",

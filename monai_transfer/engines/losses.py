@@ -303,6 +303,11 @@ def _int_targets(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return target.long()
 
 
+def _is_soft(pred: torch.Tensor, target: torch.Tensor) -> bool:
+    """Whether ``target`` holds class probabilities ``(B, C)`` for softmax logits ``(B, C)`` (``C > 1``)."""
+    return target.shape == pred.shape and target.is_floating_point() and pred.shape[1] > 1
+
+
 def _plain(x: torch.Tensor) -> torch.Tensor:
     return x.as_tensor() if hasattr(x, "as_tensor") else x
 
@@ -314,7 +319,10 @@ def _maybe_to(x: torch.Tensor | None, ref: torch.Tensor) -> torch.Tensor | None:
 class ClassificationCrossEntropyLoss(nn.CrossEntropyLoss):
     """``nn.CrossEntropyLoss`` that accepts ``(B,)``/``(B, 1)`` integer labels or ``(B, C)`` probabilities.
 
-    Class weights are moved to the logits' device and dtype at each call.
+    Class weights are moved to the logits' device and dtype at each call. With probabilities (soft targets, e.g.
+    MixUp/CutMix) and class weights, ``reduction="mean"`` divides by ``sum_i sum_c w_c y_ic`` (PyTorch divides by
+    the batch size), the soft form of the hard-label normalisation ``sum_i w_{y_i}``: one-hot targets give exactly
+    the loss of the integer labels, label smoothing included.
 
     Args:
         weight: class weights ``(C,)`` or ``None``.
@@ -324,16 +332,20 @@ class ClassificationCrossEntropyLoss(nn.CrossEntropyLoss):
 
     def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         input, target = _plain(input), _plain(target)
-        if not (target.shape == input.shape and target.is_floating_point() and input.shape[1] > 1):
+        soft = _is_soft(input, target)
+        if not soft:
             target = _int_targets(input, target)
-        return F.cross_entropy(
+        weight = _maybe_to(self.weight, input)
+        weighted_soft_mean = soft and weight is not None and self.reduction == "mean"
+        loss = F.cross_entropy(
             input,
-            target,
-            weight=_maybe_to(self.weight, input),
+            target.to(input.dtype) if soft else target,
+            weight=weight,
             ignore_index=self.ignore_index,
-            reduction=self.reduction,
+            reduction="sum" if weighted_soft_mean else self.reduction,
             label_smoothing=self.label_smoothing,
         )
+        return loss / (target.float() * weight.float()).sum() if weighted_soft_mean else loss
 
 
 def _ignore_mask(target: torch.Tensor) -> torch.Tensor | None:
@@ -400,6 +412,9 @@ class ClassificationFocalLoss(nn.Module):
 
     Multi-class: ``loss_i = -w_{y_i} (1 - p_{y_i})^gamma log p_{y_i}``; with ``reduction="mean"`` the sum is
     divided by ``sum_i w_{y_i}`` like ``nn.CrossEntropyLoss``, so ``gamma=0`` gives exactly (weighted) cross-entropy.
+    Class probabilities ``y`` of the logits' shape (MixUp/CutMix soft targets) give
+    ``loss_i = -sum_c y_ic w_c (1 - p_ic)^gamma log p_ic``, divided by ``sum_ic y_ic w_c``: one-hot rows give the
+    integer-label loss.
     Multi-label: ``loss_ic = (1 - p_t)^gamma * BCE_ic`` (``pos_weight`` as in ``BCEWithLogitsLoss``), averaged over
     all elements except those labelled ``-1`` (ignored); ``gamma=0`` gives exactly ``BCEWithLogitsLoss``.
 
@@ -459,6 +474,8 @@ class ClassificationFocalLoss(nn.Module):
             if mask is not None:  # -1 entries (uncertain, ignored) leave the loss
                 return _masked_mean(bce, mask.to(bce.dtype), self.reduction)
             return self._reduce(bce, None)
+        if _is_soft(input, target):  # class probabilities (MixUp/CutMix): sum_c y_c w_c (1 - p_c)^gamma (-log p_c)
+            return self._soft_multiclass(input, target.to(input.dtype))
         target = _int_targets(input, target)
         logp = F.log_softmax(input, dim=1)
         logp_t = logp.gather(1, target.unsqueeze(1)).squeeze(1)
@@ -470,6 +487,14 @@ class ClassificationFocalLoss(nn.Module):
             w = _maybe_to(self.weight, input)[target]
             loss = loss * w
         return self._reduce(loss, w)
+
+    def _soft_multiclass(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logp = F.log_softmax(input, dim=1)
+        loss = -logp
+        if self.gamma:
+            loss = (1 - logp.exp()).clamp(min=0).pow(self.gamma) * loss
+        yw = target if self.weight is None else target * _maybe_to(self.weight, input)
+        return self._reduce((yw * loss).sum(1), None if self.weight is None else yw.sum(1))
 
     def _reduce(self, loss: torch.Tensor, w: torch.Tensor | None) -> torch.Tensor:
         if self.reduction == "none":

@@ -63,6 +63,15 @@ RECIPES: dict[str, dict[str, Any]] = {
     # second round, on top of the first round's winner (ema)
     "ema_epochs6": {"ema_decay": 0.99, "epochs": 6},
     "ema_size96": {"ema_decay": 0.99, "image_size": 96},
+    # third round, on top of ema: MixUp/CutMix (soft targets), discriminative LR, larger EfficientNet-Lite
+    # (tf_efficientnet_lite1/2 need pip install 'monai-transfer[lite]')
+    "ema_mixup0.2": {"ema_decay": 0.99, "mixup_alpha": 0.2},
+    "ema_cutmix1.0": {"ema_decay": 0.99, "cutmix_alpha": 1.0},
+    "ema_mix_half": {"ema_decay": 0.99, "mixup_alpha": 0.2, "cutmix_alpha": 1.0, "mix_prob": 0.5},
+    "ema_ld0.7": {"ema_decay": 0.99, "layer_decay": 0.7},
+    "ema_head10": {"ema_decay": 0.99, "head_lr_mult": 10.0},
+    "ema_lite1": {"ema_decay": 0.99, "backbone": "tf_efficientnet_lite1"},
+    "ema_lite2": {"ema_decay": 0.99, "backbone": "tf_efficientnet_lite2"},
 }
 #: mean-fold-AUC differences below this are ties (then: lower OOF ECE after calibration, then fewer CPU minutes)
 TIE_AUC = 0.001

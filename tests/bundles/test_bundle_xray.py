@@ -284,7 +284,7 @@ def test_multi_gpu_train_torchrun_gloo(tmp_path):
     cmd = [
         shutil.which("torchrun"), "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
         "--config_file", configs, "--epochs", "1", "--max_items", "16", "--batch_size", "4", "--image_size", "32",
-        "--n_bootstrap", "20", "--output_dir", str(run),
+        "--n_bootstrap", "20", "--output_dir", str(run), "--mixup_alpha", "0.4",  # batches mixed on each rank
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(

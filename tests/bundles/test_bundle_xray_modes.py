@@ -154,6 +154,35 @@ def test_mode_is_inferred_and_drives_loss_activation_metrics_threshold(tmp_path)
     assert "labels.csv' line 2: label 'Cardiomegaly' is uncertain" in str(e.value.__cause__)
 
 
+def test_multilabel_mixup_run_mixes_multi_hot_rows_and_keeps_ignored_entries(tmp_path):
+    """One tiny multi-label epoch with MixUp and U-Ignore: targets stay per-label rows, ``-1`` never mixes."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigWorkflow
+
+    from monai_transfer.engines.mixing import MixBatchHandler
+
+    names = NIH14[:4]
+    wf = ConfigWorkflow(
+        config_file=str(REPO_ROOT / TRAIN), workflow_type="train", bundle_root=str(BUNDLE),
+        dataset_dir=str(make_multilabel_csv(tmp_path / "dml", names, 8, 4)), output_dir=str(tmp_path / "run"),
+        class_names=names, uncertain="ignore", mixup_alpha=0.4, epochs=1, batch_size=4, image_size=32,
+        n_bootstrap=0, device="cpu",
+    )  # fmt: skip
+    wf.initialize()
+    (mixer,) = [h for h in wf.parser.get_parsed_content("train#handlers") if isinstance(h, MixBatchHandler)]
+    assert mixer.mixer.one_hot is False and mixer.mixer.num_classes == 4
+    seen, losses = [], []
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.extend(d["label"] for d in e.state.batch))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output[0]["loss"]))
+    wf.run()
+    targets = torch.stack(seen)
+    assert targets.shape == (8, 4) and all(np.isfinite(float(v)) for v in losses)
+    assert bool(((targets == -1) | ((targets >= 0) & (targets <= 1))).all())
+    assert bool((targets == -1).any()) and bool(((targets > 0) & (targets < 1)).any())  # ignored kept, rest mixed
+    wf.finalize()
+
+
 # ---------------------------------------------------------------------------------------------------------- slow
 
 

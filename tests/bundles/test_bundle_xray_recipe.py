@@ -8,9 +8,12 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Recipe ids of ``bundles/xray/configs/train.json``: ``label_smoothing``, ``ema_decay`` and ``aug_strength``."""
+"""Recipe ids of ``bundles/xray/configs/train.json``: ``label_smoothing``, ``ema_decay``, ``aug_strength``,
+``mixup_alpha``/``cutmix_alpha``/``mix_prob`` and ``layer_decay``/``head_lr_mult``."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -30,6 +33,18 @@ def _parser(**override):
     parser.read_config(str(TRAIN))
     parser.update(pairs={**TINY, **override})
     return parser
+
+
+def _one_epoch(output_dir, **override):
+    """An initialised training workflow: one tiny epoch, batches of 4 (several iterations)."""
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(
+        config_file=str(TRAIN), workflow_type="train", output_dir=str(output_dir), epochs=1,
+        **{**TINY, "batch_size": 4, **override},
+    )  # fmt: skip
+    wf.initialize()
+    return wf
 
 
 def test_defaults_keep_the_previous_augmentation_and_loss():
@@ -69,19 +84,9 @@ def test_label_smoothing_reaches_the_loss():
 
 def test_ema_run_saves_the_averaged_weights(tmp_path):
     """One tiny epoch with ``ema_decay``: the best model saved at validation is the EMA, not the live weights."""
-    from monai.bundle import ConfigWorkflow
-
     from monai_transfer.handlers.ema import WeightEMA
 
-    wf = ConfigWorkflow(
-        config_file=str(TRAIN),
-        workflow_type="train",
-        output_dir=str(tmp_path),
-        epochs=1,
-        ema_decay=0.9,
-        **{**TINY, "batch_size": 4},
-    )  # fmt: skip (several iterations to average)
-    wf.initialize()
+    wf = _one_epoch(tmp_path, ema_decay=0.9)
     ema = [h for h in wf.parser.get_parsed_content("train#handlers") if isinstance(h, WeightEMA)]
     assert len(ema) == 1 and ema[0].decay == 0.9
     wf.run()
@@ -92,4 +97,40 @@ def test_ema_run_saves_the_averaged_weights(tmp_path):
     floats = [k for k, v in averaged.items() if v.is_floating_point()]
     assert all(torch.allclose(saved[k], averaged[k]) for k in floats)  # the saved best model is the average
     assert any(not torch.allclose(live[k], averaged[k]) for k in floats)  # which differs from the live weights
+    wf.finalize()
+
+
+def test_mixing_is_off_by_default_and_configured_by_its_ids():
+    from monai_transfer.engines.mixing import MixBatchHandler
+
+    p = _parser()
+    assert (p["mixup_alpha"], p["cutmix_alpha"], p["mix_prob"]) == (0.0, 0.0, 1.0)
+    assert not any(isinstance(h, MixBatchHandler) for h in p.get_parsed_content("train#handlers"))
+    on = _parser(cutmix_alpha=1.0, mix_prob=0.5, seed=7)
+    (mixer,) = [h for h in on.get_parsed_content("train#handlers") if isinstance(h, MixBatchHandler)]
+    assert (mixer.seed, mixer.mixer.cutmix_alpha, mixer.mixer.prob, mixer.mixer.one_hot) == (7, 1.0, 0.5, True)
+    assert on.get_parsed_content("run_values")["cutmix_alpha"] == 1.0
+
+
+def test_discriminative_learning_rate_reaches_the_optimizer():
+    p = _parser(layer_decay=0.5, head_lr_mult=10.0, learning_rate=0.01)
+    assert p.get_parsed_content("run_values")["head_lr_mult"] == 10.0
+    lrs = sorted({g["lr"] for g in p.get_parsed_content("train#optimizer").param_groups})
+    assert lrs[-1] == pytest.approx(0.1) and lrs[0] < 0.01  # head at 10x, early stages decayed
+
+
+def test_mixup_run_trains_on_soft_targets(tmp_path):
+    """One tiny epoch with MixUp and CutMix: the trainer's batches hold mixed soft targets; the run completes."""
+    from ignite.engine import Events
+
+    wf = _one_epoch(tmp_path, mixup_alpha=0.4, cutmix_alpha=1.0)
+    seen = []
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(e.state.batch[0]["label"]))
+    wf.run()
+    assert seen and all(t.shape == (2,) and float(t.sum()) == pytest.approx(1.0) for t in seen)
+    assert any(0.0 < float(t[0]) < 1.0 for t in seen)  # some targets are mixed
+    assert (tmp_path / "models" / "model.pt").is_file()
+    exported = json.loads((tmp_path / "configs" / "train.json").read_text())  # the run folder carries the recipe
+    assert (exported["mixup_alpha"], exported["cutmix_alpha"]) == (0.4, 1.0)
     wf.finalize()

@@ -222,3 +222,42 @@ def test_uncertain_entries_are_ignored_by_bce_focal_pos_weight_and_sampler():
     sampler = make_weighted_sampler(labels, seed=0)
     w = np.asarray(sampler.weights)
     assert w[2] == 1.0 and w[0] == 1.0 and w[1] == pytest.approx(0.5)  # -1 is not a positive
+
+
+@parameterized.expand([[0.0], [0.1]])
+def test_ce_one_hot_probabilities_equal_integer_labels_with_class_weights(label_smoothing):
+    """Soft targets (MixUp/CutMix) keep the weighted mean of hard labels: divided by sum_i w_{y_i}."""
+    loss = ClassificationCrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]), label_smoothing=label_smoothing)
+    one_hot = nn.functional.one_hot(TARGET, 3).float()
+    torch.testing.assert_close(loss(LOGITS, one_hot), loss(LOGITS, TARGET))
+
+
+def test_ce_mixed_targets_weight_like_their_two_hard_labels():
+    """A mixed row's loss is the lam-weighted sum of its two hard losses, normalised by the mixed weights."""
+    loss = ClassificationCrossEntropyLoss(weight=torch.tensor([1.0, 2.0, 0.5]))
+    perm = [1, 0, 3, 2]
+    mixed = 0.7 * nn.functional.one_hot(TARGET, 3).float() + 0.3 * nn.functional.one_hot(TARGET[perm], 3).float()
+    per = nn.functional.cross_entropy(LOGITS, TARGET, weight=loss.weight, reduction="none")
+    per_other = nn.functional.cross_entropy(LOGITS, TARGET[perm], weight=loss.weight, reduction="none")
+    expected = (0.7 * per + 0.3 * per_other).sum() / (0.7 * loss.weight[TARGET] + 0.3 * loss.weight[TARGET[perm]]).sum()
+    torch.testing.assert_close(loss(LOGITS, mixed), expected)
+
+
+def test_focal_multiclass_accepts_class_probabilities():
+    w = torch.tensor([0.5, 2.0, 1.0])
+    one_hot = nn.functional.one_hot(TARGET, 3).float()
+    for weight in (None, w):
+        focal = ClassificationFocalLoss(gamma=2.0, weight=weight)
+        torch.testing.assert_close(focal(LOGITS, one_hot), focal(LOGITS, TARGET))
+    soft = torch.full((4, 3), 1.0 / 3)
+    by_class = [ClassificationFocalLoss(gamma=2.0, reduction="none")(LOGITS, torch.full((4,), c)) for c in range(3)]
+    expected = torch.stack(by_class, 1).mean(1).mean()
+    torch.testing.assert_close(ClassificationFocalLoss(gamma=2.0)(LOGITS, soft), expected)
+
+
+def test_bce_takes_mixed_multilabel_targets():
+    logits = torch.tensor([[0.5, -1.0], [2.0, 0.0]])
+    mixed = torch.tensor([[0.7, 0.3], [-1.0, 1.0]])  # -1: ignored entry
+    got = ClassificationBCEWithLogitsLoss()(logits, mixed)
+    known = nn.functional.binary_cross_entropy_with_logits(logits, mixed.clamp(min=0), reduction="none")
+    torch.testing.assert_close(got, known[mixed >= 0].mean())

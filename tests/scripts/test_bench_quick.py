@@ -121,6 +121,9 @@ def test_recipe_winner_rule():
     assert recipe_xray.recipe_overrides("ema")["ema_decay"] > 0
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe_xray.recipe_overrides("nope")
+    train_ids = json.loads((REPO_ROOT / "bundles" / "xray" / "configs" / "train.json").read_text())
+    unknown = {k for r in recipe_xray.RECIPES.values() for k in r if k not in train_ids}
+    assert not unknown, f"recipe_xray.RECIPES override ids that bundles/xray/configs/train.json lacks: {unknown}"
 
 
 @requires_shared_data(PNEUMONIA_NPZ)

