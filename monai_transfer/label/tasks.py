@@ -316,7 +316,10 @@ class ClassificationBundleTrainTask(BundleTrainTask):
     def train_mode(self) -> str:
         """``"binary"``, ``"multiclass"`` or ``"multilabel"``: :func:`~monai_transfer.label.utils.bundle_task_mode` of
         the ``mode`` id of the bundle's ``train.json``."""
-        return bundle_task_mode(self.bundle_config.get("mode"), self.class_names)
+        # no ``bundle_config`` when the bundle has no train config (MONAI Label then marks the task invalid): the
+        # datalist still follows the class count, as ``inference.json`` does
+        config = getattr(self, "bundle_config", None)
+        return bundle_task_mode(config.get("mode") if config is not None else None, self.class_names)
 
     def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
         mode = self.train_mode()

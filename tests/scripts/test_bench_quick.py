@@ -118,6 +118,12 @@ def test_recipe_winner_rule():
     assert recipe_xray.choose_winner(rows)["recipe"] == "b"  # no longer a tie
     with pytest.raises(ValueError, match="no recipe"):
         recipe_xray.choose_winner([])
+    # over the CPU budget: reported, not eligible as the default (a CV-only row counts with its projected cost)
+    rows.append({"recipe": "d", "cv_auc": 0.9900, "cv_ece": 0.001, "cpu_minutes": 25.0, "cpu_minutes_full": 37.5})
+    assert recipe_xray.choose_winner(rows)["recipe"] == "b"
+    assert recipe_xray.choose_winner(rows, budget=None)["recipe"] == "d"
+    with pytest.raises(ValueError, match="budget"):
+        recipe_xray.choose_winner(rows, budget=0.5)
     assert recipe_xray.recipe_overrides("ema")["ema_decay"] > 0
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe_xray.recipe_overrides("nope")
