@@ -234,9 +234,11 @@ def _recipe_xray(results: Path) -> list[str]:
 def _recipe_text(c: dict[str, Any]) -> str:
     """One line of a run's recipe ids (those that differ from off/1.0 defaults are named)."""
     extra = [f"{k} {c[k]}" for k in ("ema_decay", "label_smoothing", "mixup_alpha", "cutmix_alpha") if c.get(k)]
+    if "backbone" not in c:
+        return "as section 1"
     return (
-        f"`{c['backbone']}`, {c['image_size']}x{c['image_size']}, {c['epochs']} epochs (full split), batch "
-        f"{c['batch_size']}, lr {c['learning_rate']}" + (", " + ", ".join(extra) if extra else "")
+        f"`{c['backbone']}`, {c.get('image_size')}x{c.get('image_size')}, {c.get('epochs')} epochs (full split), batch "
+        f"{c.get('batch_size')}, lr {c.get('learning_rate')}" + (", " + ", ".join(extra) if extra else "")
     )
 
 
