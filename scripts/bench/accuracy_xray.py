@@ -99,16 +99,17 @@ QUICK_BASE_RECIPE: dict[str, Any] = {**BASE_RECIPE, "image_size": 32, "epochs": 
 QUICK_RECIPE: dict[str, Any] = {**RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
 
 
-def no_val_choice_overrides(epochs: int) -> dict[str, Any]:
+def no_val_choice_overrides(epochs: int, threshold: float | str = 0.5) -> dict[str, Any]:
     """Bundle overrides under which val chooses nothing: one validation after the last epoch, no early stop, no
-    threshold selection and no calibration (the best-model saver then keeps the last epoch)."""
+    threshold selection (``threshold``: a value or a ``threshold.json`` chosen elsewhere) and no calibration (the
+    best-model saver then keeps the last epoch)."""
     return {
         "val_interval": epochs,
         "early_stop_patience": 0,
         "calibrate": False,
         "validate#report_writer#select_threshold_on": None,
         "validate#report_writer#threshold_path": None,
-        "validate#report_writer#threshold": 0.5,
+        "validate#report_writer#threshold": threshold,
     }
 
 
@@ -253,9 +254,7 @@ def cross_validate(
         best = int(summary["chosen"]["epochs"])
         train_bundle(
             dataset_dir, output_dir, recipe, **extra,
-            **{"train#trainer#max_epochs": best, "val_interval": best, "early_stop_patience": 0, "calibrate": False,
-               "validate#report_writer#select_threshold_on": None, "validate#report_writer#threshold_path": None,
-               "validate#report_writer#threshold": summary["files"]["threshold"]},
+            **{"train#trainer#max_epochs": best, **no_val_choice_overrides(best, summary["files"]["threshold"])},
         )  # fmt: skip
         summary["files"]["model"] = str(Path(output_dir) / "models" / "model.pt")
         summary["final_fit_reused_cv"] = True

@@ -13,14 +13,13 @@
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageEnhance
+from PIL import Image
 
 from monai_transfer.data import bundle_datalists, split_datalist
 from monai_transfer.data.datalist import DatalistError
@@ -31,9 +30,8 @@ from monai_transfer.data.duplicates import (
     image_key,
     near_duplicate_pairs,
 )
+from scripts.bench.dedup_speed import VARIANTS, make_variant
 from tests.utils import load_pneumonia, requires_shared_data
-
-VARIANTS = ("resize", "jpeg", "crop2", "bright", "copy")
 
 
 def _base_image(rng: np.random.Generator, size: int = 160) -> Image.Image:
@@ -46,23 +44,6 @@ def _base_image(rng: np.random.Generator, size: int = 160) -> Image.Image:
     a = a + rng.normal(0, 3, a.shape)
     a = (a - a.min()) / (a.max() - a.min()) * 200 + 20
     return Image.fromarray(a.astype(np.uint8))
-
-
-def _variant(im: Image.Image, kind: str, rng: np.random.Generator) -> Image.Image:
-    w, h = im.size
-    if kind == "resize":
-        return im.resize((int(w * 0.6), int(h * 0.6)), Image.BILINEAR)
-    if kind == "jpeg":
-        buf = io.BytesIO()
-        im.save(buf, "JPEG", quality=70)
-        return Image.open(io.BytesIO(buf.getvalue())).convert("L")
-    if kind == "crop2":  # 2 % of width and height cut away, at a random offset
-        cw, ch = round(0.02 * w), round(0.02 * h)
-        ox, oy = int(rng.integers(0, cw + 1)), int(rng.integers(0, ch + 1))
-        return im.crop((ox, oy, ox + w - cw, oy + h - ch))
-    if kind == "bright":
-        return ImageEnhance.Brightness(im).enhance(1.15)
-    return im.copy()
 
 
 def _write_set(folder: Path, n_base: int, seed: int = 0) -> tuple[list[Path], list[int]]:
@@ -81,7 +62,7 @@ def _write_set(folder: Path, n_base: int, seed: int = 0) -> tuple[list[Path], li
             if kind == "copy":
                 shutil.copy(p, q)
             else:
-                v = _variant(im, kind, rng)
+                v = make_variant(im, kind, rng)
                 v.save(q, quality=95) if q.suffix == ".jpg" else v.save(q)
             paths.append(q)
             origin.append(b)
@@ -158,7 +139,7 @@ def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
     np.testing.assert_allclose(first.signatures, second.signatures, atol=1e-3)  # stored as float16
     # a renamed copy is a cache hit (content key); an edited file is hashed again
     shutil.copy(paths[0], tmp_path / "renamed.png")
-    _variant(Image.open(paths[1]), "bright", np.random.default_rng(0)).save(paths[1])
+    make_variant(Image.open(paths[1]), "bright", np.random.default_rng(0)).save(paths[1])
     third = hash_files([tmp_path / "renamed.png", paths[1]], cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
     assert calls == [paths[1]] and third.n_cached == 1 and third.hashes[0] == first.hashes[0]
 
@@ -213,7 +194,7 @@ def _class_folder(root: Path, n_base: int = 8) -> list[Path]:
             im.save(root / c / f"{i}.png")
             if c == "a" and i < 3:
                 q = root / c / f"{i}_small.png"
-                _variant(im, "resize", rng).save(q)
+                make_variant(im, "resize", rng).save(q)
                 copies.append(q)
     return copies
 
@@ -261,7 +242,7 @@ def test_train_val_folders_with_a_copy_across_are_reported(tmp_path, caplog):
             for i in range(3):
                 _base_image(rng).save(tmp_path / split / c / f"{i}.png")
     leaked = Image.open(tmp_path / "train" / "b" / "2.png")
-    _variant(leaked, "jpeg", rng).save(tmp_path / "val" / "b" / "exported.jpg", quality=90)
+    make_variant(leaked, "jpeg", rng).save(tmp_path / "val" / "b" / "exported.jpg", quality=90)
     with caplog.at_level(logging.WARNING, logger="monai_transfer.data.bundle_data"):
         dl = bundle_datalists(tmp_path, hash_cache_dir=None)  # "group" cannot move files of a given split: warns
     assert dl.audit["duplicates"]["n_clusters_across_splits"] == 1
