@@ -49,6 +49,7 @@ __all__ = [
     "IGNORED_LABEL",
     "infer_task_mode",
     "list_image_files",
+    "inference_datalist",
 ]
 
 logger = logging.getLogger(__name__)
@@ -725,3 +726,27 @@ def list_image_files(
         if p.name.lower().endswith(exts):
             found.append(p)
     return sorted(found, key=lambda q: q.relative_to(root).as_posix())
+
+
+def inference_datalist(root: str | os.PathLike, extensions: Sequence[str] | None = None) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for every image under ``root``, sub-folders included: the ``datalist`` of the
+    bundles' ``inference.json`` (``--input_dir``), listed as :func:`list_image_files` lists it for
+    ``python -m monai_transfer.evaluate``.
+
+    Args:
+        root: the input folder.
+        extensions: accepted file endings (case-insensitive); default :data:`DEFAULT_EXTENSIONS`.
+
+    Raises:
+        DatalistError: ``root`` is not a folder, or holds no file with one of ``extensions`` (an inference run
+            with nothing to predict would otherwise end without a ``predictions.csv`` and without an error).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DatalistError(f"input folder {root} does not exist or is not a folder")
+    exts = list(extensions if extensions is not None else DEFAULT_EXTENSIONS)
+    files = list_image_files(root, exts, recursive=True)
+    if not files:
+        shown = ", ".join(exts[:8]) + (", ..." if len(exts) > 8 else "")
+        raise DatalistError(f"input folder {root} holds no image file ({shown}), sub-folders included")
+    return [{"image": str(p)} for p in files]

@@ -36,7 +36,7 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.handlers.report_writer import data_sharded_across_ranks, ids_from_output
 from monai_transfer.metrics.cumulative import PredictionBuffer
-from monai_transfer.metrics.threshold import ThresholdLike, resolve_binary_threshold, resolve_threshold
+from monai_transfer.metrics.threshold import ThresholdLike, resolve_binary_threshold, resolve_multilabel_threshold
 from monai_transfer.reports.writer import write_predictions_csv
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
@@ -139,21 +139,16 @@ class ClassificationPredictionWriter:
         # ids of another length than the predictions (a collated batch without paths) become case_<n>
         self._buffer.add(preds, ids=self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
 
-    def _thresholds(self, k: int) -> float | list[float] | None:
-        """The threshold(s) in use (:func:`~monai_transfer.metrics.threshold.resolve_binary_threshold` rules: a
-        missing file means 0.5, logged); ``None`` for arg-max."""
-        if self.mode == "multiclass" or (self.mode is None and k != 2):
+    def _thresholds(self, names: list[str]) -> float | list[float] | None:
+        """The threshold(s) in use, by the rules every reader of a threshold follows: 2 classes,
+        :func:`~monai_transfer.metrics.threshold.resolve_binary_threshold`; multi-label,
+        :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold` (a file chosen for other class names is
+        refused). A missing file means 0.5 (per label), logged; ``None`` for arg-max."""
+        if self.mode == "multiclass" or (self.mode is None and len(names) != 2):
             return None
         if self.mode != "multilabel":
             return resolve_binary_threshold(self.threshold, missing_ok=True)[0]
-        thr = self.threshold
-        if isinstance(thr, (str, os.PathLike)) and not Path(thr).is_file():
-            logger.warning(f"threshold file {thr} not found: predictions use the default threshold 0.5")
-            thr = None
-        t = [float(v) for v in torch.as_tensor(resolve_threshold(thr), dtype=torch.float64).reshape(-1)]
-        if len(t) not in (1, k):
-            raise ValueError(f"threshold must be one number or one per label ({k}), got {t}")
-        return t * k if len(t) == 1 else t
+        return resolve_multilabel_threshold(self.threshold, names, missing_ok=True)[0]
 
     def _epoch_rows(self, gather: bool) -> tuple[torch.Tensor, list[str]]:
         """``(probs (N, K), ids)`` of the epoch, gathered across ranks when ``gather`` (a collective: every rank).
@@ -194,7 +189,7 @@ class ClassificationPredictionWriter:
         names = self.class_names if self.class_names is not None else [f"class_{i}" for i in range(k)]
         if len(names) != k:
             raise ValueError(f"class_names has {len(names)} entries ({names}) but the network gives {k} probabilities")
-        self.threshold_used = self._thresholds(k)  # type: ignore[assignment]
+        self.threshold_used = self._thresholds(names)  # type: ignore[assignment]
         mode = self.mode or ("binary" if k == 2 else "multiclass")
         thr = self.threshold_used
         thr_text = "" if thr is None else ";".join(f"{v:.6f}" for v in (thr if isinstance(thr, list) else [thr]))

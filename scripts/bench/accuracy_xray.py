@@ -61,6 +61,7 @@ __all__ = [
     "prepare_data",
     "train_bundle",
     "predict",
+    "inference_overrides",
     "summarise",
     "cross_validate",
     "cv_block",
@@ -146,7 +147,7 @@ def train_bundle(dataset_dir: Path, output_dir: Path, recipe: dict[str, Any], **
     """Run ``bundles/xray/configs/train.json`` through ``ConfigWorkflow`` with the recipe as overrides.
 
     Returns:
-        the finished workflow (its parser holds the trained ``network`` with the best weights loaded).
+        the finished workflow; the model it kept is ``output_dir/models/model.pt``.
     """
     from monai.bundle import ConfigWorkflow
 
@@ -164,24 +165,52 @@ def train_bundle(dataset_dir: Path, output_dir: Path, recipe: dict[str, Any], **
     return wf
 
 
-def predict(network: Any, preprocessing: Any, items: list[dict[str, Any]], batch_size: int = 128) -> np.ndarray:
-    """Positive-class probabilities of ``items`` with the bundle's validation preprocessing."""
-    import torch
-    from monai.data import DataLoader, Dataset
+def inference_overrides(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The recipe's values for the ids that ``bundles/xray/configs/inference.json`` also has (backbone, head, image
+    size, ...), so inference builds the network and preprocessing the recipe trained; training-only ids are dropped."""
+    ids = set(common.read_result(BUNDLE / "configs" / "inference.json")) - {"dataset_dir", "output_dir", "input_dir"}
+    return {k: v for k, v in recipe.items() if k in ids}
 
-    loader = DataLoader(Dataset(items, transform=preprocessing), batch_size=batch_size, shuffle=False, num_workers=0)
-    device = next(network.parameters()).device
-    out = []
-    network.eval()
-    with torch.no_grad():
-        for batch in loader:
-            logits = network(
-                batch["image"].as_tensor().to(device)
-                if hasattr(batch["image"], "as_tensor")
-                else batch["image"].to(device)
-            )
-            out.append(torch.softmax(logits.float(), dim=1)[:, 1].cpu().numpy())
-    return np.concatenate(out)
+
+def predict(
+    ckpt: Path, items: list[dict[str, Any]], recipe: dict[str, Any], calibrated: bool = True, batch_size: int = 128
+) -> np.ndarray:
+    """Positive-class probabilities of ``items`` through the bundle's one inference path.
+
+    :func:`monai_transfer.evaluate.evaluate_bundle` runs ``bundles/xray/configs/inference.json`` (its preprocessing,
+    network and temperature) on the checkpoint ``ckpt``, as ``python -m monai_transfer.evaluate`` would.
+
+    Args:
+        ckpt: the trained ``models/model.pt``; its ``calibration.json`` applies when ``calibrated``.
+        items: ``{"image": path, ...}`` dicts; the result is in their order.
+        recipe: the recipe the checkpoint was trained with (see :func:`inference_overrides`).
+        calibrated: apply the ``calibration.json`` beside ``ckpt`` (when there is one); False: raw probabilities.
+        batch_size: inference batch size.
+
+    Raises:
+        RuntimeError: some item could not be evaluated (the message names it and the reason).
+    """
+    from monai_transfer.evaluate import evaluate_bundle
+
+    with tempfile.TemporaryDirectory(prefix="bench_xray_predict_") as tmp:
+        images = Path(tmp) / "images"
+        images.mkdir()
+        for i, item in enumerate(items):  # one flat folder, the item index as the name: order survives
+            src = Path(item["image"])
+            shutil.copyfile(src, images / f"{i:07d}{src.suffix}")
+        result = evaluate_bundle(
+            BUNDLE, images, Path(tmp) / "eval", ckpt=ckpt, threshold=0.5, batch_size=batch_size,
+            calibration=None if calibrated else "none", overrides=inference_overrides(recipe), progress=False,
+        )  # fmt: skip
+        if result.failures:
+            f = result.failures[0]
+            raise RuntimeError(f"{len(result.failures)} of {len(items)} items failed; first: {f.path}: {f.reason}")
+        probs = np.full(len(items), np.nan)
+        for pred in result.predictions:
+            probs[int(Path(pred.path).name.split(".")[0])] = float(np.asarray(pred.probs).reshape(-1)[1])
+    if np.isnan(probs).any():
+        raise RuntimeError(f"{int(np.isnan(probs).sum())} of {len(items)} items got no prediction")
+    return probs
 
 
 def summarise(
@@ -239,13 +268,12 @@ def cross_validate(
     applies in its own final fit).
 
     Returns:
-        ``(cv summary, parser)``: the parser holds the bundle config with the final model's weights loaded into
-        ``network`` (``models/model.pt``); ``None`` in place of the parser when ``final_fit`` is False.
+        ``(cv summary, parser)``: the parser holds the bundle config with the recipe (its ``datalists``); the final
+        model is ``output_dir/models/model.pt``. ``None`` in place of the parser when ``final_fit`` is False.
     """
     from monai.bundle import ConfigParser
 
     from monai_transfer.engines.cv import run_cross_validation
-    from monai_transfer.engines.workflow import load_best_model
 
     overrides = {**recipe, **extra, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
     cv_json = Path(output_dir) / "cv" / "cv.json"
@@ -274,7 +302,6 @@ def cross_validate(
     parser = ConfigParser()
     parser.read_config(str(BUNDLE / "configs" / "train.json"))
     parser.update(pairs=overrides)
-    load_best_model(parser.get_parsed_content("network"), Path(output_dir) / "models" / "model.pt")
     return summary, parser
 
 
@@ -331,7 +358,7 @@ def run(
     """
     import torch
 
-    from monai_transfer.metrics.calibration import apply_temperature, load_calibration
+    from monai_transfer.metrics.calibration import load_calibration
     from monai_transfer.metrics.threshold import load_threshold
 
     env = common.environment()
@@ -366,15 +393,15 @@ def run(
         fixed = {} if val_chooses else no_val_choice_overrides(int(recipe["epochs"]))
         parser = train_bundle(csv, work_dir, recipe, n_bootstrap=n_bootstrap, **{**(extra or {}), **fixed}).parser
     train_s = time.perf_counter() - t0
-    network = parser.get_parsed_content("network")
-    preprocessing = parser.get_parsed_content("validate#preprocessing")
+    ckpt = work_dir / "models" / "model.pt"
+    scored_with = {**recipe, **(extra or {})}
     threshold = float(load_threshold(work_dir / "models" / "threshold.json")) if folds or val_chooses else 0.5
     datalists = parser.get_parsed_content("datalists")
     bundle_val = common.read_result(work_dir / "eval" / "val" / "metrics.json") or {}
 
     def score(items: list[dict[str, Any]]) -> dict[str, Any]:
-        p_raw = predict(network, preprocessing, items)
-        p_cal = apply_temperature(p_raw, temperature, "binary", inputs="probs") if folds else p_raw
+        p_raw = predict(ckpt, items, scored_with, calibrated=False)
+        p_cal = predict(ckpt, items, scored_with) if folds else p_raw
         y = np.asarray([x["label"] for x in items])
         return summarise(p_cal, y, threshold, n_bootstrap, y_prob_uncalibrated=p_raw)
 

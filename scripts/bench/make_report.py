@@ -132,6 +132,19 @@ def _accuracy_xray(results: Path) -> list[str]:
         _prov(res),
         "",
     ]
+    idle = _load(results / "accuracy_xray" / "idle_timing.json")
+    if idle is not None:
+        t = idle["time_v"]
+        out += [
+            f"**Idle timing** (`accuracy_xray/idle_timing.json`, {idle['date'][:10]}): the maintainers' command "
+            f"`--test PATH --output DIR` with this recipe took **{t['elapsed_s'] / 60:.1f} min** wall on an idle "
+            f"{idle['machine'].get('logical_cpus', '?')}-core machine with an empty cache (limit "
+            f"{idle['limit_s'] / 60:.0f} min; {t['user_s'] / 60:.1f} CPU-min user, peak RSS {t['max_rss_mb']} MiB); "
+            "it reproduced the table's val numbers exactly."
+            if idle["val_same_as_results_json"]
+            else "its val numbers differ from the table's (see the JSON).",
+            "",
+        ]
     return out
 
 

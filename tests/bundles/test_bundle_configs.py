@@ -126,3 +126,27 @@ def test_no_position_indexed_disabled_keys(rel):
     """``_disabled_`` lives in the component it disables, never behind a list position such as ``handlers#4``."""
     indexed = _indexed_disabled(_load(rel))
     assert not indexed, f"{rel}: position-indexed _disabled_ keys: {indexed}"
+
+
+@pytest.mark.parametrize("bundle", ["xray", "ct_slices"])
+def test_inference_input_dir_is_searched_recursively_and_must_hold_images(bundle, tmp_path):
+    """``inference.json --input_dir``: images in sub-folders are found; a folder with none fails with its name (it
+    used to end with exit 0 and no ``predictions.csv``)."""
+    from monai.bundle import ConfigParser
+
+    from monai_transfer.data.datalist import DatalistError
+
+    ext = ".png" if bundle == "xray" else ".nii.gz"
+    parser = ConfigParser()
+    parser.read_config(str(REPO_ROOT / "bundles" / bundle / "configs" / "inference.json"))
+    (tmp_path / "empty").mkdir()
+    parser["input_dir"] = str(tmp_path / "empty")
+    with pytest.raises(Exception) as info:  # MONAI wraps the error of the expression it evaluates
+        parser.get_parsed_content("datalist")
+    chain = [info.value, info.value.__cause__, info.value.__context__]
+    assert any(isinstance(e, DatalistError) and str(tmp_path / "empty") in str(e) for e in chain)
+    (tmp_path / "nested" / "site_a").mkdir(parents=True)
+    (tmp_path / "nested" / "site_a" / f"case{ext}").write_bytes(b"x")
+    parser["input_dir"] = str(tmp_path / "nested")
+    parser.parse(reset=True)
+    assert parser.get_parsed_content("datalist") == [{"image": str(tmp_path / "nested" / "site_a" / f"case{ext}")}]

@@ -15,7 +15,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -354,3 +356,20 @@ def test_list_image_files_flat_recursive_hidden_and_dangling(tmp_path):
     assert flat == ["a.dcm", "b.png", "ghost.png"]
     deep = [p.relative_to(tmp_path).as_posix() for p in list_image_files(tmp_path, (".nii.gz", ".png"))]
     assert deep == ["b.png", "ghost.png", "sub/c.nii.gz"]
+
+
+def test_inference_datalist_recurses_and_refuses_an_empty_or_missing_folder(tmp_path):
+    """The bundles' inference ``datalist``: sub-folders searched; nothing to predict is an error naming the folder."""
+    from monai_transfer.data.datalist import inference_datalist
+
+    (tmp_path / "site_a").mkdir()
+    (tmp_path / "site_a" / "b.png").write_bytes(b"x")
+    (tmp_path / "a.dcm").write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("not an image")
+    items = inference_datalist(tmp_path)
+    assert [Path(d["image"]).relative_to(tmp_path).as_posix() for d in items] == ["a.dcm", "site_a/b.png"]
+    assert inference_datalist(tmp_path, [".png"]) == [{"image": str(tmp_path / "site_a" / "b.png")}]
+    with pytest.raises(DatalistError, match=rf"{re.escape(str(tmp_path))} holds no image file \(\.nii\.gz"):
+        inference_datalist(tmp_path, [".nii.gz"])
+    with pytest.raises(DatalistError, match="does not exist or is not a folder"):
+        inference_datalist(tmp_path / "missing")

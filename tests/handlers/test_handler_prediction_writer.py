@@ -70,6 +70,11 @@ def test_multilabel_per_label_thresholds_from_file(tmp_path):
     assert writer.threshold_used == [0.5, 0.5, 0.5]
     with pytest.raises(ValueError, match="one per label"):
         _run(tmp_path / "out3", "multilabel", [0.2, 0.4])
+    # the same resolver as evaluation and MONAI Label: a file chosen for other labels is refused, naming it
+    other = save_threshold(tmp_path / "other.json", [0.3, 0.5, 0.7], method="youden", mode="multilabel",
+                           class_names=["Edema", "Mass", "Effusion"])  # fmt: skip
+    with pytest.raises(ValueError, match=r"other\.json is for the labels .*Effusion"):
+        _run(tmp_path / "out4", "multilabel", other)
 
 
 def test_multiclass_arg_max_and_mode_check(tmp_path):

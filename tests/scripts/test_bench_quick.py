@@ -76,6 +76,9 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
         saved["val"]["threshold"] == saved["test"]["threshold"] == res["val"]["threshold"] == cv["chosen"]["threshold"]
     )
     assert saved["config"]["cv_folds"] == 2 and "out-of-fold" in saved["config"]["threshold_method"]
+    # val is scored through the inference path (evaluate_bundle on inference.json); its AUC (rank-based, so the
+    # temperature does not change it) is the one the bundle's own validation reported after the final fit
+    assert saved["val"]["auc"] == pytest.approx(saved["val"]["bundle_report_auc"], abs=1e-6)
     if cv["chosen"]["temperature"] != 1.0:
         assert saved["val"]["ece"] != saved["val"]["ece_uncalibrated"]  # the calibration was applied
     assert saved["config"]["counts"] == {"train": 64, "val": 48} and saved["config"]["quick"] is True
