@@ -89,13 +89,15 @@ BASE_RECIPE: dict[str, Any] = {
     "ema_decay": 0.0,
     "aug_strength": 1.0,
 }
-#: the recipe: BASE_RECIPE plus the winner of recipe_xray.py (3-fold CV on the train split, never val): weight EMA
-#: (decay 0.99) tied the base on mean fold AUC (0.9937 vs 0.9939, within TIE_AUC) with the lower out-of-fold ECE after
-#: calibration (0.0091 vs 0.0104); see benchmarks/results/recipe_xray/summary.json. Round 2 (2026-12-02): EMA with 6
-#: planned epochs has the better CV AUC (0.9958, 4 epochs chosen) but costs 36.5 single-thread CPU minutes, over the
-#: 30-minute budget of this script (recipe_xray.BUDGET_CPU_MINUTES), so it is the documented longer recipe:
-#: ``--epochs 6``.
-RECIPE: dict[str, Any] = {**BASE_RECIPE, "ema_decay": 0.99}
+#: the recipe: BASE_RECIPE plus the winner of recipe_xray.py (3-fold CV on the train split, never val), by its
+#: pre-declared rule (best mean fold AUC within the 30 single-thread CPU-minute budget, differences under TIE_AUC
+#: 0.001 broken by the lower calibrated out-of-fold ECE). Round 1 (2026-12-02): weight EMA (decay 0.99) tied the base
+#: (0.9937 vs 0.9939) with the lower ECE (0.0091 vs 0.0104). Round 2: EMA with 6 planned epochs has the best CV AUC
+#: (0.9958) but costs 36.5 CPU minutes, over the budget: the documented longer recipe ``--epochs 6``. Round 3: mixup,
+#: cutmix, layer decay and a 10x head LR did not beat it; EMA on EfficientNet-Lite1 (packaged weights, installed with
+#: the project) has the best CV AUC within the budget (0.9944, ties the base) and the lowest calibrated out-of-fold
+#: ECE (0.0039), 20.3 CPU minutes. See benchmarks/results/recipe_xray/summary.json.
+RECIPE: dict[str, Any] = {**BASE_RECIPE, "ema_decay": 0.99, "backbone": "tf_efficientnet_lite1"}
 QUICK_BASE_RECIPE: dict[str, Any] = {**BASE_RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
 QUICK_RECIPE: dict[str, Any] = {**RECIPE, "image_size": 32, "epochs": 1, "batch_size": 16}
 

@@ -8,9 +8,9 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Label efficiency: ImageNet-pretrained vs from-scratch EfficientNet-Lite0 on 1-100% of PneumoniaMNIST's labels.
+"""Label efficiency: ImageNet-pretrained vs from-scratch EfficientNet-Lite on 1-100% of PneumoniaMNIST's labels.
 
-Each run trains the xray bundle with :data:`accuracy_xray.RECIPE` (the CV-chosen recipe, weight EMA; same code path
+Each run trains the xray bundle with :data:`accuracy_xray.RECIPE` (the CV-chosen recipe, EfficientNet-Lite1 with weight EMA; same code path
 as ``accuracy_xray.py``) on a class-stratified random ``fraction`` of the train split (drawn with the run's seed),
 with ``weights="packaged"`` or ``weights="none"`` (same architecture), and scores the full val split. Small fractions
 get the same number of epochs as the full recipe but at least ``--min-steps`` optimiser steps (a 1% subset is 47

@@ -111,7 +111,7 @@ def _accuracy_xray(results: Path) -> list[str]:
         if split in res:
             r = res[split]
             out.append(
-                f"| **ours** (Lite0, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} | "
+                f"| **ours** ({_net(c['backbone'])}, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} | "
                 f"{_f(r.get('ece'))} |"
             )
     for name, auc, acc in MEDMNIST_2D:
@@ -171,7 +171,7 @@ def _recipe_xray(results: Path) -> list[str]:
         "cosine schedule), temperature fitted on the out-of-fold (OOF) predictions, Youden threshold on the "
         f"calibrated OOF predictions; then one final fit on all train images and ONE scoring of the "
         f"{c.get('counts', {}).get('val', '?')} val images. Winner rule: {summary['rule']}. Recipes are overrides of "
-        "the base recipe (`tf_efficientnet_lite0`, packaged ImageNet weights, full fine-tuning, 64x64, 3 epochs "
+        f"the base recipe (`{c.get('backbone', '?')}`, packaged ImageNet weights, full fine-tuning, 64x64, 3 epochs "
         "planned, batch 32, AdamW lr 1e-3, cosine, seed 0). CV AUC = mean ± SD of the fold AUCs; OOF AUC = pooled "
         "OOF predictions with a stratified bootstrap 95% CI. ECE: 10 equal-width bins, top-label. CPU minutes: user + "
         "system CPU time of the whole run (CV + final fit + scoring); the 2 CPU cores were shared with other jobs "
@@ -244,6 +244,13 @@ def _recipe_xray(results: Path) -> list[str]:
     return out
 
 
+def _net(backbone: str | None) -> str:
+    """Short network name of a backbone id for tables and plot titles (``tf_efficientnet_lite1`` -> ``Lite1``)."""
+    if not backbone:
+        return "?"
+    return backbone.replace("tf_efficientnet_lite", "Lite") if "efficientnet_lite" in backbone else backbone
+
+
 def _recipe_text(c: dict[str, Any]) -> str:
     """One line of a run's recipe ids (those that differ from off/1.0 defaults are named)."""
     extra = [f"{k} {c[k]}" for k in ("ema_decay", "label_smoothing", "mixup_alpha", "cutmix_alpha") if c.get(k)]
@@ -298,7 +305,7 @@ def _label_efficiency(results: Path, out_dir: Path) -> list[str]:
     out += ["", f"Runs that exist ({len(runs)}): " + ", ".join(names) + "."]
     out += ["", f"Runs not done ({len(missing)}): " + (", ".join(missing) if missing else "none") + "."]
     png = out_dir / "label_efficiency.png"
-    _plot_label_efficiency(table, png)
+    _plot_label_efficiency(table, png, _net(runs[-1]["config"].get("backbone")))
     out += [
         "",
         f"![label efficiency]({png.name})",
@@ -310,7 +317,7 @@ def _label_efficiency(results: Path, out_dir: Path) -> list[str]:
     return out
 
 
-def _plot_label_efficiency(table: dict[tuple[float, str], list[float]], png: Path) -> None:
+def _plot_label_efficiency(table: dict[tuple[float, str], list[float]], png: Path, net: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -329,7 +336,7 @@ def _plot_label_efficiency(table: dict[tuple[float, str], list[float]], png: Pat
     ax.minorticks_off()
     ax.set_xlabel("% of training labels")
     ax.set_ylabel("val AUC (mean ± sd over seeds)")
-    ax.set_title("PneumoniaMNIST, EfficientNet-Lite0")
+    ax.set_title(f"PneumoniaMNIST, {net}")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -356,7 +363,7 @@ def _accuracy_volume(results: Path) -> list[str]:
     for split in ("val", "test"):
         if split in res:
             r = res[split]
-            out.append(f"| **ours** (Lite0 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |")
+            out.append(f"| **ours** ({_net(c['backbone'])} 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |")
     out += [f"| {n} | test | {a:.3f} | {cc:.3f} |" for n, a, cc in MEDMNIST_3D]
     out += ["", f"Reference rows: {SOURCE}. Ours on val unless a test row is shown.", "", _prov(res), ""]
     return out

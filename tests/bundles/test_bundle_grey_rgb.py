@@ -170,7 +170,8 @@ def test_network_repeat_equals_three_channels_on_replicated_input(grey_png):
 
     torch.manual_seed(0)
     rgb_net = _parser(XRAY).get_parsed_content("member_def").eval()
-    kw = {"backbone": "tf_efficientnet_lite0", "weights": "none", "num_classes": 2, "dropout": 0.2}
+    backbone = _parser(XRAY).get_parsed_content("backbone")
+    kw = {"backbone": backbone, "weights": "none", "num_classes": 2, "dropout": 0.2}
     grey_net = Pretrained2DNet(in_channels=1, channel_strategy="repeat", **kw).eval()
     grey_net.load_state_dict(rgb_net.state_dict())  # strict: same parameters
     before, _ = _split(_parser(XRAY).get_parsed_content("preprocessing"))
