@@ -175,7 +175,12 @@ def inference_overrides(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def predict(
-    ckpt: Path, items: list[dict[str, Any]], recipe: dict[str, Any], calibrated: bool = True, batch_size: int = 128
+    ckpt: Path,
+    items: list[dict[str, Any]],
+    recipe: dict[str, Any],
+    calibrated: bool = True,
+    batch_size: int = 128,
+    tta: bool = False,
 ) -> np.ndarray:
     """Positive-class probabilities of ``items`` through the bundle's one inference path.
 
@@ -188,6 +193,7 @@ def predict(
         recipe: the recipe the checkpoint was trained with (see :func:`inference_overrides`).
         calibrated: apply the ``calibration.json`` beside ``ckpt`` (when there is one); False: raw probabilities.
         batch_size: inference batch size.
+        tta: run the bundle's test-time augmentation (``use_tta``: its ``tta_inferer``).
 
     Raises:
         RuntimeError: some item could not be evaluated (the message names it and the reason).
@@ -202,7 +208,7 @@ def predict(
             shutil.copyfile(src, images / f"{i:07d}{src.suffix}")
         result = evaluate_bundle(
             BUNDLE, images, Path(tmp) / "eval", ckpt=ckpt, threshold=0.5, batch_size=batch_size,
-            calibration=None if calibrated else "none", overrides=inference_overrides(recipe), progress=False,
+            calibration=None if calibrated else "none", overrides=inference_overrides(recipe), progress=False, tta=tta,
         )  # fmt: skip
         if result.failures:
             f = result.failures[0]

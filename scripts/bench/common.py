@@ -24,6 +24,7 @@ import platform
 import resource
 import shlex
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -281,10 +282,15 @@ def npz_to_png_csv(
                     }
                 )
     path = out_dir / csv_name
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    # written to a private file, then renamed: benchmark processes running side by side (label efficiency's
+    # pretrained and scratch halves) write the same data list and must never read it half written
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=out_dir)
+    with os.fdopen(fd, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["image", "label", "patient_id", "split"])
         w.writeheader()
         w.writerows(rows)
+    os.chmod(tmp, 0o644)  # mkstemp makes it private
+    os.replace(tmp, path)
     return path
 
 

@@ -10,13 +10,14 @@
 # limitations under the License.
 """Label efficiency: ImageNet-pretrained vs from-scratch EfficientNet-Lite on 1-100% of PneumoniaMNIST's labels.
 
-Each run trains the xray bundle with :data:`accuracy_xray.RECIPE` (the CV-chosen recipe, EfficientNet-Lite1 with weight EMA; same code path
-as ``accuracy_xray.py``) on a class-stratified random ``fraction`` of the train split (drawn with the run's seed),
-with ``weights="packaged"`` or ``weights="none"`` (same architecture), and scores the full val split. Small fractions
-get the same number of epochs as the full recipe but at least ``--min-steps`` optimiser steps (a 1% subset is 47
-images: one batch per epoch). Val chooses nothing (``accuracy_xray.run(val_chooses=False)``): every run validates
-once, after its last epoch, and ACC is at the fixed threshold 0.5. (The runs published before 2026-12-02 used
-``BASE_RECIPE`` and kept the best of about 4 validations on val.)
+Each run trains the xray bundle with :data:`accuracy_xray.RECIPE` (the CV-chosen recipe, EfficientNet-Lite1 with
+weight EMA; same code path as ``accuracy_xray.py``) on a class-stratified random ``fraction`` of the train split
+(drawn with the run's seed), with ``weights="packaged"`` or ``weights="none"`` (same architecture), and scores the
+full val split. Small fractions get the same number of epochs as the full recipe but at least ``--min-steps``
+optimiser steps (a 1% subset is 47 images: one batch per epoch). Val chooses nothing
+(``accuracy_xray.run(val_chooses=False)``): every run validates once, after its last epoch, and ACC is at the fixed
+threshold 0.5. (The runs published before 2026-12-02 used ``BASE_RECIPE`` and kept the best of about 4 validations on
+val; those of 2026-12-02 used Lite0 with weight EMA; both are in the git history of ``benchmarks/results``.)
 
 Resumable: one JSON per run in ``<output>/<weights>_f<fraction>_s<seed>.json``; runs whose JSON exists are skipped.
 Runs go cheapest first (fractions ascending, then seeds, pretrained and scratch alternating), so an interrupted

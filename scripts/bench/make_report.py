@@ -111,8 +111,8 @@ def _accuracy_xray(results: Path) -> list[str]:
         if split in res:
             r = res[split]
             out.append(
-                f"| **ours** ({_net(c['backbone'])}, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} | "
-                f"{_f(r.get('ece'))} |"
+                f"| **ours** ({_net(c['backbone'])}, {c['weights']}) | {split} (n={r['n']}) | {_ci(r, 'auc')} | "
+                f"{_ci(r, 'acc')} | {_f(r.get('ece'))} |"
             )
     for name, auc, acc in MEDMNIST_2D:
         out.append(f"| {name} | test | {auc:.3f} | {acc:.3f} | |")
@@ -363,7 +363,9 @@ def _accuracy_volume(results: Path) -> list[str]:
     for split in ("val", "test"):
         if split in res:
             r = res[split]
-            out.append(f"| **ours** ({_net(c['backbone'])} 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |")
+            out.append(
+                f"| **ours** ({_net(c['backbone'])} 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |"
+            )
     out += [f"| {n} | test | {a:.3f} | {cc:.3f} |" for n, a, cc in MEDMNIST_3D]
     out += ["", f"Reference rows: {SOURCE}. Ours on val unless a test row is shown.", "", _prov(res), ""]
     return out
@@ -526,11 +528,46 @@ def _dedup(results: Path) -> list[str]:
     return out
 
 
+def _tta_xray(results: Path) -> list[str]:
+    """Test-time augmentation out of fold on train (``tta_xray.py``): what the bundle's ``use_tta`` default rests on."""
+    res = _load(results / "tta_xray.json")
+    out = ["## 1c. Test-time augmentation: out of fold on the train split", ""]
+    if res is None:
+        return out + ["Not run (no `tta_xray.json`).", ""]
+    d = res["auc_difference_tta_minus_plain"]
+    out += [
+        f"{res['what']}; recipe `{res['recipe']}`, {len(res['per_fold'])} fold models, n = {res['n']} out-of-fold "
+        "images, raw probabilities (the out-of-fold temperature was fitted without TTA).",
+        "",
+        "| inference | OOF AUC | OOF ECE | inference time (s) |",
+        "| --- | --- | --- | --- |",
+    ]
+    for arm, label in (("plain", "no TTA (`use_tta` false, the default)"), ("tta", "TTA (`use_tta` true)")):
+        r = res[arm]
+        out.append(f"| {label} | {r['auc']:.4f} | {r['ece']:.4f} | {r['seconds']:.0f} |")
+    gain = "raises" if d["lower"] > 0 else ("lowers" if d["upper"] < 0 else "does not change")
+    out += [
+        "",
+        f"AUC difference TTA - none: {d['estimate']:+.4f} (paired stratified bootstrap 95% CI {d['lower']:+.4f} to "
+        f"{d['upper']:+.4f}): TTA **{gain}** the out-of-fold AUC, at "
+        f"{res['tta']['seconds'] / max(res['plain']['seconds'], 1e-9):.1f}x the inference time, and moves the raw "
+        f"probabilities (ECE {res['plain']['ece']:.4f} → {res['tta']['ece']:.4f}). The bundles ship `use_tta` false: "
+        "their temperature and threshold are fitted on out-of-fold predictions made without TTA and do not carry over "
+        "to TTA outputs; turning it on means fitting both on TTA outputs (CV with `validate#inferer` set to the TTA "
+        "inferer), which has not been benchmarked yet.",
+        "",
+        _prov(res),
+        "",
+    ]
+    return out
+
+
 def _status(results: Path) -> list[str]:
     """Which benchmarks have a result file, when they ran and whether other jobs shared the CPU."""
     files = [
         ("accuracy_xray.py", results / "accuracy_xray" / "results.json"),
         ("recipe_xray.py", results / "recipe_xray"),
+        ("tta_xray.py", results / "tta_xray.json"),
         ("label_efficiency.py", results / "label_efficiency"),
         ("accuracy_volume.py", results / "accuracy_volume" / "results.json"),
         ("speed_train.py", results / "speed_train.json"),
@@ -577,6 +614,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _status(results)
     lines += _accuracy_xray(results)
     lines += _recipe_xray(results)
+    lines += _tta_xray(results)
     lines += _label_efficiency(results, out_dir)
     lines += _accuracy_volume(results)
     lines += _speed(results, out_dir)

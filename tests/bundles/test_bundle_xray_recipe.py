@@ -50,7 +50,7 @@ def _one_epoch(output_dir, **override):
 def test_defaults_keep_the_previous_augmentation_and_loss():
     p = _parser()
     assert p["label_smoothing"] == 0.0 and p["aug_strength"] == 1.0
-    # the CV winner of scripts/bench/recipe_xray.py (benchmarks/results/recipe_xray/summary.json), as accuracy_xray.RECIPE
+    # the CV winner of scripts/bench/recipe_xray.py (benchmarks/results/recipe_xray/summary.json) = accuracy_xray.RECIPE
     assert p["ema_decay"] == 0.99 and p["backbone"] == "tf_efficientnet_lite1"
     keys = ("rotate_range", "scale_range", "shear_range", "translate_range")
     got = {k: p.get_parsed_content(f"train#augmentation#0#{k}") for k in keys}

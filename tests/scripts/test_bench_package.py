@@ -67,3 +67,25 @@ def test_command_line_records_the_form_used(monkeypatch):
         assert common.command_line(script, None) == "python -u scripts/bench/accuracy_xray.py --test t.npz"
     monkeypatch.setattr(sys, "orig_argv", ["python3", "-m", "scripts.bench.accuracy_xray", "--quick"])
     assert common.command_line(script, None) == "python -m scripts.bench.accuracy_xray --quick"
+
+
+def test_png_csv_is_written_whole_by_concurrent_writers(tmp_path):
+    """Two benchmark processes writing the same data list (label efficiency's two halves) never leave it half written
+    or leave temporary files behind: each writes a private file and renames it."""
+    import csv
+    from concurrent.futures import ThreadPoolExecutor
+
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "tiny.npz"
+    np.savez(npz, train_images=rng.integers(0, 255, (40, 8, 8), dtype=np.uint8), train_labels=np.arange(40) % 2)
+    out = tmp_path / "cache"
+    args = (npz, out, "datalist.csv", {"train": "train"}, ["a", "b"])
+    common.npz_to_png_csv(*args)  # the PNGs once, as the cache holds them
+    with ThreadPoolExecutor(4) as pool:
+        paths = list(pool.map(lambda _: common.npz_to_png_csv(*args), range(8)))
+    assert set(paths) == {out / "datalist.csv"}
+    rows = list(csv.DictReader((out / "datalist.csv").open(encoding="utf-8")))
+    assert len(rows) == 40 and [r["label"] for r in rows[:2]] == ["a", "b"]
+    assert sorted(p.name for p in out.iterdir() if p.is_file()) == ["datalist.csv"]

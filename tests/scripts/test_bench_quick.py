@@ -108,6 +108,34 @@ def test_recipe_xray_quick_cv_only_then_final_fit(tmp_path, monkeypatch):
     assert res["config"]["final_fit_reused_cv"] and res["val"]["threshold"] == res["cv"]["chosen"]["threshold"]
 
 
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_tta_xray_quick(tmp_path, monkeypatch):
+    """Without a kept CV run, a quick CV-only run is made; each fold model scores its held-out fold with and without
+    the bundle's TTA through the one inference path; every train image is scored once out of fold."""
+    mod = _bench("tta_xray", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "tta.json")])
+    assert res["recipe"] == mod.default_recipe_name(quick=True) and len(res["per_fold"]) == 2
+    assert res["n"] == sum(f["n"] for f in res["per_fold"])
+    for arm in ("plain", "tta"):
+        assert 0.0 <= res[arm]["auc"] <= 1.0 and res[arm]["ece"] >= 0.0 and res[arm]["seconds"] > 0
+    d = res["auc_difference_tta_minus_plain"]
+    assert d["lower"] <= d["estimate"] <= d["upper"] and res["pays"] == (d["lower"] > 0)
+    assert json.loads((tmp_path / "tta.json").read_text())["verdict"] == res["verdict"]
+
+
+def test_paired_auc_difference():
+    from monai_transfer.metrics.functional import compute_auc
+    from scripts.bench.tta_xray import paired_auc_difference
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    noise = rng.random(100)
+    same = paired_auc_difference(noise, noise, y, n_resamples=50)
+    assert same == {"estimate": 0.0, "lower": 0.0, "upper": 0.0}  # one model against itself: exactly no difference
+    better = paired_auc_difference(noise, (y + 0.1 * noise) / 1.1, y, n_resamples=50)  # b separates the classes
+    assert better["estimate"] == pytest.approx(1.0 - compute_auc(noise, y)) and better["lower"] > 0
+
+
 def test_recipe_winner_rule():
     rows = [
         {"recipe": "a", "cv_auc": 0.9800, "cv_ece": 0.02, "cpu_minutes": 10.0},
