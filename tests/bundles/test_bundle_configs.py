@@ -150,3 +150,24 @@ def test_inference_input_dir_is_searched_recursively_and_must_hold_images(bundle
     parser["input_dir"] = str(tmp_path / "nested")
     parser.parse(reset=True)
     assert parser.get_parsed_content("datalist") == [{"image": str(tmp_path / "nested" / "site_a" / f"case{ext}")}]
+
+
+#: ids that define the model and its input: every config of a bundle that sets one must set the same value (they are
+#: spelled in each file because MONAI resolves ``%file`` macros against the working directory and MONAI Label reads
+#: one config file per task; this test is what keeps the copies one value)
+MODEL_IDS = ("class_names", "num_classes", "backbone", "head", "dropout", "image_size", "slice_axis", "slice_offsets")
+
+
+@pytest.mark.parametrize("bundle", ["xray", "ct_slices"])
+def test_model_ids_agree_across_configs(bundle):
+    configs = {
+        p.name: json.loads(p.read_text(encoding="utf-8"))
+        for p in sorted((REPO_ROOT / "bundles" / bundle / "configs").glob("*.json"))
+        if p.name != "metadata.json"
+    }
+    train = configs["train.json"]
+    assert {"backbone", "image_size", "class_names"} <= set(train)
+    for name, cfg in configs.items():
+        differ = {k: (cfg[k], train[k]) for k in MODEL_IDS if k in cfg and k in train and cfg[k] != train[k]}
+        assert not differ, f"bundles/{bundle}/configs/{name} disagrees with train.json on {differ}"
+    assert configs["inference.json"]["backbone"] == train["backbone"]

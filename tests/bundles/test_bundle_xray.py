@@ -46,6 +46,8 @@ META = CONFIGS / "metadata.json"
 TRAIN = CONFIGS / "train.json"
 EVALUATE = CONFIGS / "evaluate.json"
 INFERENCE = CONFIGS / "inference.json"
+#: the bundle's default backbone (train.json and inference.json agree: test_bundle_configs)
+BACKBONE = json.loads(INFERENCE.read_text())["backbone"]
 MULTI_GPU = CONFIGS / "multi_gpu_train.json"
 CLASS_NAMES = ["normal", "pneumonia"]
 # tiny settings for the end-to-end runs (2 shared CPU cores)
@@ -215,7 +217,7 @@ def test_train_evaluate_infer_export_end_to_end(tmp_path):
     model_pt, thr_file = run / "models" / "model.pt", run / "models" / "threshold.json"
     state = safe_torch_load(model_pt)
     assert isinstance(state, dict) and "head.1.weight" in state  # a plain state dict (no "model" wrapper)
-    net = Pretrained2DNet(weights="none", num_classes=2, in_channels=3)
+    net = Pretrained2DNet(backbone=BACKBONE, weights="none", num_classes=2, in_channels=3)
     net.load_state_dict(state)
     thr = json.loads(thr_file.read_text())
     assert 0.0 <= thr["threshold"] <= 1.0 and thr["method"] == "youden"
@@ -486,14 +488,14 @@ def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path)
     data = _class_folder_set(tmp_path / "data", per_class=2)
     run = tmp_path / "run"
     torch.manual_seed(0)
-    net = Pretrained2DNet(weights="none", num_classes=2, in_channels=3)
+    net = Pretrained2DNet(backbone=BACKBONE, weights="none", num_classes=2, in_channels=3)
     atomic_torch_save(net.state_dict(), run / "models" / "model.pt")
     datalists = {
         "val": [{"image": str(p), "label": i} for i, c in enumerate(RUN_CLASSES) for p in (data / c).iterdir()]
     }
     export_run_bundle(
         run, BUNDLE, values={"class_names": RUN_CLASSES, "image_size": RUN_SIZE, "dataset_dir": str(data)},
-        spec=model_spec("tf_efficientnet_lite0", RUN_CLASSES, RUN_SIZE), datalists=datalists,
+        spec=model_spec(BACKBONE, RUN_CLASSES, RUN_SIZE), datalists=datalists,
     )  # fmt: skip
     images, labels = run / "data" / "samples", run / "data" / "samples" / "labels.csv"
     common = ["--images", str(images), "--labels", str(labels), "--n-bootstrap", "10", "--no-progress"]
@@ -538,7 +540,7 @@ def test_run_folder_is_a_complete_bundle(tmp_path):
     assert (record["class_names"], record["image_size"], record["backbone"]) == (
         RUN_CLASSES,
         RUN_SIZE,
-        "tf_efficientnet_lite1",  # the default backbone (the CV winner of scripts/bench/recipe_xray.py)
+        BACKBONE,
     )
     readme = (run / "docs" / "README.md").read_text()
     assert "--class_names \"['no','yes']\"" in readme and "train: 16 images (no: 8, yes: 8)" in readme

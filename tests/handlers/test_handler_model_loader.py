@@ -131,12 +131,13 @@ def test_inference_json_refuses_a_checkpoint_trained_with_other_settings(xray_co
     parser.read_config(str(xray_copy / "configs" / "inference.json"))
     parser["bundle_root"] = str(xray_copy)
     ckpt = xray_copy / "models" / "model.pt"
+    backbone = parser.get_parsed_content("backbone")
     atomic_torch_save(parser.get_parsed_content("network_def").state_dict(), ckpt)
-    write_checkpoint_record(ckpt, model_spec("tf_efficientnet_lite0", ["normal", "pneumonia"], 128))
+    write_checkpoint_record(ckpt, model_spec(backbone, ["normal", "pneumonia"], 128))
     with pytest.raises(RuntimeError) as err:
         _infer(xray_copy, tmp_path / "out")
     cause = _cause(err.value, CheckpointConfigMismatchError)
     assert f"checkpoint {ckpt} was trained at image_size 128, config says 64" in str(cause)
-    write_checkpoint_record(ckpt, model_spec("tf_efficientnet_lite0", ["normal", "pneumonia"], 64))
+    write_checkpoint_record(ckpt, model_spec(backbone, ["normal", "pneumonia"], 64))
     _infer(xray_copy, tmp_path / "out")  # the matching record loads and predicts
     assert (tmp_path / "out" / "predictions.csv").is_file()
