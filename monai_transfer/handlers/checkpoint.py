@@ -157,6 +157,18 @@ class HandlerStates:
     def __init__(self, **handlers: Any) -> None:
         self.handlers = handlers
 
+    def add(self, name: str, handler: Any) -> None:
+        """Register one more handler, e.g. one built after this object.
+
+        :class:`~monai_transfer.handlers.ema.WeightEMA` registers itself this way (its ``handler_states`` argument).
+
+        Raises:
+            ValueError: ``name`` is already taken.
+        """
+        if name in self.handlers:
+            raise ValueError(f"HandlerStates: a handler named {name!r} is already registered.")
+        self.handlers[name] = handler
+
     @staticmethod
     def _state_of(handler: Any) -> dict | None:
         from ignite.engine import Engine

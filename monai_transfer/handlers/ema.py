@@ -27,6 +27,8 @@ from torch.optim.swa_utils import AveragedModel
 if TYPE_CHECKING:
     from ignite.engine import Engine
 
+    from monai_transfer.handlers.checkpoint import HandlerStates
+
 __all__ = ["WeightEMA", "ema_decay_at"]
 
 
@@ -49,6 +51,10 @@ class WeightEMA:
         evaluator: the validation evaluator that should see the averaged weights; ``None``: only keep the average
             (:attr:`averaged` holds it).
         warmup: smaller decay for the first updates (:func:`ema_decay_at`).
+        handler_states: the trainer checkpoint's :class:`~monai_transfer.handlers.checkpoint.HandlerStates`; the
+            average registers itself there (as ``name``), so ``--resume true`` continues the same average instead of
+            restarting it from the resumed weights.
+        name: its name in ``handler_states``.
 
     Raises:
         ValueError: ``decay`` outside ``(0, 1)``.
@@ -56,10 +62,18 @@ class WeightEMA:
     Example (bundle config, in ``train#handlers``)::
 
         {"_target_": "monai_transfer.handlers.ema.WeightEMA", "network": "@network", "decay": 0.99,
-         "evaluator": "@validate#evaluator"}
+         "evaluator": "@validate#evaluator", "handler_states": "@train#handler_states"}
     """
 
-    def __init__(self, network: torch.nn.Module, decay: float, evaluator: Engine | None = None, warmup: bool = True):
+    def __init__(
+        self,
+        network: torch.nn.Module,
+        decay: float,
+        evaluator: Engine | None = None,
+        warmup: bool = True,
+        handler_states: HandlerStates | None = None,
+        name: str = "ema",
+    ):
         if not 0.0 < float(decay) < 1.0:
             raise ValueError(f"WeightEMA: decay must be in (0, 1), got {decay!r}.")
         self.network = network
@@ -69,6 +83,16 @@ class WeightEMA:
         self.averaged = AveragedModel(network, avg_fn=self._avg, use_buffers=True)
         self._training = False
         self._backup: dict[str, torch.Tensor] | None = None
+        if handler_states is not None:
+            handler_states.add(name, self)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The average (weights, buffers and the number of updates) for a trainer checkpoint."""
+        return {"averaged": self.averaged.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the average of a checkpoint (:meth:`state_dict`)."""
+        self.averaged.load_state_dict(state["averaged"])
 
     def _avg(self, averaged: torch.Tensor, current: torch.Tensor, num_averaged: Any) -> torch.Tensor:
         if not averaged.is_floating_point():  # e.g. batch-norm num_batches_tracked: follow the live value

@@ -73,6 +73,34 @@ def test_ema_without_evaluator_only_keeps_the_average():
     assert float(ema.averaged.module.weight) == pytest.approx(3.0)  # first update copies, second averages 3 and 3
 
 
+def test_ema_state_travels_in_handler_states():
+    """Registered in the trainer checkpoint's HandlerStates, the average (and its update count, which drives the
+    warm-up decay) is saved and restored: resuming continues the same average."""
+    from monai_transfer.handlers.checkpoint import HandlerStates
+
+    def run(ema, values):
+        trainer = Engine(lambda e, b: net.weight.data.fill_(values[e.state.iteration - 1]))
+        ema.attach(trainer)
+        trainer.run(list(range(len(values))), max_epochs=1)
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    states = HandlerStates()
+    uninterrupted = WeightEMA(net, decay=0.9, handler_states=states)
+    assert states.handlers == {"ema": uninterrupted}
+    run(uninterrupted, [1.0, 2.0, 3.0, 4.0])
+
+    first = WeightEMA(net, decay=0.9, handler_states=(saved := HandlerStates()))
+    run(first, [1.0, 2.0])
+    checkpoint = saved.state_dict()
+    resumed = WeightEMA(net, decay=0.9, handler_states=(restored := HandlerStates()))
+    restored.load_state_dict(checkpoint)
+    run(resumed, [3.0, 4.0])
+    assert int(resumed.averaged.n_averaged) == 4
+    assert float(resumed.averaged.module.weight) == float(uninterrupted.averaged.module.weight)
+    with pytest.raises(ValueError, match="already registered"):
+        WeightEMA(net, decay=0.9, handler_states=states)
+
+
 def test_exported_from_handlers_package():
     import monai_transfer.handlers as handlers
 
