@@ -118,7 +118,10 @@ def test_cross_validation_end_to_end_k2_tiny(tmp_path):
     from monai_transfer.networks.nets import Pretrained2DNet, ProbabilityEnsemble
 
     ens = ProbabilityEnsemble(
-        network=Pretrained2DNet(weights="none", num_classes=2, in_channels=3), checkpoints=cv["files"]["fold_models"]
+        network=Pretrained2DNet(
+            backbone=json.loads(TRAIN.read_text())["backbone"], weights="none", num_classes=2, in_channels=3
+        ),
+        checkpoints=cv["files"]["fold_models"],
     ).eval()
     with torch.no_grad():
         p = torch.softmax(ens(torch.rand(2, 3, 32, 32)), 1)
