@@ -24,6 +24,7 @@ import numpy as np
 
 from monai_transfer.data.datalist import DEFAULT_EXTENSIONS, list_image_files
 from monai_transfer.transforms.io.array import NIFTI_EXTENSIONS
+from monai_transfer.utils.task import as_task
 
 __all__ = [
     "EXIT_OK",
@@ -299,9 +300,10 @@ def read_labels_csv(
         raise EvaluationUsageError(f"--labels {path}: cannot read the file ({e})") from e
     reader = csv.DictReader(io.StringIO(text))
     fields = [f.strip() for f in (reader.fieldnames or [])]
-    columns = _label_columns(fields, class_names) if mode == "multilabel" else None
+    multilabel = as_task(mode).is_multilabel
+    columns = _label_columns(fields, class_names) if multilabel else None
     if "image" not in fields or ("label" not in fields and columns is None):
-        need = "'label' (or one 0/1 column per label: " + str(list(class_names)) + ")" if mode == "multilabel" else ""
+        need = "'label' (or one 0/1 column per label: " + str(list(class_names)) + ")" if multilabel else ""
         raise EvaluationUsageError(
             f"--labels {path}: needs the columns 'image' and {need or repr('label')}, found {fields}"
         )
@@ -321,7 +323,7 @@ def read_labels_csv(
         try:
             if columns is not None:
                 labels[case] = _parse_label_columns(row, columns)
-            elif mode == "multilabel":
+            elif multilabel:
                 labels[case] = _parse_label_list(row.get("label", ""), class_names)
             else:
                 labels[case] = _parse_label(row.get("label", ""), class_names)

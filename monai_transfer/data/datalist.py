@@ -35,6 +35,7 @@ from monai_transfer.transforms.io.array import (
     MedicalImageLoadError,
     _is_dicom_file,
 )
+from monai_transfer.utils.task import TASK_MODES, derive_task  # TASK_MODES re-exported
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -63,8 +64,6 @@ class DatalistError(ValueError):
     """A data list (folder, CSV, JSON) is invalid; the message names the file and the row or path."""
 
 
-#: task modes (the same strings as ``monai_transfer.metrics.functional.MODES``)
-TASK_MODES = ("binary", "multiclass", "multilabel")
 #: what an uncertain multi-label value (``-1``, CheXpert style) becomes: 0, 1, or ``IGNORED_LABEL`` (masked out of
 #: the training loss; metrics refuse it, so validation/test labels must be certain)
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
@@ -675,12 +674,14 @@ def validate_datalist(
 
 
 def infer_task_mode(items: Sequence[Mapping[str, Any]], num_classes: int | None = None, key: str = "label") -> str:
-    """The task mode of a labelled data list: ``"multilabel"``, ``"binary"`` or ``"multiclass"``.
+    """The task mode of a labelled data list: ``"multilabel"``, ``"binary"`` or ``"multiclass"`` (the xray bundle's
+    ``mode`` id).
 
-    ``"multilabel"`` when labels are vectors (lists/arrays, as :func:`datalist_from_csv` with ``label_cols`` and
-    :func:`datalist_from_json` with list labels produce), else ``"binary"`` for 2 classes and ``"multiclass"`` for
-    more. The number of classes is ``num_classes`` when given (the bundle's ``len(class_names)``), else the number
-    of distinct labels.
+    A thin wrapper of :func:`monai_transfer.utils.task.derive_task` (the project's one derivation) on the items'
+    labels: ``"multilabel"`` when labels are vectors (lists/arrays, as :func:`datalist_from_csv` with ``label_cols``
+    and :func:`datalist_from_json` with list labels produce), else ``"binary"`` for 2 classes and ``"multiclass"``
+    for more. The number of classes is ``num_classes`` when given (the bundle's ``len(class_names)``), else the
+    number of distinct labels.
 
     Raises:
         DatalistError: an empty list, or a mix of vector and scalar labels.
@@ -688,13 +689,10 @@ def infer_task_mode(items: Sequence[Mapping[str, Any]], num_classes: int | None 
     labels = [x.get(key) for x in items if isinstance(x, Mapping) and x.get(key) is not None]
     if not labels:
         raise DatalistError(f"cannot infer the task mode: no item has a {key!r}.")
-    vec = [isinstance(v, (list, tuple)) or getattr(v, "ndim", 0) > 0 for v in labels]
-    if all(vec):
-        return "multilabel"
-    if any(vec):
-        raise DatalistError("labels mix vectors (multi-label) and single classes; use one kind for the whole list.")
-    k = int(num_classes) if num_classes is not None else len({str(v) for v in labels})
-    return "binary" if k <= 2 else "multiclass"
+    try:
+        return derive_task(labels=labels, num_classes=num_classes).mode.value
+    except ValueError as e:
+        raise DatalistError(str(e)) from e
 
 
 def list_image_files(

@@ -33,6 +33,7 @@ import torch
 
 from monai_transfer.data.cases import EvaluationUsageError, _display
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_volume_probs
+from monai_transfer.utils.task import Task, derive_task
 
 __all__ = ["Bundle", "load_bundle", "load_network", "resolve_aggregation", "calibration_info"]
 
@@ -79,6 +80,11 @@ class Bundle:
     aggregate: Callable[[torch.Tensor], Any] | None = None
     aggregation_desc: str = ""
     mode: str = "binary"  # "binary", "multiclass" or "multilabel" (sigmoid postprocessing, 0/1 label vectors)
+
+    @property
+    def task(self) -> Task:
+        """The :class:`~monai_transfer.utils.task.Task` of ``mode`` and ``class_names``."""
+        return Task(self.mode, self.class_names)
 
 
 def _read_bundle_json(path: Path) -> Any:
@@ -141,13 +147,13 @@ def _class_names(parser: Any, meta: dict[str, Any], root: Path) -> list[str]:
 
 
 def _mode(parser: Any, class_names: list[str], root: Path) -> str:
-    """The bundle's ``mode`` id, else binary for 2 classes and multi-class for more."""
-    if "mode" not in parser:
-        return "binary" if len(class_names) == 2 else "multiclass"
-    mode = str(parser.get_parsed_content("mode"))
-    if mode not in ("binary", "multiclass", "multilabel"):
-        raise EvaluationUsageError(f"bundle {root}: mode {mode!r} is not binary, multiclass or multilabel")
-    return mode
+    """The bundle's ``mode`` id, else binary for 2 classes and multi-class for more
+    (:func:`~monai_transfer.utils.task.derive_task`)."""
+    mode = parser.get_parsed_content("mode") if "mode" in parser else None
+    try:
+        return derive_task(mode, class_names=class_names).mode.value
+    except ValueError as e:  # the message names the value and lists the valid ones
+        raise EvaluationUsageError(f"bundle {root}: {e}") from e
 
 
 def _component(parser: Any, key: str) -> Callable:
@@ -159,13 +165,16 @@ def _component(parser: Any, key: str) -> Callable:
 
 
 def _inference_components(b: Bundle) -> None:
-    """The bundle's ``inferer`` and ``postprocessing``; a softmax (and ``SimpleInferer``) where it has none."""
+    """The bundle's ``inferer`` and ``postprocessing``; where it has none, ``SimpleInferer`` and the task's activation
+    (softmax; sigmoid for a multi-label ``mode``)."""
     from monai.inferers import SimpleInferer
     from monai.transforms import Activationsd
 
     p = b.parser
     b.inferer = p.get_parsed_content("inferer") if "inferer" in p else SimpleInferer()
-    b.postprocessing = _component(p, "postprocessing") if "postprocessing" in p else Activationsd("pred", softmax=True)
+    act = b.task.activation
+    default = Activationsd("pred", softmax=act == "softmax", sigmoid=act == "sigmoid")
+    b.postprocessing = _component(p, "postprocessing") if "postprocessing" in p else default
 
 
 def load_bundle(

@@ -55,9 +55,10 @@ import numpy as np
 from monai_transfer.data.splits import assign_folds
 from monai_transfer.metrics import PredictionBuffer
 from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
-from monai_transfer.metrics.functional import compute_auc, prepare_inputs
+from monai_transfer.metrics.functional import compute_auc
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
 from monai_transfer.utils.io import atomic_write_json, check_output_dir
+from monai_transfer.utils.task import derive_task
 
 __all__ = ["run_cross_validation", "read_datalists", "OOFCollector", "align_predictions", "choose_epoch", "main"]
 
@@ -261,7 +262,14 @@ def run_cross_validation(
     out = check_output_dir(output_dir if output_dir is not None else parser.get_parsed_content("output_dir"))
     seed = int(parser.get_parsed_content("seed")) if seed is None else int(seed)
     epochs = int(parser.get_parsed_content("epochs"))
-    mode = "binary" if len(class_names) == 2 else "multiclass"
+    # the task as the training derives it (its `mode` id, else the training labels and class count: derive_task)
+    config_mode = parser.get_parsed_content("mode") if "mode" in parser else None
+    task = derive_task(config_mode, labels=[x.get("label") for x in datalists["train"]], class_names=class_names)
+    if task.is_multilabel:
+        raise ValueError(
+            f"{files}: cross-validation takes binary and multiclass tasks; the training data are multilabel"
+        )
+    mode = task.mode.value
     aggregation = parser.get_parsed_content("aggregation") if "aggregation" in parser else None
     aggregation_k = int(parser.get_parsed_content("aggregation_k")) if "aggregation_k" in parser else 3
     train_items, val_items = list(datalists["train"]), list(datalists["val"])
@@ -363,8 +371,8 @@ def run_cross_validation(
         oof_cal = oof
     threshold: float | None = None
     thr_path = None
-    if mode == "binary":
-        threshold = float(select_threshold(oof_cal, labels, threshold_method, target_sensitivity, mode))
+    if task.uses_threshold:
+        threshold = float(select_threshold(oof_cal, labels, threshold_method, target_sensitivity, task))
         thr_path = save_threshold(
             models_dir / "threshold.json", threshold, method=threshold_method,
             target_sensitivity=target_sensitivity if threshold_method == "sensitivity" else None,
@@ -378,7 +386,7 @@ def run_cross_validation(
         cv_dir / "oof", labels, oof_cal, ids=ids, class_names=class_names, threshold=threshold, mode=mode,
         meta={"what": fitted_on, "calibrated": bool(calibrate)}, n_bootstrap=int(override.get("n_bootstrap", 1000)),
         uncalibrated_prob=oof if calibrate else None, calibration=cal_info,
-        prevalence=override.get("prevalence") if mode == "binary" else None,
+        prevalence=override.get("prevalence") if task.is_binary else None,
         training_counts={n: int(np.sum(labels == i)) for i, n in enumerate(class_names)},
     )  # fmt: skip
 
@@ -465,10 +473,9 @@ def _auc(probs: np.ndarray, y: np.ndarray, mode: str) -> float:
 
     from monai_transfer.metrics.functional import UndefinedMetricWarning
 
-    p, _ = prepare_inputs(probs, y, mode)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)
-        v = compute_auc(p[:, 0] if mode == "binary" else p, y, mode)
+        v = compute_auc(probs, y, mode)
     return float("nan") if v is None else float(v)  # NaN (null in JSON) when a fold lacks a class
 
 

@@ -42,6 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DistributedSampler, WeightedRandomSampler
 
+from monai_transfer.utils.task import as_task
+
 __all__ = [
     "IMBALANCE_MODES",
     "labels_from_datalist",
@@ -564,12 +566,11 @@ def build_loss(
         class_weights = "balanced"
     elif imb == "sampler":
         class_weights = None
-    if mode is not None and mode not in ("binary", "multiclass", "multilabel"):
-        raise ValueError(f"mode must be None, 'binary', 'multiclass' or 'multilabel', got {mode!r}.")
+    task_multilabel = mode is not None and as_task(mode).is_multilabel
     if multilabel is None:
-        multilabel = mode == "multilabel" or (labels is not None and _as_label_array(labels).ndim == 2)
+        multilabel = task_multilabel or (labels is not None and _as_label_array(labels).ndim == 2)
     if key in ("ce", "cross_entropy", "crossentropy"):
-        if mode == "multilabel":
+        if task_multilabel:
             raise ValueError(
                 "loss 'ce' (softmax cross-entropy) needs one class per image; a multi-label task needs 'bce' "
                 "(sigmoid BCE-with-logits) or 'focal'."

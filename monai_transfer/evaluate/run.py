@@ -37,8 +37,7 @@ from monai_transfer.engines.utils import auto_device
 from monai_transfer.metrics.threshold import (
     DEFAULT_THRESHOLD,
     check_threshold_calibration,
-    resolve_binary_threshold,
-    resolve_multilabel_threshold,
+    resolve_task_threshold,
 )
 from monai_transfer.reports.evaluation import write_outputs, write_summary
 from monai_transfer.utils.io import check_output_dir, sha256_file
@@ -76,17 +75,20 @@ def _bundle_overrides(overrides: dict | None, calibration: Any, tta: bool | None
 
 
 def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration: dict) -> tuple[Any, Any, str]:
-    """``(value, report threshold, source)``; by default the ``threshold.json`` beside the checkpoint. Multi-label:
-    one value per label (see :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold`: a number applies
-    to every label, a file recording other ``class_names`` is refused), 0.5 each without a file.
+    """``(value, report threshold, source)``; by default the ``threshold.json`` beside the checkpoint, read as the
+    bundle's task needs it (:func:`~monai_transfer.metrics.threshold.resolve_task_threshold`). Multi-label: one value
+    per label (a number applies to every label, a file recording other ``class_names`` is refused), 0.5 each without
+    a file; multi-class: none (arg-max).
     """
+    task, missing_ok = b.task, threshold is None
+    if not task.uses_threshold:
+        if threshold is not None:
+            logger.warning(f"--threshold {threshold} is ignored: a {task.mode} bundle predicts the arg-max")
+        return None, None, "arg-max (no threshold)"
     src = str(ckpt.parent / "threshold.json") if threshold is None else str(threshold)
-    multilabel, missing_ok = b.mode == "multilabel", threshold is None
+    multilabel = task.is_multilabel
     try:
-        if multilabel:
-            value, source = resolve_multilabel_threshold(src, b.class_names, missing_ok=missing_ok)
-        else:
-            value, source = resolve_binary_threshold(src, missing_ok=missing_ok)
+        value, source = resolve_task_threshold(src, task, missing_ok=missing_ok)
         check_threshold_calibration(src, calibration["file"] if calibration["applied"] else None)
     except (OSError, ValueError) as e:  # the messages name the file (and the refused value)
         raise EvaluationUsageError(f"--threshold: {e}" if threshold is not None else str(e)) from e
@@ -165,8 +167,8 @@ def _log_start(s: _Setup) -> None:
         f"evaluating {len(s.cases)} case(s) from {s.images_dir} with bundle {s.b.root} ({s.b.kind}, classes "
         f"{s.b.class_names}), checkpoint {s.ckpt}, device {s.device}, inferer {type(s.b.inferer).__name__}, "
         f"temperature {s.calibration['temperature']}"
-        + (f", threshold {value:g} ({source})" if s.b.mode == "binary" else "")
-        + (f", per-label thresholds {value} ({source})" if s.b.mode == "multilabel" else "")
+        + (f", threshold {value:g} ({source})" if s.b.task.is_binary else "")
+        + (f", per-label thresholds {value} ({source})" if s.b.task.is_multilabel else "")
         + (f", aggregation {s.b.aggregation_desc}" if s.b.kind == "volume" else "")
     )
 

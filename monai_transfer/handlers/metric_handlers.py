@@ -37,6 +37,7 @@ from monai.handlers import IgniteMetricHandler, from_engine
 
 from monai_transfer.metrics.cumulative import ClassificationMetrics, ThresholdLike
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS
+from monai_transfer.utils.task import as_task
 
 __all__ = ["AUCHandler", "OperatingPointHandler", "ClassificationMetricsHandler"]
 
@@ -64,7 +65,7 @@ class AUCHandler(IgniteMetricHandler):
     ) -> None:
         if average not in _AVERAGES:
             raise ValueError(f"average must be one of {_AVERAGES}, got {average!r}")
-        name = "auc_micro" if (average == "micro" and mode != "binary") else "auc"
+        name = "auc_micro" if (average == "micro" and not as_task(mode).is_binary) else "auc"
         metric_fn = ClassificationMetrics(mode=mode, metric_name=name)
         super().__init__(metric_fn=metric_fn, output_transform=output_transform, save_details=False)
 

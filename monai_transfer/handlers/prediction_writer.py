@@ -36,8 +36,9 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.handlers.report_writer import data_sharded_across_ranks, ids_from_output
 from monai_transfer.metrics.cumulative import PredictionBuffer
-from monai_transfer.metrics.threshold import ThresholdLike, resolve_binary_threshold, resolve_multilabel_threshold
+from monai_transfer.metrics.threshold import ThresholdLike, resolve_task_threshold
 from monai_transfer.reports.writer import write_predictions_csv
+from monai_transfer.utils.task import Task, apply_threshold, derive_task, look_up_mode
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -107,9 +108,7 @@ class ClassificationPredictionWriter:
         mode: str | None = None,
         gather_across_ranks: bool | None = None,
     ) -> None:
-        if mode not in (None, "binary", "multiclass", "multilabel"):
-            raise ValueError(f"mode must be None, 'binary', 'multiclass' or 'multilabel', got {mode!r}")
-        self.mode = mode
+        self.mode = look_up_mode(mode) if mode is not None else None
         if not filename or Path(filename).name != filename:
             raise ValueError(f"filename must be a plain file name, got {filename!r}")
         self.output_dir = Path(output_dir)
@@ -139,16 +138,10 @@ class ClassificationPredictionWriter:
         # ids of another length than the predictions (a collated batch without paths) become case_<n>
         self._buffer.add(preds, ids=self.id_transform(engine.state.output, getattr(engine.state, "batch", None)))
 
-    def _thresholds(self, names: list[str]) -> float | list[float] | None:
-        """The threshold(s) in use, by the rules every reader of a threshold follows: 2 classes,
-        :func:`~monai_transfer.metrics.threshold.resolve_binary_threshold`; multi-label,
-        :func:`~monai_transfer.metrics.threshold.resolve_multilabel_threshold` (a file chosen for other class names is
-        refused). A missing file means 0.5 (per label), logged; ``None`` for arg-max."""
-        if self.mode == "multiclass" or (self.mode is None and len(names) != 2):
-            return None
-        if self.mode != "multilabel":
-            return resolve_binary_threshold(self.threshold, missing_ok=True)[0]
-        return resolve_multilabel_threshold(self.threshold, names, missing_ok=True)[0]
+    def _task(self, names: list[str]) -> Task:
+        """The task of the output: ``mode``, else derived from the class count
+        (:func:`~monai_transfer.utils.task.derive_task`)."""
+        return derive_task(self.mode, class_names=names)
 
     def _epoch_rows(self, gather: bool) -> tuple[torch.Tensor, list[str]]:
         """``(probs (N, K), ids)`` of the epoch, gathered across ranks when ``gather`` (a collective: every rank).
@@ -189,18 +182,20 @@ class ClassificationPredictionWriter:
         names = self.class_names if self.class_names is not None else [f"class_{i}" for i in range(k)]
         if len(names) != k:
             raise ValueError(f"class_names has {len(names)} entries ({names}) but the network gives {k} probabilities")
-        self.threshold_used = self._thresholds(names)  # type: ignore[assignment]
-        mode = self.mode or ("binary" if k == 2 else "multiclass")
+        task = self._task(names)
+        # by the rules every reader of a threshold follows (a multi-label file chosen for other class names is
+        # refused); a missing file means 0.5 (per label), logged; None for arg-max
+        self.threshold_used = resolve_task_threshold(self.threshold, task, missing_ok=True)[0]  # type: ignore[assignment]
         thr = self.threshold_used
         thr_text = "" if thr is None else ";".join(f"{v:.6f}" for v in (thr if isinstance(thr, list) else [thr]))
         extra = {"image": ids, "file_name": [Path(c).name for c in ids]}
-        if mode == "multilabel":
-            pred = probs >= torch.as_tensor(thr, dtype=torch.float64)[None, :]
+        if task.is_multilabel:
+            pred = apply_threshold(probs, task, thr)  # type: ignore[arg-type]
             extra["prediction_names"] = [";".join(n for n, v in zip(names, row.tolist()) if v) for row in pred]
         extra["threshold"] = [thr_text] * len(ids)
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.last_path = write_predictions_csv(
-            self.output_dir / self.filename, probs.numpy(), None, ids=ids, class_names=names, mode=mode,
+            self.output_dir / self.filename, probs.numpy(), None, ids=ids, class_names=names, mode=task,
             threshold=0.5 if thr is None else thr, extra_columns=extra,
         )  # fmt: skip
         logger.info(f"wrote {len(ids)} predictions to {self.last_path}")

@@ -46,10 +46,11 @@ from monai.utils import IgniteInfo, min_version, optional_import
 
 from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
 from monai_transfer.metrics.cumulative import PredictionBuffer, ThresholdLike, resolve_threshold
-from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_classification_metrics
 from monai_transfer.metrics.prevalence import DEFAULT_BALANCE_TOLERANCE
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
 from monai_transfer.reports.writer import write_classification_report
+from monai_transfer.utils.task import as_task
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -194,14 +195,13 @@ class ClassificationReportWriter:
         balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
         gather_across_ranks: bool | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        task = as_task(mode)
         if select_threshold_on is not None:
             if select_threshold_on not in THRESHOLD_METHODS:
                 raise ValueError(
                     f"select_threshold_on must be None or one of {THRESHOLD_METHODS}, got {select_threshold_on!r}"
                 )
-            if mode == "multiclass":
+            if not task.uses_threshold:
                 raise ValueError("select_threshold_on is not available for mode='multiclass' (arg-max prediction)")
             if threshold_path is None:
                 raise ValueError("threshold_path is required with select_threshold_on (e.g. 'models/threshold.json')")
@@ -216,7 +216,8 @@ class ClassificationReportWriter:
             raise TypeError(f"output_transform must be callable, got {type(output_transform)}")
         self.output_dir = Path(output_dir)
         self.class_names = list(class_names) if class_names is not None else None
-        self.mode = mode
+        self.task = task
+        self.mode = task.mode
         self.threshold = threshold
         self.select_threshold_on = select_threshold_on
         self.threshold_path = Path(threshold_path) if threshold_path is not None else None
@@ -289,8 +290,6 @@ class ClassificationReportWriter:
 
         ``meta`` replaces the constructor's ``meta`` (a subclass adds its own entries).
         """
-        if self.mode == "binary" and y_true.ndim == 2 and y_true.shape[1] == 1:
-            y_true = y_true[:, 0]
         threshold: Any = self.threshold
         uncalibrated = None
         calibration_info = None
@@ -324,7 +323,7 @@ class ClassificationReportWriter:
             threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
             at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)
             per_label = {}
-            if self.mode == "multilabel":  # the validation operating point of each label, beside its threshold
+            if self.task.is_multilabel:  # the validation operating point of each label, beside its threshold
                 names = at["class_names"]
                 per_label = {f"{m}_per_label": [at[f"{m}/{c}"] for c in names] for m in ("sensitivity", "specificity")}
             if writes:
@@ -369,7 +368,7 @@ class ClassificationReportWriter:
                 uncalibrated_prob=uncalibrated,
                 calibration=calibration_info,
             )
-        final_threshold = 0.5 if self.mode == "multiclass" else resolve_threshold(threshold)  # arg-max: no file read
+        final_threshold = resolve_threshold(threshold) if self.task.uses_threshold else 0.5  # arg-max: no file read
         self.last_metrics = compute_classification_metrics(
             y_prob, y_true, self.mode, final_threshold, self.class_names, self.n_bins
         )

@@ -53,7 +53,8 @@ from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_by_volume
 from monai_transfer.handlers.prediction_writer import ClassificationPredictionWriter
 from monai_transfer.handlers.report_writer import ClassificationReportWriter, ids_from_output
 from monai_transfer.metrics.cumulative import PredictionBuffer
-from monai_transfer.metrics.functional import MODES, compute_auc, compute_classification_metrics
+from monai_transfer.metrics.functional import compute_auc, compute_classification_metrics
+from monai_transfer.utils.task import as_task
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -146,14 +147,13 @@ class VolumeAggregator(Metric):
         gather_across_ranks: bool = True,
     ) -> None:
         _check_method(method, k)
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
         if not callable(id_transform):
             raise TypeError(f"id_transform must be callable, got {type(id_transform)}.")
         self.method = method
         self.k = int(k)
         self.metric_name = str(metric_name)
-        self.mode = mode
+        self.task = as_task(mode)
+        self.mode = self.task.mode
         self.threshold = float(threshold)
         self.id_transform = id_transform
         self.gather_across_ranks = bool(gather_across_ranks)
@@ -190,8 +190,6 @@ class VolumeAggregator(Metric):
         res = _aggregate(probs, labels, ids, self.method, self.k)
         self.last_result = res
         p, y = res["probs"], res["labels"]
-        if self.mode == "binary" and p.ndim == 2 and p.shape[1] == 2:
-            p = p[:, 1]
         if self.metric_name == "auc":
             return float(compute_auc(p, y, self.mode))
         value = compute_classification_metrics(p, y, self.mode, self.threshold)[self.metric_name]

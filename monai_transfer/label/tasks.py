@@ -38,6 +38,7 @@ import torch
 from monai.utils import optional_import
 
 from monai_transfer.label.utils import bundle_task_mode, parse_image_label, parse_image_labels, read_class_names
+from monai_transfer.utils.task import apply_threshold, as_task, derive_task
 
 if TYPE_CHECKING:
     from monailabel.interfaces.datastore import Datastore
@@ -93,11 +94,12 @@ def scores_to_result(
         ValueError: when the number of scores (or multi-label thresholds) differs from the number of classes.
     """
     values = _score_vector(scores, class_names)
-    if mode == "multilabel":
+    task = derive_task(mode, class_names=class_names)
+    if task.is_multilabel:
         t = [0.5] * len(class_names) if thresholds is None else [float(v) for v in thresholds]
         if len(t) != len(class_names):
             raise ValueError(f"{len(t)} thresholds given for the {len(class_names)} labels {class_names}.")
-        hit = [i for i, (v, ti) in enumerate(zip(values, t)) if v >= ti]
+        hit = [int(i) for i in apply_threshold([values], task, t)[0].nonzero()[0]]
         return {
             "mode": "multilabel",
             "prediction": [
@@ -233,10 +235,10 @@ class ClassificationBundleInferTask(BundleInferTask):
         return i
 
     def output_mode(self) -> str:
-        """The bundle's ``mode`` id (``"binary"``, ``"multiclass"``, ``"multilabel"``); by the class count without."""
-        if self.bundle_config.get("mode") is not None:
-            return str(self.bundle_config.get_parsed_content("mode"))
-        return "binary" if len(self.class_names) == 2 else "multiclass"
+        """The bundle's ``mode`` id (``"binary"``, ``"multiclass"``, ``"multilabel"``); by the class count without
+        (:func:`~monai_transfer.utils.task.derive_task`, as the train task and every other path)."""
+        mode = self.bundle_config.get_parsed_content("mode") if self.bundle_config.get("mode") is not None else None
+        return derive_task(mode, class_names=self.class_names).mode.value
 
     def label_thresholds(self) -> list[float]:
         """The per-label thresholds of a multi-label bundle, read from its ``threshold_path`` (``models/threshold.json``
@@ -260,7 +262,7 @@ class ClassificationBundleInferTask(BundleInferTask):
             ``(None, scores_to_result(data[pred], class_names, mode, thresholds))``.
         """
         mode = self.output_mode()
-        thresholds = self.label_thresholds() if mode == "multilabel" else None
+        thresholds = self.label_thresholds() if as_task(mode).is_multilabel else None
         return None, scores_to_result(data[self.output_label_key], self.class_names, mode, thresholds)
 
 
@@ -323,7 +325,8 @@ class ClassificationBundleTrainTask(BundleTrainTask):
 
     def _fetch_datalist(self, request: dict[str, Any], datastore: Datastore) -> list[dict[str, Any]]:
         mode = self.train_mode()
-        parse = parse_image_labels if mode == "multilabel" else parse_image_label
+        multilabel = as_task(mode).is_multilabel
+        parse = parse_image_labels if multilabel else parse_image_label
         items = []
         for d in datastore.datalist():
             if d and d.get("label"):
@@ -334,11 +337,11 @@ class ClassificationBundleTrainTask(BundleTrainTask):
                 items.append({"image": d["image"], "label": label})
         if not items:
             first = self.class_names[0] if self.class_names else "<class>"
-            example = f'["{first}"]' if mode == "multilabel" else f'"{first}"'
+            example = f'["{first}"]' if multilabel else f'"{first}"'
             raise ValueError(
                 "the datastore has no final labels to train on: save one label file per image, e.g. "
                 f'PUT /datastore/label?image=<id>&tag=final with a file <id>.label.json holding {{"label": {example}}}'
-                + (" (the findings present, [] for none)." if mode == "multilabel" else ".")
+                + (" (the findings present, [] for none)." if multilabel else ".")
             )
         return items
 
@@ -358,7 +361,7 @@ class ClassificationBundleTrainTask(BundleTrainTask):
             return list(datalist), (None if val_split < 0 else [])
         if val_split >= 1.0:
             raise ValueError(f"val_split must be below 1, got {val_split}.")
-        if datalist and isinstance(datalist[0]["label"], (list, tuple)):
+        if datalist and derive_task(labels=[d["label"] for d in datalist]).is_multilabel:
             names = getattr(self, "class_names", None)
             val_idx = set(multilabel_validation_indices([d["label"] for d in datalist], val_split, names))
         else:

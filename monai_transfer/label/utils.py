@@ -351,16 +351,16 @@ def bundle_task_mode(mode: object, class_names: Sequence[str]) -> str:
     the class count), the mode is ``"binary"`` for 2 classes and ``"multiclass"`` for more, as ``inference.json``
     serves it: a bundle must fix ``"mode": "multilabel"`` to be trained and served as multi-label.
 
+    The rules are :func:`monai_transfer.utils.task.derive_task`'s, the derivation of every other path (training data
+    lists, cross-validation, evaluation, the infer task).
+
     Raises:
         ValueError: a literal that is not one of the three modes.
     """
-    from monai_transfer.data.datalist import TASK_MODES
+    from monai_transfer.utils.task import derive_task, look_up_mode
 
-    if isinstance(mode, str) and not mode.startswith(("$", "@", "%")):
-        if mode not in TASK_MODES:
-            raise ValueError(f"bundle 'mode' must be one of {list(TASK_MODES)}, got {mode!r}.")
-        return mode
-    return "binary" if len(class_names) <= 2 else "multiclass"
+    literal = isinstance(mode, str) and not mode.startswith(("$", "@", "%"))
+    return derive_task(look_up_mode(mode, "bundle 'mode'") if literal else None, class_names=class_names).mode.value
 
 
 def write_image_label(

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from monai.metrics import compute_confusion_matrix_metric
 
-from monai_transfer.metrics.functional import CONFUSION_METRICS, _predict, _to_numpy, prepare_inputs
+from monai_transfer.metrics.functional import CONFUSION_METRICS, _to_numpy, prepare_inputs
+from monai_transfer.utils.task import Task, apply_threshold, as_task
 
 __all__ = ["BOOTSTRAP_METRICS", "bootstrap_ci"]
 
@@ -53,19 +54,19 @@ def _weighted_auc(score: np.ndarray, label: np.ndarray, w: np.ndarray) -> np.nda
         return (pos * (neg_below + 0.5 * neg)).sum(1) / (n_pos * n_neg)
 
 
-def _block_values(metric: str, p: np.ndarray, y: np.ndarray, pred: np.ndarray, w: np.ndarray, mode: str) -> np.ndarray:
+def _block_values(metric: str, p: np.ndarray, y: np.ndarray, pred: np.ndarray, w: np.ndarray, task: Task) -> np.ndarray:
     """``(B, K)`` per-class values of ``metric`` for the count matrix ``w`` ``(B, N)``."""
     if metric == "auc":
         return np.stack([_weighted_auc(p[:, k], y[:, k], w) for k in range(p.shape[1])], 1)
     if metric == "accuracy":
-        if mode == "multiclass":
+        if task.is_multiclass:
             correct = (pred.argmax(1) == y.argmax(1)).astype(np.float64)[:, None]
         else:
             correct = (pred == y).astype(np.float64)
         return (w @ correct) / w.sum(1, keepdims=True)
     if metric not in CONFUSION_METRICS:
         raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} or a callable, got {metric!r}")
-    if metric == "balanced_accuracy" and mode == "multiclass":
+    if metric == "balanced_accuracy" and task.is_multiclass:
         metric = "sensitivity"  # multi-class balanced accuracy = mean recall, averaged by the caller
     yf, pf = y.astype(np.float64), pred.astype(np.float64)
     # weighted one-vs-rest [TP, FP, TN, FN] (B, K, 4); the ratios are MONAI's (NaN for a zero denominator)
@@ -140,7 +141,8 @@ def bootstrap_ci(
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if not callable(metric) and metric not in BOOTSTRAP_METRICS:
         raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} or a callable, got {metric!r}")
-    p, y = prepare_inputs(y_prob, y_true, mode)
+    task = as_task(mode)
+    p, y = prepare_inputs(y_prob, y_true, task)
     n = len(p)
     _, inverse = np.unique(y, axis=0, return_inverse=True)
     inverse = inverse.reshape(-1)
@@ -158,15 +160,15 @@ def bootstrap_ci(
         lo, hi = _percentiles(vals[:, None], alpha)
         return {**info, "estimate": float(metric(yp, yt)), "lower": float(lo[0]), "upper": float(hi[0])}
 
-    pred = _predict(p, mode, threshold)
-    est = _block_values(metric, p, y, pred, np.ones((1, n)), mode)  # (1, K)
+    pred = apply_threshold(p, task, threshold)
+    est = _block_values(metric, p, y, pred, np.ones((1, n)), task)  # (1, K)
     block = max(1, _BLOCK_ELEMENTS // max(n, 1))
     chunks = []
     for start in range(0, n_resamples, block):
         w = _stratified_counts(rng, strata, n, min(block, n_resamples - start))
-        chunks.append(_block_values(metric, p, y, pred, w, mode))
+        chunks.append(_block_values(metric, p, y, pred, w, task))
     vals = np.concatenate(chunks, 0)  # (n_resamples, K)
-    if mode == "binary" or vals.shape[1] == 1:
+    if task.is_binary or vals.shape[1] == 1:
         lo, hi = _percentiles(vals[:, :1], alpha)
         return {**info, "estimate": float(est[0, 0]), "lower": float(lo[0]), "upper": float(hi[0])}
     lo_c, hi_c = _percentiles(vals, alpha)

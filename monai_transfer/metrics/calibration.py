@@ -42,8 +42,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_brier, compute_ece
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_brier, compute_ece
 from monai_transfer.utils.io import atomic_write_json, read_json_file
+from monai_transfer.utils.task import Task, as_task
 
 __all__ = [
     "CALIBRATION_INPUTS",
@@ -80,11 +81,11 @@ def _as_float64(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be an array-like of numbers, got {type(x).__name__}") from e
 
 
-def _check(mode: str, inputs: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+def _check(mode: str | Task, inputs: str) -> Task:
+    task = as_task(mode)
     if inputs not in CALIBRATION_INPUTS:
         raise ValueError(f"inputs must be one of {CALIBRATION_INPUTS}, got {inputs!r}")
+    return task
 
 
 def scores_to_logits(scores: Any, mode: str = "binary", inputs: str = "logits") -> tuple[np.ndarray, str]:
@@ -96,16 +97,16 @@ def scores_to_logits(scores: Any, mode: str = "binary", inputs: str = "logits") 
     Raises:
         ValueError: wrong shapes, non-finite logits, or probabilities outside [0, 1].
     """
-    _check(mode, inputs)
+    task = _check(mode, inputs)
     x = _as_float64(scores, "scores")
     if x.ndim == 0 or x.shape[0] == 0:
         raise ValueError(f"scores must hold at least one case, got shape {x.shape}")
-    if mode == "binary" and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
-        x, link = x.reshape(-1, 1), "sigmoid"
-    elif x.ndim == 2 and x.shape[1] >= 2 and (mode != "binary" or x.shape[1] == 2):
-        link = "sigmoid" if mode == "multilabel" else "softmax"
+    if task.is_binary and (x.ndim == 1 or (x.ndim == 2 and x.shape[1] == 1)):
+        x, link = x.reshape(-1, 1), "sigmoid"  # one positive-class logit
+    elif x.ndim == 2 and x.shape[1] >= 2 and (not task.is_binary or x.shape[1] == 2):
+        link = task.activation
     else:
-        raise ValueError(f"{mode} scores must have shape (N, K) (binary: (N,), (N, 1) or (N, 2)), got {x.shape}")
+        raise ValueError(f"{task.mode} scores must have shape (N, K) (binary: (N,), (N, 1) or (N, 2)), got {x.shape}")
     if inputs == "probs":
         if np.isnan(x).any() or x.min() < -1e-6 or x.max() > 1 + 1e-6:
             raise ValueError(
@@ -131,7 +132,7 @@ def _labels(labels: Any, z: np.ndarray, link: str, mode: str) -> np.ndarray:
         if y.shape[0] != n or not np.isin(y, np.arange(k)).all():
             raise ValueError(f"labels must be integers in [0, {k}) or one-hot (N, {k}), got values {np.unique(y)[:10]}")
         return y.astype(np.int64)
-    if mode == "binary":
+    if as_task(mode).is_binary:
         if y.ndim == 2 and y.shape[1] == 2:
             y = y.argmax(1)
         y = y.reshape(-1, 1)
@@ -255,13 +256,11 @@ def calibration_summary(
     z, link = scores_to_logits(scores, mode, inputs)
     y = _labels(labels, z, link, mode)
     out: dict[str, Any] = {"temperature": float(temperature), "n_samples": int(len(z)), "ece_n_bins": int(n_bins)}
-    y_metric = y if link == "softmax" or mode == "multilabel" else y[:, 0]
     for tag, t in (("before", 1.0), ("after", float(temperature))):
-        p = apply_temperature(z, t, mode, "logits")
-        p_metric = p[:, 0] if (mode == "binary" and link == "sigmoid") else p
+        p = apply_temperature(z, t, mode, "logits")  # a binary sigmoid: (N, 1), as y
         out[f"nll_{tag}"] = _nll(z, y, link, t)
-        out[f"ece_{tag}"] = compute_ece(p_metric, y_metric, mode, n_bins)
-        out[f"brier_{tag}"] = compute_brier(p_metric, y_metric, mode)
+        out[f"ece_{tag}"] = compute_ece(p, y, mode, n_bins)
+        out[f"brier_{tag}"] = compute_brier(p, y, mode)
     return out
 
 

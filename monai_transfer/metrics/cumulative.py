@@ -27,8 +27,9 @@ import torch
 import torch.distributed as dist
 from monai.metrics import CumulativeIterationMetric
 
-from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, MODES, compute_classification_metrics
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_classification_metrics
 from monai_transfer.metrics.threshold import ThresholdLike, resolve_threshold  # re-exported here
+from monai_transfer.utils.task import look_up_mode
 
 __all__ = ["ThresholdLike", "resolve_threshold", "ClassificationMetrics", "PredictionBuffer"]
 
@@ -68,9 +69,7 @@ class ClassificationMetrics(CumulativeIterationMetric):
         scalars_only: bool = False,
     ) -> None:
         super().__init__()
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.mode = mode
+        self.mode = look_up_mode(mode)
         self.metric_name = metric_name
         self.threshold = threshold
         self.class_names = list(class_names) if class_names is not None else None

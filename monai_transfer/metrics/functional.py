@@ -47,6 +47,8 @@ from monai.metrics import (
 )
 from monai.metrics import compute_confusion_matrix_metric, compute_roc_auc, get_confusion_matrix
 
+from monai_transfer.utils.task import TASK_MODES, Task, apply_threshold, as_task
+
 __all__ = [
     "UndefinedMetricWarning",
     "MODES",
@@ -71,7 +73,8 @@ __all__ = [
     "compute_classification_metrics",
 ]
 
-MODES = ("binary", "multiclass", "multilabel")
+#: the task modes (:data:`monai_transfer.utils.task.TASK_MODES`).
+MODES = TASK_MODES
 #: default number of equal-width confidence bins of the expected calibration error and reliability diagram.
 DEFAULT_ECE_BINS = 10
 
@@ -95,20 +98,14 @@ def _to_numpy(x: Any, name: str) -> np.ndarray:
         raise TypeError(f"{name} must be a numpy array, torch tensor or sequence of numbers, got {type(x)}") from e
 
 
-def _check_mode(mode: str) -> str:
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    return mode
-
-
-def default_class_names(mode: str, num_classes: int) -> list[str]:
+def default_class_names(mode: str | Task, num_classes: int) -> list[str]:
     """``["negative", "positive"]`` for binary tasks, else ``["class_0", "class_1", ...]``."""
-    if _check_mode(mode) == "binary":
+    if as_task(mode).is_binary:
         return ["negative", "positive"]
     return [f"class_{i}" for i in range(num_classes)]
 
 
-def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.ndarray, np.ndarray]:
+def prepare_inputs(y_prob: Any, y_true: Any, mode: str | Task = "binary") -> tuple[np.ndarray, np.ndarray]:
     """Validate and convert inputs to ``(scores, onehot)``, two float/int ``(N, K)`` numpy arrays.
 
     For ``mode="binary"`` ``K = 1``: the single column holds the positive-class probability and the positive label.
@@ -116,12 +113,12 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
     Args:
         y_prob: probabilities, see the module docstring for the accepted shapes.
         y_true: labels, integers or one-hot.
-        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
+        mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"`` (or a :class:`~monai_transfer.utils.task.Task`).
 
     Raises:
         ValueError: on a wrong shape, a length mismatch, NaN probabilities or labels outside the allowed values.
     """
-    _check_mode(mode)
+    task = as_task(mode)
     p = _to_numpy(y_prob, "y_prob")
     y = _to_numpy(y_true, "y_true")
     if p.ndim == 0 or p.shape[0] == 0:
@@ -135,16 +132,8 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
         )
     if y.shape[0] != p.shape[0]:
         raise ValueError(f"y_prob and y_true must have the same length, got {p.shape[0]} and {y.shape[0]}")
-    if mode == "binary":
-        if p.ndim == 1 or (p.ndim == 2 and p.shape[1] == 1):
-            p = p.reshape(-1)
-        elif p.ndim == 2 and p.shape[1] == 2:
-            p = p[:, 1]
-        else:
-            raise ValueError(
-                f"binary y_prob must have shape (N,), (N, 1) or (N, 2), got {p.shape}; for more classes use "
-                "mode='multiclass' (one class per case) or mode='multilabel' (independent findings)"
-            )
+    p = task.positive_scores(p)
+    if task.is_binary:
         if y.ndim == 2 and y.shape[1] == 2:
             y = y.argmax(1)
         elif y.ndim > 2 or (y.ndim == 2 and y.shape[1] != 1):
@@ -153,10 +142,8 @@ def prepare_inputs(y_prob: Any, y_true: Any, mode: str = "binary") -> tuple[np.n
         if not np.isin(y, (0, 1)).all():
             raise ValueError(f"binary y_true must hold 0/1 labels, got values {np.unique(y)[:10].tolist()}")
         return p[:, None], y.astype(np.int64)[:, None]
-    if p.ndim != 2 or p.shape[1] < 2:
-        raise ValueError(f"{mode} y_prob must have shape (N, K) with K >= 2, got {p.shape}")
     k = p.shape[1]
-    if mode == "multiclass":
+    if task.is_multiclass:
         if y.ndim == 2 and y.shape[1] == k and k > 1 and np.isin(y, (0, 1)).all() and (y.sum(1) == 1).all():
             y = y.argmax(1)
         elif y.ndim == 2 and y.shape[1] == 1:
@@ -208,7 +195,7 @@ def _ranking(metric: str, y_prob: Any, y_true: Any, mode: str, average: str | No
     macro mean becomes NaN as soon as one class is absent; ours ignores NaN classes (with a warning).
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "binary":
+    if as_task(mode).is_binary:
         return _binary_ranking(metric, p[:, 0], y[:, 0])
     if average == "micro":
         return _binary_ranking(metric, p.reshape(-1), y.reshape(-1), " (micro)")
@@ -285,18 +272,6 @@ def compute_average_precision(y_prob: Any, y_true: Any, mode: str = "binary", av
     return _ranking("ap", y_prob, y_true, mode, average)
 
 
-def _predict(p: np.ndarray, mode: str, threshold: float | Sequence[float]) -> np.ndarray:
-    """``(N, K)`` 0/1 predictions: arg-max for multi-class, ``p >= threshold`` otherwise."""
-    if mode == "multiclass":
-        pred = np.zeros_like(p, dtype=np.int64)
-        pred[np.arange(len(p)), p.argmax(1)] = 1
-        return pred
-    t = np.asarray(threshold, dtype=np.float64).reshape(-1)
-    if t.size not in (1, p.shape[1]):
-        raise ValueError(f"threshold must be a scalar or hold one value per class ({p.shape[1]}), got {t.size} values")
-    return (p >= t[None, :]).astype(np.int64)
-
-
 #: our metric names -> the names of :func:`monai.metrics.compute_confusion_matrix_metric`
 CONFUSION_METRICS = {
     "sensitivity": "sensitivity",
@@ -315,7 +290,7 @@ def _counts(p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> torch.Te
     The ``N`` cases are passed as the spatial axis of a single ``(1, K, N)`` sample, so MONAI sums over the cases.
     MONAI counts in float32, which is exact up to 2**24 (16.7 million) cases.
     """
-    pred = _predict(p, mode, threshold)
+    pred = apply_threshold(p, mode, threshold)
     cm = get_confusion_matrix(torch.from_numpy(pred.T[None].copy()), torch.from_numpy(y.T[None].copy()))
     return cm[0].double()
 
@@ -336,7 +311,7 @@ def _confusion_metric(metric: str, counts: torch.Tensor, what: str = "") -> np.n
 def _threshold_metric(metric: str, y_prob: Any, y_true: Any, mode: str, threshold: Any, average: str | None) -> Any:
     p, y = prepare_inputs(y_prob, y_true, mode)
     counts = _counts(p, y, mode, threshold)
-    if mode == "binary":
+    if as_task(mode).is_binary:
         return float(_confusion_metric(metric, counts)[0])
     if average == "micro":  # counts pooled over classes (scikit-learn's average="micro")
         return float(_confusion_metric(metric, counts.sum(0), f"micro {metric}")[0])
@@ -384,22 +359,23 @@ def compute_confusion_matrix(y_prob: Any, y_true: Any, mode: str = "binary", thr
         binary: ``[[TN, FP], [FN, TP]]``; multi-class: ``(K, K)``; multi-label: ``(K, 2, 2)``, one binary matrix per
         label (like ``sklearn.metrics.multilabel_confusion_matrix``).
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "multiclass":  # MONAI only has the one-vs-rest counts, not the (K, K) matrix
+    task = as_task(mode)
+    p, y = prepare_inputs(y_prob, y_true, task)
+    if task.is_multiclass:  # MONAI only has the one-vs-rest counts, not the (K, K) matrix
         k = p.shape[1]
         cm = np.zeros((k, k), dtype=np.int64)
         np.add.at(cm, (y.argmax(1), p.argmax(1)), 1)
         return cm
-    tp, fp, tn, fn = _counts(p, y, mode, threshold).long().numpy().T
+    tp, fp, tn, fn = _counts(p, y, task, threshold).long().numpy().T
     cms = np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], 1)  # (K, 2, 2)
-    return cms[0] if mode == "binary" else cms
+    return cms[0] if task.is_binary else cms
 
 
 def compute_accuracy(y_prob: Any, y_true: Any, mode: str = "binary", threshold: Any = 0.5) -> float:
     """Fraction of correct predictions; for multi-label tasks the label-wise mean (``1 - Hamming loss``)."""
     p, y = prepare_inputs(y_prob, y_true, mode)
     counts = _counts(p, y, mode, threshold)
-    if mode == "multiclass":  # top-1 accuracy: the one-vs-rest true positives add up to the correct cases
+    if as_task(mode).is_multiclass:  # top-1 accuracy: the one-vs-rest true positives add up to the correct cases
         return float(counts[:, 0].sum()) / len(p)
     return float(_confusion_metric("accuracy", counts).mean())
 
@@ -411,23 +387,22 @@ def compute_balanced_accuracy(y_prob: Any, y_true: Any, mode: str = "binary", th
     the mean of the one-vs-rest balanced accuracies); multi-label: mean over labels of the binary balanced accuracy.
     Undefined classes are ignored (with a warning).
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    counts = _counts(p, y, mode, threshold)
-    if mode == "multiclass":
+    task = as_task(mode)
+    p, y = prepare_inputs(y_prob, y_true, task)
+    counts = _counts(p, y, task, threshold)
+    if task.is_multiclass:
         return _averaged(_confusion_metric("sensitivity", counts), "macro", "balanced accuracy")
     per = _confusion_metric("balanced_accuracy", counts)
-    return float(per[0]) if mode == "binary" else _averaged(per, "macro", "balanced accuracy")
+    return float(per[0]) if task.is_binary else _averaged(per, "macro", "balanced accuracy")
 
 
-def _confidence_correct(p: np.ndarray, y: np.ndarray, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Top-label confidence and correctness; one pair per label for multi-label tasks."""
-    if mode == "multiclass":
-        return [(p.max(1), (p.argmax(1) == y.argmax(1)).astype(np.float64))]
-    out = []
-    for k in range(p.shape[1]):
-        pk = p[:, k]
-        out.append((np.maximum(pk, 1.0 - pk), ((pk >= 0.5).astype(np.int64) == y[:, k]).astype(np.float64)))
-    return out
+def _confidence_correct(p: np.ndarray, y: np.ndarray, mode: str | Task) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Top-label confidence and correctness (the prediction at 0.5 / the arg-max, whatever the operating
+    threshold); one pair per label for binary and multi-label tasks."""
+    pred = apply_threshold(p, mode, 0.5)
+    if as_task(mode).is_multiclass:
+        return [(p.max(1), (pred == y).all(1).astype(np.float64))]
+    return [(np.maximum(p[:, k], 1.0 - p[:, k]), (pred[:, k] == y[:, k]).astype(np.float64)) for k in range(p.shape[1])]
 
 
 def compute_calibration_bins(confidence: Any, correct: Any, n_bins: int = DEFAULT_ECE_BINS) -> dict[str, np.ndarray]:
@@ -490,7 +465,7 @@ def compute_brier(y_prob: Any, y_true: Any, mode: str = "binary") -> float:
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
     sq = (p - y) ** 2
-    return float(sq.sum(1).mean() if mode == "multiclass" else sq.mean())
+    return float(sq.sum(1).mean() if as_task(mode).is_multiclass else sq.mean())
 
 
 def compute_classification_metrics(
@@ -525,56 +500,53 @@ def compute_classification_metrics(
         dict of floats/ints/strings/lists; undefined values are ``float("nan")`` (written as ``null`` by
         :func:`monai_transfer.utils.io.atomic_write_json`).
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    k = 2 if mode == "binary" else p.shape[1]
-    names = list(class_names) if class_names is not None else default_class_names(mode, k)
+    task = as_task(mode)
+    p, y = prepare_inputs(y_prob, y_true, task)
+    k = task.class_probabilities(p).shape[1]  # binary: 2 classes for the one positive-class column
+    names = list(class_names) if class_names is not None else default_class_names(task, k)
     if len(names) != k:
-        raise ValueError(f"class_names must have {k} entries for this {mode} task, got {len(names)}: {names}")
-    out: dict[str, Any] = {"mode": mode, "n_samples": int(len(p)), "class_names": names}
-    if mode == "multiclass":
-        out["threshold"] = None
-    else:
+        raise ValueError(f"class_names must have {k} entries for this {task.mode} task, got {len(names)}: {names}")
+    out: dict[str, Any] = {"mode": task.mode.value, "n_samples": int(len(p)), "class_names": names}
+    if task.uses_threshold:
         t = np.asarray(threshold, dtype=np.float64).reshape(-1)
         out["threshold"] = float(t[0]) if t.size == 1 else [float(v) for v in t]
-    if mode == "binary":
+    else:
+        out["threshold"] = None
+    if task.is_binary:
         support = [int((y[:, 0] == 0).sum()), int(y[:, 0].sum())]
     else:
         support = [int(v) for v in y.sum(0)]
     for n, s in zip(names, support):
         out[f"support/{n}"] = s
 
-    yp, yt = (p[:, 0], y[:, 0]) if mode == "binary" else (p, y)
-    if mode == "binary":
-        out["auc"] = compute_auc(yp, yt, mode)
-        out["average_precision"] = compute_average_precision(yp, yt, mode)
-    else:  # per-class values once, then their NaN-ignoring macro mean
-        auc_pc = compute_auc(p, y, mode, average="none")
-        ap_pc = compute_average_precision(p, y, mode, average="none")
-        out["auc"] = _averaged(auc_pc, "macro", "ROC AUC")
-        out["average_precision"] = _averaged(ap_pc, "macro", "average precision")
-    out["accuracy"] = compute_accuracy(yp, yt, mode, threshold)
-    out["balanced_accuracy"] = compute_balanced_accuracy(yp, yt, mode, threshold)
-    counts = _counts(p, y, mode, threshold)
+    # binary: the (N, 1) positive-class column; per-class values once, then their NaN-ignoring macro mean
+    auc_pc = compute_auc(p, y, task, average="none")
+    ap_pc = compute_average_precision(p, y, task, average="none")
+    out["auc"] = float(auc_pc) if task.is_binary else _averaged(auc_pc, "macro", "ROC AUC")
+    out["average_precision"] = float(ap_pc) if task.is_binary else _averaged(ap_pc, "macro", "average precision")
+    out["accuracy"] = compute_accuracy(p, y, task, threshold)
+    out["balanced_accuracy"] = compute_balanced_accuracy(p, y, task, threshold)
+    counts = _counts(p, y, task, threshold)
     per_class = {m: _confusion_metric(m, counts) for m in ("sensitivity", "specificity", "ppv", "npv", "f1")}
     for m, v in per_class.items():
-        out[m] = float(v[0]) if mode == "binary" else _averaged(v, "macro", m)
-    out["ece"] = compute_ece(yp, yt, mode, n_bins)
+        out[m] = float(v[0]) if task.is_binary else _averaged(v, "macro", m)
+    out["ece"] = compute_ece(p, y, task, n_bins)
     out["ece_n_bins"] = int(n_bins)
-    out["brier"] = compute_brier(yp, yt, mode)
-    cm = compute_confusion_matrix(yp, yt, mode, threshold)
+    out["brier"] = compute_brier(p, y, task)
+    cm = compute_confusion_matrix(p, y, task, threshold)
     out["confusion_matrix"] = cm.tolist()
-    if mode == "binary":
+    if task.is_binary:
         (tn, fp), (fn, tp) = cm.tolist()
         out.update(tp=int(tp), fp=int(fp), tn=int(tn), fn=int(fn))
         return out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # already warned above for the same classes
-        out["auc_micro"] = compute_auc(p, y, mode, average="micro")
-        out["average_precision_micro"] = compute_average_precision(p, y, mode, average="micro")
+        out["auc_micro"] = compute_auc(p, y, task, average="micro")
+        out["average_precision_micro"] = compute_average_precision(p, y, task, average="micro")
         for m in per_class:
             out[f"{m}_micro"] = float(_confusion_metric(m, counts.sum(0))[0])
-    if mode == "multilabel":
-        out["subset_accuracy"] = float((_predict(p, mode, threshold) == y).all(1).mean())
+    if task.is_multilabel:
+        out["subset_accuracy"] = float((apply_threshold(p, task, threshold) == y).all(1).mean())
     for i, n in enumerate(names):
         out[f"auc/{n}"] = float(auc_pc[i])
         out[f"average_precision/{n}"] = float(ap_pc[i])

@@ -10,8 +10,11 @@
 # limitations under the License.
 """Operating points: choose a decision threshold on validation data, store it with the model, load it for testing.
 
-The threshold is always applied as ``p_positive >= threshold``. Candidate thresholds are the distinct scores of the
-validation set, so the chosen value reproduces the validation sensitivity/specificity exactly.
+The task (:class:`~monai_transfer.utils.task.Task`) says whether a threshold applies and how many: one for a binary
+task, one per label for a multi-label task, none for a multi-class task (arg-max); it is always applied by
+:func:`~monai_transfer.utils.task.apply_threshold` (``p_positive >= threshold``). Candidate thresholds are the
+distinct scores of the validation set, so the chosen value reproduces the validation sensitivity/specificity
+exactly. :func:`resolve_task_threshold` reads the threshold(s) a task needs.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import numpy as np
 
 from monai_transfer.metrics.functional import UndefinedMetricWarning, compute_roc_curve, prepare_inputs
 from monai_transfer.utils.io import atomic_write_json, read_json_file
+from monai_transfer.utils.task import Task, as_task
 
 __all__ = [
     "THRESHOLD_METHODS",
@@ -39,6 +43,7 @@ __all__ = [
     "resolve_threshold",
     "resolve_binary_threshold",
     "resolve_multilabel_threshold",
+    "resolve_task_threshold",
     "check_threshold_calibration",
 ]
 
@@ -73,7 +78,7 @@ def select_threshold(
     y_true: Any,
     method: str = "youden",
     target_sensitivity: float = 0.9,
-    mode: str = "binary",
+    mode: str | Task = "binary",
 ) -> float | list[float]:
     """Choose the decision threshold on validation data.
 
@@ -98,10 +103,11 @@ def select_threshold(
         raise ValueError(f"method must be one of {THRESHOLD_METHODS}, got {method!r}")
     if not 0.0 < float(target_sensitivity) <= 1.0:
         raise ValueError(f"target_sensitivity must be in (0, 1], got {target_sensitivity}")
-    if mode == "multiclass":
-        raise ValueError("mode='multiclass' predicts the arg-max and has no decision threshold to select")
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    if mode == "binary":
+    task = as_task(mode)
+    if not task.uses_threshold:
+        raise ValueError(f"mode={task.mode!r} predicts the arg-max and has no decision threshold to select")
+    p, y = prepare_inputs(y_prob, y_true, task)
+    if task.is_binary:
         return _select_one(p[:, 0], y[:, 0], method, float(target_sensitivity), "")
     out = []
     for k in range(p.shape[1]):
@@ -312,6 +318,43 @@ def resolve_multilabel_threshold(
     if bad:
         raise ValueError(f"{where}: thresholds must be in [0, 1], got {bad}")
     return values, source
+
+
+def resolve_task_threshold(
+    threshold: ThresholdLike | str,
+    task: str | Task,
+    class_names: Sequence[str] | None = None,
+    missing_ok: bool = True,
+    default: float = DEFAULT_THRESHOLD,
+) -> tuple[float | list[float] | None, str]:
+    """The decision threshold(s) ``task`` needs, read by the rules every reader of a threshold follows.
+
+    Binary: :func:`resolve_binary_threshold` (one value); multi-label: :func:`resolve_multilabel_threshold` (one
+    value per label, a file chosen for other class names is refused); multi-class: ``None`` (arg-max, nothing read).
+
+    Args:
+        threshold: as :func:`resolve_binary_threshold` / :func:`resolve_multilabel_threshold`.
+        task: the :class:`~monai_transfer.utils.task.Task` (or its mode).
+        class_names: the labels of a multi-label task; default ``task.class_names``.
+        missing_ok: a path that does not exist gives ``default`` (logged) instead of an error.
+        default: the value for ``None`` or a missing file.
+
+    Returns:
+        ``(value, source)``: a float (binary), a list (multi-label) or ``None`` (multi-class, source
+        ``"arg-max (no threshold)"``).
+
+    Raises:
+        ValueError: as the resolvers above; a multi-label task without class names.
+    """
+    task = as_task(task)
+    if not task.uses_threshold:
+        return None, "arg-max (no threshold)"
+    if task.is_binary:
+        return resolve_binary_threshold(threshold, missing_ok=missing_ok, default=default)
+    names = class_names if class_names is not None else task.class_names
+    if names is None:
+        raise ValueError("the thresholds of a multilabel task need its class names")
+    return resolve_multilabel_threshold(threshold, names, missing_ok=missing_ok, default=default)
 
 
 def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.PathLike | None) -> str | None:

@@ -31,6 +31,7 @@ from monai.utils import optional_import
 from monai_transfer.data.cases import CaseFailure, CasePrediction, EvaluationResult, EvaluationUsageError, _display
 from monai_transfer.reports.writer import write_classification_report, write_predictions_csv
 from monai_transfer.utils.io import atomic_write_json, atomic_write_text
+from monai_transfer.utils.task import Task, TaskMode, apply_threshold, derive_task
 
 resource, _has_resource = optional_import("resource")  # not on Windows
 
@@ -58,7 +59,12 @@ def peak_rss_mb() -> float | None:
 
 
 def write_report(
-    out: Path, labelled: Sequence[CasePrediction], names: list[str], threshold: Any, mode: str | None = None, **kw: Any
+    out: Path,
+    labelled: Sequence[CasePrediction],
+    names: list[str],
+    threshold: Any,
+    mode: str | Task | None = None,
+    **kw: Any,
 ) -> dict:
     """``metrics.json`` and the plots of the labelled cases (``predictions.csv`` is written by the caller); ``mode``
     defaults to binary for 2 classes, else multi-class."""
@@ -70,7 +76,7 @@ def write_report(
             ids=[p.case_id for p in labelled],
             class_names=names,
             threshold=threshold,
-            mode=mode or ("binary" if len(names) == 2 else "multiclass"),
+            mode=derive_task(mode, class_names=names),
             predictions_csv=False,
             **kw,
         )
@@ -82,7 +88,7 @@ def write_predictions(
     names: list[str],
     threshold: float | list[float] | None,
     volume: bool,
-    mode: str | None = None,
+    mode: str | Task | None = None,
 ) -> Path | None:
     """Every evaluated case (labelled or not): the report's columns, then ``image``, ``threshold`` (``n_slices``).
 
@@ -90,7 +96,8 @@ def write_predictions(
     ``pred_<name>`` per label, ``correct``, ``image``, ``prediction_names`` (the findings at or above their threshold,
     joined by ``;``) and ``threshold`` (the per-label values joined by ``;``), as the inference handler writes.
     """
-    if mode == "multilabel":
+    task = derive_task(mode, class_names=names)  # default: binary for 2 classes, else multi-class
+    if task.is_multilabel:
         return _write_multilabel_predictions(path, preds, names, list(threshold or []), volume)
     if not preds:  # the header only
         head = ["id", "label", "label_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name"]
@@ -103,7 +110,6 @@ def write_predictions(
     }
     if volume:
         extra["n_slices"] = [p.n_slices for p in preds]
-    binary = threshold is not None
     with _writing(path):
         return write_predictions_csv(
             path,
@@ -111,8 +117,8 @@ def write_predictions(
             [p.label for p in preds],
             ids=[p.case_id for p in preds],
             class_names=names,
-            mode="binary" if binary else "multiclass",
-            threshold=threshold if binary else 0.5,
+            mode=task,
+            threshold=0.5 if threshold is None else threshold,
             extra_columns=extra,
         )
 
@@ -126,7 +132,7 @@ def _write_multilabel_predictions(
         with _writing(path):
             return atomic_write_text(path, ",".join(head) + "\n")
     probs = np.stack([p.probs for p in preds])
-    decided = probs >= np.asarray(threshold, dtype=np.float64)[None, :]
+    decided = apply_threshold(probs, TaskMode.MULTILABEL, threshold)
     extra: dict[str, list] = {
         "image": [_display(p.path) for p in preds],
         "prediction_names": [";".join(n for n, v in zip(names, row) if v) for row in decided],
@@ -195,20 +201,20 @@ def write_outputs(
     Returns:
         the start of ``summary.json``: ``meta``, the threshold used and the number of labelled cases.
     """
-    mode = mode or ("binary" if len(class_names) == 2 else "multiclass")
-    binary = mode in ("binary", "multilabel")  # a decision threshold (one per label), not arg-max
+    task = derive_task(mode, class_names=class_names)
+    binary = task.uses_threshold  # a decision threshold (one per label), not arg-max
     value, report_threshold, source = threshold
     labelled = [p for p in result.predictions if p.label is not None]
     if labels_given and labelled:
         thr = report_threshold if binary else None
         result.files.update(
-            write_report(out, labelled, class_names, thr, meta=meta, n_bootstrap=n_bootstrap, mode=mode)
+            write_report(out, labelled, class_names, thr, meta=meta, n_bootstrap=n_bootstrap, mode=task)
         )
     elif labels_given:
         log.warning("no labelled case could be evaluated: metrics.json and the plots are not written")
     thr_used = value if binary else None
     result.files["predictions"] = write_predictions(
-        out / "predictions.csv", result.predictions, class_names, thr_used, volume, mode
+        out / "predictions.csv", result.predictions, class_names, thr_used, volume, task
     )
     result.files.update(write_failures(out, result.failures))
     source = source if binary else "arg-max (no threshold)"

@@ -34,6 +34,7 @@ from monai_transfer.metrics.functional import (
     prepare_inputs,
 )
 from monai_transfer.utils.io import atomic_write
+from monai_transfer.utils.task import apply_threshold, as_task
 
 __all__ = ["new_figure", "save_figure", "plot_roc", "plot_confusion_matrix", "plot_reliability"]
 
@@ -101,9 +102,10 @@ def plot_roc(
             binary and multi-label only.
         title: figure title; default names the task and the sample counts.
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    k = p.shape[1]
-    names = list(class_names) if class_names is not None else default_class_names(mode, 2 if mode == "binary" else k)
+    task = as_task(mode)
+    p, y = prepare_inputs(y_prob, y_true, task)
+    k = p.shape[1]  # binary: the one positive-class column
+    names = list(class_names) if class_names is not None else default_class_names(task, k)
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
@@ -113,23 +115,23 @@ def plot_roc(
     for c in range(k):
         fpr, tpr, thr = compute_roc_curve(p[:, c], y[:, c])
         if np.isnan(fpr).any() or np.isnan(tpr).any():  # class absent: no curve, but say so in the legend
-            ax.plot([], [], color=colours[c % 10], ls="", label=f"{names[c if mode != 'binary' else 1]}: AUC undefined")
+            ax.plot([], [], color=colours[c % 10], ls="", label=f"{names[1 if task.is_binary else c]}: AUC undefined")
             continue
         auc = _auc_of(fpr, tpr)
-        if mode == "binary":
+        if task.is_binary:
             label = f"{names[1]} vs {names[0]}: AUC {auc:.3f}{_fmt_ci(auc_ci)}"
         else:
             label = f"{names[c]}: AUC {auc:.3f}{_fmt_ci(auc_ci, c)}"
         ax.plot(fpr, tpr, color=colours[c % 10], ls=styles[(c // 10) % len(styles)], lw=2, label=label)
-        if mode == "multiclass" or not thresholds:
+        if not task.uses_threshold or not thresholds:
             continue
         for j, (tname, tval) in enumerate(thresholds.items()):
             t = float(np.asarray(tval, dtype=float).reshape(-1)[c if np.size(tval) > 1 else 0])
-            pred = p[:, c] >= t
+            pred = apply_threshold(p, task, tval)[:, c] == 1
             sens = float(pred[y[:, c] == 1].mean())
             spec = float((~pred[y[:, c] == 0]).mean())
             ax.plot(1 - spec, sens, marker=markers[j % len(markers)], ms=9, mec="black", color=colours[c % 10], ls="")
-            if c == 0 or mode == "binary":
+            if c == 0:  # one legend entry per threshold (a binary task has the one column)
                 ax.plot(
                     [],
                     [],
@@ -139,7 +141,7 @@ def plot_roc(
                     color="white",
                     ls="",
                     label=f"{tname} threshold {t:.3g}: sens {sens:.2f}, spec {spec:.2f}"
-                    if mode == "binary"
+                    if task.is_binary
                     else f"{tname} threshold",
                 )
     ax.set_xlim(-0.01, 1.01)
@@ -148,10 +150,10 @@ def plot_roc(
     ax.set_xlabel("1 - specificity (false-positive rate)")
     ax.set_ylabel("Sensitivity (true-positive rate)")
     if title is None:
-        if mode == "binary":
+        if task.is_binary:
             title = f"ROC curve (n={len(p)}: {int(y.sum())} {names[1]}, {int(len(p) - y.sum())} {names[0]})"
         else:
-            title = f"ROC curves, one-vs-rest ({mode}, n={len(p)})"
+            title = f"ROC curves, one-vs-rest ({task.mode}, n={len(p)})"
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8 if k <= 8 else 6)
@@ -233,12 +235,13 @@ def plot_reliability(
         n_bins: equal-width bins on [0, 1].
         title: figure title; default gives the ECE and the number of bins.
     """
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    pairs = _confidence_correct(p, y, mode)
+    task = as_task(mode)
+    p, y = prepare_inputs(y_prob, y_true, task)
+    pairs = _confidence_correct(p, y, task)
     conf = np.concatenate([c for c, _ in pairs])
     corr = np.concatenate([r for _, r in pairs])
     bins = compute_calibration_bins(conf, corr, n_bins)
-    ece = compute_ece(p if mode != "binary" else p[:, 0], y if mode != "binary" else y[:, 0], mode, n_bins)
+    ece = compute_ece(p, y, task, n_bins)
     edges, width = bins["edges"], 1.0 / n_bins
     centres = edges[:-1] + width / 2
     fig = new_figure((6.0, 6.6))
@@ -267,7 +270,7 @@ def plot_reliability(
     ax.tick_params(labelbottom=False)
     ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
-    what = "mean per-label ECE" if mode == "multilabel" else "ECE"
+    what = "mean per-label ECE" if task.is_multilabel else "ECE"
     ax.set_title(title or f"Reliability diagram: {what} = {ece:.3f} ({n_bins} equal-width bins, n={len(p)})")
     hx = fig.add_subplot(gs[1], sharex=ax)
     hx.bar(centres, bins["count"], width=width, color="C7", edgecolor="black")

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_transfer.utils.io import atomic_write_text
+from monai_transfer.utils.task import TASK_MODES, as_task
 
 __all__ = ["PER_CLASS_COLUMNS", "per_class_rows", "write_per_class_table"]
 
@@ -67,7 +68,8 @@ def per_class_rows(metrics: Mapping[str, Any], auc_ci: Mapping[str, Any] | None 
         ValueError: ``metrics`` is a binary dict (it has a single positive class: use the headline values).
     """
     mode = metrics.get("mode")
-    if mode not in ("multiclass", "multilabel"):
+    task = as_task(mode) if mode in TASK_MODES else None
+    if task is None or task.is_binary:
         raise ValueError(f"a per-class table needs a multiclass or multilabel metrics dict, got mode {mode!r}")
     names = list(metrics["class_names"])
     n = int(metrics["n_samples"])
@@ -82,7 +84,7 @@ def per_class_rows(metrics: Mapping[str, Any], auc_ci: Mapping[str, Any] | None 
         for m in _METRICS:
             row[m] = _num(metrics[f"{m}/{c}"])
         row["auc_ci_lower"], row["auc_ci_upper"] = _num(lower[k]), _num(upper[k])
-        row["threshold"] = _num(thresholds[k]) if mode == "multilabel" else None
+        row["threshold"] = _num(thresholds[k]) if task.is_multilabel else None
         rows.append({key: row[key] for key in PER_CLASS_COLUMNS})
     averages = {}
     for avg, suffix in (("macro", ""), ("micro", "_micro")):
@@ -123,7 +125,7 @@ def write_per_class_table(
         w.writerow(["" if r[c] is None else repr(r[c]) if isinstance(r[c], float) else r[c] for c in PER_CLASS_COLUMNS])
     out = Path(output_dir)
     written = {"per_class_csv": atomic_write_text(out / "per_class.csv", buf.getvalue())}
-    what = "label" if metrics["mode"] == "multilabel" else "class (one-vs-rest)"
+    what = "label" if as_task(metrics["mode"]).is_multilabel else "class (one-vs-rest)"
     lines = [
         f"# Per-{what.split()[0]} metrics ({metrics['mode']}, n={metrics['n_samples']})",
         "",

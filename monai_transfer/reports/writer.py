@@ -28,7 +28,6 @@ from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
 from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
     UndefinedMetricWarning,
-    _predict,
     compute_brier,
     compute_classification_metrics,
     compute_ece,
@@ -43,6 +42,7 @@ from monai_transfer.metrics.prevalence import (
     training_counts_from_meta,
 )
 from monai_transfer.utils.io import atomic_write_json, atomic_write_text, check_output_dir
+from monai_transfer.utils.task import Task, apply_threshold, as_task
 
 __all__ = [
     "CI_METRICS",
@@ -66,12 +66,12 @@ def _threshold_source(threshold: ThresholdLike) -> str:
     return "callable" if callable(threshold) else "given"
 
 
-def _label_cells(y_true: Any, y_prob: Any, mode: str) -> tuple[Any, np.ndarray]:
+def _label_cells(y_true: Any, y_prob: Any, task: Task) -> tuple[Any, np.ndarray]:
     """``y_true`` with unknown labels (``None``) replaced by 0, and the mask of known labels."""
     p = np.asarray(y_prob)
     n = len(p)
     if y_true is None:
-        shape = p.shape if mode == "multilabel" else (n,)
+        shape = p.shape if task.is_multilabel else (n,)
         return np.zeros(shape, dtype=np.int64), np.zeros(n, dtype=bool)
     items = list(y_true)
     known = np.array([v is not None for v in items], dtype=bool)
@@ -101,7 +101,7 @@ def write_predictions_csv(
     y_true: Any,
     ids: Sequence[Any] | None = None,
     class_names: Sequence[str] | None = None,
-    mode: str = "binary",
+    mode: str | Task = "binary",
     threshold: float | Sequence[float] = 0.5,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
 ) -> Path:
@@ -126,24 +126,23 @@ def write_predictions_csv(
         extra_columns: ``{column: one value per case}`` appended after the standard columns (e.g. ``image``,
             ``threshold``, ``n_slices``).
     """
+    task = as_task(mode)
     n = len(np.asarray(y_prob))
-    y_filled, known = _label_cells(y_true, y_prob, mode)
-    p, y = prepare_inputs(y_prob, y_filled, mode)
-    k = 2 if mode == "binary" else p.shape[1]
-    names = list(class_names) if class_names is not None else default_class_names(mode, k)
+    y_filled, known = _label_cells(y_true, y_prob, task)
+    p, y = prepare_inputs(y_prob, y_filled, task)
+    probs = task.class_probabilities(p)  # binary: [1 - p, p]
+    names = list(class_names) if class_names is not None else default_class_names(task, probs.shape[1])
     ids = [str(i) for i in ids] if ids is not None else [f"case_{i:05d}" for i in range(n)]
     extra = {c: list(v) for c, v in (extra_columns or {}).items()}
     if len(ids) != n or any(len(v) != n for v in extra.values()):
         raise ValueError(f"ids and extra columns must have one entry per case ({n}), got {len(ids)} ids")
-    probs = np.concatenate([1 - p, p], 1) if mode == "binary" else p
-    pred = _predict(p, mode, threshold)
+    pred = apply_threshold(p, task, threshold)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    if mode == "multilabel":
+    if task.is_multilabel:
         _multilabel_rows(w, ids, names, y, probs, pred, known, extra)
         return atomic_write_text(path, buf.getvalue())
-    lab = y[:, 0] if mode == "binary" else y.argmax(1)
-    prd = pred[:, 0] if mode == "binary" else pred.argmax(1)
+    lab, prd = task.class_index(y), task.class_index(pred)
     w.writerow(
         ["id", "label", "label_name", *[f"prob_{c}" for c in names], "prediction", "prediction_name", "correct"]
         + list(extra)
@@ -181,24 +180,25 @@ def prevalence_report(
     Raises:
         ValueError: ``prevalence`` for a non-binary task, or outside [0, 1].
     """
+    task = as_task(mode)
     names = [str(n) for n in class_names]
     ev_counts = {n: int(metrics[f"support/{n}"]) for n in names}
     n = int(metrics["n_samples"])
     out: dict[str, Any] = {
-        "evaluated": ({k: v / n for k, v in ev_counts.items()} if mode == "multilabel" else class_balance(ev_counts)),
+        "evaluated": ({k: v / n for k, v in ev_counts.items()} if task.is_multilabel else class_balance(ev_counts)),
         "training": None,
         "training_source": None,
         "shift_warning": None,
         "stated": None,
     }
-    if training_counts is not None and mode != "multilabel" and sum(training_counts.values()) > 0:
+    if training_counts is not None and not task.is_multilabel and sum(training_counts.values()) > 0:
         tr = {k: int(training_counts.get(k, 0)) for k in names}
         out["training"] = class_balance(tr)
         out["training_source"] = training_source
         out["shift_warning"] = balance_shift_warning(ev_counts, tr, balance_tolerance)
     if prevalence is not None:
-        if mode != "binary":
-            raise ValueError(f"prevalence= is for binary tasks (positive-class share), got mode={mode!r}")
+        if not task.is_binary:
+            raise ValueError(f"prevalence= is for binary tasks (positive-class share), got mode={task.mode!r}")
         ppv, npv = ppv_npv_at_prevalence(
             _nan_to(metrics["sensitivity"]), _nan_to(metrics["specificity"]), float(prevalence)
         )
@@ -290,20 +290,20 @@ def write_classification_report(
         ``{"metrics": path, "predictions": path, "roc": path, ...}`` of the written files.
     """
     out_dir = check_output_dir(output_dir)
-    thr = resolve_threshold(threshold) if mode != "multiclass" else 0.5
-    p, y = prepare_inputs(y_prob, y_true, mode)
-    k = 2 if mode == "binary" else p.shape[1]
-    names = list(class_names) if class_names is not None else default_class_names(mode, k)
-    yp, yt = (p[:, 0], y[:, 0]) if mode == "binary" else (p, y)
+    task = as_task(mode)
+    thr = resolve_threshold(threshold) if task.uses_threshold else 0.5
+    p, y = prepare_inputs(y_prob, y_true, task)
+    names = list(class_names) if class_names is not None else default_class_names(task, p.shape[1])
+    yp, yt = p, y  # prepared: binary (N, 1) positive-class columns
 
-    metrics = compute_classification_metrics(yp, yt, mode, thr, names, n_bins)
+    metrics = compute_classification_metrics(yp, yt, task, thr, names, n_bins)
     train_source = "given" if training_counts is not None else None
     if training_counts is None:
         training_counts = training_counts_from_meta(meta, names)
         train_source = "meta: data.train.per_class" if training_counts is not None else None
-    prev = prevalence_report(metrics, mode, names, prevalence, training_counts, train_source, balance_tolerance)
+    prev = prevalence_report(metrics, task, names, prevalence, training_counts, train_source, balance_tolerance)
     report: dict[str, Any] = {
-        "mode": mode,
+        "mode": task.mode.value,
         "n_samples": int(len(p)),
         "headline": {
             **{m: metrics[m] for m in HEADLINE_METRICS},
@@ -314,36 +314,35 @@ def write_classification_report(
         "class_names": names,
         "counts": {n: metrics[f"support/{n}"] for n in names},
         "threshold": {
-            "value": None if mode == "multiclass" else metrics["threshold"],
-            "source": "arg-max (no threshold)" if mode == "multiclass" else _threshold_source(threshold),
+            "value": metrics["threshold"] if task.uses_threshold else None,
+            "source": _threshold_source(threshold) if task.uses_threshold else "arg-max (no threshold)",
         },
         "metrics": metrics,
     }
-    if mode != "multiclass":
+    if task.uses_threshold:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)  # same data, warned above
-            report["metrics_at_0.5"] = compute_classification_metrics(yp, yt, mode, 0.5, names, n_bins)
+            report["metrics_at_0.5"] = compute_classification_metrics(yp, yt, task, 0.5, names, n_bins)
     cis: dict[str, Any] = {}
     if n_bootstrap > 0:
         for m in CI_METRICS:
-            cis[m] = bootstrap_ci(yp, yt, m, mode=mode, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
+            cis[m] = bootstrap_ci(yp, yt, m, mode=task, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
     report["confidence_intervals"] = cis
-    if mode != "binary":
+    if not task.is_binary:  # one row per class or label
         from monai_transfer.reports.tables import per_class_rows
 
         report.update(per_class_rows(metrics, cis.get("auc")))
 
     pu = None
     if uncalibrated_prob is not None:
-        pu, _ = prepare_inputs(uncalibrated_prob, y_true, mode)
+        pu, _ = prepare_inputs(uncalibrated_prob, y_true, task)
         if pu.shape != p.shape:
             raise ValueError(f"uncalibrated_prob must have the shape of y_prob {p.shape}, got {pu.shape}")
-        ypu = pu[:, 0] if mode == "binary" else pu
         report["calibration"] = {
             **dict(calibration or {}),
-            "ece_before": compute_ece(ypu, yt, mode, n_bins),
+            "ece_before": compute_ece(pu, yt, task, n_bins),
             "ece_after": metrics["ece"],
-            "brier_before": compute_brier(ypu, yt, mode),
+            "brier_before": compute_brier(pu, yt, task),
             "brier_after": metrics["brier"],
             "ece_n_bins": int(n_bins),
         }
@@ -354,8 +353,8 @@ def write_classification_report(
 
     written = {"metrics": atomic_write_json(out_dir / "metrics.json", report)}
     if predictions_csv:
-        written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, mode, thr)
-    if mode != "binary":
+        written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, task, thr)
+    if not task.is_binary:
         from monai_transfer.reports.tables import write_per_class_table
 
         written.update(write_per_class_table(out_dir, metrics, cis.get("auc")))
@@ -363,27 +362,27 @@ def write_classification_report(
         from monai_transfer.reports.plots import plot_confusion_matrix, plot_reliability, plot_roc
 
         points: dict[str, Any] | None = None
-        if mode != "multiclass":
+        if task.uses_threshold:
             points = {"default": 0.5}
             if np.any(np.asarray(thr) != 0.5):
                 points = {"operating": thr, "default": 0.5}
-        written["roc"] = plot_roc(out_dir / "roc.png", yp, yt, mode, names, cis.get("auc"), points)
+        written["roc"] = plot_roc(out_dir / "roc.png", yp, yt, task, names, cis.get("auc"), points)
         written["confusion_matrix"] = plot_confusion_matrix(
             out_dir / "confusion_matrix.png",
             metrics["confusion_matrix"],
             names,
-            None
-            if mode != "binary"
-            else f"Confusion matrix at threshold {thr:.3g} (n={len(p)}; counts and % of true class)",
+            f"Confusion matrix at threshold {thr:.3g} (n={len(p)}; counts and % of true class)"
+            if task.is_binary
+            else None,
         )
-        written["reliability"] = plot_reliability(out_dir / "reliability.png", yp, yt, mode, n_bins)
+        written["reliability"] = plot_reliability(out_dir / "reliability.png", yp, yt, task, n_bins)
         if pu is not None:
             ece_b = report["calibration"]["ece_before"]
             written["reliability_uncalibrated"] = plot_reliability(
                 out_dir / "reliability_uncalibrated.png",
-                pu[:, 0] if mode == "binary" else pu,
+                pu,
                 yt,
-                mode,
+                task,
                 n_bins,
                 title=f"Before calibration: ECE = {ece_b:.3f} (after: {metrics['ece']:.3f}; {n_bins} bins, n={len(p)})",
             )

@@ -198,6 +198,18 @@ def test_scores_to_result():
         scores_to_result(torch.tensor([0.2, 0.3, 0.5]), CLASSES)
 
 
+def test_scores_to_result_multilabel_at_per_label_thresholds():
+    res = scores_to_result(torch.tensor([0.6, 0.3, 0.5]), FINDINGS, "multilabel", [0.5, 0.2, 0.7])
+    assert res["mode"] == "multilabel" and res["finding_indices"] == [0, 1]
+    assert res["findings"] == FINDINGS[:2] and res["label"] == ";".join(FINDINGS[:2])
+    assert [p["positive"] for p in res["prediction"]] == [True, True, False]
+    assert res["thresholds"] == dict(zip(FINDINGS, [0.5, 0.2, 0.7]))
+    # 0.5 per label by default, p >= t inclusive (the rule of monai_transfer.utils.task.apply_threshold)
+    assert scores_to_result(torch.tensor([0.5, 0.49, 0.9]), FINDINGS, "multilabel")["finding_indices"] == [0, 2]
+    with pytest.raises(ValueError, match="2 thresholds given for the 3 labels"):
+        scores_to_result(torch.tensor([0.5, 0.5, 0.5]), FINDINGS, "multilabel", [0.5, 0.5])
+
+
 @pytest.mark.skipif(has_monailabel, reason="checks the error raised when MONAI Label is NOT installed")
 def test_tasks_need_monailabel(tmp_path):
     bundle = make_tiny_bundle(tmp_path)

@@ -21,9 +21,12 @@ from monai_transfer.metrics.cumulative import resolve_threshold as reexported
 from monai_transfer.metrics.threshold import (
     check_threshold_calibration,
     resolve_binary_threshold,
+    resolve_task_threshold,
     resolve_threshold,
     save_threshold,
+    select_threshold,
 )
+from monai_transfer.utils.task import Task
 
 __all__: list[str] = []
 
@@ -94,3 +97,21 @@ def test_resolve_multilabel_threshold(tmp_path, caplog):
         resolve_multilabel_threshold(f, ["x", "y", "z"])
     with pytest.raises(ValueError, match=r"thresholds must be in \[0, 1\], got \[1.5\]"):
         resolve_multilabel_threshold([0.2, 1.5, 0.3], names)
+
+
+def test_thresholds_dispatch_on_the_task(tmp_path):
+    """Reading and choosing thresholds ask the task: one (binary), one per label (multi-label), none (multi-class)."""
+    one, per_label = save_threshold(tmp_path / "b.json", 0.3), save_threshold(tmp_path / "m.json", [0.2, 0.6])
+    assert resolve_task_threshold(one, "binary") == (0.3, f"file {one}")
+    assert resolve_task_threshold(None, Task("binary")) == (0.5, "default 0.5")
+    assert resolve_task_threshold(per_label, Task("multilabel", ["x", "y"])) == ([0.2, 0.6], f"file {per_label}")
+    assert resolve_task_threshold(0.4, "multilabel", class_names=["x", "y", "z"])[0] == [0.4] * 3
+    assert resolve_task_threshold(one, "multiclass") == (None, "arg-max (no threshold)")  # nothing read
+    with pytest.raises(ValueError, match="holds 2 values; one is needed for 2 classes"):
+        resolve_task_threshold(per_label, "binary")
+    with pytest.raises(ValueError, match="need its class names"):
+        resolve_task_threshold(per_label, "multilabel")
+    p, y = [[0.9, 0.1], [0.4, 0.6], [0.2, 0.8]], [0, 1, 1]
+    assert select_threshold(p, y, mode=Task("binary")) == select_threshold(p, y, mode="binary") == 0.6
+    with pytest.raises(ValueError, match="mode='multiclass' predicts the arg-max"):
+        select_threshold(p, y, mode=Task("multiclass"))
