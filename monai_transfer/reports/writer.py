@@ -294,9 +294,8 @@ def write_classification_report(
     thr = resolve_threshold(threshold) if task.uses_threshold else 0.5
     p, y = prepare_inputs(y_prob, y_true, task)
     names = list(class_names) if class_names is not None else default_class_names(task, p.shape[1])
-    yp, yt = p, y  # prepared: binary (N, 1) positive-class columns
 
-    metrics = compute_classification_metrics(yp, yt, task, thr, names, n_bins)
+    metrics = compute_classification_metrics(p, y, task, thr, names, n_bins)
     train_source = "given" if training_counts is not None else None
     if training_counts is None:
         training_counts = training_counts_from_meta(meta, names)
@@ -322,11 +321,11 @@ def write_classification_report(
     if task.uses_threshold:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UndefinedMetricWarning)  # same data, warned above
-            report["metrics_at_0.5"] = compute_classification_metrics(yp, yt, task, 0.5, names, n_bins)
+            report["metrics_at_0.5"] = compute_classification_metrics(p, y, task, 0.5, names, n_bins)
     cis: dict[str, Any] = {}
     if n_bootstrap > 0:
         for m in CI_METRICS:
-            cis[m] = bootstrap_ci(yp, yt, m, mode=task, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
+            cis[m] = bootstrap_ci(p, y, m, mode=task, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
     report["confidence_intervals"] = cis
     if not task.is_binary:  # one row per class or label
         from monai_transfer.reports.tables import per_class_rows
@@ -340,9 +339,9 @@ def write_classification_report(
             raise ValueError(f"uncalibrated_prob must have the shape of y_prob {p.shape}, got {pu.shape}")
         report["calibration"] = {
             **dict(calibration or {}),
-            "ece_before": compute_ece(pu, yt, task, n_bins),
+            "ece_before": compute_ece(pu, y, task, n_bins),
             "ece_after": metrics["ece"],
-            "brier_before": compute_brier(pu, yt, task),
+            "brier_before": compute_brier(pu, y, task),
             "brier_after": metrics["brier"],
             "ece_n_bins": int(n_bins),
         }
@@ -353,7 +352,7 @@ def write_classification_report(
 
     written = {"metrics": atomic_write_json(out_dir / "metrics.json", report)}
     if predictions_csv:
-        written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", yp, yt, ids, names, task, thr)
+        written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", p, y, ids, names, task, thr)
     if not task.is_binary:
         from monai_transfer.reports.tables import write_per_class_table
 
@@ -366,7 +365,7 @@ def write_classification_report(
             points = {"default": 0.5}
             if np.any(np.asarray(thr) != 0.5):
                 points = {"operating": thr, "default": 0.5}
-        written["roc"] = plot_roc(out_dir / "roc.png", yp, yt, task, names, cis.get("auc"), points)
+        written["roc"] = plot_roc(out_dir / "roc.png", p, y, task, names, cis.get("auc"), points)
         written["confusion_matrix"] = plot_confusion_matrix(
             out_dir / "confusion_matrix.png",
             metrics["confusion_matrix"],
@@ -375,13 +374,13 @@ def write_classification_report(
             if task.is_binary
             else None,
         )
-        written["reliability"] = plot_reliability(out_dir / "reliability.png", yp, yt, task, n_bins)
+        written["reliability"] = plot_reliability(out_dir / "reliability.png", p, y, task, n_bins)
         if pu is not None:
             ece_b = report["calibration"]["ece_before"]
             written["reliability_uncalibrated"] = plot_reliability(
                 out_dir / "reliability_uncalibrated.png",
                 pu,
-                yt,
+                y,
                 task,
                 n_bins,
                 title=f"Before calibration: ECE = {ece_b:.3f} (after: {metrics['ece']:.3f}; {n_bins} bins, n={len(p)})",
