@@ -154,6 +154,21 @@ def test_inference_volume_to_network_ready_slices():
     assert len(data) == len(list(VOLUMES.glob("*.nii.gz"))) and all(d["image"].endswith(".nii.gz") for d in data)
 
 
+def test_small_training_split_caps_the_volume_batch_with_a_warning(caplog):
+    """5 training volumes at the defaults (batch_size 32 = 8 volumes of 4 slices, incomplete batches dropped): the
+    training loader batches the 5 volumes, with a warning naming --batch_size and the split size."""
+    import logging
+
+    parser = _parser(TRAIN)
+    parser.update({"max_items": 5, "duplicates": "off", "cache_rate": 0.0})
+    assert (parser["batch_size"], parser["train_slices"]) == (32, 4)  # the defaults
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.engines.utils"):
+        loader = parser.get_parsed_content("train#dataloader")
+    assert loader.batch_size == 5 and loader.drop_last and len(loader) == 1
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("--batch_size 32 (8 volumes of 4 slices) is larger than the training split (5 volumes)" in m for m in msgs)
+
+
 def test_bundle_slices_never_cross_splits(tmp_path):
     """The bundle's own train and validation chains give slices of disjoint volume sets (source_id)."""
     from monai_transfer.data.volumes import check_disjoint_sources, slice_datalist

@@ -363,6 +363,35 @@ def test_multi_gpu_config_uses_ids_not_list_positions():
     assert parser["train#sampler#_target_"] == "monai_transfer.engines.losses.build_distributed_sampler"
 
 
+def _small_split_folders(root: Path, n_train: int = 8, n_val: int = 2) -> Path:
+    """``root/{train,val}/{normal,pneumonia}``: ``n_train`` + ``n_val`` shipped PneumoniaMNIST PNGs per class."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in CLASS_NAMES:
+            (root / split / c).mkdir(parents=True)
+            for f in sorted((BUNDLE / "data" / split / c).glob("*.png"))[:n]:
+                shutil.copy(f, root / split / c / f.name)
+    return root
+
+
+@pytest.mark.slow
+def test_sixteen_training_images_train_at_the_default_batch_size(tmp_path):
+    """16 training images and the default batch size 32 (the loader drops an incomplete batch): training completes in
+    batches of 16, and the log says so, naming --batch_size and the split size (before: no training step, and
+    "epochs and steps_per_epoch must be >= 1, got 2 and 0" from build_scheduler)."""
+    data, run = _small_split_folders(tmp_path / "data"), tmp_path / "run"
+    proc = bundle_cli(
+        "run", "--config_file", str(TRAIN.relative_to(REPO_ROOT)), "--dataset_dir", str(data), "--epochs", "2",
+        "--image_size", "32", "--n_bootstrap", "20", "--device", "cpu", "--output_dir", str(run),
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "--batch_size 32 is larger than the training split (16 images): training with batches of 16" in log
+    assert (run / "models" / "model.pt").is_file()
+    report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert report["n_samples"] == 4 and report["meta"]["data"]["train"]["n"] == 16
+    last = torch.load(next((run / "models" / "last").glob("*.pt")), weights_only=True)
+    assert last["trainer"]["iteration"] == 2  # one batch of 16 per epoch
+
+
 @pytest.mark.slow
 def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
     """Frozen backbone (BN too) and a negligible learning rate: val AUC cannot improve, patience 1 stops at epoch 2."""
