@@ -396,6 +396,11 @@ def _metadata(
     metrics: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     meta = json.loads(json.dumps(template_meta))
+    # MONAI renamed optional_packages_version to required_packages_version (DEPRECATED_ID_MAPPING) and warns on every
+    # command of a bundle that has the old name: a run folder gets only the new one, the old entries merged into it
+    optional = meta.pop("optional_packages_version", None)
+    if optional or "required_packages_version" not in meta:
+        meta["required_packages_version"] = {**(optional or {}), **meta.get("required_packages_version", {})}
     names = list(spec["class_names"])
     size = spec["image_size"]
     shape = [size, size] if isinstance(size, int) else list(size)

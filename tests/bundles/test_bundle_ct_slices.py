@@ -26,6 +26,7 @@ import torch
 from tests.utils import (
     REPO_ROOT,
     REQUIRED_BUNDLE_META,
+    assert_no_deprecated_meta_names,
     assert_png,
     bundle_cli,
     bundle_workflow,
@@ -122,7 +123,8 @@ def test_metadata_required_keys_and_channel_def():
     assert nd["inputs"]["image"]["num_channels"] == 3 == len(_parser(TRAIN)["slice_offsets"])
     assert nd["inputs"]["image"]["spatial_shape"] == [64, 64] == [_parser(TRAIN)["image_size"]] * 2
     assert meta["version"] in meta["changelog"]
-    assert "monai_transfer" in meta["optional_packages_version"]
+    assert "monai_transfer" in meta["required_packages_version"] and "timm" in meta["required_packages_version"]
+    assert_no_deprecated_meta_names(META)
 
 
 def test_inference_volume_to_network_ready_slices():
@@ -166,7 +168,8 @@ def test_small_training_split_caps_the_volume_batch_with_a_warning(caplog):
         loader = parser.get_parsed_content("train#dataloader")
     assert loader.batch_size == 5 and loader.drop_last and len(loader) == 1
     msgs = [r.getMessage() for r in caplog.records]
-    assert any("--batch_size 32 (8 volumes of 4 slices) is larger than the training split (5 volumes)" in m for m in msgs)
+    want = "--batch_size 32 (8 volumes of 4 slices) is larger than the training split (5 volumes)"
+    assert any(want in m for m in msgs), msgs
 
 
 def test_bundle_slices_never_cross_splits(tmp_path):

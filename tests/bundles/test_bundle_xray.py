@@ -30,12 +30,12 @@ import torch
 from tests.utils import (
     REPO_ROOT,
     REQUIRED_BUNDLE_META,
+    assert_no_deprecated_meta_names,
     assert_png,
     bundle_cli,
     bundle_workflow,
     read_csv,
     torchrun_bundle,
-    write_local_meta_schema,
 )
 
 __all__: list[str] = []
@@ -49,6 +49,7 @@ INFERENCE = CONFIGS / "inference.json"
 #: the bundle's default backbone (train.json and inference.json agree: test_bundle_configs)
 BACKBONE = json.loads(INFERENCE.read_text())["backbone"]
 MULTI_GPU = CONFIGS / "multi_gpu_train.json"
+META_SCHEMA = REPO_ROOT / "bundles" / "metadata_schema.json"
 CLASS_NAMES = ["normal", "pneumonia"]
 # tiny settings for the end-to-end runs (2 shared CPU cores)
 TINY = ["--epochs", "1", "--max_items", "32", "--image_size", "32", "--n_bootstrap", "50", "--device", "cpu"]
@@ -91,19 +92,18 @@ def test_metadata_required_keys_and_channel_def():
     assert nd["inputs"]["image"]["num_channels"] == 3
     assert nd["inputs"]["image"]["spatial_shape"] == [64, 64]
     assert meta["monai_version"] and meta["pytorch_version"] and meta["numpy_version"]
-    assert "monai_transfer" in meta["optional_packages_version"]
+    assert "monai_transfer" in meta["required_packages_version"] and "timm" in meta["required_packages_version"]
+    assert_no_deprecated_meta_names(META)
     assert meta["version"] in meta["changelog"]
 
 
 def test_verify_metadata_offline_with_local_schema(tmp_path):
-    """MONAI's verify_metadata skips the download when ``filepath`` exists: it works offline with a local schema.
-
-    The official schema URL is unreachable here, so a self-written schema with the specification's required keys
-    and tensor fields stands in for it.
-    """
+    """MONAI's verify_metadata skips the download when ``filepath`` exists: it works offline with the shipped
+    ``bundles/metadata_schema.json`` (the specification's required keys and tensor fields), which still fails a
+    metadata file that breaks them."""
     from monai.bundle import verify_metadata
 
-    local = write_local_meta_schema(tmp_path / "schema.json")
+    local = META_SCHEMA  # the shipped offline schema (README's publishing command)
     verify_metadata(meta_file=str(META), filepath=str(local))  # raises ValueError when invalid
     bad = json.loads(META.read_text())
     del bad["network_data_format"]["outputs"]["pred"]["dtype"]
@@ -619,13 +619,58 @@ def test_run_folder_is_a_complete_bundle(tmp_path):
     assert report["n_samples"] == 4  # the run's own validation split of data/
 
     # publishing: verify_metadata (local schema), verify_net_in_out, ckpt_export on the run folder
-    verify_metadata(
-        meta_file=str(moved / "configs" / "metadata.json"), filepath=str(write_local_meta_schema(tmp_path / "s.json"))
-    )
+    verify_metadata(meta_file=str(moved / "configs" / "metadata.json"), filepath=str(META_SCHEMA))
     verify_net_in_out(
         net_id="network_def", meta_file=str(moved / "configs" / "metadata.json"),
         config_file=str(moved / "configs" / "inference.json"), device="cpu",
     )  # fmt: skip
     ckpt_export(net_id="network_def", bundle_root=str(moved), config_file=str(moved / "configs" / "inference.json"))
     scripted = torch.jit.load(str(moved / "models" / "model.ts"), map_location="cpu")
+    assert scripted(torch.zeros(1, 3, RUN_SIZE, RUN_SIZE)).shape == (1, 2)
+
+
+def _readme_publishing_commands() -> list[str]:
+    """The ``python -m monai.bundle`` lines of the README's publishing block, as written (run folder runs/brain_mri)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("Publishing a run works with MONAI's own tools", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("python -m monai.bundle ")]
+
+
+@pytest.mark.slow
+def test_readme_publishing_commands_run_offline_as_written(tmp_path):
+    """The README's verify_metadata, verify_net_in_out and ckpt_export lines, run verbatim from the repository root on
+    a run folder (its path in place of ``runs/brain_mri``) with every download blocked: all succeed, MONAI prints no
+    deprecation warning for metadata.json, and the export is a working TorchScript model."""
+    import shlex
+
+    from monai_transfer.networks.nets import Pretrained2DNet
+    from monai_transfer.utils.io import atomic_torch_save
+    from monai_transfer.utils.run_bundle import export_run_bundle, model_spec
+
+    commands = _readme_publishing_commands()
+    verbs = [shlex.split(c)[3] for c in commands]
+    assert verbs == ["verify_metadata", "verify_net_in_out", "ckpt_export"], commands
+    data, run = _class_folder_set(tmp_path / "data", per_class=2), tmp_path / "runs" / "brain_mri"
+    torch.manual_seed(0)
+    net = Pretrained2DNet(backbone=BACKBONE, weights="none", num_classes=2, in_channels=3)
+    atomic_torch_save(net.state_dict(), run / "models" / "model.pt")
+    val = [{"image": str(p), "label": i} for i, c in enumerate(RUN_CLASSES) for p in (data / c).iterdir()]
+    export_run_bundle(
+        run, BUNDLE, values={"class_names": RUN_CLASSES, "image_size": RUN_SIZE, "dataset_dir": str(data)},
+        spec=model_spec(BACKBONE, RUN_CLASSES, RUN_SIZE), datalists={"val": val},
+    )  # fmt: skip
+    assert_no_deprecated_meta_names(run / "configs" / "metadata.json")
+    blocked = "http://127.0.0.1:9"  # nothing listens there: any download fails at once
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HTTP_PROXY": blocked, "HTTPS_PROXY": blocked, "http_proxy": blocked,
+           "https_proxy": blocked, "NO_PROXY": "", "no_proxy": "", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    for command in commands:
+        args = shlex.split(command.replace("runs/brain_mri", str(run)))
+        proc = subprocess.run(
+            [sys.executable, *args[1:]], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{command}\n{out[-4000:]}"
+        assert "optional_packages_version" not in out, out[-2000:]
+    scripted = torch.jit.load(str(run / "models" / "model.ts"), map_location="cpu")
     assert scripted(torch.zeros(1, 3, RUN_SIZE, RUN_SIZE)).shape == (1, 2)
