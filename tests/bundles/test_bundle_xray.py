@@ -390,6 +390,17 @@ def test_sixteen_training_images_train_at_the_default_batch_size(tmp_path):
     assert report["n_samples"] == 4 and report["meta"]["data"]["train"]["n"] == 16
     last = torch.load(next((run / "models" / "last").glob("*.pt")), weights_only=True)
     assert last["trainer"]["iteration"] == 2  # one batch of 16 per epoch
+    # TensorBoard: an input grid per epoch; val curves at epochs 1, 2 and the best model's re-evaluation apart
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "logs"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert [g.step for g in acc.Images("train/inputs")] == [1, 2]
+    assert [e.step for e in acc.Scalars("val_auc")] == [1, 2]
+    (best,) = acc.Scalars("best_model/val_auc")
+    assert best.step in (1, 2) and best.value == pytest.approx(report["metrics"]["auc"], abs=1e-6)
+    readme = (run / "docs" / "README.md").read_text()
+    assert "- train: 16 images (normal: 8, pneumonia: 8)" in readme and "None images" not in readme
 
 
 @pytest.mark.slow
