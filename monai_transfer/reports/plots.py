@@ -50,10 +50,10 @@ def new_figure(figsize: tuple[float, float] = (6.4, 5.6)) -> Any:
     return fig
 
 
-def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Render ``fig`` to PNG and write it atomically to ``path``."""
+def save_figure(fig: Any, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Render ``fig`` to PNG and write it atomically to ``path`` (``metadata``: PNG text fields, e.g. ``Title``)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata=metadata)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 

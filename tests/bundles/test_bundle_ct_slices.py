@@ -481,10 +481,20 @@ def test_multi_gpu_volume_auc_gathered_and_early_stop_torchrun_gloo(tmp_path):
     print(f"volume AUC: both ranks {auc:.4f}, single process {metrics['metrics']['auc']:.4f}")
 
 
-def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
-    """evaluate.json's Grad-CAM step explains the central validation slice of the first volumes (PNG per slice)."""
+def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path, monkeypatch):
+    """evaluate.json's Grad-CAM step explains the central validation slice of the first volumes (PNG per slice),
+    titled with the class and its probability."""
     from monai.bundle import ConfigParser
     from PIL import Image
+
+    import monai_transfer.reports.gradcam as gradcam
+
+    drawn = []
+    save = gradcam._save_overlay
+    monkeypatch.setattr(
+        gradcam, "_save_overlay", lambda path, bg, heat, title, *a: drawn.append((bg, heat, title)) or save(
+            path, bg, heat, title, *a)
+    )  # fmt: skip
 
     parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
     parser.update(
@@ -508,11 +518,12 @@ def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
     assert [p.name for p in paths] == [f"gradcam_{n}_slice032.png" for n in names]
     report = Path(parser.get_parsed_content("report_dir")) / "gradcam"
     assert sorted(report.iterdir()) == sorted(paths)
-    for p in paths:
+    assert len(drawn) == len(paths) == 2
+    for p, n, (bg, heat, title) in zip(paths, names, drawn):
         assert_png(p)
+        assert bg.shape == heat.shape == (32, 32)  # drawn in the slice's network-input geometry
+        assert len(np.unique(heat)) > 2  # an overlay, not a flat or missing map
+        assert title.startswith(f"{n}_slice032\nGrad-CAM for '") and "(highest score)\np(" in title
+        assert any(f"'{c}'" in title for c in CLASS_NAMES)
         with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"))
-        assert arr.shape == (32, 32, 3)
-        # an overlay, not blank: the grey background adds the same to R, G and B, so R - B varies only where the
-        # heat map does (a flat or missing map gives one value; the slice's few grey levels do not count)
-        assert len(np.unique(arr[..., 0].astype(int) - arr[..., 2].astype(int))) > 2
+            assert im.text["Title"] == title.replace("\n", " | ")

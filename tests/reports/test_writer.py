@@ -17,6 +17,7 @@ import json
 import logging
 import tempfile
 import unittest
+import unittest.mock
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +130,36 @@ class TestGradCAM(unittest.TestCase):
         )
         x = torch.rand(3, 1, 32, 32)
         originals = [np.random.default_rng(i).random((400 + i, 360)) for i in range(3)]  # (H0, W0) != input size
-        with tempfile.TemporaryDirectory() as d:
+        import monai_transfer.reports.gradcam as gradcam
+
+        figures = []
+        save = gradcam.save_figure
+        with (
+            tempfile.TemporaryDirectory() as d,
+            unittest.mock.patch.object(
+                gradcam, "save_figure", lambda f, p, **kw: figures.append(f) or save(f, p, **kw)
+            ),
+        ):
             paths = save_gradcam_overlays(
-                model, x, "3", d, n=2, class_index=1, original_images=originals, ids=["/a/p1.nii.gz", "p2.png"]
-            )
+                model, x, "3", d, n=2, class_index=1, original_images=originals, ids=["/a/p1.nii.gz", "p2.png"],
+                class_names=["no", "yes"],
+            )  # fmt: skip
             self.assertEqual([p.name for p in paths], ["gradcam_p1.png", "gradcam_p2.png"])
+            with torch.no_grad():
+                p_yes = torch.softmax(model.eval()(x[:2]), dim=1)[:, 1]
+            model.train()
             for i, path in enumerate(paths):
-                arr = check_png(self, path, min_width=300, min_bytes=1000)
-                self.assertEqual(arr.shape[:2], originals[i].shape)
+                check_png(self, path, min_width=300, min_bytes=1000)
+                image_ax, bar_ax = figures[i].axes  # the overlay and its colour bar
+                background, heat = image_ax.images
+                self.assertEqual(background.get_array().shape, originals[i].shape)  # the original geometry
+                self.assertEqual(heat.get_array().shape, originals[i].shape)
+                self.assertEqual(bar_ax.get_ylabel(), "Grad-CAM (scaled per image)")
+                title = image_ax.get_title()
+                self.assertEqual(title, f"{['a/p1.nii.gz', 'p2.png'][i]}\nGrad-CAM for 'yes'\np(yes) = {p_yes[i]:.3f}")
+                with Image.open(path) as im:
+                    self.assertEqual(im.text["Title"], title.replace("\n", " | "))
+                    self.assertIn(f"the {originals[i].shape[0]}x360 original image", im.text["Description"])
             self.assertTrue(model.training)  # mode restored
             with self.assertRaisesRegex(ValueError, "original_images"):
                 save_gradcam_overlays(model, x, "3", d, n=3, original_images=originals[:1])
@@ -164,11 +187,13 @@ class TestGradCAM(unittest.TestCase):
             out = Path(d) / "cam"
             self.assertEqual(save_dataset_gradcam_overlays(model, ds, "0", out, n=0), [])
             self.assertFalse(out.exists())
-            paths = save_dataset_gradcam_overlays(model, ds, "0", out, n=2)
+            paths = save_dataset_gradcam_overlays(model, ds, "0", out, n=2, temperature=2.0)
             self.assertEqual([p.name for p in paths], ["gradcam_img0.png", "gradcam_img1.png"])
             for p in paths:
                 with Image.open(p) as im:
-                    self.assertEqual(im.size, (40, 48))  # drawn on the original file's geometry
+                    self.assertIn("the 48x40 original image", im.text["Description"])  # the original file's geometry
+                    self.assertIn("(highest score) | p(class ", im.text["Title"])
+                    self.assertIn(", temperature 2", im.text["Title"])
 
 
 # ------------------------------------------------------------------------- prevalence shift and calibration
