@@ -685,3 +685,56 @@ def test_readme_publishing_commands_run_offline_as_written(tmp_path):
         assert "optional_packages_version" not in out, out[-2000:]
     scripted = torch.jit.load(str(run / "models" / "model.ts"), map_location="cpu")
     assert scripted(torch.zeros(1, 3, RUN_SIZE, RUN_SIZE)).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_one_id_format_across_the_three_prediction_writers(tmp_path):
+    """``predictions.csv`` of the report (evaluate.json overlay, data root ``dataset_dir``), of inference.json
+    (``--input_dir``) and of ``python -m monai_transfer.evaluate`` (``--images``) name a case the same way: its path
+    relative to the folder given, extension kept, with the full path in ``image``; the same case gets the same
+    probabilities from all three."""
+    from monai_transfer.evaluate import main
+    from monai_transfer.metrics.threshold import save_threshold
+    from tests.test_evaluate import _save_random_weights
+
+    bundle = tmp_path / "xray"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    _save_random_weights(bundle)
+    save_threshold(bundle / "models" / "threshold.json", 0.5, method="youden")
+    images = tmp_path / "images"
+    for c in CLASS_NAMES:
+        (images / c).mkdir(parents=True)
+        for f in sorted((BUNDLE / "data" / "val" / c).glob("*.png"))[:5]:
+            shutil.copy(f, images / c / f.name)
+    expected = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+    fast = ["--n-bootstrap", "10", "--device", "cpu", "--no-progress"]
+    assert main(["--bundle", str(bundle), "--images", str(images), "--output", str(tmp_path / "evaluate"), *fast]) == 0
+    wf = bundle_workflow(
+        bundle / "configs", bundle / "configs" / "inference.json", "infer", bundle_root=str(bundle),
+        input_dir=str(images), output_dir=str(tmp_path / "inference"), device="cpu",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    cfg = bundle / "configs"
+    wf = bundle_workflow(
+        cfg, [cfg / "train.json", cfg / "evaluate.json"], "train", bundle_root=str(bundle), output_dir=str(bundle),
+        dataset_dir=str(images), device="cpu", gradcam_cases=0, n_bootstrap=10, duplicates="off",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    tables = {
+        "evaluate": read_csv(tmp_path / "evaluate" / "predictions.csv"),
+        "inference": read_csv(tmp_path / "inference" / "predictions.csv"),
+        "report": read_csv(bundle / "eval" / "val" / "predictions.csv"),  # the validation split of images/
+    }
+    assert [r["id"] for r in tables["evaluate"]] == [r["id"] for r in tables["inference"]] == expected
+    assert 0 < len(tables["report"]) < len(expected) and {r["id"] for r in tables["report"]} <= set(expected)
+    prob = {}
+    for name, rows in tables.items():
+        for r in rows:
+            assert r["image"] == str(images / r["id"]), (name, r)
+            prob.setdefault(r["id"], []).append(float(r["prob_pneumonia"]))
+    for case, values in prob.items():
+        assert max(values) - min(values) < 1e-5, (case, values)
