@@ -307,3 +307,29 @@ def test_predictions_csv_unknown_labels_and_extra_columns(tmp_path):
     with open(ml, newline="") as f:
         first = next(csv.DictReader(f))
     assert first["label_a"] == first["correct"] == "" and first["pred_a"] == "1" and first["pred_b"] == "0"
+
+
+def test_case_id_is_the_path_relative_to_the_data_folder(tmp_path):
+    from monai_transfer.reports.writer import case_id, write_predictions_csv
+
+    data = tmp_path / "data"
+    (data / "val" / "normal").mkdir(parents=True)
+    (data / "labels.csv").write_text("image,label\n")
+    img = data / "val" / "normal" / "a.png"
+    assert case_id(img, data) == "val/normal/a.png"
+    assert case_id(img, data / "labels.csv") == "val/normal/a.png"  # a data list stands for its folder
+    assert case_id(img, data / "val") == "normal/a.png"
+    assert case_id(img, None) == str(img)
+    assert case_id(tmp_path / "elsewhere" / "b.png", data) == str(tmp_path / "elsewhere" / "b.png")  # outside: as is
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    assert case_id(link / "val" / "normal" / "a.png", data) == "val/normal/a.png"  # through a symbolic link
+    out = write_predictions_csv(tmp_path / "p.csv", np.array([0.2, 0.9]), [0, 1], ids=[img, data / "b.dcm"],
+                                id_root=data, extra_columns={"threshold": ["0.5", "0.5"]})  # fmt: skip
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["val/normal/a.png", "b.dcm"]
+    assert [r["image"] for r in rows] == [str(img), str(data / "b.dcm")] and list(rows[0])[-2:] == [
+        "image",
+        "threshold",
+    ]
