@@ -23,7 +23,8 @@ validation fraction), then ``DIR`` (default ``audit/``) receives:
   unreadable file with its error;
 - ``clusters.csv``: one row per image in a near-duplicate cluster (cluster id, split, label, path, hash);
 - ``cross_split_pairs.png``: a contact sheet of the closest cross-split pairs (left: the training-side image), row
-  ``#k`` being entry ``k`` of ``closest_pairs_across_splits`` in ``audit.json``.
+  ``#k`` being entry ``k`` of ``closest_pairs_across_splits`` in ``audit.json``; each image is captioned with its
+  split, label and short file name (last folder and file name).
 
 The exit status is 0, or 1 with ``--fail-on-leak`` when a cluster crosses splits. Bundles run the same report at
 initialisation (:func:`write_audit`, ``<output_dir>/audit``) and copy its summary into ``metrics.json``.
@@ -43,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["audit_report", "contact_sheet", "write_audit", "audit_dataset", "main"]
+__all__ = ["audit_report", "contact_sheet", "short_name", "write_audit", "audit_dataset", "main"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,11 +168,39 @@ def _thumb(path: str, size: int) -> Any:
     return canvas
 
 
-def contact_sheet(pairs: Sequence[tuple[str, str, str]], path: str | os.PathLike, size: int = 128) -> Path | None:
-    """PNG with one row per pair: two thumbnails and a caption line; None when there are no pairs.
+def _font(size: int) -> Any:
+    """A scalable font for captions (Pillow's bundled one), or the bitmap default without FreeType."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError, ImportError):  # Pillow < 10.1, or built without FreeType
+        return ImageFont.load_default()
+
+
+def _fit(draw: Any, text: str, font: Any, width: int) -> str:
+    """``text``, shortened in the middle with ``...`` when it is wider than ``width`` pixels."""
+    if draw.textlength(text, font=font) <= width:
+        return text
+    for keep in range(len(text) - 1, 0, -1):
+        short = text[: (keep + 1) // 2] + "..." + text[len(text) - keep // 2 :]
+        if draw.textlength(short, font=font) <= width:
+            return short
+    return "..."
+
+
+def short_name(path: str | os.PathLike, parts: int = 2) -> str:
+    """The last ``parts`` components of ``path`` (``normal/img_001.png``): short, and telling class folders apart."""
+    return "/".join(Path(str(path)).parts[-parts:])
+
+
+def contact_sheet(pairs: Sequence[Sequence[str]], path: str | os.PathLike, size: int = 128) -> Path | None:
+    """PNG with one row per pair: a header line, two thumbnails, and under each its caption; None without pairs.
 
     Args:
-        pairs: ``(path_a, path_b, caption)``.
+        pairs: ``(path_a, path_b, header)`` or ``(path_a, path_b, header, caption_a, caption_b)``; a caption may hold
+            several lines (``\\n``); each line is shortened in the middle to the thumbnail's width. Without captions
+            each thumbnail is captioned with its short file name (:func:`short_name`).
         path: output PNG.
         size: thumbnail side in pixels.
     """
@@ -181,17 +210,27 @@ def contact_sheet(pairs: Sequence[tuple[str, str, str]], path: str | os.PathLike
 
     from monai_transfer.utils.io import atomic_write
 
-    cap = 14
-    sheet = Image.new("L", (2 * size + 6, len(pairs) * (size + cap + 4)), 255)
+    font = _font(11)
+    line = 14
+    captions = [
+        (list(p[3:5]) if len(p) >= 5 else [short_name(p[0]), short_name(p[1])]) for p in pairs
+    ]  # per pair: [caption_a, caption_b]
+    n_lines = max(max(len(str(c).splitlines()) for c in cap) for cap in captions)
+    gap, col = 12, size + 40  # captions get more width than the thumbnail
+    row_h = line + size + n_lines * line + gap
+    sheet = Image.new("L", (2 * col + gap, len(pairs) * row_h), 255)
     draw = ImageDraw.Draw(sheet)
-    for r, (a, b, caption) in enumerate(pairs):
-        y = r * (size + cap + 4)
-        for c, p in enumerate((a, b)):
+    for r, (p, cap) in enumerate(zip(pairs, captions)):
+        y = r * row_h
+        draw.text((2, y), _fit(draw, str(p[2]), font, 2 * col + gap - 4), fill=0, font=font)
+        for c, image in enumerate(p[:2]):
+            x = c * (col + gap)
             try:
-                sheet.paste(_thumb(p, size), (c * (size + 6), y))
+                sheet.paste(_thumb(image, size), (x + (col - size) // 2, y + line))
             except Exception as e:  # an unreadable image still gets its slot, with the reason
-                draw.text((c * (size + 6) + 2, y + size // 2), f"unreadable: {type(e).__name__}", fill=0)
-        draw.text((2, y + size + 1), caption[: (2 * size) // 6], fill=0)
+                draw.text((x + 2, y + line + size // 2), f"unreadable: {type(e).__name__}", fill=0, font=font)
+            for k, text in enumerate(str(cap[c]).splitlines()):
+                draw.text((x + 2, y + line + size + 1 + k * line), _fit(draw, text, font, col - 4), fill=0, font=font)
     buf = io.BytesIO()
     sheet.save(buf, format="PNG")
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
@@ -235,8 +274,9 @@ def write_audit(
     rows = []
     for a, b in pairs[:max_sheet_pairs]:
         d, s = pair_of.get((a, b)) or pair_of[(b, a)]
-        caption = f"#{len(rows) + 1} {splits[a]}|{splits[b]} d={d} sim={s:.3f}"
-        rows.append((items[a]["image"], items[b]["image"], caption))
+        header = f"#{len(rows) + 1}  Hamming distance {d}, similarity {s:.3f}"
+        cap_a, cap_b = (f"{splits[i]}, label {_label(items[i])}\n{short_name(items[i]['image'])}" for i in (a, b))
+        rows.append((items[a]["image"], items[b]["image"], header, cap_a, cap_b))
     sheet = contact_sheet(rows, out / "cross_split_pairs.png")
     report["files"] = {
         "clusters_csv": str(out / "clusters.csv"),
@@ -253,6 +293,15 @@ def write_audit(
         s["n_label_conflicts"],
         s["n_unreadable"],
     )
+    if s["n_clusters_across_splits"]:
+        logger.warning(
+            "data audit: %d near-duplicate cluster(s) span more than one split: every cluster is listed under "
+            "'clusters_across_splits' in %s and in %s; the closest pairs are shown side by side in %s",
+            s["n_clusters_across_splits"],
+            out / "audit.json",
+            out / "clusters.csv",
+            sheet,
+        )
     if hasattr(datalists, "audit"):
         datalists.audit = {**(datalists.audit or {}), "report": str(out / "audit.json")}
     return s

@@ -88,6 +88,35 @@ def test_audit_cli_reports_leaks_conflicts_balance_and_unreadable(tmp_path, caps
     assert json.loads((out / "audit.json").read_text())["summary"]["n_cached"] == 26  # all but the broken file
 
 
+def test_contact_sheet_captions_name_files_and_labels_and_warnings_point_at_the_report(tmp_path, monkeypatch, caplog):
+    """Each thumbnail of ``cross_split_pairs.png`` is captioned with its split, label and short file name; the
+    warnings about the leak point at the report files instead of telling the user to run the audit."""
+    import logging
+
+    import monai_transfer.audit as audit_mod
+
+    data = _leaky_csv(tmp_path / "data")
+    out = tmp_path / "audit"
+    drawn = []
+    sheet = audit_mod.contact_sheet
+    monkeypatch.setattr(audit_mod, "contact_sheet", lambda rows, path, **kw: drawn.append(rows) or sheet(rows, path))
+    with caplog.at_level(logging.WARNING):
+        main([str(data), "--output", str(out), "--cache_dir", "none", "--no_progress"])
+    (rows,) = drawn
+    captions = {(r[3], r[4]) for r in rows}
+    assert captions == {
+        ("train, label normal\nnormal/0.png", "val, label pneumonia\npneumonia/copy_of_n0.png"),
+        ("train, label normal\nnormal/1.png", "val, label normal\nnormal/n1_again.jpg"),
+    }
+    assert all(r[2].startswith(f"#{k}  Hamming distance ") for k, r in enumerate(rows, 1))
+    with Image.open(out / "cross_split_pairs.png") as im:
+        assert im.size[1] >= 2 * (128 + 3 * 14)  # a header and two caption lines per row
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert not any("python -m monai_transfer.audit" in w for w in warnings), warnings
+    (pointer,) = [w for w in warnings if w.startswith("data audit:")]
+    assert str(out / "audit.json") in pointer and str(out / "cross_split_pairs.png") in pointer
+
+
 def test_audit_entry_point_runs_as_a_module(tmp_path):
     data = _leaky_csv(tmp_path / "data")
     proc = subprocess.run(

@@ -193,7 +193,7 @@ def test_volume_bundle_end_to_end(vol_bundle, adrenal, tmp_path):
     assert code == EXIT_OK
 
     preds = read_csv(out / "predictions.csv")
-    assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]
+    assert [r["id"] for r in preds] == names  # path relative to --images, extension kept
     assert [int(r["label"]) for r in preds] == y
     for r in preds:
         p0, p1 = float(r["prob_normal"]), float(r["prob_adrenal_mass"])
@@ -276,7 +276,7 @@ def test_bad_cases_are_named_and_exit_codes(vol_bundle, adrenal, tmp_path, caplo
         assert case in caplog.text
     assert json.loads((out / "failures.json").read_text())["n_failed"] == len(expected)
     preds = read_csv(out / "predictions.csv")
-    assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]  # the good ones only
+    assert [r["id"] for r in preds] == names  # the good ones only
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 4
     log = (out / "evaluate.log").read_text()
     assert all(case in log for case in expected)
@@ -386,7 +386,7 @@ def test_xray_bundle_on_2d_nifti(tmp_path):
     args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
     assert main(args + FAST + ["--tolerate-failures"]) == EXIT_OK
     preds = read_csv(out / "predictions.csv")
-    assert [r["id"] for r in preds] == sorted(n.split(".")[0] for n in names)
+    assert [r["id"] for r in preds] == sorted(names)
     assert sorted(int(r["label"]) for r in preds) == sorted(int(v) for v in y)
     assert all(abs(float(r["prob_normal"]) + float(r["prob_pneumonia"]) - 1) < 1e-5 for r in preds)
     assert "n_slices" not in preds[0]
@@ -394,7 +394,8 @@ def test_xray_bundle_on_2d_nifti(tmp_path):
     assert (fail["case"], fail["stage"]) == ("ct_volume.nii.gz", "dimensions")
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 7
     by_id = {r["id"]: r for r in preds}  # the same image as PNG and as 2D NIfTI gives the same probability
-    assert float(by_id["cxr_png"]["prob_pneumonia"]) == pytest.approx(float(by_id["cxr_0"]["prob_pneumonia"]), abs=1e-4)
+    png, nifti = by_id["cxr_png.png"], by_id["cxr_0.nii.gz"]
+    assert float(png["prob_pneumonia"]) == pytest.approx(float(nifti["prob_pneumonia"]), abs=1e-4)
 
 
 @requires_shared_data(ADRENAL_NPZ)
@@ -407,7 +408,7 @@ def test_ct_slices_bundle(adrenal, tmp_path):
     args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
     assert main(args + FAST) == EXIT_OK
     preds = read_csv(out / "predictions.csv")
-    assert [r["id"] for r in preds] == [n[: -len(".nii.gz")] for n in names]
+    assert [r["id"] for r in preds] == names  # path relative to --images, extension kept
     assert all(int(r["n_slices"]) >= 1 for r in preds)
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 3
 
@@ -530,7 +531,7 @@ def test_dangling_symlink_is_a_named_failure(vol_bundle, tmp_path):
         assert "dangling symbolic link" in failures["ghost.nii.gz"]["reason"]
         assert str(tmp_path / "moved_away.nii.gz") in failures["ghost.nii.gz"]["reason"]
         assert "symbolic link loop" in failures["loop.nii.gz"]["reason"]
-        assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["noise_0", "noise_1"]
+        assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["noise_0.nii.gz", "noise_1.nii.gz"]
 
 
 def test_truncated_bundle_json_exit_1_naming_file_and_position(vol_bundle, tmp_path, caplog):
@@ -571,7 +572,7 @@ def test_non_utf8_file_names_are_written_escaped(vol_bundle, tmp_path):
     out2 = tmp_path / "out_unlabelled"
     assert main(args + ["--output", str(out2)]) == EXIT_OK
     preds = read_csv(out2 / "predictions.csv")
-    assert [r["id"] for r in preds] == ["caso_\\xff\\xfe", "noise_0", "noise_1"]  # the row is kept
+    assert [r["id"] for r in preds] == ["caso_\\xff\\xfe.nii.gz", "noise_0.nii.gz", "noise_1.nii.gz"]  # row kept
     assert preds[0]["prob_normal"] == preds[1]["prob_normal"]  # same volume, same probability
 
 
@@ -626,7 +627,7 @@ def test_2d_bundle_non_finite_probabilities_and_dangling_link(vol_bundle, tmp_pa
     out = tmp_path / "out"
     assert main(args + ["--output", str(out)]) == EXIT_FAILURES  # finite weights: only the link fails
     assert [(f["case"], f["stage"]) for f in read_csv(out / "failures.csv")] == [("gone.png", "read")]
-    assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["img_0", "img_1", "img_2"]
+    assert [r["id"] for r in read_csv(out / "predictions.csv")] == ["img_0.png", "img_1.png", "img_2.png"]
 
     ckpt, _ = _modified_checkpoint(bundle, tmp_path / "overflow.pt", lambda t: t.fill_(3e38))
     out = tmp_path / "out_overflow"

@@ -182,3 +182,40 @@ def test_export_writes_the_run_mode_over_the_inference_expression(tmp_path):
     assert json.loads((XRAY / "configs" / "inference.json").read_text())["mode"].startswith("$")
     assert json.loads((run / "configs" / "inference.json").read_text())["mode"] == "multilabel"
     assert json.loads((run / "configs" / "train.json").read_text())["mode"] == "multilabel"
+
+
+def test_export_describes_the_data_checks_and_writes_current_metadata_names(tmp_path):
+    """The run README lists the splits and the data checks (not "audit: None images ()"), and a template that still
+    has MONAI's deprecated ``optional_packages_version`` gives a run ``metadata.json`` with only the new name."""
+    from monai_transfer.data.bundle_data import SplitDatalists
+    from tests.utils import assert_no_deprecated_meta_names
+
+    template = tmp_path / "template"
+    shutil.copytree(XRAY / "configs", template / "configs")
+    meta = json.loads((template / "configs" / "metadata.json").read_text())
+    meta["optional_packages_version"] = {"timm": "1.0.0", "monai_transfer": "0.0.1"}
+    meta["required_packages_version"] = {"monai_transfer": "0.1.0"}
+    (template / "configs" / "metadata.json").write_text(json.dumps(meta))
+    run = tmp_path / "run"
+    _ckpt(run)
+    audit_dir = run / "audit"
+    audit_dir.mkdir(parents=True)
+    datalists = SplitDatalists(
+        train=[{"image": f"t{i}.png", "label": i % 2} for i in range(6)],
+        val=[{"image": f"v{i}.png", "label": i % 2} for i in range(2)],
+    )
+    summary = {"n_clusters": 2, "n_clusters_across_splits": 1, "n_files_in_clusters_across_splits": 2,
+               "n_label_conflicts": 0, "n_unreadable": 0}  # fmt: skip
+    datalists.audit = {"duplicates": summary, "report": str(audit_dir / "audit.json")}
+    values = {"class_names": ["no", "yes"], "image_size": 32, "dataset_dir": str(tmp_path / "data")}
+    export_run_bundle(run, template, values=values, spec=model_spec("tf_efficientnet_lite0", ["no", "yes"], 32),
+                      datalists=datalists, n_samples=0)  # fmt: skip
+    readme = (run / "docs" / "README.md").read_text()
+    assert "- train: 6 images (no: 3, yes: 3)" in readme and "- val: 2 images (no: 1, yes: 1)" in readme
+    assert "None images" not in readme and "- audit:" not in readme
+    assert "- near-duplicate check: 1 cluster(s) of copies across splits (2 files), 2 cluster(s) in all" in readme
+    assert "- audit report: `audit/audit.json`" in readme
+    run_meta = json.loads((run / "configs" / "metadata.json").read_text())
+    assert "optional_packages_version" not in run_meta
+    assert run_meta["required_packages_version"] == {"timm": "1.0.0", "monai_transfer": "0.1.0"}
+    assert_no_deprecated_meta_names(run / "configs" / "metadata.json")

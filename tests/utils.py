@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
@@ -38,7 +39,7 @@ __all__ = [
     "bundle_workflow",
     "read_csv",
     "assert_png",
-    "write_local_meta_schema",
+    "assert_no_deprecated_meta_names",
     "torchrun_bundle",
     "MaliciousPickle",
     "load_script",
@@ -176,37 +177,21 @@ def assert_png(path: Path) -> None:
         assert im.format == "PNG" and im.size[0] > 0 and im.size[1] > 0
 
 
-def write_local_meta_schema(path: Path) -> Path:
-    """A local stand-in for MONAI's bundle metadata schema (the official URL is unreachable offline).
+def assert_no_deprecated_meta_names(meta_file: Path) -> None:
+    """MONAI reads ``meta_file`` without its deprecation warning (``optional_packages_version`` is now
+    ``required_packages_version``: ``monai.bundle.utils.DEPRECATED_ID_MAPPING``)."""
+    import warnings
 
-    It holds the specification's required keys and tensor fields; ``monai.bundle.verify_metadata`` skips the download
-    when ``filepath`` exists.
-    """
-    import json
+    from monai.bundle import ConfigParser
+    from monai.bundle.utils import DEPRECATED_ID_MAPPING
 
-    tensor = {
-        "type": "object",
-        "required": ["type", "format", "num_channels", "spatial_shape", "dtype", "value_range"],
-        "properties": {"num_channels": {"type": "integer"}, "channel_def": {"type": "object"}},
-    }
-    io_def = {"type": "object", "additionalProperties": tensor}
-    schema = {
-        "$schema": "https://json-schema.org/draft/2019-09/schema",
-        "type": "object",
-        "required": list(REQUIRED_BUNDLE_META),
-        "properties": {
-            "version": {"type": "string"},
-            "changelog": {"type": "object"},
-            "references": {"type": "array", "items": {"type": "string"}},
-            "network_data_format": {
-                "type": "object",
-                "required": ["inputs", "outputs"],
-                "properties": {"inputs": io_def, "outputs": io_def},
-            },
-        },
-    }
-    Path(path).write_text(json.dumps(schema))
-    return Path(path)
+    meta = json.loads(Path(meta_file).read_text())
+    assert not set(DEPRECATED_ID_MAPPING) & set(meta), f"{meta_file} has deprecated ids"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        parser = ConfigParser()
+        parser.read_meta(str(meta_file))
+    assert not [w for w in caught if "deprecated" in str(w.message)], [str(w.message) for w in caught]
 
 
 def torchrun_bundle(configs: list[Path | str], run: Path, *args: str, timeout: int = 500) -> tuple[str, str]:

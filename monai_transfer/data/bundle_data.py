@@ -265,12 +265,12 @@ def _check_duplicates(
         n_files = summary["n_files_in_clusters_across_splits"]
         msg = (
             f"{root}: {len(cross)} near-duplicate cluster(s) span more than one split ({n_files} files), so "
-            f"validation sees copies of training images: {describe(cross)}. Run "
-            f"'python -m monai_transfer.audit {root}' for the full report."
+            f"validation sees copies of training images: {describe(cross)}."
         )
-        if mode == "fail":
-            raise DatalistError(msg)
-        logger.warning(msg)
+        if mode == "fail":  # nothing else runs: say how to get the report
+            raise DatalistError(f"{msg} Run 'python -m monai_transfer.audit {root}' for the full report.")
+        # the audit written next (training: <output_dir>/audit; the audit command: --output) names its files
+        logger.warning(f"{msg} The data audit lists every cluster (audit.json, cross_split_pairs.png).")
     return summary
 
 

@@ -112,14 +112,6 @@ class _CaseError(Exception):
         self.reason = reason
 
 
-def _strip_ext(name: str) -> str:
-    low = name.lower()
-    for ext in sorted(IMAGE_2D_EXTENSIONS, key=len, reverse=True):  # ".nii.gz" before ".nii"
-        if low.endswith(ext):
-            return name[: -len(ext)]
-    return name
-
-
 def list_cases(images_dir: str | os.PathLike, extensions: Sequence[str] = VOLUME_EXTENSIONS) -> list[Path]:
     """Every file under ``images_dir`` (recursively, hidden files and folders skipped) ending in ``extensions``,
     broken symbolic links included: :func:`monai_transfer.data.datalist.list_image_files`.

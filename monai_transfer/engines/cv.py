@@ -388,6 +388,7 @@ def run_cross_validation(
         uncalibrated_prob=oof if calibrate else None, calibration=cal_info,
         prevalence=override.get("prevalence") if task.is_binary else None,
         training_counts={n: int(np.sum(labels == i)) for i, n in enumerate(class_names)},
+        id_root=parser.get_parsed_content("dataset_dir"),  # ids as in every predictions.csv (case_id)
     )  # fmt: skip
 
     selection = {

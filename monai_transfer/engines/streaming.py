@@ -36,7 +36,6 @@ from monai_transfer.data.cases import (
     _broken_link,
     _CaseError,
     _display,
-    _strip_ext,
 )
 from monai_transfer.engines.bundle_inference import Bundle
 
@@ -293,7 +292,8 @@ class CaseLoop:
         self._log_failure(self.result.failures[-1])
 
     def add(self, p: Path, probs: Any, n_slices: int | None = None) -> None:
-        pred = CasePrediction(_strip_ext(self.name_of(p)), str(p), probs, self.labels.get(p), n_slices)
+        # the id is the path relative to --images, extension kept: the format of every predictions.csv (case_id)
+        pred = CasePrediction(self.name_of(p), str(p), probs, self.labels.get(p), n_slices)
         self.result.predictions.append(pred)
 
     def _one(self, p: Path, t: torch.Tensor) -> torch.Tensor | None:

@@ -23,6 +23,7 @@ Everything here is meant to be called from bundle JSON, e.g.::
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 from collections.abc import Mapping, Sequence
@@ -43,6 +44,8 @@ __all__ = [
     "rank_batch_size",
     "ChannelsLastPrepareBatch",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 def auto_device(prefer: str | torch.device | None = None) -> torch.device:
@@ -189,24 +192,45 @@ def to_device(network: torch.nn.Module, device: str | torch.device) -> torch.nn.
     return network.to(device, memory_format=torch.channels_last if cuda else torch.preserve_format)
 
 
-def rank_batch_size(batch_size: int, num_items: int) -> int:
-    """``batch_size`` capped at one distributed rank's share of ``num_items`` (all items without a process group).
+def rank_batch_size(batch_size: int, num_items: int, slices_per_item: int = 1, warn: bool = True) -> int:
+    """Items per batch of a ``drop_last`` training loader: ``batch_size // slices_per_item``, capped at one
+    distributed rank's share of ``num_items`` (all items without a process group); never less than 1.
 
-    A ``drop_last`` training loader needs at least one full batch per rank; never less than 1.
+    A ``drop_last`` loader needs at least one full batch per rank, or an epoch has no step (and the learning-rate
+    schedule none at all). Small data sets are common, so a batch larger than the training split is reduced to the
+    split, with a warning naming ``--batch_size`` and the split size, instead of failing later.
 
     Args:
-        batch_size: the wanted batch size (items per batch).
-        num_items: the items of the whole training set.
+        batch_size: the wanted batch size (the bundle's ``batch_size``: images, or slices for a slice bundle).
+        num_items: the items of the whole training split (images, or volumes).
+        slices_per_item: slices each item gives per step (a slice bundle's ``train_slices``); the loader batches
+            ``batch_size // slices_per_item`` items.
+        warn: log a warning when the batch is reduced.
 
     Example::
 
-        "train#dataloader#batch_size":
-            "$monai_transfer.engines.utils.rank_batch_size(@batch_size // @train_slices, len(@datalists['train']))"
+        "batch_size": "$monai_transfer.engines.utils.rank_batch_size(@batch_size, len(@datalists['train']))"
+        "batch_size":
+            "$monai_transfer.engines.utils.rank_batch_size(@batch_size, len(@datalists['train']), @train_slices)"
     """
     import torch.distributed as dist
 
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-    return max(1, min(int(batch_size), int(num_items) // world))
+    per_item = max(1, int(slices_per_item))
+    wanted = int(batch_size) // per_item
+    share = int(num_items) // world
+    size = max(1, min(wanted, share))
+    if warn and wanted > share:
+        unit = "images" if per_item == 1 else "volumes"
+        what = f"--batch_size {batch_size}" + ("" if per_item == 1 else f" ({wanted} volumes of {per_item} slices)")
+        split = f"the training split ({num_items} {unit}" + (")" if world == 1 else f", {share} per rank of {world})")
+        using = f"{size} {unit}" + ("" if per_item == 1 else f" ({size * per_item} slices)")
+        logger.warning(
+            f"{what} is larger than {split}: training with batches of {using}. The training loader drops an "
+            "incomplete last batch, so a larger batch would leave no training step; pass a smaller --batch_size to "
+            "choose the batch yourself."
+        )
+    return size
 
 
 def _to_device(x: Any, device: torch.device | str | None, non_blocking: bool, channels_last: bool, **kwargs) -> Any:

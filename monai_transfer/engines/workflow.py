@@ -23,7 +23,7 @@ import torch
 
 from monai_transfer.utils.io import load_state_dict_file
 
-__all__ = ["load_best_model", "detach_handler", "run_description", "describe_datalists"]
+__all__ = ["load_best_model", "detach_handler", "run_final_evaluation", "run_description", "describe_datalists"]
 
 
 def load_best_model(network: torch.nn.Module, path: str | os.PathLike, strict: bool = True) -> torch.nn.Module:
@@ -93,6 +93,64 @@ def detach_handler(engine: Any, handler: Any, event_name: Any = None) -> bool:
         return False
     engine.remove_event_handler(handler, event_name)
     return True
+
+
+def _tensorboard_stats_handlers(engine: Any) -> list[Any]:
+    """The MONAI ``TensorBoardStatsHandler`` instances attached to ``engine``'s ``EPOCH_COMPLETED``."""
+    from ignite.engine import Events
+    from monai.handlers import TensorBoardStatsHandler
+
+    found = []
+    for entry in getattr(engine, "_event_handlers", {}).get(Events.EPOCH_COMPLETED, []):
+        func = entry[0]
+        owner = getattr(func, "__self__", None) or getattr(getattr(func, "__wrapped__", None), "__self__", None)
+        if isinstance(owner, TensorBoardStatsHandler) and owner not in found:
+            found.append(owner)
+    return found
+
+
+def run_final_evaluation(evaluator: Any, tag_prefix: str = "best_model/") -> Any:
+    """Run ``evaluator`` once more after training (the report of the best model), keeping TensorBoard's curves intact.
+
+    A plain ``evaluator.run()`` starts at global epoch 1, so MONAI's ``TensorBoardStatsHandler`` would write every
+    ``val_*`` scalar at step 1 after the last epoch's, and the validation curves would jump back. Here its scalars
+    go under ``tag_prefix`` (``best_model/val_auc``, ...) at the epoch the best model comes from
+    (``evaluator.state.best_metric_epoch``; the last validated epoch when there is none), as one point per tag beside
+    the curves. Other handlers (report writer, console stats) run as usual.
+
+    Args:
+        evaluator: the bundle's validation evaluator (``@validate#evaluator``), after training.
+        tag_prefix: prefix of the TensorBoard tags of this run.
+
+    Returns:
+        the evaluator's state after the run.
+
+    Example::
+
+        "$monai_transfer.engines.workflow.run_final_evaluation(@validate#evaluator)"
+    """
+    from monai.utils import is_scalar
+
+    step = int(getattr(evaluator.state, "best_metric_epoch", -1) or -1)
+    if step < 1:
+        step = max(1, int(getattr(evaluator.state, "epoch", 1) or 1))
+
+    def write_best(engine: Any, writer: Any) -> None:
+        for name, value in engine.state.metrics.items():
+            if is_scalar(value):
+                writer.add_scalar(f"{tag_prefix}{name}", float(torch.as_tensor(value).item()), step)
+        writer.flush()
+
+    handlers = _tensorboard_stats_handlers(evaluator)
+    saved = [h.epoch_event_writer for h in handlers]
+    for h in handlers:
+        h.epoch_event_writer = write_best
+    try:
+        evaluator.run()
+    finally:
+        for h, w in zip(handlers, saved):
+            h.epoch_event_writer = w
+    return evaluator.state
 
 
 def run_description(

@@ -89,6 +89,9 @@ class ClassificationPredictionWriter:
             (``threshold`` may hold one value per label, as the ``threshold.json`` of a multi-label training does);
             the CSV then has ``pred_<class>`` columns, ``prediction_names`` (the predicted labels joined by ``;``)
             and ``threshold`` (the per-label values joined by ``;``).
+        id_root: the input folder: the ``id`` column names each case by its path relative to it
+            (:func:`~monai_transfer.reports.writer.case_id`, as the report and ``python -m monai_transfer.evaluate``
+            do; the bundles' ``inference.json`` pass ``@dataset_dir``); ``None``: the full path (also in ``image``).
 
     Attributes:
         last_path: the CSV written at the last epoch end.
@@ -107,6 +110,7 @@ class ClassificationPredictionWriter:
         save_rank: int = 0,
         mode: str | None = None,
         gather_across_ranks: bool | None = None,
+        id_root: str | os.PathLike | None = None,
     ) -> None:
         self.mode = look_up_mode(mode) if mode is not None else None
         if not filename or Path(filename).name != filename:
@@ -119,6 +123,7 @@ class ClassificationPredictionWriter:
         self.id_transform = id_transform
         self.save_rank = int(save_rank)
         self.gather_across_ranks = gather_across_ranks
+        self.id_root = id_root
         self.last_path: Path | None = None
         self.threshold_used: float | None = None
         self.reset()
@@ -196,6 +201,6 @@ class ClassificationPredictionWriter:
         self.output_dir.mkdir(parents=True, exist_ok=True)
         self.last_path = write_predictions_csv(
             self.output_dir / self.filename, probs.numpy(), None, ids=ids, class_names=names, mode=task,
-            threshold=0.5 if thr is None else thr, extra_columns=extra,
+            threshold=0.5 if thr is None else thr, extra_columns=extra, id_root=self.id_root,
         )  # fmt: skip
         logger.info(f"wrote {len(ids)} predictions to {self.last_path}")

@@ -163,6 +163,10 @@ class ClassificationReportWriter:
             split, plain ``DataLoader``) does not gather, while an evaluator over a ``DistributedSampler`` does.
             When gathered, rank 0 writes the files (report, threshold, calibration) and every rank gets
             ``last_metrics``.
+        id_root: the data root of the case ids (image paths): ``predictions.csv`` names each case by its path
+            relative to it (:func:`~monai_transfer.reports.writer.case_id`, as inference and
+            ``python -m monai_transfer.evaluate`` do), with the full path in an ``image`` column; default the
+            ``dataset_dir`` of ``meta`` (the bundles' run description), else the ids as they are.
 
     Attributes:
         last_metrics: the metrics dict of the last written epoch (also in ``engine.state.report_metrics``).
@@ -194,6 +198,7 @@ class ClassificationReportWriter:
         training_counts: dict[str, int] | None = None,
         balance_tolerance: float = DEFAULT_BALANCE_TOLERANCE,
         gather_across_ranks: bool | None = None,
+        id_root: str | os.PathLike | None = None,
     ) -> None:
         task = as_task(mode)
         if select_threshold_on is not None:
@@ -235,6 +240,7 @@ class ClassificationReportWriter:
         self.training_counts = training_counts
         self.balance_tolerance = float(balance_tolerance)
         self.gather_across_ranks = gather_across_ranks
+        self.id_root = id_root
         self.last_metrics: dict[str, Any] | None = None
         self.last_temperature: float | None = None
         self.reset()
@@ -367,6 +373,7 @@ class ClassificationReportWriter:
                 balance_tolerance=self.balance_tolerance,
                 uncalibrated_prob=uncalibrated,
                 calibration=calibration_info,
+                id_root=self.id_root if self.id_root is not None else meta.get("dataset_dir"),
             )
         final_threshold = resolve_threshold(threshold) if self.task.uses_threshold else 0.5  # arg-max: no file read
         self.last_metrics = compute_classification_metrics(

@@ -101,15 +101,26 @@ class TensorBoardTrainingExtras:
         for i, group in enumerate(optimizer.param_groups):
             self.writer.add_scalar(f"lr/group_{i}", float(group["lr"]), step)
 
+    def _batch_images(self, batch: Any) -> torch.Tensor | None:
+        """The first ``n_images`` images of a batch: a collated dict, or the per-case dicts MONAI's engines leave in
+        ``engine.state.batch`` after an iteration (decollated)."""
+        if isinstance(batch, dict):
+            return None if self.image_key not in batch else torch.as_tensor(batch[self.image_key][: self.n_images])
+        if isinstance(batch, (list, tuple)) and batch and all(isinstance(b, dict) for b in batch):
+            items = [torch.as_tensor(b[self.image_key]) for b in batch[: self.n_images] if self.image_key in b]
+            if items and all(x.shape == items[0].shape for x in items):
+                return torch.stack(items)
+        return None
+
     def log_images(self, engine: Engine) -> None:
         epoch = engine.state.epoch
-        batch = engine.state.batch
-        if epoch == self._logged_epoch or not isinstance(batch, dict) or self.image_key not in batch:
+        if epoch == self._logged_epoch:
+            return
+        images = self._batch_images(engine.state.batch)
+        if images is None or images.ndim != 4:  # (B, C, H, W) only; volumes are not gridded here
             return
         self._logged_epoch = epoch
-        images = torch.as_tensor(batch[self.image_key][: self.n_images]).detach().float().cpu()
-        if images.ndim != 4:  # (B, C, H, W) only; volumes are not gridded here
-            return
+        images = images.as_subclass(torch.Tensor).detach().float().cpu()
         images = images[:, :1] if images.shape[1] not in (1, 3) else images
         flat = images.flatten(1)
         lo = flat.min(dim=1).values.view(-1, 1, 1, 1)

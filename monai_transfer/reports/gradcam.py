@@ -8,11 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Grad-CAM overlays (:class:`monai.visualize.GradCAM`) saved as PNG in the original image geometry."""
+"""Grad-CAM overlays (:class:`monai.visualize.GradCAM`) saved as PNG figures: the heat map over the image in its
+original geometry, titled with the case, the explained class and its probability, with a colour bar."""
 
 from __future__ import annotations
 
-import io
 import os
 import re
 from collections.abc import Sequence
@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from monai.visualize import GradCAM
 
-from monai_transfer.utils.io import atomic_write
+from monai_transfer.reports.plots import new_figure, save_figure
 
 __all__ = ["save_gradcam_overlays", "save_dataset_gradcam_overlays", "save_slice_gradcam_overlays"]
 
@@ -45,6 +45,47 @@ def _safe_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", base)[:80] or "case"
 
 
+def _short(case: str) -> str:
+    """The last folder and file name of a case path (``patient_07/IM0001.dcm``): generic file names stay telling."""
+    return "/".join(Path(str(case)).parts[-2:])
+
+
+def _temperature(temperature: float | str | os.PathLike | None) -> float:
+    """``T`` of a number or ``calibration.json``; ``None`` or a path that does not exist (no calibration) give 1."""
+    from monai_transfer.transforms.calibration.array import resolve_temperature
+
+    if isinstance(temperature, (str, os.PathLike)) and not Path(temperature).is_file():
+        return 1.0
+    return resolve_temperature(temperature)
+
+
+def _probabilities(logits: torch.Tensor, activation: str, temperature: float) -> torch.Tensor:
+    z = logits.detach().float().cpu() / temperature
+    return torch.sigmoid(z) if activation == "sigmoid" else torch.softmax(z, dim=1)
+
+
+def _save_overlay(
+    path: Path, background: np.ndarray, heat: np.ndarray, title: str, alpha: float, description: str
+) -> Path:
+    """The figure: grey ``background`` and the ``heat`` map (both ``(H0, W0)``, in [0, 1]), title, colour bar."""
+    from matplotlib import colormaps
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    h, w = background.shape
+    side = min(max(h, w, 320), 900) / 120  # the image's longer side: 320-900 px at the figures' 120 dpi
+    fig = new_figure((side * w / max(h, w) + 1.4, side * h / max(h, w) + 0.9))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(background, cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.imshow(heat, cmap="jet", vmin=0.0, vmax=1.0, alpha=alpha, interpolation="bilinear")
+    ax.set_axis_off()
+    ax.set_title(title, fontsize=9)
+    bar = fig.colorbar(ScalarMappable(Normalize(0.0, 1.0), colormaps["jet"]), ax=ax, fraction=0.046, pad=0.03)
+    bar.set_label("Grad-CAM (scaled per image)", fontsize=8)
+    bar.ax.tick_params(labelsize=7)
+    return save_figure(fig, path, metadata={"Title": title.replace("\n", " | "), "Description": description})
+
+
 def save_gradcam_overlays(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -55,11 +96,17 @@ def save_gradcam_overlays(
     original_images: Sequence[Any] | None = None,
     ids: Sequence[str] | None = None,
     alpha: float = 0.4,
+    class_names: Sequence[str] | None = None,
+    activation: str = "softmax",
+    temperature: float | str | os.PathLike | None = None,
 ) -> list[Path]:
-    """Compute Grad-CAM for the first ``n`` images and save heat-map overlays as RGB PNGs.
+    """Compute Grad-CAM for the first ``n`` images and save each heat-map overlay as a titled PNG figure.
 
-    Each map is resized (bilinear) to its original image's size, so the PNG has exactly the original pixel
-    geometry (``H0 x W0``), not the network input size.
+    Each map is resized (bilinear) to its original image's size and drawn over it in that geometry (``H0 x W0``, not
+    the network input size). The title names the case, the explained class and the model's probability of that
+    class (``activation`` of the logits divided by ``temperature``: the probability the bundle reports when its
+    calibration is passed); a colour bar gives the heat map's scale. The title and the geometry are also stored in
+    the PNG's ``Title``/``Description`` text fields.
 
     Args:
         model: a 2D classifier, ``(B, C, H, W)`` -> logits.
@@ -67,52 +114,66 @@ def save_gradcam_overlays(
         target_layer: name of the layer to explain (see ``model.named_modules()``), e.g. the last conv stage.
         output_dir: folder for ``gradcam_<id>.png``.
         n: number of cases (the first ``n`` of the batch).
-        class_index: class to explain; ``None`` uses each case's predicted (arg-max) class.
+        class_index: class to explain; ``None`` uses each case's highest-scoring class.
         original_images: per-case images in original geometry (``(H0, W0)``, ``(C, H0, W0)`` or ``(H0, W0, 3)``)
             used as background; default the first channel of ``images``.
-        ids: per-case names for the files; default ``case_00000``...
+        ids: per-case names for the files and titles; default ``case_00000``...
         alpha: opacity of the heat map.
+        class_names: class names by output index, for the titles; default ``class <k>``.
+        activation: ``"softmax"`` (single-label) or ``"sigmoid"`` (multi-label) for the probability in the title.
+        temperature: temperature scaling of the logits for that probability: a number or a ``calibration.json``
+            path; ``None`` or a path that does not exist: none.
 
     Returns:
         the written PNG paths.
 
     Raises:
-        ValueError: ``images`` is not a 4D batch, ``n < 1``, or ``original_images``/``ids`` are too short.
+        ValueError: ``images`` is not a 4D batch, ``n < 1``, ``original_images``/``ids`` are too short, or an unknown
+            ``activation``.
     """
-    from matplotlib import colormaps
-    from PIL import Image
-
     if not isinstance(images, torch.Tensor) or images.ndim != 4:
         raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
     if int(n) < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
     n = min(int(n), images.shape[0])
     if original_images is not None and len(original_images) < n:
         raise ValueError(f"original_images must have at least n={n} entries, got {len(original_images)}")
     if ids is not None and len(ids) < n:
         raise ValueError(f"ids must have at least n={n} entries, got {len(ids)}")
+    t = _temperature(temperature)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    x = images[:n].as_subclass(torch.Tensor)
     was_training = model.training
     model.eval()
     try:
+        with torch.no_grad():
+            logits = model(x)
         cam = GradCAM(nn_module=model, target_layers=target_layer)
         with torch.enable_grad():
-            maps = cam(x=images[:n].as_subclass(torch.Tensor), class_idx=class_index)  # (n, 1, H, W) in [0, 1]
+            maps = cam(x=x, class_idx=class_index)  # (n, 1, H, W) in [0, 1]
     finally:
         model.train(was_training)
-    cmap = colormaps["jet"]
+    probs = _probabilities(logits, activation, t)
     paths = []
     for i in range(n):
         bg = _to_grey01(original_images[i] if original_images is not None else images[i, 0])
         m = F.interpolate(maps[i : i + 1].detach().float().cpu(), size=bg.shape, mode="bilinear", align_corners=False)
-        heat = cmap(np.clip(m[0, 0].numpy(), 0, 1))[..., :3]
-        rgb = (1 - alpha) * np.repeat(bg[..., None], 3, -1) + alpha * heat
-        img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8), mode="RGB")
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
+        k = int(class_index) if class_index is not None else int(logits[i].argmax())
+        cls = class_names[k] if class_names is not None and 0 <= k < len(class_names) else f"class {k}"
+        case = str(ids[i]) if ids is not None else f"case_{i:05d}"
+        why = "" if class_index is not None else " (highest score)"
+        cal = "" if t == 1.0 else f", temperature {t:.3g}"
+        title = f"{_short(case)}\nGrad-CAM for '{cls}'{why}\np({cls}) = {float(probs[i, k]):.3f}{cal}"
+        description = (
+            f"Grad-CAM of layer {target_layer} for output {k} ({cls}), drawn over the {bg.shape[0]}x{bg.shape[1]} "
+            f"original image; {activation} probability {float(probs[i, k]):.6f}"
+        )
         name = _safe_name(ids[i]) if ids is not None else f"case_{i:05d}"
-        paths.append(atomic_write(out_dir / f"gradcam_{name}.png", lambda f, b=buf: f.write(b.getvalue())))
+        heat = np.clip(m[0, 0].numpy(), 0, 1)
+        paths.append(_save_overlay(out_dir / f"gradcam_{name}.png", bg, heat, title, alpha, description))
     return paths
 
 
@@ -126,6 +187,9 @@ def save_dataset_gradcam_overlays(
     image_key: str = "image",
     class_index: int | None = None,
     alpha: float = 0.4,
+    class_names: Sequence[str] | None = None,
+    activation: str = "softmax",
+    temperature: float | str | os.PathLike | None = None,
 ) -> list[Path]:
     """Grad-CAM overlays of the first ``n`` items of a 2D image dataset (e.g. the xray bundle's ``validate#dataset``).
 
@@ -141,8 +205,10 @@ def save_dataset_gradcam_overlays(
         n: number of items (the first ``n``); 0 disables.
         device: device of ``model``; default the device of its first parameter.
         image_key: key of the network input (and of the image path in ``dataset.data``).
-        class_index: class to explain; ``None`` uses each image's predicted class.
+        class_index: class to explain; ``None`` uses each image's highest-scoring class.
         alpha: opacity of the heat map.
+        class_names, activation, temperature: the title's class name and probability (see
+            :func:`save_gradcam_overlays`).
 
     Returns:
         the written PNG paths (empty when ``n <= 0`` or the dataset is empty).
@@ -163,7 +229,7 @@ def save_dataset_gradcam_overlays(
         ids = [str(x[image_key]) for x in data[:n]]
     return save_gradcam_overlays(
         model, images, target_layer, output_dir, n=n, class_index=class_index, original_images=originals, ids=ids,
-        alpha=alpha,
+        alpha=alpha, class_names=class_names, activation=activation, temperature=temperature,
     )  # fmt: skip
 
 
@@ -177,6 +243,9 @@ def save_slice_gradcam_overlays(
     image_key: str = "image",
     class_index: int | None = None,
     alpha: float = 0.4,
+    class_names: Sequence[str] | None = None,
+    activation: str = "softmax",
+    temperature: float | str | os.PathLike | None = None,
 ) -> list[Path]:
     """Grad-CAM overlays of the central slice of the first ``n`` volumes of a 2.5D slice dataset.
 
@@ -194,8 +263,10 @@ def save_slice_gradcam_overlays(
         n: number of volumes (the first ``n``).
         device: device of ``model``; default the device of its first parameter.
         image_key: key of the network input in each slice dict.
-        class_index: class to explain; ``None`` uses each slice's predicted class.
+        class_index: class to explain; ``None`` uses each slice's highest-scoring class.
         alpha: opacity of the heat map.
+        class_names, activation, temperature: the title's class name and probability of the slice (see
+            :func:`save_gradcam_overlays`).
 
     Returns:
         the written PNG paths.
@@ -224,5 +295,6 @@ def save_slice_gradcam_overlays(
     batch = torch.stack(images).to(device)
     return save_gradcam_overlays(
         model, batch, target_layer, output_dir, n=len(images), class_index=class_index,
-        original_images=backgrounds, ids=ids, alpha=alpha,
+        original_images=backgrounds, ids=ids, alpha=alpha, class_names=class_names, activation=activation,
+        temperature=temperature,
     )  # fmt: skip

@@ -51,10 +51,10 @@ def new_figure(figsize: tuple[float, float] = (6.4, 5.6)) -> Any:
     return fig
 
 
-def save_figure(fig: Any, path: str | os.PathLike) -> Path:
-    """Render ``fig`` to PNG and write it atomically to ``path``."""
+def save_figure(fig: Any, path: str | os.PathLike, metadata: dict[str, str] | None = None) -> Path:
+    """Render ``fig`` to PNG and write it atomically to ``path`` (``metadata``: PNG text fields, e.g. ``Title``)."""
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight", metadata=metadata)
     return atomic_write(path, lambda f: f.write(buf.getvalue()))
 
 
@@ -248,27 +248,41 @@ def plot_reliability(
     gs = fig.add_gridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
     ax = fig.add_subplot(gs[0])
     acc = np.nan_to_num(bins["accuracy"])
+    conf_bin = np.nan_to_num(bins["confidence"])
     ok = bins["count"] > 0
-    ax.bar(centres[ok], acc[ok], width=width, edgecolor="black", color="C0", alpha=0.8, label="observed accuracy")
-    gap_lo = np.minimum(acc, np.nan_to_num(bins["confidence"]))
-    gap = np.abs(acc - np.nan_to_num(bins["confidence"]))
+    # accuracy: solid bars whose top is the accuracy; the gap to the bin's mean confidence is an outlined, hatched
+    # box (narrower, drawn over or above the bar) ending at a red tick at the mean confidence, so the bar is never
+    # read as ending at the confidence
+    ax.bar(centres[ok], acc[ok], width=width, edgecolor="black", color="C0", label="accuracy (fraction correct)")
+    gap_lo = np.minimum(acc, conf_bin)
     ax.bar(
         centres[ok],
-        gap[ok],
+        np.abs(acc - conf_bin)[ok],
         bottom=gap_lo[ok],
-        width=width,
-        color="C3",
-        alpha=0.35,
-        hatch="//",
+        width=0.6 * width,
+        fill=False,
+        hatch="///",
         edgecolor="C3",
-        label="gap to mean confidence",
+        linewidth=1.0,
+        label="gap between accuracy and mean confidence",
     )
+    ax.hlines(
+        conf_bin[ok],
+        centres[ok] - 0.4 * width,
+        centres[ok] + 0.4 * width,
+        colors="C3",
+        linewidth=2.5,
+        label="mean confidence in bin",
+    )
+    for c, a in zip(centres[ok], acc[ok]):  # the accuracy, written at the foot of its bar (clear of the gap box)
+        tall = a >= 0.08
+        ax.text(c, 0.012 if tall else a + 0.01, f"{a:.2f}", ha="center", va="bottom", fontsize=7,
+                color="white" if tall else "C0")  # fmt: skip
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_ylabel("Accuracy in bin (fraction correct)")
     ax.tick_params(labelbottom=False)
-    ax.legend(loc="upper left", fontsize=8)
     ax.grid(alpha=0.3)
     what = "mean per-label ECE" if task.is_multilabel else "ECE"
     ax.set_title(title or f"Reliability diagram: {what} = {ece:.3f} ({n_bins} equal-width bins, n={len(p)})")
@@ -277,4 +291,6 @@ def plot_reliability(
     hx.set_xlabel("Confidence (probability of the predicted class)")
     hx.set_ylabel("Cases")
     hx.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()  # below the figure: never over a bar
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.035), ncol=2, fontsize=8, frameon=False)
     return save_figure(fig, path)

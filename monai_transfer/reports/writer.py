@@ -49,6 +49,7 @@ __all__ = [
     "HEADLINE_METRICS",
     "write_classification_report",
     "write_predictions_csv",
+    "case_id",
     "prevalence_report",
 ]
 
@@ -95,6 +96,34 @@ def _multilabel_rows(w: Any, ids: list, names: list, y: Any, probs: Any, pred: A
         w.writerow([ids[i], *lab, *probs_i, *pred[i].tolist(), ok, *[v[i] for v in extra.values()]])
 
 
+def case_id(path: Any, root: str | os.PathLike | None = None) -> str:
+    """The ``id`` of a case in every ``predictions.csv``: its path relative to ``root``, with ``/`` separators and
+    the extension kept (``val/normal/img_001.png``, ``volumes/case_07.nii.gz``).
+
+    The report (``root``: the training data's ``dataset_dir``), inference (``input_dir``) and
+    ``python -m monai_transfer.evaluate`` (``--images``) all name cases this way, beside an ``image`` column with the
+    full path.
+
+    Args:
+        path: the case's file (or folder, for a DICOM series).
+        root: the data root; a data-list file (``labels.csv``, ``datalist.json``) stands for its folder. ``None``, or
+            a ``path`` outside ``root``, gives ``path`` as it is.
+    """
+    text = str(path)
+    if root is None or not text:
+        return text
+    base = Path(root)
+    if base.is_file() or base.suffix.lower() in (".csv", ".json", ".jsonl"):
+        base = base.parent
+    for resolve in (os.path.abspath, os.path.realpath):  # as given, then through symbolic links
+        try:
+            rel = Path(resolve(text)).relative_to(resolve(str(base)))
+        except ValueError:
+            continue
+        return rel.as_posix() if rel.parts else text
+    return text
+
+
 def write_predictions_csv(
     path: str | os.PathLike,
     y_prob: Any,
@@ -104,6 +133,7 @@ def write_predictions_csv(
     mode: str | Task = "binary",
     threshold: float | Sequence[float] = 0.5,
     extra_columns: Mapping[str, Sequence[Any]] | None = None,
+    id_root: str | os.PathLike | None = None,
 ) -> Path:
     """One row per case: ``id``, label(s), per-class probabilities ``prob_<class>``, prediction(s), ``correct``.
 
@@ -125,6 +155,8 @@ def write_predictions_csv(
         threshold: decision threshold (binary / per label).
         extra_columns: ``{column: one value per case}`` appended after the standard columns (e.g. ``image``,
             ``threshold``, ``n_slices``).
+        id_root: when given, ``ids`` are paths: the ``id`` column holds :func:`case_id` (the path relative to this
+            data root) and an ``image`` column (first of the extra columns, unless given) the path as given.
     """
     task = as_task(mode)
     n = len(np.asarray(y_prob))
@@ -134,6 +166,9 @@ def write_predictions_csv(
     names = list(class_names) if class_names is not None else default_class_names(task, probs.shape[1])
     ids = [str(i) for i in ids] if ids is not None else [f"case_{i:05d}" for i in range(n)]
     extra = {c: list(v) for c, v in (extra_columns or {}).items()}
+    if id_root is not None:
+        extra = {"image": list(ids), **extra} if "image" not in extra else extra
+        ids = [case_id(i, id_root) for i in ids]
     if len(ids) != n or any(len(v) != n for v in extra.values()):
         raise ValueError(f"ids and extra columns must have one entry per case ({n}), got {len(ids)} ids")
     pred = apply_threshold(p, task, threshold)
@@ -241,6 +276,7 @@ def write_classification_report(
     uncalibrated_prob: Any = None,
     calibration: Mapping[str, Any] | None = None,
     predictions_csv: bool = True,
+    id_root: str | os.PathLike | None = None,
 ) -> dict[str, Path]:
     """Write the evaluation report of a classifier to ``output_dir`` (every file atomically).
 
@@ -285,6 +321,8 @@ def write_classification_report(
         calibration: JSON-friendly calibration description (e.g. temperature, what it was fitted on).
         predictions_csv: write ``predictions.csv``; ``False`` for a caller that writes its own table of more cases
             with :func:`write_predictions_csv` (the evaluation CLI also lists unlabelled cases).
+        id_root: the data root: ``predictions.csv`` names each case by its path relative to it (:func:`case_id`),
+            with the full path in an ``image`` column; ``None``: ``ids`` as given.
 
     Returns:
         ``{"metrics": path, "predictions": path, "roc": path, ...}`` of the written files.
@@ -352,7 +390,9 @@ def write_classification_report(
 
     written = {"metrics": atomic_write_json(out_dir / "metrics.json", report)}
     if predictions_csv:
-        written["predictions"] = write_predictions_csv(out_dir / "predictions.csv", p, y, ids, names, task, thr)
+        written["predictions"] = write_predictions_csv(
+            out_dir / "predictions.csv", p, y, ids, names, task, thr, id_root=id_root
+        )
     if not task.is_binary:
         from monai_transfer.reports.tables import write_per_class_table
 

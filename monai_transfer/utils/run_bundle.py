@@ -396,6 +396,11 @@ def _metadata(
     metrics: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     meta = json.loads(json.dumps(template_meta))
+    # MONAI renamed optional_packages_version to required_packages_version (DEPRECATED_ID_MAPPING) and warns on every
+    # command of a bundle that has the old name: a run folder gets only the new one, the old entries merged into it
+    optional = meta.pop("optional_packages_version", None)
+    if optional or "required_packages_version" not in meta:
+        meta["required_packages_version"] = {**(optional or {}), **meta.get("required_packages_version", {})}
     names = list(spec["class_names"])
     size = spec["image_size"]
     shape = [size, size] if isinstance(size, int) else list(size)
@@ -423,6 +428,38 @@ def _metadata(
     pred["spatial_shape"] = [1, len(names)]
     pred["channel_def"] = {str(i): n for i, n in enumerate(names)}
     return meta
+
+
+def _audit_lines(audit: Mapping[str, Any] | None, run: Path) -> list[str]:
+    """README lines for the data checks of :func:`~monai_transfer.data.bundle_datalists` (``describe_datalists``'s
+    ``audit``): near-duplicates across splits, label conflicts, DICOM patient ids, and where the audit report is."""
+    if not audit:
+        return []
+    lines = []
+    dup = audit.get("duplicates")
+    if isinstance(dup, Mapping):
+        lines.append(
+            f"- near-duplicate check: {dup.get('n_clusters_across_splits', 0)} cluster(s) of copies across splits "
+            f"({dup.get('n_files_in_clusters_across_splits', 0)} files), {dup.get('n_clusters', 0)} cluster(s) in "
+            f"all, {dup.get('n_label_conflicts', 0)} with conflicting labels, {dup.get('n_unreadable', 0)} "
+            "unreadable file(s)"
+        )
+    dicom = audit.get("dicom")
+    if isinstance(dicom, Mapping):
+        lines.append(
+            f"- DICOM: {dicom.get('patients')} patient(s) in {dicom.get('items')} item(s); "
+            f"{dicom.get('patient_id_fallback_to_file', 0)} without a PatientID (each its own group)"
+        )
+    report = audit.get("report")
+    if report:
+        try:
+            shown = Path(report).resolve().relative_to(run).as_posix()
+        except ValueError:
+            shown = str(report)
+        sheet = Path(report).with_name("cross_split_pairs.png")
+        more = ", the closest pairs across splits side by side in `cross_split_pairs.png`" if sheet.is_file() else ""
+        lines.append(f"- audit report: `{shown}` (every near-duplicate cluster, `clusters.csv`{more})")
+    return lines
 
 
 def _readme(
@@ -463,11 +500,17 @@ def _readme(
         )
     lines += ["", "## Data", "", f"- dataset: `{values.get('dataset_dir', '?')}`"]
     for split, d in (data or {}).items():
-        per = ", ".join(
-            f"{names[int(k)] if str(k).isdigit() and int(k) < len(names) else k}: {v}"
-            for k, v in d.get("per_class", {}).items()
-        )
-        lines.append(f"- {split}: {d.get('n')} {'volumes' if volume else 'images'} ({per})")
+        if split == "audit" or not isinstance(d, Mapping) or "n" not in d:
+            continue  # the checks' summary, not a split: below
+        if "per_class" in d:
+            per = ", ".join(
+                f"{names[int(k)] if str(k).isdigit() and int(k) < len(names) else k}: {v}"
+                for k, v in d["per_class"].items()
+            )
+        else:  # multi-label: positives per label
+            per = ", ".join(f"{n}: {v}" for n, v in zip(names, d.get("positives_per_label", []))) + " positive"
+        lines.append(f"- {split}: {d['n']} {'volumes' if volume else 'images'} ({per})")
+    lines += _audit_lines((data or {}).get("audit"), run)
     if samples:
         lines.append(f"- `data/samples/`: {len(samples)} validation cases copied for a first inference run")
     lines += ["", "## Metrics (validation split, best checkpoint)", ""]

@@ -26,6 +26,7 @@ import torch
 from tests.utils import (
     REPO_ROOT,
     REQUIRED_BUNDLE_META,
+    assert_no_deprecated_meta_names,
     assert_png,
     bundle_cli,
     bundle_workflow,
@@ -122,7 +123,8 @@ def test_metadata_required_keys_and_channel_def():
     assert nd["inputs"]["image"]["num_channels"] == 3 == len(_parser(TRAIN)["slice_offsets"])
     assert nd["inputs"]["image"]["spatial_shape"] == [64, 64] == [_parser(TRAIN)["image_size"]] * 2
     assert meta["version"] in meta["changelog"]
-    assert "monai_transfer" in meta["optional_packages_version"]
+    assert "monai_transfer" in meta["required_packages_version"] and "timm" in meta["required_packages_version"]
+    assert_no_deprecated_meta_names(META)
 
 
 def test_inference_volume_to_network_ready_slices():
@@ -152,6 +154,22 @@ def test_inference_volume_to_network_ready_slices():
     assert tuple(out.shape) == (n, 2)
     data = parser.get_parsed_content("datalist")
     assert len(data) == len(list(VOLUMES.glob("*.nii.gz"))) and all(d["image"].endswith(".nii.gz") for d in data)
+
+
+def test_small_training_split_caps_the_volume_batch_with_a_warning(caplog):
+    """5 training volumes at the defaults (batch_size 32 = 8 volumes of 4 slices, incomplete batches dropped): the
+    training loader batches the 5 volumes, with a warning naming --batch_size and the split size."""
+    import logging
+
+    parser = _parser(TRAIN)
+    parser.update({"max_items": 5, "duplicates": "off", "cache_rate": 0.0})
+    assert (parser["batch_size"], parser["train_slices"]) == (32, 4)  # the defaults
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.engines.utils"):
+        loader = parser.get_parsed_content("train#dataloader")
+    assert loader.batch_size == 5 and loader.drop_last and len(loader) == 1
+    msgs = [r.getMessage() for r in caplog.records]
+    want = "--batch_size 32 (8 volumes of 4 slices) is larger than the training split (5 volumes)"
+    assert any(want in m for m in msgs), msgs
 
 
 def test_bundle_slices_never_cross_splits(tmp_path):
@@ -463,10 +481,20 @@ def test_multi_gpu_volume_auc_gathered_and_early_stop_torchrun_gloo(tmp_path):
     print(f"volume AUC: both ranks {auc:.4f}, single process {metrics['metrics']['auc']:.4f}")
 
 
-def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
-    """evaluate.json's Grad-CAM step explains the central validation slice of the first volumes (PNG per slice)."""
+def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path, monkeypatch):
+    """evaluate.json's Grad-CAM step explains the central validation slice of the first volumes (PNG per slice),
+    titled with the class and its probability."""
     from monai.bundle import ConfigParser
     from PIL import Image
+
+    import monai_transfer.reports.gradcam as gradcam
+
+    drawn = []
+    save = gradcam._save_overlay
+    monkeypatch.setattr(
+        gradcam, "_save_overlay", lambda path, bg, heat, title, *a: drawn.append((bg, heat, title)) or save(
+            path, bg, heat, title, *a)
+    )  # fmt: skip
 
     parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
     parser.update(
@@ -490,11 +518,12 @@ def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path):
     assert [p.name for p in paths] == [f"gradcam_{n}_slice032.png" for n in names]
     report = Path(parser.get_parsed_content("report_dir")) / "gradcam"
     assert sorted(report.iterdir()) == sorted(paths)
-    for p in paths:
+    assert len(drawn) == len(paths) == 2
+    for p, n, (bg, heat, title) in zip(paths, names, drawn):
         assert_png(p)
+        assert bg.shape == heat.shape == (32, 32)  # drawn in the slice's network-input geometry
+        assert len(np.unique(heat)) > 2  # an overlay, not a flat or missing map
+        assert title.startswith(f"{n}_slice032\nGrad-CAM for '") and "(highest score)\np(" in title
+        assert any(f"'{c}'" in title for c in CLASS_NAMES)
         with Image.open(p) as im:
-            arr = np.asarray(im.convert("RGB"))
-        assert arr.shape == (32, 32, 3)
-        # an overlay, not blank: the grey background adds the same to R, G and B, so R - B varies only where the
-        # heat map does (a flat or missing map gives one value; the slice's few grey levels do not count)
-        assert len(np.unique(arr[..., 0].astype(int) - arr[..., 2].astype(int))) > 2
+            assert im.text["Title"] == title.replace("\n", " | ")

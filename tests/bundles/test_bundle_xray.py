@@ -30,12 +30,12 @@ import torch
 from tests.utils import (
     REPO_ROOT,
     REQUIRED_BUNDLE_META,
+    assert_no_deprecated_meta_names,
     assert_png,
     bundle_cli,
     bundle_workflow,
     read_csv,
     torchrun_bundle,
-    write_local_meta_schema,
 )
 
 __all__: list[str] = []
@@ -49,6 +49,7 @@ INFERENCE = CONFIGS / "inference.json"
 #: the bundle's default backbone (train.json and inference.json agree: test_bundle_configs)
 BACKBONE = json.loads(INFERENCE.read_text())["backbone"]
 MULTI_GPU = CONFIGS / "multi_gpu_train.json"
+META_SCHEMA = REPO_ROOT / "bundles" / "metadata_schema.json"
 CLASS_NAMES = ["normal", "pneumonia"]
 # tiny settings for the end-to-end runs (2 shared CPU cores)
 TINY = ["--epochs", "1", "--max_items", "32", "--image_size", "32", "--n_bootstrap", "50", "--device", "cpu"]
@@ -91,19 +92,18 @@ def test_metadata_required_keys_and_channel_def():
     assert nd["inputs"]["image"]["num_channels"] == 3
     assert nd["inputs"]["image"]["spatial_shape"] == [64, 64]
     assert meta["monai_version"] and meta["pytorch_version"] and meta["numpy_version"]
-    assert "monai_transfer" in meta["optional_packages_version"]
+    assert "monai_transfer" in meta["required_packages_version"] and "timm" in meta["required_packages_version"]
+    assert_no_deprecated_meta_names(META)
     assert meta["version"] in meta["changelog"]
 
 
 def test_verify_metadata_offline_with_local_schema(tmp_path):
-    """MONAI's verify_metadata skips the download when ``filepath`` exists: it works offline with a local schema.
-
-    The official schema URL is unreachable here, so a self-written schema with the specification's required keys
-    and tensor fields stands in for it.
-    """
+    """MONAI's verify_metadata skips the download when ``filepath`` exists: it works offline with the shipped
+    ``bundles/metadata_schema.json`` (the specification's required keys and tensor fields), which still fails a
+    metadata file that breaks them."""
     from monai.bundle import verify_metadata
 
-    local = write_local_meta_schema(tmp_path / "schema.json")
+    local = META_SCHEMA  # the shipped offline schema (README's publishing command)
     verify_metadata(meta_file=str(META), filepath=str(local))  # raises ValueError when invalid
     bad = json.loads(META.read_text())
     del bad["network_data_format"]["outputs"]["pred"]["dtype"]
@@ -363,6 +363,46 @@ def test_multi_gpu_config_uses_ids_not_list_positions():
     assert parser["train#sampler#_target_"] == "monai_transfer.engines.losses.build_distributed_sampler"
 
 
+def _small_split_folders(root: Path, n_train: int = 8, n_val: int = 2) -> Path:
+    """``root/{train,val}/{normal,pneumonia}``: ``n_train`` + ``n_val`` shipped PneumoniaMNIST PNGs per class."""
+    for split, n in (("train", n_train), ("val", n_val)):
+        for c in CLASS_NAMES:
+            (root / split / c).mkdir(parents=True)
+            for f in sorted((BUNDLE / "data" / split / c).glob("*.png"))[:n]:
+                shutil.copy(f, root / split / c / f.name)
+    return root
+
+
+@pytest.mark.slow
+def test_sixteen_training_images_train_at_the_default_batch_size(tmp_path):
+    """16 training images and the default batch size 32 (the loader drops an incomplete batch): training completes in
+    batches of 16, and the log says so, naming --batch_size and the split size (before: no training step, and
+    "epochs and steps_per_epoch must be >= 1, got 2 and 0" from build_scheduler)."""
+    data, run = _small_split_folders(tmp_path / "data"), tmp_path / "run"
+    proc = bundle_cli(
+        "run", "--config_file", str(TRAIN.relative_to(REPO_ROOT)), "--dataset_dir", str(data), "--epochs", "2",
+        "--image_size", "32", "--n_bootstrap", "20", "--device", "cpu", "--output_dir", str(run),
+    )  # fmt: skip
+    log = proc.stdout + proc.stderr
+    assert "--batch_size 32 is larger than the training split (16 images): training with batches of 16" in log
+    assert (run / "models" / "model.pt").is_file()
+    report = json.loads((run / "eval" / "val" / "metrics.json").read_text())
+    assert report["n_samples"] == 4 and report["meta"]["data"]["train"]["n"] == 16
+    last = torch.load(next((run / "models" / "last").glob("*.pt")), weights_only=True)
+    assert last["trainer"]["iteration"] == 2  # one batch of 16 per epoch
+    # TensorBoard: an input grid per epoch; val curves at epochs 1, 2 and the best model's re-evaluation apart
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run / "logs"), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    assert [g.step for g in acc.Images("train/inputs")] == [1, 2]
+    assert [e.step for e in acc.Scalars("val_auc")] == [1, 2]
+    (best,) = acc.Scalars("best_model/val_auc")
+    assert best.step in (1, 2) and best.value == pytest.approx(report["metrics"]["auc"], abs=1e-6)
+    readme = (run / "docs" / "README.md").read_text()
+    assert "- train: 16 images (normal: 8, pneumonia: 8)" in readme and "None images" not in readme
+
+
 @pytest.mark.slow
 def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
     """Frozen backbone (BN too) and a negligible learning rate: val AUC cannot improve, patience 1 stops at epoch 2."""
@@ -590,9 +630,7 @@ def test_run_folder_is_a_complete_bundle(tmp_path):
     assert report["n_samples"] == 4  # the run's own validation split of data/
 
     # publishing: verify_metadata (local schema), verify_net_in_out, ckpt_export on the run folder
-    verify_metadata(
-        meta_file=str(moved / "configs" / "metadata.json"), filepath=str(write_local_meta_schema(tmp_path / "s.json"))
-    )
+    verify_metadata(meta_file=str(moved / "configs" / "metadata.json"), filepath=str(META_SCHEMA))
     verify_net_in_out(
         net_id="network_def", meta_file=str(moved / "configs" / "metadata.json"),
         config_file=str(moved / "configs" / "inference.json"), device="cpu",
@@ -600,3 +638,103 @@ def test_run_folder_is_a_complete_bundle(tmp_path):
     ckpt_export(net_id="network_def", bundle_root=str(moved), config_file=str(moved / "configs" / "inference.json"))
     scripted = torch.jit.load(str(moved / "models" / "model.ts"), map_location="cpu")
     assert scripted(torch.zeros(1, 3, RUN_SIZE, RUN_SIZE)).shape == (1, 2)
+
+
+def _readme_publishing_commands() -> list[str]:
+    """The ``python -m monai.bundle`` lines of the README's publishing block, as written (run folder runs/brain_mri)."""
+    text = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("Publishing a run works with MONAI's own tools", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    return [line for line in block.splitlines() if line.startswith("python -m monai.bundle ")]
+
+
+@pytest.mark.slow
+def test_readme_publishing_commands_run_offline_as_written(tmp_path):
+    """The README's verify_metadata, verify_net_in_out and ckpt_export lines, run verbatim from the repository root on
+    a run folder (its path in place of ``runs/brain_mri``) with every download blocked: all succeed, MONAI prints no
+    deprecation warning for metadata.json, and the export is a working TorchScript model."""
+    import shlex
+
+    from monai_transfer.networks.nets import Pretrained2DNet
+    from monai_transfer.utils.io import atomic_torch_save
+    from monai_transfer.utils.run_bundle import export_run_bundle, model_spec
+
+    commands = _readme_publishing_commands()
+    verbs = [shlex.split(c)[3] for c in commands]
+    assert verbs == ["verify_metadata", "verify_net_in_out", "ckpt_export"], commands
+    data, run = _class_folder_set(tmp_path / "data", per_class=2), tmp_path / "runs" / "brain_mri"
+    torch.manual_seed(0)
+    net = Pretrained2DNet(backbone=BACKBONE, weights="none", num_classes=2, in_channels=3)
+    atomic_torch_save(net.state_dict(), run / "models" / "model.pt")
+    val = [{"image": str(p), "label": i} for i, c in enumerate(RUN_CLASSES) for p in (data / c).iterdir()]
+    export_run_bundle(
+        run, BUNDLE, values={"class_names": RUN_CLASSES, "image_size": RUN_SIZE, "dataset_dir": str(data)},
+        spec=model_spec(BACKBONE, RUN_CLASSES, RUN_SIZE), datalists={"val": val},
+    )  # fmt: skip
+    assert_no_deprecated_meta_names(run / "configs" / "metadata.json")
+    blocked = "http://127.0.0.1:9"  # nothing listens there: any download fails at once
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "HTTP_PROXY": blocked, "HTTPS_PROXY": blocked, "http_proxy": blocked,
+           "https_proxy": blocked, "NO_PROXY": "", "no_proxy": "", "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    for command in commands:
+        args = shlex.split(command.replace("runs/brain_mri", str(run)))
+        proc = subprocess.run(
+            [sys.executable, *args[1:]], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=300
+        )
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 0, f"{command}\n{out[-4000:]}"
+        assert "optional_packages_version" not in out, out[-2000:]
+    scripted = torch.jit.load(str(run / "models" / "model.ts"), map_location="cpu")
+    assert scripted(torch.zeros(1, 3, RUN_SIZE, RUN_SIZE)).shape == (1, 2)
+
+
+@pytest.mark.slow
+def test_one_id_format_across_the_three_prediction_writers(tmp_path):
+    """``predictions.csv`` of the report (evaluate.json overlay, data root ``dataset_dir``), of inference.json
+    (``--input_dir``) and of ``python -m monai_transfer.evaluate`` (``--images``) name a case the same way: its path
+    relative to the folder given, extension kept, with the full path in ``image``; the same case gets the same
+    probabilities from all three."""
+    from monai_transfer.evaluate import main
+    from monai_transfer.metrics.threshold import save_threshold
+    from tests.test_evaluate import _save_random_weights
+
+    bundle = tmp_path / "xray"
+    shutil.copytree(CONFIGS, bundle / "configs")
+    _save_random_weights(bundle)
+    save_threshold(bundle / "models" / "threshold.json", 0.5, method="youden")
+    images = tmp_path / "images"
+    for c in CLASS_NAMES:
+        (images / c).mkdir(parents=True)
+        for f in sorted((BUNDLE / "data" / "val" / c).glob("*.png"))[:5]:
+            shutil.copy(f, images / c / f.name)
+    expected = sorted(p.relative_to(images).as_posix() for p in images.rglob("*.png"))
+    fast = ["--n-bootstrap", "10", "--device", "cpu", "--no-progress"]
+    assert main(["--bundle", str(bundle), "--images", str(images), "--output", str(tmp_path / "evaluate"), *fast]) == 0
+    wf = bundle_workflow(
+        bundle / "configs", bundle / "configs" / "inference.json", "infer", bundle_root=str(bundle),
+        input_dir=str(images), output_dir=str(tmp_path / "inference"), device="cpu",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    cfg = bundle / "configs"
+    wf = bundle_workflow(
+        cfg, [cfg / "train.json", cfg / "evaluate.json"], "train", bundle_root=str(bundle), output_dir=str(bundle),
+        dataset_dir=str(images), device="cpu", gradcam_cases=0, n_bootstrap=10, duplicates="off",
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    tables = {
+        "evaluate": read_csv(tmp_path / "evaluate" / "predictions.csv"),
+        "inference": read_csv(tmp_path / "inference" / "predictions.csv"),
+        "report": read_csv(bundle / "eval" / "val" / "predictions.csv"),  # the validation split of images/
+    }
+    assert [r["id"] for r in tables["evaluate"]] == [r["id"] for r in tables["inference"]] == expected
+    assert 0 < len(tables["report"]) < len(expected) and {r["id"] for r in tables["report"]} <= set(expected)
+    prob = {}
+    for name, rows in tables.items():
+        for r in rows:
+            assert r["image"] == str(images / r["id"]), (name, r)
+            prob.setdefault(r["id"], []).append(float(r["prob_pneumonia"]))
+    for case, values in prob.items():
+        assert max(values) - min(values) < 1e-5, (case, values)

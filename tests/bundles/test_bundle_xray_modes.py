@@ -200,7 +200,8 @@ def test_three_class_train_evaluate_infer_report_equals_sklearn(tmp_path):
     assert report["mode"] == "multiclass" and report["class_names"] == THREE and report["n_samples"] == 15
     assert report["threshold"]["value"] is None
     rows = read_csv(run / "eval" / "val" / "predictions.csv")
-    ids = [r["id"] for r in rows]
+    ids = [r["image"] for r in rows]  # the full path (the id is the path relative to dataset_dir)
+    assert [r["id"] for r in rows] == [Path(i).relative_to(data).as_posix() for i in ids]
     y = np.array([THREE.index(Path(i).parent.name) for i in ids])
     p = recompute_probs(run, ids, THREE, "multiclass")
     np.testing.assert_allclose(p, [[float(r[f"prob_{c}"]) for c in THREE] for r in rows], atol=2e-6)
@@ -255,7 +256,7 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
     assert report["mode"] == "multilabel" and report["n_samples"] == 12
     assert report["threshold"]["value"] == pytest.approx(thr["threshold"])
     rows = read_csv(run / "eval" / "val" / "predictions.csv")
-    ids = [r["id"] for r in rows]
+    ids = [r["image"] for r in rows]
     labels = {Path(r["image"]).name: [int(r[c]) for c in findings] for r in read_csv(csv_path)}
     y = np.array([labels[Path(i).name] for i in ids])
     np.testing.assert_array_equal(y, [[int(r[f"label_{c}"]) for c in findings] for r in rows])

@@ -66,11 +66,24 @@ def test_train_cv_config_forwards_the_bundle_overrides(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_cross_validation_end_to_end_k2_tiny(tmp_path):
+    """2 folds of 16 training items at the default batch size (32): each fold trains on its 8 items in one batch,
+    the final fit on all 16, each time with the warning naming --batch_size."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # on the logger itself: the bundles' logging.conf replaces the root's handlers
+    logging.getLogger("monai_transfer.engines.utils").addHandler(handler)
     out = tmp_path / "run"
-    summary = run_cross_validation(
-        TRAIN, folds=2, output_dir=out, epochs=2, max_items=16, image_size=32, batch_size=4, weights="none",
-        n_bootstrap=20, device="cpu", num_workers=0,
-    )  # fmt: skip
+    try:
+        summary = run_cross_validation(
+            TRAIN, folds=2, output_dir=out, epochs=2, max_items=16, image_size=32, weights="none",
+            n_bootstrap=20, device="cpu", num_workers=0,
+        )  # fmt: skip
+    finally:
+        logging.getLogger("monai_transfer.engines.utils").removeHandler(handler)
+    small = [r.getMessage() for r in records if r.getMessage().startswith("--batch_size 32 is larger")]
+    assert len(small) == 3 and sum("(8 images)" in m for m in small) == 2 and "(16 images)" in small[-1], small
     cv = json.loads((out / "cv" / "cv.json").read_text())
     assert cv["folds"] == 2 and cv["n_train"] == 16 and cv["n_val"] == 16 and sum(cv["fold_sizes"]) == 16
     # per-epoch fold validation, and the number of epochs chosen by the best mean fold AUC
@@ -94,6 +107,8 @@ def test_cross_validation_end_to_end_k2_tiny(tmp_path):
     thr = json.loads((out / "models" / "threshold.json").read_text())
     rows = read_csv(out / "cv" / "oof" / "predictions.csv")
     assert len(rows) == 16
+    assert sorted(r["image"] for r in rows) == held_out  # ids: paths relative to dataset_dir, as every report
+    assert all(not Path(r["id"]).is_absolute() and r["image"].endswith(r["id"]) for r in rows)
     p_cal = np.array([float(r["prob_pneumonia"]) for r in rows])
     y = np.array([int(r["label"]) for r in rows])
     assert thr["threshold"] == pytest.approx(select_threshold(p_cal, y, "youden"), abs=1e-5)

@@ -152,3 +152,30 @@ def test_rank_batch_size_caps_at_one_ranks_share(monkeypatch):
     assert rank_batch_size(8, 20) == 5  # 20 volumes over 4 ranks: 5 each
     assert rank_batch_size(2, 20) == 2
     assert rank_batch_size(8, 3) == 1
+
+
+def test_rank_batch_size_reduces_a_batch_larger_than_the_split_with_a_warning(caplog, monkeypatch):
+    """16 training images at the default batch size 32: one batch of 16 (a ``drop_last`` loader of 32 has no step),
+    and the warning names ``--batch_size`` and the split size; a slice bundle counts volumes of ``train_slices``."""
+    import logging
+
+    import torch.distributed as dist
+
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.engines.utils"):
+        assert rank_batch_size(32, 16) == 16
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert msg.startswith("--batch_size 32 is larger than the training split (16 images): training with batches of 16")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.engines.utils"):
+        assert rank_batch_size(32, 100) == 32 and rank_batch_size(32, 32) == 32  # fits: no warning
+        assert not caplog.records
+        assert rank_batch_size(32, 5, slices_per_item=4) == 5  # 8 volumes of 4 slices wanted, 5 volumes there
+    (msg,) = [r.getMessage() for r in caplog.records]
+    assert "--batch_size 32 (8 volumes of 4 slices) is larger than the training split (5 volumes)" in msg
+    assert "batches of 5 volumes (20 slices)" in msg
+    caplog.clear()
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 2)
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.engines.utils"):
+        assert rank_batch_size(32, 40) == 20
+    assert "the training split (40 images, 20 per rank of 2)" in caplog.records[0].getMessage()

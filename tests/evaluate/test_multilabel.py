@@ -92,7 +92,7 @@ def test_multilabel_bundle_columns_csv_report_equals_sklearn(ml_bundle, images, 
     args = ["--bundle", str(ml_bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
     assert main(args + FAST) == EXIT_OK
     rows = read_csv(out / "predictions.csv")
-    assert [r["id"] for r in rows] == [f"cxr_{i:02d}" for i in range(N)]
+    assert [r["id"] for r in rows] == [f"cxr_{i:02d}.png" for i in range(N)]
     y = np.array([[int(r[f"label_{c}"]) for c in NAMES] for r in rows])
     np.testing.assert_array_equal(y, [_labels(i) for i in range(N)])
     p = np.array([[float(r[f"prob_{c}"]) for c in NAMES] for r in rows])
@@ -151,7 +151,7 @@ def test_multilabel_list_labels_thresholds_failures_and_usage_errors(ml_bundle, 
     assert main(run + ["--tolerate-failures"]) == EXIT_OK
     preds = read_csv(out / "predictions.csv")
     keep = [i for i in range(N) if i != 5]  # a case whose label is refused is not evaluated (as for 2 classes)
-    assert [r["id"] for r in preds] == [f"cxr_{i:02d}" for i in keep]
+    assert [r["id"] for r in preds] == [f"cxr_{i:02d}.png" for i in keep]
     np.testing.assert_allclose([[float(r[f"prob_{c}"]) for c in NAMES] for r in preds], p[keep], atol=1e-6)
     y = np.array([[int(r[f"label_{c}"]) for c in NAMES] for r in preds])
     np.testing.assert_array_equal(y, [_labels(i) for i in keep])

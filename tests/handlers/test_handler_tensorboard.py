@@ -43,3 +43,26 @@ def test_logs_each_group_lr_and_one_image_grid_per_epoch(tmp_path):
     grids = acc.Images("train/inputs")
     assert [g.step for g in grids] == [1, 2]  # once per epoch
     assert grids[0].width == 4 * 12 + 5 * 2 and grids[0].height == 16 + 2 * 2  # 4 images side by side, padded
+
+
+def test_image_grid_from_a_monai_trainer(tmp_path):
+    """MONAI's ``SupervisedTrainer`` leaves a decollated batch (a list of per-image dicts) in ``engine.state.batch``
+    after each iteration: the grid of the network's inputs is still written once per epoch (before: never)."""
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 10 * 12, 2))
+    batch = {"image": torch.rand(5, 3, 10, 12), "label": torch.tensor([0, 1, 0, 1, 1])}
+    trainer = SupervisedTrainer(
+        device="cpu", max_epochs=2, train_data_loader=[batch, batch], network=net,
+        optimizer=torch.optim.SGD(net.parameters(), lr=0.1), loss_function=torch.nn.CrossEntropyLoss(),
+        train_handlers=[TensorBoardTrainingExtras(log_dir=tmp_path, n_images=4)],
+    )  # fmt: skip
+    trainer.run()
+    assert isinstance(trainer.state.batch, list) and isinstance(trainer.state.batch[0], dict)  # decollated
+    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    grids = acc.Images("train/inputs")
+    assert [g.step for g in grids] == [1, 2]
+    assert grids[0].width == 4 * 12 + 5 * 2 and grids[0].height == 10 + 2 * 2  # 4 RGB inputs side by side
+    assert [e.step for e in acc.Scalars("lr/group_0")] == [1, 2, 3, 4]

@@ -17,6 +17,7 @@ import json
 import logging
 import tempfile
 import unittest
+import unittest.mock
 from pathlib import Path
 
 import numpy as np
@@ -129,14 +130,36 @@ class TestGradCAM(unittest.TestCase):
         )
         x = torch.rand(3, 1, 32, 32)
         originals = [np.random.default_rng(i).random((400 + i, 360)) for i in range(3)]  # (H0, W0) != input size
-        with tempfile.TemporaryDirectory() as d:
+        import monai_transfer.reports.gradcam as gradcam
+
+        figures = []
+        save = gradcam.save_figure
+        with (
+            tempfile.TemporaryDirectory() as d,
+            unittest.mock.patch.object(
+                gradcam, "save_figure", lambda f, p, **kw: figures.append(f) or save(f, p, **kw)
+            ),
+        ):
             paths = save_gradcam_overlays(
-                model, x, "3", d, n=2, class_index=1, original_images=originals, ids=["/a/p1.nii.gz", "p2.png"]
-            )
+                model, x, "3", d, n=2, class_index=1, original_images=originals, ids=["/a/p1.nii.gz", "p2.png"],
+                class_names=["no", "yes"],
+            )  # fmt: skip
             self.assertEqual([p.name for p in paths], ["gradcam_p1.png", "gradcam_p2.png"])
+            with torch.no_grad():
+                p_yes = torch.softmax(model.eval()(x[:2]), dim=1)[:, 1]
+            model.train()
             for i, path in enumerate(paths):
-                arr = check_png(self, path, min_width=300, min_bytes=1000)
-                self.assertEqual(arr.shape[:2], originals[i].shape)
+                check_png(self, path, min_width=300, min_bytes=1000)
+                image_ax, bar_ax = figures[i].axes  # the overlay and its colour bar
+                background, heat = image_ax.images
+                self.assertEqual(background.get_array().shape, originals[i].shape)  # the original geometry
+                self.assertEqual(heat.get_array().shape, originals[i].shape)
+                self.assertEqual(bar_ax.get_ylabel(), "Grad-CAM (scaled per image)")
+                title = image_ax.get_title()
+                self.assertEqual(title, f"{['a/p1.nii.gz', 'p2.png'][i]}\nGrad-CAM for 'yes'\np(yes) = {p_yes[i]:.3f}")
+                with Image.open(path) as im:
+                    self.assertEqual(im.text["Title"], title.replace("\n", " | "))
+                    self.assertIn(f"the {originals[i].shape[0]}x360 original image", im.text["Description"])
             self.assertTrue(model.training)  # mode restored
             with self.assertRaisesRegex(ValueError, "original_images"):
                 save_gradcam_overlays(model, x, "3", d, n=3, original_images=originals[:1])
@@ -164,11 +187,13 @@ class TestGradCAM(unittest.TestCase):
             out = Path(d) / "cam"
             self.assertEqual(save_dataset_gradcam_overlays(model, ds, "0", out, n=0), [])
             self.assertFalse(out.exists())
-            paths = save_dataset_gradcam_overlays(model, ds, "0", out, n=2)
+            paths = save_dataset_gradcam_overlays(model, ds, "0", out, n=2, temperature=2.0)
             self.assertEqual([p.name for p in paths], ["gradcam_img0.png", "gradcam_img1.png"])
             for p in paths:
                 with Image.open(p) as im:
-                    self.assertEqual(im.size, (40, 48))  # drawn on the original file's geometry
+                    self.assertIn("the 48x40 original image", im.text["Description"])  # the original file's geometry
+                    self.assertIn("(highest score) | p(class ", im.text["Title"])
+                    self.assertIn(", temperature 2", im.text["Title"])
 
 
 # ------------------------------------------------------------------------- prevalence shift and calibration
@@ -282,3 +307,29 @@ def test_predictions_csv_unknown_labels_and_extra_columns(tmp_path):
     with open(ml, newline="") as f:
         first = next(csv.DictReader(f))
     assert first["label_a"] == first["correct"] == "" and first["pred_a"] == "1" and first["pred_b"] == "0"
+
+
+def test_case_id_is_the_path_relative_to_the_data_folder(tmp_path):
+    from monai_transfer.reports.writer import case_id, write_predictions_csv
+
+    data = tmp_path / "data"
+    (data / "val" / "normal").mkdir(parents=True)
+    (data / "labels.csv").write_text("image,label\n")
+    img = data / "val" / "normal" / "a.png"
+    assert case_id(img, data) == "val/normal/a.png"
+    assert case_id(img, data / "labels.csv") == "val/normal/a.png"  # a data list stands for its folder
+    assert case_id(img, data / "val") == "normal/a.png"
+    assert case_id(img, None) == str(img)
+    assert case_id(tmp_path / "elsewhere" / "b.png", data) == str(tmp_path / "elsewhere" / "b.png")  # outside: as is
+    link = tmp_path / "link"
+    link.symlink_to(data)
+    assert case_id(link / "val" / "normal" / "a.png", data) == "val/normal/a.png"  # through a symbolic link
+    out = write_predictions_csv(tmp_path / "p.csv", np.array([0.2, 0.9]), [0, 1], ids=[img, data / "b.dcm"],
+                                id_root=data, extra_columns={"threshold": ["0.5", "0.5"]})  # fmt: skip
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["val/normal/a.png", "b.dcm"]
+    assert [r["image"] for r in rows] == [str(img), str(data / "b.dcm")] and list(rows[0])[-2:] == [
+        "image",
+        "threshold",
+    ]
