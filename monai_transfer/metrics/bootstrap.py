@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from monai.metrics import compute_confusion_matrix_metric
 
-from monai_transfer.metrics.functional import CONFUSION_METRICS, _predict, _to_numpy, prepare_inputs
+from monai_transfer.metrics.functional import CONFUSION_METRICS, _to_numpy, predict_labels, prepare_inputs
 
 __all__ = ["BOOTSTRAP_METRICS", "bootstrap_ci"]
 
@@ -158,7 +158,7 @@ def bootstrap_ci(
         lo, hi = _percentiles(vals[:, None], alpha)
         return {**info, "estimate": float(metric(yp, yt)), "lower": float(lo[0]), "upper": float(hi[0])}
 
-    pred = _predict(p, mode, threshold)
+    pred = predict_labels(p, mode, threshold)
     est = _block_values(metric, p, y, pred, np.ones((1, n)), mode)  # (1, K)
     block = max(1, _BLOCK_ELEMENTS // max(n, 1))
     chunks = []

@@ -69,6 +69,8 @@ __all__ = [
     "compute_ece",
     "compute_brier",
     "compute_classification_metrics",
+    "predict_labels",
+    "confidence_correct",
 ]
 
 MODES = ("binary", "multiclass", "multilabel")
@@ -285,7 +287,7 @@ def compute_average_precision(y_prob: Any, y_true: Any, mode: str = "binary", av
     return _ranking("ap", y_prob, y_true, mode, average)
 
 
-def _predict(p: np.ndarray, mode: str, threshold: float | Sequence[float]) -> np.ndarray:
+def predict_labels(p: np.ndarray, mode: str, threshold: float | Sequence[float]) -> np.ndarray:
     """``(N, K)`` 0/1 predictions: arg-max for multi-class, ``p >= threshold`` otherwise."""
     if mode == "multiclass":
         pred = np.zeros_like(p, dtype=np.int64)
@@ -315,7 +317,7 @@ def _counts(p: np.ndarray, y: np.ndarray, mode: str, threshold: Any) -> torch.Te
     The ``N`` cases are passed as the spatial axis of a single ``(1, K, N)`` sample, so MONAI sums over the cases.
     MONAI counts in float32, which is exact up to 2**24 (16.7 million) cases.
     """
-    pred = _predict(p, mode, threshold)
+    pred = predict_labels(p, mode, threshold)
     cm = get_confusion_matrix(torch.from_numpy(pred.T[None].copy()), torch.from_numpy(y.T[None].copy()))
     return cm[0].double()
 
@@ -419,7 +421,7 @@ def compute_balanced_accuracy(y_prob: Any, y_true: Any, mode: str = "binary", th
     return float(per[0]) if mode == "binary" else _averaged(per, "macro", "balanced accuracy")
 
 
-def _confidence_correct(p: np.ndarray, y: np.ndarray, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
+def confidence_correct(p: np.ndarray, y: np.ndarray, mode: str) -> list[tuple[np.ndarray, np.ndarray]]:
     """Top-label confidence and correctness; one pair per label for multi-label tasks."""
     if mode == "multiclass":
         return [(p.max(1), (p.argmax(1) == y.argmax(1)).astype(np.float64))]
@@ -479,7 +481,7 @@ def compute_ece(y_prob: Any, y_true: Any, mode: str = "binary", n_bins: int = DE
         n_bins: number of equal-width bins (default :data:`DEFAULT_ECE_BINS` = 10).
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
-    return float(np.mean([_ece(c, r, n_bins) for c, r in _confidence_correct(p, y, mode)]))
+    return float(np.mean([_ece(c, r, n_bins) for c, r in confidence_correct(p, y, mode)]))
 
 
 def compute_brier(y_prob: Any, y_true: Any, mode: str = "binary") -> float:
@@ -574,7 +576,7 @@ def compute_classification_metrics(
         for m in per_class:
             out[f"{m}_micro"] = float(_confusion_metric(m, counts.sum(0))[0])
     if mode == "multilabel":
-        out["subset_accuracy"] = float((_predict(p, mode, threshold) == y).all(1).mean())
+        out["subset_accuracy"] = float((predict_labels(p, mode, threshold) == y).all(1).mean())
     for i, n in enumerate(names):
         out[f"auc/{n}"] = float(auc_pc[i])
         out[f"average_precision/{n}"] = float(ap_pc[i])

@@ -28,11 +28,11 @@ from monai_transfer.metrics.cumulative import ThresholdLike, resolve_threshold
 from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
     UndefinedMetricWarning,
-    _predict,
     compute_brier,
     compute_classification_metrics,
     compute_ece,
     default_class_names,
+    predict_labels,
     prepare_inputs,
 )
 from monai_transfer.metrics.prevalence import (
@@ -136,7 +136,7 @@ def write_predictions_csv(
     if len(ids) != n or any(len(v) != n for v in extra.values()):
         raise ValueError(f"ids and extra columns must have one entry per case ({n}), got {len(ids)} ids")
     probs = np.concatenate([1 - p, p], 1) if mode == "binary" else p
-    pred = _predict(p, mode, threshold)
+    pred = predict_labels(p, mode, threshold)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     if mode == "multilabel":

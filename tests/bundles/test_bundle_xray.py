@@ -360,7 +360,7 @@ def test_multi_gpu_config_uses_ids_not_list_positions():
     assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
     assert "rank_zero_score" in parser["validate#early_stop#score_function"]
     assert any("early_stop.attach" in step for step in parser["run"])
-    assert parser["train#sampler#_target_"] == "monai_transfer.engines.losses.build_distributed_sampler"
+    assert parser["train#sampler#_target_"] == "monai_transfer.data.samplers.build_distributed_sampler"
 
 
 @pytest.mark.slow
@@ -487,9 +487,9 @@ def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path)
     bundle fails naming both values; the same bundle with overrides, and the run folder alone, both evaluate and agree.
     """
     from monai_transfer.evaluate import EvaluationUsageError, evaluate_bundle, main
+    from monai_transfer.networks.checkpoint_record import export_run_bundle, model_spec
     from monai_transfer.networks.nets import Pretrained2DNet
     from monai_transfer.utils.io import atomic_torch_save
-    from monai_transfer.utils.run_bundle import export_run_bundle, model_spec
 
     data = _class_folder_set(tmp_path / "data", per_class=2)
     run = tmp_path / "run"
@@ -504,7 +504,7 @@ def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path)
         spec=model_spec(BACKBONE, RUN_CLASSES, RUN_SIZE), datalists=datalists,
     )  # fmt: skip
     images, labels = run / "data" / "samples", run / "data" / "samples" / "labels.csv"
-    common = ["--images", str(images), "--labels", str(labels), "--n-bootstrap", "10", "--no-progress"]
+    common = ["--images", str(images), "--labels", str(labels), "--n_bootstrap", "10", "--no_progress"]
     with pytest.raises(EvaluationUsageError) as err:
         evaluate_bundle(BUNDLE, images, tmp_path / "wrong", labels=labels, ckpt=run / "models" / "model.pt")
     msg = str(err.value)

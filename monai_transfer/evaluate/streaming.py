@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
-from monai_transfer.data.cases import (
+from monai_transfer.evaluate.bundle_inference import Bundle
+from monai_transfer.evaluate.cases import (
     VOLUME_EXTENSIONS,
     CaseFailure,
     CasePrediction,
@@ -38,7 +39,6 @@ from monai_transfer.data.cases import (
     _display,
     _strip_ext,
 )
-from monai_transfer.engines.bundle_inference import Bundle
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
