@@ -89,27 +89,17 @@ MOVED: dict[str, str | dict[str, str]] = {
 #: names a package re-exported before its module moved: ``{package: {name: new module}}``.
 PACKAGE_NAMES: dict[str, dict[str, str]] = {
     "monai_transfer.engines": {
-        **{
-            n: "monai_transfer.losses.classification"
-            for n in (
-                "ClassificationCrossEntropyLoss",
-                "ClassificationBCEWithLogitsLoss",
-                "ClassificationFocalLoss",
-                "build_loss",
-            )
-        },  # fmt: skip
-        **{
-            n: _SAMPLERS
-            for n in (
-                "labels_from_datalist",
-                "class_weights_from_labels",
-                "pos_weight_from_labels",
-                "make_weighted_sampler",
-                "build_sampler",
-                "DistributedWeightedSampler",
-                "build_distributed_sampler",
-            )
-        },  # fmt: skip
+        "ClassificationCrossEntropyLoss": "monai_transfer.losses.classification",
+        "ClassificationBCEWithLogitsLoss": "monai_transfer.losses.classification",
+        "ClassificationFocalLoss": "monai_transfer.losses.classification",
+        "build_loss": "monai_transfer.losses.classification",
+        "labels_from_datalist": _SAMPLERS,
+        "class_weights_from_labels": _SAMPLERS,
+        "pos_weight_from_labels": _SAMPLERS,
+        "make_weighted_sampler": _SAMPLERS,
+        "build_sampler": _SAMPLERS,
+        "DistributedWeightedSampler": _SAMPLERS,
+        "build_distributed_sampler": _SAMPLERS,
         "BatchMixUpCutMix": "monai_transfer.transforms.regularization.array",
         "MixBatchHandler": "monai_transfer.handlers.mixing",
         "param_groups_for": "monai_transfer.optimizers.builders",
@@ -126,10 +116,8 @@ def _warn(old: str, new: str, stacklevel: int) -> None:
     if old in _warned:
         return
     _warned.add(old)
-    warnings.warn(
-        f"{old} moved to {new}; the old path will be removed in monai-transfer {REMOVED_IN}", DeprecationWarning,
-        stacklevel=stacklevel + 1,
-    )  # fmt: skip
+    msg = f"{old} moved to {new}; the old path will be removed in monai-transfer {REMOVED_IN}"
+    warnings.warn(msg, DeprecationWarning, stacklevel=stacklevel + 1)
 
 
 def _target(old_module: str, name: str) -> str:

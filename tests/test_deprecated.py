@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib
 import json
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -48,6 +49,16 @@ def test_every_old_module_imports_with_a_warning_and_gives_the_new_objects(old, 
         assert getattr(module, name) is getattr(new, name), (old, name)
     with pytest.raises(AttributeError, match="moved to"):
         module.no_such_name  # noqa: B018
+
+
+def test_every_parent_of_an_old_path_installs_the_finder_and_forwards_attributes():
+    """``import monai_transfer.data.cases`` in a fresh interpreter imports ``monai_transfer.data`` first: that package
+    (each parent of an old module or name) must install the finder and forward its attribute access."""
+    parents = {old.rpartition(".")[0] for old in MOVED} | set(PACKAGE_NAMES)
+    for parent in sorted(parents):
+        init = REPO_ROOT / Path(*parent.split(".")) / "__init__.py"
+        text = init.read_text(encoding="utf-8")
+        assert "\ninstall()" in text and "return moved_attribute(__name__, name)" in text, init
 
 
 def test_old_names_of_the_engines_package_warn_and_resolve(fresh):

@@ -487,8 +487,9 @@ def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path)
     bundle fails naming both values; the same bundle with overrides, and the run folder alone, both evaluate and agree.
     """
     from monai_transfer.evaluate import EvaluationUsageError, evaluate_bundle, main
-    from monai_transfer.networks.checkpoint_record import export_run_bundle, model_spec
+    from monai_transfer.networks.checkpoint_record import model_spec
     from monai_transfer.networks.nets import Pretrained2DNet
+    from monai_transfer.run_bundle import export_run_bundle
     from monai_transfer.utils.io import atomic_torch_save
 
     data = _class_folder_set(tmp_path / "data", per_class=2)

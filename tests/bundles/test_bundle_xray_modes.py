@@ -159,7 +159,7 @@ def test_multilabel_mixup_run_mixes_multi_hot_rows_and_keeps_ignored_entries(tmp
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    from monai_transfer.transforms.regularization.array import MixBatchHandler
+    from monai_transfer.handlers.mixing import MixBatchHandler
 
     names = NIH14[:4]
     wf = ConfigWorkflow(
