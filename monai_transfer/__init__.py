@@ -20,19 +20,25 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+#: the library layers, lowest first, then the applications on top (``tests/test_layers.py`` holds the layer table).
 _SUBPACKAGES = (
-    "data",
-    "engines",
-    "audit",
-    "evaluate",
-    "handlers",
-    "inferers",
-    "label",
-    "metrics",
-    "networks",
-    "reports",
-    "transforms",
+    "deprecated",
     "utils",
+    "metrics",
+    "optimizers",
+    "networks",
+    "transforms",
+    "inferers",
+    "data",
+    "losses",
+    "reports",
+    "handlers",
+    "engines",
+    "label",
+    "run_bundle",
+    "evaluate",
+    "cv",
+    "audit",
 )
 
 __all__ = ["__version__", *_SUBPACKAGES]

@@ -166,7 +166,7 @@ class _Config(dict):
 )
 def test_every_path_derives_the_same_task(tmp_path, names, labels, expected):
     from monai_transfer.data.datalist import infer_task_mode
-    from monai_transfer.engines.bundle_inference import _mode
+    from monai_transfer.evaluate.bundle_inference import _mode
     from monai_transfer.handlers.prediction_writer import ClassificationPredictionWriter
     from monai_transfer.label.tasks import ClassificationBundleInferTask, ClassificationBundleTrainTask
     from monai_transfer.label.utils import bundle_task_mode
@@ -202,7 +202,7 @@ def test_every_path_derives_the_same_task(tmp_path, names, labels, expected):
 def test_cross_validation_uses_the_derivation(tmp_path):
     """``engines/cv.py`` took binary/multi-class from the class count and ignored multi-label data; it now derives
     the task like the training, so multi-label data are refused before any fold is trained."""
-    from monai_transfer.engines.cv import run_cross_validation
+    from monai_transfer.cv.run import run_cross_validation
 
     items = [{"image": f"{i}.png", "label": [i % 2, 1 - i % 2, 1]} for i in range(6)]
     cfg = {

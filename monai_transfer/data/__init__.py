@@ -15,6 +15,8 @@ Import-light: MONAI, numpy and torch only; pydicom/nibabel/PIL are imported when
 
 from __future__ import annotations
 
+from typing import Any
+
 from monai_transfer.data.datalist import (
     DEFAULT_EXTENSIONS,
     DatalistError,
@@ -33,6 +35,7 @@ from monai_transfer.data.npz import (
     write_png,
 )
 from monai_transfer.data.splits import assign_folds, group_of, kfold_datalist, split_datalist
+from monai_transfer.deprecated import install, moved_attribute
 
 __all__ = [
     "DEFAULT_EXTENSIONS",
@@ -84,3 +87,15 @@ from .dicom_meta import add_dicom_ids, read_dicom_ids  # noqa: E402
 from .duplicates import DUPLICATE_MODES, find_duplicates  # noqa: E402
 
 __all__ += ["SplitDatalists", "add_dicom_ids", "read_dicom_ids", "DUPLICATE_MODES", "find_duplicates"]
+
+from . import samplers  # noqa: E402, F401
+from .samplers import DistributedWeightedSampler, build_distributed_sampler, build_sampler, labels_from_datalist  # noqa: E402
+
+__all__ += ["DistributedWeightedSampler", "build_distributed_sampler", "build_sampler", "labels_from_datalist"]
+
+
+install()  # the old module paths of monai_transfer.deprecated.MOVED, for one release
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name)

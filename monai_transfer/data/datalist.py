@@ -33,7 +33,7 @@ from monai_transfer.transforms.io.array import (
     DICOM_EXTENSIONS,
     NIFTI_EXTENSIONS,
     MedicalImageLoadError,
-    _is_dicom_file,
+    is_dicom_file,
 )
 from monai_transfer.utils.task import TASK_MODES, derive_task  # TASK_MODES re-exported
 
@@ -75,12 +75,12 @@ def _is_image(path: Path, extensions: Sequence[str]) -> bool:
     name = path.name.lower()
     if name.endswith(tuple(e.lower() for e in extensions)):
         return True
-    return "." not in name and _is_dicom_file(path)
+    return "." not in name and is_dicom_file(path)
 
 
 def _is_series_dir(path: Path) -> bool:
     files = [f for f in path.iterdir() if f.is_file() and not f.name.startswith(".")]
-    return bool(files) and all(f.name.lower().endswith(DICOM_EXTENSIONS) or _is_dicom_file(f) for f in files)
+    return bool(files) and all(f.name.lower().endswith(DICOM_EXTENSIONS) or is_dicom_file(f) for f in files)
 
 
 def datalist_from_folder(
@@ -405,7 +405,7 @@ def datalist_from_csv(
     then a list of 0/1 ints (multi-hot). Values are ``0``/``1`` (``0.0``/``1.0`` too); ``uncertain_value`` (``-1``,
     CheXpert's "uncertain") follows ``uncertain``: ``"zeros"`` (U-Zeros), ``"ones"`` (U-Ones) or ``"ignore"``
     (U-Ignore: the entry becomes :data:`IGNORED_LABEL` = -1, which the BCE/focal losses of
-    :mod:`monai_transfer.engines.losses` leave out; the metrics refuse it, so use it for training data only);
+    :mod:`monai_transfer.losses.classification` leave out; the metrics refuse it, so use it for training data only);
     ``None`` raises on the first uncertain value. Blank cells raise.
 
     Relative image paths are resolved against ``root`` (default: the CSV's folder); a path that resolves outside

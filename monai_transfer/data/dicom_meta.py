@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_transfer.transforms.io.array import DICOM_EXTENSIONS, _is_dicom_file
+from monai_transfer.transforms.io.array import DICOM_EXTENSIONS, is_dicom_file
 from monai_transfer.utils import deps
 
 __all__ = ["DICOM_ID_KEYS", "PATIENT_ID_SOURCE_KEY", "read_dicom_ids", "add_dicom_ids", "summarize_dicom_ids"]
@@ -45,12 +45,12 @@ def _dicom_file_of(path: Path) -> Path | None:
         files = sorted(f for f in path.iterdir() if f.is_file() and not f.name.startswith("."))
         return (
             files[0]
-            if files and all(f.name.lower().endswith(DICOM_EXTENSIONS) or _is_dicom_file(f) for f in files)
+            if files and all(f.name.lower().endswith(DICOM_EXTENSIONS) or is_dicom_file(f) for f in files)
             else None
         )
     if not path.is_file():
         return None
-    return path if path.name.lower().endswith(DICOM_EXTENSIONS) or _is_dicom_file(path) else None
+    return path if path.name.lower().endswith(DICOM_EXTENSIONS) or is_dicom_file(path) else None
 
 
 def read_dicom_ids(path: str | os.PathLike) -> dict[str, str] | None:

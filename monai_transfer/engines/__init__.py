@@ -8,28 +8,23 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Training helpers for MONAI's ``SupervisedTrainer``/``SupervisedEvaluator``: device, determinism, batch
-preparation, losses, optimisers and schedules. Bundles should use the full module paths
-(``monai_transfer.engines.losses.build_loss``)."""
+"""MONAI engines' helpers: device, determinism, batch preparation (``prepare_batch``), rank-aware iteration helpers
+(``utils``) and the workflow steps bundle configs call around the trainer and evaluator (``workflow``). Bundles use the
+full module paths (``monai_transfer.engines.utils.ChannelsLastPrepareBatch``).
+
+Losses, samplers, optimisers and handlers live in :mod:`monai_transfer.losses`, :mod:`monai_transfer.data.samplers`,
+:mod:`monai_transfer.optimizers` and :mod:`monai_transfer.handlers`; their old paths here (``engines.losses``,
+``engines.optim``, ``engines.mixing``, ``engines.cv``, ...) still import for one release, with a ``DeprecationWarning``
+(:mod:`monai_transfer.deprecated`).
+"""
 
 from __future__ import annotations
 
-from . import cv, losses, mixing, optim, utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
-from .losses import (
-    ClassificationBCEWithLogitsLoss,
-    ClassificationCrossEntropyLoss,
-    ClassificationFocalLoss,
-    DistributedWeightedSampler,
-    build_distributed_sampler,
-    build_loss,
-    build_sampler,
-    class_weights_from_labels,
-    labels_from_datalist,
-    make_weighted_sampler,
-    pos_weight_from_labels,
-)
-from .mixing import BatchMixUpCutMix, MixBatchHandler
-from .optim import GradNormClipper, build_optimizer, build_scheduler, param_groups_for
+from typing import Any
+
+from monai_transfer.deprecated import install, moved_attribute
+
+from . import utils, workflow  # noqa: F401  (modules for full dotted paths in bundle configs)
 from .utils import (
     ChannelsLastPrepareBatch,
     amp_enabled,
@@ -46,21 +41,11 @@ __all__ = [
     "configure_cuda_speedups",
     "rank_zero_score",
     "ChannelsLastPrepareBatch",
-    "labels_from_datalist",
-    "class_weights_from_labels",
-    "pos_weight_from_labels",
-    "make_weighted_sampler",
-    "build_sampler",
-    "DistributedWeightedSampler",
-    "build_distributed_sampler",
-    "ClassificationCrossEntropyLoss",
-    "ClassificationBCEWithLogitsLoss",
-    "ClassificationFocalLoss",
-    "build_loss",
-    "BatchMixUpCutMix",
-    "MixBatchHandler",
-    "param_groups_for",
-    "build_optimizer",
-    "build_scheduler",
-    "GradNormClipper",
 ]
+
+
+install()  # the old module paths of monai_transfer.deprecated.MOVED, for one release
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name)

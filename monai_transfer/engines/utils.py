@@ -248,7 +248,7 @@ class ChannelsLastPrepareBatch(PrepareBatch):
     On a CUDA device the image (``(B, C, H, W)`` or ``(B, C, D, H, W)``) is converted to ``channels_last``
     (``channels_last_3d``) memory format, which lets cuDNN use tensor-core kernels under AMP, and transfers are
     non-blocking (useful with ``pin_memory=True``). On CPU the batch is moved unchanged. Labels keep their
-    shape; the losses in :mod:`monai_transfer.engines.losses` accept ``(B,)`` and ``(B, 1)``.
+    shape; the losses in :mod:`monai_transfer.losses.classification` accept ``(B,)`` and ``(B, 1)``.
 
     Args:
         image_key: key of the image in the batch dict.

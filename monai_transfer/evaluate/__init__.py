@@ -11,11 +11,11 @@
 """Scripted evaluation of a bundle on a folder of test cases: ``python -m monai_transfer.evaluate``.
 
 A thin command line over the bundle's own ``configs/inference.json``, run as its evaluator runs it (the components:
-:mod:`monai_transfer.engines.bundle_inference`), one case at a time in flat memory
-(:mod:`monai_transfer.engines.streaming`).
+:mod:`monai_transfer.evaluate.bundle_inference`), one case at a time in flat memory
+(:mod:`monai_transfer.evaluate.streaming`).
 
 Bad cases are reported by name (``failures.csv``, ``failures.json``, the log) and the run goes on. Exit codes: 0 (every
-case evaluated, or failures with ``--tolerate-failures``), 1 (usage or environment error: bundle, checkpoint,
+case evaluated, or failures with ``--tolerate_failures``), 1 (usage or environment error: bundle, checkpoint,
 images, argument, invalid config or ``threshold.json``, a threshold chosen on calibrated probabilities without its
 calibration, NaN/inf weights, an unwritable report), 2 (some case failed: unreadable, dangling link, no or bad
 label, non-finite probabilities; or none could be evaluated). See ``docs/evaluate.md``.
@@ -28,7 +28,7 @@ Example::
 
 from __future__ import annotations
 
-from monai_transfer.data.cases import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, EvaluationUsageError, list_cases
+from monai_transfer.evaluate.cases import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, EvaluationUsageError, list_cases
 from monai_transfer.evaluate.cli import main
 from monai_transfer.evaluate.run import evaluate_bundle
 

@@ -19,29 +19,30 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from monai_transfer.data.cases import EXIT_OK, EXIT_USAGE, EvaluationUsageError
+from monai_transfer.evaluate.cases import EXIT_OK, EXIT_USAGE, EvaluationUsageError
 from monai_transfer.evaluate.run import OPTIONS, evaluate_bundle, logger
 from monai_transfer.utils.bundle import parse_overrides
+from monai_transfer.utils.cli import OVERRIDES_HELP, SnakeCaseArgumentParser
 
 __all__ = ["build_arg_parser", "main"]
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
     """The command-line interface of ``python -m monai_transfer.evaluate``."""
-    p = argparse.ArgumentParser(
+    p = SnakeCaseArgumentParser(
         prog="python -m monai_transfer.evaluate",
         description="Evaluate a monai-transfer bundle on a folder of NIfTI (or, for 2D bundles, DICOM/PNG) test cases.",
-        epilog="bundle overrides: any other --<id> <value> pair overrides that id of the bundle's inference.json, "
-        "as in `python -m monai.bundle run` (e.g. --image_size 128 --class_names \"['no','yes']\"). "
-        "exit codes: 0 ok; 1 usage or environment error (bad bundle/checkpoint/threshold, report not "
-        "writable, e.g. disk full); 2 some case failed (see failures.csv) unless --tolerate-failures",
+        epilog=OVERRIDES_HELP.format(config="inference.json", example="--image_size 128 --class_names \"['no','yes']\"")
+        + " Exit codes: 0 ok; 1 usage or environment error (bad bundle/checkpoint/threshold, report not "
+        "writable, e.g. disk full); 2 some case failed (see failures.csv) unless --tolerate_failures. "
+        "The kebab-case spellings of earlier releases (--batch-size, --no-progress, ...) still work, with a warning.",
     )
     p.add_argument("--bundle", required=True, help="bundle folder, e.g. bundles/ct_slices")
     p.add_argument("--images", required=True, help="folder of test cases (searched recursively)")
     p.add_argument("--labels", default=None, help="CSV with columns image (relative to --images) and label")
     p.add_argument("--output", required=True, help="output folder")
-    p.add_argument("--tolerate-failures", action="store_true", help="exit 0 (with a WARNING) when some cases fail")
-    p.add_argument("--batch-size", type=int, default=32, help="slices/images per forward pass (default 32)")
+    p.add_argument("--tolerate_failures", action="store_true", help="exit 0 (with a WARNING) when some cases fail")
+    p.add_argument("--batch_size", type=int, default=32, help="slices/images per forward pass (default 32)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--ckpt", default=None, help="weights file; default the bundle's models/model.pt")
     p.add_argument("--threshold", default=None, help="number or threshold JSON; default models/threshold.json")
@@ -49,8 +50,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--calibration", default=None, help="calibration JSON or 'none'; default calibration.json beside the weights"
     )
     p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (the bundle's use_tta)")
-    p.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 
 

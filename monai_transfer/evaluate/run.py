@@ -20,7 +20,10 @@ from typing import Any
 
 import torch
 
-from monai_transfer.data.cases import (
+from monai_transfer.engines.utils import auto_device
+from monai_transfer.evaluate import streaming
+from monai_transfer.evaluate.bundle_inference import Bundle, calibration_info, load_bundle, load_network
+from monai_transfer.evaluate.cases import (
     EXIT_FAILURES,
     EXIT_OK,
     IMAGE_2D_EXTENSIONS,
@@ -31,15 +34,12 @@ from monai_transfer.data.cases import (
     list_cases,
     read_labels_csv,
 )
-from monai_transfer.engines import streaming
-from monai_transfer.engines.bundle_inference import Bundle, calibration_info, load_bundle, load_network
-from monai_transfer.engines.utils import auto_device
+from monai_transfer.evaluate.outputs import write_outputs, write_summary
 from monai_transfer.metrics.threshold import (
     DEFAULT_THRESHOLD,
     check_threshold_calibration,
     resolve_task_threshold,
 )
-from monai_transfer.reports.evaluation import write_outputs, write_summary
 from monai_transfer.utils.io import check_output_dir, sha256_file
 
 __all__ = ["evaluate_bundle"]
@@ -101,7 +101,7 @@ def _threshold(b: Bundle, threshold: str | float | None, ckpt: Path, calibration
 
 def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any]) -> _Setup:
     if int(kw["batch_size"]) < 1:
-        raise EvaluationUsageError(f"--batch-size must be >= 1, got {kw['batch_size']}")
+        raise EvaluationUsageError(f"--batch_size must be >= 1, got {kw['batch_size']}")
     images_dir = Path(images)
     if not images_dir.is_dir():
         raise EvaluationUsageError(f"--images {images_dir}: no such folder")
@@ -138,7 +138,7 @@ def _exit_code(s: _Setup, result: EvaluationResult, tolerate_failures: bool) -> 
         return EXIT_OK
     names = ", ".join(f.case for f in result.failures[:20]) + (f" and {n - 20} more" if n > 20 else "")
     if tolerate_failures:
-        logger.warning(f"{n} case(s) failed and were skipped (--tolerate-failures): {names}; see {where}")
+        logger.warning(f"{n} case(s) failed and were skipped (--tolerate_failures): {names}; see {where}")
         return EXIT_OK
     logger.error(f"{n} case(s) failed: {names}; see {where}")
     return EXIT_FAILURES

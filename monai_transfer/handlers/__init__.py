@@ -9,8 +9,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Ignite handlers for MONAI engines: metrics usable as bundle key metrics, report writing, gradual unfreezing,
-per-epoch seeding, an exponential moving average of the weights and atomic checkpoints. Bundles use the full module
-paths (``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
+per-epoch seeding, an exponential moving average of the weights, atomic checkpoints, MixUp/CutMix of the training
+batches, gradient clipping and the out-of-fold collector of cross-validation. Bundles use the full module paths
+(``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
 
 from __future__ import annotations
 
@@ -23,8 +24,11 @@ from .checkpoint import (
     find_last_checkpoint,
 )
 from .ema import WeightEMA, ema_decay_at
+from .grad_clip import GradNormClipper
 from .metric_handlers import AUCHandler, ClassificationMetricsHandler, OperatingPointHandler
+from .mixing import MixBatchHandler
 from .model_loader import VerifiedCheckpointLoader, load_verified_model
+from .oof_collector import OOFCollector
 from .prediction_writer import ClassificationPredictionWriter
 from .report_writer import ClassificationReportWriter, ids_from_output
 from .seeding import EpochSeed, epoch_seed
@@ -57,4 +61,7 @@ __all__ = [
     "VolumeReportWriter",
     "VolumePredictionWriter",
     "volume_ids_from_engine",
+    "MixBatchHandler",
+    "GradNormClipper",
+    "OOFCollector",
 ]

@@ -16,9 +16,9 @@ builds. :class:`VerifiedCheckpointLoader` (the bundles' ``inference.json`` handl
 (``evaluate.json``'s ``run`` step):
 
 1. check the weights record beside the checkpoint (``models/model.json``, see
-   :mod:`monai_transfer.utils.run_bundle`) against the config's ``model_spec``: a checkpoint trained at another image
-   size, with other class names, backbone or normalisation raises
-   :class:`~monai_transfer.utils.run_bundle.CheckpointConfigMismatchError` naming both values;
+   :mod:`monai_transfer.networks.checkpoint_record`) against the config's ``model_spec``: a checkpoint trained at
+   another image size, with other class names, backbone or normalisation raises
+   :class:`~monai_transfer.networks.checkpoint_record.CheckpointConfigMismatchError` naming both values;
 2. read the weights with :func:`monai_transfer.utils.io.load_state_dict_file` (``weights_only=True`` or
    safetensors; an unsafe file raises :class:`~monai_transfer.utils.io.UnsafeCheckpointError` naming it);
 3. load them strictly, with an error naming the file when the keys or shapes do not fit.
@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from monai_transfer.networks.checkpoint_record import check_checkpoint_record
 from monai_transfer.utils.io import load_state_dict_file
-from monai_transfer.utils.run_bundle import check_checkpoint_record
 
 if TYPE_CHECKING:
     from ignite.engine import Engine
@@ -64,8 +64,8 @@ def load_verified_model(
         network: the model (a DistributedDataParallel wrapper is unwrapped).
         path: ``.pt``/``.pth``/``.ckpt`` (plain state dict or one wrapped in ``model``/``state_dict``/...) or
             ``.safetensors``.
-        expected: the config's ``model_spec`` (:func:`~monai_transfer.utils.run_bundle.model_spec`); ``None`` skips
-            the record check.
+        expected: the config's ``model_spec`` (:func:`~monai_transfer.networks.checkpoint_record.model_spec`);
+            ``None`` skips the record check.
         map_location: device for the loaded tensors.
         strict: passed to ``load_state_dict``.
         source: how the error messages name the config.

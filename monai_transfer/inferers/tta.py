@@ -21,9 +21,11 @@ import torch
 import torch.nn.functional as F
 from monai.inferers import Inferer, SimpleInferer
 
+from monai_transfer.networks.utils import PROBABILITY_OUTPUTS
+
 __all__ = ["TTA_OUTPUTS", "TTAInferer", "average_probabilities"]
 
-TTA_OUTPUTS = ("logits", "probs")
+TTA_OUTPUTS = PROBABILITY_OUTPUTS
 _ACTIVATIONS = ("softmax", "sigmoid")
 _EPS = 1e-12
 

@@ -200,10 +200,11 @@ class ClassificationBundleInferTask(BundleInferTask):
         Once per new or retrained ``model.pt``: the file is read with
         :func:`~monai_transfer.utils.io.safe_torch_load` (an unsafe or damaged file is refused naming it), and a
         checkpoint whose ``models/model.json`` disagrees with the bundle's ``model_spec`` (class names, image size,
-        backbone, normalisation) raises :class:`~monai_transfer.utils.run_bundle.CheckpointConfigMismatchError`
-        naming both values instead of answering with scores of the wrong classes or size. A ``threshold.json`` chosen
-        on calibrated probabilities without the ``calibration.json`` the bundle's ``postprocessing`` applies (or the
-        reverse) is refused (:func:`~monai_transfer.metrics.threshold.check_threshold_calibration`). Calibration
+        backbone, normalisation) raises
+        :class:`~monai_transfer.networks.checkpoint_record.CheckpointConfigMismatchError` naming both values instead
+        of answering with scores of the wrong classes or size. A ``threshold.json`` chosen on calibrated
+        probabilities without the ``calibration.json`` the bundle's ``postprocessing`` applies (or the reverse) is
+        refused (:func:`~monai_transfer.metrics.threshold.check_threshold_calibration`). Calibration
         (``ApplyTemperatured``), test-time augmentation (``use_tta``) and ensembles (``num_members``) come from the
         bundle's ``inference.json`` like in every other inference path.
         """
@@ -211,8 +212,8 @@ class ClassificationBundleInferTask(BundleInferTask):
         if path and str(path).endswith((".pt", ".pth")) and os.path.isfile(path):
             stamp = (str(path), os.stat(path).st_mtime_ns)
             if stamp != getattr(self, "_verified", None):  # once per new or retrained checkpoint
+                from monai_transfer.networks.checkpoint_record import check_checkpoint_record
                 from monai_transfer.utils.io import safe_torch_load
-                from monai_transfer.utils.run_bundle import check_checkpoint_record
 
                 if self.bundle_config.get("model_spec") is not None:
                     spec = self.bundle_config.get_parsed_content("model_spec")

@@ -11,7 +11,7 @@
 """Temperature scaling (Guo et al. 2017): one scalar ``T`` that divides the logits, fitted by minimising the NLL.
 
 Fit it on predictions the network was NOT trained on and that will not be used to report performance: the
-out-of-fold predictions of cross-validation (:mod:`monai_transfer.engines.cv`) or, failing that, the validation
+out-of-fold predictions of cross-validation (:mod:`monai_transfer.cv.run`) or, failing that, the validation
 split. Fit it BEFORE the operating threshold is chosen, so the threshold lives on calibrated probabilities. The
 result is stored as ``models/calibration.json`` beside ``models/threshold.json`` and applied at inference by
 :class:`monai_transfer.transforms.ApplyTemperatured` on the logits, before the softmax/sigmoid.

@@ -71,6 +71,7 @@ __all__ = [
     "compute_ece",
     "compute_brier",
     "compute_classification_metrics",
+    "confidence_correct",
 ]
 
 #: the task modes (:data:`monai_transfer.utils.task.TASK_MODES`).
@@ -396,7 +397,7 @@ def compute_balanced_accuracy(y_prob: Any, y_true: Any, mode: str = "binary", th
     return float(per[0]) if task.is_binary else _averaged(per, "macro", "balanced accuracy")
 
 
-def _confidence_correct(p: np.ndarray, y: np.ndarray, mode: str | Task) -> list[tuple[np.ndarray, np.ndarray]]:
+def confidence_correct(p: np.ndarray, y: np.ndarray, mode: str | Task) -> list[tuple[np.ndarray, np.ndarray]]:
     """Top-label confidence and correctness (the prediction at 0.5 / the arg-max, whatever the operating
     threshold); one pair per label for binary and multi-label tasks."""
     pred = apply_threshold(p, mode, 0.5)
@@ -454,7 +455,7 @@ def compute_ece(y_prob: Any, y_true: Any, mode: str = "binary", n_bins: int = DE
         n_bins: number of equal-width bins (default :data:`DEFAULT_ECE_BINS` = 10).
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
-    return float(np.mean([_ece(c, r, n_bins) for c, r in _confidence_correct(p, y, mode)]))
+    return float(np.mean([_ece(c, r, n_bins) for c, r in confidence_correct(p, y, mode)]))
 
 
 def compute_brier(y_prob: Any, y_true: Any, mode: str = "binary") -> float:

@@ -8,7 +8,8 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Networks: backbone registry (``backbones``), MONAI-style nets (``nets``), fine-tuning helpers (``finetune``).
+"""Networks: backbone registry (``backbones``), MONAI-style nets (``nets``), fine-tuning helpers (``finetune``),
+tensor helpers shared with the transforms (``utils``) and the weights record (``checkpoint_record``).
 
 Subpackages load on first use, so ``import monai_transfer.networks`` stays cheap.
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-__all__ = ["backbones", "nets", "finetune"]
+__all__ = ["backbones", "nets", "finetune", "utils", "checkpoint_record"]
 
 
 def __getattr__(name: str) -> Any:

@@ -12,6 +12,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from monai_transfer.deprecated import install, moved_attribute
 from monai_transfer.reports.tables import PER_CLASS_COLUMNS, per_class_rows, write_per_class_table
 from monai_transfer.reports.writer import (
     CI_METRICS,
@@ -34,9 +37,12 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+install()  # the old module paths of monai_transfer.deprecated.MOVED, for one release
+
+
+def __getattr__(name: str) -> Any:
     if name == "save_gradcam_overlays":  # imports monai.visualize lazily
         from monai_transfer.reports.gradcam import save_gradcam_overlays
 
         return save_gradcam_overlays
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved_attribute(__name__, name)

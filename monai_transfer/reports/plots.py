@@ -26,10 +26,10 @@ import numpy as np
 
 from monai_transfer.metrics.functional import (
     DEFAULT_ECE_BINS,
-    _confidence_correct,
     compute_calibration_bins,
     compute_ece,
     compute_roc_curve,
+    confidence_correct,
     default_class_names,
     prepare_inputs,
 )
@@ -237,7 +237,7 @@ def plot_reliability(
     """
     task = as_task(mode)
     p, y = prepare_inputs(y_prob, y_true, task)
-    pairs = _confidence_correct(p, y, task)
+    pairs = confidence_correct(p, y, task)
     conf = np.concatenate([c for c, _ in pairs])
     corr = np.concatenate([r for _, r in pairs])
     bins = compute_calibration_bins(conf, corr, n_bins)

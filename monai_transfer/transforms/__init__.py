@@ -59,6 +59,7 @@ from monai_transfer.transforms.io import (
     MedicalImageLoadError,
     detect_image_format,
 )
+from monai_transfer.transforms.regularization import BatchMixUpCutMix
 from monai_transfer.transforms.slicing import (
     SLICE_AXES,
     SLICE_STRATEGIES,
@@ -141,4 +142,5 @@ __all__ = [
     "ApplyTemperatureD",
     "ApplyTemperatureDict",
     "resolve_temperature",
+    "BatchMixUpCutMix",
 ]

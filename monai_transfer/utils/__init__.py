@@ -8,11 +8,16 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Small shared utilities: safe and atomic file I/O, bundle helpers (optional dependencies live in ``deps``)."""
+"""Small shared utilities: safe and atomic file I/O, bundle helpers, the command-line style (optional dependencies live
+in ``deps``)."""
 
 from __future__ import annotations
 
-from . import bundle, io, run_bundle
+from typing import Any
+
+from monai_transfer.deprecated import install, moved_attribute
+
+from . import bundle, cli, io
 from .bundle import resolve_bundle_root
 from .io import (
     DiskFullError,
@@ -29,7 +34,7 @@ from .io import (
 __all__ = [
     "bundle",
     "io",
-    "run_bundle",
+    "cli",
     "resolve_bundle_root",
     "UnsafeCheckpointError",
     "DiskFullError",
@@ -41,3 +46,10 @@ __all__ = [
     "safe_torch_load",
     "sha256_file",
 ]
+
+
+install()  # the old module paths of monai_transfer.deprecated.MOVED, for one release
+
+
+def __getattr__(name: str) -> Any:
+    return moved_attribute(__name__, name)

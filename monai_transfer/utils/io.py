@@ -25,7 +25,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -43,6 +43,7 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "read_json_file",
+    "to_jsonable",
     "check_output_dir",
 ]
 
@@ -261,6 +262,22 @@ def read_json_file(path: str | os.PathLike, what: str = "JSON file") -> Any:
         return json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
+
+
+def to_jsonable(obj: Any) -> Any:
+    """``obj`` as plain JSON values: mappings and sequences recursively, 0-d tensors/arrays as numbers, paths as
+    strings, anything else as its ``str`` (NaN stays NaN; :func:`atomic_write_json` writes it as null)."""
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        return obj.item()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    return str(obj)
 
 
 def _json_safe(obj: Any) -> Any:

@@ -11,7 +11,7 @@
 """Accuracy of the xray bundle on PneumoniaMNIST (MedMNIST v2), trained through the bundle's own code path.
 
 The npz splits are written once as PNG files plus a CSV data list with a ``split`` column (the bundle's
-``dataset_dir`` accepts it). Then :func:`monai_transfer.engines.cv.run_cross_validation` runs the bundle's own
+``dataset_dir`` accepts it). Then :func:`monai_transfer.cv.run_cross_validation` runs the bundle's own
 ``bundles/xray/configs/train.json`` (``monai.bundle.ConfigWorkflow``, the RECIPE as overrides) as ``K``-fold
 cross-validation on the TRAIN split only: the number of epochs (best mean fold AUC), the temperature (fitted on the
 out-of-fold predictions) and the Youden threshold (on the calibrated out-of-fold predictions) are chosen there; the
@@ -269,7 +269,7 @@ def cross_validate(
     reuse_cv: bool = False,
     **extra: Any,
 ) -> Any:
-    """K-fold CV on the train split + final fit (:func:`monai_transfer.engines.cv.run_cross_validation`).
+    """K-fold CV on the train split + final fit (:func:`monai_transfer.cv.run_cross_validation`).
 
     With ``reuse_cv`` and a CV-only run already in ``output_dir`` (``cv/cv.json``), the folds are not rerun: the final
     fit uses that run's chosen epochs and ``models/threshold.json`` (the same settings ``run_cross_validation``
@@ -281,7 +281,7 @@ def cross_validate(
     """
     from monai.bundle import ConfigParser
 
-    from monai_transfer.engines.cv import run_cross_validation
+    from monai_transfer.cv import run_cross_validation
 
     overrides = {**recipe, **extra, "dataset_dir": str(dataset_dir), "output_dir": str(output_dir)}
     cv_json = Path(output_dir) / "cv" / "cv.json"

@@ -73,8 +73,8 @@ def load_batches(n_batches: int, batch_size: int, image_size: int, quick: bool) 
 
 
 def _setup(model0: Any, batches: list[dict[str, Any]], epochs: int) -> tuple[Any, Any, Any, Any]:
-    from monai_transfer.engines.losses import build_loss
-    from monai_transfer.engines.optim import build_optimizer, build_scheduler
+    from monai_transfer.losses.classification import build_loss
+    from monai_transfer.optimizers.builders import build_optimizer, build_scheduler
 
     model = copy.deepcopy(model0).train()
     labels = np.concatenate([b["label"].numpy() for b in batches])
@@ -108,8 +108,8 @@ def engine_loop(model0: Any, batches: list[dict[str, Any]], epochs: int = 1, bun
     from monai.handlers import LrScheduleHandler
     from monai.transforms import Activationsd, Compose
 
-    from monai_transfer.engines.optim import GradNormClipper
     from monai_transfer.engines.utils import ChannelsLastPrepareBatch
+    from monai_transfer.handlers.grad_clip import GradNormClipper
 
     model, loss_fn, opt, sched = _setup(model0, batches, epochs)
     kwargs: dict[str, Any] = {}

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     threads = common.set_threads(args.threads)
     if args.quick:
         args.folds, args.n_bootstrap = 2, 20
-    from monai_transfer.engines.cv import read_datalists
+    from monai_transfer.cv import read_datalists
     from monai_transfer.metrics.functional import compute_auc, compute_ece
 
     env = common.environment()

@@ -167,12 +167,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             str(ckpt),
             "--threshold",
             "0.5",
-            "--n-bootstrap",
+            "--n_bootstrap",
             "0",
-            "--no-progress",
+            "--no_progress",
             "--device",
             "cpu",
-            "--batch-size",
+            "--batch_size",
             str(args.batch_size),
         ]
         r = run_child(cmd, child_env)

@@ -360,7 +360,7 @@ def test_multi_gpu_config_uses_ids_not_list_positions():
     assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
     assert "rank_zero_score" in parser["validate#early_stop#score_function"]
     assert any("early_stop.attach" in step for step in parser["run"])
-    assert parser["train#sampler#_target_"] == "monai_transfer.engines.losses.build_distributed_sampler"
+    assert parser["train#sampler#_target_"] == "monai_transfer.data.samplers.build_distributed_sampler"
 
 
 def _small_split_folders(root: Path, n_train: int = 8, n_val: int = 2) -> Path:
@@ -527,9 +527,10 @@ def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path)
     bundle fails naming both values; the same bundle with overrides, and the run folder alone, both evaluate and agree.
     """
     from monai_transfer.evaluate import EvaluationUsageError, evaluate_bundle, main
+    from monai_transfer.networks.checkpoint_record import model_spec
     from monai_transfer.networks.nets import Pretrained2DNet
+    from monai_transfer.run_bundle import export_run_bundle
     from monai_transfer.utils.io import atomic_torch_save
-    from monai_transfer.utils.run_bundle import export_run_bundle, model_spec
 
     data = _class_folder_set(tmp_path / "data", per_class=2)
     run = tmp_path / "run"
@@ -544,7 +545,7 @@ def test_template_bundle_refuses_a_run_checkpoint_and_overrides_fix_it(tmp_path)
         spec=model_spec(BACKBONE, RUN_CLASSES, RUN_SIZE), datalists=datalists,
     )  # fmt: skip
     images, labels = run / "data" / "samples", run / "data" / "samples" / "labels.csv"
-    common = ["--images", str(images), "--labels", str(labels), "--n-bootstrap", "10", "--no-progress"]
+    common = ["--images", str(images), "--labels", str(labels), "--n_bootstrap", "10", "--no_progress"]
     with pytest.raises(EvaluationUsageError) as err:
         evaluate_bundle(BUNDLE, images, tmp_path / "wrong", labels=labels, ckpt=run / "models" / "model.pt")
     msg = str(err.value)
@@ -655,9 +656,10 @@ def test_readme_publishing_commands_run_offline_as_written(tmp_path):
     deprecation warning for metadata.json, and the export is a working TorchScript model."""
     import shlex
 
+    from monai_transfer.networks.checkpoint_record import model_spec
     from monai_transfer.networks.nets import Pretrained2DNet
+    from monai_transfer.run_bundle import export_run_bundle
     from monai_transfer.utils.io import atomic_torch_save
-    from monai_transfer.utils.run_bundle import export_run_bundle, model_spec
 
     commands = _readme_publishing_commands()
     verbs = [shlex.split(c)[3] for c in commands]

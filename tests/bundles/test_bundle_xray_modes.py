@@ -117,7 +117,7 @@ def recompute_probs(run: Path, ids: list[str], class_names: list[str], mode: str
 
 
 def test_mode_is_inferred_and_drives_loss_activation_metrics_threshold(tmp_path):
-    from monai_transfer.engines.losses import ClassificationBCEWithLogitsLoss, ClassificationCrossEntropyLoss
+    from monai_transfer.losses.classification import ClassificationBCEWithLogitsLoss, ClassificationCrossEntropyLoss
 
     shipped = _parser(BUNDLE / "data", tmp_path / "r0", max_items=8)
     assert shipped.get_parsed_content("mode") == "binary"
@@ -159,7 +159,7 @@ def test_multilabel_mixup_run_mixes_multi_hot_rows_and_keeps_ignored_entries(tmp
     from ignite.engine import Events
     from monai.bundle import ConfigWorkflow
 
-    from monai_transfer.engines.mixing import MixBatchHandler
+    from monai_transfer.handlers.mixing import MixBatchHandler
 
     names = NIH14[:4]
     wf = ConfigWorkflow(
@@ -297,7 +297,7 @@ def test_fourteen_label_train_infer_per_label_table_equals_sklearn(tmp_path):
     val_csv.write_text("\n".join([lines[0]] + [line for line in lines[1:] if ",val," in line]) + "\n")
     cli = tmp_path / "cli"
     args = ["--bundle", str(run), "--images", str(data / "val"), "--labels", str(val_csv), "--output", str(cli)]
-    assert main(args + ["--device", "cpu", "--n-bootstrap", "20", "--no-progress", "--image_size", "32"]) == EXIT_OK
+    assert main(args + ["--device", "cpu", "--n_bootstrap", "20", "--no_progress", "--image_size", "32"]) == EXIT_OK
     got = json.loads((cli / "metrics.json").read_text())
     assert got["mode"] == "multilabel" and got["threshold"]["value"] == pytest.approx(thr["threshold"])
     for a, b in zip(got["per_class"], report["per_class"]):

@@ -102,7 +102,7 @@ def test_ema_run_saves_the_averaged_weights(tmp_path):
 
 
 def test_mixing_is_off_by_default_and_configured_by_its_ids():
-    from monai_transfer.engines.mixing import MixBatchHandler
+    from monai_transfer.handlers.mixing import MixBatchHandler
 
     p = _parser()
     assert (p["mixup_alpha"], p["cutmix_alpha"], p["mix_prob"]) == (0.0, 0.0, 1.0)

@@ -29,11 +29,12 @@ from monai.handlers import LrScheduleHandler
 from monai.transforms import Compose, RandFlipd, RandGaussianNoised
 from torch import nn
 
-from monai_transfer.engines.losses import build_loss
-from monai_transfer.engines.optim import GradNormClipper, build_optimizer, build_scheduler
 from monai_transfer.engines.utils import ChannelsLastPrepareBatch, auto_device, set_run_determinism
 from monai_transfer.handlers.checkpoint import AtomicCheckpointSaver, LastCheckpointResume
+from monai_transfer.handlers.grad_clip import GradNormClipper
 from monai_transfer.handlers.seeding import EpochSeed
+from monai_transfer.losses.classification import build_loss
+from monai_transfer.optimizers.builders import build_optimizer, build_scheduler
 from monai_transfer.utils.io import atomic_torch_save, check_output_dir
 from tests.utils import load_pneumonia
 

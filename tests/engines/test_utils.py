@@ -95,7 +95,7 @@ def test_usable_from_bundle_config():
             "device": "$monai_transfer.engines.utils.auto_device('cpu')",
             "amp": "$monai_transfer.engines.utils.amp_enabled(@device)",
             "prepare_batch": {"_target_": "monai_transfer.engines.utils.ChannelsLastPrepareBatch"},
-            "loss": {"_target_": "monai_transfer.engines.losses.build_loss", "name": "focal", "gamma": 1.5},
+            "loss": {"_target_": "monai_transfer.losses.classification.build_loss", "name": "focal", "gamma": 1.5},
         }
     )
     assert parser.get_parsed_content("amp") is False

@@ -184,7 +184,7 @@ def test_threshold_chosen_on_calibrated_probabilities_needs_the_calibration(xray
     save_threshold(
         bundle / "models" / "threshold.json", 0.4, applies_to=f"probabilities after temperature scaling with {cal}"
     )
-    args = ["--bundle", str(bundle), "--images", str(images), "--device", "cpu", "--n-bootstrap", "0", "--no-progress"]
+    args = ["--bundle", str(bundle), "--images", str(images), "--device", "cpu", "--n_bootstrap", "0", "--no_progress"]
     assert main(args + ["--output", str(tmp_path / "a")]) == EXIT_USAGE
     assert "threshold.json applies to probabilities after temperature scaling" in caplog.text
     save_calibration(cal, T)

@@ -30,7 +30,7 @@ from tests.utils import REPO_ROOT, read_csv
 __all__: list[str] = []
 
 NAMES = NIH14[:4]
-FAST = ["--n-bootstrap", "20", "--device", "cpu", "--no-progress", "--batch-size", "8"]
+FAST = ["--n_bootstrap", "20", "--device", "cpu", "--no_progress", "--batch_size", "8"]
 N = 16
 
 
@@ -148,7 +148,7 @@ def test_multilabel_list_labels_thresholds_failures_and_usage_errors(ml_bundle, 
     (fail,) = read_csv(out / "failures.csv")
     assert fail["case"] == "cxr_05.png" and fail["stage"] == "labels"
     assert "row 7: unknown finding 'Pneumothorax'" in fail["reason"]
-    assert main(run + ["--tolerate-failures"]) == EXIT_OK
+    assert main(run + ["--tolerate_failures"]) == EXIT_OK
     preds = read_csv(out / "predictions.csv")
     keep = [i for i in range(N) if i != 5]  # a case whose label is refused is not evaluated (as for 2 classes)
     assert [r["id"] for r in preds] == [f"cxr_{i:02d}.png" for i in keep]

@@ -20,8 +20,8 @@ from ignite.engine import Engine
 from torch import nn
 
 from monai_transfer.handlers.model_loader import VerifiedCheckpointLoader, load_verified_model
+from monai_transfer.networks.checkpoint_record import CheckpointConfigMismatchError, model_spec, write_checkpoint_record
 from monai_transfer.utils.io import UnsafeCheckpointError, atomic_torch_save
-from monai_transfer.utils.run_bundle import CheckpointConfigMismatchError, model_spec, write_checkpoint_record
 from tests.utils import REPO_ROOT, MaliciousPickle, bundle_workflow
 
 XRAY = REPO_ROOT / "bundles" / "xray"

@@ -19,7 +19,7 @@ from ignite.engine import Engine, Events
 from monai.data import DataLoader, Dataset
 from monai.transforms import RandGaussianNoised
 
-from monai_transfer.engines.losses import make_weighted_sampler
+from monai_transfer.data.samplers import make_weighted_sampler
 from monai_transfer.handlers.seeding import EpochSeed, epoch_seed
 
 

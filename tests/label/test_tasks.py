@@ -19,7 +19,7 @@ import subprocess
 import pytest
 import torch
 
-from monai_transfer.utils.run_bundle import model_spec, write_checkpoint_record
+from monai_transfer.networks.checkpoint_record import model_spec, write_checkpoint_record
 from tests.label._bundle import CLASS_NAMES, make_tiny_bundle
 from tests.label.test_monailabel_app import LABEL_PYTHON
 from tests.utils import MaliciousPickle

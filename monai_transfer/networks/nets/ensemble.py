@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from monai_transfer.inferers.tta import TTA_OUTPUTS
+from monai_transfer.networks.utils import PROBABILITY_OUTPUTS
 from monai_transfer.utils.io import atomic_torch_save, load_state_dict_file
 
 __all__ = ["ProbabilityEnsemble", "member_or_ensemble", "save_ensemble_checkpoint"]
@@ -38,7 +38,7 @@ class ProbabilityEnsemble(nn.Module):
     Members come either from ``networks`` (ready modules, e.g. different architectures) or from one template
     ``network`` copied once per entry of ``checkpoints`` and loaded with that state dict (``weights_only`` loading, see
     :func:`monai_transfer.utils.io.load_state_dict_file`). Bundle example (``inference.json``), the k fold models of
-    :mod:`monai_transfer.engines.cv`::
+    :mod:`monai_transfer.cv.run`::
 
         "network_def": {
             "_target_": "monai_transfer.networks.nets.ProbabilityEnsemble",
@@ -78,8 +78,8 @@ class ProbabilityEnsemble(nn.Module):
         strict: bool = True,
     ) -> None:
         super().__init__()
-        if output not in TTA_OUTPUTS:
-            raise ValueError(f"output must be one of {TTA_OUTPUTS}, got {output!r}")
+        if output not in PROBABILITY_OUTPUTS:
+            raise ValueError(f"output must be one of {PROBABILITY_OUTPUTS}, got {output!r}")
         if activation not in ("softmax", "sigmoid"):
             raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
         self.checkpoints = [str(c) for c in (checkpoints or [])]

@@ -25,7 +25,7 @@ from torch import nn
 
 from monai_transfer.networks.backbones import BackboneCfg, build_backbone
 from monai_transfer.networks.finetune import freeze_module, layer_decay_param_groups, unfreeze_module
-from monai_transfer.transforms.slicing.array import grey_to_rgb
+from monai_transfer.networks.utils import grey_to_rgb
 from monai_transfer.utils import deps
 
 __all__ = ["Pretrained2DNet"]
@@ -45,7 +45,7 @@ class Pretrained2DNet(nn.Module):
     Input channels:
         - ``in_channels=3``: 2.5D neighbour slices or three CT windows go into the RGB stem as they are.
         - ``in_channels=1, channel_strategy="repeat"``: the grey image is replicated to 3 channels in ``forward``
-          (:func:`~monai_transfer.transforms.slicing.array.grey_to_rgb`, a view), *after* whatever normalisation the
+          (:func:`~monai_transfer.networks.utils.grey_to_rgb`, a view), *after* whatever normalisation the
           input had; a checkpoint of the same backbone with ``in_channels=3`` loads unchanged and gives the same
           logits on the replicated input. The bundles instead replicate in preprocessing, before the per-channel
           normalisation (``BackboneNormalize(repeat_channels=True)``), and use ``in_channels=3``.

@@ -28,7 +28,7 @@ from monai.transforms import NormalizeIntensity, ScaleIntensityRange, ScaleInten
 from monai.utils import TransformBackends, convert_to_dst_type, convert_to_tensor
 
 from monai_transfer.networks.backbones import WeightsCfg, get_weights_cfg
-from monai_transfer.transforms.slicing.array import grey_to_rgb
+from monai_transfer.networks.utils import grey_to_rgb
 
 __all__ = [
     "WINDOW_PRESETS",
@@ -256,7 +256,7 @@ class BackboneNormalize(Transform):
     A grey image (``C = 1``) with three-value RGB statistics is ambiguous: normalising one grey channel with one of
     the RGB pairs, or averaging them, does not give what the pretrained stem saw. It raises unless
     ``repeat_channels=True``, which first copies grey to three channels (grey -> RGB as the photo would have been,
-    with :func:`~monai_transfer.transforms.slicing.array.grey_to_rgb`, the one replication ``GreyToRGB`` and
+    with :func:`~monai_transfer.networks.utils.grey_to_rgb`, the one replication ``GreyToRGB`` and
     ``Pretrained2DNet(in_channels=1)`` use too) and then normalises each copy with its own channel's statistics.
     This order is what the bundles train and serve with (``in_channels=3``, ``model_spec(repeat_channels=True)``);
     replicating after normalising differs unless every channel shares mean and std.

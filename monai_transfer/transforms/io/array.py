@@ -58,6 +58,7 @@ __all__ = [
     "DICOM_EXTENSIONS",
     "NIFTI_EXTENSIONS",
     "SUPPORTED_EXTENSIONS",
+    "is_dicom_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -107,7 +108,8 @@ class MedicalImageLoadError(RuntimeError):
         return (self.__class__, (self.path, self.reason))
 
 
-def _is_dicom_file(path: Path) -> bool:
+def is_dicom_file(path: Path) -> bool:
+    """Whether ``path`` is a DICOM Part 10 file (``DICM`` at byte 128), whatever its name; ``False`` when unreadable."""
     try:
         with open(path, "rb") as f:
             head = f.read(132)
@@ -137,7 +139,7 @@ def detect_image_format(path: PathLike) -> str:
     name = p.name.lower()
     if name.endswith(NIFTI_EXTENSIONS):
         return "nifti"
-    if name.endswith(DICOM_EXTENSIONS) or _is_dicom_file(p):
+    if name.endswith(DICOM_EXTENSIONS) or is_dicom_file(p):
         return "dicom"
     if name.endswith(IMAGE_EXTENSIONS):
         return "image"

@@ -34,6 +34,8 @@ from monai.data.utils import to_affine_nd
 from monai.transforms import Randomizable, Resize, SpatialPad, Transform
 from monai.utils import TransformBackends, convert_to_tensor
 
+from monai_transfer.networks.utils import grey_to_rgb
+
 __all__ = [
     "SLICE_AXES",
     "SLICE_STRATEGIES",
@@ -354,35 +356,6 @@ class ResizeKeepAspect(Transform):
         if mode == "bilinear" and len(shape) == 3:
             mode = "trilinear"
         return Resize(new, mode=mode, anti_aliasing=anti_aliasing)(img)
-
-
-def grey_to_rgb(img: torch.Tensor, num_channels: int = 3, dim: int = 0, copy: bool = True) -> torch.Tensor:
-    """Copy a one-channel (grey) tensor to ``num_channels`` channels along ``dim``; ``num_channels`` pass unchanged.
-
-    The package's one grey -> RGB replication: :class:`GreyToRGB` (``dim=0``),
-    ``BackboneNormalize(repeat_channels=True)`` (replicates, then normalises each copy with its own channel's
-    statistics) and ``Pretrained2DNet(in_channels=1, channel_strategy="repeat")`` (``dim=1``, ``copy=False``, on the
-    already normalised batch) all call it. TorchScript-compatible, so the network's ``forward`` can use it.
-
-    Args:
-        img: a tensor (a ``MetaTensor`` keeps its metadata).
-        num_channels: output channels, default 3.
-        dim: the channel dimension: 0 for a channel-first image, 1 for a ``(B, C, H, W)`` batch.
-        copy: True (default) returns new memory (``Tensor.repeat``); False a read-only ``expand`` view, for inputs
-            that are only read (a network's stem), not for transforms whose followers may write in place.
-
-    Raises:
-        ValueError: ``img`` has neither 1 nor ``num_channels`` channels along ``dim``.
-    """
-    c = img.shape[dim]
-    if c == num_channels:
-        return img
-    if c != 1:
-        msg = "grey_to_rgb expects 1 or {} channels along dim {}, got shape {}."  # TorchScript: no f-strings
-        raise ValueError(msg.format(num_channels, dim, list(img.shape)))
-    sizes = [1 if copy else -1] * img.dim()
-    sizes[dim] = num_channels
-    return img.repeat(sizes) if copy else img.expand(sizes)
 
 
 class GreyToRGB(Transform):

@@ -18,27 +18,27 @@ weight and one pairing per batch, and turns the labels into soft targets: one-ho
 for multi-label (BCE); an entry labelled ``-1`` (uncertain, ignored by the loss) stays ``-1`` when either mixed
 image has it. CutMix's weight is the area actually kept once the box is clipped to the image.
 
-:class:`MixBatchHandler` applies it to the trainer's batch at ``ITERATION_STARTED`` (before ``prepare_batch``),
-reseeded from ``(seed, iteration, rank)``, so the same seed mixes the same way, also after a resume::
+:class:`~monai_transfer.handlers.mixing.MixBatchHandler` applies it to the trainer's batch at ``ITERATION_STARTED``
+(before ``prepare_batch``), reseeded from ``(seed, iteration, rank)``, so the same seed mixes the same way, also after
+a resume::
 
-    {"_target_": "monai_transfer.engines.mixing.MixBatchHandler", "seed": "@seed", "mixup_alpha": 0.2,
+    {"_target_": "monai_transfer.handlers.mixing.MixBatchHandler", "seed": "@seed", "mixup_alpha": 0.2,
      "cutmix_alpha": 0.0, "prob": 1.0, "num_classes": "@num_classes", "one_hot": "$@mode != 'multilabel'"}
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from monai.transforms import RandomizableTransform
-from monai.utils import CommonKeys
 
 if TYPE_CHECKING:
-    from ignite.engine import Engine
+    pass
 
-__all__ = ["soft_targets", "mix_targets", "mixup", "cutmix", "cutmix_box", "BatchMixUpCutMix", "MixBatchHandler"]
+__all__ = ["soft_targets", "mix_targets", "mixup", "cutmix", "cutmix_box", "BatchMixUpCutMix"]
 
 
 def _plain(x: Any) -> torch.Tensor:
@@ -197,56 +197,3 @@ class BatchMixUpCutMix(RandomizableTransform):
             x, targets, _ = cutmix(x, targets, self._params["box"], perm)
             return x, targets
         return mixup(x.float() if not x.is_floating_point() else x, targets, self._params["lam"], perm)
-
-
-class MixBatchHandler:
-    """Ignite handler mixing the trainer's batch at ``ITERATION_STARTED`` with :class:`BatchMixUpCutMix`.
-
-    The batch (a dict with ``image_key``/``label_key``, or a ``(image, label, ...)`` sequence) is replaced before
-    the trainer's ``prepare_batch`` reads it; the validation batches are never touched. Before each batch the
-    transform is reseeded from ``(seed, iteration, rank)``.
-
-    Args:
-        seed: the run's seed.
-        image_key: batch key of the images.
-        label_key: batch key of the labels.
-        kwargs: :class:`BatchMixUpCutMix` arguments (``mixup_alpha``, ``cutmix_alpha``, ``prob``, ...).
-    """
-
-    def __init__(
-        self, seed: int = 0, image_key: str = CommonKeys.IMAGE, label_key: str = CommonKeys.LABEL, **kwargs: Any
-    ) -> None:
-        if int(seed) < 0:
-            raise ValueError(f"seed must be non-negative, got {seed}.")
-        self.seed = int(seed)
-        self.image_key = image_key
-        self.label_key = label_key
-        self.mixer = BatchMixUpCutMix(**kwargs)
-
-    def attach(self, engine: Engine) -> None:
-        """Register on ``Events.ITERATION_STARTED`` (nothing when both alphas are 0)."""
-        from ignite.engine import Events
-
-        if self.mixer.enabled:
-            engine.add_event_handler(Events.ITERATION_STARTED, self)
-
-    def mix(self, batch: Any, iteration: int) -> Any:
-        """``batch`` with its images and labels mixed, reproducibly for ``iteration``."""
-        import torch.distributed as dist
-
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-        self.mixer.set_random_state(
-            state=np.random.RandomState(np.random.MT19937(np.random.SeedSequence([self.seed, iteration, rank])))
-        )
-        if isinstance(batch, Mapping):
-            if self.image_key not in batch or self.label_key not in batch:
-                raise KeyError(f"mixing needs '{self.image_key}' and '{self.label_key}' in the batch: {sorted(batch)}.")
-            out = dict(batch)
-            out[self.image_key], out[self.label_key] = self.mixer(batch[self.image_key], batch[self.label_key])
-            return out
-        image, label = self.mixer(batch[0], batch[1])
-        return type(batch)([image, label, *batch[2:]]) if isinstance(batch, list) else (image, label, *batch[2:])
-
-    def __call__(self, engine: Engine) -> None:
-        """Mix ``engine.state.batch`` in place of the loaded one."""
-        engine.state.batch = self.mix(engine.state.batch, engine.state.iteration)

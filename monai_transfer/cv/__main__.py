@@ -8,16 +8,13 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""``python -m monai_transfer.cv --bundle bundles/xray --folds 5 [--<id> VALUE ...]``: cross-validated selection of
-the number of epochs, the calibration and the threshold on the training split; see :mod:`monai_transfer.engines.cv`."""
+"""``python -m monai_transfer.cv``: see :mod:`monai_transfer.cv`."""
 
 from __future__ import annotations
 
 import sys
 
-from monai_transfer.engines.cv import main, run_cross_validation
-
-__all__ = ["main", "run_cross_validation"]
+from monai_transfer.cv.cli import main
 
 if __name__ == "__main__":
     main(sys.argv[1:])

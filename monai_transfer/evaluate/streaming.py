@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from monai.utils import optional_import
 
-from monai_transfer.data.cases import (
+from monai_transfer.evaluate.bundle_inference import Bundle
+from monai_transfer.evaluate.cases import (
     VOLUME_EXTENSIONS,
     CaseFailure,
     CasePrediction,
@@ -37,7 +38,6 @@ from monai_transfer.data.cases import (
     _CaseError,
     _display,
 )
-from monai_transfer.engines.bundle_inference import Bundle
 
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 

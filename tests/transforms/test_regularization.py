@@ -10,15 +10,12 @@
 # limitations under the License.
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
 import torch
 from monai.data import MetaTensor
 
-from monai_transfer.engines.mixing import (
+from monai_transfer.transforms.regularization.array import (
     BatchMixUpCutMix,
-    MixBatchHandler,
     cutmix,
     cutmix_box,
     mix_targets,
@@ -77,35 +74,9 @@ def test_off_is_a_no_op_and_prob0_only_encodes():
     off = BatchMixUpCutMix()
     images, labels = off(IMAGES, LABELS)
     assert images is IMAGES and labels is LABELS and not off.enabled
-    engine = SimpleNamespace(add_event_handler=lambda *a: pytest.fail("attached while off"))
-    MixBatchHandler(seed=0).attach(engine)
     images, targets = BatchMixUpCutMix(mixup_alpha=1.0, prob=0.0)(IMAGES, LABELS)
     torch.testing.assert_close(images, IMAGES)
     torch.testing.assert_close(targets, soft_targets(LABELS, 2))
-
-
-@pytest.mark.parametrize("kwargs", [{"mixup_alpha": 0.4}, {"cutmix_alpha": 1.0}, {"mixup_alpha": 1, "cutmix_alpha": 1}])
-def test_handler_is_deterministic_and_targets_stay_distributions(kwargs):
-    batch = {"image": MetaTensor(IMAGES), "label": LABELS[:, None], "other": "kept"}
-    first = MixBatchHandler(seed=3, **kwargs).mix(batch, iteration=5)
-    again = MixBatchHandler(seed=3, **kwargs).mix(batch, iteration=5)
-    torch.testing.assert_close(first["image"], again["image"])
-    torch.testing.assert_close(first["label"], again["label"])
-    assert first["other"] == "kept" and batch["label"].shape == (4, 1)  # the loaded batch is not changed
-    torch.testing.assert_close(first["label"].sum(1), torch.ones(4))
-    others = [MixBatchHandler(seed=3, **kwargs).mix(batch, iteration=i)["label"] for i in range(6, 12)]
-    assert any(not torch.equal(o, first["label"]) for o in others)
-
-
-def test_handler_replaces_the_engine_batch_for_tuples_and_multilabel():
-    handler = MixBatchHandler(seed=0, mixup_alpha=0.5, num_classes=2, one_hot=False)
-    multi_hot = torch.tensor([[1, 0], [0, 1], [1, 1], [0, 0]])
-    engine = SimpleNamespace(state=SimpleNamespace(batch=(IMAGES, multi_hot), iteration=1))
-    handler(engine)
-    images, targets = engine.state.batch
-    lam, perm = handler.mixer._params["lam"], handler.mixer._params["perm"]  # this iteration's draw
-    torch.testing.assert_close(images, lam * IMAGES + (1 - lam) * IMAGES[perm])
-    torch.testing.assert_close(targets, lam * multi_hot.float() + (1 - lam) * multi_hot[perm].float())
 
 
 def test_invalid_arguments():
@@ -113,5 +84,3 @@ def test_invalid_arguments():
         BatchMixUpCutMix(mixup_alpha=-0.1)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         BatchMixUpCutMix(mixup_alpha=0.2, prob=1.5)
-    with pytest.raises(KeyError, match="'label'"):
-        MixBatchHandler(mixup_alpha=0.2).mix({"image": IMAGES}, 1)

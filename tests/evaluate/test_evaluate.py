@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 import torch
 
-from monai_transfer.engines.bundle_inference import resolve_aggregation
 from monai_transfer.evaluate import EXIT_FAILURES, EXIT_OK, EXIT_USAGE, list_cases, main
+from monai_transfer.evaluate.bundle_inference import resolve_aggregation
 from tests.utils import (
     ADRENAL_NPZ,
     PNEUMONIA_NPZ,
@@ -42,7 +42,7 @@ __all__: list[str] = []
 
 CLASSES = ["normal", "adrenal_mass"]
 N_SLICES = 6  # central_n slices per volume in the tiny bundle
-FAST = ["--n-bootstrap", "50", "--device", "cpu", "--no-progress", "--batch-size", "4"]
+FAST = ["--n_bootstrap", "50", "--device", "cpu", "--no_progress", "--batch_size", "4"]
 
 
 def _tiny_volume_config(aggregation: str = "mean") -> dict:
@@ -283,9 +283,9 @@ def test_bad_cases_are_named_and_exit_codes(vol_bundle, adrenal, tmp_path, caplo
 
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="monai_transfer.evaluate"):
-        code = main(args + ["--output", str(tmp_path / "out_tolerant"), "--tolerate-failures"])
+        code = main(args + ["--output", str(tmp_path / "out_tolerant"), "--tolerate_failures"])
     assert code == EXIT_OK
-    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "--tolerate-failures" in r.message]
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "--tolerate_failures" in r.message]
     assert len(warnings) == 1 and "empty.nii.gz" in warnings[0].message
     assert len(read_csv(tmp_path / "out_tolerant" / "predictions.csv")) == 4
 
@@ -384,7 +384,7 @@ def test_xray_bundle_on_2d_nifti(tmp_path):
     labels = _write_labels(tmp_path / "labels.csv", rows)
     out = tmp_path / "out"
     args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out)]
-    assert main(args + FAST + ["--tolerate-failures"]) == EXIT_OK
+    assert main(args + FAST + ["--tolerate_failures"]) == EXIT_OK
     preds = read_csv(out / "predictions.csv")
     assert [r["id"] for r in preds] == sorted(names)
     assert sorted(int(r["label"]) for r in preds) == sorted(int(v) for v in y)

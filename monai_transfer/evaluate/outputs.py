@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from monai.utils import optional_import
 
-from monai_transfer.data.cases import CaseFailure, CasePrediction, EvaluationResult, EvaluationUsageError, _display
+from monai_transfer.evaluate.cases import CaseFailure, CasePrediction, EvaluationResult, EvaluationUsageError, _display
 from monai_transfer.reports.writer import write_classification_report, write_predictions_csv
 from monai_transfer.utils.io import atomic_write_json, atomic_write_text
 from monai_transfer.utils.task import Task, TaskMode, apply_threshold, derive_task

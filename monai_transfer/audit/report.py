@@ -8,43 +8,23 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Leakage audit of a data set: near-duplicates across splits, label conflicts, class balance, unreadable files.
-
-Usage::
-
-    python -m monai_transfer.audit DATASET [--output DIR] [--class_names normal pneumonia] [--duplicates group]
-
-``DATASET`` is anything a bundle's ``dataset_dir`` accepts (class folders, ``train/val/test`` folders, a CSV or JSON
-data list). The splits are made exactly as in training (:func:`~monai_transfer.data.bundle_datalists`, same seed and
-validation fraction), then ``DIR`` (default ``audit/``) receives:
-
-- ``audit.json``: counts (images, patients from DICOM headers, clusters, clusters across splits, label conflicts,
-  unreadable files), the class balance per split, every cluster that crosses splits or mixes labels, and every
-  unreadable file with its error;
-- ``clusters.csv``: one row per image in a near-duplicate cluster (cluster id, split, label, path, hash);
-- ``cross_split_pairs.png``: a contact sheet of the closest cross-split pairs (left: the training-side image), row
-  ``#k`` being entry ``k`` of ``closest_pairs_across_splits`` in ``audit.json``; each image is captioned with its
-  split, label and short file name (last folder and file name).
-
-The exit status is 0, or 1 with ``--fail-on-leak`` when a cluster crosses splits. Bundles run the same report at
-initialisation (:func:`write_audit`, ``<output_dir>/audit``) and copy its summary into ``metrics.json``.
-"""
+"""The leakage audit of a data set (``python -m monai_transfer.audit``, see :mod:`monai_transfer.audit`): the report
+(:func:`audit_report`), its files (:func:`write_audit`) and the audit of a data set split as training splits it
+(:func:`audit_dataset`)."""
 
 from __future__ import annotations
 
-import argparse
 import csv
 import io
 import logging
 import os
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["audit_report", "contact_sheet", "short_name", "write_audit", "audit_dataset", "main"]
+__all__ = ["audit_report", "contact_sheet", "short_name", "write_audit", "audit_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -349,53 +329,3 @@ def audit_dataset(
         }
         return write_audit(dl, output_dir, duplicates, **kwargs) or {}
     return write_audit(dl, output_dir, duplicates) or {}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Command line entry point; see the module docstring."""
-    p = argparse.ArgumentParser(
-        prog="python -m monai_transfer.audit",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument("dataset", help="class folder, train/val[/test] folder, or CSV/JSON data list")
-    p.add_argument("--output", default="audit", help="output folder (default: ./audit)")
-    p.add_argument("--class_names", nargs="+", default=None, help="class order (default: sorted names)")
-    p.add_argument(
-        "--duplicates",
-        choices=["group", "warn", "fail", "off"],
-        default="group",
-        help="how the split treats near-duplicates when the data come unsplit, as in training (default: group)",
-    )
-    p.add_argument("--val_fraction", type=float, default=0.2)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max_distance", type=int, default=None, help="Hamming threshold of the 64-bit hash")
-    p.add_argument("--min_similarity", type=float, default=None, help="cosine threshold of the strict check")
-    p.add_argument("--cache_dir", default="default", help="hash cache folder; 'none' disables it")
-    p.add_argument("--no_progress", action="store_true")
-    p.add_argument("--fail_on_leak", action="store_true", help="exit 1 when a cluster crosses splits")
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    summary = audit_dataset(
-        args.dataset,
-        output_dir=args.output,
-        class_names=args.class_names,
-        duplicates=args.duplicates,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        max_distance=args.max_distance,
-        min_similarity=args.min_similarity,
-        cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,
-        progress=not args.no_progress,
-    )
-    print(
-        f"{summary['n_files']} images, {summary['n_clusters']} near-duplicate clusters "
-        f"({summary['n_clusters_across_splits']} across splits), {summary['n_label_conflicts']} label conflicts, "
-        f"{summary['n_unreadable']} unreadable; report in {Path(args.output) / 'audit.json'}"
-    )
-    return 1 if args.fail_on_leak and summary["n_clusters_across_splits"] else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -31,8 +31,8 @@ from typing import Any
 
 import torch
 
-from monai_transfer.data.cases import EvaluationUsageError, _display
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_volume_probs
+from monai_transfer.evaluate.cases import EvaluationUsageError, _display
 from monai_transfer.utils.task import Task, derive_task
 
 __all__ = ["Bundle", "load_bundle", "load_network", "resolve_aggregation", "calibration_info"]
@@ -250,7 +250,7 @@ def load_network(b: Bundle, ckpt: Path, device: torch.device) -> torch.nn.Module
             or non-finite weights.
     """
     from monai_transfer.handlers.model_loader import load_verified_model
-    from monai_transfer.utils.run_bundle import CheckpointConfigMismatchError
+    from monai_transfer.networks.checkpoint_record import CheckpointConfigMismatchError
 
     net = b.parser.get_parsed_content("network_def")
     if not isinstance(net, torch.nn.Module):

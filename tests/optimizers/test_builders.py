@@ -14,15 +14,14 @@ import math
 
 import pytest
 import torch
-from ignite.engine import Engine, Events
-from monai.engines import SupervisedTrainer
-from monai.engines.utils import IterationEvents
+from ignite.engine import Events
 from monai.handlers import LrScheduleHandler
 from parameterized import parameterized
 from torch import nn
 
-from monai_transfer.engines.optim import GradNormClipper, build_optimizer, build_scheduler
+from monai_transfer.optimizers.builders import build_optimizer, build_scheduler
 from monai_transfer.utils.io import atomic_torch_save, safe_torch_load
+from tests.handlers.test_handler_grad_clip import tiny_trainer
 
 
 class GroupedNet(nn.Module):
@@ -137,82 +136,11 @@ def test_scheduler_state_is_weights_only_loadable(name, tmp_path):
     assert sched2.get_last_lr() == sched.get_last_lr()
 
 
-def _trainer(max_norm=None, lr=0.0):
-    torch.manual_seed(0)
-    net = nn.Linear(4, 2)
-    data = [{"image": torch.randn(8, 4) * 100, "label": torch.randint(0, 2, (8,))} for _ in range(3)]
-    trainer = SupervisedTrainer(
-        device=torch.device("cpu"),
-        max_epochs=1,
-        train_data_loader=data,
-        network=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=lr),
-        loss_function=nn.CrossEntropyLoss(),
-    )
-    norms = []
-
-    # runs after the clipper (attached later on the same event) and before optimizer.step()
-    def record(engine):
-        norms.append(torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]).item())
-
-    if max_norm is not None:
-        GradNormClipper(max_norm).attach(trainer)
-    trainer.add_event_handler(IterationEvents.BACKWARD_COMPLETED, record)
-    return trainer, norms
-
-
-def test_grad_norm_clipper_bounds_norm_before_step():
-    trainer, raw = _trainer()
-    trainer.run()
-    assert min(raw) > 1.0  # large inputs -> large gradients
-    trainer, clipped = _trainer(max_norm=0.5)
-    trainer.run()
-    assert len(clipped) == 3 and max(clipped) == pytest.approx(0.5, rel=1e-4)
-    assert trainer.state.grad_norm == pytest.approx(raw[-1], rel=1e-5)  # norm before clipping is recorded
-
-
-def test_grad_norm_clipper_changes_the_update():
-    t1, _ = _trainer(lr=0.1)
-    t1.run()
-    t2, _ = _trainer(max_norm=0.5, lr=0.1)
-    t2.run()
-    assert not torch.equal(t1.network.weight, t2.network.weight)
-    with pytest.raises(ValueError, match="BACKWARD_COMPLETED"):
-        GradNormClipper(1.0).attach(Engine(lambda e, b: None))
-    with pytest.raises(ValueError, match="max_norm"):
-        GradNormClipper(0)
-
-
 def test_lr_schedule_handler_steps_per_iteration():
-    trainer, _ = _trainer(lr=0.1)
+    trainer, _ = tiny_trainer(lr=0.1)
     sched = build_scheduler(trainer.optimizer, "cosine", epochs=1, steps_per_epoch=3, warmup_epochs=0)
     LrScheduleHandler(sched, epoch_level=False, print_lr=False).attach(trainer)
     seen = []
     trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: seen.append(e.optimizer.param_groups[0]["lr"]))
     trainer.run()
     assert seen == pytest.approx([0.1, 0.1 * 0.75, 0.1 * 0.25])
-
-
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (AMP)")
-def test_grad_norm_clipper_unscales_under_amp():
-    torch.manual_seed(0)
-    net = nn.Linear(4, 2).cuda()
-    data = [{"image": torch.randn(8, 4) * 100, "label": torch.randint(0, 2, (8,))} for _ in range(3)]
-    trainer = SupervisedTrainer(
-        device=torch.device("cuda"),
-        max_epochs=1,
-        train_data_loader=data,
-        network=net,
-        optimizer=torch.optim.SGD(net.parameters(), lr=0.1),
-        loss_function=nn.CrossEntropyLoss(),
-        amp=True,
-        amp_kwargs={"dtype": torch.bfloat16},  # no fp16 overflow, but the GradScaler still scales the loss
-    )
-    GradNormClipper(0.5).attach(trainer)
-    norms = []
-    trainer.add_event_handler(
-        IterationEvents.BACKWARD_COMPLETED,
-        lambda e: norms.append(torch.nn.utils.get_total_norm([p.grad for p in net.parameters()]).item()),
-    )
-    trainer.run()
-    assert len(norms) == 3 and max(norms) <= 0.5 * (1 + 1e-3)  # unscaled, clipped gradients

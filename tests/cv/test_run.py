@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from monai_transfer.engines.cv import _parse_value, choose_epoch, read_datalists, run_cross_validation
+from monai_transfer.cv.run import choose_epoch, read_datalists, run_cross_validation
 from monai_transfer.metrics import select_threshold
 from tests.utils import REPO_ROOT, read_csv
 
@@ -32,8 +32,6 @@ def test_choose_epoch_and_helpers(tmp_path):
     assert choose_epoch([[float("nan"), 0.6], [0.7, 0.7]]) == 2
     with pytest.raises(ValueError, match="no epoch"):
         choose_epoch([[float("nan")], [float("nan")]])
-    assert _parse_value("3") == 3 and _parse_value("null") is None and _parse_value("cpu") == "cpu"
-    assert _parse_value("[1, 2]") == [1, 2] and _parse_value("false") is False
     bad = tmp_path / "d.json"
     bad.write_text('{"train": []}')
     with pytest.raises(ValueError, match="d.json"):
@@ -42,7 +40,7 @@ def test_choose_epoch_and_helpers(tmp_path):
 
 def test_train_cv_config_forwards_the_bundle_overrides(tmp_path, monkeypatch):
     """train_cv.json (merged over train.json) calls run_cross_validation with the user's overrides."""
-    import monai_transfer.engines.cv as cv_module
+    import monai_transfer.cv as cv_module
     from tests.utils import bundle_workflow
 
     calls = []
@@ -144,7 +142,7 @@ def test_cross_validation_end_to_end_k2_tiny(tmp_path):
 
 
 def test_align_predictions_by_id_and_volume_pooling():
-    from monai_transfer.engines.cv import align_predictions
+    from monai_transfer.cv.run import align_predictions
 
     items = [{"image": "/d/b.nii.gz", "label": 1}, {"image": "/d/a.nii.gz", "label": 0}]
     # one row per item, in another order than the items
@@ -165,51 +163,3 @@ def test_align_predictions_by_id_and_volume_pooling():
     # no ids: loader order
     got, _ = align_predictions(p, np.array([0, 1]), [None, None], items)
     np.testing.assert_allclose(got, p)
-
-
-def test_oof_collector_records_evaluations_during_training_only():
-    """Per trainer epoch: the evaluator's probabilities (float64), one-hot labels as indices and the ids (``None``
-    without one); the evaluation after training (the report run) is not recorded."""
-    from ignite.engine import Engine, Events
-
-    from monai_transfer.engines.cv import OOFCollector
-
-    def _step(engine, batch):  # decollated evaluator output, as MONAI's evaluator leaves it
-        return [{"pred": torch.tensor(p), "label": torch.tensor(y)} for p, y in batch]
-
-    evaluator = Engine(_step)
-    data = [[([0.2, 0.8], [0.0, 1.0]), ([0.6, 0.4], [1.0, 0.0])], [([0.9, 0.1], [1.0, 0.0])]]
-    trainer = Engine(lambda e, b: None)
-    trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda _: evaluator.run(data))
-    collector = OOFCollector()
-    collector.attach(trainer, evaluator)
-    trainer.run([0], max_epochs=2)
-    evaluator.run(data)  # after training: not recorded
-    assert sorted(collector.epochs) == [1, 2]
-    probs, labels, ids = collector.epochs[2]
-    np.testing.assert_allclose(probs, [[0.2, 0.8], [0.6, 0.4], [0.9, 0.1]], atol=1e-7)
-    assert probs.dtype == np.float64 and labels.tolist() == [1, 0, 0] and ids == [None, None, None]
-
-
-def test_cli_parses_options_and_overrides(monkeypatch, capsys):
-    import monai_transfer.engines.cv as cv_module
-
-    calls = []
-
-    def fake(config, **kwargs):
-        calls.append((config, kwargs))
-        return {"chosen": {"epochs": 1}, "files": {}}
-
-    monkeypatch.setattr(cv_module, "run_cross_validation", fake)
-    cv_module.main(
-        ["--bundle", str(TRAIN.parents[1]), "--folds", "3", "--no-calibrate", "--epochs", "4", "--device", "cpu",
-         "--max_items", "null", "--class_names", '["a", "b"]']
-    )  # fmt: skip
-    config, kwargs = calls[0]
-    assert Path(config) == TRAIN and kwargs["folds"] == 3 and kwargs["calibrate"] is False
-    assert kwargs["final_fit"] is True and kwargs["threshold_method"] == "youden"
-    assert kwargs["epochs"] == 4 and kwargs["device"] == "cpu" and kwargs["max_items"] is None
-    assert kwargs["class_names"] == ["a", "b"]
-    assert '"epochs": 1' in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        cv_module.main(["--bundle", str(TRAIN.parents[1]), "--epochs"])  # an override without a value

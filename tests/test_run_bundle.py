@@ -8,29 +8,20 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""``monai_transfer.utils.run_bundle``: model spec, weights record, its check, run root and the run-bundle export."""
+"""``monai_transfer.run_bundle``: the run root and the run-folder export."""
 
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 import sys
 
 import pytest
 import torch
 
-from monai_transfer.utils.io import atomic_torch_save, sha256_file
-from monai_transfer.utils.run_bundle import (
-    CheckpointConfigMismatchError,
-    check_checkpoint_record,
-    checkpoint_record_path,
-    export_run_bundle,
-    model_spec,
-    read_checkpoint_record,
-    resolve_run_root,
-    write_checkpoint_record,
-)
+from monai_transfer.networks.checkpoint_record import model_spec, read_checkpoint_record
+from monai_transfer.run_bundle import export_run_bundle, resolve_run_root
+from monai_transfer.utils.io import atomic_torch_save
 from tests.utils import REPO_ROOT
 
 XRAY = REPO_ROOT / "bundles" / "xray"
@@ -41,68 +32,6 @@ def _ckpt(tmp_path, seed=0):
     path = tmp_path / "models" / "model.pt"
     atomic_torch_save(torch.nn.Linear(3, 2).state_dict(), path)
     return path
-
-
-def test_model_spec_reads_backbone_stats_and_hashes_preprocessing():
-    spec = model_spec("tf_efficientnet_lite0", ["no", "yes"], 128)
-    assert spec["class_names"] == ["no", "yes"] and spec["num_classes"] == 2 and spec["in_channels"] == 3
-    assert spec["normalization"]["mean"] == [0.5, 0.5, 0.5] and spec["normalization"]["repeat_channels"] is True
-    assert spec["slicing"] is None
-    # the hash covers the preprocessing only: class names do not change it, the size and the slicing do
-    assert model_spec("tf_efficientnet_lite0", ["a", "b"], 128)["preprocessing_sha256"] == spec["preprocessing_sha256"]
-    assert (
-        model_spec("tf_efficientnet_lite0", ["no", "yes"], 64)["preprocessing_sha256"] != spec["preprocessing_sha256"]
-    )
-    vol = model_spec("tf_efficientnet_lite0", ["no", "yes"], 128, slice_axis="axial", slice_offsets=[-1, 0, 1])
-    assert vol["slicing"] == {"axis": "axial", "offsets": [-1, 0, 1]}
-    assert vol["preprocessing_sha256"] != spec["preprocessing_sha256"]
-
-
-def test_record_round_trip_and_mismatch_names_both_values(tmp_path):
-    ckpt = _ckpt(tmp_path)
-    trained = model_spec("tf_efficientnet_lite0", ["no", "yes"], 128)
-    path = write_checkpoint_record(ckpt, trained, extra={"epochs": 3})
-    assert path == checkpoint_record_path(ckpt) == tmp_path / "models" / "model.json"
-    record = read_checkpoint_record(ckpt)
-    assert record["weights_sha256"] == sha256_file(ckpt) and record["run"] == {"epochs": 3}
-    assert check_checkpoint_record(ckpt, trained)["image_size"] == 128  # agreeing config: no error
-
-    config = model_spec("tf_efficientnet_lite0", ["normal", "pneumonia"], 64)
-    with pytest.raises(CheckpointConfigMismatchError) as err:
-        check_checkpoint_record(ckpt, config, source="inference.json")
-    msg = str(err.value)
-    assert str(ckpt) in msg and str(path) in msg
-    assert "image_size 128, inference.json says 64" in msg
-    assert '["no", "yes"], inference.json says ["normal", "pneumonia"]' in msg
-    assert "preprocessing_sha256" not in msg  # the named difference explains the hash
-    # a config that only knows some fields checks those
-    with pytest.raises(CheckpointConfigMismatchError, match="backbone tf_efficientnet_lite0, config says resnet18"):
-        check_checkpoint_record(ckpt, {"backbone": "resnet18"})
-    # a preprocessing difference without a named field is caught by the hash
-    other = dict(trained, preprocessing_sha256="0" * 64)
-    with pytest.raises(CheckpointConfigMismatchError, match="preprocessing_sha256"):
-        check_checkpoint_record(ckpt, other)
-
-
-def test_missing_damaged_and_stale_records(tmp_path, caplog):
-    ckpt = _ckpt(tmp_path)
-    with caplog.at_level(logging.WARNING, logger="monai_transfer.utils.run_bundle"):
-        assert check_checkpoint_record(ckpt, {"image_size": 64}) is None
-    assert "no weights record model.json" in caplog.text and str(ckpt) in caplog.text
-    write_checkpoint_record(ckpt, model_spec("tf_efficientnet_lite0", ["a", "b"], 32))
-    _ckpt(tmp_path, seed=1)  # the weights are replaced after the record was written
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="monai_transfer.utils.run_bundle"):
-        check_checkpoint_record(ckpt, {"image_size": 32})
-    assert "SHA-256 differs" in caplog.text
-    checkpoint_record_path(ckpt).write_text("{not json")
-    with pytest.raises(ValueError, match="model.json of checkpoint .* cannot be read"):
-        read_checkpoint_record(ckpt)
-    checkpoint_record_path(ckpt).write_text(json.dumps({"format": "other"}))
-    with pytest.raises(ValueError, match="is not a monai_transfer.checkpoint_record/1 record"):
-        read_checkpoint_record(ckpt)
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        write_checkpoint_record(tmp_path / "nothing.pt", {})
 
 
 def test_resolve_run_root_follows_config_file_then_cwd_then_export_path(tmp_path, monkeypatch):
@@ -141,7 +70,7 @@ def test_export_writes_run_configs_and_leaves_a_template_alone(tmp_path):
     assert inf["class_names"] == ["yes", "no"] and inf["image_size"] == 40
     assert inf["batch_size"] == 32  # a training-loop setting never replaces the inference one
     assert inf["dataset_dir"] == "@input_dir" and inf["input_dir"] == "$@bundle_root + '/data/samples'"
-    assert inf["bundle_root"].startswith("$monai_transfer.utils.run_bundle.resolve_run_root(")
+    assert inf["bundle_root"].startswith("$monai_transfer.run_bundle.resolve_run_root(")
     train = json.loads((run / "configs" / "train.json").read_text())
     assert train["dataset_dir"] == str(images) and train["batch_size"] == 4  # train.json takes every run value
     meta = json.loads((run / "configs" / "metadata.json").read_text())

@@ -14,21 +14,14 @@ import numpy as np
 import pytest
 import torch
 from parameterized import parameterized
-from sklearn.utils.class_weight import compute_class_weight
 from torch import nn
 
-from monai_transfer.engines.losses import (
+from monai_transfer.data.samplers import make_weighted_sampler, pos_weight_from_labels
+from monai_transfer.losses.classification import (
     ClassificationBCEWithLogitsLoss,
     ClassificationCrossEntropyLoss,
     ClassificationFocalLoss,
-    DistributedWeightedSampler,
-    build_distributed_sampler,
     build_loss,
-    build_sampler,
-    class_weights_from_labels,
-    labels_from_datalist,
-    make_weighted_sampler,
-    pos_weight_from_labels,
 )
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.5], [0.1, 0.2, 0.3], [-1.0, 3.0, 0.0], [0.0, 0.0, 4.0]])
@@ -83,35 +76,6 @@ def test_bce_single_logit_with_flat_labels():
     torch.testing.assert_close(loss, expected)
 
 
-def test_class_weights_match_sklearn_balanced():
-    y = np.array([0] * 10 + [1] * 30 + [2] * 5)
-    w = class_weights_from_labels(y, num_classes=3)
-    np.testing.assert_allclose(w.numpy(), compute_class_weight("balanced", classes=np.arange(3), y=y), rtol=1e-6)
-    # average weight per sample is 1
-    assert float((w[torch.as_tensor(y)]).mean()) == pytest.approx(1.0)
-    # an absent class gets 0; the others are renormalised over the present classes
-    w4 = class_weights_from_labels(y, num_classes=4)
-    assert w4[3] == 0 and torch.allclose(w4[:3], w)
-    with pytest.raises(ValueError, match="out of range"):
-        class_weights_from_labels([0, 3], num_classes=2)
-
-
-def test_pos_weight_from_labels():
-    multi = np.array([[1, 0], [1, 1], [0, 0], [1, 0]])
-    torch.testing.assert_close(pos_weight_from_labels(multi), torch.tensor([1 / 3, 3.0]))
-    torch.testing.assert_close(pos_weight_from_labels([0, 0, 0, 1]), torch.tensor([3.0]))
-    with pytest.raises(ValueError, match="0 or 1"):
-        pos_weight_from_labels([0, 2])
-
-
-def test_labels_from_datalist():
-    dl = [{"image": "a.png", "label": 1}, {"image": "b.png", "label": [0]}, {"image": "c.png", "label": 0}]
-    np.testing.assert_array_equal(labels_from_datalist(dl), [1, 0, 0])
-    np.testing.assert_array_equal(labels_from_datalist([{"label": [1, 0]}, {"label": [0, 1]}]), [[1, 0], [0, 1]])
-    with pytest.raises(KeyError, match="item 1"):
-        labels_from_datalist([{"label": 1}, {"image": "x"}])
-
-
 def test_build_loss_imbalance_modes():
     dl = [{"label": 0}] * 9 + [{"label": 1}] * 3
     weighted = build_loss("ce", num_classes=2, labels=dl, imbalance="weights")
@@ -129,60 +93,6 @@ def test_build_loss_imbalance_modes():
         build_loss("dice")
     with pytest.raises(ValueError, match="needs `labels`"):
         build_loss("ce", class_weights="balanced")
-
-
-def test_weighted_sampler_balances_and_is_seeded():
-    y = np.array([0] * 90 + [1] * 10)
-    s1 = make_weighted_sampler(y, num_samples=2000, seed=3)
-    idx = torch.tensor(list(s1))
-    frac1 = float((torch.as_tensor(y)[idx] == 1).float().mean())
-    assert 0.4 < frac1 < 0.6
-    assert list(make_weighted_sampler(y, seed=3)) == list(make_weighted_sampler(y, seed=3))
-    assert list(make_weighted_sampler(y, seed=3)) != list(make_weighted_sampler(y, seed=4))
-    assert build_sampler(y, "none") is None and build_sampler(y, "weights") is None
-    assert len(build_sampler(y, "sampler")) == 100
-
-
-def test_distributed_weighted_sampler_splits_one_balanced_draw():
-    """Two ranks take alternate positions of the same seeded draw: together one class-balanced draw, no overlap."""
-    y = np.array([0] * 90 + [1] * 10)
-    ranks = [DistributedWeightedSampler(y, num_replicas=2, rank=r, seed=5) for r in (0, 1)]
-    assert [len(s) for s in ranks] == [50, 50] and ranks[0].total_size == 100
-    for s in ranks:
-        s.set_epoch(1)
-    r0, r1 = (list(s) for s in ranks)
-    assert len(r0) == len(r1) == 50
-    single = torch.Generator().manual_seed(5 + 1)
-    whole = torch.multinomial(ranks[0].weights, 100, replacement=True, generator=single).tolist()
-    assert r0 == whole[0::2] and r1 == whole[1::2]
-    big = DistributedWeightedSampler(y, num_replicas=2, rank=0, num_samples=2000, seed=5)
-    assert 0.4 < float((torch.as_tensor(y)[list(big)] == 1).float().mean()) < 0.6  # rare class drawn half the time
-    ranks[0].set_epoch(2)
-    assert list(ranks[0]) != r0  # a new draw each epoch
-    ranks[0].set_epoch(1)
-    assert list(ranks[0]) == r0  # and the same draw for the same epoch (resume)
-    with pytest.raises(ValueError, match="rank"):
-        DistributedWeightedSampler(y, num_replicas=2, rank=2)
-
-
-def test_build_distributed_sampler_modes(tmp_path):
-    import torch.distributed as dist
-    from monai.data import DistributedSampler
-
-    y = np.array([0, 1] * 8)
-    data = [{"label": int(v)} for v in y]
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
-    try:
-        assert isinstance(build_distributed_sampler(data, data, imbalance="sampler"), DistributedWeightedSampler)
-        for mode in ("none", "weights"):
-            s = build_distributed_sampler(data, data, imbalance=mode)
-            assert type(s) is DistributedSampler and sorted(s) == list(range(16))
-        with pytest.raises(ValueError, match="imbalance='sampler' needs the training labels"):
-            build_distributed_sampler(data, None, imbalance="sampler")
-        with pytest.raises(ValueError, match="imbalance must be one of"):
-            build_distributed_sampler(data, data, imbalance="oversample")
-    finally:
-        dist.destroy_process_group()
 
 
 def test_build_loss_multilabel_mode_per_label_pos_weight_equals_torch():

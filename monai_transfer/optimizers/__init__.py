@@ -1,0 +1,19 @@
+# Copyright (c) monai-transfer contributors
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#     http://www.apache.org/licenses/LICENSE-2.0
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+"""Optimisers with the backbone's learning-rate groups and per-iteration LR schedules. Bundles use the full module
+paths (``monai_transfer.optimizers.builders.build_optimizer``)."""
+
+from __future__ import annotations
+
+from . import builders  # noqa: F401  (module for full dotted paths in bundle configs)
+from .builders import OPTIMIZERS, SCHEDULERS, build_optimizer, build_scheduler, param_groups_for
+
+__all__ = ["OPTIMIZERS", "SCHEDULERS", "param_groups_for", "build_optimizer", "build_scheduler"]
