@@ -21,6 +21,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _SUBPACKAGES = (
+    "bundle_components",
     "data",
     "engines",
     "audit",

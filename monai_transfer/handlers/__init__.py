@@ -9,8 +9,8 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 """Ignite handlers for MONAI engines: metrics usable as bundle key metrics, report writing, gradual unfreezing,
-per-epoch seeding, an exponential moving average of the weights and atomic checkpoints. Bundles use the full module
-paths (``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
+per-epoch seeding, an exponential moving average of the weights, atomic checkpoints and the bundles' logging groups.
+Bundles use the full module paths (``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from .checkpoint import (
     find_last_checkpoint,
 )
 from .ema import WeightEMA, ema_decay_at
+from .loggers import TrainingLoggers, ValidationLoggers
 from .metric_handlers import AUCHandler, ClassificationMetricsHandler, OperatingPointHandler
 from .model_loader import VerifiedCheckpointLoader, load_verified_model
 from .prediction_writer import ClassificationPredictionWriter
@@ -53,6 +54,8 @@ __all__ = [
     "WeightEMA",
     "ema_decay_at",
     "TensorBoardTrainingExtras",
+    "TrainingLoggers",
+    "ValidationLoggers",
     "VolumeAggregator",
     "VolumeReportWriter",
     "VolumePredictionWriter",
