@@ -28,7 +28,6 @@ MONAI hands a component only its keyword arguments, never the parser. The helper
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Iterable, Mapping
@@ -49,8 +48,6 @@ __all__ = [
     "train_and_report",
     "local_rank_device",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: top-level ids of a MONAI bundle config that are never settings: MONAI's metadata, the bundle's location and the
 #: workflow steps.
@@ -150,8 +147,8 @@ def run_settings(
     """
     parser = current_parser() if parser is None else parser
     path, template = _template_config(parser, config_file)
-    derived, skip = list(derived), set(skip)
-    ids = [k for k in template if k in setting_ids(template) or k in derived]
+    derived, skip, settings = list(derived), set(skip), set(setting_ids(template))
+    ids = [k for k in template if k in settings or k in derived]
     ids += [k for k in derived if k not in ids]
     missing = [k for k in ids if k not in parser]
     if missing:
@@ -286,8 +283,10 @@ def train_and_report(
     checkpoint = {k: v for k, v in checkpoint.items() if v is not None}
     last = os.path.join(str(ckpt_dir), "last")
     LastCheckpointResume(last, checkpoint, enabled=bool(resume)).attach(trainer)
+    # built on every rank, attached on the main rank only: ignite's Checkpoint asks ``idist`` for the rank, which under
+    # torchrun creates a process group, a collective call that every rank must make
+    saver = AtomicCheckpointSaver(save_dir=last, save_dict=checkpoint, save_interval=1, n_saved=1, epoch_level=True)
     if main_rank:
-        saver = AtomicCheckpointSaver(save_dir=last, save_dict=checkpoint, save_interval=1, n_saved=1, epoch_level=True)
         saver.attach(trainer)
     trainer.run()
     if distributed:
