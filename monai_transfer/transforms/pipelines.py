@@ -10,12 +10,14 @@
 # limitations under the License.
 """Transform sequences that training, validation and inference of every bundle must share exactly.
 
-:func:`image_loading_transforms` is the first step (a file to an image in [0, 1] at the network's size),
-:func:`backbone_input_transforms` the last step before the network (the bundles' ``final_transforms``): the
-backbone's normalisation of an image in [0, 1] (grey repeated to RGB) and MONAI tensors. A network serves correctly
-only with the normalisation it was trained with, so the bundles' training, validation and inference configs all
-take it from here instead of spelling it out in each file. :func:`mode_activationd` is the post-processing
-activation that follows the task's ``mode`` (softmax, sigmoid for multi-label).
+- :func:`image_loading_transforms`: a file to an image in [0, 1] at the network's size (xray ``load_transforms``;
+  ct_slices ``volume_transforms``/``volume_preprocessing``, without the resize).
+- :func:`backbone_input_transforms`: the last step before the network (the bundles' ``final_transforms``), the
+  backbone's normalisation of an image in [0, 1] (grey repeated to RGB) and MONAI tensors. A network serves correctly
+  only with the normalisation it was trained with, so training, validation and inference take it from here instead
+  of spelling it out in each config file.
+- :func:`mode_activationd`: the post-processing activation that follows the task's ``mode`` (softmax, sigmoid for
+  multi-label).
 """
 
 from __future__ import annotations
