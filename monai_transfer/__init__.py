@@ -39,6 +39,7 @@ _SUBPACKAGES = (
     "evaluate",
     "cv",
     "audit",
+    "bundle_components",
 )
 
 __all__ = ["__version__", *_SUBPACKAGES]

@@ -164,14 +164,16 @@ def run_description(
 
     Args:
         network: the model; its ``weights_info`` and ``backbone_cfg`` are recorded when present.
-        dataset_dir: data source setting.
+        dataset_dir: data source setting; default ``config["dataset_dir"]`` when ``config`` has one.
         datalists: the split lists; counts per class are recorded.
         split: which split the report is about.
-        config: the training settings worth recording (backbone, epochs, ...).
+        config: the settings of the run (the bundles pass ``run_values``: backbone, epochs, ...).
     """
     import monai
 
     net = getattr(network, "module", network)
+    if dataset_dir is None and config is not None:
+        dataset_dir = config.get("dataset_dir")
     desc: dict[str, Any] = {
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "split": split,

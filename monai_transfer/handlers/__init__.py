@@ -10,8 +10,8 @@
 # limitations under the License.
 """Ignite handlers for MONAI engines: metrics usable as bundle key metrics, report writing, gradual unfreezing,
 per-epoch seeding, an exponential moving average of the weights, atomic checkpoints, MixUp/CutMix of the training
-batches, gradient clipping and the out-of-fold collector of cross-validation. Bundles use the full module paths
-(``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
+batches, gradient clipping, the out-of-fold collector of cross-validation and the bundles' logging groups. Bundles use
+the full module paths (``monai_transfer.handlers.metric_handlers.AUCHandler``)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from .checkpoint import (
 )
 from .ema import WeightEMA, ema_decay_at
 from .grad_clip import GradNormClipper
+from .loggers import TrainingLoggers, ValidationLoggers
 from .metric_handlers import AUCHandler, ClassificationMetricsHandler, OperatingPointHandler
 from .mixing import MixBatchHandler
 from .model_loader import VerifiedCheckpointLoader, load_verified_model
@@ -57,6 +58,8 @@ __all__ = [
     "WeightEMA",
     "ema_decay_at",
     "TensorBoardTrainingExtras",
+    "TrainingLoggers",
+    "ValidationLoggers",
     "VolumeAggregator",
     "VolumeReportWriter",
     "VolumePredictionWriter",

@@ -59,6 +59,7 @@ from monai_transfer.transforms.io import (
     MedicalImageLoadError,
     detect_image_format,
 )
+from monai_transfer.transforms.pipelines import backbone_input_transforms, image_loading_transforms, mode_activationd
 from monai_transfer.transforms.regularization import BatchMixUpCutMix
 from monai_transfer.transforms.slicing import (
     SLICE_AXES,
@@ -139,6 +140,9 @@ __all__ = [
     "GreyToRGBDict",
     "ApplyTemperature",
     "ApplyTemperatured",
+    "image_loading_transforms",
+    "backbone_input_transforms",
+    "mode_activationd",
     "ApplyTemperatureD",
     "ApplyTemperatureDict",
     "resolve_temperature",

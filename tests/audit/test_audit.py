@@ -165,7 +165,7 @@ def test_bundle_audit_id_writes_the_report(tmp_path):
     parser["dataset_dir"] = str(data)
     parser["output_dir"] = str(tmp_path / "run")
     parser["class_names"] = ["normal", "pneumonia"]
-    assert parser["duplicates"] == "group" and "$@audit" in parser["initialize"]
+    assert parser["duplicates"] == "group" and "@audit" in parser["initialize"]
     summary = parser.get_parsed_content("audit")
     assert summary["n_clusters_across_splits"] == 2
     assert (tmp_path / "run" / "audit" / "audit.json").is_file()

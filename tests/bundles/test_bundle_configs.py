@@ -8,10 +8,14 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Bundle-config hygiene (issue #17): short expressions, full dotted ``_target_`` paths, no list-position overrides.
+"""Bundle-config hygiene (issues #17, #27): short expressions, full dotted ``_target_`` paths, no list-position
+overrides, each setting said once.
 
 Long ``$`` expressions become ``_target_`` components (MONAI calls a function target with the keys as keyword
-arguments) or small library helpers; short names such as ``"Compose"`` become ``"monai.transforms.Compose"``.
+arguments) or small library helpers; short names such as ``"Compose"`` become ``"monai.transforms.Compose"``. The
+training configs stay within a line and ``$`` budget: what both bundles share lives in ``monai_transfer`` (the
+training run, the logging handlers, the transform sequences), and the lists of settings that the run folder, the
+report and the cross-validation folds need are derived from the config (``run_values``), never typed again.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from monai.utils.module import locate
 from tests.utils import REPO_ROOT
 
 MAX_EXPRESSION = 120
+#: ``(lines, "$ occurrences)`` at most, per training config (the model-zoo spleen bundle: 307 lines, 20 ``$``)
+SIZE_LIMITS = {
+    "bundles/xray/configs/train.json": (400, 45),
+    "bundles/ct_slices/configs/train.json": (400, 45),
+}
+#: more bare references than this in one plain dict make it a hand-kept copy of a list of ids
+MAX_ECHOED_IDS = 3
 
 CONFIG_FILES = [
     "bundles/xray/configs/train.json",
@@ -86,6 +97,19 @@ def _indexed_disabled(config: Any) -> list[str]:
     ]
 
 
+def _echo_lists(config: Any) -> dict[str, list[str]]:
+    """``{id: [referenced ids]}`` of the plain dicts (not components) that map more than :data:`MAX_ECHOED_IDS` keys
+    to bare references of top-level ids, such as ``{"epochs": "@epochs", "seed": "@seed", ...}``: a list of ids kept
+    by hand beside the ids themselves."""
+    out = {}
+    for i, _, v in [("", None, config), *_walk(config)]:
+        if isinstance(v, dict) and "_target_" not in v:
+            refs = [x[1:] for x in v.values() if isinstance(x, str) and re.fullmatch(r"@\w+", x)]
+            if len(refs) > MAX_ECHOED_IDS:
+                out[i] = refs
+    return out
+
+
 def test_walk_reports_ids_as_monai_writes_them():
     config = {"a": {"b": ["$x", {"_target_": "monai.transforms.Compose"}]}}
     assert {i for i, _, _ in _walk(config)} == {"a", "a#b", "a#b#0", "a#b#1", "a#b#1#_target_"}
@@ -107,6 +131,16 @@ def test_checks_reject_the_old_style():
         "validate#sampler#_target_": "monai.data.NoSuchSampler",
     }
     assert _indexed_disabled(old) == ["train#handlers#4#_disabled_"]
+    echoed = {
+        "run_values": {"seed": "@seed", "epochs": "@epochs", "backbone": "@backbone", "image_size": "@image_size"},
+        "cv_options": {"folds": "@cv_folds", "calibrate": "@cv_calibrate", "final_fit": "@cv_final_fit",
+                       "group_key": "@cv_group_key"},
+        "network_def": {"_target_": "x.Net", "backbone": "@backbone", "head": "@head", "dropout": "@dropout",
+                        "weights": "@weights"},  # a component's wiring is not a copied list
+        "save_dict": {"network": "@network", "optimizer": "@train#optimizer", "trainer": "@train#trainer",
+                      "lr_scheduler": "@train#lr_scheduler"},  # sub-ids: not a list of settings
+    }  # fmt: skip
+    assert sorted(_echo_lists(echoed)) == ["cv_options", "run_values"]
 
 
 @pytest.mark.parametrize("rel", CONFIG_FILES)
@@ -171,3 +205,44 @@ def test_model_ids_agree_across_configs(bundle):
         differ = {k: (cfg[k], train[k]) for k in MODEL_IDS if k in cfg and k in train and cfg[k] != train[k]}
         assert not differ, f"bundles/{bundle}/configs/{name} disagrees with train.json on {differ}"
     assert configs["inference.json"]["backbone"] == train["backbone"]
+
+
+@pytest.mark.parametrize("rel", CONFIG_FILES)
+def test_configs_are_formatted_as_monai_writes_them(rel):
+    """``json.dumps(indent=4)`` (MONAI's ``export_config_file`` and the model zoo): the line counts mean the same
+    in every file."""
+    text = (REPO_ROOT / rel).read_text(encoding="utf-8")
+    assert text.rstrip("\n") == json.dumps(json.loads(text), indent=4), f"{rel}: not json.dumps(config, indent=4)"
+
+
+@pytest.mark.parametrize("rel", sorted(SIZE_LIMITS))
+def test_training_configs_stay_within_their_size(rel):
+    text = (REPO_ROOT / rel).read_text(encoding="utf-8")
+    lines, dollars = len(text.splitlines()), text.count('"$')
+    max_lines, max_dollars = SIZE_LIMITS[rel]
+    assert lines <= max_lines, f"{rel}: {lines} lines (at most {max_lines}): move shared logic into monai_transfer"
+    assert dollars <= max_dollars, f"{rel}: {dollars} $ expressions (at most {max_dollars})"
+
+
+@pytest.mark.parametrize("rel", CONFIG_FILES)
+def test_no_id_list_kept_by_hand(rel):
+    """No config repeats a list of its own ids: the run's settings are ``run_values`` (derived from the config by
+    ``monai_transfer.bundle_components.run_settings``), which the run folder, the report and the folds all take."""
+    echoed = _echo_lists(_load(rel))
+    assert not echoed, f"{rel}: hand-kept lists of ids {echoed}; derive them (run_values)"
+
+
+@pytest.mark.parametrize("bundle", ["xray", "ct_slices"])
+def test_settings_lists_are_derived(bundle):
+    configs = REPO_ROOT / "bundles" / bundle / "configs"
+    train = json.loads((configs / "train.json").read_text(encoding="utf-8"))
+    evaluate = json.loads((configs / "evaluate.json").read_text(encoding="utf-8"))
+    assert train["run_values"]["_target_"] == "monai_transfer.bundle_components.run_settings"
+    assert set(train["run_values"]) <= {"_target_", "derived", "extra"}  # exceptions only, never the settings
+    assert train["validate"]["report_writer"]["meta"]["config"] == "@run_values"
+    assert evaluate["validate#report_writer#meta"]["config"].startswith("$dict(@run_values,")
+    assert train["run"][1]["values"] == "@run_values"  # the run folder's configs
+    if (configs / "train_cv.json").is_file():
+        assert json.loads((configs / "train_cv.json").read_text(encoding="utf-8"))["cv_summary"]["settings"] == (
+            "@run_values"
+        )

@@ -378,16 +378,16 @@ def test_early_stopping_and_multi_gpu_config_ids():
     assert train["early_stop_patience"] == 0  # off by default, as xray
     assert train["validate#early_stop#score_function"] == "$monai.handlers.stopping_fn_from_metric('val_volume_auc')"
     assert train["train#handler_states#early_stop"] == "@validate#early_stop"  # its counter is resumed
-    assert any("early_stop.attach" in step and "@early_stop_patience > 0" in step for step in train["run"])
+    assert train["train#run#early_stop"] == "@validate#early_stop"  # wired when early_stop_patience > 0
+    assert train["train#run#early_stop_patience"] == "@early_stop_patience"
     multi = json.loads(MULTI_GPU.read_text())
     assert not [k for k in multi if "_disabled_" in k]
     parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(MULTI_GPU)]))
     assert parser["network#_target_"] == "torch.nn.parallel.DistributedDataParallel"
     rank0 = [h["_target_"] for h in parser["train#handlers"] if h.get("_disabled_") == "$not @is_main_rank"]
-    assert sorted(rank0) == sorted(
-        ["ignite.handlers.ProgressBar", "monai.handlers.StatsHandler", "monai.handlers.TensorBoardStatsHandler",
-         "monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras"]
-    )  # fmt: skip
+    assert rank0 == ["monai_transfer.handlers.loggers.TrainingLoggers"]  # progress bar, loss, TensorBoard
+    assert parser["validate#handlers#0#_disabled_"] == "$not @is_main_rank"
+    assert parser["train#run#report_evaluator"] == "@report#evaluator"
     assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
     assert "rank_zero_score" in parser["validate#early_stop#score_function"]
     assert "val_volume_auc" in parser["validate#early_stop#score_function"]
@@ -453,7 +453,9 @@ def test_multi_gpu_volume_auc_gathered_and_early_stop_torchrun_gloo(tmp_path):
         "{'metrics': dict(e.state.metrics), 'n_volumes': len(@validate#sampler)}))"
     )
     hooks = tmp_path / "hooks.json"
-    hooks.write_text(json.dumps({"initialize": [*json.loads(MULTI_GPU.read_text())["initialize"], record]}))
+    imports = [*json.loads(TRAIN.read_text())["imports"], "$from ignite.engine import Events"]
+    init = json.loads(MULTI_GPU.read_text())["initialize"]
+    hooks.write_text(json.dumps({"imports": imports, "initialize": [*init, record]}))
     _torchrun(
         run, "--epochs", "4", "--max_items", "6", "--batch_size", "4", "--image_size", "32", "--train_slices", "2",
         "--val_slices", "3", "--n_bootstrap", "20", "--early_stop_patience", "1", "--learning_rate", "1e-12",

@@ -353,13 +353,18 @@ def test_multi_gpu_config_uses_ids_not_list_positions():
         assert not [k for k in json.loads(cfg.read_text()) if "#_disabled_" in k], cfg
     parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(MULTI_GPU)]))
     rank0 = [h["_target_"] for h in parser["train#handlers"] if h.get("_disabled_") == "$not @is_main_rank"]
-    assert sorted(rank0) == sorted(
-        ["ignite.handlers.ProgressBar", "monai.handlers.StatsHandler", "monai.handlers.TensorBoardStatsHandler",
-         "monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras"]
-    )  # fmt: skip
+    assert rank0 == ["monai_transfer.handlers.loggers.TrainingLoggers"]  # progress bar, loss, TensorBoard
+    val_rank0 = [h["_target_"] for h in parser["validate#handlers"] if isinstance(h, dict)]
+    assert val_rank0 == ["monai_transfer.handlers.loggers.ValidationLoggers"]
+    assert parser["validate#handlers#0#_disabled_"] == "$not @is_main_rank"
     assert parser["validate#best_model_saver#_disabled_"] == "$not @is_main_rank"
     assert "rank_zero_score" in parser["validate#early_stop#score_function"]
-    assert any("early_stop.attach" in step for step in parser["run"])
+    # the shared training run wires early stopping; the report runs on rank 0's unsharded evaluator
+    assert parser["train#run#early_stop"] == "@validate#early_stop"
+    assert parser["train#run#early_stop_patience"] == "@early_stop_patience"
+    assert parser["train#run#report_evaluator"] == "@report#evaluator"
+    assert parser["run"][0] == "@train#run" and parser["run"][1]["_disabled_"] == "$not @is_main_rank"
+    assert parser["train#optimizer#model"] == "@network_def"  # the optimiser of the unwrapped network
     assert parser["train#sampler#_target_"] == "monai_transfer.data.samplers.build_distributed_sampler"
 
 
@@ -421,9 +426,11 @@ def test_early_stopping_ends_training_when_val_auc_stalls(tmp_path):
 
 
 def _hooks_config(path: Path, hooks: list[str]) -> str:
-    """An extra config file appending ``hooks`` (expressions) to train.json's own ``initialize`` list."""
-    init = json.loads(TRAIN.read_text())["initialize"]
-    path.write_text(json.dumps({"initialize": [*init, *hooks]}))
+    """An extra config file appending ``hooks`` (expressions) to train.json's own ``initialize`` list (with the
+    ``os`` and ``Events`` imports the hooks use)."""
+    train = json.loads(TRAIN.read_text())
+    imports = [*train["imports"], "$import os", "$from ignite.engine import Events"]
+    path.write_text(json.dumps({"imports": imports, "initialize": [*train["initialize"], *hooks]}))
     return str(path)
 
 

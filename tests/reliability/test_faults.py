@@ -50,11 +50,11 @@ def test_bundle_unwritable_output_dir_fails_in_initialize(tmp_path):
         max_items=8,
         device="cpu",
     )
-    # MONAI wraps expression failures ("Failed to evaluate ConfigExpression ...check_output_dir..."); the cause,
-    # printed with it in the traceback, is our PermissionError naming the folder
+    # MONAI wraps expression failures ("Failed to evaluate ConfigExpression ...start_run..."; start_run checks the
+    # folder first); the cause, printed with it in the traceback, is our PermissionError naming the folder
     with pytest.raises(Exception) as exc:  # noqa: PT011
         wf.initialize()
-    assert "check_output_dir" in str(exc.value)
+    assert "start_run" in str(exc.value)
     causes, e = [], exc.value
     while e is not None:
         causes.append(e)
