@@ -155,11 +155,26 @@ def detect_image_format(path: PathLike) -> str:
     )
 
 
+def _pixel_functions() -> Any:
+    """pydicom's pixel-value functions (``apply_modality_lut``, ``apply_voi_lut``, ``apply_color_lut``).
+
+    They live in ``pydicom.pixels`` since pydicom 3 and in ``pydicom.pixel_data_handlers.util`` in pydicom 2.4 (the
+    version MONAI Label's environment has: its ``pydicom-seg`` fails with pydicom 3); both give the same values.
+    """
+    try:
+        import pydicom.pixels as functions
+    except ImportError:  # pydicom 2.4
+        import pydicom.pixel_data_handlers.util as functions
+    return functions
+
+
 def _decoder_available(ts: Any) -> bool:
     """Whether pydicom has a working decoder plugin for transfer syntax ``ts``."""
     try:
-        from pydicom.pixels import get_decoder
-
+        try:
+            from pydicom.pixels import get_decoder
+        except ImportError:  # pydicom 2.4: pixel data handlers instead of decoders
+            return any(h.is_available() and h.supports_transfer_syntax(ts) for h in pydicom.config.pixel_data_handlers)
         return bool(get_decoder(ts).is_available)
     except Exception:
         return False
@@ -206,7 +221,7 @@ _GREY_PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1", "")
 
 
 def _voi_kind(ds: Any) -> str | None:
-    """What ``pydicom.pixels.apply_voi_lut`` (``prefer_lut=True``) applies: ``"lut"``, ``"window"`` or None."""
+    """What pydicom's ``apply_voi_lut`` (``prefer_lut=True``) applies: ``"lut"``, ``"window"`` or None."""
     seq = ds.get("VOILUTSequence")
     if seq and None not in (seq[0].get("LUTDescriptor", None), seq[0].get("LUTData", None)):
         return "lut"
@@ -281,10 +296,8 @@ def _apply_palette(path: Path, ds: Any, raw: np.ndarray) -> np.ndarray:
         MedicalImageLoadError: the palette (Red/Green/Blue Palette Color Lookup Table Descriptor and Data, or their
             segmented form) is missing or unusable.
     """
-    from pydicom.pixels import apply_color_lut
-
     try:
-        rgb = apply_color_lut(raw, ds)
+        rgb = _pixel_functions().apply_color_lut(raw, ds)
     except Exception as e:
         raise MedicalImageLoadError(
             path,
@@ -665,7 +678,8 @@ class LoadMedicalImage(Transform):
         if not has_pydicom:
             raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
         from pydicom.errors import InvalidDicomError
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+        apply_modality_lut, apply_voi_lut = _pixel_functions().apply_modality_lut, _pixel_functions().apply_voi_lut
 
         try:
             ds = pydicom.dcmread(str(path))
