@@ -53,7 +53,7 @@ CASES = [
     ("mlut_18.dcm", {}),  # Modality LUT sequence
     ("emri_small.dcm", {}),  # 10-frame MR
     ("MR_small_RLE.dcm", {}),  # RLE lossless
-    ("SC_jpeg_no_color_transform.dcm", {"grey": False}),  # JPEG baseline, RGB
+    ("SC_rgb_jpeg_dcmtk.dcm", {"grey": False}),  # JPEG baseline, YBR_FULL colour
     ("SC_rgb.dcm", {"grey": False}),  # uncompressed RGB
     ("OBXXXX1A.dcm", {"grey": False}),  # PALETTE COLOR
 ]

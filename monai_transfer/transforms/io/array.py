@@ -168,6 +168,28 @@ def _pixel_functions() -> Any:
     return functions
 
 
+def _as_pydicom3_pixels(ds: Any, raw: np.ndarray) -> np.ndarray:
+    """The pixels that pydicom 3's ``pixel_array`` gives, from pydicom 2.4's (unchanged under pydicom 3).
+
+    pydicom 3 sign-extends signed values stored in fewer bits than allocated (12-bit ``0x0FFF`` in 16 bits is -1;
+    pydicom 2.4 returns 4095 for data written without the sign bits) and converts YBR_FULL/YBR_FULL_422 colour to
+    RGB (pydicom 2.4 returns YCbCr). Both steps are idempotent on data that already have them.
+    """
+    functions = _pixel_functions()
+    if functions.__name__ == "pydicom.pixels":
+        return raw  # pydicom 3 did both
+    bits, allocated = int(ds.get("BitsStored", 0) or 0), int(ds.get("BitsAllocated", 0) or 0)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1 and 0 < bits < allocated and raw.dtype.kind == "i":
+        shift = raw.dtype.itemsize * 8 - bits
+        raw = np.right_shift(np.left_shift(raw, shift), shift)
+    if int(ds.get("SamplesPerPixel", 1)) == 3 and str(ds.get("PhotometricInterpretation", "")) in (
+        "YBR_FULL",
+        "YBR_FULL_422",
+    ):
+        raw = functions.convert_color_space(raw, "YBR_FULL", "RGB")
+    return raw
+
+
 def _decoder_available(ts: Any) -> bool:
     """Whether pydicom has a working decoder plugin for transfer syntax ``ts``."""
     try:
@@ -722,6 +744,7 @@ class LoadMedicalImage(Transform):
                 path, f"cannot decode the pixel data, the file may be truncated ({type(e).__name__}: {e})"
             ) from e
 
+        raw = _as_pydicom3_pixels(ds, raw)
         meta = self._common_meta(path, "dicom")
         modality = str(ds.get("Modality", ""))
         pi = str(ds.get("PhotometricInterpretation", ""))
