@@ -241,6 +241,23 @@ class ClassificationBundleInferTask(BundleInferTask):
                 self._verified = stamp
         return super()._get_network(device, data)
 
+    def post_transforms(self, data: Any = None) -> Any:
+        """MONAI Label's postprocessing of the bundle, rebuilt when the bundle's ``calibration_path`` file appears,
+        changes or goes (e.g. a training through MONAI Label refits or drops it).
+
+        The bundle's ``ApplyTemperatured`` reads ``calibration.json`` when it is built, and MONAI Label keeps the
+        parsed postprocessing for the life of the server, so a retrained bundle would otherwise be answered with the
+        old temperature while its ``inference.json`` uses the new one.
+        """
+        stamp = None
+        if self.bundle_config.get("calibration_path") is not None:
+            path = str(self.bundle_config.get_parsed_content("calibration_path"))
+            stamp = (path, os.stat(path).st_mtime_ns if os.path.isfile(path) else None)
+        if stamp != getattr(self, "_post_stamp", stamp):
+            self.bundle_config.parse()  # drop the parsed objects: the postprocessing re-reads the file
+        self._post_stamp = stamp
+        return super().post_transforms(data)
+
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info plus ``class_names`` (ordered by output index)."""
         i = super().info()
