@@ -14,7 +14,8 @@ Why this exists next to MONAI's ``LoadImage``: ``PydicomReader`` applies Rescale
 VOI LUT / Window Centre & Width that radiographs (CR/DX) need, nor MONOCHROME1 inversion, and MONAI picks a reader by
 file extension only (DICOM files often have none). NIfTI files and DICOM series folders are still read by MONAI's
 ``NibabelReader`` / ``PydicomReader``; single DICOM files are decoded by pydicom (``apply_modality_lut``,
-``apply_voi_lut``) so the grey levels match what a DICOM viewer shows.
+``apply_voi_lut``) so the grey levels match what a DICOM viewer shows. pydicom 2.4 (MONAI Label's environment) and
+pydicom 3 give the same arrays (:func:`_as_pydicom3_pixels`; ``tests/transforms/test_io_pydicom2.py``).
 
 Array layout (documented contract):
 
