@@ -316,8 +316,9 @@ def _readme(
         "python -m monai.bundle run --config_file \"['$RUN/configs/train.json','$RUN/configs/evaluate.json']\"",
         "# TorchScript export",
         "python -m monai.bundle ckpt_export network_def --bundle_root $RUN --config_file $RUN/configs/inference.json",
-        "# MONAI Label (see docs/monailabel.md of monai-transfer)",
-        "monailabel start_server --app apps/monailabel --studies IMAGES --conf models $RUN",
+        "# MONAI Label, from the monai-transfer checkout (bash scripts/setup_label_env.sh .venv-label first)",
+        ".venv-label/bin/python -m monailabel.main start_server --app apps/monailabel --studies IMAGES "
+        "--conf models $RUN",
         "```",
         "",
     ]

@@ -10,9 +10,9 @@
 # limitations under the License.
 """MONAI Label app serving the monai-transfer bundles as classification models.
 
-Start it with (see ``docs/monailabel.md``)::
+Start it with (see ``docs/monailabel.md``; ``scripts/setup_label_env.sh`` builds ``.venv-label``)::
 
-    .venv-label/bin/monailabel start_server --app apps/monailabel --studies /path/to/images \\
+    .venv-label/bin/python -m monailabel.main start_server --app apps/monailabel --studies /path/to/images \\
         --conf models xray --host 127.0.0.1 --port 8000
 
 ``--conf`` settings read here:
@@ -22,6 +22,8 @@ Start it with (see ``docs/monailabel.md``)::
 - ``bundles_dir``: where the bundles are; default ``$MONAI_TRANSFER_BUNDLES_DIR`` or the repository's ``bundles/``.
 - ``skip_trainers``: ``true`` to serve inference only.
 
+An unknown model or image id is answered with HTTP 404 naming it.
+
 Image-level labels live in the datastore as ``labels/final/<image id>.label.json`` (``{"label": "pneumonia"}``; for a
 multi-label bundle, e.g. a 14-finding run folder, the findings present: ``{"label": ["effusion", "edema"]}``).
 """
@@ -29,7 +31,10 @@ multi-label bundle, e.g. a 14-finding run folder, the findings present: ``{"labe
 from __future__ import annotations
 
 import logging
+import os
+from typing import Any
 
+from fastapi import HTTPException
 from monailabel.config import settings
 from monailabel.datastore.local import LocalDatastore
 from monailabel.interfaces.app import MONAILabelApp
@@ -108,6 +113,22 @@ class TransferClassificationApp(MONAILabelApp):
                 logger.info(f"+++ Adding classification trainer:: {name} => {path}")
                 trainers[name] = task
         return trainers
+
+    def infer(self, request: dict[str, Any], datastore: Datastore | None = None) -> Any:
+        """MONAI Label's inference, after refusing an unknown model or image id with HTTP 404 naming it.
+
+        MONAI Label itself answers 500 for both (an unknown id becomes an empty path that fails in the loader).
+        """
+        model = request.get("model")
+        if model and model not in self._infers:
+            served = sorted(self._infers)
+            raise HTTPException(status_code=404, detail=f"model {model!r} is not served; served: {served}")
+        image = request.get("image")
+        if isinstance(image, str) and image and not os.path.exists(image):
+            if not (datastore or self.datastore()).get_image_uri(image):
+                detail = f"image {image!r} not found in the datastore {self.studies}"
+                raise HTTPException(status_code=404, detail=detail)
+        return super().infer(request, datastore)
 
     def init_strategies(self) -> dict[str, Strategy]:
         return {"random": Random(), "first": First()}

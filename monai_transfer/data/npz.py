@@ -86,6 +86,7 @@ def write_dicom(
     Raises:
         ValueError: not 2D, unknown modality, non-positive slope, or values that do not fit 16 bits.
     """
+    import pydicom
     from pydicom.dataset import FileDataset, FileMetaDataset
     from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
@@ -159,7 +160,11 @@ def write_dicom(
         ds.WindowCenter = f"{float(window[0]):g}"
         ds.WindowWidth = f"{float(window[1]):g}"
     ds.PixelData = stored.tobytes()
-    ds.save_as(str(path), enforce_file_format=True)
+    if int(pydicom.__version__.split(".")[0]) >= 3:  # the encoding follows the transfer syntax
+        ds.save_as(str(path), enforce_file_format=True)
+    else:  # pydicom 2.4 (MONAI Label's environment) needs the encoding on the data set
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(str(path), write_like_original=False)
     return path
 
 

@@ -17,9 +17,9 @@ paths* to the bundle. The subclasses here fix both for image-level classificatio
 
 - :class:`ClassificationBundleInferTask` passes ``type=InferType.CLASSIFICATION`` and ``add_post_restore=False``,
   takes every class name from the bundle's ``channel_def`` and answers with the class probabilities and the
-  predicted label; for a multi-label bundle (``mode`` ``"multilabel"`` in ``inference.json``) every finding's
-  probability and the findings at or above their per-label thresholds (see
-  :meth:`ClassificationBundleInferTask.writer`).
+  predicted label at the bundle's stored threshold (binary) or the arg-max (multi-class), as ``inference.json``
+  decides; for a multi-label bundle (``mode`` ``"multilabel"`` in ``inference.json``) every finding's probability
+  and the findings at or above their per-label thresholds (see :meth:`ClassificationBundleInferTask.writer`).
 - :class:`ClassificationBundleTrainTask` turns each datastore label file (``<image id>.label.json``, see
   :mod:`monai_transfer.label.utils`) into the integer class index the bundle's ``train.json`` expects, or for a
   multi-label bundle (``"mode": "multilabel"`` in ``train.json``) into the 0/1 vector over its findings.
@@ -71,27 +71,34 @@ def _score_vector(scores: Any, class_names: list[str]) -> list[float]:
 
 
 def scores_to_result(
-    scores: Any, class_names: list[str], mode: str | None = None, thresholds: list[float] | None = None
+    scores: Any,
+    class_names: list[str],
+    mode: str | None = None,
+    thresholds: list[float] | None = None,
+    threshold: float | None = None,
 ) -> dict[str, Any]:
     """Build the JSON answer of a classification inference from a 1-D score vector.
 
     Args:
         scores: the post-processed prediction (probabilities), shape ``(num_classes,)`` or ``(num_classes, 1, ...)``.
         class_names: class names ordered by index.
-        mode: ``None``/``"binary"``/``"multiclass"``: one label, the top-scoring class; ``"multilabel"``: independent
-            (sigmoid) probabilities, finding ``k`` is present when ``p_k >= thresholds[k]``.
+        mode: ``None``/``"binary"``/``"multiclass"``: one label; ``"multilabel"``: independent (sigmoid)
+            probabilities, finding ``k`` is present when ``p_k >= thresholds[k]``.
         thresholds: multi-label only: one threshold per label (default 0.5 each).
+        threshold: 2 classes only: the label is class 1 when ``p_1 >= threshold`` (the rule of ``inference.json``'s
+            predictions and of evaluation), else class 0; ``None``: the top-scoring class.
 
     Returns:
         binary/multi-class: ``{"prediction": [{"idx", "label", "score"}, ...], "probabilities": {name: p}, "label":
-        name, "label_index": i, "score": p}``; ``prediction`` is the format of MONAI Label's own
-        ``ClassificationWriter``. Multi-label: ``{"mode": "multilabel", "prediction": [{"idx", "label", "score",
-        "threshold", "positive"}, ...], "probabilities": {name: p}, "thresholds": {name: t}, "findings": [names at
-        or above their threshold, in class order], "finding_indices": [...], "label": the findings joined by ";"
-        ("" for none)}``.
+        name, "label_index": i, "score": p}`` (plus ``"threshold"`` when one was applied); ``prediction`` is the
+        format of MONAI Label's own ``ClassificationWriter``. Multi-label: ``{"mode": "multilabel", "prediction":
+        [{"idx", "label", "score", "threshold", "positive"}, ...], "probabilities": {name: p}, "thresholds": {name:
+        t}, "findings": [names at or above their threshold, in class order], "finding_indices": [...], "label": the
+        findings joined by ";" ("" for none)}``.
 
     Raises:
-        ValueError: when the number of scores (or multi-label thresholds) differs from the number of classes.
+        ValueError: when the number of scores (or multi-label thresholds) differs from the number of classes, or a
+            ``threshold`` is given for another number of classes than 2.
     """
     values = _score_vector(scores, class_names)
     task = derive_task(mode, class_names=class_names)
@@ -112,14 +119,22 @@ def scores_to_result(
             "finding_indices": hit,
             "label": ";".join(class_names[i] for i in hit),
         }
-    best = max(range(len(values)), key=values.__getitem__)
-    return {
+    if threshold is not None and len(values) != 2:
+        raise ValueError(f"a decision threshold applies to 2 classes, the bundle defines {class_names}.")
+    if threshold is None:
+        best = max(range(len(values)), key=values.__getitem__)
+    else:  # the binary rule of inference.json's predictions and of evaluation
+        best = int(task.class_index(apply_threshold([values], task, float(threshold)))[0])
+    result = {
         "prediction": [{"idx": i, "label": n, "score": v} for i, (n, v) in enumerate(zip(class_names, values))],
         "probabilities": dict(zip(class_names, values)),
         "label": class_names[best],
         "label_index": best,
         "score": values[best],
     }
+    if threshold is not None:
+        result["threshold"] = float(threshold)
+    return result
 
 
 def multilabel_validation_indices(
@@ -229,6 +244,23 @@ class ClassificationBundleInferTask(BundleInferTask):
                 self._verified = stamp
         return super()._get_network(device, data)
 
+    def post_transforms(self, data: Any = None) -> Any:
+        """MONAI Label's postprocessing of the bundle, rebuilt when the bundle's ``calibration_path`` file appears,
+        changes or goes (e.g. a training through MONAI Label refits or drops it).
+
+        The bundle's ``ApplyTemperatured`` reads ``calibration.json`` when it is built, and MONAI Label keeps the
+        parsed postprocessing for the life of the server, so a retrained bundle would otherwise be answered with the
+        old temperature while its ``inference.json`` uses the new one.
+        """
+        stamp = None
+        if self.bundle_config.get("calibration_path") is not None:
+            path = str(self.bundle_config.get_parsed_content("calibration_path"))
+            stamp = (path, os.stat(path).st_mtime_ns if os.path.isfile(path) else None)
+        if stamp != getattr(self, "_post_stamp", stamp):
+            self.bundle_config.parse()  # drop the parsed objects: the postprocessing re-reads the file
+        self._post_stamp = stamp
+        return super().post_transforms(data)
+
     def info(self) -> dict[str, Any]:
         """MONAI Label's model info plus ``class_names`` (ordered by output index)."""
         i = super().info()
@@ -255,16 +287,35 @@ class ClassificationBundleInferTask(BundleInferTask):
         path = self.bundle_config.get_parsed_content("threshold_path") if path is not None else None
         return resolve_multilabel_threshold(path, self.class_names, missing_ok=True)[0]
 
+    def binary_threshold(self) -> float:
+        """The decision threshold of a 2-class bundle, read from its ``threshold_path`` (``models/threshold.json``,
+        re-read on every answer) with :func:`~monai_transfer.metrics.threshold.resolve_binary_threshold`, the
+        resolver of ``inference.json``'s prediction writer and of evaluation; 0.5 (logged) without that file.
+
+        Raises:
+            ValueError: an invalid threshold file (named).
+        """
+        from monai_transfer.metrics.threshold import resolve_binary_threshold
+
+        path = self.bundle_config.get("threshold_path")
+        path = self.bundle_config.get_parsed_content("threshold_path") if path is not None else None
+        return resolve_binary_threshold(path, missing_ok=True)[0]
+
     def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[None, dict[str, Any]]:
-        """Answer with the class probabilities and the predicted label (no label file is written); for a multi-label
-        bundle every finding's probability, its threshold and the findings at or above their thresholds.
+        """Answer with the class probabilities and the predicted label (no label file is written). The probabilities
+        are the bundle's ``postprocessing`` output (temperature scaling with the bundle's ``calibration.json``
+        included); a binary bundle's label applies its stored threshold (:meth:`binary_threshold`), a multi-class
+        bundle's is the arg-max, as ``inference.json`` decides; for a multi-label bundle every finding's probability,
+        its threshold and the findings at or above their thresholds.
 
         Returns:
-            ``(None, scores_to_result(data[pred], class_names, mode, thresholds))``.
+            ``(None, scores_to_result(data[pred], class_names, mode, thresholds, threshold))``.
         """
         mode = self.output_mode()
-        thresholds = self.label_thresholds() if as_task(mode).is_multilabel else None
-        return None, scores_to_result(data[self.output_label_key], self.class_names, mode, thresholds)
+        task = as_task(mode)
+        thresholds = self.label_thresholds() if task.is_multilabel else None
+        threshold = self.binary_threshold() if task.is_binary and len(self.class_names) == 2 else None
+        return None, scores_to_result(data[self.output_label_key], self.class_names, mode, thresholds, threshold)
 
 
 class ClassificationBundleTrainTask(BundleTrainTask):

@@ -8,17 +8,21 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""End to end: a real ``monailabel start_server`` with ``apps/monailabel`` serving a bundle as a classification model.
+"""End to end: a real MONAI Label server with ``apps/monailabel`` serving a bundle as a classification model.
 
-MONAI Label lives in its own virtual environment (``scripts/setup_label_env.sh``); the server runs with that
-environment's python, found from ``$MONAI_TRANSFER_LABEL_PYTHON`` or ``<repo>/.venv-label/bin/python``. The test
-process (core environment) runs the bundle's ``inference.json`` itself and compares. Only 127.0.0.1 is contacted.
+The user's sequence: MONAI Label lives in its own virtual environment built by ``scripts/setup_label_env.sh``, whose
+python (``$MONAI_TRANSFER_LABEL_PYTHON``, else ``<repo>/.venv-label/bin/python``) replaces ``.venv-label/bin/python``
+in the README's start command, run as written (no venv on PATH). ``/infer`` on PNG and DICOM studies must then give
+the answers of the bundle's ``inference.json`` (its ``predictions.csv``, run by the test process in the core
+environment): the same calibrated probabilities and the same label at the stored threshold. Only 127.0.0.1 is
+contacted.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -36,7 +40,7 @@ import pytest
 from monai_transfer.label import LABEL_FILE_SUFFIX, is_classification_bundle, read_class_names
 from monai_transfer.utils.io import safe_torch_load, sha256_file
 from tests.label._bundle import make_tiny_bundle, reference_probabilities
-from tests.utils import REPO_ROOT, load_pneumonia, requires_shared_data
+from tests.utils import REPO_ROOT, bundle_cli, load_pneumonia, read_csv, requires_shared_data
 
 APP_DIR = REPO_ROOT / "apps" / "monailabel"
 REPO_XRAY = REPO_ROOT / "bundles" / "xray"
@@ -63,6 +67,28 @@ pytestmark = [
     ),
     requires_shared_data(),
 ]
+
+
+def readme_start_command() -> list[str]:
+    """The server start command of the README's "MONAI Label" section, as tokens."""
+    section = (REPO_ROOT / "README.md").read_text(encoding="utf-8").split("\n## MONAI Label", 1)[1].split("\n## ", 1)[0]
+    lines = [line.strip() for line in section.splitlines() if "start_server" in line]
+    assert len(lines) == 1, f"the README's MONAI Label section should hold one start command, got {lines}"
+    return shlex.split(lines[0])
+
+
+#: the README's placeholders that the test replaces (everything else of the command runs as written).
+README_PLACEHOLDERS = (".venv-label/bin/python", "apps/monailabel", "/path/to/studies", "xray", "8000")
+
+
+def start_command(app: Path, studies: Path, models: str, port: int) -> list[str]:
+    """The README's start command with this test's label python, app copy, studies, models and port."""
+    tokens = readme_start_command()
+    subs = dict(zip(README_PLACEHOLDERS, (str(LABEL_PYTHON), str(app), str(studies), models, str(port))))
+    missing = [k for k in subs if k not in tokens]
+    assert not missing, f"README start command {tokens} lacks {missing}: update the test's placeholders"
+    assert tokens[1:4] == ["-m", "monailabel.main", "start_server"], tokens
+    return [subs.get(t, t) for t in tokens]
 
 
 def _free_port() -> int:
@@ -101,10 +127,11 @@ class _Server:
         self.app = work / "app"
         shutil.copytree(APP_DIR, self.app, ignore=shutil.ignore_patterns("model", "lib", "logs", "bin", "__pycache__"))
         self.log = work / "server.log"
-        cmd = [str(LABEL_PYTHON), "-m", "monailabel.main", "start_server", "--app", str(self.app)]
-        cmd += ["--studies", str(studies), "--conf", "models", models, "--conf", "bundles_dir", str(bundles_dir)]
-        cmd += ["--host", "127.0.0.1", "--port", str(self.port)]
-        env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", "MONAI_LABEL_TRACKING_ENABLED": "false"}
+        cmd = start_command(self.app, studies, models, self.port) + ["--conf", "bundles_dir", str(bundles_dir)]
+        # as a user runs it: no virtual environment active, nothing of ours on PATH
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+        env.update(PATH="/usr/bin:/bin", OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+        env["MONAI_LABEL_TRACKING_ENABLED"] = "false"
         self._log_fh = open(self.log, "wb")
         self.proc = subprocess.Popen(
             cmd, cwd=work, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT, start_new_session=True
@@ -181,6 +208,42 @@ def _train_run_folder(tmp_path: Path) -> Path:
 RUN_CLASSES = ["clear", "opacity"]
 
 
+def _dicom_studies() -> list[Path]:
+    """DICOM studies: the radiograph shipped with bundles/xray and a real MONOCHROME1 chest CR (pydicom-data)."""
+    from pydicom.data import get_testdata_file
+
+    cr = get_testdata_file("RG1_UNCI.dcm", download=False)
+    assert cr, "pydicom-data (the [test] extra) provides RG1_UNCI.dcm"
+    return sorted((REPO_XRAY / "data" / "dicom_samples").glob("*.dcm")) + [Path(cr)]
+
+
+def _inference_json_answers(bundle: Path, studies: Path, out: Path) -> dict[str, dict[str, str]]:
+    """``predictions.csv`` of the bundle's ``inference.json`` over ``studies`` (core environment), by image id."""
+    config = bundle / "configs" / "inference.json"
+    bundle_cli("run", "--config_file", str(config), "--bundle_root", str(bundle), "--input_dir", str(studies),
+               "--output_dir", str(out))  # fmt: skip
+    return {Path(row.get("image") or row["id"]).name.split(".")[0]: row for row in read_csv(out / "predictions.csv")}
+
+
+def _calibrate_with_a_deciding_threshold(bundle: Path, images: list[Path], class_names: list[str]) -> float:
+    """Give the bundle ``models/calibration.json`` (temperature 1.7) and a ``models/threshold.json`` chosen so that
+    at least one of ``images`` gets another label than the arg-max (a served arg-max then fails the test)."""
+    from monai_transfer.metrics.calibration import save_calibration
+    from monai_transfer.metrics.threshold import save_threshold
+
+    cal = bundle / "models" / "calibration.json"
+    save_calibration(cal, 1.7, fitted_on="test")
+    p1 = sorted({reference_probabilities(bundle, str(p))[1] for p in images})
+    gaps = [((a + b) / 2, b - a) for a, b in zip(p1, p1[1:]) if b - a > 2e-3]
+    flips = [t for t, _ in gaps if any(min(t, 0.5) <= v < max(t, 0.5) for v in p1)]
+    assert flips, f"calibrated p({class_names[1]}) {p1}: no threshold separates them from the arg-max"
+    threshold = max(flips, key=lambda t: abs(t - 0.5))
+    applies_to = f"probabilities after temperature scaling with {cal}"
+    save_threshold(bundle / "models" / "threshold.json", threshold, method="youden", applies_to=applies_to,
+                   class_names=class_names)  # fmt: skip
+    return threshold
+
+
 @pytest.fixture(params=["bundles/xray", "tiny", "run"])
 def served_bundle(request, tmp_path) -> tuple[Path, Path]:
     """``(bundles_dir, bundle)``: the repository's xray bundle, a tiny random bundle with the same ids, or a training
@@ -226,10 +289,21 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
     for i, img in enumerate(images):
         ids.append(f"pmnist_val_{i:03d}")
         Image.fromarray(np.asarray(img, dtype=np.uint8)).save(studies / f"{ids[-1]}.png")
+    # the project's bundles (the tiny one reads with MONAI's LoadImaged) also get DICOM studies
+    is_project = "LoadMedicalImaged" in (bundle / "configs" / "inference.json").read_text()
+    dicom_ids = []
+    for path in _dicom_studies() if is_project else []:
+        shutil.copy2(path, studies / path.name)
+        dicom_ids.append(path.stem)
+    is_run = (bundle / "models" / "model.json").is_file()
+    threshold = None
+    if is_project and not is_run:  # a calibrated bundle whose stored threshold decides otherwise than the arg-max
+        threshold = _calibrate_with_a_deciding_threshold(bundle, sorted(studies.iterdir()), class_names)
+    # what inference.json answers for the same files (before the server adds labels/ to the studies folder)
+    expected = _inference_json_answers(bundle, studies, tmp_path / "inference_json") if is_project else {}
 
     # a run folder is served by its path, the shipped bundles by their name in bundles_dir
     name = bundle.name
-    is_run = (bundle / "models" / "model.json").is_file()
     server = _Server(tmp_path, studies, bundles_dir, str(bundle) if is_run else name)
     try:
         info = server.wait_ready()
@@ -240,16 +314,41 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
         assert model["class_names"] == class_names
         if is_run:  # the run's own classes travel with its weights
             assert class_names == RUN_CLASSES
-        assert info["datastore"]["total"] == len(ids)
+        assert info["datastore"]["total"] == len(ids) + len(dicom_ids)
 
-        for image_id in ids[:2]:
+        answers = {}
+        for image_id in ids[:2] if not is_project else ids + dicom_ids:
             res = _request(f"{server.url}/infer/{name}?image={image_id}&output=json", method="POST", data=b"")
-            expected = reference_probabilities(bundle, str(studies / f"{image_id}.png"))
+            answers[image_id] = res
             got = [res["probabilities"][n] for n in class_names]
-            np.testing.assert_allclose(got, expected, atol=1e-4, err_msg=f"image {image_id}")
             assert abs(sum(got) - 1.0) < 1e-4
-            assert res["label"] == class_names[int(np.argmax(expected))]
             assert [p["label"] for p in res["prediction"]] == class_names
+            if not is_project:  # the tiny bundle: its in-process chain, no threshold file (0.5)
+                ref = reference_probabilities(bundle, str(studies / f"{image_id}.png"))
+                np.testing.assert_allclose(got, ref, atol=1e-4, err_msg=f"image {image_id}")
+                assert res["label"] == class_names[int(ref[1] >= 0.5)]
+                continue
+            # one image, one answer: the probabilities and label of inference.json's predictions.csv
+            row = expected[image_id]
+            want = [float(row[f"prob_{n}"]) for n in class_names]
+            np.testing.assert_allclose(got, want, atol=1e-4, err_msg=f"image {image_id}")
+            assert res["label"] == row["prediction_name"], f"image {image_id}: {res} vs {row}"
+            assert res["threshold"] == pytest.approx(float(row["threshold"]), abs=1e-6)
+        if threshold is not None:
+            assert all(a["threshold"] == pytest.approx(threshold) for a in answers.values())
+            argmax = {i: class_names[int(np.argmax(list(a["probabilities"].values())))] for i, a in answers.items()}
+            assert any(argmax[i] != a["label"] for i, a in answers.items()), "the threshold decided nothing"
+            # training below refits without calibration (train.json's calibrate is false) and rewrites the
+            # threshold; a calibration.json left beside it would be refused (check_threshold_calibration). The
+            # answer after training must then drop the old temperature too (the server rebuilds its postprocessing)
+            (bundle / "models" / "calibration.json").unlink()
+        if dicom_ids:
+            assert set(dicom_ids) <= set(answers)
+
+        # an unknown image id: 404 naming it (MONAI Label alone answers 500)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            _request(f"{server.url}/infer/{name}?image=no_such_image&output=json", method="POST", data=b"")
+        assert err.value.code == 404 and "no_such_image" in err.value.read().decode()
 
         # image-level labels through the datastore API: <id>.label.json under labels/final
         for image_id, lab in zip(ids, labels):
@@ -283,8 +382,8 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
             assert (report["meta"]["config"]["epochs"], report["meta"]["config"]["batch_size"]) == (1, 4)
             # inference reloads the new weights
             res = _request(f"{server.url}/infer/{name}?image={ids[0]}&output=json", method="POST", data=b"")
-            expected = reference_probabilities(bundle, str(studies / f"{ids[0]}.png"))
-            np.testing.assert_allclose([res["probabilities"][n] for n in class_names], expected, atol=1e-4)
+            ref = reference_probabilities(bundle, str(studies / f"{ids[0]}.png"))
+            np.testing.assert_allclose([res["probabilities"][n] for n in class_names], ref, atol=1e-4)
     finally:
         server.stop()
     assert server.proc.returncode is not None

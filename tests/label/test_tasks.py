@@ -210,9 +210,9 @@ def test_infer_task_answers_multilabel_findings_at_per_label_thresholds(tmp_path
         assert [d["label"] for d in ans["prediction"]] == FINDINGS
         found.append(hit)
     assert np.array(found).any(0).all() and not np.array(found).all(0).any()  # per-label decisions, not a top-1
-    for i, ans in enumerate(served[str(binary)]):  # unchanged: the top-scoring class
+    for i, ans in enumerate(served[str(binary)]):  # 2 classes: one label (no threshold file: at 0.5, the top class)
         p = reference_probabilities(binary, paths[i])
         assert {"prediction", "probabilities", "label", "label_index", "score"} <= set(ans)  # + MONAI Label's keys
-        assert "findings" not in ans and "thresholds" not in ans and "mode" not in ans
+        assert "findings" not in ans and "thresholds" not in ans and "mode" not in ans and ans["threshold"] == 0.5
         assert ans["label_index"] == int(np.argmax(p)) and ans["label"] == CLASS_NAMES[ans["label_index"]]
         assert ans["score"] == pytest.approx(max(p), abs=1e-5)

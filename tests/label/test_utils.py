@@ -196,6 +196,19 @@ def test_scores_to_result():
     assert scores_to_result(torch.tensor([[0.9], [0.1]]), CLASSES)["label"] == "normal"
     with pytest.raises(ValueError, match="3 scores"):
         scores_to_result(torch.tensor([0.2, 0.3, 0.5]), CLASSES)
+    assert "threshold" not in res
+
+
+def test_scores_to_result_applies_a_binary_threshold():
+    """A binary bundle's label follows its stored threshold (``p_1 >= t``), like inference.json, not the arg-max."""
+    low = scores_to_result(torch.tensor([0.625, 0.375]), CLASSES, "binary", threshold=0.25)
+    assert (low["label"], low["label_index"], low["score"], low["threshold"]) == ("pneumonia", 1, 0.375, 0.25)
+    assert low["probabilities"] == {"normal": 0.625, "pneumonia": 0.375}
+    high = scores_to_result(torch.tensor([0.25, 0.75]), CLASSES, "binary", threshold=0.875)
+    assert (high["label"], high["label_index"], high["score"], high["threshold"]) == ("normal", 0, 0.25, 0.875)
+    assert scores_to_result(torch.tensor([0.375, 0.625]), CLASSES, "binary", threshold=0.625)["label"] == "pneumonia"
+    with pytest.raises(ValueError, match="2 classes"):
+        scores_to_result(torch.tensor([0.2, 0.3, 0.5]), ["a", "b", "c"], "multiclass", threshold=0.5)
 
 
 def test_scores_to_result_multilabel_at_per_label_thresholds():

@@ -149,7 +149,8 @@ def test_server_serves_ct_slices_one_prediction_per_volume(tmp_path):
         np.testing.assert_allclose(got_slices, probs, atol=1e-4, err_msg=image_id)
         got = np.array([res["probabilities"][c] for c in class_names])
         np.testing.assert_allclose(got, probs.mean(0), atol=1e-4, err_msg=image_id)  # ONE prediction per volume
-        assert res["label"] == class_names[int(np.argmax(probs.mean(0)))]
+        # binary: the label at the stored threshold (the served copy has no threshold.json: 0.5), as inference.json
+        assert res["threshold"] == 0.5 and res["label"] == class_names[int(probs.mean(0)[1] >= 0.5)]
         assert float(np.ptp(probs[:, 1])) > 1e-3  # the slices disagree, so the pooling matters
         means.append(got)
     assert not np.allclose(means[0], means[1], atol=1e-4)  # two volumes, two answers

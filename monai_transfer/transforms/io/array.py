@@ -14,7 +14,8 @@ Why this exists next to MONAI's ``LoadImage``: ``PydicomReader`` applies Rescale
 VOI LUT / Window Centre & Width that radiographs (CR/DX) need, nor MONOCHROME1 inversion, and MONAI picks a reader by
 file extension only (DICOM files often have none). NIfTI files and DICOM series folders are still read by MONAI's
 ``NibabelReader`` / ``PydicomReader``; single DICOM files are decoded by pydicom (``apply_modality_lut``,
-``apply_voi_lut``) so the grey levels match what a DICOM viewer shows.
+``apply_voi_lut``) so the grey levels match what a DICOM viewer shows. pydicom 2.4 (MONAI Label's environment) and
+pydicom 3 give the same arrays (:func:`_as_pydicom3_pixels`; ``tests/transforms/test_io_pydicom2.py``).
 
 Array layout (documented contract):
 
@@ -157,11 +158,48 @@ def detect_image_format(path: PathLike) -> str:
     )
 
 
+def _pixel_functions() -> Any:
+    """pydicom's pixel-value functions (``apply_modality_lut``, ``apply_voi_lut``, ``apply_color_lut``).
+
+    They live in ``pydicom.pixels`` since pydicom 3 and in ``pydicom.pixel_data_handlers.util`` in pydicom 2.4 (the
+    version MONAI Label's environment has: its ``pydicom-seg`` fails with pydicom 3); both give the same values.
+    """
+    try:
+        import pydicom.pixels as functions
+    except ImportError:  # pydicom 2.4
+        import pydicom.pixel_data_handlers.util as functions
+    return functions
+
+
+def _as_pydicom3_pixels(ds: Any, raw: np.ndarray) -> np.ndarray:
+    """The pixels that pydicom 3's ``pixel_array`` gives, from pydicom 2.4's (unchanged under pydicom 3).
+
+    pydicom 3 sign-extends signed values stored in fewer bits than allocated (12-bit ``0x0FFF`` in 16 bits is -1;
+    pydicom 2.4 returns 4095 for data written without the sign bits) and converts YBR_FULL/YBR_FULL_422 colour to
+    RGB (pydicom 2.4 returns YCbCr). Both steps are idempotent on data that already have them.
+    """
+    functions = _pixel_functions()
+    if functions.__name__ == "pydicom.pixels":
+        return raw  # pydicom 3 did both
+    bits, allocated = int(ds.get("BitsStored", 0) or 0), int(ds.get("BitsAllocated", 0) or 0)
+    if int(ds.get("PixelRepresentation", 0) or 0) == 1 and 0 < bits < allocated and raw.dtype.kind == "i":
+        shift = raw.dtype.itemsize * 8 - bits
+        raw = np.right_shift(np.left_shift(raw, shift), shift)
+    if int(ds.get("SamplesPerPixel", 1)) == 3 and str(ds.get("PhotometricInterpretation", "")) in (
+        "YBR_FULL",
+        "YBR_FULL_422",
+    ):
+        raw = functions.convert_color_space(raw, "YBR_FULL", "RGB")
+    return raw
+
+
 def _decoder_available(ts: Any) -> bool:
     """Whether pydicom has a working decoder plugin for transfer syntax ``ts``."""
     try:
-        from pydicom.pixels import get_decoder
-
+        try:
+            from pydicom.pixels import get_decoder
+        except ImportError:  # pydicom 2.4: pixel data handlers instead of decoders
+            return any(h.is_available() and h.supports_transfer_syntax(ts) for h in pydicom.config.pixel_data_handlers)
         return bool(get_decoder(ts).is_available)
     except Exception:
         return False
@@ -208,7 +246,7 @@ _GREY_PHOTOMETRIC = ("MONOCHROME2", "MONOCHROME1", "")
 
 
 def _voi_kind(ds: Any) -> str | None:
-    """What ``pydicom.pixels.apply_voi_lut`` (``prefer_lut=True``) applies: ``"lut"``, ``"window"`` or None."""
+    """What pydicom's ``apply_voi_lut`` (``prefer_lut=True``) applies: ``"lut"``, ``"window"`` or None."""
     seq = ds.get("VOILUTSequence")
     if seq and None not in (seq[0].get("LUTDescriptor", None), seq[0].get("LUTData", None)):
         return "lut"
@@ -283,10 +321,8 @@ def _apply_palette(path: Path, ds: Any, raw: np.ndarray) -> np.ndarray:
         MedicalImageLoadError: the palette (Red/Green/Blue Palette Color Lookup Table Descriptor and Data, or their
             segmented form) is missing or unusable.
     """
-    from pydicom.pixels import apply_color_lut
-
     try:
-        rgb = apply_color_lut(raw, ds)
+        rgb = _pixel_functions().apply_color_lut(raw, ds)
     except Exception as e:
         raise MedicalImageLoadError(
             path,
@@ -667,7 +703,8 @@ class LoadMedicalImage(Transform):
         if not has_pydicom:
             raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
         from pydicom.errors import InvalidDicomError
-        from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+        apply_modality_lut, apply_voi_lut = _pixel_functions().apply_modality_lut, _pixel_functions().apply_voi_lut
 
         try:
             ds = pydicom.dcmread(str(path))
@@ -710,6 +747,7 @@ class LoadMedicalImage(Transform):
                 path, f"cannot decode the pixel data, the file may be truncated ({type(e).__name__}: {e})"
             ) from e
 
+        raw = _as_pydicom3_pixels(ds, raw)
         meta = self._common_meta(path, "dicom")
         modality = str(ds.get("Modality", ""))
         pi = str(ds.get("PhotometricInterpretation", ""))
