@@ -289,8 +289,8 @@ def test_server_serves_classification_bundle(served_bundle, tmp_path):
     for i, img in enumerate(images):
         ids.append(f"pmnist_val_{i:03d}")
         Image.fromarray(np.asarray(img, dtype=np.uint8)).save(studies / f"{ids[-1]}.png")
-    # the project's bundles (the tiny one reads with MONAI's LoadImaged) also get DICOM studies
-    is_project = "LoadMedicalImaged" in (bundle / "configs" / "inference.json").read_text()
+    # the project's bundles and run folders (the tiny one is plain MONAI: LoadImaged) also get DICOM studies
+    is_project = "monai_transfer." in (bundle / "configs" / "inference.json").read_text()
     dicom_ids = []
     for path in _dicom_studies() if is_project else []:
         shutil.copy2(path, studies / path.name)
