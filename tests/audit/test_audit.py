@@ -93,7 +93,7 @@ def test_contact_sheet_captions_name_files_and_labels_and_warnings_point_at_the_
     warnings about the leak point at the report files instead of telling the user to run the audit."""
     import logging
 
-    import monai_transfer.audit as audit_mod
+    import monai_transfer.audit.report as audit_mod
 
     data = _leaky_csv(tmp_path / "data")
     out = tmp_path / "audit"

@@ -704,7 +704,7 @@ def test_one_id_format_across_the_three_prediction_writers(tmp_path):
     probabilities from all three."""
     from monai_transfer.evaluate import main
     from monai_transfer.metrics.threshold import save_threshold
-    from tests.test_evaluate import _save_random_weights
+    from tests.evaluate.test_evaluate import _save_random_weights
 
     bundle = tmp_path / "xray"
     shutil.copytree(CONFIGS, bundle / "configs")

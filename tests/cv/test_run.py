@@ -40,7 +40,7 @@ def test_choose_epoch_and_helpers(tmp_path):
 
 def test_train_cv_config_forwards_the_bundle_overrides(tmp_path, monkeypatch):
     """train_cv.json (merged over train.json) calls run_cross_validation with the user's overrides."""
-    import monai_transfer.cv as cv_module
+    import monai_transfer.cv.run as cv_module
     from tests.utils import bundle_workflow
 
     calls = []
