@@ -25,6 +25,7 @@ sits on top of the package (it reads the data lists' summary of :mod:`monai_tran
 
 from __future__ import annotations
 
+import ast
 import csv
 import io
 import json
@@ -39,7 +40,12 @@ from pathlib import Path
 from typing import Any
 
 from monai_transfer.engines.workflow import describe_datalists
-from monai_transfer.networks.checkpoint_record import checkpoint_record_path, write_checkpoint_record
+from monai_transfer.networks.checkpoint_record import (
+    checkpoint_record_path,
+    preprocessing_probe,
+    write_checkpoint_record,
+)
+from monai_transfer.utils.bundle import resolving_parser
 from monai_transfer.utils.io import atomic_write_json, atomic_write_text, to_jsonable
 
 __all__ = ["resolve_run_root", "export_run_bundle"]
@@ -58,11 +64,47 @@ _RUN_DECIDED = ("mode",)
 _REPORTED_METRICS = ("auc", "average_precision", "accuracy", "balanced_accuracy", "sensitivity", "specificity", "f1")
 
 
-def resolve_run_root(exported_to: str | os.PathLike) -> str:
-    """``bundle_root`` of a run folder's configs: the folder itself, wherever the configs are run from.
+def _workflow_bundle_roots() -> list[Path]:
+    """Bundle folders of the ``monai.bundle.ConfigWorkflow`` objects on this thread's stack (innermost first): the
+    folder holding the config files being run, as ``python -m monai.bundle run`` and the workflow API load them."""
+    from monai.bundle import ConfigWorkflow
 
-    In order: ``$MONAI_TRANSFER_BUNDLE_ROOT``; the bundle of the ``--config_file`` given to ``python -m monai.bundle``
-    (so a moved or copied run folder still finds itself); the current folder when it is a bundle; ``exported_to``.
+    roots, frame = [], sys._getframe(1)
+    while frame is not None:
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, ConfigWorkflow) and getattr(obj, "config_root_path", None) is not None:
+            roots.append(Path(obj.config_root_path).absolute().parent)
+        frame = frame.f_back
+    return roots
+
+
+def _argv_config_files(argv: Sequence[str]) -> list[Path]:
+    """The files of ``--config_file VALUE`` / ``--config_file=VALUE`` in ``argv``: a path (spaces, quotes and any other
+    character kept), a Python/JSON list of paths, or comma-separated paths (as MONAI reads them)."""
+    values = [argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config_file"]
+    values += [a.split("=", 1)[1] for a in argv if a.startswith("--config_file=")]
+    files: list[Path] = []
+    for value in values:
+        try:
+            parsed = ast.literal_eval(value) if value.lstrip().startswith(("[", "(")) else value
+        except (ValueError, SyntaxError):
+            parsed = value
+        names = [parsed] if isinstance(parsed, str) else [str(v) for v in parsed]
+        if len(names) == 1 and not Path(names[0]).is_file() and "," in names[0]:
+            names = names[0].split(",")
+        files += [Path(n.strip()) for n in names if n.strip()]
+    return files
+
+
+def resolve_run_root(exported_to: str | os.PathLike) -> str:
+    """``bundle_root`` of a run folder's configs: the folder itself, wherever it was moved or copied to.
+
+    In order: ``$MONAI_TRANSFER_BUNDLE_ROOT``; the folder of the config files a ``monai.bundle.ConfigWorkflow`` on the
+    stack is running (``python -m monai.bundle run --config_file ...`` and the workflow API); the bundle of
+    ``--config_file`` in the command line (a path with spaces or other characters, a list, ``--config_file=...``); the
+    current folder when it is a bundle; ``exported_to``. A run folder copied to another path therefore reads its own
+    weights and writes its own predictions, never the original folder's. When none of the first four applies and the
+    configs are read from elsewhere (a bare ``ConfigParser``), pass ``bundle_root``.
 
     Raises:
         FileNotFoundError: when none of these is a bundle folder; the message says how to pass ``--bundle_root``.
@@ -71,12 +113,8 @@ def resolve_run_root(exported_to: str | os.PathLike) -> str:
     env = os.environ.get("MONAI_TRANSFER_BUNDLE_ROOT")
     if env:
         candidates.append(Path(env))
-    argv = list(sys.argv)
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "--config_file":
-            first = re.findall(r"[^\[\]'\",\s]+\.(?:json|yaml|yml)", argv[i + 1])
-            if first:
-                candidates.append(Path(first[0]).resolve().parent.parent)
+    candidates += _workflow_bundle_roots()
+    candidates += [f.absolute().parent.parent for f in _argv_config_files(list(sys.argv))]
     candidates += [Path.cwd(), Path(exported_to)]
     for c in candidates:
         if (c / "configs" / "metadata.json").is_file():
@@ -88,6 +126,19 @@ def resolve_run_root(exported_to: str | os.PathLike) -> str:
 
 
 # ------------------------------------------------------------------------------------------------------- export
+def _training_probe(volume: bool) -> dict[str, Any] | None:
+    """What the training's validation preprocessing (``validate#preprocessing`` of the config running this export)
+    does to a synthetic image, for the weights record; ``None`` outside a bundle run."""
+    parser = resolving_parser()
+    if parser is None or "validate#preprocessing" not in parser:
+        return None
+    try:
+        return preprocessing_probe(parser.get_parsed_content("validate#preprocessing"), volume)
+    except Exception as e:  # the record then holds the ids only, as before
+        logger.warning(f"weights record: cannot describe the training's preprocessing on a probe image ({e})")
+        return None
+
+
 def _copy_samples(datalists: Mapping[str, Any], class_names: Sequence[str], dest: Path, n: int) -> list[dict]:
     """Copy up to ``n`` validation cases (classes alternating) into ``dest``; write ``dest/labels.csv``.
 
@@ -361,7 +412,8 @@ def export_run_bundle(
     ckpt = run / "models" / ckpt_name
     volume = bool(spec.get("slicing"))
     extra = {k: values[k] for k in ("aggregation", "aggregation_k", "dataset_dir", "epochs", "seed") if k in values}
-    write_checkpoint_record(ckpt, spec, extra=extra)
+    probe = _training_probe(volume)
+    write_checkpoint_record(ckpt, {**spec, "preprocessing_probe": probe} if probe else spec, extra=extra)
     if run == template:
         logger.info(
             f"trained in place in the bundle folder {run}: its configs are kept as they are; wrote the weights "

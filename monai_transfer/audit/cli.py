@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from monai_transfer.audit.report import audit_dataset
-from monai_transfer.utils.cli import SnakeCaseArgumentParser
+from monai_transfer.utils.cli import SnakeCaseArgumentParser, float_in, int_in
 
 __all__ = ["build_arg_parser", "main"]
 
@@ -41,10 +41,15 @@ def build_arg_parser() -> argparse.ArgumentParser:
         default="group",
         help="how the split treats near-duplicates when the data come unsplit, as in training (default: group)",
     )
-    p.add_argument("--val_fraction", type=float, default=0.2, help="validation share when the data come unsplit (0.2)")
-    p.add_argument("--seed", type=int, default=0, help="split seed, as the bundle's seed id (default 0)")
-    p.add_argument("--max_distance", type=int, default=None, help="Hamming threshold of the 64-bit hash")
-    p.add_argument("--min_similarity", type=float, default=None, help="cosine threshold of the strict check")
+    p.add_argument(
+        "--val_fraction",
+        type=float_in(0, 1, low_open=True, high_open=True),
+        default=0.2,
+        help="validation share when the data come unsplit (0.2)",
+    )
+    p.add_argument("--seed", type=int_in(0), default=0, help="split seed, as the bundle's seed id (default 0)")
+    p.add_argument("--max_distance", type=int_in(0, 64), default=None, help="Hamming threshold of the 64-bit hash")
+    p.add_argument("--min_similarity", type=float_in(-1, 1), default=None, help="cosine threshold of the strict check")
     p.add_argument("--cache_dir", default="default", help="hash cache folder; 'none' disables it")
     p.add_argument("--no_progress", action="store_true", help="no progress bar over the hashed files")
     p.add_argument("--fail_on_leak", action="store_true", help="exit 1 when a cluster crosses splits")
@@ -52,12 +57,26 @@ def build_arg_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit status (see :mod:`monai_transfer.audit`)."""
+    """Command-line entry point; returns the exit status (see :mod:`monai_transfer.audit`); a data set that cannot be
+    read (a missing path, a single class folder, ...) is a usage error (exit 2) naming it, not a traceback."""
     p = build_arg_parser()
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-    summary = audit_dataset(
+    try:
+        summary = _audit(args)
+    except (ValueError, OSError) as e:  # a bad data set or output folder: named by the message, no traceback
+        p.error(f"{args.dataset}: {e}")
+    print(
+        f"{summary['n_files']} images, {summary['n_clusters']} near-duplicate clusters "
+        f"({summary['n_clusters_across_splits']} across splits), {summary['n_label_conflicts']} label conflicts, "
+        f"{summary['n_unreadable']} unreadable; report in {Path(args.output) / 'audit.json'}"
+    )
+    return 1 if args.fail_on_leak and summary["n_clusters_across_splits"] else 0
+
+
+def _audit(args: argparse.Namespace) -> dict:
+    return audit_dataset(
         args.dataset,
         output_dir=args.output,
         class_names=args.class_names,
@@ -69,9 +88,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,
         progress=not args.no_progress,
     )
-    print(
-        f"{summary['n_files']} images, {summary['n_clusters']} near-duplicate clusters "
-        f"({summary['n_clusters_across_splits']} across splits), {summary['n_label_conflicts']} label conflicts, "
-        f"{summary['n_unreadable']} unreadable; report in {Path(args.output) / 'audit.json'}"
-    )
-    return 1 if args.fail_on_leak and summary["n_clusters_across_splits"] else 0

@@ -18,10 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from monai_transfer.cv.run import default_output_dir, run_cross_validation
+from monai_transfer.cv.run import CrossValidationError, default_output_dir, run_cross_validation
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS
 from monai_transfer.utils.bundle import parse_overrides
-from monai_transfer.utils.cli import OVERRIDES_HELP, SnakeCaseArgumentParser
+from monai_transfer.utils.cli import OVERRIDES_HELP, SnakeCaseArgumentParser, float_in, int_in
 
 __all__ = ["build_arg_parser", "main"]
 
@@ -47,7 +47,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="run folder (created); default a new folder <bundle>/runs/cv-<YYYYmmdd-HHMMSS>, never the bundle folder "
         "itself (its models/ hold the template's trained model)",
     )
-    p.add_argument("--folds", type=int, default=5, help="number of folds K of the training split (default 5)")
+    p.add_argument("--folds", type=int_in(2), default=5, help="number of folds K of the training split (default 5)")
     p.add_argument(
         "--threshold_method",
         default="youden",
@@ -55,7 +55,10 @@ def build_arg_parser() -> argparse.ArgumentParser:
         help="how the threshold is chosen on the calibrated out-of-fold predictions (binary tasks; default youden)",
     )
     p.add_argument(
-        "--target_sensitivity", type=float, default=0.9, help="target of --threshold_method sensitivity (default 0.9)"
+        "--target_sensitivity",
+        type=float_in(0, 1, low_open=True),
+        default=0.9,
+        help="target of --threshold_method sensitivity (default 0.9)",
     )
     p.add_argument(
         "--no_calibrate", dest="calibrate", action="store_false", help="no temperature fitted on the OOF predictions"
@@ -90,10 +93,13 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if not (configs / args.config).is_file():
         ap.error(f"--config: {configs / args.config} does not exist")
     output_dir = args.output_dir or override.pop("output_dir", None) or default_output_dir(args.bundle)
-    summary = run_cross_validation(
-        configs / args.config, folds=args.folds, output_dir=output_dir, threshold_method=args.threshold_method,
-        target_sensitivity=args.target_sensitivity, calibrate=args.calibrate, final_fit=args.final_fit,
-        group_key=args.group_key or None, **override,
-    )  # fmt: skip
+    try:
+        summary = run_cross_validation(
+            configs / args.config, folds=args.folds, output_dir=output_dir, threshold_method=args.threshold_method,
+            target_sensitivity=args.target_sensitivity, calibrate=args.calibrate, final_fit=args.final_fit,
+            group_key=args.group_key or None, **override,
+        )  # fmt: skip
+    except CrossValidationError as e:  # found before the first fold: a usage error, exit 2
+        ap.error(str(e))
     print(json.dumps({"chosen": summary["chosen"], "files": summary["files"]}, indent=2))
     return summary

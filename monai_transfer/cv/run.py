@@ -55,13 +55,64 @@ from monai_transfer.data.splits import assign_folds
 from monai_transfer.handlers.oof_collector import OOFCollector
 from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
 from monai_transfer.metrics.functional import compute_auc
-from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
+from monai_transfer.metrics.threshold import THRESHOLD_METHODS, calibration_binding, save_threshold, select_threshold
+from monai_transfer.utils.bundle import parsed_content
 from monai_transfer.utils.io import atomic_write_json, check_output_dir
 from monai_transfer.utils.task import Task, derive_task
 
-__all__ = ["run_cross_validation", "default_output_dir", "read_datalists", "align_predictions", "choose_epoch"]
+__all__ = [
+    "CrossValidationError",
+    "run_cross_validation",
+    "check_folds",
+    "default_output_dir",
+    "read_datalists",
+    "align_predictions",
+    "choose_epoch",
+]
 
 logger = logging.getLogger(__name__)
+
+
+class CrossValidationError(ValueError):
+    """A cross-validation that cannot run as asked (found before the first fold trains); names the option, the fold
+    and the class."""
+
+
+def check_folds(
+    items: Sequence[Mapping[str, Any]], fold_of: Sequence[int], folds: int, class_names: Sequence[str],
+    group_key: str | None = None,
+) -> None:  # fmt: skip
+    """Refuse, before any fold trains, folds that cannot give a fold AUC, a temperature and a threshold.
+
+    Every held-out fold must hold every class (its AUC and the threshold need both sides), and every fold's training
+    part too (the model must see each class). A class with fewer images (or groups) than folds cannot satisfy this.
+
+    Raises:
+        CrossValidationError: naming ``--folds``, the fold, the class and its count in the training split.
+    """
+    labels = [int(x["label"]) for x in items]
+    fold_of = np.asarray(fold_of)
+    counts = {c: labels.count(c) for c in range(len(class_names))}
+    groups: dict[int, set[str]] = {c: set() for c in counts}
+    from monai_transfer.data.splits import group_of
+
+    for x, y in zip(items, labels):
+        groups.setdefault(y, set()).add(group_of(x, group_key))
+    feasible = min(len(g) for g in groups.values()) if groups else 0
+    for k in range(folds):
+        held = [y for y, f in zip(labels, fold_of) if f == k]
+        trained = [y for y, f in zip(labels, fold_of) if f != k]
+        for c, name in enumerate(class_names):
+            for part, ys in (("held-out part", held), ("training part", trained)):
+                if c not in ys:
+                    by = f" in {len(groups.get(c, ()))} group(s) by {group_key!r}" if group_key else ""
+                    raise CrossValidationError(
+                        f"--folds {folds}: fold {k} (of 0..{folds - 1}) has no {name!r} image in its {part} "
+                        f"({len(ys)} image(s)); the training split holds {counts.get(c, 0)} {name!r} image(s){by}, "
+                        "and every fold's held-out and training parts need each class (fold AUC, threshold): "
+                        + (f"use --folds {feasible} or fewer" if feasible >= 2 else "no number of folds works")
+                        + f", or add {name!r} images"
+                    )
 
 
 def read_datalists(path: str | os.PathLike) -> dict[str, list[dict[str, Any]]]:
@@ -206,36 +257,53 @@ def _plan(
     parser = ConfigParser()
     parser.read_config(files if len(files) > 1 else files[0])
     parser.update(pairs=dict(override))
-    datalists = parser.get_parsed_content("datalists")
+
+    def parsed(key: str) -> Any:  # a bad value of the configs or an override: named before any fold trains
+        return parsed_content(parser, key, f"cross-validation of {files}", CrossValidationError, override)
+
+    datalists = parsed("datalists")
     if output_dir is None:
         output_dir = override["output_dir"] if "output_dir" in override else default_output_dir(configs_dir.parent)
-    class_names = list(parser.get_parsed_content("class_names"))
-    seed = int(parser.get_parsed_content("seed")) if seed is None else int(seed)
+    class_names = list(parsed("class_names"))
+    seed = int(parsed("seed")) if seed is None else int(seed)
     train_items = list(datalists["train"])
     # the task as the training derives it (its `mode` id, else the training labels and class count: derive_task)
-    config_mode = parser.get_parsed_content("mode") if "mode" in parser else None
+    config_mode = parsed("mode") if "mode" in parser else None
     task = derive_task(config_mode, labels=[x.get("label") for x in train_items], class_names=class_names)
     if task.is_multilabel:
-        raise ValueError(
+        raise CrossValidationError(
             f"{files}: cross-validation takes binary and multiclass tasks; the training data are multilabel"
         )
+    epochs = int(parsed("epochs"))
+    if epochs < 1:
+        raise CrossValidationError(f"--epochs must be at least 1, got {epochs}: every fold validates each epoch")
+    if int(folds) < 2:
+        raise CrossValidationError(f"--folds must be at least 2, got {folds}")
+    batch = parsed("batch_size") if "batch_size" in parser else 1
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise CrossValidationError(f"--batch_size must be an integer >= 1, got {batch!r}")
     linked = datalists.linked("train") if hasattr(datalists, "linked") else None  # near-duplicates share a fold
     base: dict[str, Any] = {k: v for k, v in override.items() if k not in ("output_dir",)}
     base.update(max_items=None, early_stop_patience=0, resume=False, val_interval=1, calibrate=False)
+    try:
+        fold_of = assign_folds(train_items, int(folds), seed=seed, group_key=group_key, linked=linked)
+    except ValueError as e:  # fewer groups than folds
+        raise CrossValidationError(f"--folds {folds}: {e}") from e
+    check_folds(train_items, fold_of, int(folds), class_names, group_key)
     return _Plan(
         files=files,
         meta=str(meta_file) if meta_file is not None else str(configs_dir / "metadata.json"),
         log_file=log_file,
         class_names=class_names,
         task=task,
-        dataset_dir=parser.get_parsed_content("dataset_dir"),
+        dataset_dir=parsed("dataset_dir"),
         seed=seed,
-        epochs=int(parser.get_parsed_content("epochs")),
-        aggregation=parser.get_parsed_content("aggregation") if "aggregation" in parser else None,
-        aggregation_k=int(parser.get_parsed_content("aggregation_k")) if "aggregation_k" in parser else 3,
+        epochs=epochs,
+        aggregation=parsed("aggregation") if "aggregation" in parser else None,
+        aggregation_k=int(parsed("aggregation_k")) if "aggregation_k" in parser else 3,
         train_items=train_items,
         val_items=list(datalists["val"]),
-        fold_of=assign_folds(train_items, int(folds), seed=seed, group_key=group_key, linked=linked),
+        fold_of=fold_of,
         folds=int(folds),
         group_key=group_key,
         out=check_output_dir(output_dir),
@@ -346,8 +414,7 @@ def _threshold(
         plan.models_dir / "threshold.json", threshold, method=method,
         target_sensitivity=target_sensitivity if method == "sensitivity" else None,
         mode=plan.mode, class_names=plan.class_names, n_samples=len(labels), chosen_on=fitted_on,
-        applies_to=(f"probabilities after temperature scaling with {cal_path}" if cal_path is not None
-                    else "uncalibrated probabilities"),
+        **calibration_binding(cal_path),
     )  # fmt: skip
     return threshold, thr_path
 
@@ -446,7 +513,12 @@ def _final_fit(plan: _Plan, best_epoch: int, thr_path: Path | None, cal_path: Pa
                 f"got {post!r}"
             )
         wf.parser["validate#postprocessing#transforms"] = [
-            {"_target_": "monai_transfer.transforms.ApplyTemperatured", "keys": "pred", "temperature": str(cal_path)},
+            {
+                "_target_": "monai_transfer.transforms.ApplyTemperatured",
+                "keys": "pred",
+                "temperature": str(cal_path),
+                "mode": plan.mode,
+            },
             *post,
         ]
     wf.initialize()
@@ -524,6 +596,9 @@ def run_cross_validation(
 
     Raises:
         ValueError: an unknown ``threshold_method``.
+        CrossValidationError: before the first fold trains, when the folds cannot work (a class with fewer images than
+            folds, a fold without a class, multi-label data, ``epochs`` < 1, a config id that cannot be built); the
+            message names the option, the fold and the class.
     """
     if threshold_method not in THRESHOLD_METHODS:
         raise ValueError(f"threshold_method must be one of {THRESHOLD_METHODS}, got {threshold_method!r}")

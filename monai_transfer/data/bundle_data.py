@@ -212,6 +212,7 @@ def bundle_datalists(
             )
     if max_items is not None:
         out = {s: _head(v, max_items, seed) for s, v in out.items()}
+    _warn_absent_findings(out, label_cols or class_names, root)
     if duplicates != "off":
         # the items actually used are checked; when the clusters were needed to split, all items were hashed then
         split_of = {x["image"]: s for s in out for x in out[s]}
@@ -227,6 +228,24 @@ def bundle_datalists(
     result.audit = audit or None
     logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
     return result
+
+
+def _warn_absent_findings(out: dict[str, list[dict[str, Any]]], names: Sequence[str] | None, root: Path) -> None:
+    """Multi-label data: log a WARNING for each finding without a positive item in a split, every time (a log
+    record, not a Python warning that a filter or the once-per-location registry could hide)."""
+    for split, items in out.items():
+        labels = [x["label"] for x in items if isinstance(x.get("label"), list)]
+        if not labels or len(labels) != len(items):
+            continue
+        k = len(labels[0])
+        shown = [str(n) for n in names] if names is not None and len(names) == k else [str(j) for j in range(k)]
+        for j in range(k):
+            if not any(row[j] == 1 for row in labels):
+                effect = "the model cannot learn it" if split == "train" else "its AUC and threshold cannot be measured"
+                logger.warning(
+                    f"{root}: finding {shown[j]!r} has no positive item in the {split!r} split ({len(items)} items): "
+                    f"{effect}"
+                )
 
 
 def _find_duplicates(items: list[dict[str, Any]], kwargs: dict[str, Any]) -> Any:

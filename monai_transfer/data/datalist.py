@@ -701,8 +701,11 @@ def list_image_files(
     """Every file under ``root`` ending in ``extensions``: the project's one listing of an unlabelled image folder
     (``python -m monai_transfer.evaluate``, the ``datalist`` of the bundles' ``inference.json``).
 
-    Hidden files and folders (``.name``) are skipped. Broken symbolic links with such a name (dangling, or a link
-    loop) are listed too, so that the caller reports them as failed cases instead of dropping them silently.
+    Hidden files and folders (``.name``) are skipped. Symbolic links to folders are followed (their files are listed
+    under the link's path); a link back to a folder already listed (a loop, or a second link to the same folder) is
+    not entered again, with a WARNING naming it. Broken symbolic links with an image name (dangling, or a link loop)
+    are listed too, so that the caller reports them as failed cases instead of dropping them silently; other broken
+    links are named in a WARNING.
 
     Args:
         root: the folder.
@@ -714,15 +717,36 @@ def list_image_files(
     """
     root = Path(root)
     exts = tuple(e.lower() for e in (extensions if extensions is not None else DEFAULT_EXTENSIONS))
-    found = []
-    for p in root.rglob("*") if recursive else root.iterdir():
-        rel = p.relative_to(root)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        if not p.is_file() and not (p.is_symlink() and not p.exists()):
-            continue
-        if p.name.lower().endswith(exts):
-            found.append(p)
+    found: list[Path] = []
+    seen: dict[tuple[int, int], Path] = {}
+
+    def visit(folder: Path) -> None:
+        st = folder.stat()
+        if (st.st_dev, st.st_ino) in seen:
+            logger.warning(
+                f"{folder}: symbolic link to the folder {seen[(st.st_dev, st.st_ino)]}, which is already listed (a "
+                "link loop or a second link to it): not entered again"
+            )
+            return
+        seen[(st.st_dev, st.st_ino)] = folder
+        try:
+            entries = sorted(folder.iterdir())
+        except OSError as e:  # e.g. no permission: named, not silently empty
+            logger.warning(f"cannot list the folder {folder} ({e}): its files are left out")
+            return
+        for p in entries:
+            if p.name.startswith("."):
+                continue
+            if p.is_dir():  # follows symbolic links
+                if recursive:
+                    visit(p)
+            elif p.is_file() or p.is_symlink():
+                if p.name.lower().endswith(exts):
+                    found.append(p)  # a broken link too: the caller names it as a failed case
+                elif not p.exists():
+                    logger.warning(f"{p}: broken symbolic link (dangling or a loop), left out")
+
+    visit(root)
     return sorted(found, key=lambda q: q.relative_to(root).as_posix())
 
 

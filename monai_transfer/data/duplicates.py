@@ -37,7 +37,8 @@ near-duplicates of 60 PneumoniaMNIST radiographs had an embedding cosine as low 
 reached 0.92 (the AC signature separates them: >= 0.975 against <= 0.97), at 0.3 s per image on a CPU.
 
 Hashes are cached by the SHA-256 of the file bytes in ``<cache_dir>/image_hashes_<method>.json``, with a
-``(path, size, mtime)`` index so that a second run reads neither the pixels nor the bytes.
+``(path, size, mtime, ctime, inode)`` index so that a second run reads neither the pixels nor the bytes of an unchanged
+file (a file rewritten with its old size and mtime, ``cp -p``, has a new ctime: it is digested again).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import logging
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -92,6 +94,11 @@ HASH_METHOD = "dct64v3"
 _DCT_CACHE: dict[int, np.ndarray] = {}
 _SIG_DIM = 63
 _POPCOUNT8 = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+#: warnings of the loader that say nothing about the hash (a constant image still has one); hidden during a hashing
+#: pass only, by a filter that the calling thread sets and removes (never ``catch_warnings`` in the worker threads).
+_HASHING_QUIET = r".*image is constant"
 
 
 def default_cache_dir() -> Path:
@@ -254,10 +261,13 @@ class HashResult:
 
 
 class _HashCache:
-    """JSON cache: content digest -> hash and signature, plus ``abs path -> [size, mtime_ns, digest]``.
+    """JSON cache: content digest -> hash and signature, plus ``abs path -> [size, mtime_ns, ctime_ns, inode,
+    digest]``.
 
-    The path index lets a second run skip reading the bytes; the content digest is the truth (a file edited in place
-    changes size or mtime and is digested again).
+    The path index lets a second run skip reading the bytes; the content digest is the truth. A file whose content
+    changed is digested again even when its size and mtime were kept (``cp -p``, ``rsync -t``): writing it changes
+    its ctime (which no tool can set back) or, replaced by a new file, its inode. A cache file of another shape or
+    version (valid JSON included, e.g. ``[]``) is ignored with a warning and rewritten, like a truncated one.
     """
 
     def __init__(self, cache_dir: Path | None):
@@ -268,9 +278,7 @@ class _HashCache:
         self.lock = threading.Lock()
         if self.path is not None and self.path.is_file():
             try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                if data.get("method") == HASH_METHOD:
-                    self.stat, self.entries = dict(data.get("stat", {})), dict(data.get("hashes", {}))
+                self.stat, self.entries = _read_cache(self.path)
             except (OSError, ValueError) as e:
                 logger.warning("ignoring unreadable hash cache %s (%s); it will be rewritten", self.path, e)
 
@@ -279,11 +287,11 @@ class _HashCache:
             return _sha256_of(path)  # series folders are re-digested each time (rare in 2D sets)
         key = str(path.resolve())
         st = path.stat()
-        sig = [int(st.st_size), int(st.st_mtime_ns)]
+        sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
         with self.lock:
             known = self.stat.get(key)
-        if known is not None and list(known[:2]) == sig:
-            return str(known[2])
+        if known is not None and list(known[:4]) == sig:
+            return str(known[4])
         d = _sha256_of(path)
         with self.lock:
             self.stat[key] = [*sig, d]
@@ -315,10 +323,40 @@ class _HashCache:
 
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            text = json.dumps({"method": HASH_METHOD, "stat": self.stat, "hashes": self.entries}, separators=(",", ":"))
+            cache = {"format": _CACHE_FORMAT, "method": HASH_METHOD, "stat": self.stat, "hashes": self.entries}
+            text = json.dumps(cache, separators=(",", ":"))
             atomic_write_text(self.path, text)
         except OSError as e:
             logger.warning("could not write the hash cache %s (%s); hashes will be recomputed next time", self.path, e)
+
+
+#: layout of the cache file (``stat`` entries ``[size, mtime_ns, ctime_ns, inode, digest]``); other layouts are rebuilt.
+_CACHE_FORMAT = 2
+
+
+def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, str]]:
+    """The ``stat`` index and ``hashes`` of a cache file written by this version.
+
+    Raises:
+        ValueError: not JSON, or JSON of another shape, format or hash method (the message says which).
+    """
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError(f"a JSON {type(data).__name__}, not the cache's object")
+    if data.get("format") != _CACHE_FORMAT or data.get("method") != HASH_METHOD:
+        raise ValueError(
+            f"written by another version (format {data.get('format')!r}, method {data.get('method')!r}; this one "
+            f"writes format {_CACHE_FORMAT}, method {HASH_METHOD!r})"
+        )
+    stat, hashes = data.get("stat"), data.get("hashes")
+    if not isinstance(stat, dict) or not isinstance(hashes, dict):
+        raise ValueError("'stat' and 'hashes' must be JSON objects")
+    stat = {
+        k: v
+        for k, v in stat.items()
+        if isinstance(v, list) and len(v) == 5 and all(isinstance(x, int) for x in v[:4]) and isinstance(v[4], str)
+    }
+    return stat, {k: v for k, v in hashes.items() if isinstance(v, str)}
 
 
 def hash_files(
@@ -373,12 +411,9 @@ def hash_files(
             todo.append(i)
 
     def work(i: int) -> tuple[int, tuple[int, np.ndarray, int] | None, str | None]:
-        import warnings
-
+        # no warnings.catch_warnings() here: it is not thread-safe and left an "ignore" filter behind
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. a constant image: the hash is still valid
-                return i, image_key(loader(paths[i])), None
+            return i, image_key(loader(paths[i])), None
         except Exception as e:  # any decoder failure is recorded, naming the file
             msg = str(e) if str(paths[i]) in str(e) else f"cannot load '{paths[i]}': {type(e).__name__}: {e}"
             return i, None, msg
@@ -391,22 +426,24 @@ def hash_files(
         tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
         if has_tqdm:
             bar = tqdm(total=len(todo), desc="hashing images (near-duplicate check)", unit="img")
-    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(todo) > 1 else None
-    results = pool.map(work, todo) if pool is not None else map(work, todo)
-    try:
-        for i, value, err in results:
-            if value is None:
-                errors[i] = str(err)
-            else:
-                hashes[i], sigs[i], ndims[i], ok[i] = np.uint64(value[0]), value[1], value[2], True
-                cache.put(str(digests[i]), *value)
+    with warnings.catch_warnings():  # set and restored by the calling thread alone (never in the worker threads)
+        warnings.filterwarnings("ignore", message=_HASHING_QUIET, category=UserWarning)  # the hash is still valid
+        pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(todo) > 1 else None
+        results = pool.map(work, todo) if pool is not None else map(work, todo)
+        try:
+            for i, value, err in results:
+                if value is None:
+                    errors[i] = str(err)
+                else:
+                    hashes[i], sigs[i], ndims[i], ok[i] = np.uint64(value[0]), value[1], value[2], True
+                    cache.put(str(digests[i]), *value)
+                if bar is not None:
+                    bar.update(1)
+        finally:
+            if pool is not None:
+                pool.shutdown()
             if bar is not None:
-                bar.update(1)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-        if bar is not None:
-            bar.close()
+                bar.close()
     cache.save()
     return HashResult(
         paths=[str(p) for p in paths],

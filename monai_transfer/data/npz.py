@@ -26,7 +26,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SOP_CLASS_UIDS", "write_dicom", "write_dicom_series", "write_nifti", "write_png", "datalist_from_npz"]
+__all__ = [
+    "SOP_CLASS_UIDS",
+    "write_dicom",
+    "write_dicom_series",
+    "write_nifti",
+    "write_png",
+    "read_npz",
+    "datalist_from_npz",
+]
 
 #: SOP Class UIDs of the storage classes the writer supports
 SOP_CLASS_UIDS = {
@@ -258,6 +266,44 @@ def _balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.asarray(sorted(out), dtype=np.int64)
 
 
+def read_npz(path: str | os.PathLike, keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays of an ``.npz`` (all, or ``keys``), read now, with errors that name the file.
+
+    ``np.load`` on a truncated or corrupt download raises ``BadZipFile: File is not a zip file``, ``zlib.error`` or
+    ``EOFError`` naming neither the file nor the array; here every such failure is a ``ValueError`` naming both.
+
+    Args:
+        path: the ``.npz``.
+        keys: the arrays to read; default all. A missing one raises ``KeyError`` naming the file and the arrays found.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        KeyError: a requested array is missing.
+        ValueError: the file is not a readable npz (truncated, corrupt, pickled objects).
+    """
+    import zipfile
+    import zlib
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"npz file '{path}' does not exist.")
+    name = "(the archive)"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys or () if k not in z.files]
+            if missing:
+                raise KeyError(f"'{path}' has no {missing} arrays (has {sorted(z.files)}).")
+            out = {}
+            for name in keys or z.files:
+                out[name] = z[name]
+            return out
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise ValueError(
+            f"'{path}': cannot read array {name} of the npz ({type(e).__name__}: {e}); the file is truncated or "
+            "corrupt (download it again)"
+        ) from e
+
+
 def datalist_from_npz(
     path: str | os.PathLike,
     split: str,
@@ -288,18 +334,14 @@ def datalist_from_npz(
         ``[{"image": path, "label": int, "patient_id": str, "npz_index": int}]``.
 
     Raises:
-        FileNotFoundError: missing npz. KeyError: missing split. ValueError: bad ``fmt`` or PNG for 3D data.
+        FileNotFoundError: missing npz. KeyError: missing split. ValueError: bad ``fmt``, PNG for 3D data, or a
+        truncated/corrupt npz (named, :func:`read_npz`).
     """
     if fmt not in ("png", "dcm", "nii.gz"):
         raise ValueError(f"fmt must be 'png', 'dcm' or 'nii.gz', got {fmt!r}.")
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"npz file '{path}' does not exist.")
-    with np.load(path) as z:
-        keys = (f"{split}_images", f"{split}_labels")
-        if any(k not in z.files for k in keys):
-            raise KeyError(f"'{path}' has no {keys} arrays (has {z.files}).")
-        images, labels = z[keys[0]], z[keys[1]].reshape(-1).astype(np.int64)
+    keys = (f"{split}_images", f"{split}_labels")
+    arrays = read_npz(path, keys)
+    images, labels = arrays[keys[0]], arrays[keys[1]].reshape(-1).astype(np.int64)
     idx = np.arange(len(labels)) if n is None else _balanced_subset(labels, int(n), seed)
     is3d = images.ndim == 4
     if fmt == "png" and is3d:

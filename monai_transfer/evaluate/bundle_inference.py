@@ -33,9 +33,10 @@ import torch
 
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_volume_probs
 from monai_transfer.evaluate.cases import EvaluationUsageError, _display
+from monai_transfer.utils.bundle import parsed_content
 from monai_transfer.utils.task import Task, derive_task
 
-__all__ = ["Bundle", "load_bundle", "load_network", "resolve_aggregation", "calibration_info"]
+__all__ = ["Bundle", "load_bundle", "load_network", "resolve_aggregation", "calibration_info", "parsed"]
 
 _DEFAULT_TOPK = 3
 
@@ -87,6 +88,17 @@ class Bundle:
         return Task(self.mode, self.class_names)
 
 
+def parsed(parser: Any, key: str, root: Path) -> Any:
+    """``parser.get_parsed_content(key)``; a failure (a bad override such as ``--num_members 0``, an invalid
+    ``calibration.json``, ...) becomes an :class:`EvaluationUsageError` naming the bundle, the id, the cause and the
+    bundle overrides given on the command line, instead of MONAI's instantiation traceback
+    (:func:`~monai_transfer.utils.bundle.parsed_content`).
+    """
+    given = getattr(parser, "monai_transfer_overrides", None)
+    where = f"bundle {_display(str(root))} (configs/inference.json)"
+    return parsed_content(parser, key, where, EvaluationUsageError, given)
+
+
 def _read_bundle_json(path: Path) -> Any:
     """The content of a bundle config file; raises a usage error naming the file (and the position of a JSON error)."""
     try:
@@ -121,18 +133,19 @@ def _read_parser(root: Path, overrides: dict[str, Any] | None, soft: dict[str, A
         if key != "bundle_root" and key not in parser:
             raise EvaluationUsageError(f"bundle override --{key}: {config} has no id '{key}'")
         parser[key] = value
+    parser.monai_transfer_overrides = dict(overrides or {})  # named by the errors of ``parsed``
     for key, value in soft.items():  # set only where the bundle has the id
         if key in parser:
             parser[key] = value
     if "imports" in parser:
-        parser.get_parsed_content("imports")
+        parsed(parser, "imports", root)
     return parser, meta
 
 
 def _class_names(parser: Any, meta: dict[str, Any], root: Path) -> list[str]:
     """``class_names`` of inference.json, else the ``pred`` channel_def of metadata.json."""
     if "class_names" in parser:
-        names = [str(c) for c in parser.get_parsed_content("class_names")]
+        names = [str(c) for c in parsed(parser, "class_names", root)]
     else:
         try:
             cdef = meta["network_data_format"]["outputs"]["pred"]["channel_def"]
@@ -149,18 +162,18 @@ def _class_names(parser: Any, meta: dict[str, Any], root: Path) -> list[str]:
 def _mode(parser: Any, class_names: list[str], root: Path) -> str:
     """The bundle's ``mode`` id, else binary for 2 classes and multi-class for more
     (:func:`~monai_transfer.utils.task.derive_task`)."""
-    mode = parser.get_parsed_content("mode") if "mode" in parser else None
+    mode = parsed(parser, "mode", root) if "mode" in parser else None
     try:
         return derive_task(mode, class_names=class_names).mode.value
     except ValueError as e:  # the message names the value and lists the valid ones
         raise EvaluationUsageError(f"bundle {root}: {e}") from e
 
 
-def _component(parser: Any, key: str) -> Callable:
+def _component(parser: Any, key: str, root: Path) -> Callable:
     """A transform id of the config; a list becomes a ``Compose``."""
     from monai.transforms import Compose
 
-    obj = parser.get_parsed_content(key)
+    obj = parsed(parser, key, root)
     return Compose(obj) if isinstance(obj, (list, tuple)) else obj
 
 
@@ -171,10 +184,10 @@ def _inference_components(b: Bundle) -> None:
     from monai.transforms import Activationsd
 
     p = b.parser
-    b.inferer = p.get_parsed_content("inferer") if "inferer" in p else SimpleInferer()
+    b.inferer = parsed(p, "inferer", b.root) if "inferer" in p else SimpleInferer()
     act = b.task.activation
     default = Activationsd("pred", softmax=act == "softmax", sigmoid=act == "sigmoid")
-    b.postprocessing = _component(p, "postprocessing") if "postprocessing" in p else default
+    b.postprocessing = _component(p, "postprocessing", b.root) if "postprocessing" in p else default
 
 
 def load_bundle(
@@ -199,14 +212,17 @@ def load_bundle(
         if missing:
             raise EvaluationUsageError(f"bundle {root}: has 'volume_preprocessing' but no {missing} in inference.json")
         b.kind = "volume"
-        b.volume_preprocessing = _component(parser, "volume_preprocessing")
-        b.slicing = _component(parser, "slicing")
+        b.volume_preprocessing = _component(parser, "volume_preprocessing", root)
+        b.slicing = _component(parser, "slicing", root)
         if hasattr(b.slicing, "set_random_state"):  # random slice strategies: same slices at every run
             b.slicing.set_random_state(seed=0)
-        k = parser.get_parsed_content("aggregation_k") if "aggregation_k" in parser else None
-        b.aggregate, b.aggregation_desc = resolve_aggregation(parser.get_parsed_content("aggregation"), k)
+        k = parsed(parser, "aggregation_k", root) if "aggregation_k" in parser else None
+        try:
+            b.aggregate, b.aggregation_desc = resolve_aggregation(parsed(parser, "aggregation", root), k)
+        except (TypeError, ValueError) as e:
+            raise EvaluationUsageError(f"bundle {root}: 'aggregation'/'aggregation_k': {e}") from e
     elif "preprocessing" in parser:
-        b.preprocessing = _component(parser, "preprocessing")
+        b.preprocessing = _component(parser, "preprocessing", root)
     else:
         raise EvaluationUsageError(
             f"bundle {root}: inference.json defines neither 'preprocessing' (2D) nor 'volume_preprocessing' (volumes)"
@@ -220,12 +236,19 @@ def load_bundle(
 def _expected_spec(b: Bundle) -> dict[str, Any]:
     """What the weights record beside the checkpoint must agree with (class names, image size, ...)."""
     if "model_spec" in b.parser:
-        return dict(b.parser.get_parsed_content("model_spec"))
+        return dict(parsed(b.parser, "model_spec", b.root))
     expected: dict[str, Any] = {"class_names": list(b.class_names), "num_classes": len(b.class_names)}
     for key in ("backbone", "image_size"):
         if key in b.parser:
-            expected[key] = b.parser.get_parsed_content(key)
+            expected[key] = parsed(b.parser, key, b.root)
     return expected
+
+
+def _preprocessing(b: Bundle) -> Callable:
+    """``{"image": path}`` -> network input(s): ``preprocessing``, or volume loading then slicing."""
+    if b.kind != "volume":
+        return b.preprocessing  # type: ignore[return-value]
+    return lambda d: b.slicing(b.volume_preprocessing(d))  # type: ignore[misc]
 
 
 def _check_finite_weights(net: torch.nn.Module, ckpt: Path) -> None:
@@ -252,11 +275,13 @@ def load_network(b: Bundle, ckpt: Path, device: torch.device) -> torch.nn.Module
     from monai_transfer.handlers.model_loader import load_verified_model
     from monai_transfer.networks.checkpoint_record import CheckpointConfigMismatchError
 
-    net = b.parser.get_parsed_content("network_def")
+    net = parsed(b.parser, "network_def", b.root)
     if not isinstance(net, torch.nn.Module):
         raise EvaluationUsageError(f"bundle {b.root}: 'network_def' is not a torch module ({type(net).__name__})")
     try:
-        load_verified_model(net, ckpt, _expected_spec(b), "cpu", strict=True, source=f"bundle {b.root}")
+        load_verified_model(
+            net, ckpt, _expected_spec(b), "cpu", strict=True, source=f"bundle {b.root}", preprocessing=_preprocessing(b)
+        )
     except (CheckpointConfigMismatchError, ValueError) as e:
         raise EvaluationUsageError(str(e)) from e
     except (OSError, RuntimeError) as e:
@@ -266,11 +291,25 @@ def load_network(b: Bundle, ckpt: Path, device: torch.device) -> torch.nn.Module
 
 
 def calibration_info(b: Bundle) -> dict[str, Any]:
-    """The temperature the bundle's postprocessing applies, and its file (for the report)."""
+    """The temperature the bundle's postprocessing applies, and its file (for the report).
+
+    The file is also read here with :func:`~monai_transfer.metrics.calibration.load_calibration` and the bundle's task,
+    so a calibration fitted for another task (e.g. multi-label on a binary bundle) is refused even where the bundle's
+    ``ApplyTemperatured`` does not pass its ``mode``.
+
+    Raises:
+        EvaluationUsageError: an invalid calibration file, or one fitted for another task; the message names it.
+    """
+    from monai_transfer.metrics.calibration import load_calibration
     from monai_transfer.transforms import ApplyTemperatured
 
-    path = b.parser.get_parsed_content("calibration_path") if "calibration_path" in b.parser else None
+    path = parsed(b.parser, "calibration_path", b.root) if "calibration_path" in b.parser else None
     ts = [t for t in getattr(b.postprocessing, "transforms", [b.postprocessing]) if isinstance(t, ApplyTemperatured)]
     temperature = ts[0].t.temperature if ts else None
     applied = bool(ts) and path is not None and Path(str(path)).is_file()
+    if applied:
+        try:
+            load_calibration(str(path), b.mode)
+        except ValueError as e:
+            raise EvaluationUsageError(str(e)) from e
     return {"file": None if path is None else _display(str(path)), "temperature": temperature, "applied": applied}

@@ -22,7 +22,7 @@ from pathlib import Path
 from monai_transfer.evaluate.cases import EXIT_OK, EXIT_USAGE, EvaluationUsageError
 from monai_transfer.evaluate.run import OPTIONS, evaluate_bundle, logger
 from monai_transfer.utils.bundle import parse_overrides
-from monai_transfer.utils.cli import OVERRIDES_HELP, SnakeCaseArgumentParser
+from monai_transfer.utils.cli import OVERRIDES_HELP, SnakeCaseArgumentParser, int_in
 
 __all__ = ["build_arg_parser", "main"]
 
@@ -42,7 +42,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", default=None, help="CSV with columns image (relative to --images) and label")
     p.add_argument("--output", required=True, help="output folder")
     p.add_argument("--tolerate_failures", action="store_true", help="exit 0 (with a WARNING) when some cases fail")
-    p.add_argument("--batch_size", type=int, default=32, help="slices/images per forward pass (default 32)")
+    p.add_argument("--batch_size", type=int_in(1), default=32, help="slices/images per forward pass (default 32)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
     p.add_argument("--ckpt", default=None, help="weights file; default the bundle's models/model.pt")
     p.add_argument("--threshold", default=None, help="number or threshold JSON; default models/threshold.json")
@@ -50,7 +50,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--calibration", default=None, help="calibration JSON or 'none'; default calibration.json beside the weights"
     )
     p.add_argument("--tta", action="store_true", default=None, help="test-time augmentation (the bundle's use_tta)")
-    p.add_argument("--n_bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs (default 1000)")
+    p.add_argument(
+        "--n_bootstrap", type=int_in(0), default=1000, help="bootstrap resamples for the CIs (default 1000; 0: none)"
+    )
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
     return p
 

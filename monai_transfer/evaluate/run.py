@@ -22,7 +22,7 @@ import torch
 
 from monai_transfer.engines.utils import auto_device
 from monai_transfer.evaluate import streaming
-from monai_transfer.evaluate.bundle_inference import Bundle, calibration_info, load_bundle, load_network
+from monai_transfer.evaluate.bundle_inference import Bundle, calibration_info, load_bundle, load_network, parsed
 from monai_transfer.evaluate.cases import (
     EXIT_FAILURES,
     EXIT_OK,
@@ -107,6 +107,9 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
         raise EvaluationUsageError(f"--images {images_dir}: no such folder")
     if labels is not None and not Path(labels).is_file():
         raise EvaluationUsageError(f"--labels {labels}: no such file")
+    cal = kw["calibration"]
+    if cal is not None and str(cal).lower() != "none" and not Path(cal).is_file():
+        raise EvaluationUsageError(f"--calibration {cal}: no such file (pass 'none' for no calibration)")
     try:
         dev = auto_device(kw["device"])
     except (RuntimeError, ValueError) as e:
@@ -117,7 +120,7 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
     cases = list_cases(images_dir, exts)
     if not cases:
         raise EvaluationUsageError(f"--images {images_dir}: no {'/'.join(exts)} file found (searched recursively)")
-    ckpt = Path(kw["ckpt"]) if kw["ckpt"] is not None else Path(str(b.parser.get_parsed_content("ckpt_path")))
+    ckpt = Path(kw["ckpt"]) if kw["ckpt"] is not None else Path(str(parsed(b.parser, "ckpt_path", b.root)))
     if not ckpt.is_file():
         raise EvaluationUsageError(f"checkpoint {ckpt} not found (train the bundle first or pass --ckpt)")
     cal = calibration_info(b)

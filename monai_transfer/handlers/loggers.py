@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from monai.handlers import StatsHandler, TensorBoardStatsHandler, from_engine
 from monai.utils import IgniteInfo, min_version, optional_import
 
-from monai_transfer.handlers.tensorboard import TensorBoardTrainingExtras
+from monai_transfer.handlers.tensorboard import TensorBoardTrainingExtras, log_folder_writer
 
 ProgressBar, _ = optional_import("ignite.handlers", IgniteInfo.OPT_IMPORT_VERSION, min_version, "ProgressBar")
 if TYPE_CHECKING:
@@ -54,6 +54,9 @@ class TrainingLoggers(_HandlerGroup):
     ``monai.handlers.TensorBoardStatsHandler`` of ``loss`` under ``tag_name`` (per epoch on the console),
     :class:`~monai_transfer.handlers.tensorboard.TensorBoardTrainingExtras`.
 
+    The TensorBoard handlers share one writer (:func:`~monai_transfer.handlers.tensorboard.log_folder_writer`), whose
+    failed writes name ``log_dir``.
+
     Args:
         log_dir: TensorBoard folder.
         optimizer: the optimiser whose learning rates are logged (default: the trainer's).
@@ -70,11 +73,12 @@ class TrainingLoggers(_HandlerGroup):
         self, log_dir: str | os.PathLike, optimizer: Any = None, tag_name: str = "train_loss", progress: bool = True
     ) -> None:
         loss = from_engine(["loss"], first=True)
+        writer = log_folder_writer(log_dir)  # one event file; a failed write (e.g. a full disk) names the folder
         self.handlers = [ProgressBar(persist=True)] if progress else []
         self.handlers += [
             StatsHandler(tag_name=tag_name, iteration_log=False, output_transform=loss),
-            TensorBoardStatsHandler(log_dir=str(log_dir), tag_name=tag_name, output_transform=loss),
-            TensorBoardTrainingExtras(log_dir=log_dir, optimizer=optimizer),
+            TensorBoardStatsHandler(summary_writer=writer, tag_name=tag_name, output_transform=loss),
+            TensorBoardTrainingExtras(summary_writer=writer, optimizer=optimizer),
         ]
 
 
@@ -95,5 +99,5 @@ class ValidationLoggers(_HandlerGroup):
     def __init__(self, log_dir: str | os.PathLike) -> None:
         self.handlers = [
             StatsHandler(iteration_log=False),
-            TensorBoardStatsHandler(log_dir=str(log_dir), iteration_log=False),
+            TensorBoardStatsHandler(summary_writer=log_folder_writer(log_dir), iteration_log=False),
         ]

@@ -57,6 +57,7 @@ def load_verified_model(
     map_location: Any = "cpu",
     strict: bool = True,
     source: str = "config",
+    preprocessing: Any = None,
 ) -> torch.nn.Module:
     """Check ``path``'s weights record against ``expected``, then load its state dict into ``network`` safely.
 
@@ -69,6 +70,8 @@ def load_verified_model(
         map_location: device for the loaded tensors.
         strict: passed to ``load_state_dict``.
         source: how the error messages name the config.
+        preprocessing: the config's preprocessing; compared (by what it does to a probe image) with the training's,
+            when the record holds its probe (:func:`~monai_transfer.networks.checkpoint_record.preprocessing_probe`).
 
     Returns:
         ``network``.
@@ -82,7 +85,7 @@ def load_verified_model(
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found (train the bundle first or set ckpt_path)")
-    check_checkpoint_record(path, expected, source=source)
+    check_checkpoint_record(path, expected, source=source, preprocessing=preprocessing)
     state = load_state_dict_file(path, map_location=str(map_location) if map_location is not None else "cpu")
     net = network.module if hasattr(network, "module") else network
     try:
@@ -106,6 +109,8 @@ class VerifiedCheckpointLoader:
         strict: passed to ``load_state_dict``.
         expected: the config's ``model_spec`` checked against the weights record; ``None`` skips the check.
         name: optional logger name.
+        preprocessing: the config's ``preprocessing``: what it does to a probe image must match the training's
+            (recorded in the weights record), so a hand-edited resize or normalisation is refused.
 
     Raises:
         ValueError: when ``load_dict`` is empty.
@@ -119,6 +124,7 @@ class VerifiedCheckpointLoader:
         strict: bool = True,
         expected: Mapping[str, Any] | None = None,
         name: str | None = None,
+        preprocessing: Any = None,
     ) -> None:
         if not load_dict:
             raise ValueError("load_dict must name the module(s) to load, e.g. {'model': '@network'}.")
@@ -127,6 +133,7 @@ class VerifiedCheckpointLoader:
         self.map_location = map_location
         self.strict = strict
         self.expected = expected
+        self.preprocessing = preprocessing
         self.logger = logging.getLogger(name or __name__)
 
     def attach(self, engine: Engine) -> None:
@@ -140,12 +147,13 @@ class VerifiedCheckpointLoader:
         device = self.map_location if self.map_location is not None else "cpu"
         if len(self.load_dict) == 1:
             load_verified_model(
-                next(iter(self.load_dict.values())), self.load_path, self.expected, device, strict=self.strict
-            )
+                next(iter(self.load_dict.values())), self.load_path, self.expected, device, strict=self.strict,
+                preprocessing=self.preprocessing,
+            )  # fmt: skip
         else:
             from monai_transfer.utils.io import safe_torch_load
 
-            check_checkpoint_record(self.load_path, self.expected)
+            check_checkpoint_record(self.load_path, self.expected, preprocessing=self.preprocessing)
             ckpt = safe_torch_load(self.load_path, map_location=str(device))
             missing = [k for k in self.load_dict if not isinstance(ckpt, Mapping) or k not in ckpt]
             if missing:

@@ -48,7 +48,7 @@ from monai_transfer.metrics.calibration import apply_temperature, calibration_su
 from monai_transfer.metrics.cumulative import PredictionBuffer, ThresholdLike, resolve_threshold
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_classification_metrics
 from monai_transfer.metrics.prevalence import DEFAULT_BALANCE_TOLERANCE
-from monai_transfer.metrics.threshold import THRESHOLD_METHODS, save_threshold, select_threshold
+from monai_transfer.metrics.threshold import THRESHOLD_METHODS, calibration_binding, save_threshold, select_threshold
 from monai_transfer.reports.writer import write_classification_report
 from monai_transfer.utils.task import as_task
 
@@ -320,7 +320,7 @@ class ClassificationReportWriter:
         elif self.applied_calibration is not None:
             from monai_transfer.transforms.calibration.array import resolve_temperature
 
-            t_applied = resolve_temperature(self.applied_calibration)
+            t_applied = resolve_temperature(self.applied_calibration, mode=self.mode)
             uncalibrated = apply_temperature(y_prob, 1.0 / t_applied, self.mode, inputs="probs")
             calibration_info = {"temperature": t_applied, "applied_by": "post-processing",
                                 "calibration_file": None if isinstance(self.applied_calibration, (int, float))
@@ -344,11 +344,7 @@ class ClassificationReportWriter:
                     sensitivity=at["sensitivity"],
                     specificity=at["specificity"],
                     epoch=int(engine.state.epoch),
-                    applies_to=(
-                        "probabilities after temperature scaling with " + str(self.fit_calibration_to)
-                        if self.fit_calibration_to is not None
-                        else "uncalibrated probabilities"
-                    ),
+                    **calibration_binding(self.fit_calibration_to),
                     **per_label,
                 )
         if meta is None:

@@ -19,6 +19,7 @@ windowing, inversion or orientation is visible at a glance.
 
 from __future__ import annotations
 
+import errno
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -31,7 +32,83 @@ if TYPE_CHECKING:
 else:
     Engine, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Engine")
 
-__all__ = ["TensorBoardTrainingExtras"]
+__all__ = ["TensorBoardTrainingExtras", "log_folder_writer", "tensorboard_write_error"]
+
+
+def tensorboard_write_error(log_dir: str | os.PathLike, cause: OSError) -> OSError:
+    """The error of a failed TensorBoard write, naming the log folder: a full disk (``ENOSPC``/``EDQUOT``) gives a
+    :class:`~monai_transfer.utils.io.DiskFullError` with the free space there; TensorBoard's own message names
+    neither the folder nor the event file (its writes happen in a background thread)."""
+    import shutil
+
+    from monai_transfer.utils.io import DiskFullError
+
+    if cause.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        try:
+            free = f"{shutil.disk_usage(log_dir).free / (1 << 20):.1f} MiB free"
+        except OSError:
+            free = "free space unknown"
+        return DiskFullError(
+            cause.errno,
+            f"No space left on device (disk full) while writing TensorBoard logs to the folder {log_dir} ({free}; "
+            f"{cause.strerror or cause}): free some space, or set log_dir to another disk",
+        )
+    return OSError(cause.errno, f"cannot write TensorBoard logs to the folder {log_dir}: {cause.strerror or cause}")
+
+
+class _FolderNamingWriter:
+    """A TensorBoard ``FileWriter`` whose failed calls raise :func:`tensorboard_write_error`."""
+
+    def __init__(self, writer: Any, log_dir: str) -> None:
+        self._writer, self._log_dir = writer, log_dir
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._writer, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return attr(*args, **kwargs)
+            except OSError as e:
+                raise tensorboard_write_error(self._log_dir, e) from e
+
+        return call
+
+
+def log_folder_writer(log_dir: str | os.PathLike | None) -> Any:
+    """A ``torch.utils.tensorboard.SummaryWriter`` for ``log_dir`` whose write failures (a full disk, a folder that
+    became read-only) name the folder; the one writer of :class:`TensorBoardTrainingExtras` and, through
+    :mod:`monai_transfer.handlers.loggers`, of MONAI's ``TensorBoardStatsHandler`` in the bundles.
+
+    Raises:
+        OSError: the folder or its event file cannot be created (named).
+    """
+    from torch.utils.tensorboard import SummaryWriter
+
+    class _Writer(SummaryWriter):
+        def _get_file_writer(self) -> Any:
+            try:
+                return _FolderNamingWriter(super()._get_file_writer(), str(self.log_dir))
+            except OSError as e:
+                raise tensorboard_write_error(self.log_dir, e) from e
+
+        def flush(self) -> None:
+            try:
+                super().flush()
+            except OSError as e:
+                raise tensorboard_write_error(self.log_dir, e) from e
+
+        def close(self) -> None:
+            try:
+                super().close()
+            except OSError as e:
+                raise tensorboard_write_error(self.log_dir, e) from e
+
+    try:
+        return _Writer(log_dir=None if log_dir is None else str(log_dir))
+    except OSError as e:
+        raise tensorboard_write_error(log_dir or "runs", e) from e
 
 
 class TensorBoardTrainingExtras:
@@ -70,9 +147,7 @@ class TensorBoardTrainingExtras:
         if lr_interval < 1:
             raise ValueError(f"lr_interval must be >= 1, got {lr_interval}.")
         if summary_writer is None:
-            from torch.utils.tensorboard import SummaryWriter
-
-            summary_writer = SummaryWriter(log_dir=None if log_dir is None else str(log_dir))
+            summary_writer = log_folder_writer(log_dir)  # failed writes name the folder
         self.writer = summary_writer
         self.optimizer = optimizer
         self.n_images = n_images

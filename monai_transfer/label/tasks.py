@@ -219,9 +219,11 @@ class ClassificationBundleInferTask(BundleInferTask):
         :class:`~monai_transfer.networks.checkpoint_record.CheckpointConfigMismatchError` naming both values instead
         of answering with scores of the wrong classes or size. A ``threshold.json`` chosen on calibrated
         probabilities without the ``calibration.json`` the bundle's ``postprocessing`` applies (or the reverse) is
-        refused (:func:`~monai_transfer.metrics.threshold.check_threshold_calibration`). Calibration
-        (``ApplyTemperatured``), test-time augmentation (``use_tta``) and ensembles (``num_members``) come from the
-        bundle's ``inference.json`` like in every other inference path.
+        refused (:func:`~monai_transfer.metrics.threshold.check_threshold_calibration`), and so is a
+        ``calibration.json`` that is invalid or fitted for another task
+        (:func:`~monai_transfer.metrics.calibration.load_calibration`). Calibration (``ApplyTemperatured``),
+        test-time augmentation (``use_tta``) and ensembles (``num_members``) come from the bundle's ``inference.json``
+        like in every other inference path.
         """
         path = self.get_path()
         if path and str(path).endswith((".pt", ".pth")) and os.path.isfile(path):
@@ -232,7 +234,9 @@ class ClassificationBundleInferTask(BundleInferTask):
 
                 if self.bundle_config.get("model_spec") is not None:
                     spec = self.bundle_config.get_parsed_content("model_spec")
-                    check_checkpoint_record(path, spec, source=f"bundle {self.bundle_path}")
+                    pre = self.bundle_config.get("preprocessing")
+                    pre = self.bundle_config.get_parsed_content("preprocessing") if pre is not None else None
+                    check_checkpoint_record(path, spec, source=f"bundle {self.bundle_path}", preprocessing=pre)
                 cfg = self.bundle_config
                 if cfg.get("threshold_path") is not None and cfg.get("calibration_path") is not None:
                     from monai_transfer.metrics.threshold import check_threshold_calibration
@@ -240,6 +244,12 @@ class ClassificationBundleInferTask(BundleInferTask):
                     # a threshold chosen on calibrated probabilities needs the calibration.json the postprocessing reads
                     thr, cal = cfg.get_parsed_content("threshold_path"), cfg.get_parsed_content("calibration_path")
                     check_threshold_calibration(thr, cal)
+                if cfg.get("calibration_path") is not None:
+                    from monai_transfer.metrics.calibration import load_calibration
+
+                    cal = cfg.get_parsed_content("calibration_path")
+                    if cal is not None and os.path.isfile(str(cal)):  # an invalid or other task's file, named
+                        load_calibration(str(cal), self.output_mode())
                 safe_torch_load(path)  # an unsafe or damaged file is refused with its name (MONAI Label's is not)
                 self._verified = stamp
         return super()._get_network(device, data)

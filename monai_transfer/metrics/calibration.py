@@ -44,7 +44,7 @@ import torch
 
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_brier, compute_ece
 from monai_transfer.utils.io import atomic_write_json, read_json_file
-from monai_transfer.utils.task import Task, as_task
+from monai_transfer.utils.task import Task, as_task, look_up_mode
 
 __all__ = [
     "CALIBRATION_INPUTS",
@@ -276,18 +276,47 @@ def save_calibration(path: str | os.PathLike, temperature: float, **info: Any) -
     return atomic_write_json(path, {"method": "temperature", "temperature": t, **info})
 
 
-def load_calibration(path: str | os.PathLike) -> float:
+def load_calibration(path: str | os.PathLike, mode: str | Task | None = None) -> float:
     """The temperature stored by :func:`save_calibration` (or a JSON number / ``{"temperature": ...}`` file).
+
+    The one reader of calibration files: the evaluation CLI, :class:`~monai_transfer.transforms.ApplyTemperatured`
+    (bundles' ``inference.json``/``evaluate.json``, hence MONAI Label) and the report writer all call it, so every path
+    refuses the same files with the same message.
+
+    Args:
+        path: the ``calibration.json``.
+        mode: the task of the model the temperature is applied to (``"binary"``, ``"multiclass"``,
+            ``"multilabel"``); a file that records another ``mode`` (e.g. a multi-label calibration on a binary model,
+            whose softmax the temperature was not fitted for) is refused. ``None`` checks nothing.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: not valid JSON, an unknown ``method``, or no positive finite ``temperature``; names the file.
+        ValueError: not valid JSON, neither a number nor an object, an unknown ``method``, no positive finite
+            ``temperature`` (missing, NaN, zero, negative, not a number), an invalid recorded ``mode``, or one other
+            than ``mode``; the message names the file and the problem.
     """
     path = Path(path)
     obj = read_json_file(path, "calibration file")
-    if isinstance(obj, dict) and obj.get("method", "temperature") != "temperature":
-        raise ValueError(f"calibration file {path}: unknown method {obj.get('method')!r} (expected 'temperature')")
-    value = obj.get("temperature") if isinstance(obj, dict) else obj
+    if isinstance(obj, dict):
+        if obj.get("method", "temperature") != "temperature":
+            raise ValueError(f"calibration file {path}: unknown method {obj.get('method')!r} (expected 'temperature')")
+        value = obj.get("temperature")
+    elif isinstance(obj, (int, float)):
+        value = obj
+    else:
+        raise ValueError(
+            f"calibration file {path} must hold a JSON object with a 'temperature' (or a number), got "
+            f"{type(obj).__name__} {obj!r:.60}"
+        )
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"calibration file {path} holds no positive finite 'temperature', got {value!r}")
+        what = "no 'temperature' entry" if value is None else f"temperature {value!r}"
+        raise ValueError(f"calibration file {path}: {what}; a positive finite temperature is needed")
+    recorded = obj.get("mode") if isinstance(obj, dict) else None
+    if recorded is not None:
+        recorded = look_up_mode(recorded, f"calibration file {path}: 'mode'").value
+        if mode is not None and recorded != as_task(mode).mode.value:
+            raise ValueError(
+                f"calibration file {path} was fitted for a {recorded} model (mode {recorded!r}), but it is applied "
+                f"to a {as_task(mode).mode.value} model: use the calibration.json of this model's training, or none"
+            )
     return float(value)

@@ -44,6 +44,7 @@ __all__ = [
     "resolve_binary_threshold",
     "resolve_multilabel_threshold",
     "resolve_task_threshold",
+    "calibration_binding",
     "check_threshold_calibration",
 ]
 
@@ -357,12 +358,31 @@ def resolve_task_threshold(
     return resolve_multilabel_threshold(threshold, names, missing_ok=missing_ok, default=default)
 
 
+def calibration_binding(calibration: str | os.PathLike | None) -> dict[str, Any]:
+    """The entries a ``threshold.json`` records about the probabilities it was chosen on (for :func:`save_threshold`):
+    ``applies_to`` in words and ``calibration_sha256``, the SHA-256 of the ``calibration.json`` applied before the
+    threshold was chosen (``None`` for uncalibrated probabilities). :func:`check_threshold_calibration` compares it
+    with the calibration file in use, so a threshold chosen under one calibration is never applied under another.
+    """
+    if calibration is None:
+        return {"applies_to": "uncalibrated probabilities", "calibration_sha256": None}
+    from monai_transfer.utils.io import sha256_file
+
+    return {
+        "applies_to": f"probabilities after temperature scaling with {calibration}",
+        "calibration_sha256": sha256_file(calibration),
+    }
+
+
 def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.PathLike | None) -> str | None:
     """Refuse a threshold chosen on other probabilities than the ones it is applied to.
 
     A ``threshold.json`` written by the training (``applies_to``) says whether it was chosen on uncalibrated
-    probabilities or after temperature scaling with a ``calibration.json``. Inference applies the calibration when
-    ``calibration`` is an existing file (``ApplyTemperatured(allow_missing=True)``), so both must agree.
+    probabilities or after temperature scaling with a ``calibration.json``, and which one (``calibration_sha256``,
+    :func:`calibration_binding`). Inference applies the calibration when ``calibration`` is an existing file
+    (``ApplyTemperatured(allow_missing=True)``), so both must agree: calibrated or not, and the same calibration by
+    content (a copied or moved run folder keeps its binding; ``--calibration B`` under a threshold chosen with ``A``
+    is refused).
 
     Args:
         threshold: the threshold in use; only a JSON path with an ``applies_to`` entry is checked.
@@ -372,7 +392,8 @@ def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.
         the ``applies_to`` text (``None`` when there is none).
 
     Raises:
-        ValueError: naming both files, when one says calibrated and the other is absent (or vice versa).
+        ValueError: naming both files, when one says calibrated and the other is absent (or vice versa), or when the
+            applied calibration is not the one the threshold was chosen with.
     """
     if not isinstance(threshold, (str, os.PathLike)) or not Path(threshold).is_file():
         return None
@@ -392,4 +413,31 @@ def check_threshold_calibration(threshold: ThresholdLike, calibration: str | os.
             f"threshold file {threshold} applies to uncalibrated probabilities, but calibration {calibration} is "
             "applied: remove it (--calibration none) or choose the threshold on calibrated probabilities"
         )
+    if wants and calibrated:
+        _check_same_calibration(threshold, obj, applies_to, Path(calibration))  # type: ignore[arg-type]
     return applies_to
+
+
+def _check_same_calibration(threshold: Any, obj: dict, applies_to: str, calibration: Path) -> None:
+    """A threshold chosen after calibration A is refused under calibration B (compared by content: a copied run
+    folder keeps its binding)."""
+    from monai_transfer.utils.io import sha256_file
+
+    applied = sha256_file(calibration)
+    recorded = obj.get("calibration_sha256")
+    chosen_with = applies_to[len("probabilities after temperature scaling with ") :]
+    if recorded is None:  # written before the hash was recorded: compare with the named file when it still exists
+        if not Path(chosen_with).is_file():
+            logger.warning(
+                f"threshold file {threshold} was chosen after calibration {chosen_with}, which no longer exists and "
+                f"whose content it does not record: cannot check that {calibration} is the same calibration"
+            )
+            return
+        recorded = sha256_file(chosen_with)
+    if recorded != applied:
+        raise ValueError(
+            f"threshold file {threshold} was chosen on probabilities calibrated with {chosen_with} (SHA-256 "
+            f"{str(recorded)[:12]}...), but calibration file {calibration} (SHA-256 {applied[:12]}...) is applied: "
+            "a threshold only holds for the calibration it was chosen with; pass that calibration, or choose the "
+            "threshold again under this one"
+        )

@@ -37,8 +37,11 @@ from monai_transfer.utils.io import atomic_write_json, sha256_file, to_jsonable
 __all__ = [
     "RECORD_FORMAT",
     "CHECKED_FIELDS",
+    "PROBE_TOLERANCE",
     "CheckpointConfigMismatchError",
     "model_spec",
+    "preprocessing_probe",
+    "compare_preprocessing_probes",
     "checkpoint_record_path",
     "write_checkpoint_record",
     "read_checkpoint_record",
@@ -60,6 +63,11 @@ CHECKED_FIELDS = (
     "slicing",
     "preprocessing_sha256",
 )
+
+
+#: largest difference of a probe summary value (normalised intensities, typically in [-2, 3]) counted as equal.
+PROBE_TOLERANCE = 1e-3
+_PROBE_GRID = 4
 
 
 class CheckpointConfigMismatchError(ValueError):
@@ -127,6 +135,81 @@ def model_spec(
     }
 
 
+def _probe_image(volume: bool) -> Any:
+    """A fixed synthetic image (non-square, with a gradient and a pattern): ``(45, 37)`` or a ``(40, 36, 30)``
+    volume, uint8-valued float32, so resizing, padding, windowing and normalisation all leave a trace."""
+    import numpy as np
+
+    shape = (40, 36, 30) if volume else (45, 37)
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    img = 3.0 * grids[0] + 2.0 * grids[1] + 40.0 * ((grids[0] // 5 + grids[1] // 7) % 2)
+    if volume:
+        img = img + 1.5 * grids[2]
+    return (img % 256).astype(np.float32)
+
+
+def preprocessing_probe(preprocessing: Any, volume: bool = False) -> dict[str, Any]:
+    """What an instantiated preprocessing DOES, not how its config spells it: the output of ``preprocessing`` on a
+    fixed synthetic image (written here as NIfTI), summarised as its shape, mean, standard deviation and a
+    ``4 x 4`` grid of block means per channel (averaged over slices for volume bundles).
+
+    The weights record keeps the probe of the training's validation preprocessing; the check on load compares it with
+    the probe of the config's preprocessing (:func:`compare_preprocessing_probes`), so a hand-edited resize or
+    normalisation in a run's configs is caught even where every id still matches.
+
+    Args:
+        preprocessing: callable ``{"image": path}`` -> ``{"image": (C, H, W)}`` (2D bundles) or a list of such slice
+            dicts (volume bundles: volume loading followed by slicing).
+        volume: feed a 3D volume instead of a 2D image.
+
+    Returns:
+        ``{"input": ..., "shape", "mean", "std", "grid"}`` (JSON-friendly).
+
+    Raises:
+        Exception: whatever ``preprocessing`` raises on the probe image.
+    """
+    import tempfile
+
+    import nibabel as nib
+    import numpy as np
+    import torch
+
+    img = _probe_image(volume)
+    with tempfile.TemporaryDirectory(prefix="monai_transfer_probe_") as tmp:
+        path = str(Path(tmp) / "probe.nii.gz")
+        nib.save(nib.Nifti1Image(img, np.eye(4)), path)
+        out = preprocessing({"image": path})
+    items = out if isinstance(out, (list, tuple)) else [out]
+    x = torch.stack([torch.as_tensor(d["image"]).as_subclass(torch.Tensor).double() for d in items])  # (N, C, H, W)
+    pooled = torch.nn.functional.adaptive_avg_pool2d(x.reshape(-1, *x.shape[-2:])[:, None], _PROBE_GRID)
+    grid = pooled.reshape(x.shape[0], -1, _PROBE_GRID, _PROBE_GRID).mean(0)
+    return {
+        "input": f"synthetic {'x'.join(map(str, img.shape))} NIfTI",
+        "shape": [int(n) for n in (x.shape if volume else x.shape[1:])],
+        "mean": round(float(x.mean()), 6),
+        "std": round(float(x.std()), 6),
+        "grid": [[[round(float(v), 5) for v in row] for row in ch] for ch in grid.tolist()],
+    }
+
+
+def compare_preprocessing_probes(trained: Mapping[str, Any], config: Mapping[str, Any]) -> str | None:
+    """``None`` when two :func:`preprocessing_probe` results agree (shape equal, values within
+    :data:`PROBE_TOLERANCE`), else the first difference in words."""
+    import numpy as np
+
+    if list(trained.get("shape", [])) != list(config.get("shape", [])):
+        return f"output shape {trained.get('shape')}, config gives {config.get('shape')}"
+    for key in ("mean", "std", "grid"):
+        a, b = np.asarray(trained.get(key), dtype=float), np.asarray(config.get(key), dtype=float)
+        if a.shape != b.shape:
+            return f"output {key} of shape {list(a.shape)}, config gives {list(b.shape)}"
+        if not np.allclose(a, b, rtol=0, atol=PROBE_TOLERANCE):
+            if key == "grid":
+                return f"output block means, config gives block means differing by up to {np.abs(a - b).max():.3g}"
+            return f"output {key} {trained.get(key)}, config gives {config.get(key)}"
+    return None
+
+
 def checkpoint_record_path(ckpt: str | os.PathLike) -> Path:
     """The weights record of a checkpoint: ``models/model.pt`` -> ``models/model.json``."""
     p = Path(ckpt)
@@ -192,11 +275,15 @@ def _show(value: Any) -> str:
 
 
 def check_checkpoint_record(
-    ckpt: str | os.PathLike, expected: Mapping[str, Any] | None, source: str = "config"
+    ckpt: str | os.PathLike, expected: Mapping[str, Any] | None, source: str = "config", preprocessing: Any = None
 ) -> dict[str, Any] | None:
     """Fail when the record beside ``ckpt`` disagrees with what a config expects (:func:`model_spec`).
 
-    Only fields present in both are compared (:data:`CHECKED_FIELDS`); class names compare case-sensitively. A
+    Only fields present in both are compared (:data:`CHECKED_FIELDS`); class names compare case-sensitively. When the
+    record holds a ``preprocessing_probe`` (what the training's preprocessing did to a synthetic image,
+    :func:`preprocessing_probe`) and ``preprocessing`` is given, the config's preprocessing is run on the same image
+    and must give the same output: the ids can all match while a hand-edited transform resizes or normalises
+    differently. A
     checkpoint without a record (e.g. trained before records existed) is loaded with a warning naming the file; a
     record whose ``weights_sha256`` is not the file's hash (the weights were replaced after the record was written)
     also warns.
@@ -205,6 +292,8 @@ def check_checkpoint_record(
         ckpt: the checkpoint file.
         expected: the config's :func:`model_spec` (or part of it); ``None`` checks nothing.
         source: how to name the config in the message (e.g. ``"bundles/xray/configs/inference.json"``).
+        preprocessing: the config's instantiated preprocessing (``{"image": path}`` -> network input), compared
+            with the record's probe; ``None`` skips that comparison.
 
     Returns:
         the record, or ``None`` when there is none.
@@ -232,6 +321,16 @@ def check_checkpoint_record(
             if key == "preprocessing_sha256" and diffs:
                 continue  # the named differences already explain the hash
             diffs.append(f"{key} {_show(have)}, {source} says {_show(want)}")
+    probe = record.get("preprocessing_probe")
+    if not diffs and preprocessing is not None and isinstance(probe, Mapping):
+        volume = len(probe.get("shape", [])) == 4  # (slices, C, H, W)
+        try:
+            diff = compare_preprocessing_probes(probe, preprocessing_probe(preprocessing, volume))
+        except Exception as e:  # the training's preprocessing handled this image
+            diff = f"that handled the probe image; config's preprocessing fails on it ({type(e).__name__}: {e})"
+        if diff:
+            diff = diff.replace("config gives", f"{source} gives").replace("config's", f"{source}'s")
+            diffs.append(f"preprocessing {diff} (probe: {probe.get('input')})")
     if diffs:
         raise CheckpointConfigMismatchError(
             f"checkpoint {ckpt} was trained at "

@@ -15,11 +15,12 @@ from __future__ import annotations
 import ast
 import json
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["resolve_bundle_root", "parse_overrides"]
+__all__ = ["resolve_bundle_root", "parse_overrides", "root_cause", "parsed_content", "resolving_parser"]
 
 
 def resolve_bundle_root(name: str) -> str:
@@ -85,3 +86,54 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
                 value = text
         out[key] = value
     return out
+
+
+def root_cause(e: BaseException) -> BaseException:
+    """The innermost exception of a chain: MONAI wraps a component's own error (``num_members must be at least 1``)
+    in ``RuntimeError: Failed to instantiate component ...``, which names neither the value nor the problem."""
+    seen = {id(e)}
+    while True:
+        nxt = e.__cause__ or e.__context__
+        if nxt is None or id(nxt) in seen:
+            return e
+        e = nxt
+        seen.add(id(e))
+
+
+def parsed_content(
+    parser: Any, key: str, where: str, error: type[Exception] = ValueError, overrides: dict[str, Any] | None = None
+) -> Any:
+    """``parser.get_parsed_content(key)``, a failure raised as ``error`` naming ``where`` (the config), the id, the
+    root cause and the ``--<id> VALUE`` overrides given, instead of MONAI's instantiation traceback.
+
+    Args:
+        parser: the ``monai.bundle.ConfigParser``.
+        key: the id to build.
+        where: how to name the config, e.g. ``"bundle runs/a: configs/inference.json"``.
+        error: the exception type to raise (an ``error`` raised by the component itself passes unchanged).
+        overrides: the overrides given on the command line, named in the message.
+    """
+    try:
+        return parser.get_parsed_content(key)
+    except error:
+        raise
+    except Exception as e:
+        cause = root_cause(e)
+        hint = ""
+        if overrides:
+            hint = " (bundle overrides given: " + ", ".join(f"--{k} {v!r}" for k, v in overrides.items()) + ")"
+        raise error(f"{where}: cannot build {key!r}: {type(cause).__name__}: {cause}{hint}") from e
+
+
+def resolving_parser() -> Any:
+    """The innermost ``monai.bundle.ConfigParser`` resolving a config on this thread's stack (the parser building the
+    component that calls this), or ``None`` when the caller was not built from a config."""
+    from monai.bundle import ConfigParser
+
+    frame = sys._getframe(1)
+    while frame is not None:
+        obj = frame.f_locals.get("self")
+        if isinstance(obj, ConfigParser):
+            return obj
+        frame = frame.f_back
+    return None

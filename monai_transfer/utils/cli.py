@@ -20,12 +20,13 @@ Options are spelled like MONAI bundle ids, in snake_case (``--batch_size``, ``--
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-__all__ = ["SnakeCaseArgumentParser", "OVERRIDES_HELP"]
+__all__ = ["SnakeCaseArgumentParser", "OVERRIDES_HELP", "int_in", "float_in"]
 
 #: how the applications with bundle overrides describe them in ``--help`` (``str.format`` with ``config``, ``example``).
 OVERRIDES_HELP = (
@@ -73,3 +74,40 @@ class SnakeCaseArgumentParser(argparse.ArgumentParser):
                 arg = new + eq + value
             out.append(arg)
         return out
+
+
+def int_in(low: int, high: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for integers in ``[low, high]`` (no upper bound when ``high`` is None): ``--folds 1`` is a
+    usage error ("argument --folds: must be an integer >= 2, got '1'"), not a traceback later."""
+    shown = f">= {low}" if high is None else f"in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer {shown}, got {text!r}") from None
+        if value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"must be an integer {shown}, got {text!r}")
+        return value
+
+    parse.__name__ = f"integer {shown}"
+    return parse
+
+
+def float_in(low: float, high: float, low_open: bool = False, high_open: bool = False) -> Callable[[str], float]:
+    """An argparse ``type`` for finite numbers in ``[low, high]`` (``low_open``/``high_open``: the bound is
+    excluded); ``--val_fraction 1.5`` or ``nan`` is a usage error naming the option and the range."""
+    shown = ("(" if low_open else "[") + f"{low:g}, {high:g}" + (")" if high_open else "]")
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        inside = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+        if not (math.isfinite(value) and inside):
+            raise argparse.ArgumentTypeError(f"must be a number in {shown}, got {text!r}")
+        return value
+
+    parse.__name__ = f"number in {shown}"
+    return parse

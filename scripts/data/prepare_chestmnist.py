@@ -50,6 +50,7 @@ from make_default_datasets import (  # noqa: E402
 )
 
 from monai_transfer.data import write_png  # noqa: E402
+from monai_transfer.data.npz import read_npz  # noqa: E402
 
 __all__ = ["FINDINGS", "NIH_NAMES", "SPLITS", "load_chestmnist", "multilabel_subset", "prepare_chestmnist", "main"]
 
@@ -86,35 +87,37 @@ def load_chestmnist(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: a missing array, images that are not 8-bit grey, labels that are not ``(N, 14)`` 0/1, or image
-            and label counts that differ; the message names the file and the array.
+        ValueError: a truncated or corrupt npz, a missing array, images that are not 8-bit grey, labels that are not
+            ``(N, 14)`` 0/1, or image and label counts that differ; the message names the file and the array.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"ChestMNIST npz not found: {path} (download chestmnist.npz from MedMNIST first)")
     out = {}
-    with np.load(path) as z:
-        missing = [f"{s}_{k}" for s in ("train", "val") for k in ("images", "labels") if f"{s}_{k}" not in z.files]
-        if missing:
-            raise ValueError(f"{path} lacks arrays {missing}; found {sorted(z.files)}")
-        for s in SPLITS:
-            if f"{s}_images" not in z.files:
-                continue
-            x, y = z[f"{s}_images"], z[f"{s}_labels"]
-            if x.ndim == 4 and x.shape[-1] == 1:
-                x = x[..., 0]
-            if x.ndim != 3 or x.dtype != np.uint8:
-                raise ValueError(f"{path}: {s}_images must be (N, H, W) uint8 grey, got {x.shape} {x.dtype}")
-            if y.ndim != 2 or y.shape[1] != len(FINDINGS):
-                raise ValueError(
-                    f"{path}: {s}_labels must be (N, {len(FINDINGS)}), one 0/1 column per finding {list(FINDINGS)}; "
-                    f"got {y.shape} (is this ChestMNIST?)"
-                )
-            if not np.isin(y, (0, 1)).all():
-                raise ValueError(f"{path}: {s}_labels must hold only 0 and 1, found {sorted(np.unique(y).tolist())}")
-            if len(x) != len(y):
-                raise ValueError(f"{path}: {len(x)} {s}_images but {len(y)} {s}_labels")
-            out[s] = (x, y.astype(np.int64))
+    arrays = read_npz(path)  # a truncated or corrupt file: ValueError naming it and the array
+    missing = [f"{s}_{k}" for s in ("train", "val") for k in ("images", "labels") if f"{s}_{k}" not in arrays]
+    if missing:
+        raise ValueError(f"{path} lacks arrays {missing}; found {sorted(arrays)}")
+    for s in SPLITS:
+        if f"{s}_images" not in arrays:
+            continue
+        if f"{s}_labels" not in arrays:
+            raise ValueError(f"{path} has {s}_images but no {s}_labels")
+        x, y = arrays[f"{s}_images"], arrays[f"{s}_labels"]
+        if x.ndim == 4 and x.shape[-1] == 1:
+            x = x[..., 0]
+        if x.ndim != 3 or x.dtype != np.uint8:
+            raise ValueError(f"{path}: {s}_images must be (N, H, W) uint8 grey, got {x.shape} {x.dtype}")
+        if y.ndim != 2 or y.shape[1] != len(FINDINGS):
+            raise ValueError(
+                f"{path}: {s}_labels must be (N, {len(FINDINGS)}), one 0/1 column per finding {list(FINDINGS)}; "
+                f"got {y.shape} (is this ChestMNIST?)"
+            )
+        if not np.isin(y, (0, 1)).all():
+            raise ValueError(f"{path}: {s}_labels must hold only 0 and 1, found {sorted(np.unique(y).tolist())}")
+        if len(x) != len(y):
+            raise ValueError(f"{path}: {len(x)} {s}_images but {len(y)} {s}_labels")
+        out[s] = (x, y.astype(np.int64))
     return out
 
 
@@ -276,7 +279,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-positive", type=int, default=5, help="positives per finding kept in a subset")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     args = parser.parse_args(argv)
-    s = prepare_chestmnist(args.npz, args.out, args.max_per_split, args.min_positive, args.seed)
+    try:
+        s = prepare_chestmnist(args.npz, args.out, args.max_per_split, args.min_positive, args.seed)
+    except (FileNotFoundError, ValueError) as e:  # the messages name the file and the array
+        print(f"prepare_chestmnist.py: error: {e}", file=sys.stderr)
+        return 1
     for sp in SPLITS:
         if sp in s:
             print(f"{sp}: {s[sp]['n']} images, excluded copies {s[f'excluded_copies_{sp}']}")

@@ -16,6 +16,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.config import NdarrayOrTensor
@@ -28,13 +29,17 @@ __all__ = ["ApplyTemperature", "resolve_temperature"]
 logger = logging.getLogger(__name__)
 
 
-def resolve_temperature(temperature: float | str | os.PathLike | None, allow_missing: bool = False) -> float:
+def resolve_temperature(
+    temperature: float | str | os.PathLike | None, allow_missing: bool = False, mode: Any = None
+) -> float:
     """A temperature from a number, ``None`` (1.0) or a ``calibration.json`` path (see ``save_calibration``).
 
     Args:
         temperature: the value, ``None`` or a path.
         allow_missing: with a path that does not exist, use ``T = 1`` (no calibration) and log a warning instead of
             raising; for configs where calibration is optional.
+        mode: the model's task (``"binary"``, ``"multiclass"``, ``"multilabel"``): a file fitted for another task is
+            refused (:func:`~monai_transfer.metrics.calibration.load_calibration`); ``None`` checks nothing.
 
     Raises:
         FileNotFoundError: a missing file when ``allow_missing`` is False.
@@ -46,7 +51,7 @@ def resolve_temperature(temperature: float | str | os.PathLike | None, allow_mis
         if allow_missing and not Path(temperature).is_file():
             logger.warning("calibration file %s not found: no temperature scaling (T = 1)", temperature)
             return 1.0
-        return load_calibration(temperature)
+        return load_calibration(temperature, mode)
     t = float(temperature)
     if not (t > 0 and math.isfinite(t)):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
@@ -66,12 +71,16 @@ class ApplyTemperature(Transform):
         temperature: a number, or the path of a ``calibration.json`` written by
             :func:`monai_transfer.metrics.calibration.save_calibration` (read once, here).
         allow_missing: a missing ``calibration.json`` means ``T = 1`` (logged) instead of an error.
+        mode: the model's task; a ``calibration.json`` fitted for another task (its ``mode``) is refused, naming the
+            file. ``None`` (default) checks nothing; the bundles pass ``@mode``.
     """
 
     backend = [torch.Tensor]
 
-    def __init__(self, temperature: float | str | os.PathLike = 1.0, allow_missing: bool = False) -> None:
-        self.temperature = resolve_temperature(temperature, allow_missing)
+    def __init__(
+        self, temperature: float | str | os.PathLike = 1.0, allow_missing: bool = False, mode: Any = None
+    ) -> None:
+        self.temperature = resolve_temperature(temperature, allow_missing, mode)
 
     def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
         """``img / T``; tensors keep their type (and MetaTensor metadata), arrays stay arrays."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Hashable, Mapping
+from typing import Any
 
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
@@ -35,6 +36,7 @@ class ApplyTemperatured(MapTransform):
         keys: keys of the logits (usually ``"pred"``).
         temperature: a number or a ``calibration.json`` path.
         allow_missing: a missing ``calibration.json`` means ``T = 1`` (logged) instead of an error.
+        mode: the model's task; a ``calibration.json`` fitted for another task is refused (``None``: not checked).
         allow_missing_keys: don't raise when a key is absent.
     """
 
@@ -46,9 +48,10 @@ class ApplyTemperatured(MapTransform):
         temperature: float | str | os.PathLike = 1.0,
         allow_missing: bool = False,
         allow_missing_keys: bool = False,
+        mode: Any = None,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
-        self.t = ApplyTemperature(temperature, allow_missing)
+        self.t = ApplyTemperature(temperature, allow_missing, mode)
 
     @property
     def temperature(self) -> float:

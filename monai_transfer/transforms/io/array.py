@@ -365,6 +365,63 @@ def _strict_pillow_decode():
                 ImageFile.LOAD_TRUNCATED_IMAGES = _pillow_saved_flag
 
 
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_missing_rows(path: Path) -> str | None:
+    """Why a PNG holds less image data than its header declares, or None.
+
+    A PNG whose compressed stream is complete but decompresses to fewer rows than ``IHDR`` promises is decoded by
+    Pillow without an error, the missing rows as zeros (the zlib stream ends, so nothing looks truncated). The
+    decompressed ``IDAT`` length is compared with what the header's size, bit depth, colour type and interlacing
+    need. Files that cannot be parsed here are left to Pillow's own errors.
+    """
+    import struct
+    import zlib
+
+    data = path.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        return None
+    pos, header, idat = 8, None, []
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None or not idat:
+        return None
+    width, height, depth, colour, _, _, interlace = header
+    if colour not in _PNG_CHANNELS:
+        return None
+    try:
+        raw = zlib.decompressobj().decompress(b"".join(idat))
+    except zlib.error:
+        return None  # damaged data: Pillow names it
+    bits = _PNG_CHANNELS[colour] * depth
+
+    def size(w: int, h: int) -> int:
+        return h * (1 + (w * bits + 7) // 8) if w and h else 0
+
+    if interlace:
+        passes = [(-(-(width - x0) // dx), -(-(height - y0) // dy)) for x0, y0, dx, dy in _ADAM7]
+        expected = sum(size(max(w, 0), max(h, 0)) for w, h in passes)
+    else:
+        expected = size(width, height)
+    if len(raw) >= expected:
+        return None
+    rows = f"{len(raw) // (1 + (width * bits + 7) // 8)} of the {height} rows" if not interlace else "part"
+    return (
+        f"PNG image data holds {rows} its header declares ({len(raw)} of {expected} decompressed bytes): the image "
+        "data ends early, the missing rows would load as zeros"
+    )
+
+
 #: A gap between neighbouring slices larger than this many times the median spacing is a missing slice.
 SERIES_GAP_FACTOR = 1.5
 
@@ -988,6 +1045,9 @@ class LoadMedicalImage(Transform):
         try:
             with _strict_pillow_decode(), PIL_Image.open(path) as im:
                 im.load()  # full decode: a truncated file raises here even where LOAD_TRUNCATED_IMAGES is set
+                short = _png_missing_rows(path) if im.format == "PNG" else None
+                if short:
+                    raise MedicalImageLoadError(path, short)
                 exif_orientation = int(im.getexif().get(_EXIF_ORIENTATION, 1) or 1)
                 if exif_orientation != 1:
                     from PIL import ImageOps
