@@ -135,48 +135,82 @@ def bundle_datalists(
         dup_kwargs["max_distance"] = int(duplicate_distance)
     if duplicate_similarity is not None:
         dup_kwargs["min_similarity"] = float(duplicate_similarity)
-    found = None
     root = Path(dataset_dir)
     kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
     if label_cols is not None:
         kwargs["label_cols"] = list(label_cols)
     if uncertain is not None:
         kwargs["uncertain"] = uncertain
-    out: dict[str, list[dict[str, Any]]]
+    split = {"val_fraction": val_fraction, "seed": seed, "group_key": group_key}
+    out, items, found = _read_splits(root, class_names is None, kwargs, split_key, split, duplicates, dup_kwargs)
+    _check_splits(out, group_key, root)
+    result = SplitDatalists()
+    audit: dict[str, Any] = {}
+    dicom = _dicom_summary([x for s in out for x in out[s]], root)
+    if dicom is not None:
+        audit["dicom"] = dicom
+    if max_items is not None:
+        out = {s: _head(v, max_items, seed) for s, v in out.items()}
+    _warn_absent_findings(out, label_cols or class_names, root)
+    if duplicates != "off":
+        audit["duplicates"] = _duplicate_audit(result, out, items, found, duplicates, dup_kwargs, root)
+    result.update(out)
+    result.audit = audit or None
+    logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
+    return result
+
+
+def _read_splits(
+    root: Path,
+    folder_names: bool,
+    kwargs: dict[str, Any],
+    split_key: str,
+    split: dict[str, Any],
+    duplicates: str,
+    dup_kwargs: dict[str, Any],
+) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, Any]], Any]:
+    """The splits of ``root`` as given (``train/val`` folders, a ``split_key`` column) or split here.
+
+    Returns ``(splits, items, found)``: ``items`` is the unsplit list (empty for split folders) and ``found`` the
+    near-duplicate clusters over ``items`` when they were needed to split (``duplicates="group"``), else None.
+    """
     if root.is_dir() and (root / "train").is_dir() and (root / "val").is_dir():
-        if class_names is None:
-            out = _split_folders(root)
-        else:
-            out = {s: load_datalist(root / s, **kwargs) for s in SPLIT_NAMES if (root / s).is_dir()}
-    else:
-        items = load_datalist(root, **kwargs)
-        if items and all(split_key in x for x in items):
-            unknown = sorted({str(x[split_key]) for x in items} - set(SPLIT_NAMES))
-            if unknown:
-                raise DatalistError(f"{root}: unknown {split_key!r} values {unknown}; expected {list(SPLIT_NAMES)}.")
-            out = {s: [x for x in items if x[split_key] == s] for s in SPLIT_NAMES}
-            out = {s: v for s, v in out.items() if v or s != "test"}
-        else:
-            multilabel = any(isinstance(x.get("label"), list) for x in items)  # label sets: too many strata
-            strat = None if multilabel else "label"
-            linked = None
-            if duplicates == "group":
-                found = _find_duplicates(items, dup_kwargs)
-                linked = found.clusters
-            try:
-                train, val = split_datalist(
-                    items, val_fraction=val_fraction, seed=seed, group_key=group_key, stratify_key=strat, linked=linked
-                )
-            except ValueError as e:
-                if not linked:
-                    raise
-                big = max(len(c) for c in linked)
-                raise DatalistError(
-                    f"{root}: {e} Near-duplicate clusters were kept together (largest: {big} images); pass "
-                    "duplicates='warn' or a smaller duplicate_distance to split them, and check the clusters with "
-                    f"'python -m monai_transfer.audit {root}'."
-                ) from e
-            out = {"train": train, "val": val}
+        if folder_names:
+            return _split_folders(root), [], None
+        return {s: load_datalist(root / s, **kwargs) for s in SPLIT_NAMES if (root / s).is_dir()}, [], None
+    items = load_datalist(root, **kwargs)
+    if items and all(split_key in x for x in items):
+        unknown = sorted({str(x[split_key]) for x in items} - set(SPLIT_NAMES))
+        if unknown:
+            raise DatalistError(f"{root}: unknown {split_key!r} values {unknown}; expected {list(SPLIT_NAMES)}.")
+        out = {s: [x for x in items if x[split_key] == s] for s in SPLIT_NAMES}
+        return {s: v for s, v in out.items() if v or s != "test"}, items, None
+    found = _find_duplicates(items, dup_kwargs) if duplicates == "group" else None
+    return _split_items(root, items, split, found.clusters if found is not None else None), items, found
+
+
+def _split_items(
+    root: Path, items: list[dict[str, Any]], split: dict[str, Any], linked: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """Train/val split of unsplit ``items`` (stratified unless multi-label), near-duplicate clusters ``linked``."""
+    multilabel = any(isinstance(x.get("label"), list) for x in items)  # label sets: too many strata
+    try:
+        train, val = split_datalist(items, stratify_key=None if multilabel else "label", linked=linked, **split)
+    except ValueError as e:
+        if not linked:
+            raise
+        big = max(len(c) for c in linked)
+        raise DatalistError(
+            f"{root}: {e} Near-duplicate clusters were kept together (largest: {big} images); pass "
+            "duplicates='warn' or a smaller duplicate_distance to split them, and check the clusters with "
+            f"'python -m monai_transfer.audit {root}'."
+        ) from e
+    return {"train": train, "val": val}
+
+
+def _check_splits(out: dict[str, list[dict[str, Any]]], group_key: str | None, root: Path) -> None:
+    """Raise ``DatalistError`` for an empty split, a single-class training split, a patient in two splits or an
+    uncertain (-1) label outside the training split."""
     for s, v in out.items():
         if not v:
             raise DatalistError(f"{root}: the {s!r} split is empty.")
@@ -196,38 +230,45 @@ def bundle_datalists(
                 f"{bad[0]['image']} {bad[0]['label']}; metrics need certain 0/1 labels: give the {s!r} split certain "
                 "labels (e.g. CheXpert's radiologist-labelled valid set) or use uncertain='zeros'/'ones'."
             )
-    result = SplitDatalists()
-    all_items = [x for s in out for x in out[s]]
-    audit: dict[str, Any] = {}
+
+
+def _dicom_summary(all_items: list[dict[str, Any]], root: Path) -> dict[str, Any] | None:
+    """The DICOM id summary of the items (None without DICOM); warns about files without a PatientID."""
     from .dicom_meta import summarize_dicom_ids
 
     dicom = summarize_dicom_ids(all_items)
-    if dicom is not None:
-        audit["dicom"] = dicom
-        if dicom["patient_id_fallback_to_file"]:
-            logger.warning(
-                "%s: %d DICOM file(s) have no PatientID; each is its own group for splitting",
-                root,
-                dicom["patient_id_fallback_to_file"],
-            )
-    if max_items is not None:
-        out = {s: _head(v, max_items, seed) for s, v in out.items()}
-    _warn_absent_findings(out, label_cols or class_names, root)
-    if duplicates != "off":
-        # the items actually used are checked; when the clusters were needed to split, all items were hashed then
-        split_of = {x["image"]: s for s in out for x in out[s]}
-        base = [x for x in items if x["image"] in split_of] if found is not None else [x for s in out for x in out[s]]
-        if found is None:
-            found = _find_duplicates(base, dup_kwargs)
-        else:
-            found = found.subset([i for i, x in enumerate(items) if x["image"] in split_of])
-        base_splits = [split_of[x["image"]] for x in base]
-        audit["duplicates"] = _check_duplicates(found, base, base_splits, duplicates, root)
-        result.duplicates, result.checked_items, result.duplicate_splits = found, base, base_splits
-    result.update(out)
-    result.audit = audit or None
-    logger.info("data from %s: %s", root, {s: len(v) for s, v in out.items()})
-    return result
+    if dicom is not None and dicom["patient_id_fallback_to_file"]:
+        logger.warning(
+            "%s: %d DICOM file(s) have no PatientID; each is its own group for splitting",
+            root,
+            dicom["patient_id_fallback_to_file"],
+        )
+    return dicom
+
+
+def _duplicate_audit(
+    result: SplitDatalists,
+    out: dict[str, list[dict[str, Any]]],
+    items: list[dict[str, Any]],
+    found: Any,
+    duplicates: str,
+    dup_kwargs: dict[str, Any],
+    root: Path,
+) -> dict[str, Any]:
+    """Check the items actually used for near-duplicates across splits; stores the clusters on ``result``.
+
+    When the clusters were needed to split (``found``), all ``items`` were hashed then and the used ones are kept.
+    """
+    split_of = {x["image"]: s for s in out for x in out[s]}
+    base = [x for x in items if x["image"] in split_of] if found is not None else [x for s in out for x in out[s]]
+    if found is None:
+        found = _find_duplicates(base, dup_kwargs)
+    else:
+        found = found.subset([i for i, x in enumerate(items) if x["image"] in split_of])
+    base_splits = [split_of[x["image"]] for x in base]
+    report = _check_duplicates(found, base, base_splits, duplicates, root)
+    result.duplicates, result.checked_items, result.duplicate_splits = found, base, base_splits
+    return report
 
 
 def _warn_absent_findings(out: dict[str, list[dict[str, Any]]], names: Sequence[str] | None, root: Path) -> None:
