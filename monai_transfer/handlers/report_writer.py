@@ -50,7 +50,7 @@ from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_classifi
 from monai_transfer.metrics.prevalence import DEFAULT_BALANCE_TOLERANCE
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, calibration_binding, save_threshold, select_threshold
 from monai_transfer.reports.writer import write_classification_report
-from monai_transfer.utils.task import as_task
+from monai_transfer.utils.task import Task, as_task
 
 Events, _ = optional_import("ignite.engine", IgniteInfo.OPT_IMPORT_VERSION, min_version, "Events")
 if TYPE_CHECKING:
@@ -119,6 +119,33 @@ def data_sharded_across_ranks(engine: Any) -> bool:
         if isinstance(replicas, int) and replicas > 1:
             return True
     return False
+
+
+def _check_report_options(
+    task: Task,
+    select_threshold_on: str | None,
+    threshold_path: Any,
+    fit_calibration_to: Any,
+    applied_calibration: Any,
+) -> None:
+    """Raise ``ValueError`` for threshold-selection / calibration options of :class:`ClassificationReportWriter`
+    that do not go together."""
+    if select_threshold_on is not None:
+        if select_threshold_on not in THRESHOLD_METHODS:
+            raise ValueError(
+                f"select_threshold_on must be None or one of {THRESHOLD_METHODS}, got {select_threshold_on!r}"
+            )
+        if not task.uses_threshold:
+            raise ValueError("select_threshold_on is not available for mode='multiclass' (arg-max prediction)")
+        if threshold_path is None:
+            raise ValueError("threshold_path is required with select_threshold_on (e.g. 'models/threshold.json')")
+    if fit_calibration_to is not None and select_threshold_on is None:
+        raise ValueError(
+            f"fit_calibration_to={fit_calibration_to!r} needs select_threshold_on: the calibration is fitted on "
+            "the data that choose the operating point (validation or out-of-fold), never on evaluation data"
+        )
+    if fit_calibration_to is not None and applied_calibration is not None:
+        raise ValueError("give fit_calibration_to (fit here) or applied_calibration (already applied), not both")
 
 
 class ClassificationReportWriter:
@@ -201,22 +228,7 @@ class ClassificationReportWriter:
         id_root: str | os.PathLike | None = None,
     ) -> None:
         task = as_task(mode)
-        if select_threshold_on is not None:
-            if select_threshold_on not in THRESHOLD_METHODS:
-                raise ValueError(
-                    f"select_threshold_on must be None or one of {THRESHOLD_METHODS}, got {select_threshold_on!r}"
-                )
-            if not task.uses_threshold:
-                raise ValueError("select_threshold_on is not available for mode='multiclass' (arg-max prediction)")
-            if threshold_path is None:
-                raise ValueError("threshold_path is required with select_threshold_on (e.g. 'models/threshold.json')")
-        if fit_calibration_to is not None and select_threshold_on is None:
-            raise ValueError(
-                f"fit_calibration_to={fit_calibration_to!r} needs select_threshold_on: the calibration is fitted on "
-                "the data that choose the operating point (validation or out-of-fold), never on evaluation data"
-            )
-        if fit_calibration_to is not None and applied_calibration is not None:
-            raise ValueError("give fit_calibration_to (fit here) or applied_calibration (already applied), not both")
+        _check_report_options(task, select_threshold_on, threshold_path, fit_calibration_to, applied_calibration)
         if not callable(output_transform):
             raise TypeError(f"output_transform must be callable, got {type(output_transform)}")
         self.output_dir = Path(output_dir)
@@ -283,20 +295,11 @@ class ClassificationReportWriter:
         y_prob, y_true, ids, writes = self._epoch_data(engine)
         self._report(engine, y_prob, y_true, ids, writes)
 
-    def _report(
-        self,
-        engine: Engine,
-        y_prob: np.ndarray,
-        y_true: np.ndarray,
-        ids: list[str],
-        writes: bool = True,
-        meta: dict[str, Any] | None = None,
-    ) -> None:
-        """Calibrate / select the threshold / write the report for ``(y_prob, y_true, ids)``; files only if ``writes``.
-
-        ``meta`` replaces the constructor's ``meta`` (a subclass adds its own entries).
-        """
-        threshold: Any = self.threshold
+    def _calibrate(
+        self, engine: Engine, y_prob: np.ndarray, y_true: np.ndarray, writes: bool
+    ) -> tuple[np.ndarray, np.ndarray | None, dict[str, Any] | None]:
+        """``(probs, uncalibrated, calibration_info)``: fit (and save, if ``writes``) the temperature on this epoch
+        (``fit_calibration_to``), or undo an ``applied_calibration`` for the before/after figures."""
         uncalibrated = None
         calibration_info = None
         if self.fit_calibration_to is not None:
@@ -325,28 +328,50 @@ class ClassificationReportWriter:
             calibration_info = {"temperature": t_applied, "applied_by": "post-processing",
                                 "calibration_file": None if isinstance(self.applied_calibration, (int, float))
                                 else str(self.applied_calibration)}  # fmt: skip
+        return y_prob, uncalibrated, calibration_info
+
+    def _select_threshold(self, engine: Engine, y_prob: np.ndarray, y_true: np.ndarray, writes: bool) -> Any:
+        """Select the operating threshold on this epoch (``select_threshold_on``); saved to ``threshold_path``."""
+        threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
+        at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)
+        per_label = {}
+        if self.task.is_multilabel:  # the validation operating point of each label, beside its threshold
+            names = at["class_names"]
+            per_label = {f"{m}_per_label": [at[f"{m}/{c}"] for c in names] for m in ("sensitivity", "specificity")}
+        if writes:
+            save_threshold(
+                self.threshold_path,  # type: ignore[arg-type]
+                threshold,
+                method=self.select_threshold_on,
+                target_sensitivity=self.target_sensitivity if self.select_threshold_on == "sensitivity" else None,
+                mode=self.mode,
+                class_names=at["class_names"],
+                n_samples=at["n_samples"],
+                sensitivity=at["sensitivity"],
+                specificity=at["specificity"],
+                epoch=int(engine.state.epoch),
+                **calibration_binding(self.fit_calibration_to),
+                **per_label,
+            )
+        return threshold
+
+    def _report(
+        self,
+        engine: Engine,
+        y_prob: np.ndarray,
+        y_true: np.ndarray,
+        ids: list[str],
+        writes: bool = True,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Calibrate / select the threshold / write the report for ``(y_prob, y_true, ids)``; files only if ``writes``.
+
+        ``meta`` replaces the constructor's ``meta`` (a subclass adds its own entries).
+        """
+        threshold: Any = self.threshold
+        y_prob, uncalibrated, calibration_info = self._calibrate(engine, y_prob, y_true, writes)
         if self.select_threshold_on is not None:
-            threshold = select_threshold(y_prob, y_true, self.select_threshold_on, self.target_sensitivity, self.mode)
-            at = compute_classification_metrics(y_prob, y_true, self.mode, threshold, self.class_names, self.n_bins)
-            per_label = {}
-            if self.task.is_multilabel:  # the validation operating point of each label, beside its threshold
-                names = at["class_names"]
-                per_label = {f"{m}_per_label": [at[f"{m}/{c}"] for c in names] for m in ("sensitivity", "specificity")}
-            if writes:
-                save_threshold(
-                    self.threshold_path,  # type: ignore[arg-type]
-                    threshold,
-                    method=self.select_threshold_on,
-                    target_sensitivity=self.target_sensitivity if self.select_threshold_on == "sensitivity" else None,
-                    mode=self.mode,
-                    class_names=at["class_names"],
-                    n_samples=at["n_samples"],
-                    sensitivity=at["sensitivity"],
-                    specificity=at["specificity"],
-                    epoch=int(engine.state.epoch),
-                    **calibration_binding(self.fit_calibration_to),
-                    **per_label,
-                )
+            threshold = self._select_threshold(engine, y_prob, y_true, writes)
         if meta is None:
             meta = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
         if self.select_threshold_on is not None:

@@ -8,7 +8,25 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Evaluation report: ``metrics.json``, ``predictions.csv`` and the ROC / confusion-matrix / reliability PNGs."""
+"""Evaluation report: ``metrics.json``, ``predictions.csv`` and the ROC / confusion-matrix / reliability PNGs.
+
+Files written by :func:`write_classification_report` (every file atomically):
+
+- ``metrics.json``: ``headline`` first (AUC, sensitivity, specificity, balanced accuracy: the metrics that do
+  not depend on the class balance), ``prevalence`` (class balance evaluated vs training, ``shift_warning``,
+  PPV/NPV at the stated ``prevalence``), ``warnings``, ``calibration`` (ECE/Brier before and after, when
+  ``uncalibrated_prob`` is given), ``metrics`` (the flat dict of ``compute_classification_metrics`` at the
+  operating threshold), ``metrics_at_0.5`` (binary/multi-label), ``confidence_intervals`` (stratified percentile
+  bootstrap for AUC, sensitivity and specificity), ``threshold`` (value and source), ``class_names``,
+  ``counts``, ``n_samples``, ``mode``, ``meta`` (e.g. weight source, data and split description) and
+  ``created`` (UTC time); multi-class/multi-label reports add ``per_class`` (one row per class/label: AUC
+  with its CI, AP, sensitivity, specificity, PPV, NPV, F1, threshold) and ``averages`` (``macro``,
+  ``micro``), see :func:`monai_transfer.reports.tables.per_class_rows`. Undefined values are ``null``.
+- ``predictions.csv``: see :func:`write_predictions_csv`.
+- ``per_class.csv`` and ``per_class.md`` (multi-class/multi-label): the same per-class table.
+- ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` when ``plots`` is True, plus
+  ``reliability_uncalibrated.png`` with ``uncalibrated_prob``.
+"""
 
 from __future__ import annotations
 
@@ -124,6 +142,20 @@ def case_id(path: Any, root: str | os.PathLike | None = None) -> str:
     return text
 
 
+def _id_columns(
+    ids: Sequence[Any] | None, n: int, extra_columns: Mapping[str, Sequence[Any]] | None, id_root: Any
+) -> tuple[list[str], dict[str, list[Any]]]:
+    """The ``id`` column and the extra columns of :func:`write_predictions_csv` (one entry per case each)."""
+    ids = [str(i) for i in ids] if ids is not None else [f"case_{i:05d}" for i in range(n)]
+    extra = {c: list(v) for c, v in (extra_columns or {}).items()}
+    if id_root is not None:
+        extra = {"image": list(ids), **extra} if "image" not in extra else extra
+        ids = [case_id(i, id_root) for i in ids]
+    if len(ids) != n or any(len(v) != n for v in extra.values()):
+        raise ValueError(f"ids and extra columns must have one entry per case ({n}), got {len(ids)} ids")
+    return ids, extra
+
+
 def write_predictions_csv(
     path: str | os.PathLike,
     y_prob: Any,
@@ -164,13 +196,7 @@ def write_predictions_csv(
     p, y = prepare_inputs(y_prob, y_filled, task)
     probs = task.class_probabilities(p)  # binary: [1 - p, p]
     names = list(class_names) if class_names is not None else default_class_names(task, probs.shape[1])
-    ids = [str(i) for i in ids] if ids is not None else [f"case_{i:05d}" for i in range(n)]
-    extra = {c: list(v) for c, v in (extra_columns or {}).items()}
-    if id_root is not None:
-        extra = {"image": list(ids), **extra} if "image" not in extra else extra
-        ids = [case_id(i, id_root) for i in ids]
-    if len(ids) != n or any(len(v) != n for v in extra.values()):
-        raise ValueError(f"ids and extra columns must have one entry per case ({n}), got {len(ids)} ids")
+    ids, extra = _id_columns(ids, n, extra_columns, id_root)
     pred = apply_threshold(p, task, threshold)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -280,21 +306,8 @@ def write_classification_report(
 ) -> dict[str, Path]:
     """Write the evaluation report of a classifier to ``output_dir`` (every file atomically).
 
-    Files:
-        - ``metrics.json``: ``headline`` first (AUC, sensitivity, specificity, balanced accuracy: the metrics that do
-          not depend on the class balance), ``prevalence`` (class balance evaluated vs training, ``shift_warning``,
-          PPV/NPV at the stated ``prevalence``), ``warnings``, ``calibration`` (ECE/Brier before and after, when
-          ``uncalibrated_prob`` is given), ``metrics`` (the flat dict of ``compute_classification_metrics`` at the
-          operating threshold), ``metrics_at_0.5`` (binary/multi-label), ``confidence_intervals`` (stratified percentile
-          bootstrap for AUC, sensitivity and specificity), ``threshold`` (value and source), ``class_names``,
-          ``counts``, ``n_samples``, ``mode``, ``meta`` (e.g. weight source, data and split description) and
-          ``created`` (UTC time); multi-class/multi-label reports add ``per_class`` (one row per class/label: AUC
-          with its CI, AP, sensitivity, specificity, PPV, NPV, F1, threshold) and ``averages`` (``macro``,
-          ``micro``), see :func:`monai_transfer.reports.tables.per_class_rows`. Undefined values are ``null``.
-        - ``predictions.csv``: see :func:`write_predictions_csv`.
-        - ``per_class.csv`` and ``per_class.md`` (multi-class/multi-label): the same per-class table.
-        - ``roc.png``, ``confusion_matrix.png``, ``reliability.png`` when ``plots`` is True, plus
-          ``reliability_uncalibrated.png`` with ``uncalibrated_prob``.
+    Files: ``metrics.json``, ``predictions.csv``, ``per_class.csv``/``per_class.md`` and the PNG figures, as
+    listed in the module docstring (:mod:`monai_transfer.reports.writer`).
 
     Args:
         output_dir: report folder (created).
@@ -339,50 +352,12 @@ def write_classification_report(
         training_counts = training_counts_from_meta(meta, names)
         train_source = "meta: data.train.per_class" if training_counts is not None else None
     prev = prevalence_report(metrics, task, names, prevalence, training_counts, train_source, balance_tolerance)
-    report: dict[str, Any] = {
-        "mode": task.mode.value,
-        "n_samples": int(len(p)),
-        "headline": {
-            **{m: metrics[m] for m in HEADLINE_METRICS},
-            "note": "independent of the class balance of the evaluated set (unlike accuracy, PPV and NPV)",
-        },
-        "prevalence": prev,
-        "warnings": [w for w in (prev["shift_warning"],) if w],
-        "class_names": names,
-        "counts": {n: metrics[f"support/{n}"] for n in names},
-        "threshold": {
-            "value": metrics["threshold"] if task.uses_threshold else None,
-            "source": _threshold_source(threshold) if task.uses_threshold else "arg-max (no threshold)",
-        },
-        "metrics": metrics,
-    }
-    if task.uses_threshold:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UndefinedMetricWarning)  # same data, warned above
-            report["metrics_at_0.5"] = compute_classification_metrics(p, y, task, 0.5, names, n_bins)
-    cis: dict[str, Any] = {}
-    if n_bootstrap > 0:
-        for m in CI_METRICS:
-            cis[m] = bootstrap_ci(p, y, m, mode=task, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
-    report["confidence_intervals"] = cis
-    if not task.is_binary:  # one row per class or label
-        from monai_transfer.reports.tables import per_class_rows
-
-        report.update(per_class_rows(metrics, cis.get("auc")))
-
+    report = _report_head(metrics, task, names, threshold, prev, len(p))
+    cis = _add_uncertainty(report, p, y, task, names, thr, n_bins, n_bootstrap, alpha, seed)
     pu = None
     if uncalibrated_prob is not None:
         pu, _ = prepare_inputs(uncalibrated_prob, y_true, task)
-        if pu.shape != p.shape:
-            raise ValueError(f"uncalibrated_prob must have the shape of y_prob {p.shape}, got {pu.shape}")
-        report["calibration"] = {
-            **dict(calibration or {}),
-            "ece_before": compute_ece(pu, y, task, n_bins),
-            "ece_after": metrics["ece"],
-            "brier_before": compute_brier(pu, y, task),
-            "brier_after": metrics["brier"],
-            "ece_n_bins": int(n_bins),
-        }
+        report["calibration"] = _calibration_section(pu, p, y, task, metrics, calibration, n_bins)
     elif calibration is not None:
         report["calibration"] = dict(calibration)
     report["meta"] = dict(meta or {})
@@ -398,31 +373,115 @@ def write_classification_report(
 
         written.update(write_per_class_table(out_dir, metrics, cis.get("auc")))
     if plots:
-        from monai_transfer.reports.plots import plot_confusion_matrix, plot_reliability, plot_roc
+        written.update(_write_report_plots(out_dir, p, y, task, names, thr, metrics, cis.get("auc"), n_bins, pu))
+    return written
 
-        points: dict[str, Any] | None = None
-        if task.uses_threshold:
-            points = {"default": 0.5}
-            if np.any(np.asarray(thr) != 0.5):
-                points = {"operating": thr, "default": 0.5}
-        written["roc"] = plot_roc(out_dir / "roc.png", p, y, task, names, cis.get("auc"), points)
-        written["confusion_matrix"] = plot_confusion_matrix(
-            out_dir / "confusion_matrix.png",
-            metrics["confusion_matrix"],
-            names,
-            f"Confusion matrix at threshold {thr:.3g} (n={len(p)}; counts and % of true class)"
-            if task.is_binary
-            else None,
+
+def _report_head(
+    metrics: dict[str, Any], task: Task, names: list[str], threshold: ThresholdLike, prev: dict[str, Any], n: int
+) -> dict[str, Any]:
+    """The first entries of ``metrics.json``: mode, headline, prevalence, warnings, counts, threshold, metrics."""
+    return {
+        "mode": task.mode.value,
+        "n_samples": int(n),
+        "headline": {
+            **{m: metrics[m] for m in HEADLINE_METRICS},
+            "note": "independent of the class balance of the evaluated set (unlike accuracy, PPV and NPV)",
+        },
+        "prevalence": prev,
+        "warnings": [w for w in (prev["shift_warning"],) if w],
+        "class_names": names,
+        "counts": {n: metrics[f"support/{n}"] for n in names},
+        "threshold": {
+            "value": metrics["threshold"] if task.uses_threshold else None,
+            "source": _threshold_source(threshold) if task.uses_threshold else "arg-max (no threshold)",
+        },
+        "metrics": metrics,
+    }
+
+
+def _add_uncertainty(
+    report: dict[str, Any],
+    p: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    names: list[str],
+    thr: Any,
+    n_bins: int,
+    n_bootstrap: int,
+    alpha: float,
+    seed: int,
+) -> dict[str, Any]:
+    """Add ``metrics_at_0.5``, ``confidence_intervals`` and the per-class rows to ``report``; returns the CIs."""
+    if task.uses_threshold:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UndefinedMetricWarning)  # same data, warned above
+            report["metrics_at_0.5"] = compute_classification_metrics(p, y, task, 0.5, names, n_bins)
+    cis: dict[str, Any] = {}
+    if n_bootstrap > 0:
+        for m in CI_METRICS:
+            cis[m] = bootstrap_ci(p, y, m, mode=task, threshold=thr, n_resamples=n_bootstrap, alpha=alpha, seed=seed)
+    report["confidence_intervals"] = cis
+    if not task.is_binary:  # one row per class or label
+        from monai_transfer.reports.tables import per_class_rows
+
+        report.update(per_class_rows(report["metrics"], cis.get("auc")))
+    return cis
+
+
+def _calibration_section(
+    pu: np.ndarray,
+    p: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    metrics: dict[str, Any],
+    calibration: Mapping[str, Any] | None,
+    n_bins: int,
+) -> dict[str, Any]:
+    """``calibration`` of ``metrics.json``: the description plus ECE/Brier before (``pu``) and after (``p``)."""
+    if pu.shape != p.shape:
+        raise ValueError(f"uncalibrated_prob must have the shape of y_prob {p.shape}, got {pu.shape}")
+    return {
+        **dict(calibration or {}),
+        "ece_before": compute_ece(pu, y, task, n_bins),
+        "ece_after": metrics["ece"],
+        "brier_before": compute_brier(pu, y, task),
+        "brier_after": metrics["brier"],
+        "ece_n_bins": int(n_bins),
+    }
+
+
+def _write_report_plots(
+    out_dir: Path,
+    p: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    names: list[str],
+    thr: Any,
+    metrics: dict[str, Any],
+    auc_ci: Any,
+    n_bins: int,
+    pu: np.ndarray | None,
+) -> dict[str, Path]:
+    """The report figures: ROC, confusion matrix, reliability (and before calibration when ``pu`` is given)."""
+    from monai_transfer.reports.plots import plot_confusion_matrix, plot_reliability, plot_roc
+
+    points: dict[str, Any] | None = None
+    if task.uses_threshold:
+        points = {"default": 0.5}
+        if np.any(np.asarray(thr) != 0.5):
+            points = {"operating": thr, "default": 0.5}
+    written = {"roc": plot_roc(out_dir / "roc.png", p, y, task, names, auc_ci, points)}
+    title = (
+        f"Confusion matrix at threshold {thr:.3g} (n={len(p)}; counts and % of true class)" if task.is_binary else None
+    )
+    cm = metrics["confusion_matrix"]
+    written["confusion_matrix"] = plot_confusion_matrix(out_dir / "confusion_matrix.png", cm, names, title)
+    written["reliability"] = plot_reliability(out_dir / "reliability.png", p, y, task, n_bins)
+    if pu is not None:
+        ece_b = compute_ece(pu, y, task, n_bins)
+        title = f"Before calibration: ECE = {ece_b:.3f} (after: {metrics['ece']:.3f}; {n_bins} bins, n={len(p)})"
+        written["reliability_uncalibrated"] = plot_reliability(
+            out_dir / "reliability_uncalibrated.png", pu, y, task, n_bins, title=title
         )
-        written["reliability"] = plot_reliability(out_dir / "reliability.png", p, y, task, n_bins)
-        if pu is not None:
-            ece_b = report["calibration"]["ece_before"]
-            written["reliability_uncalibrated"] = plot_reliability(
-                out_dir / "reliability_uncalibrated.png",
-                pu,
-                y,
-                task,
-                n_bins,
-                title=f"Before calibration: ECE = {ece_b:.3f} (after: {metrics['ece']:.3f}; {n_bins} bins, n={len(p)})",
-            )
     return written
