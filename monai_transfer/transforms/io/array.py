@@ -441,34 +441,8 @@ def _check_dicom_series(folder: Path, series_uid: str | None = None) -> list[Pat
     whose Instance Number order (the order MONAI stacks them in) is not their order along the slice normal, or with
     no Instance Number (MONAI would drop them). Files without a DICOM marker are left out with a warning naming them.
     """
-    files = _dicom_files_in(folder)
-    known = set(files)
-    others = sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f not in known)
-    if not files:
-        raise MedicalImageLoadError(folder, f"folder holds no DICOM file (files without a DICOM marker: {others[:5]})")
-    if others:
-        warnings.warn(f"'{folder}': {len(others)} file(s) without a DICOM marker left out: {others[:5]}", stacklevel=4)
-    headers = []
-    for f in files:
-        try:
-            headers.append((f, pydicom.dcmread(str(f), stop_before_pixels=True)))
-        except Exception as e:
-            reason = f"unreadable DICOM header in '{f.name}' ({type(e).__name__}: {e})"
-            raise MedicalImageLoadError(folder, reason) from e
-    by_uid: dict[str, list[tuple[Path, Any]]] = {}
-    for f, ds in headers:
-        by_uid.setdefault(str(ds.get("SeriesInstanceUID", "") or "<missing>"), []).append((f, ds))
-    counts = ", ".join(f"{uid} ({len(v)} files)" for uid, v in sorted(by_uid.items(), key=lambda kv: -len(kv[1])))
-    if series_uid is not None:
-        if series_uid not in by_uid:
-            raise MedicalImageLoadError(folder, f"no file of series_uid={series_uid!r}; the folder holds {counts}")
-        headers = by_uid[series_uid]
-    elif len(by_uid) > 1:
-        raise MedicalImageLoadError(
-            folder,
-            f"folder mixes {len(by_uid)} DICOM series (SeriesInstanceUID: {counts}); put each series in its own "
-            "folder or pass series_uid=... to load one",
-        )
+    headers = _read_series_headers(folder)
+    headers = _pick_series(folder, headers, series_uid)
     photometric = sorted({str(ds.get("PhotometricInterpretation", "")) for _, ds in headers})
     if "PALETTE COLOR" in photometric or len(photometric) > 1:
         raise MedicalImageLoadError(
@@ -496,6 +470,51 @@ def _check_dicom_series(folder: Path, series_uid: str | None = None) -> list[Pat
     if not all(has_pos):
         missing = [f.name for (f, _), ok in zip(headers, has_pos) if not ok]
         raise MedicalImageLoadError(folder, f"{len(missing)} slice(s) without ImagePositionPatient: {missing[:5]}")
+    _check_slice_positions(folder, headers)
+    return [f for f, _ in headers]
+
+
+def _read_series_headers(folder: Path) -> list[tuple[Path, Any]]:
+    """``(file, header)`` of each DICOM file of ``folder`` (no pixels); warns about the files without a marker."""
+    files = _dicom_files_in(folder)
+    known = set(files)
+    others = sorted(f.name for f in folder.iterdir() if f.is_file() and not f.name.startswith(".") and f not in known)
+    if not files:
+        raise MedicalImageLoadError(folder, f"folder holds no DICOM file (files without a DICOM marker: {others[:5]})")
+    if others:
+        warnings.warn(f"'{folder}': {len(others)} file(s) without a DICOM marker left out: {others[:5]}", stacklevel=5)
+    headers = []
+    for f in files:
+        try:
+            headers.append((f, pydicom.dcmread(str(f), stop_before_pixels=True)))
+        except Exception as e:
+            reason = f"unreadable DICOM header in '{f.name}' ({type(e).__name__}: {e})"
+            raise MedicalImageLoadError(folder, reason) from e
+    return headers
+
+
+def _pick_series(folder: Path, headers: list[tuple[Path, Any]], series_uid: str | None) -> list[tuple[Path, Any]]:
+    """The headers of the series to read: the one ``series_uid`` names, else the only series of the folder."""
+    by_uid: dict[str, list[tuple[Path, Any]]] = {}
+    for f, ds in headers:
+        by_uid.setdefault(str(ds.get("SeriesInstanceUID", "") or "<missing>"), []).append((f, ds))
+    counts = ", ".join(f"{uid} ({len(v)} files)" for uid, v in sorted(by_uid.items(), key=lambda kv: -len(kv[1])))
+    if series_uid is not None:
+        if series_uid not in by_uid:
+            raise MedicalImageLoadError(folder, f"no file of series_uid={series_uid!r}; the folder holds {counts}")
+        headers = by_uid[series_uid]
+    elif len(by_uid) > 1:
+        raise MedicalImageLoadError(
+            folder,
+            f"folder mixes {len(by_uid)} DICOM series (SeriesInstanceUID: {counts}); put each series in its own "
+            "folder or pass series_uid=... to load one",
+        )
+    return headers
+
+
+def _check_slice_positions(folder: Path, headers: list[tuple[Path, Any]]) -> None:
+    """Refuse duplicate positions, gaps, duplicate Instance Numbers and an Instance Number order that is not the
+    order along the slice normal (all slices have Image Position (Patient))."""
     try:
         iop = np.asarray([float(v) for v in headers[0][1].get("ImageOrientationPatient", [1, 0, 0, 0, 1, 0])])
         normal = np.cross(iop[:3], iop[3:6])
@@ -541,7 +560,6 @@ def _check_dicom_series(folder: Path, series_uid: str | None = None) -> list[Pat
             "InstanceNumber order (the stacking order) is not the order of the slice positions along the slice "
             f"normal (positions by InstanceNumber: {[round(float(v), 3) for v in pos[by_number][:8]]} ...)",
         )
-    return [f for f, _ in headers]
 
 
 class LoadMedicalImage(Transform):
@@ -759,9 +777,48 @@ class LoadMedicalImage(Transform):
     def _load_dicom(self, path: Path) -> MetaTensor:
         if not has_pydicom:
             raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
-        from pydicom.errors import InvalidDicomError
+        ds, raw, ts_str = self._read_dicom_pixels(path)
+        raw = _as_pydicom3_pixels(ds, raw)
+        meta = self._common_meta(path, "dicom")
+        modality = str(ds.get("Modality", ""))
+        pi = str(ds.get("PhotometricInterpretation", ""))
+        samples = int(ds.get("SamplesPerPixel", 1))
+        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
+        self._check_dicom_shape(path, ds, raw, samples, n_frames)
+        meta.update(
+            {
+                "Modality": modality,
+                "PhotometricInterpretation": pi,
+                "TransferSyntaxUID": ts_str,
+                "BitsStored": int(ds.get("BitsStored", 0) or 0),
+                "PixelRepresentation": int(ds.get("PixelRepresentation", 0) or 0),
+                "NumberOfFrames": n_frames,
+            }
+        )
+        stored_ndim = raw.ndim - (1 if samples > 1 else 0)
+        self._check_ndim(path, stored_ndim, raw.shape)
 
-        apply_modality_lut, apply_voi_lut = _pixel_functions().apply_modality_lut, _pixel_functions().apply_voi_lut
+        arr = raw
+        if samples == 1 and pi not in _GREY_PHOTOMETRIC and pi != "PALETTE COLOR":
+            raise MedicalImageLoadError(
+                path,
+                f"PhotometricInterpretation {pi!r} does not describe a one-sample image (SamplesPerPixel=1); "
+                f"expected one of {_GREY_PHOTOMETRIC[:2] + ('PALETTE COLOR',)}",
+            )
+        if samples == 1 and pi != "PALETTE COLOR":
+            arr, fg_rescale = self._modality_rescale(path, ds, raw, n_frames, meta)
+            arr = self._voi_and_inversion(path, ds, raw, arr, fg_rescale, meta)
+        elif samples == 1:  # PALETTE COLOR
+            arr = _apply_palette(path, ds, raw)
+            samples = 3
+            meta["palette_applied"] = True
+        return self._dicom_tensor(np.asarray(arr, dtype=np.float32), ds, samples, meta)
+
+    @staticmethod
+    def _read_dicom_pixels(path: Path) -> tuple[Any, np.ndarray, str]:
+        """``(dataset, pixel array, transfer syntax UID)`` of a DICOM file; every failure named (truncated, no pixel
+        data, a compressed syntax without decoder, corrupted compressed data)."""
+        from pydicom.errors import InvalidDicomError
 
         try:
             ds = pydicom.dcmread(str(path))
@@ -803,79 +860,65 @@ class LoadMedicalImage(Transform):
             raise MedicalImageLoadError(
                 path, f"cannot decode the pixel data, the file may be truncated ({type(e).__name__}: {e})"
             ) from e
+        return ds, raw, ts_str
 
-        raw = _as_pydicom3_pixels(ds, raw)
-        meta = self._common_meta(path, "dicom")
-        modality = str(ds.get("Modality", ""))
-        pi = str(ds.get("PhotometricInterpretation", ""))
-        samples = int(ds.get("SamplesPerPixel", 1))
-        n_frames = int(ds.get("NumberOfFrames", 1) or 1)
-        self._check_dicom_shape(path, ds, raw, samples, n_frames)
-        meta.update(
-            {
-                "Modality": modality,
-                "PhotometricInterpretation": pi,
-                "TransferSyntaxUID": ts_str,
-                "BitsStored": int(ds.get("BitsStored", 0) or 0),
-                "PixelRepresentation": int(ds.get("PixelRepresentation", 0) or 0),
-                "NumberOfFrames": n_frames,
-            }
-        )
-        stored_ndim = raw.ndim - (1 if samples > 1 else 0)
-        self._check_ndim(path, stored_ndim, raw.shape)
+    def _modality_rescale(
+        self, path: Path, ds: Any, raw: np.ndarray, n_frames: int, meta: dict[str, Any]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+        """Step 1: the Modality LUT / Rescale Slope and Intercept (per frame for enhanced multi-frame files).
 
+        Returns ``(array, functional-group (slopes, intercepts) or None)``; ``meta`` records what was applied.
+        """
         arr = raw
         fg_rescale = None
-        if samples == 1 and pi not in _GREY_PHOTOMETRIC and pi != "PALETTE COLOR":
-            raise MedicalImageLoadError(
-                path,
-                f"PhotometricInterpretation {pi!r} does not describe a one-sample image (SamplesPerPixel=1); "
-                f"expected one of {_GREY_PHOTOMETRIC[:2] + ('PALETTE COLOR',)}",
-            )
-        if samples == 1 and pi != "PALETTE COLOR":
-            if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
-                arr = apply_modality_lut(raw, ds)
-                meta["rescale_applied"] = True
-                meta["RescaleSlope"] = _first_float(ds.get("RescaleSlope", 1.0))
-                meta["RescaleIntercept"] = _first_float(ds.get("RescaleIntercept", 0.0))
-            else:  # enhanced multi-frame: rescale in the shared or per-frame functional groups
-                pvt = self._functional_group_rescale(path, ds, n_frames)
-                if pvt is not None:
-                    slopes, intercepts = fg_rescale = pvt
-                    if raw.ndim == 3:  # (frames, rows, cols): frame k gets its own slope and intercept
-                        arr = raw.astype(np.float64) * slopes[:, None, None] + intercepts[:, None, None]
-                    else:
-                        arr = raw.astype(np.float64) * slopes[0] + intercepts[0]
-                    uniform = bool(np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0]))
-                    meta.update(
-                        rescale_applied=True,
-                        RescaleSlope=float(slopes[0]) if uniform else float("nan"),
-                        RescaleIntercept=float(intercepts[0]) if uniform else float("nan"),
-                    )
-            has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
-            if has_voi:
-                meta["WindowCenter"] = _first_float(ds.get("WindowCenter"))
-                meta["WindowWidth"] = _first_float(ds.get("WindowWidth"))
-            voi_kind = None
-            if has_voi and (self.voi == "always" or (self.voi == "auto" and modality in RADIOGRAPH_MODALITIES)):
-                voi_kind = _voi_kind(ds)
-                arr = apply_voi_lut(arr, ds, index=0)
-                meta["voi_applied"] = voi_kind is not None
-            if pi == "MONOCHROME1" and self.invert_monochrome1:
-                lo_hi = _monochrome1_range(path, ds, raw, voi_kind, fg_rescale)
-                arr = arr.astype(np.float64)
-                if lo_hi is None:  # float pixel data: no representable range, the image's own range is used
-                    arr = arr.max() + arr.min() - arr
+        if "RescaleSlope" in ds or "RescaleIntercept" in ds or "ModalityLUTSequence" in ds:
+            arr = _pixel_functions().apply_modality_lut(raw, ds)
+            meta["rescale_applied"] = True
+            meta["RescaleSlope"] = _first_float(ds.get("RescaleSlope", 1.0))
+            meta["RescaleIntercept"] = _first_float(ds.get("RescaleIntercept", 0.0))
+        else:  # enhanced multi-frame: rescale in the shared or per-frame functional groups
+            pvt = self._functional_group_rescale(path, ds, n_frames)
+            if pvt is not None:
+                slopes, intercepts = fg_rescale = pvt
+                if raw.ndim == 3:  # (frames, rows, cols): frame k gets its own slope and intercept
+                    arr = raw.astype(np.float64) * slopes[:, None, None] + intercepts[:, None, None]
                 else:
-                    total = lo_hi[0] + lo_hi[1]
-                    arr = (total[:, None, None] if np.ndim(total) else total) - arr
-                meta["inverted"] = True
-        elif samples == 1:  # PALETTE COLOR
-            arr = _apply_palette(path, ds, raw)
-            samples = 3
-            meta["palette_applied"] = True
-        arr = np.asarray(arr, dtype=np.float32)
+                    arr = raw.astype(np.float64) * slopes[0] + intercepts[0]
+                uniform = bool(np.all(slopes == slopes[0]) and np.all(intercepts == intercepts[0]))
+                meta.update(
+                    rescale_applied=True,
+                    RescaleSlope=float(slopes[0]) if uniform else float("nan"),
+                    RescaleIntercept=float(intercepts[0]) if uniform else float("nan"),
+                )
+        return arr, fg_rescale
 
+    def _voi_and_inversion(
+        self, path: Path, ds: Any, raw: np.ndarray, arr: np.ndarray, fg_rescale: Any, meta: dict[str, Any]
+    ) -> np.ndarray:
+        """Steps 2-3: the VOI LUT / window (``voi``) and the MONOCHROME1 inversion over a fixed range."""
+        modality, pi = meta["Modality"], meta["PhotometricInterpretation"]
+        has_voi = "VOILUTSequence" in ds or ("WindowCenter" in ds and "WindowWidth" in ds)
+        if has_voi:
+            meta["WindowCenter"] = _first_float(ds.get("WindowCenter"))
+            meta["WindowWidth"] = _first_float(ds.get("WindowWidth"))
+        voi_kind = None
+        if has_voi and (self.voi == "always" or (self.voi == "auto" and modality in RADIOGRAPH_MODALITIES)):
+            voi_kind = _voi_kind(ds)
+            arr = _pixel_functions().apply_voi_lut(arr, ds, index=0)
+            meta["voi_applied"] = voi_kind is not None
+        if pi == "MONOCHROME1" and self.invert_monochrome1:
+            lo_hi = _monochrome1_range(path, ds, raw, voi_kind, fg_rescale)
+            arr = arr.astype(np.float64)
+            if lo_hi is None:  # float pixel data: no representable range, the image's own range is used
+                arr = arr.max() + arr.min() - arr
+            else:
+                total = lo_hi[0] + lo_hi[1]
+                arr = (total[:, None, None] if np.ndim(total) else total) - arr
+            meta["inverted"] = True
+        return arr
+
+    def _dicom_tensor(self, arr: np.ndarray, ds: Any, samples: int, meta: dict[str, Any]) -> MetaTensor:
+        """Channel-first layout with the pixel (and frame) spacing: colour and frames as documented in the class."""
         row_sp, col_sp = _pixel_spacing(ds)
         if samples > 1:  # (..., rows, cols, 3) -> channels first; frames (if any) on the last spatial axis
             arr = np.moveaxis(arr, -1, 0)
@@ -946,45 +989,58 @@ class LoadMedicalImage(Transform):
         return slopes, intercepts
 
     # -------------------------------------------------------------------------------------- NIfTI / DICOM series
+    def _nifti_shape(self, path: Path) -> tuple[int, ...]:
+        """The header shape of a NIfTI file without trailing singleton axes; refuses complex data and > 4 axes."""
+        if not has_nibabel:
+            raise MedicalImageLoadError(path, "nibabel is not installed (pip install nibabel)")
+        try:
+            nii = nibabel.load(str(path))
+            shape, data_dtype = tuple(nii.shape), np.dtype(nii.get_data_dtype())
+        except Exception as e:
+            reason = f"unreadable or truncated NIfTI file ({type(e).__name__}: {e})"
+            raise MedicalImageLoadError(path, reason) from e
+        if data_dtype.kind == "c":  # MONAI/numpy would keep only the real part, silently
+            raise MedicalImageLoadError(
+                path,
+                f"NIfTI image holds complex values (dtype {data_dtype.name}); refusing to drop the imaginary part: "
+                "convert it first (e.g. to its magnitude, numpy.abs) and save a real-valued NIfTI",
+            )
+        # trailing singleton axes are dropped: (x, y, z, 1) is 3D, and (x, y, 1) is 2D when a 2D image is expected
+        min_dims = 2 if self.expected_ndim == 2 else 3
+        while len(shape) > min_dims and shape[-1] == 1:
+            shape = shape[:-1]
+        if len(shape) > 4:
+            raise MedicalImageLoadError(
+                path,
+                f"NIfTI image has {len(shape)} dimensions (shape {shape}); at most 4 (x, y, z, t) are supported",
+            )
+        self._check_ndim(path, len(shape), shape)
+        return shape
+
+    def _series_reader(self, path: Path, reader: Any) -> tuple[Any, list[Path]]:
+        """``(reader, files)`` of a checked DICOM series folder: a ``PydicomReader`` restricted to the chosen series
+        when the folder holds several."""
+        if not has_pydicom:
+            raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
+        if not any(f.is_file() for f in path.iterdir()):
+            raise MedicalImageLoadError(path, "folder holds no files (expected a DICOM series)")
+        series_files = _check_dicom_series(path, self.series_uid)
+        if len(series_files) < len(_dicom_files_in(path)):  # one series chosen among several: read only it
+            pattern = "^(?:" + "|".join(re.escape(os.path.join(str(path), f.name)) for f in series_files) + ")$"
+            from monai.data import PydicomReader
+
+            reader = PydicomReader(fname_regex=pattern)
+        return reader, series_files
+
     def _load_monai(self, path: Path, reader: str, kind: str) -> MetaTensor:
         from monai.transforms import LoadImage, Orientation
 
+        shape: tuple[int, ...] = ()
+        series_files: list[Path] = []
         if kind == "nifti":
-            if not has_nibabel:
-                raise MedicalImageLoadError(path, "nibabel is not installed (pip install nibabel)")
-            try:
-                nii = nibabel.load(str(path))
-                shape, data_dtype = tuple(nii.shape), np.dtype(nii.get_data_dtype())
-            except Exception as e:
-                reason = f"unreadable or truncated NIfTI file ({type(e).__name__}: {e})"
-                raise MedicalImageLoadError(path, reason) from e
-            if data_dtype.kind == "c":  # MONAI/numpy would keep only the real part, silently
-                raise MedicalImageLoadError(
-                    path,
-                    f"NIfTI image holds complex values (dtype {data_dtype.name}); refusing to drop the imaginary part: "
-                    "convert it first (e.g. to its magnitude, numpy.abs) and save a real-valued NIfTI",
-                )
-            # trailing singleton axes are dropped: (x, y, z, 1) is 3D, and (x, y, 1) is 2D when a 2D image is expected
-            min_dims = 2 if self.expected_ndim == 2 else 3
-            while len(shape) > min_dims and shape[-1] == 1:
-                shape = shape[:-1]
-            if len(shape) > 4:
-                raise MedicalImageLoadError(
-                    path,
-                    f"NIfTI image has {len(shape)} dimensions (shape {shape}); at most 4 (x, y, z, t) are supported",
-                )
-            self._check_ndim(path, len(shape), shape)
+            shape = self._nifti_shape(path)
         else:
-            if not has_pydicom:
-                raise MedicalImageLoadError(path, "pydicom is not installed (pip install pydicom)")
-            if not any(f.is_file() for f in path.iterdir()):
-                raise MedicalImageLoadError(path, "folder holds no files (expected a DICOM series)")
-            series_files = _check_dicom_series(path, self.series_uid)
-            if len(series_files) < len(_dicom_files_in(path)):  # one series chosen among several: read only it
-                pattern = "^(?:" + "|".join(re.escape(os.path.join(str(path), f.name)) for f in series_files) + ")$"
-                from monai.data import PydicomReader
-
-                reader = PydicomReader(fname_regex=pattern)
+            reader, series_files = self._series_reader(path, reader)
         try:
             img = LoadImage(reader=reader, image_only=True, ensure_channel_first=True, dtype=np.float32)(str(path))
         except Exception as e:
