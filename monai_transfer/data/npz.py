@@ -94,26 +94,74 @@ def write_dicom(
     Raises:
         ValueError: not 2D, unknown modality, non-positive slope, or values that do not fit 16 bits.
     """
-    import pydicom
-    from pydicom.dataset import FileDataset, FileMetaDataset
-    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+    img, modality = _checked_image(image, modality, path)
+    stored = _stored_values(img, rescale_slope, rescale_intercept, monochrome1, path)
+    path = Path(path)
+    ds = _new_dataset(path, modality, patient_id, study_uid, series_uid, instance_number)
+    _set_image_attributes(ds, stored, monochrome1, spacing, position, slice_thickness, window)
+    if modality in ("CT", "MR") or not (rescale_slope == 1.0 and rescale_intercept == 0.0):
+        ds.RescaleSlope, ds.RescaleIntercept = f"{float(rescale_slope):g}", f"{float(rescale_intercept):g}"
+        ds.RescaleType = "HU" if modality == "CT" else "US"
+    _save_dataset(ds, path)
+    return path
 
+
+def _checked_image(image: Any, modality: str, path: Any) -> tuple[np.ndarray, str]:
+    """``(2D array, upper-case modality)`` for :func:`write_dicom`; ``ValueError`` naming the value otherwise."""
     img = np.asarray(image)
     if img.ndim != 2:
         raise ValueError(f"write_dicom writes 2D images, got shape {img.shape} for '{path}'.")
     modality = modality.upper()
     if modality not in SOP_CLASS_UIDS:
         raise ValueError(f"modality must be one of {sorted(SOP_CLASS_UIDS)}, got {modality!r}.")
+    return img, modality
+
+
+def _set_image_attributes(
+    ds: Any,
+    stored: np.ndarray,
+    monochrome1: bool,
+    spacing: Sequence[float],
+    position: Sequence[float] | None,
+    slice_thickness: float | None,
+    window: tuple[float, float] | None,
+) -> None:
+    """Image Pixel module (size, bits, Photometric Interpretation), spacing, position and window of ``stored``."""
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
+    ds.Rows, ds.Columns = int(stored.shape[0]), int(stored.shape[1])
+    bits = stored.dtype.itemsize * 8
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 1 if stored.dtype == np.int16 else 0
+    ds.PixelSpacing = [f"{float(s):g}" for s in spacing]
+    ds.PixelData = stored.tobytes()
+    if position is not None:
+        ds.ImagePositionPatient = [f"{float(p):g}" for p in position]
+        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
+    if slice_thickness is not None:
+        ds.SliceThickness = f"{float(slice_thickness):g}"
+    if window is not None:
+        ds.WindowCenter = f"{float(window[0]):g}"
+        ds.WindowWidth = f"{float(window[1]):g}"
+
+
+def _stored_values(
+    img: np.ndarray, rescale_slope: float, rescale_intercept: float, monochrome1: bool, path: Any
+) -> np.ndarray:
+    """The stored pixel values of :func:`write_dicom`: ``uint8`` (8-bit image, identity rescale), else ``int16``
+    when a value is negative, else ``uint16``; inverted over the type's range for MONOCHROME1."""
     if rescale_slope <= 0:
         raise ValueError(f"rescale_slope must be > 0, got {rescale_slope}.")
     identity = rescale_slope == 1.0 and rescale_intercept == 0.0
     stored = np.rint((img.astype(np.float64) - rescale_intercept) / rescale_slope)
     if img.dtype == np.uint8 and identity:
-        dtype, bits = np.uint8, 8
+        dtype: type = np.uint8
     elif stored.min() < 0:
-        dtype, bits = np.int16, 16
+        dtype = np.int16
     else:
-        dtype, bits = np.uint16, 16
+        dtype = np.uint16
     info = np.iinfo(dtype)
     if stored.min() < info.min or stored.max() > info.max:
         raise ValueError(
@@ -122,10 +170,17 @@ def write_dicom(
         )
     if monochrome1:  # inverted over the representable range, as the loader (and a viewer) inverts it back
         stored = float(info.min) + float(info.max) - stored
-    stored = stored.astype(dtype)
+    return stored.astype(dtype)
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+
+def _new_dataset(
+    path: Path, modality: str, patient_id: str, study_uid: str | None, series_uid: str | None, instance_number: int
+) -> Any:
+    """A DICOM data set with its file meta, UIDs (derived from the patient id when not given) and patient/study
+    identification; the image attributes are set by the caller."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
+
     sop_instance = generate_uid(entropy_srcs=[str(path.name), patient_id, str(instance_number), modality])
     study_uid = study_uid or generate_uid(entropy_srcs=["study", patient_id])
     series_uid = series_uid or generate_uid(entropy_srcs=["series", patient_id, modality])
@@ -147,33 +202,19 @@ def write_dicom(
     ds.StudyDate = ds.SeriesDate = today
     ds.SeriesNumber = 1
     ds.InstanceNumber = int(instance_number)
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME1" if monochrome1 else "MONOCHROME2"
-    ds.Rows, ds.Columns = int(img.shape[0]), int(img.shape[1])
-    ds.BitsAllocated = bits
-    ds.BitsStored = bits
-    ds.HighBit = bits - 1
-    ds.PixelRepresentation = 1 if dtype == np.int16 else 0
-    ds.PixelSpacing = [f"{float(s):g}" for s in spacing]
-    if position is not None:
-        ds.ImagePositionPatient = [f"{float(p):g}" for p in position]
-        ds.ImageOrientationPatient = ["1", "0", "0", "0", "1", "0"]
-    if slice_thickness is not None:
-        ds.SliceThickness = f"{float(slice_thickness):g}"
-    if modality in ("CT", "MR") or not identity:
-        ds.RescaleSlope = f"{float(rescale_slope):g}"
-        ds.RescaleIntercept = f"{float(rescale_intercept):g}"
-        ds.RescaleType = "HU" if modality == "CT" else "US"
-    if window is not None:
-        ds.WindowCenter = f"{float(window[0]):g}"
-        ds.WindowWidth = f"{float(window[1]):g}"
-    ds.PixelData = stored.tobytes()
-    if int(pydicom.__version__.split(".")[0]) >= 3:  # the encoding follows the transfer syntax
+    return ds
+
+
+def _save_dataset(ds: Any, path: Path) -> None:
+    """Save as explicit VR little endian under pydicom 3 (the encoding follows the transfer syntax) or 2.4."""
+    import pydicom
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if int(pydicom.__version__.split(".")[0]) >= 3:
         ds.save_as(str(path), enforce_file_format=True)
     else:  # pydicom 2.4 (MONAI Label's environment) needs the encoding on the data set
         ds.is_little_endian, ds.is_implicit_VR = True, False
         ds.save_as(str(path), write_like_original=False)
-    return path
 
 
 def write_dicom_series(
