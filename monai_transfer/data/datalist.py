@@ -83,6 +83,47 @@ def _is_series_dir(path: Path) -> bool:
     return bool(files) and all(f.name.lower().endswith(DICOM_EXTENSIONS) or is_dicom_file(f) for f in files)
 
 
+def _class_folders(root: Path, class_names: Sequence[str] | None) -> tuple[list[str], list[str]]:
+    """``(class names, stray files)`` of a class-folder root; checks the folders against ``class_names``."""
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    stray = sorted(str(p) for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
+    if class_names is None:
+        names = folders
+    else:
+        names = list(class_names)
+        missing = [c for c in names if c not in folders]
+        extra = [f for f in folders if f not in names]
+        if missing or extra:
+            raise DatalistError(
+                f"class folders in '{root}' do not match class_names={names}: missing {missing}, unexpected {extra}."
+            )
+    if len(names) < 2:
+        raise DatalistError(
+            f"'{root}' must hold at least two class folders (root/<class>/<image>), found {len(names)}: {names}."
+        )
+    return names, stray
+
+
+def _scan_class_folders(root: Path, names: list[str], exts: tuple[str, ...]) -> tuple[list[dict[str, Any]], list[str]]:
+    """``(items, unknown entries)`` of the class folders; an empty class folder raises."""
+    items: list[dict[str, Any]] = []
+    unknown: list[str] = []
+    for label, cname in enumerate(names):
+        cdir = root / cname
+        found = 0
+        for p in sorted(cdir.iterdir()):
+            if p.name.startswith(".") or p.name.lower() in _IGNORED_NAMES:
+                continue
+            if (p.is_file() and _is_image(p, exts)) or (p.is_dir() and _is_series_dir(p)):
+                items.append({"image": str(p), "label": label, "class_name": cname})
+                found += 1
+            else:
+                unknown.append(str(p))
+        if found == 0:
+            raise DatalistError(f"class folder '{cdir}' holds no image with an extension in {exts}.")
+    return items, unknown
+
+
 def datalist_from_folder(
     root: str | os.PathLike,
     extensions: Sequence[str] | None = None,
@@ -119,37 +160,8 @@ def datalist_from_folder(
     if not root.is_dir():
         raise DatalistError(f"data folder '{root}' does not exist or is not a folder.")
     exts = tuple(extensions) if extensions is not None else DEFAULT_EXTENSIONS
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    stray = sorted(str(p) for p in root.iterdir() if p.is_file() and not p.name.startswith("."))
-    if class_names is None:
-        names = folders
-    else:
-        names = list(class_names)
-        missing = [c for c in names if c not in folders]
-        extra = [f for f in folders if f not in names]
-        if missing or extra:
-            raise DatalistError(
-                f"class folders in '{root}' do not match class_names={names}: missing {missing}, unexpected {extra}."
-            )
-    if len(names) < 2:
-        raise DatalistError(
-            f"'{root}' must hold at least two class folders (root/<class>/<image>), found {len(names)}: {names}."
-        )
-    items: list[dict[str, Any]] = []
-    unknown: list[str] = []
-    for label, cname in enumerate(names):
-        cdir = root / cname
-        found = 0
-        for p in sorted(cdir.iterdir()):
-            if p.name.startswith(".") or p.name.lower() in _IGNORED_NAMES:
-                continue
-            if (p.is_file() and _is_image(p, exts)) or (p.is_dir() and _is_series_dir(p)):
-                items.append({"image": str(p), "label": label, "class_name": cname})
-                found += 1
-            else:
-                unknown.append(str(p))
-        if found == 0:
-            raise DatalistError(f"class folder '{cdir}' holds no image with an extension in {exts}.")
+    names, stray = _class_folders(root, class_names)
+    items, unknown = _scan_class_folders(root, names, exts)
     unknown += stray
     if unknown:
         msg = f"{len(unknown)} non-image entr{'y' if len(unknown) == 1 else 'ies'} under '{root}': {unknown}"
@@ -317,20 +329,18 @@ def _multilabel_from_lists(
     return out, names
 
 
-def _finish(
+def _base_items(
     rows: list[dict[str, Any]],
     wheres: list[str],
     base: Path,
     image_key: str,
     label_key: str | None,
     patient_key: str | None,
-    class_names: Sequence[str] | None,
     allow_outside_root: bool,
     check_files: bool,
-    label_cols: Sequence[str] | None = None,
-    uncertain: str | None = None,
-    uncertain_value: int = -1,
+    label_cols: Sequence[str] | None,
 ) -> list[dict[str, Any]]:
+    """One item per row: the resolved ``image`` (unique), ``patient_id`` and the other columns (labels follow)."""
     items: list[dict[str, Any]] = []
     seen: dict[str, str] = {}
     for row, where in zip(rows, wheres):
@@ -351,6 +361,51 @@ def _finish(
                 raise DatalistError(f"{where}: empty {patient_key!r}.")
             item["patient_id"] = str(pid).strip()
         items.append(item)
+    return items
+
+
+def _set_class_labels(
+    items: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    wheres: list[str],
+    label_key: str,
+    class_names: Sequence[str] | None,
+) -> None:
+    """Single-label items: ``label`` (class index) and ``class_name`` from the ``label_key`` value of each row."""
+    missing = [w for r, w in zip(rows, wheres) if label_key not in r or r[label_key] is None]
+    if missing:
+        raise DatalistError(f"{missing[0]}: no {label_key!r} value.")
+    for r, w in zip(rows, wheres):
+        v = str(r[label_key]).strip()
+        if v[:1] in "[(" and v[-1:] in "])":
+            raise DatalistError(
+                f"{w}: label {r[label_key]!r} looks like a multi-label vector, not a class; give one 0/1 column "
+                "per finding (label_cols) or a JSON list."
+            )
+    labels, names = _labels([r[label_key] for r in rows], class_names, wheres)
+    for item, lab in zip(items, labels):
+        item["label"] = lab
+        if names is not None:
+            item["class_name"] = names[lab]
+
+
+def _finish(
+    rows: list[dict[str, Any]],
+    wheres: list[str],
+    base: Path,
+    image_key: str,
+    label_key: str | None,
+    patient_key: str | None,
+    class_names: Sequence[str] | None,
+    allow_outside_root: bool,
+    check_files: bool,
+    label_cols: Sequence[str] | None = None,
+    uncertain: str | None = None,
+    uncertain_value: int = -1,
+) -> list[dict[str, Any]]:
+    items = _base_items(
+        rows, wheres, base, image_key, label_key, patient_key, allow_outside_root, check_files, label_cols
+    )
     if label_cols is not None:  # multi-label: one 0/1 column per finding
         for item, row, where in zip(items, rows, wheres):
             item["label"] = [
@@ -365,21 +420,7 @@ def _finish(
             item["label"] = lab
         return items
     if label_key is not None:
-        missing = [w for r, w in zip(rows, wheres) if label_key not in r or r[label_key] is None]
-        if missing:
-            raise DatalistError(f"{missing[0]}: no {label_key!r} value.")
-        for r, w in zip(rows, wheres):
-            v = str(r[label_key]).strip()
-            if v[:1] in "[(" and v[-1:] in "])":
-                raise DatalistError(
-                    f"{w}: label {r[label_key]!r} looks like a multi-label vector, not a class; give one 0/1 column "
-                    "per finding (label_cols) or a JSON list."
-                )
-        labels, names = _labels([r[label_key] for r in rows], class_names, wheres)
-        for item, lab in zip(items, labels):
-            item["label"] = lab
-            if names is not None:
-                item["class_name"] = names[lab]
+        _set_class_labels(items, rows, wheres, label_key, class_names)
     return items
 
 
@@ -443,6 +484,33 @@ def datalist_from_csv(
         raise DatalistError(f"CSV data list '{path}' does not exist.")
     rows, cols = _read_csv_rows(path)
     _check_uncertain(uncertain)
+    label_cols, label_col = _csv_label_columns(path, cols, label_col, label_cols, class_names)
+    needed = [c for c in (image_col, label_col, patient_col) if c is not None]
+    absent = [c for c in needed if c not in cols]
+    if absent:
+        raise DatalistError(f"CSV '{path}' has no column(s) {absent}; columns are {cols}.")
+    if not rows:
+        raise DatalistError(f"CSV '{path}' has no data rows.")
+    if patient_col is None and "patient_id" in cols:
+        patient_col = "patient_id"
+    wheres = [f"'{path}' line {i + 2}" for i in range(len(rows))]
+    base = Path(root) if root is not None else path.parent
+    cols_used = (image_col, label_col, patient_col, class_names, allow_outside_root, check_files)
+    items = _finish(
+        rows, wheres, base, *cols_used, label_cols=label_cols, uncertain=uncertain, uncertain_value=uncertain_value
+    )
+    return _with_dicom_ids(items) if dicom_ids and check_files else items
+
+
+def _csv_label_columns(
+    path: Path,
+    cols: list[str],
+    label_col: str | None,
+    label_cols: Sequence[str] | None,
+    class_names: Sequence[str] | None,
+) -> tuple[list[str] | None, str | None]:
+    """``(label_cols, label_col)``: the multi-label 0/1 columns (given, or one column per class name when the CSV has
+    no ``label_col``) and then no ``label_col``; checked against the CSV's columns and ``class_names``."""
     if (
         label_cols is None
         and class_names is not None
@@ -461,31 +529,7 @@ def datalist_from_csv(
         if absent_labels:
             raise DatalistError(f"CSV '{path}' has no label column(s) {absent_labels}; columns are {cols}.")
         label_col = None
-    needed = [c for c in (image_col, label_col, patient_col) if c is not None]
-    absent = [c for c in needed if c not in cols]
-    if absent:
-        raise DatalistError(f"CSV '{path}' has no column(s) {absent}; columns are {cols}.")
-    if not rows:
-        raise DatalistError(f"CSV '{path}' has no data rows.")
-    if patient_col is None and "patient_id" in cols:
-        patient_col = "patient_id"
-    wheres = [f"'{path}' line {i + 2}" for i in range(len(rows))]
-    base = Path(root) if root is not None else path.parent
-    items = _finish(
-        rows,
-        wheres,
-        base,
-        image_col,
-        label_col,
-        patient_col,
-        class_names,
-        allow_outside_root,
-        check_files,
-        label_cols=label_cols,
-        uncertain=uncertain,
-        uncertain_value=uncertain_value,
-    )
-    return _with_dicom_ids(items) if dicom_ids and check_files else items
+    return label_cols, label_col
 
 
 def _read_csv_rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
@@ -547,23 +591,7 @@ def datalist_from_json(
     """
     path = Path(path)
     _check_uncertain(uncertain)
-    if not path.is_file():
-        raise DatalistError(f"JSON data list '{path}' does not exist.")
-    try:
-        content = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DatalistError(f"JSON data list '{path}' is not valid JSON ({e}).") from e
-    if isinstance(content, Mapping):
-        if key not in content:
-            raise DatalistError(f"JSON data list '{path}' has no {key!r} section (has {sorted(content)}).")
-        rows = content[key]
-    else:
-        rows = content
-    if not isinstance(rows, list) or not rows:
-        raise DatalistError(f"JSON data list '{path}' section {key!r} must be a non-empty list.")
-    for i, r in enumerate(rows):
-        if not isinstance(r, Mapping):
-            raise DatalistError(f"'{path}' item {i}: expected an object with 'image', got {type(r).__name__}.")
+    rows = _json_rows(path, key)
     wheres = [f"'{path}' item {i}" for i in range(len(rows))]
     labelled = any("label" in r for r in rows)
     patient = "patient_id" if any("patient_id" in r for r in rows) else None
@@ -582,6 +610,28 @@ def datalist_from_json(
         uncertain_value=uncertain_value,
     )
     return _with_dicom_ids(items) if dicom_ids and check_files else items
+
+
+def _json_rows(path: Path, key: str) -> list[Mapping[str, Any]]:
+    """The items of a JSON data list (section ``key`` of a MONAI datalist, or a plain list), each an object."""
+    if not path.is_file():
+        raise DatalistError(f"JSON data list '{path}' does not exist.")
+    try:
+        content = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatalistError(f"JSON data list '{path}' is not valid JSON ({e}).") from e
+    if isinstance(content, Mapping):
+        if key not in content:
+            raise DatalistError(f"JSON data list '{path}' has no {key!r} section (has {sorted(content)}).")
+        rows = content[key]
+    else:
+        rows = content
+    if not isinstance(rows, list) or not rows:
+        raise DatalistError(f"JSON data list '{path}' section {key!r} must be a non-empty list.")
+    for i, r in enumerate(rows):
+        if not isinstance(r, Mapping):
+            raise DatalistError(f"'{path}' item {i}: expected an object with 'image', got {type(r).__name__}.")
+    return rows
 
 
 def load_datalist(source: str | os.PathLike | Iterable[Mapping[str, Any]], **kwargs: Any) -> list[dict[str, Any]]:
