@@ -295,6 +295,16 @@ def _readme(
     samples: list[dict],
     volume: bool,
 ) -> str:
+    """The run's ``docs/README.md``: what the network expects, the data, the validation metrics and the commands."""
+    lines = _readme_network_lines(run, template, spec, values)
+    lines += _readme_data_lines(run, spec["class_names"], values, data, samples, volume)
+    lines += _readme_metrics_lines(metrics_doc)
+    lines += _readme_usage_lines(run)
+    return "\n".join(lines)
+
+
+def _readme_network_lines(run: Path, template: Path, spec: Mapping[str, Any], values: Mapping[str, Any]) -> list[str]:
+    """README title, command and what the network expects (backbone, classes, normalisation, slicing)."""
     names = spec["class_names"]
     lines = [
         f"# Trained run `{run.name}`",
@@ -321,7 +331,19 @@ def _readme(
             f"- slicing: axis {spec['slicing']['axis']}, neighbour offsets {spec['slicing']['offsets']}; "
             f"aggregation `{values.get('aggregation')}`"
         )
-    lines += ["", "## Data", "", f"- dataset: `{values.get('dataset_dir', '?')}`"]
+    return lines
+
+
+def _readme_data_lines(
+    run: Path,
+    names: list[str],
+    values: Mapping[str, Any],
+    data: Mapping[str, Any] | None,
+    samples: list[dict],
+    volume: bool,
+) -> list[str]:
+    """README ``## Data``: the dataset, cases per split and class, the audit and the copied samples."""
+    lines = ["", "## Data", "", f"- dataset: `{values.get('dataset_dir', '?')}`"]
     for split, d in (data or {}).items():
         if split == "audit" or not isinstance(d, Mapping) or "n" not in d:
             continue  # the checks' summary, not a split: below
@@ -336,7 +358,12 @@ def _readme(
     lines += _audit_lines((data or {}).get("audit"), run)
     if samples:
         lines.append(f"- `data/samples/`: {len(samples)} validation cases copied for a first inference run")
-    lines += ["", "## Metrics (validation split, best checkpoint)", ""]
+    return lines
+
+
+def _readme_metrics_lines(metrics_doc: Mapping[str, Any] | None) -> list[str]:
+    """README ``## Metrics``: the validation metrics table and the stored decision threshold(s)."""
+    lines = ["", "## Metrics (validation split, best checkpoint)", ""]
     if metrics_doc:
         m = metrics_doc.get("metrics", {})
         lines += ["| metric | value |", "| --- | --- |"]
@@ -351,8 +378,13 @@ def _readme(
             lines.append(f"\nDecision thresholds per label ({per}), stored in `models/threshold.json`.")
     else:
         lines.append("No validation report was found.")
+    return lines
+
+
+def _readme_usage_lines(run: Path) -> list[str]:
+    """README ``## Use it``: inference, evaluation, export and MONAI Label commands for this run."""
     images = "data/samples"
-    lines += [
+    return [
         "",
         "## Use it",
         "",
@@ -373,7 +405,56 @@ def _readme(
         "```",
         "",
     ]
-    return "\n".join(lines)
+
+
+def _write_configs(run: Path, template: Path, values: Mapping[str, Any], has_samples: bool) -> None:
+    """The template's configs with this run's ``values`` (and ``logging.conf``) into ``run/configs``."""
+    root_expr = f"$monai_transfer.run_bundle.resolve_run_root({str(run)!r})"
+    for name in _CONFIG_FILES:
+        src = template / "configs" / name
+        if not src.is_file():
+            continue
+        # train.json produced the values: all its ids take them; the other configs derive ids such as dataset_dir
+        # (inference: @input_dir) from others, so only their literal settings are replaced
+        config = _substitute(
+            json.loads(src.read_text(encoding="utf-8")), values, root_expr, literals_only=name != "train.json"
+        )
+        if name == "inference.json" and has_samples and "input_dir" in config:
+            config["input_dir"] = "$@bundle_root + '/data/samples'"
+        atomic_write_json(run / "configs" / name, config)
+    if (template / "configs" / "logging.conf").is_file():
+        shutil.copy2(template / "configs" / "logging.conf", run / "configs" / "logging.conf")
+
+
+def _write_metadata(
+    run: Path,
+    template: Path,
+    meta_file: Path,
+    spec: Mapping[str, Any],
+    values: Mapping[str, Any],
+    metrics_doc: Mapping[str, Any] | None,
+) -> None:
+    """``configs/metadata.json`` of the run (and the data licence when it was trained on the shipped data)."""
+    default_data = str(template / "data")
+    data_note = (
+        f"Trained on {values.get('dataset_dir')}."
+        if not str(values.get("dataset_dir", "")).startswith(default_data)
+        else "Trained on the template bundle's shipped data."
+    )
+    meta = _metadata(
+        json.loads(meta_file.read_text(encoding="utf-8")),
+        spec,
+        run.name,
+        data_note,
+        (metrics_doc or {}).get("metrics"),
+    )
+    if not str(values.get("dataset_dir", "")).startswith(default_data):
+        meta["data_source"] = f"{values.get('dataset_dir')} (the run's training data)"
+    atomic_write_json(run / "configs" / "metadata.json", meta)
+    for extra_doc in ("data_license.txt",):
+        if (template / "docs" / extra_doc).is_file() and data_note.endswith("shipped data."):
+            (run / "docs").mkdir(parents=True, exist_ok=True)
+            shutil.copy2(template / "docs" / extra_doc, run / "docs" / extra_doc)
 
 
 def export_run_bundle(
@@ -428,41 +509,8 @@ def export_run_bundle(
         metrics_doc = json.loads(Path(metrics_file).read_text(encoding="utf-8"))
     data = describe_datalists(datalists) if datalists else None
     samples = _copy_samples(datalists or {}, spec["class_names"], run / "data" / "samples", int(n_samples))
-    root_expr = f"$monai_transfer.run_bundle.resolve_run_root({str(run)!r})"
-    for name in _CONFIG_FILES:
-        src = template / "configs" / name
-        if not src.is_file():
-            continue
-        # train.json produced the values: all its ids take them; the other configs derive ids such as dataset_dir
-        # (inference: @input_dir) from others, so only their literal settings are replaced
-        config = _substitute(
-            json.loads(src.read_text(encoding="utf-8")), values, root_expr, literals_only=name != "train.json"
-        )
-        if name == "inference.json" and samples and "input_dir" in config:
-            config["input_dir"] = "$@bundle_root + '/data/samples'"
-        atomic_write_json(run / "configs" / name, config)
-    if (template / "configs" / "logging.conf").is_file():
-        shutil.copy2(template / "configs" / "logging.conf", run / "configs" / "logging.conf")
-    default_data = str(template / "data")
-    data_note = (
-        f"Trained on {values.get('dataset_dir')}."
-        if not str(values.get("dataset_dir", "")).startswith(default_data)
-        else "Trained on the template bundle's shipped data."
-    )
-    meta = _metadata(
-        json.loads(meta_file.read_text(encoding="utf-8")),
-        spec,
-        run.name,
-        data_note,
-        (metrics_doc or {}).get("metrics"),
-    )
-    if not str(values.get("dataset_dir", "")).startswith(default_data):
-        meta["data_source"] = f"{values.get('dataset_dir')} (the run's training data)"
-    atomic_write_json(run / "configs" / "metadata.json", meta)
-    for extra_doc in ("data_license.txt",):
-        if (template / "docs" / extra_doc).is_file() and data_note.endswith("shipped data."):
-            (run / "docs").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(template / "docs" / extra_doc, run / "docs" / extra_doc)
+    _write_configs(run, template, values, bool(samples))
+    _write_metadata(run, template, meta_file, spec, values, metrics_doc)
     atomic_write_text(
         run / "docs" / "README.md", _readme(run, template, spec, values, data, metrics_doc, samples, volume)
     )
