@@ -86,6 +86,67 @@ def _save_overlay(
     return save_figure(fig, path, metadata={"Title": title.replace("\n", " | "), "Description": description})
 
 
+def _checked_count(
+    images: Any, n: int, activation: str, original_images: Sequence[Any] | None, ids: Sequence[str] | None
+) -> int:
+    """The number of cases to explain, ``min(n, batch size)``; ``ValueError`` naming a wrong argument."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
+    if int(n) < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
+    n = min(int(n), images.shape[0])
+    if original_images is not None and len(original_images) < n:
+        raise ValueError(f"original_images must have at least n={n} entries, got {len(original_images)}")
+    if ids is not None and len(ids) < n:
+        raise ValueError(f"ids must have at least n={n} entries, got {len(ids)}")
+    return n
+
+
+def _title(case: str, cls: str, highest: bool, prob: float, temperature: float) -> str:
+    """The figure title: case, explained class (``highest``: chosen as the top score) and its probability."""
+    why = " (highest score)" if highest else ""
+    cal = "" if temperature == 1.0 else f", temperature {temperature:.3g}"
+    return f"{_short(case)}\nGrad-CAM for '{cls}'{why}\np({cls}) = {prob:.3f}{cal}"
+
+
+def _logits_and_maps(
+    model: torch.nn.Module, x: torch.Tensor, target_layer: str, class_index: int | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits, Grad-CAM maps (n, 1, H, W) in [0, 1])`` of ``x`` in eval mode; the model's mode is restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x)
+        cam = GradCAM(nn_module=model, target_layers=target_layer)
+        with torch.enable_grad():
+            maps = cam(x=x, class_idx=class_index)
+    finally:
+        model.train(was_training)
+    return logits, maps
+
+
+def _central_slices(
+    dataset: Sequence[Any], n: int, image_key: str
+) -> tuple[list[torch.Tensor], list[torch.Tensor], list[str]]:
+    """``(network inputs, backgrounds, names)`` of the middle slice of each of the first ``n`` volumes."""
+    images, backgrounds, ids = [], [], []
+    for i in range(min(int(n), len(dataset))):
+        item = dataset[i]
+        slices = list(item) if isinstance(item, (list, tuple)) else [item]
+        if not slices or not isinstance(slices[0], dict) or image_key not in slices[len(slices) // 2]:
+            raise ValueError(f"dataset item {i} holds no slice dict with key '{image_key}'")
+        s = slices[len(slices) // 2]
+        img = torch.as_tensor(s[image_key]).as_subclass(torch.Tensor).float()
+        images.append(img)
+        backgrounds.append(img[img.shape[0] // 2])
+        name = _safe_name(str(s.get("source_id", f"case_{i:05d}")))
+        ids.append(f"{name}_slice{int(s['slice_index']):03d}" if s.get("slice_index") is not None else name)
+    return images, backgrounds, ids
+
+
 def save_gradcam_overlays(
     model: torch.nn.Module,
     images: torch.Tensor,
@@ -131,31 +192,11 @@ def save_gradcam_overlays(
         ValueError: ``images`` is not a 4D batch, ``n < 1``, ``original_images``/``ids`` are too short, or an unknown
             ``activation``.
     """
-    if not isinstance(images, torch.Tensor) or images.ndim != 4:
-        raise ValueError(f"images must be a (B, C, H, W) tensor, got {getattr(images, 'shape', type(images))}")
-    if int(n) < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
-    if activation not in ("softmax", "sigmoid"):
-        raise ValueError(f"activation must be 'softmax' or 'sigmoid', got {activation!r}")
-    n = min(int(n), images.shape[0])
-    if original_images is not None and len(original_images) < n:
-        raise ValueError(f"original_images must have at least n={n} entries, got {len(original_images)}")
-    if ids is not None and len(ids) < n:
-        raise ValueError(f"ids must have at least n={n} entries, got {len(ids)}")
+    n = _checked_count(images, n, activation, original_images, ids)
     t = _temperature(temperature)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    x = images[:n].as_subclass(torch.Tensor)
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            logits = model(x)
-        cam = GradCAM(nn_module=model, target_layers=target_layer)
-        with torch.enable_grad():
-            maps = cam(x=x, class_idx=class_index)  # (n, 1, H, W) in [0, 1]
-    finally:
-        model.train(was_training)
+    logits, maps = _logits_and_maps(model, images[:n].as_subclass(torch.Tensor), target_layer, class_index)
     probs = _probabilities(logits, activation, t)
     paths = []
     for i in range(n):
@@ -164,16 +205,12 @@ def save_gradcam_overlays(
         k = int(class_index) if class_index is not None else int(logits[i].argmax())
         cls = class_names[k] if class_names is not None and 0 <= k < len(class_names) else f"class {k}"
         case = str(ids[i]) if ids is not None else f"case_{i:05d}"
-        why = "" if class_index is not None else " (highest score)"
-        cal = "" if t == 1.0 else f", temperature {t:.3g}"
-        title = f"{_short(case)}\nGrad-CAM for '{cls}'{why}\np({cls}) = {float(probs[i, k]):.3f}{cal}"
-        description = (
-            f"Grad-CAM of layer {target_layer} for output {k} ({cls}), drawn over the {bg.shape[0]}x{bg.shape[1]} "
-            f"original image; {activation} probability {float(probs[i, k]):.6f}"
+        title = _title(case, cls, class_index is None, float(probs[i, k]), t)
+        description = f"Grad-CAM of layer {target_layer} for output {k} ({cls}), drawn over the " + (
+            f"{bg.shape[0]}x{bg.shape[1]} original image; {activation} probability {float(probs[i, k]):.6f}"
         )
-        name = _safe_name(ids[i]) if ids is not None else f"case_{i:05d}"
-        heat = np.clip(m[0, 0].numpy(), 0, 1)
-        paths.append(_save_overlay(out_dir / f"gradcam_{name}.png", bg, heat, title, alpha, description))
+        path = out_dir / f"gradcam_{_safe_name(ids[i]) if ids is not None else f'case_{i:05d}'}.png"
+        paths.append(_save_overlay(path, bg, np.clip(m[0, 0].numpy(), 0, 1), title, alpha, description))
     return paths
 
 
@@ -280,18 +317,7 @@ def save_slice_gradcam_overlays(
         raise ValueError("the slice dataset is empty: no volume to explain with Grad-CAM")
     if device is None:
         device = next(model.parameters()).device
-    images, backgrounds, ids = [], [], []
-    for i in range(min(int(n), len(dataset))):
-        item = dataset[i]
-        slices = list(item) if isinstance(item, (list, tuple)) else [item]
-        if not slices or not isinstance(slices[0], dict) or image_key not in slices[len(slices) // 2]:
-            raise ValueError(f"dataset item {i} holds no slice dict with key '{image_key}'")
-        s = slices[len(slices) // 2]
-        img = torch.as_tensor(s[image_key]).as_subclass(torch.Tensor).float()
-        images.append(img)
-        backgrounds.append(img[img.shape[0] // 2])
-        name = _safe_name(str(s.get("source_id", f"case_{i:05d}")))
-        ids.append(f"{name}_slice{int(s['slice_index']):03d}" if s.get("slice_index") is not None else name)
+    images, backgrounds, ids = _central_slices(dataset, n, image_key)
     batch = torch.stack(images).to(device)
     return save_gradcam_overlays(
         model, batch, target_layer, output_dir, n=len(images), class_index=class_index,
