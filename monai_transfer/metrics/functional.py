@@ -503,22 +503,8 @@ def compute_classification_metrics(
     """
     task = as_task(mode)
     p, y = prepare_inputs(y_prob, y_true, task)
-    k = task.class_probabilities(p).shape[1]  # binary: 2 classes for the one positive-class column
-    names = list(class_names) if class_names is not None else default_class_names(task, k)
-    if len(names) != k:
-        raise ValueError(f"class_names must have {k} entries for this {task.mode} task, got {len(names)}: {names}")
-    out: dict[str, Any] = {"mode": task.mode.value, "n_samples": int(len(p)), "class_names": names}
-    if task.uses_threshold:
-        t = np.asarray(threshold, dtype=np.float64).reshape(-1)
-        out["threshold"] = float(t[0]) if t.size == 1 else [float(v) for v in t]
-    else:
-        out["threshold"] = None
-    if task.is_binary:
-        support = [int((y[:, 0] == 0).sum()), int(y[:, 0].sum())]
-    else:
-        support = [int(v) for v in y.sum(0)]
-    for n, s in zip(names, support):
-        out[f"support/{n}"] = s
+    out = _metrics_header(p, y, task, threshold, class_names)
+    names = out["class_names"]
 
     # binary: the (N, 1) positive-class column; per-class values once, then their NaN-ignoring macro mean
     auc_pc = compute_auc(p, y, task, average="none")
@@ -540,6 +526,46 @@ def compute_classification_metrics(
         (tn, fp), (fn, tp) = cm.tolist()
         out.update(tp=int(tp), fp=int(fp), tn=int(tn), fn=int(fn))
         return out
+    out.update(_micro_and_per_class(p, y, task, threshold, names, counts, per_class, auc_pc, ap_pc))
+    return out
+
+
+def _metrics_header(
+    p: np.ndarray, y: np.ndarray, task: Task, threshold: Any, class_names: Sequence[str] | None
+) -> dict[str, Any]:
+    """``mode``, ``n_samples``, ``class_names`` (checked against the outputs), ``threshold`` and ``support/<class>``."""
+    k = task.class_probabilities(p).shape[1]  # binary: 2 classes for the one positive-class column
+    names = list(class_names) if class_names is not None else default_class_names(task, k)
+    if len(names) != k:
+        raise ValueError(f"class_names must have {k} entries for this {task.mode} task, got {len(names)}: {names}")
+    out: dict[str, Any] = {"mode": task.mode.value, "n_samples": int(len(p)), "class_names": names}
+    if task.uses_threshold:
+        t = np.asarray(threshold, dtype=np.float64).reshape(-1)
+        out["threshold"] = float(t[0]) if t.size == 1 else [float(v) for v in t]
+    else:
+        out["threshold"] = None
+    if task.is_binary:
+        support = [int((y[:, 0] == 0).sum()), int(y[:, 0].sum())]
+    else:
+        support = [int(v) for v in y.sum(0)]
+    for n, s in zip(names, support):
+        out[f"support/{n}"] = s
+    return out
+
+
+def _micro_and_per_class(
+    p: np.ndarray,
+    y: np.ndarray,
+    task: Task,
+    threshold: Any,
+    names: list[str],
+    counts: np.ndarray,
+    per_class: dict[str, np.ndarray],
+    auc_pc: np.ndarray,
+    ap_pc: np.ndarray,
+) -> dict[str, Any]:
+    """Multi-class/multi-label: ``<metric>_micro``, ``subset_accuracy`` (multi-label) and ``<metric>/<class>``."""
+    out: dict[str, Any] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # already warned above for the same classes
         out["auc_micro"] = compute_auc(p, y, task, average="micro")
