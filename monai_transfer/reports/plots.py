@@ -34,7 +34,7 @@ from monai_transfer.metrics.functional import (
     prepare_inputs,
 )
 from monai_transfer.utils.io import atomic_write
-from monai_transfer.utils.task import apply_threshold, as_task
+from monai_transfer.utils.task import Task, apply_threshold, as_task
 
 __all__ = ["new_figure", "save_figure", "plot_roc", "plot_confusion_matrix", "plot_reliability"]
 
@@ -78,6 +78,32 @@ def _auc_of(fpr: np.ndarray, tpr: np.ndarray) -> float:
     return float(np.sum(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2))
 
 
+def _mark_thresholds(
+    ax: Any, p: np.ndarray, y: np.ndarray, task: Task, c: int, thresholds: dict[str, Any], colour: str
+) -> None:
+    """Mark each operating point of column ``c`` on its ROC curve (one legend entry per threshold)."""
+    markers = ["o", "s", "^", "D", "v"]
+    for j, (tname, tval) in enumerate(thresholds.items()):
+        t = float(np.asarray(tval, dtype=float).reshape(-1)[c if np.size(tval) > 1 else 0])
+        pred = apply_threshold(p, task, tval)[:, c] == 1
+        sens = float(pred[y[:, c] == 1].mean())
+        spec = float((~pred[y[:, c] == 0]).mean())
+        ax.plot(1 - spec, sens, marker=markers[j % len(markers)], ms=9, mec="black", color=colour, ls="")
+        if c == 0:  # one legend entry per threshold (a binary task has the one column)
+            ax.plot(
+                [],
+                [],
+                marker=markers[j % len(markers)],
+                ms=9,
+                mec="black",
+                color="white",
+                ls="",
+                label=f"{tname} threshold {t:.3g}: sens {sens:.2f}, spec {spec:.2f}"
+                if task.is_binary
+                else f"{tname} threshold",
+            )
+
+
 def plot_roc(
     path: str | os.PathLike,
     y_prob: Any,
@@ -109,7 +135,6 @@ def plot_roc(
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="chance (AUC 0.5)")
-    markers = ["o", "s", "^", "D", "v"]
     colours = [f"C{i}" for i in range(10)]
     styles = ["-", "--", ":", "-."]
     for c in range(k):
@@ -123,38 +148,16 @@ def plot_roc(
         else:
             label = f"{names[c]}: AUC {auc:.3f}{_fmt_ci(auc_ci, c)}"
         ax.plot(fpr, tpr, color=colours[c % 10], ls=styles[(c // 10) % len(styles)], lw=2, label=label)
-        if not task.uses_threshold or not thresholds:
-            continue
-        for j, (tname, tval) in enumerate(thresholds.items()):
-            t = float(np.asarray(tval, dtype=float).reshape(-1)[c if np.size(tval) > 1 else 0])
-            pred = apply_threshold(p, task, tval)[:, c] == 1
-            sens = float(pred[y[:, c] == 1].mean())
-            spec = float((~pred[y[:, c] == 0]).mean())
-            ax.plot(1 - spec, sens, marker=markers[j % len(markers)], ms=9, mec="black", color=colours[c % 10], ls="")
-            if c == 0:  # one legend entry per threshold (a binary task has the one column)
-                ax.plot(
-                    [],
-                    [],
-                    marker=markers[j % len(markers)],
-                    ms=9,
-                    mec="black",
-                    color="white",
-                    ls="",
-                    label=f"{tname} threshold {t:.3g}: sens {sens:.2f}, spec {spec:.2f}"
-                    if task.is_binary
-                    else f"{tname} threshold",
-                )
+        if task.uses_threshold and thresholds:
+            _mark_thresholds(ax, p, y, task, c, thresholds, colours[c % 10])
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
     ax.set_aspect("equal")
     ax.set_xlabel("1 - specificity (false-positive rate)")
     ax.set_ylabel("Sensitivity (true-positive rate)")
-    if title is None:
-        if task.is_binary:
-            title = f"ROC curve (n={len(p)}: {int(y.sum())} {names[1]}, {int(len(p) - y.sum())} {names[0]})"
-        else:
-            title = f"ROC curves, one-vs-rest ({task.mode}, n={len(p)})"
-    ax.set_title(title)
+    if title is None and task.is_binary:
+        title = f"ROC curve (n={len(p)}: {int(y.sum())} {names[1]}, {int(len(p) - y.sum())} {names[0]})"
+    ax.set_title(title or f"ROC curves, one-vs-rest ({task.mode}, n={len(p)})")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8 if k <= 8 else 6)
     return save_figure(fig, path)
@@ -214,6 +217,41 @@ def plot_confusion_matrix(
     return save_figure(fig, path)
 
 
+def _draw_reliability_bars(ax: Any, bins: dict[str, np.ndarray], centres: np.ndarray, width: float) -> None:
+    """Accuracy bars with the gap to the mean confidence of each non-empty bin (hatched box, red tick)."""
+    acc = np.nan_to_num(bins["accuracy"])
+    conf_bin = np.nan_to_num(bins["confidence"])
+    ok = bins["count"] > 0
+    # accuracy: solid bars whose top is the accuracy; the gap to the bin's mean confidence is an outlined, hatched
+    # box (narrower, drawn over or above the bar) ending at a red tick at the mean confidence, so the bar is never
+    # read as ending at the confidence
+    ax.bar(centres[ok], acc[ok], width=width, edgecolor="black", color="C0", label="accuracy (fraction correct)")
+    gap_lo = np.minimum(acc, conf_bin)
+    ax.bar(
+        centres[ok],
+        np.abs(acc - conf_bin)[ok],
+        bottom=gap_lo[ok],
+        width=0.6 * width,
+        fill=False,
+        hatch="///",
+        edgecolor="C3",
+        linewidth=1.0,
+        label="gap between accuracy and mean confidence",
+    )
+    ax.hlines(
+        conf_bin[ok],
+        centres[ok] - 0.4 * width,
+        centres[ok] + 0.4 * width,
+        colors="C3",
+        linewidth=2.5,
+        label="mean confidence in bin",
+    )
+    for c, a in zip(centres[ok], acc[ok]):  # the accuracy, written at the foot of its bar (clear of the gap box)
+        tall = a >= 0.08
+        ax.text(c, 0.012 if tall else a + 0.01, f"{a:.2f}", ha="center", va="bottom", fontsize=7,
+                color="white" if tall else "C0")  # fmt: skip
+
+
 def plot_reliability(
     path: str | os.PathLike,
     y_prob: Any,
@@ -247,37 +285,7 @@ def plot_reliability(
     fig = new_figure((6.0, 6.6))
     gs = fig.add_gridspec(2, 1, height_ratios=[3, 1], hspace=0.08)
     ax = fig.add_subplot(gs[0])
-    acc = np.nan_to_num(bins["accuracy"])
-    conf_bin = np.nan_to_num(bins["confidence"])
-    ok = bins["count"] > 0
-    # accuracy: solid bars whose top is the accuracy; the gap to the bin's mean confidence is an outlined, hatched
-    # box (narrower, drawn over or above the bar) ending at a red tick at the mean confidence, so the bar is never
-    # read as ending at the confidence
-    ax.bar(centres[ok], acc[ok], width=width, edgecolor="black", color="C0", label="accuracy (fraction correct)")
-    gap_lo = np.minimum(acc, conf_bin)
-    ax.bar(
-        centres[ok],
-        np.abs(acc - conf_bin)[ok],
-        bottom=gap_lo[ok],
-        width=0.6 * width,
-        fill=False,
-        hatch="///",
-        edgecolor="C3",
-        linewidth=1.0,
-        label="gap between accuracy and mean confidence",
-    )
-    ax.hlines(
-        conf_bin[ok],
-        centres[ok] - 0.4 * width,
-        centres[ok] + 0.4 * width,
-        colors="C3",
-        linewidth=2.5,
-        label="mean confidence in bin",
-    )
-    for c, a in zip(centres[ok], acc[ok]):  # the accuracy, written at the foot of its bar (clear of the gap box)
-        tall = a >= 0.08
-        ax.text(c, 0.012 if tall else a + 0.01, f"{a:.2f}", ha="center", va="bottom", fontsize=7,
-                color="white" if tall else "C0")  # fmt: skip
+    _draw_reliability_bars(ax, bins, centres, width)
     ax.plot([0, 1], [0, 1], ls="--", color="grey", label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
