@@ -103,6 +103,43 @@ def _nanmean_rows(v: np.ndarray) -> np.ndarray:
         return np.nanmean(v, axis=1)
 
 
+def _check_bootstrap_args(metric: Any, n_resamples: int, alpha: float) -> None:
+    """``ValueError`` naming the value for ``n_resamples < 1``, ``alpha`` outside (0, 1) or an unknown metric."""
+    if int(n_resamples) < 1:
+        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
+    if not 0.0 < float(alpha) < 1.0:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if not callable(metric) and metric not in BOOTSTRAP_METRICS:
+        raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} or a callable, got {metric!r}")
+
+
+def _strata(y: np.ndarray) -> list[np.ndarray]:
+    """Indices of each distinct label row (the strata the bootstrap resamples within)."""
+    _, inverse = np.unique(y, axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return [np.flatnonzero(inverse == s) for s in range(inverse.max() + 1)]
+
+
+def _resampled_values(
+    metric: str,
+    p: np.ndarray,
+    y: np.ndarray,
+    pred: np.ndarray,
+    task: Task,
+    rng: np.random.Generator,
+    strata: list[np.ndarray],
+    n_resamples: int,
+) -> np.ndarray:
+    """``(n_resamples, K)`` metric values of stratified resamples, computed in blocks of resample-count weights."""
+    n = len(p)
+    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
+    chunks = []
+    for start in range(0, n_resamples, block):
+        w = _stratified_counts(rng, strata, n, min(block, n_resamples - start))
+        chunks.append(_block_values(metric, p, y, pred, w, task))
+    return np.concatenate(chunks, 0)
+
+
 def bootstrap_ci(
     y_prob: Any,
     y_true: Any,
@@ -135,18 +172,11 @@ def bootstrap_ci(
     Raises:
         ValueError: ``n_resamples < 1``, ``alpha`` outside (0, 1) or an unknown metric name.
     """
-    if int(n_resamples) < 1:
-        raise ValueError(f"n_resamples must be a positive integer, got {n_resamples}")
-    if not 0.0 < float(alpha) < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    if not callable(metric) and metric not in BOOTSTRAP_METRICS:
-        raise ValueError(f"metric must be one of {BOOTSTRAP_METRICS} or a callable, got {metric!r}")
+    _check_bootstrap_args(metric, n_resamples, alpha)
     task = as_task(mode)
     p, y = prepare_inputs(y_prob, y_true, task)
     n = len(p)
-    _, inverse = np.unique(y, axis=0, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    strata = [np.flatnonzero(inverse == s) for s in range(inverse.max() + 1)]
+    strata = _strata(y)
     rng = np.random.default_rng(seed)
     info = {"metric": metric if isinstance(metric, str) else getattr(metric, "__name__", "callable")}
     info.update(alpha=float(alpha), n_resamples=int(n_resamples), method="stratified percentile bootstrap")
@@ -162,12 +192,7 @@ def bootstrap_ci(
 
     pred = apply_threshold(p, task, threshold)
     est = _block_values(metric, p, y, pred, np.ones((1, n)), task)  # (1, K)
-    block = max(1, _BLOCK_ELEMENTS // max(n, 1))
-    chunks = []
-    for start in range(0, n_resamples, block):
-        w = _stratified_counts(rng, strata, n, min(block, n_resamples - start))
-        chunks.append(_block_values(metric, p, y, pred, w, task))
-    vals = np.concatenate(chunks, 0)  # (n_resamples, K)
+    vals = _resampled_values(metric, p, y, pred, task, rng, strata, int(n_resamples))  # (n_resamples, K)
     if task.is_binary or vals.shape[1] == 1:
         lo, hi = _percentiles(vals[:, :1], alpha)
         return {**info, "estimate": float(est[0, 0]), "lower": float(lo[0]), "upper": float(hi[0])}
