@@ -274,6 +274,33 @@ def _show(value: Any) -> str:
     return json.dumps(value) if not isinstance(value, str) else value
 
 
+def _field_differences(record: Mapping[str, Any], expected: Mapping[str, Any], source: str) -> list[str]:
+    """``"<field> <record value>, <source> says <config value>"`` for each :data:`CHECKED_FIELDS` entry that differs."""
+    diffs = []
+    for key in CHECKED_FIELDS:
+        if key not in expected or key not in record:
+            continue
+        want, have = to_jsonable(expected[key]), record[key]
+        if want != have:
+            if key == "preprocessing_sha256" and diffs:
+                continue  # the named differences already explain the hash
+            diffs.append(f"{key} {_show(have)}, {source} says {_show(want)}")
+    return diffs
+
+
+def _probe_difference(probe: Mapping[str, Any], preprocessing: Any, source: str) -> list[str]:
+    """The difference between the record's preprocessing probe and the config's preprocessing of the same image."""
+    volume = len(probe.get("shape", [])) == 4  # (slices, C, H, W)
+    try:
+        diff = compare_preprocessing_probes(probe, preprocessing_probe(preprocessing, volume))
+    except Exception as e:  # the training's preprocessing handled this image
+        diff = f"that handled the probe image; config's preprocessing fails on it ({type(e).__name__}: {e})"
+    if diff:
+        diff = diff.replace("config gives", f"{source} gives").replace("config's", f"{source}'s")
+        return [f"preprocessing {diff} (probe: {probe.get('input')})"]
+    return []
+
+
 def check_checkpoint_record(
     ckpt: str | os.PathLike, expected: Mapping[str, Any] | None, source: str = "config", preprocessing: Any = None
 ) -> dict[str, Any] | None:
@@ -312,25 +339,10 @@ def check_checkpoint_record(
         return None
     if expected is None:
         return record
-    diffs = []
-    for key in CHECKED_FIELDS:
-        if key not in expected or key not in record:
-            continue
-        want, have = to_jsonable(expected[key]), record[key]
-        if want != have:
-            if key == "preprocessing_sha256" and diffs:
-                continue  # the named differences already explain the hash
-            diffs.append(f"{key} {_show(have)}, {source} says {_show(want)}")
+    diffs = _field_differences(record, expected, source)
     probe = record.get("preprocessing_probe")
     if not diffs and preprocessing is not None and isinstance(probe, Mapping):
-        volume = len(probe.get("shape", [])) == 4  # (slices, C, H, W)
-        try:
-            diff = compare_preprocessing_probes(probe, preprocessing_probe(preprocessing, volume))
-        except Exception as e:  # the training's preprocessing handled this image
-            diff = f"that handled the probe image; config's preprocessing fails on it ({type(e).__name__}: {e})"
-        if diff:
-            diff = diff.replace("config gives", f"{source} gives").replace("config's", f"{source}'s")
-            diffs.append(f"preprocessing {diff} (probe: {probe.get('input')})")
+        diffs += _probe_difference(probe, preprocessing, source)
     if diffs:
         raise CheckpointConfigMismatchError(
             f"checkpoint {ckpt} was trained at "

@@ -35,6 +35,58 @@ _HEADS = ("linear", "mlp")
 _FINE_TUNE = ("full", "linear_probe", "freeze_stages", "freeze_k")
 
 
+def _check_net_args(
+    num_classes: int,
+    in_channels: int,
+    channel_strategy: str,
+    head: str,
+    fine_tune: str,
+    dropout: float,
+    spatial_dims: int,
+) -> None:
+    """``ValueError`` naming the argument and value for a :class:`Pretrained2DNet` setting out of range."""
+    if spatial_dims != 2:
+        raise ValueError(f"Pretrained2DNet supports spatial_dims=2 only, got {spatial_dims}.")
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
+    if not isinstance(in_channels, int) or in_channels < 1:
+        raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}.")
+    if channel_strategy not in _CHANNEL_STRATEGIES:
+        raise ValueError(f"channel_strategy must be one of {_CHANNEL_STRATEGIES}, got {channel_strategy!r}.")
+    if head not in _HEADS:
+        raise ValueError(f"head must be one of {_HEADS}, got {head!r}.")
+    if fine_tune not in _FINE_TUNE:
+        raise ValueError(f"fine_tune must be one of {_FINE_TUNE}, got {fine_tune!r}.")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
+    if in_channels != 3 and channel_strategy == "repeat" and in_channels != 1:
+        raise ValueError(
+            f"channel_strategy='repeat' needs in_channels=1 (or 3), got in_channels={in_channels}; use 'fold'."
+        )
+
+
+def _fold_first_conv(features: Any, in_channels: int, backbone: str) -> None:
+    """Fold the RGB first convolution of ``features`` to ``in_channels`` (timm's ``adapt_input_conv``), in place."""
+    conv = features.first_conv_module()
+    if conv.in_channels != 3:
+        raise ValueError(f"{backbone}: first conv '{features.first_conv}' has {conv.in_channels} input channels.")
+    with torch.no_grad():
+        conv.weight = nn.Parameter(deps.timm_models.adapt_input_conv(in_channels, conv.weight.detach()))
+    conv.in_channels = in_channels
+
+
+def _make_head(dim: int, num_classes: int, head: str, hidden_dim: int, dropout: float) -> nn.Sequential:
+    """The classification head: dropout + linear, or an MLP with one ``hidden_dim`` ReLU layer."""
+    if head == "linear":
+        return nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
+    return nn.Sequential(
+        nn.Linear(dim, hidden_dim),
+        nn.ReLU(inplace=True),
+        nn.Dropout(dropout),
+        nn.Linear(hidden_dim, num_classes),
+    )
+
+
 class Pretrained2DNet(nn.Module):
     """2D classifier made of an ImageNet-pretrained backbone and a new head.
 
@@ -107,25 +159,7 @@ class Pretrained2DNet(nn.Module):
         spatial_dims: int = 2,
     ):
         super().__init__()
-        if spatial_dims != 2:
-            raise ValueError(f"Pretrained2DNet supports spatial_dims=2 only, got {spatial_dims}.")
-        if not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes!r}.")
-        if not isinstance(in_channels, int) or in_channels < 1:
-            raise ValueError(f"in_channels must be a positive integer, got {in_channels!r}.")
-        if channel_strategy not in _CHANNEL_STRATEGIES:
-            raise ValueError(f"channel_strategy must be one of {_CHANNEL_STRATEGIES}, got {channel_strategy!r}.")
-        if head not in _HEADS:
-            raise ValueError(f"head must be one of {_HEADS}, got {head!r}.")
-        if fine_tune not in _FINE_TUNE:
-            raise ValueError(f"fine_tune must be one of {_FINE_TUNE}, got {fine_tune!r}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout}.")
-        if in_channels != 3 and channel_strategy == "repeat" and in_channels != 1:
-            raise ValueError(
-                f"channel_strategy='repeat' needs in_channels=1 (or 3), got in_channels={in_channels}; use 'fold'."
-            )
-
+        _check_net_args(num_classes, in_channels, channel_strategy, head, fine_tune, dropout, spatial_dims)
         features, cfg = build_backbone(backbone, weights=weights, sha256=sha256)
         self.backbone_cfg: BackboneCfg = cfg
         self.in_channels = in_channels
@@ -133,25 +167,9 @@ class Pretrained2DNet(nn.Module):
         self.channel_strategy = channel_strategy
         self.repeat_channels = 3 if (in_channels == 1 and channel_strategy == "repeat") else 1
         if in_channels != 3 and channel_strategy == "fold":
-            conv = features.first_conv_module()
-            if conv.in_channels != 3:
-                raise ValueError(
-                    f"{backbone}: first conv '{features.first_conv}' has {conv.in_channels} input channels."
-                )
-            with torch.no_grad():
-                conv.weight = nn.Parameter(deps.timm_models.adapt_input_conv(in_channels, conv.weight.detach()))
-            conv.in_channels = in_channels
+            _fold_first_conv(features, in_channels, backbone)
         self.features = features
-        dim = features.feature_dim
-        if head == "linear":
-            self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(dim, num_classes))
-        else:
-            self.head = nn.Sequential(
-                nn.Linear(dim, hidden_dim),
-                nn.ReLU(inplace=True),
-                nn.Dropout(dropout),
-                nn.Linear(hidden_dim, num_classes),
-            )
+        self.head = _make_head(features.feature_dim, num_classes, head, hidden_dim, dropout)
         self.fine_tune = fine_tune
         self.num_frozen_stages = 0
         n = len(self.features.stage_modules())
