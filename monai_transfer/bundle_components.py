@@ -229,6 +229,25 @@ def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
+def _attach_last_checkpoint(
+    trainer: Any, ckpt_dir: str | os.PathLike, lr_scheduler: Any, handler_states: Any, resume: bool, main_rank: bool
+) -> None:
+    """Resume from (``resume``) and save every epoch to ``<ckpt_dir>/last`` the trainer's checkpoint
+    ``{network, optimizer, lr_scheduler, trainer, handler_states}``; the saver is attached on the main rank."""
+    from monai_transfer.handlers.checkpoint import AtomicCheckpointSaver, LastCheckpointResume
+
+    checkpoint = {"network": trainer.network, "optimizer": trainer.optimizer}
+    checkpoint.update(lr_scheduler=lr_scheduler, trainer=trainer, handler_states=handler_states)
+    checkpoint = {k: v for k, v in checkpoint.items() if v is not None}
+    last = os.path.join(str(ckpt_dir), "last")
+    LastCheckpointResume(last, checkpoint, enabled=bool(resume)).attach(trainer)
+    # built on every rank, attached on the main rank only: ignite's Checkpoint asks ``idist`` for the rank, which under
+    # torchrun creates a process group, a collective call that every rank must make
+    saver = AtomicCheckpointSaver(save_dir=last, save_dict=checkpoint, save_interval=1, n_saved=1, epoch_level=True)
+    if main_rank:
+        saver.attach(trainer)
+
+
 def train_and_report(
     trainer: Any,
     evaluator: Any,
@@ -270,7 +289,6 @@ def train_and_report(
     from ignite.engine import Events
 
     from monai_transfer.engines.workflow import detach_handler, load_best_model, run_final_evaluation
-    from monai_transfer.handlers.checkpoint import AtomicCheckpointSaver, LastCheckpointResume
 
     distributed = _distributed()
     main_rank = not distributed or dist.get_rank() == 0
@@ -278,16 +296,7 @@ def train_and_report(
     if stopping:
         early_stop.set_trainer(trainer)
         early_stop.attach(evaluator)
-    checkpoint = {"network": trainer.network, "optimizer": trainer.optimizer}
-    checkpoint.update(lr_scheduler=lr_scheduler, trainer=trainer, handler_states=handler_states)
-    checkpoint = {k: v for k, v in checkpoint.items() if v is not None}
-    last = os.path.join(str(ckpt_dir), "last")
-    LastCheckpointResume(last, checkpoint, enabled=bool(resume)).attach(trainer)
-    # built on every rank, attached on the main rank only: ignite's Checkpoint asks ``idist`` for the rank, which under
-    # torchrun creates a process group, a collective call that every rank must make
-    saver = AtomicCheckpointSaver(save_dir=last, save_dict=checkpoint, save_interval=1, n_saved=1, epoch_level=True)
-    if main_rank:
-        saver.attach(trainer)
+    _attach_last_checkpoint(trainer, ckpt_dir, lr_scheduler, handler_states, resume, main_rank)
     trainer.run()
     if distributed:
         dist.barrier()
