@@ -254,6 +254,33 @@ def _label_columns(fields: Sequence[str], class_names: Sequence[str]) -> list[st
     return None if any(c is None for c in cols) else cols  # type: ignore[return-value]
 
 
+def _case_label(
+    entries: list[tuple[int, dict[str, str]]] | None,
+    columns: list[str] | None,
+    multilabel: bool,
+    class_names: Sequence[str],
+) -> int | np.ndarray:
+    """The label of one case from its CSV row(s): 0/1 label ``columns``, a findings list or a class.
+
+    Raises:
+        _CaseError: no row, several rows, or a label that cannot be parsed (the reason names the row).
+    """
+    if not entries:
+        raise _CaseError("labels", "label missing: no row for this file in the CSV")
+    if len(entries) > 1:
+        lines = ", ".join(str(n) for n, _ in entries)
+        raise _CaseError("labels", f"listed {len(entries)} times (rows {lines})")
+    line, row = entries[0]
+    try:
+        if columns is not None:
+            return _parse_label_columns(row, columns)
+        if multilabel:
+            return _parse_label_list(row.get("label", ""), class_names)
+        return _parse_label(row.get("label", ""), class_names)
+    except _CaseError as e:
+        raise _CaseError(e.stage, f"row {line}: {e.reason}") from e
+
+
 def read_labels_csv(
     path: str | os.PathLike,
     images_dir: str | os.PathLike,
@@ -303,22 +330,8 @@ def read_labels_csv(
     labels: dict[Path, int | np.ndarray] = {}
     for case in cases:
         name = _display(case.relative_to(images_dir).as_posix())
-        entries = rows.get(case)
-        if not entries:
-            failures.append(CaseFailure(name, str(case), "labels", "label missing: no row for this file in the CSV"))
-            continue
-        if len(entries) > 1:
-            lines = ", ".join(str(n) for n, _ in entries)
-            failures.append(CaseFailure(name, str(case), "labels", f"listed {len(entries)} times (rows {lines})"))
-            continue
-        line, row = entries[0]
         try:
-            if columns is not None:
-                labels[case] = _parse_label_columns(row, columns)
-            elif multilabel:
-                labels[case] = _parse_label_list(row.get("label", ""), class_names)
-            else:
-                labels[case] = _parse_label(row.get("label", ""), class_names)
+            labels[case] = _case_label(rows.get(case), columns, multilabel, class_names)
         except _CaseError as e:
-            failures.append(CaseFailure(name, str(case), e.stage, f"row {line}: {e.reason}"))
+            failures.append(CaseFailure(name, str(case), e.stage, e.reason))
     return labels, failures
