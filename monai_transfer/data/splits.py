@@ -72,6 +72,22 @@ def _groups_and_strata(
     return groups, strata
 
 
+def _validation_groups(gs: list[str], groups: Mapping[str, Sequence[int]], val_fraction: float) -> list[str]:
+    """The groups of one stratum (shuffled ``gs``) taken for validation: each while it brings the image count closer
+    to ``val_fraction`` of the stratum, always one at least and never all."""
+    target = val_fraction * sum(len(groups[g]) for g in gs)
+    taken = 0
+    chosen: list[str] = []
+    for g in gs:
+        size = len(groups[g])
+        if len(chosen) == len(gs) - 1:
+            break  # keep at least one group of the stratum for training
+        if not chosen or abs(taken + size - target) < abs(taken - target):
+            chosen.append(g)
+            taken += size
+    return chosen
+
+
 def split_datalist(
     items: Sequence[Mapping[str, Any]],
     val_fraction: float = 0.2,
@@ -115,19 +131,7 @@ def split_datalist(
     for s in sorted(strata, key=str):
         gs = list(strata[s])
         order = rng.permutation(len(gs))
-        gs = [gs[j] for j in order]
-        total = sum(len(groups[g]) for g in gs)
-        target = float(val_fraction) * total
-        taken = 0
-        chosen: list[str] = []
-        for g in gs:
-            size = len(groups[g])
-            if len(chosen) == len(gs) - 1:
-                break  # keep at least one group of the stratum for training
-            if not chosen or abs(taken + size - target) < abs(taken - target):
-                chosen.append(g)
-                taken += size
-        val_groups.update(chosen)
+        val_groups.update(_validation_groups([gs[j] for j in order], groups, float(val_fraction)))
     train_idx = sorted(i for g in groups if g not in val_groups for i in groups[g])
     val_idx = sorted(i for g in groups if g in val_groups for i in groups[g])
     train = [dict(items[i]) for i in train_idx]
