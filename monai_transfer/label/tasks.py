@@ -38,7 +38,7 @@ import torch
 from monai.utils import optional_import
 
 from monai_transfer.label.utils import bundle_task_mode, parse_image_label, parse_image_labels, read_class_names
-from monai_transfer.utils.task import apply_threshold, as_task, derive_task
+from monai_transfer.utils.task import Task, apply_threshold, as_task, derive_task
 
 if TYPE_CHECKING:
     from monailabel.interfaces.datastore import Datastore
@@ -68,6 +68,28 @@ def _score_vector(scores: Any, class_names: list[str]) -> list[float]:
     if t.numel() != len(class_names):
         raise ValueError(f"prediction has {t.numel()} scores but the bundle defines classes {class_names}.")
     return [float(v) for v in t.tolist()]
+
+
+def _multilabel_result(
+    values: list[float], class_names: list[str], task: Task, thresholds: list[float] | None
+) -> dict[str, Any]:
+    """The multi-label answer of :func:`scores_to_result`: every label with its threshold and the findings."""
+    t = [0.5] * len(class_names) if thresholds is None else [float(v) for v in thresholds]
+    if len(t) != len(class_names):
+        raise ValueError(f"{len(t)} thresholds given for the {len(class_names)} labels {class_names}.")
+    hit = [int(i) for i in apply_threshold([values], task, t)[0].nonzero()[0]]
+    return {
+        "mode": "multilabel",
+        "prediction": [
+            {"idx": i, "label": n, "score": v, "threshold": ti, "positive": i in hit}
+            for i, (n, v, ti) in enumerate(zip(class_names, values, t))
+        ],
+        "probabilities": dict(zip(class_names, values)),
+        "thresholds": dict(zip(class_names, t)),
+        "findings": [class_names[i] for i in hit],
+        "finding_indices": hit,
+        "label": ";".join(class_names[i] for i in hit),
+    }
 
 
 def scores_to_result(
@@ -103,22 +125,7 @@ def scores_to_result(
     values = _score_vector(scores, class_names)
     task = derive_task(mode, class_names=class_names)
     if task.is_multilabel:
-        t = [0.5] * len(class_names) if thresholds is None else [float(v) for v in thresholds]
-        if len(t) != len(class_names):
-            raise ValueError(f"{len(t)} thresholds given for the {len(class_names)} labels {class_names}.")
-        hit = [int(i) for i in apply_threshold([values], task, t)[0].nonzero()[0]]
-        return {
-            "mode": "multilabel",
-            "prediction": [
-                {"idx": i, "label": n, "score": v, "threshold": ti, "positive": i in hit}
-                for i, (n, v, ti) in enumerate(zip(class_names, values, t))
-            ],
-            "probabilities": dict(zip(class_names, values)),
-            "thresholds": dict(zip(class_names, t)),
-            "findings": [class_names[i] for i in hit],
-            "finding_indices": hit,
-            "label": ";".join(class_names[i] for i in hit),
-        }
+        return _multilabel_result(values, class_names, task, thresholds)
     if threshold is not None and len(values) != 2:
         raise ValueError(f"a decision threshold applies to 2 classes, the bundle defines {class_names}.")
     if threshold is None:
