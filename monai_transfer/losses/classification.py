@@ -287,6 +287,13 @@ def _resolve_class_weights(
     return w
 
 
+def _weights_for_imbalance(imbalance: str, class_weights: Any) -> Any:
+    """``imbalance="weights"`` implies ``"balanced"`` weights unless given; ``"sampler"`` uses none."""
+    if imbalance == "weights" and class_weights is None:
+        return "balanced"
+    return None if imbalance == "sampler" else class_weights
+
+
 def build_loss(
     name: str = "ce",
     num_classes: int | None = None,
@@ -323,11 +330,7 @@ def build_loss(
         ValueError: on an unknown ``name``/``imbalance`` or inconsistent weights.
     """
     key = str(name).lower().replace("-", "_")
-    imb = check_imbalance(imbalance)
-    if imb == "weights" and class_weights is None:
-        class_weights = "balanced"
-    elif imb == "sampler":
-        class_weights = None
+    class_weights = _weights_for_imbalance(check_imbalance(imbalance), class_weights)
     task_multilabel = mode is not None and as_task(mode).is_multilabel
     if multilabel is None:
         multilabel = task_multilabel or (labels is not None and as_label_array(labels).ndim == 2)
