@@ -26,9 +26,11 @@ from monai_transfer.transforms import (
     LoadMedicalImaged,
     MultiWindowStack,
     PercentileRescale,
+    PercentileRescaled,
     WindowIntensity,
     WindowIntensityd,
     ZScoreNormalize,
+    ZScoreNormalized,
 )
 
 HU = MetaTensor(torch.arange(-2000.0, 2001.0).reshape(1, 1, -1))
@@ -116,6 +118,31 @@ def test_zscore_channel_wise():
     out = ZScoreNormalize()(x)
     np.testing.assert_allclose(out.mean(dim=(1, 2)).numpy(), [0, 0], atol=1e-5)
     np.testing.assert_allclose(out.std(dim=(1, 2), unbiased=False).numpy(), [1, 1], atol=1e-4)
+
+
+def test_percentile_and_zscore_are_monai_transforms_with_our_defaults():
+    """Reuse (issue #27): the pairs are MONAI's transforms; only the defaults (and the lower < upper check) differ."""
+    from monai.transforms import (
+        NormalizeIntensity,
+        NormalizeIntensityd,
+        ScaleIntensityRangePercentiles,
+        ScaleIntensityRangePercentilesd,
+    )
+
+    g = torch.Generator().manual_seed(1)
+    x = torch.stack([torch.randn(6, 6, generator=g) * 4 + 2, torch.randn(6, 6, generator=g) * 0.5 - 3])
+    assert isinstance(PercentileRescale(), ScaleIntensityRangePercentiles)
+    assert isinstance(ZScoreNormalize(), NormalizeIntensity)
+    want = ScaleIntensityRangePercentiles(0.5, 99.5, 0.0, 1.0, clip=True, channel_wise=True)(x)
+    np.testing.assert_allclose(PercentileRescale()(x), want)
+    np.testing.assert_allclose(PercentileRescaled(keys="image")({"image": x})["image"], want)
+    want = NormalizeIntensity(channel_wise=True)(x)
+    np.testing.assert_allclose(ZScoreNormalize()(x), want)
+    np.testing.assert_allclose(ZScoreNormalized(keys="image")({"image": x})["image"], want)
+    assert isinstance(PercentileRescaled(keys="image"), ScaleIntensityRangePercentilesd)
+    assert isinstance(ZScoreNormalized(keys="image"), NormalizeIntensityd)
+    with pytest.raises(ValueError, match="lower < upper"):
+        PercentileRescaled(keys="image", lower=60, upper=40)
 
 
 def test_backbone_normalize_explicit_stats():

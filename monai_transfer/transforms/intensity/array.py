@@ -187,11 +187,12 @@ class MultiWindowStack(Transform):
         return np.concatenate(outs, axis=0)
 
 
-class PercentileRescale(Transform):
+class PercentileRescale(ScaleIntensityRangePercentiles):
     """Clip to the ``[lower, upper]`` percentiles and rescale to ``[b_min, b_max]`` (radiographs, MR).
 
-    MONAI's ``ScaleIntensityRangePercentiles`` with the defaults transfer learning wants: robust 0.5/99.5
-    percentiles, output ``[0, 1]``, clipping on.
+    MONAI's ``ScaleIntensityRangePercentiles``, subclassed only for the defaults transfer learning wants (robust
+    0.5/99.5 percentiles, output ``[0, 1]``, clipping on, per channel) and a check that ``lower < upper`` (MONAI
+    checks each percentile's range only). Everything else, including ``__call__``, is MONAI's.
 
     Args:
         lower: lower percentile in [0, 100], default 0.5.
@@ -200,9 +201,10 @@ class PercentileRescale(Transform):
         b_max: output maximum, default 1.
         clip: clip to ``[b_min, b_max]``, default True.
         channel_wise: percentiles per channel, default True.
-    """
 
-    backend = ScaleIntensityRangePercentiles.backend
+    Raises:
+        ValueError: unless ``0 <= lower < upper <= 100``.
+    """
 
     def __init__(
         self,
@@ -215,32 +217,22 @@ class PercentileRescale(Transform):
     ) -> None:
         if not 0 <= lower < upper <= 100:
             raise ValueError(f"percentiles must satisfy 0 <= lower < upper <= 100, got lower={lower}, upper={upper}.")
-        self.scaler = ScaleIntensityRangePercentiles(
-            lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip, channel_wise=channel_wise
-        )
-
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        return self.scaler(img)
+        super().__init__(lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip, channel_wise=channel_wise)
 
 
-class ZScoreNormalize(Transform):
-    """Per-image z-score ``(x - mean) / std``, channel-wise by default (MONAI's ``NormalizeIntensity``).
+class ZScoreNormalize(NormalizeIntensity):
+    """Per-image z-score ``(x - mean) / std``, channel-wise by default: MONAI's ``NormalizeIntensity``.
 
-    Exists to give the z-score a name in bundles and channel-wise default; a constant image gives zeros (std = 0
-    is treated as 1 by MONAI).
+    Subclassed only to give the z-score a name in bundles and the channel-wise default; a constant image gives zeros
+    (std = 0 is treated as 1 by MONAI). Everything else, including ``__call__``, is MONAI's.
 
     Args:
         nonzero: statistics over non-zero voxels only (e.g. skull-stripped MR), default False.
         channel_wise: per-channel statistics, default True.
     """
 
-    backend = NormalizeIntensity.backend
-
     def __init__(self, nonzero: bool = False, channel_wise: bool = True) -> None:
-        self.norm = NormalizeIntensity(nonzero=nonzero, channel_wise=channel_wise)
-
-    def __call__(self, img: NdarrayOrTensor) -> NdarrayOrTensor:
-        return self.norm(img)
+        super().__init__(nonzero=nonzero, channel_wise=channel_wise)
 
 
 class BackboneNormalize(Transform):

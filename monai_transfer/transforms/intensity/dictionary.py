@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 from monai.config import KeysCollection
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRangePercentilesd
 
 from monai_transfer.networks.backbones import WeightsCfg
 from monai_transfer.transforms.intensity.array import (
@@ -98,10 +98,9 @@ class MultiWindowStackd(_ArrayMapd):
         self.t = MultiWindowStack(windows=windows, b_min=b_min, b_max=b_max)
 
 
-class PercentileRescaled(_ArrayMapd):
-    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.PercentileRescale`."""
-
-    backend = PercentileRescale.backend
+class PercentileRescaled(ScaleIntensityRangePercentilesd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.PercentileRescale`: MONAI's
+    ``ScaleIntensityRangePercentilesd`` (its key loop) around a :class:`PercentileRescale` (same defaults and check)."""
 
     def __init__(
         self,
@@ -114,22 +113,22 @@ class PercentileRescaled(_ArrayMapd):
         channel_wise: bool = True,
         allow_missing_keys: bool = False,
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.t = PercentileRescale(
-            lower=lower, upper=upper, b_min=b_min, b_max=b_max, clip=clip, channel_wise=channel_wise
+        scaler = PercentileRescale(lower, upper, b_min, b_max, clip, channel_wise)  # checks lower < upper
+        super().__init__(
+            keys, lower, upper, b_min, b_max, clip, channel_wise=channel_wise, allow_missing_keys=allow_missing_keys
         )
+        self.scaler = scaler
 
 
-class ZScoreNormalized(_ArrayMapd):
-    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.ZScoreNormalize`."""
-
-    backend = ZScoreNormalize.backend
+class ZScoreNormalized(NormalizeIntensityd):
+    """Dictionary-based :class:`~monai_transfer.transforms.intensity.array.ZScoreNormalize`: MONAI's
+    ``NormalizeIntensityd`` (its key loop) around a :class:`ZScoreNormalize` (channel-wise default)."""
 
     def __init__(
         self, keys: KeysCollection, nonzero: bool = False, channel_wise: bool = True, allow_missing_keys: bool = False
     ) -> None:
-        super().__init__(keys, allow_missing_keys)
-        self.t = ZScoreNormalize(nonzero=nonzero, channel_wise=channel_wise)
+        super().__init__(keys, nonzero=nonzero, channel_wise=channel_wise, allow_missing_keys=allow_missing_keys)
+        self.normalizer = ZScoreNormalize(nonzero=nonzero, channel_wise=channel_wise)
 
 
 class BackboneNormalized(_ArrayMapd):
