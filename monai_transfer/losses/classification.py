@@ -182,7 +182,11 @@ class ClassificationFocalLoss(nn.Module):
     Multi-label: ``loss_ic = (1 - p_t)^gamma * BCE_ic`` (``pos_weight`` as in ``BCEWithLogitsLoss``), averaged over
     all elements except those labelled ``-1`` (ignored); ``gamma=0`` gives exactly ``BCEWithLogitsLoss``.
 
-    Named so as not to clash with MONAI's segmentation ``FocalLoss``.
+    Named so as not to clash with MONAI's segmentation ``FocalLoss``, which is not used because it falls short for
+    classification: it averages over classes as well as cases (``gamma=0`` is not cross-entropy, weighted or not,
+    and the scale changes with the number of classes) and has no ignore label (an uncertain ``-1`` multi-label entry
+    still sends a gradient to its logit); see ``tests/losses/test_classification.py::
+    test_monai_focal_loss_falls_short_for_classification``.
 
     Args:
         gamma: focusing parameter, ``>= 0``; default 2.

@@ -109,3 +109,32 @@ def test_build_distributed_sampler_modes(tmp_path):
             build_distributed_sampler(data, data, imbalance="oversample")
     finally:
         dist.destroy_process_group()
+
+
+def test_monai_distributed_weighted_random_sampler_falls_short_of_one_balanced_draw():
+    """Why :class:`DistributedWeightedSampler` is kept (issue #27 reuse): MONAI's ``DistributedWeightedRandomSampler``
+    draws each rank's samples from that rank's shard only, so a rare class sits on one rank per epoch and the ranks
+    together draw it about half as often as a class-balanced sampler should; ours makes one balanced draw over the
+    whole data set and deals it out."""
+    from monai.data import DistributedWeightedRandomSampler
+
+    labels = np.array([1] + [0] * 99)  # one rare image
+    ours = [DistributedWeightedSampler(labels, num_replicas=4, rank=r, seed=0) for r in range(4)]
+    weights = ours[0].weights.tolist()
+    theirs = [
+        DistributedWeightedRandomSampler(
+            list(range(100)), weights, num_replicas=4, rank=r, generator=torch.Generator().manual_seed(r)
+        )
+        for r in range(4)
+    ]
+
+    def rare_share(samplers) -> float:
+        drawn = []
+        for epoch in range(20):
+            for s in samplers:
+                s.set_epoch(epoch)
+                drawn += [labels[i] for i in s]
+        return float(np.mean(drawn))
+
+    assert rare_share(ours) == pytest.approx(0.5, abs=0.05)  # every class equally often, as in one process
+    assert rare_share(theirs) < 0.3  # about 0.2: only the one rank whose shard holds it can draw it

@@ -171,3 +171,27 @@ def test_bce_takes_mixed_multilabel_targets():
     got = ClassificationBCEWithLogitsLoss()(logits, mixed)
     known = nn.functional.binary_cross_entropy_with_logits(logits, mixed.clamp(min=0), reduction="none")
     torch.testing.assert_close(got, known[mixed >= 0].mean())
+
+
+def test_monai_focal_loss_falls_short_for_classification():
+    """Why :class:`ClassificationFocalLoss` is kept (issue #27 reuse): MONAI's ``FocalLoss`` (1) averages over classes
+    as well as cases, so ``gamma=0`` is not cross-entropy (weighted or not) and the loss scale changes with the number
+    of classes, and (2) has no ignore label: an uncertain ``-1`` multi-label entry (``uncertain="ignore"``) still
+    sends a gradient to its logit. Ours gives (weighted) cross-entropy at ``gamma=0`` and no gradient to ``-1``."""
+    from monai.losses import FocalLoss
+
+    g = torch.Generator().manual_seed(0)
+    logits, y, w = torch.randn(6, 3, generator=g), torch.tensor([0, 1, 2, 1, 0, 2]), torch.tensor([1.0, 2.0, 3.0])
+    ce = nn.functional.cross_entropy(logits, y, weight=w)
+    theirs = FocalLoss(gamma=0.0, weight=w, use_softmax=True, to_onehot_y=True)(logits, y[:, None])
+    assert not torch.isclose(theirs, ce, rtol=1e-3)
+    assert torch.isclose(ClassificationFocalLoss(gamma=0.0, weight=w)(logits, y), ce, rtol=1e-5)
+
+    target = torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0]])  # -1: uncertain, ignored
+    grads = []
+    for loss in (FocalLoss(gamma=2.0, use_softmax=False), ClassificationFocalLoss(gamma=2.0, multilabel=True)):
+        x = torch.randn(2, 3, generator=g).requires_grad_(True)
+        loss(x, target).backward()
+        grads.append(float(x.grad[0, 2].abs()))
+    assert grads[0] > 1e-4  # MONAI: the ignored entry still pulls on its logit
+    assert grads[1] == 0.0
