@@ -84,3 +84,26 @@ def test_invalid_arguments():
         BatchMixUpCutMix(mixup_alpha=-0.1)
     with pytest.raises(ValueError, match=r"must be in \[0, 1\]"):
         BatchMixUpCutMix(mixup_alpha=0.2, prob=1.5)
+
+
+def test_timm_mixup_falls_short_for_our_batches():
+    """Why :class:`BatchMixUpCutMix` is kept (issue #27 reuse): timm's ``Mixup`` refuses an odd batch (the last
+    batch of an epoch without ``drop_last``) and turns an uncertain ``-1`` multi-label entry into a negative soft
+    target (e.g. ``-0.4``) that no loss can ignore; ours mixes any batch size and keeps ``-1`` where either image
+    has it."""
+    import numpy as np
+    from timm.data import Mixup
+
+    np.random.seed(0)  # timm draws from NumPy's global generator
+    timm_mix = Mixup(mixup_alpha=0.2, prob=1.0, num_classes=3, label_smoothing=0.0, multi_label=True)
+    labels = torch.tensor([[1.0, 0.0, -1.0], [0.0, 1.0, 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    with pytest.raises(AssertionError, match="even"):
+        timm_mix(torch.rand(3, 1, 8, 8), labels[:3])
+    _, theirs = timm_mix(torch.rand(4, 1, 8, 8), labels)
+    assert bool(((theirs < 0) & (theirs != -1)).any())  # a partly ignored entry: neither a target nor ignored
+
+    ours = BatchMixUpCutMix(mixup_alpha=0.2, prob=1.0, num_classes=3, one_hot=False)
+    ours.set_random_state(0)
+    _, mixed = ours(torch.rand(3, 1, 8, 8), labels[:3])
+    assert mixed.shape == (3, 3)
+    assert bool(((mixed >= 0) | (mixed == -1)).all())  # every entry a soft target in [0, 1] or ignored

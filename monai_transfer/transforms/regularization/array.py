@@ -18,6 +18,11 @@ weight and one pairing per batch, and turns the labels into soft targets: one-ho
 for multi-label (BCE); an entry labelled ``-1`` (uncertain, ignored by the loss) stays ``-1`` when either mixed
 image has it. CutMix's weight is the area actually kept once the box is clipped to the image.
 
+timm's ``timm.data.Mixup`` is not used: it refuses odd batch sizes (the last batch of an epoch without
+``drop_last``), turns an uncertain ``-1`` multi-label entry into a negative soft target that no loss can ignore, and
+draws from NumPy's global generator, so the per-iteration reseeding that makes a resumed run mix the same way is not
+possible (``tests/transforms/test_regularization.py::test_timm_mixup_falls_short_for_our_batches``).
+
 :class:`~monai_transfer.handlers.mixing.MixBatchHandler` applies it to the trainer's batch at ``ITERATION_STARTED``
 (before ``prepare_batch``), reseeded from ``(seed, iteration, rank)``, so the same seed mixes the same way, also after
 a resume::
