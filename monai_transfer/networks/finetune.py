@@ -72,6 +72,12 @@ def layer_decay_param_groups(
     later: they get no gradient, so the optimizer leaves them unchanged); empty groups are left out; a parameter
     listed twice is kept in its first group only.
 
+    timm's ``timm.optim.param_groups_layer_decay`` is not used: its groups carry an ``lr_scale`` that only timm's
+    schedulers apply (a torch optimizer with the bundles' MONAI/torch scheduler trains every layer at one rate), it
+    drops frozen parameters (a later unfreeze could not train them) and it makes one single layer of a model without
+    timm's ``group_matcher`` such as a torchvision backbone (``tests/networks/test_finetune.py::
+    test_timm_layer_decay_groups_fall_short_with_torch_optimizers_and_frozen_stages``).
+
     Args:
         stages: parameters of each stage, stem first.
         head: parameters of the classification head.

@@ -54,3 +54,32 @@ def test_layer_decay_param_groups():
     assert len(groups) == 1 and groups[0]["lr"] == pytest.approx(0.01)
     with pytest.raises(ValueError, match="layer_decay"):
         layer_decay_param_groups([], [torch.nn.Parameter(torch.zeros(1))], lr=1.0, layer_decay=0.0)
+
+
+def test_timm_layer_decay_groups_fall_short_with_torch_optimizers_and_frozen_stages():
+    """Why :func:`layer_decay_param_groups` is kept (issue #27 reuse): timm's ``param_groups_layer_decay`` gives each
+    group an ``lr_scale`` that only timm's schedulers apply, so a torch optimizer with a MONAI/torch scheduler (the
+    bundles') trains every layer at the same rate; it drops frozen parameters, which a later unfreezing handler could
+    then not train; and a model without timm's ``group_matcher`` (a torchvision backbone) is one single layer. Ours
+    sets each group's ``lr`` from the backbone's stages and can keep frozen parameters."""
+    import timm
+    from timm.optim import param_groups_layer_decay
+
+    net = timm.create_model("resnet10t", pretrained=False, num_classes=2)
+    freeze_module(net.conv1)
+    timm_groups = param_groups_layer_decay(net, layer_decay=0.5)
+    assert len({g["lr_scale"] for g in timm_groups}) > 1  # timm computes the decay ...
+    opt = torch.optim.SGD(timm_groups, lr=0.1)
+    assert len({g["lr"] for g in opt.param_groups}) == 1  # ... which a torch optimizer never sees
+    assert not any(p is q for g in timm_groups for p in g["params"] for q in net.conv1.parameters())  # frozen: gone
+    plain = nn.Sequential(_block(), _block(), nn.Linear(2, 2))
+    assert len({g["lr_scale"] for g in param_groups_layer_decay(plain, layer_decay=0.5)}) == 1
+
+    stem, stage, head = plain
+    freeze_module(stem)
+    ours = layer_decay_param_groups(
+        [stem.parameters(), stage.parameters()], head.parameters(), lr=0.1, layer_decay=0.5, include_frozen=True
+    )
+    opt = torch.optim.SGD(ours, lr=0.1)
+    assert [g["lr"] for g in opt.param_groups] == pytest.approx([0.025, 0.05, 0.1])
+    assert any(p is q for g in ours for p in g["params"] for q in stem.parameters())

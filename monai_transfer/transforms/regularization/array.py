@@ -131,7 +131,8 @@ class BatchMixUpCutMix(RandomizableTransform):
 
     Each call draws: whether to mix (``prob``), CutMix or MixUp (``switch_prob`` when both alphas are positive),
     ``lam ~ Beta(alpha, alpha)`` and a permutation pairing the images. A batch left unmixed still gets soft targets,
-    so the loss sees one layout. With both alphas 0 the call returns its inputs unchanged.
+    so the loss sees one layout. With both alphas 0 the call returns its inputs unchanged. Kept instead of timm's
+    ``Mixup``, which falls short for these batches (see the module docstring).
 
     Args:
         mixup_alpha: Beta parameter of MixUp; 0 turns MixUp off.
