@@ -106,3 +106,33 @@ def test_exported_from_handlers_package():
 
     assert handlers.WeightEMA is WeightEMA and handlers.ema_decay_at is ema_decay_at
     assert {"WeightEMA", "ema_decay_at"} <= set(handlers.__all__)
+
+
+def test_ignite_ema_handler_falls_short_for_the_bundles(tmp_path):
+    """Why :class:`WeightEMA` is kept (issue #27 reuse): Ignite's ``EMAHandler`` averages into a separate copy
+    (``ema_model``), so the bundle's evaluator and best-model saver, which hold the trained network, see and save
+    the live weights; and it has no ``state_dict``, so it cannot go into the trainer checkpoint and a resumed run
+    would restart the average. ``WeightEMA`` evaluates the average through the shared network and is checkpointed."""
+    from ignite.handlers import Checkpoint, EMAHandler
+
+    def run(make_ema):
+        net = torch.nn.Linear(1, 1, bias=False)
+        net.weight.data.fill_(0.0)
+        seen: list[float] = []
+        evaluator = Engine(lambda e, b: seen.append(net.weight.item()))
+        trainer = Engine(lambda e, b: net.weight.data.fill_(float(e.state.iteration)))
+        ema = make_ema(net, evaluator)
+        ema.attach(trainer)
+        trainer.add_event_handler(Events.EPOCH_COMPLETED, lambda e: evaluator.run([0]))
+        trainer.run([0] * 4, max_epochs=1)
+        return seen[0], ema
+
+    live, ignite_ema = run(lambda net, ev: EMAHandler(net, momentum=0.5))
+    assert live == 4.0  # the evaluator saw the live weight ...
+    assert ignite_ema.ema_model.weight.item() != 4.0  # ... not the average
+    with pytest.raises(TypeError, match="state_dict"):
+        Checkpoint({"ema": ignite_ema}, save_handler=str(tmp_path))
+
+    averaged, ours = run(lambda net, ev: WeightEMA(net, decay=0.5, evaluator=ev, warmup=False))
+    assert averaged == pytest.approx(ours.averaged.module.weight.item()) and averaged != 4.0
+    Checkpoint({"ema": ours}, save_handler=str(tmp_path))  # has state_dict/load_state_dict
