@@ -48,7 +48,8 @@ class WeightEMA:
     The average itself is PyTorch's ``AveragedModel``. Ignite's ``EMAHandler`` is not used: it averages into a
     separate ``ema_model``, so the bundle's evaluator and best-model saver (which hold ``network``) would see and
     save the live weights, and it has no ``state_dict``, so it cannot join the trainer checkpoint and a resumed run
-    would restart the average (``tests/handlers/test_handler_ema.py::test_ignite_ema_handler_falls_short_for_the_bundles``).
+    would restart the average (``tests/handlers/test_handler_ema.py::
+    test_ignite_ema_handler_falls_short_for_the_bundles``).
 
     Args:
         network: the trained network (the one the trainer and the evaluator share).
