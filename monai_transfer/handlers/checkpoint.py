@@ -71,11 +71,12 @@ _CKPT_EXTENSIONS = (".pt", ".pth", ".ckpt")
 class AtomicDiskSaver(DiskSaver):
     """Ignite ``DiskSaver`` writing through :func:`~monai_transfer.utils.io.atomic_write` (temp file, fsync, rename).
 
-    Unlike Ignite's own ``atomic=True`` mode, the file gets the usual permissions (umask) and is fsync-ed before the
-    rename. ``filename`` fixes the file name, like MONAI's ``CheckpointSaver`` ``final_filename``.
-
-    Removals are deferred until the next save has succeeded: Ignite's ``Checkpoint`` (0.5.x) deletes the oldest file
-    *before* writing the new one, so with ``n_saved=1`` a crash while saving would otherwise leave no checkpoint.
+    It is Ignite's ``DiskSaver(atomic=True)`` with two additions. Removals are deferred until the next save has
+    succeeded: Ignite's ``Checkpoint`` (0.5.x) deletes the oldest file *before* writing the new one, so with
+    ``n_saved=1`` a failed save leaves no checkpoint at all
+    (``tests/handlers/test_handler_checkpoint.py::test_ignite_atomic_disk_saver_falls_short_of_keeping_a_checkpoint``).
+    And the temporary file is fsync-ed before the rename (Ignite's is not), with the umask's permissions.
+    ``filename`` fixes the file name, like MONAI's ``CheckpointSaver`` ``final_filename``.
 
     Args:
         dirname: folder of the checkpoints (created when missing).

@@ -263,3 +263,29 @@ def test_resume_from_checkpoint_without_handler_states(tmp_path):
     with pytest.warns(UserWarning, match="holds no \\['handler_states'\\]"):
         resumed.run(range(4), max_epochs=2)
     assert resumed.state.iteration == 8 and torch.equal(net.weight, torch.full((1, 2), 8.0))
+
+
+def test_ignite_atomic_disk_saver_falls_short_of_keeping_a_checkpoint(tmp_path):
+    """Why :class:`AtomicDiskSaver` adds to Ignite's ``DiskSaver(atomic=True)`` (issue #27 reuse): Ignite's
+    ``Checkpoint`` deletes the previous file before it writes the next one, so with ``n_saved=1`` a save that fails
+    leaves no checkpoint at all to resume from; ours keeps the previous one (same scenario:
+    ``test_saver_failure_keeps_previous_checkpoint``)."""
+    from ignite.handlers import Checkpoint, DiskSaver
+
+    net = nn.Linear(2, 1, bias=False)
+    engine = _engine(net)
+    unpicklable = {"w": torch.ones(1)}
+
+    class Flaky:
+        def state_dict(self):
+            return unpicklable
+
+        def load_state_dict(self, sd):
+            pass
+
+    saver = DiskSaver(str(tmp_path), atomic=True, require_empty=False)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, Checkpoint({"network": net, "extra": Flaky()}, saver, n_saved=1))
+    engine.add_event_handler(Events.EPOCH_COMPLETED(once=1), lambda e: unpicklable.update(bad=lambda: 0))
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        engine.run(range(4), max_epochs=2)
+    assert not list(tmp_path.glob("*.pt"))  # the epoch-1 checkpoint was deleted before the failed save
