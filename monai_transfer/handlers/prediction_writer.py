@@ -64,6 +64,11 @@ def _preds_from_output(output: Any) -> list[torch.Tensor]:
 class ClassificationPredictionWriter:
     """Collect class probabilities and image ids over an evaluator epoch; write ``<output_dir>/<filename>``.
 
+    Kept instead of MONAI's ``ClassificationSaver``, which writes raw values without a header (no class names,
+    thresholded prediction or threshold) and keys rows by file name, so cases of one path collapse into one row
+    (``tests/handlers/test_handler_prediction_writer.py::
+    test_monai_classification_saver_falls_short_of_a_predictions_table``).
+
     The table is written by :func:`monai_transfer.reports.writer.write_predictions_csv` (the project's one
     predictions writer; label cells and ``correct`` stay empty at inference), followed by the columns ``image`` (the
     path), ``file_name``, (multi-label: ``prediction_names``) and ``threshold``.

@@ -166,3 +166,33 @@ def test_two_ranks_sharded_inference_writes_every_case_once_from_rank0(tmp_path)
     whole = read_csv(tmp_path / "rank0_only" / "predictions.csv")
     assert res[0]["rank0_only_sharded"] is False
     assert [r["image"] for r in whole] == [f"/d/vol_{i // 3}/img_{i}.png" for i in range(n)]
+
+
+def test_monai_classification_saver_falls_short_of_a_predictions_table(tmp_path):
+    """Why :class:`ClassificationPredictionWriter` is kept (issue #27 reuse): MONAI's ``ClassificationSaver`` writes
+    raw values without a header (no class names, no thresholded prediction, no threshold) and keys its rows by file
+    name, so two cases of one path collapse into the last one; ours writes one named row per case."""
+    import csv
+
+    from ignite.engine import Engine
+    from monai.handlers import ClassificationSaver
+
+    batch = {"pred": torch.tensor([[0.3, 0.7], [0.9, 0.1]]), "meta": {"filename_or_obj": ["a/x.png", "a/x.png"]}}
+    engine = Engine(lambda e, b: b["pred"])
+    theirs = ClassificationSaver(str(tmp_path / "monai"), batch_transform=lambda b: b["meta"])
+    theirs.attach(engine)
+    engine.run([batch])
+    rows = list(csv.reader((tmp_path / "monai" / "predictions.csv").open()))
+    assert len(rows) == 1 and rows[0][0] == "a/x.png"  # two cases, one row, no header
+    assert [float(v) for v in rows[0][1:]] == pytest.approx([0.9, 0.1])
+
+    engine = Engine(lambda e, b: b["pred"])
+    ours = ClassificationPredictionWriter(
+        tmp_path / "ours", class_names=["normal", "pneumonia"], threshold=0.5,
+        pred_transform=lambda o: list(o), id_transform=lambda o, b: b["meta"]["filename_or_obj"],
+    )  # fmt: skip
+    ours.attach(engine)
+    engine.run([batch])
+    table = list(csv.DictReader(ours.last_path.open()))
+    assert [r["prediction_name"] for r in table] == ["pneumonia", "normal"]
+    assert {"prob_normal", "prob_pneumonia", "threshold"} <= set(table[0])
