@@ -464,7 +464,7 @@ def _check_dicom_series(folder: Path, series_uid: str | None = None) -> list[Pat
     if not any(has_pos):
         warnings.warn(
             f"'{folder}': no slice has Image Position (Patient): stacked in InstanceNumber order, spacing unchecked",
-            stacklevel=4,
+            stacklevel=5,  # the caller of LoadMedicalImage.__call__
         )
         return [f for f, _ in headers]
     if not all(has_pos):
@@ -482,7 +482,7 @@ def _read_series_headers(folder: Path) -> list[tuple[Path, Any]]:
     if not files:
         raise MedicalImageLoadError(folder, f"folder holds no DICOM file (files without a DICOM marker: {others[:5]})")
     if others:
-        warnings.warn(f"'{folder}': {len(others)} file(s) without a DICOM marker left out: {others[:5]}", stacklevel=5)
+        warnings.warn(f"'{folder}': {len(others)} file(s) without a DICOM marker left out: {others[:5]}", stacklevel=6)
     headers = []
     for f in files:
         try:
