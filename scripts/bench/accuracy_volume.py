@@ -27,9 +27,13 @@ Output ``<output>/results.json``: ``{"val": {...}, "test": {...} (only with --te
 (``ece_uncalibrated``) the temperature, sensitivity/specificity at the threshold; ``cv`` holds the fold AUCs per
 epoch and the out-of-fold AUC (CI) and ECE; ``selection`` says which data chose what.
 
-Runtime (design): 3 folds x 4 epochs at 64x64, 4 random slices per training volume, 16 central slices per
-evaluated volume: about 23 single-thread CPU minutes (extrapolated from the 3-epoch single fit of 2026-11-24,
-89 s per epoch), within 30 minutes on an idle 2-core machine.
+Runtime (design; not measured end to end: the machine of this change was shared by five engineers): a fold-epoch
+trains on 792 volumes x 4 slices (3168 slices) and evaluates 396 held-out volumes x 16 slices (6336 slices); at the
+idle 2-core rates of the bundle README (25 s per 4752 training slices, 6 s per 1568 evaluated slices) that is about
+41 s, so 3 folds x 4 epochs take about 8 minutes, the final fit at most 2, and writing the NIfTI files, hashing and
+scoring val/test about 2-3: about 13 minutes on an idle 2-core machine, within the 30-minute limit with a 2x margin.
+``--epochs 6`` (the bundle's default schedule) would be about 18 minutes. On the busy machine (load 6-7 on 2 cores,
+one thread) a training iteration of 8 volumes took 2.1 s instead of about 0.17 s.
 
 Usage (from the repository root)::
 
