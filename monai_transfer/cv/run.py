@@ -20,7 +20,10 @@ overfits them (PneumoniaMNIST: val AUC 0.997, official test AUC 0.956, specifici
    out-of-fold (OOF) probabilities of every epoch;
 3. chooses the number of epochs with the best mean fold AUC (ties: fewer epochs), fits a temperature on the OOF
    predictions of that epoch (``models/calibration.json``) and THEN chooses the threshold on the calibrated OOF
-   probabilities (``models/threshold.json``);
+   probabilities (``models/threshold.json``). Volume bundles (``aggregation``: several slices per item) are scored
+   per VOLUME throughout: the fold AUCs and the threshold use the pooled volume probabilities, and the temperature
+   (one, of the slice logits, applied before pooling as at inference) minimises the NLL of the pooled OOF volume
+   probabilities; the folds split volumes, never slices;
 4. trains the final model on the whole training split with the same settings (and the same learning-rate schedule,
    planned over ``epochs``), stopping after the chosen number of epochs; the validation split is scored once, at
    the end, with the calibration and threshold chosen out-of-fold (``eval/val/metrics.json``).
