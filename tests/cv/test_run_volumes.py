@@ -17,6 +17,7 @@ import csv
 import json
 import math
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -115,3 +116,28 @@ def test_val_poison_is_seen_by_a_read(tmp_path):
     path = next(iter(real_val))
     with pytest.raises(Exception, match=path.name):  # nibabel's ImageFileError names the file
         LoadImage()(str(path))
+
+
+def test_ct_slices_train_cv_config_forwards_the_volume_settings(tmp_path, monkeypatch):
+    """``train_cv.json`` merged over ct_slices' ``train.json`` calls the cross-validation with the slicing, pooling
+    and recipe ids of the run (``run_values``), so the folds and the final fit train what the user asked for."""
+    import monai_transfer.cv.run as cv_module
+    from tests.utils import bundle_workflow
+
+    calls = []
+    monkeypatch.setattr(cv_module, "run_cross_validation", lambda *a, **k: calls.append((a, k)) or {"chosen": {}})
+    configs = TRAIN.parent
+    wf = bundle_workflow(
+        configs, [TRAIN, configs / "train_cv.json"], "train", output_dir=str(tmp_path / "run"), cv_folds=3,
+        max_items=8, duplicates="off", device="cpu", train_slices=6, aggregation="max", ema_decay=0.9,
+        aug_strength=0.5,
+    )  # fmt: skip
+    wf.initialize()
+    wf.run()
+    wf.finalize()
+    ((args, kwargs),) = calls
+    assert Path(args[0]).resolve() == TRAIN.resolve() and kwargs["folds"] == 3 and kwargs["group_key"] == "patient_id"
+    assert (kwargs["train_slices"], kwargs["aggregation"], kwargs["ema_decay"], kwargs["aug_strength"]) == (
+        6, "max", 0.9, 0.5,
+    )  # fmt: skip
+    assert kwargs["val_slices"] == 16 and kwargs["slice_offsets"] == [-1, 0, 1] and kwargs["calibrate"] is True
