@@ -20,7 +20,10 @@ overfits them (PneumoniaMNIST: val AUC 0.997, official test AUC 0.956, specifici
    out-of-fold (OOF) probabilities of every epoch;
 3. chooses the number of epochs with the best mean fold AUC (ties: fewer epochs), fits a temperature on the OOF
    predictions of that epoch (``models/calibration.json``) and THEN chooses the threshold on the calibrated OOF
-   probabilities (``models/threshold.json``);
+   probabilities (``models/threshold.json``). Volume bundles (``aggregation``: several slices per item) are scored
+   per VOLUME throughout: the fold AUCs and the threshold use the pooled volume probabilities, and the temperature
+   (one, of the slice logits, applied before pooling as at inference) minimises the NLL of the pooled OOF volume
+   probabilities; the folds split volumes, never slices;
 4. trains the final model on the whole training split with the same settings (and the same learning-rate schedule,
    planned over ``epochs``), stopping after the chosen number of epochs; the validation split is scored once, at
    the end, with the calibration and threshold chosen out-of-fold (``eval/val/metrics.json``).
@@ -43,6 +46,7 @@ from __future__ import annotations
 import datetime
 import json
 import logging
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -53,8 +57,14 @@ import numpy as np
 
 from monai_transfer.data.splits import assign_folds
 from monai_transfer.handlers.oof_collector import OOFCollector
-from monai_transfer.metrics.calibration import apply_temperature, calibration_summary, fit_temperature, save_calibration
-from monai_transfer.metrics.functional import compute_auc
+from monai_transfer.metrics.calibration import (
+    DEFAULT_TEMPERATURE_BOUNDS,
+    apply_temperature,
+    calibration_summary,
+    fit_temperature,
+    save_calibration,
+)
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_auc, compute_brier, compute_ece
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, calibration_binding, save_threshold, select_threshold
 from monai_transfer.utils.bundle import parsed_content
 from monai_transfer.utils.io import atomic_write_json, check_output_dir
@@ -242,25 +252,43 @@ class _Plan:
         )
 
 
+def _check_options(folds: int, epochs: int, batch: Any) -> None:
+    """Refuse fold, epoch and batch options that cannot work, before any fold trains."""
+    if epochs < 1:
+        raise CrossValidationError(f"--epochs must be at least 1, got {epochs}: every fold validates each epoch")
+    if int(folds) < 2:
+        raise CrossValidationError(f"--folds must be at least 2, got {folds}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise CrossValidationError(f"--batch_size must be an integer >= 1, got {batch!r}")
+
+
+def _read_configs(config_file: Any, override: Mapping[str, Any]) -> tuple[list[str], Any, Any]:
+    """The config files, their parser (with ``override``) and a reader that names a bad id before any fold trains."""
+    from monai.bundle import ConfigParser
+
+    files = [str(f) for f in config_file] if isinstance(config_file, (list, tuple)) else [str(config_file)]
+    parser = ConfigParser()
+    parser.read_config(files if len(files) > 1 else files[0])
+    parser.update(pairs=dict(override))
+
+    def parsed(key: str, default: Any = None) -> Any:  # a bad value of the configs or an override: named here
+        if default is not None and key not in parser:
+            return default
+        return parsed_content(parser, key, f"cross-validation of {files}", CrossValidationError, override)
+
+    return files, parser, parsed
+
+
 def _plan(
     config_file: Any, folds: int, output_dir: Any, meta_file: Any, logging_file: Any, group_key: str | None,
     seed: int | None, override: dict[str, Any],
 ) -> _Plan:  # fmt: skip
     """Read the configs (with ``override``), split the training items into folds, create the run folder."""
-    from monai.bundle import ConfigParser
-
-    files = [str(f) for f in config_file] if isinstance(config_file, (list, tuple)) else [str(config_file)]
+    files, parser, parsed = _read_configs(config_file, override)
     configs_dir = Path(files[0]).parent
     log_file: Any = logging_file if logging_file is not None else str(configs_dir / "logging.conf")
     if log_file is not False and not Path(log_file).is_file():
         log_file = False
-    parser = ConfigParser()
-    parser.read_config(files if len(files) > 1 else files[0])
-    parser.update(pairs=dict(override))
-
-    def parsed(key: str) -> Any:  # a bad value of the configs or an override: named before any fold trains
-        return parsed_content(parser, key, f"cross-validation of {files}", CrossValidationError, override)
-
     datalists = parsed("datalists")
     if output_dir is None:
         output_dir = override["output_dir"] if "output_dir" in override else default_output_dir(configs_dir.parent)
@@ -275,13 +303,7 @@ def _plan(
             f"{files}: cross-validation takes binary and multiclass tasks; the training data are multilabel"
         )
     epochs = int(parsed("epochs"))
-    if epochs < 1:
-        raise CrossValidationError(f"--epochs must be at least 1, got {epochs}: every fold validates each epoch")
-    if int(folds) < 2:
-        raise CrossValidationError(f"--folds must be at least 2, got {folds}")
-    batch = parsed("batch_size") if "batch_size" in parser else 1
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise CrossValidationError(f"--batch_size must be an integer >= 1, got {batch!r}")
+    _check_options(folds, epochs, parsed("batch_size", 1))
     linked = datalists.linked("train") if hasattr(datalists, "linked") else None  # near-duplicates share a fold
     base: dict[str, Any] = {k: v for k, v in override.items() if k not in ("output_dir",)}
     base.update(max_items=None, early_stop_patience=0, resume=False, val_interval=1, calibrate=False)
@@ -291,25 +313,13 @@ def _plan(
         raise CrossValidationError(f"--folds {folds}: {e}") from e
     check_folds(train_items, fold_of, int(folds), class_names, group_key)
     return _Plan(
-        files=files,
-        meta=str(meta_file) if meta_file is not None else str(configs_dir / "metadata.json"),
-        log_file=log_file,
-        class_names=class_names,
-        task=task,
-        dataset_dir=parsed("dataset_dir"),
-        seed=seed,
-        epochs=epochs,
-        aggregation=parsed("aggregation") if "aggregation" in parser else None,
-        aggregation_k=int(parsed("aggregation_k")) if "aggregation_k" in parser else 3,
-        train_items=train_items,
-        val_items=list(datalists["val"]),
-        fold_of=fold_of,
-        folds=int(folds),
-        group_key=group_key,
-        out=check_output_dir(output_dir),
-        override=dict(override),
-        base=base,
-    )
+        files=files, meta=str(meta_file) if meta_file is not None else str(configs_dir / "metadata.json"),
+        log_file=log_file, class_names=class_names, task=task, dataset_dir=parsed("dataset_dir"), seed=seed,
+        epochs=epochs, aggregation=parsed("aggregation") if "aggregation" in parser else None,
+        aggregation_k=int(parsed("aggregation_k", 3)), train_items=train_items, val_items=list(datalists["val"]),
+        fold_of=fold_of, folds=int(folds), group_key=group_key, out=check_output_dir(output_dir),
+        override=dict(override), base=base,
+    )  # fmt: skip
 
 
 def _datalists_expr(path: Path) -> str:
@@ -386,20 +396,78 @@ def _score_epochs(plan: _Plan, per_fold: Sequence[OOFCollector]) -> tuple[list[d
 def _calibrate(
     plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, fitted_on: str
 ) -> tuple[float, dict[str, Any], Path]:
-    """Step 3a: a temperature fitted on the rows the evaluator post-processes (one per image, or one per slice for
-    volume bundles), so that ``ApplyTemperatured`` in the post-processing reproduces it; pooling per volume comes
-    after. Saved as ``models/calibration.json``."""
+    """Step 3a: one temperature applied to the rows the evaluator post-processes (one per image, or one per slice for
+    volume bundles), so that ``ApplyTemperatured`` in the post-processing reproduces it. Images: fitted (NLL) on the
+    OOF image predictions. Volumes: chosen to minimise the NLL of the pooled OOF VOLUME probabilities (the slice
+    probabilities scaled, then pooled per volume as the evaluator does), so that what it calibrates is what is scored
+    (:func:`_fit_volume_temperature`). Saved as ``models/calibration.json``."""
     rows_p = np.concatenate([c.epochs[epoch][0] for c in per_fold])
     rows_y = np.concatenate([c.epochs[epoch][1] for c in per_fold])
-    temperature = fit_temperature(rows_p, rows_y, plan.mode, inputs="probs")
-    unit = "slices" if len(rows_p) > len(plan.train_items) else "images"
-    cal_info = {
-        "fitted_on": f"{fitted_on}, per {unit[:-1]}",
-        **calibration_summary(rows_p, rows_y, temperature, plan.mode, inputs="probs"),
-    }
+    if plan.aggregation is not None and len(rows_p) > len(plan.train_items):
+        temperature, cal_info = _fit_volume_temperature(plan, per_fold, epoch, fitted_on)
+    else:
+        temperature = fit_temperature(rows_p, rows_y, plan.mode, inputs="probs")
+        cal_info = {
+            "fitted_on": f"{fitted_on}, per image",
+            **calibration_summary(rows_p, rows_y, temperature, plan.mode, inputs="probs"),
+        }
     cal_path = save_calibration(plan.models_dir / "calibration.json", temperature, mode=plan.mode,
                                 **{k: v for k, v in cal_info.items() if k != "temperature"})  # fmt: skip
     return temperature, cal_info, cal_path
+
+
+def _volume_nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    p = np.clip(probs[np.arange(len(labels)), labels], 1e-12, 1.0)
+    return float(-np.mean(np.log(p)))
+
+
+def _fit_volume_temperature(
+    plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, fitted_on: str
+) -> tuple[float, dict[str, Any]]:
+    """The temperature of the slice logits that minimises the NLL of the pooled out-of-fold volume probabilities
+    (golden-section search on ``log T`` within :data:`DEFAULT_TEMPERATURE_BOUNDS`), with the volume-level NLL, ECE
+    and Brier score before and after."""
+    labels = np.array([int(x["label"]) for x in plan.train_items])
+    lo, hi = (math.log(b) for b in DEFAULT_TEMPERATURE_BOUNDS)
+
+    def f(log_t: float) -> float:
+        return _volume_nll(_oof(plan, per_fold, epoch, math.exp(log_t)), labels)
+
+    g = (math.sqrt(5) - 1) / 2
+    c, d = hi - g * (hi - lo), lo + g * (hi - lo)
+    fc, fd = f(c), f(d)
+    while hi - lo > 1e-4:
+        if fc <= fd:
+            hi, d, fd = d, c, fc
+            c = hi - g * (hi - lo)
+            fc = f(c)
+        else:
+            lo, c, fc = c, d, fd
+            d = lo + g * (hi - lo)
+            fd = f(d)
+    candidates = [0.0, (lo + hi) / 2]  # T = 1 wins ties: no change unless it lowers the volume NLL
+    temperature = math.exp(min(candidates, key=lambda v: (f(v), abs(v))))
+    if min(abs(math.log(temperature) - math.log(b)) for b in DEFAULT_TEMPERATURE_BOUNDS) < 1e-3:
+        logger.warning(
+            "cross-validation: the volume temperature %.4g is at a bound of %s (%d volumes): the volumes "
+            "may be perfectly separated or too few",
+            temperature,
+            DEFAULT_TEMPERATURE_BOUNDS,
+            len(labels),
+        )
+    info: dict[str, Any] = {
+        "fitted_on": f"{fitted_on}, per volume: one temperature of the slice logits, chosen to minimise the NLL of "
+        f"the {plan.aggregation}-pooled volume probabilities (applied per slice, then pooled, as at inference)",
+        "level": "volume", "temperature": temperature, "n_samples": len(labels), "ece_n_bins": DEFAULT_ECE_BINS,
+        "n_slices": int(sum(len(c.epochs[epoch][0]) for c in per_fold)),
+    }  # fmt: skip
+    for tag, t in (("before", None), ("after", temperature)):
+        p = _oof(plan, per_fold, epoch, t)
+        scored = p[:, 1] if plan.task.is_binary else p
+        info[f"nll_{tag}"] = _volume_nll(p, labels)
+        info[f"ece_{tag}"] = compute_ece(scored, labels, plan.mode)
+        info[f"brier_{tag}"] = compute_brier(scored, labels, plan.mode)
+    return temperature, info
 
 
 def _threshold(
@@ -472,11 +540,12 @@ def _choose(
 
 def _selection(plan: _Plan, c: _Choice, method: str, final_fit: bool) -> dict[str, str]:
     """Which data chose what, in words (``cv.json`` and the validation report's ``selection`` block)."""
+    per = f", per volume ({plan.aggregation}-pooled slice probabilities)" if plan.aggregation is not None else ""
     return {
-        "epochs": f"{c.epochs}: best mean fold AUC over the {plan.folds} held-out folds of the training split",
-        "temperature": (f"{c.temperature:.6g}: fitted (NLL) on the {c.fitted_on}" if c.temperature is not None
-                        else "none"),
-        "threshold": (f"{c.threshold:.6g}: {method} on the calibrated {c.fitted_on}" if c.threshold is not None
+        "epochs": f"{c.epochs}: best mean fold AUC{per} over the {plan.folds} held-out folds of the training split",
+        "temperature": (f"{c.temperature:.6g}: fitted (NLL) on the {c.calibration['fitted_on']}"
+                        if c.temperature is not None and c.calibration else "none"),
+        "threshold": (f"{c.threshold:.6g}: {method} on the calibrated {c.fitted_on}{per}" if c.threshold is not None
                       else "arg-max"),
         "final_fit": (
             f"whole training split ({len(plan.train_items)} items), stopped after {c.epochs} of the {plan.epochs}-"

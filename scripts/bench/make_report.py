@@ -357,17 +357,26 @@ def _accuracy_volume(results: Path) -> list[str]:
         f"trained by `{c['bundle']}` on {c['counts']} volumes; scored by {c['evaluation']}; threshold "
         f"{c['threshold_method']}.",
         "",
-        "| model | split | AUC [95% CI] | ACC [95% CI] |",
-        "| --- | --- | --- | --- |",
+        "| model | split | AUC [95% CI] | ACC [95% CI] | ECE (uncalibrated) |",
+        "| --- | --- | --- | --- | --- |",
     ]
+    cv = res.get("cv")
+    if cv:  # the out-of-fold volumes of the CV on train (issue #29): what chose epochs, temperature, threshold
+        oof = {"auc": cv.get("oof_auc"), "auc_ci95": cv.get("oof_auc_ci95")}
+        out.append(
+            f"| **ours** ({_net(c['backbone'])} 2.5D) | {cv['folds']}-fold CV on train, out of fold "
+            f"| {_ci(oof, 'auc')} | n/a | {_f(cv.get('oof_ece_after'))} ({_f(cv.get('oof_ece_before'))}) |"
+        )
     for split in ("val", "test"):
         if split in res:
             r = res[split]
             out.append(
-                f"| **ours** ({_net(c['backbone'])} 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} |"
+                f"| **ours** ({_net(c['backbone'])} 2.5D) | {split} (n={r['n']}) | {_ci(r, 'auc')} | {_ci(r, 'acc')} "
+                f"| {_f(r.get('ece'))} ({_f(r.get('ece_uncalibrated'))}) |"
             )
-    out += [f"| {n} | test | {a:.3f} | {cc:.3f} |" for n, a, cc in MEDMNIST_3D]
-    out += ["", f"Reference rows: {SOURCE}. Ours on val unless a test row is shown.", "", _prov(res), ""]
+    out += [f"| {n} | test | {a:.3f} | {cc:.3f} | n/a |" for n, a, cc in MEDMNIST_3D]
+    out += ["", f"Reference rows: {SOURCE}. Ours on val unless a test row is shown.", ""]
+    out += [f"- {k}: {v}" for k, v in res.get("selection", {}).items()] + ["", _prov(res), ""]
     return out
 
 

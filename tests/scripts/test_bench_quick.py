@@ -216,15 +216,6 @@ def test_speed_inference_quick(tmp_path, monkeypatch):
 
 
 @requires_shared_data(ADRENAL_NPZ)
-def test_accuracy_volume_quick(tmp_path, monkeypatch):
-    mod = _bench("accuracy_volume", tmp_path, monkeypatch)
-    res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "v")])
-    saved = json.loads((tmp_path / "v" / "results.json").read_text())
-    assert "test" not in saved and saved["val"]["level"] == "volume" and saved["val"]["n_failed"] == 0
-    assert saved["val"]["n"] == 12 and 0.0 <= res["val"]["auc"] <= 1.0
-
-
-@requires_shared_data(ADRENAL_NPZ)
 def test_volume_eval_memory_quick(tmp_path, monkeypatch):
     mod = _bench("volume_eval_memory", tmp_path, monkeypatch)
     res = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "vm.json")])
