@@ -30,14 +30,23 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 
-from monai_transfer.evaluate.bundle_inference import Bundle, parsed
+from monai_transfer.engines.utils import auto_device
+from monai_transfer.evaluate.bundle_inference import Bundle, load_bundle, load_network, parsed
 from monai_transfer.evaluate.cases import CasePrediction, EvaluationUsageError
 from monai_transfer.evaluate.streaming import BatchRunner
 from monai_transfer.metrics.shift import score_shift_suite
 from monai_transfer.reports.shift import write_shift_report
 from monai_transfer.transforms.shift import SEVERITIES, SHIFT_FAMILIES, AcquisitionShift
 
-__all__ = ["SHIFT_IDS", "check_shift_suite", "parse_families", "select_cases", "shift_predictions", "run_shift_suite"]
+__all__ = [
+    "SHIFT_IDS",
+    "check_shift_suite",
+    "parse_families",
+    "select_cases",
+    "shift_predictions",
+    "run_shift_suite",
+    "bundle_shift_predictions",
+]
 
 #: the bundle ids the suite needs: loading to [0, 1] at the network's size, then the backbone's normalisation
 SHIFT_IDS = ("load_transforms", "final_transforms")
@@ -157,3 +166,44 @@ def run_shift_suite(
         f"{w.get('severity')}); see {files['shift_md']}"
     )
     return files
+
+
+def bundle_shift_predictions(
+    bundle: str | Path,
+    ckpt: str | Path,
+    images: Sequence[str | Path],
+    families: str | Sequence[str] | None = None,
+    overrides: dict[str, Any] | None = None,
+    calibration: str | Path | None = None,
+    device: str | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict[str, dict[int, np.ndarray]]]:
+    """Positive-class probabilities of ``images`` clean and under every family and severity, through the bundle's
+    ``inference.json`` components with ``ckpt`` (the evaluation's path: ``load_transforms``, the shift,
+    ``final_transforms``, network, inferer, temperature, activation), for callers that pool the raw predictions
+    (out-of-fold predictions of the CV fold models, ``scripts/bench/accuracy_xray.py``).
+
+    Args:
+        calibration: the ``calibration.json`` to apply (the bundle's ``calibration_path``); ``None``: the bundle's
+            default (beside its checkpoint), ``"none"``: no temperature.
+
+    Returns:
+        ``(clean (N,), {family: {severity: (N,)}})``.
+    """
+    ids = dict(overrides or {})
+    if calibration is not None:
+        ids["calibration_path"] = None if str(calibration).lower() == "none" else str(calibration)
+    b = load_bundle(bundle, ids, {"ckpt_path": str(ckpt)})
+    check_shift_suite(b, labels=True)
+    dev = auto_device(device)
+    run = BatchRunner(b, load_network(b, Path(ckpt), dev), dev)
+    load = Compose(parsed(b.parser, "load_transforms", b.root))
+    final = Compose(parsed(b.parser, "final_transforms", b.root))
+    loaded = [torch.as_tensor(load({"image": str(p)})["image"]).as_subclass(torch.Tensor) for p in images]
+    clean = [
+        run([final({"image": x})["image"] for x in loaded[i : i + batch_size]])
+        for i in range(0, len(loaded), batch_size)
+    ]
+    shifted = shift_predictions(b, run, loaded, parse_families(families), batch_size, seed)
+    return torch.cat(clean)[:, 1].double().numpy(), shifted

@@ -23,7 +23,7 @@ import torch
 
 from monai_transfer.evaluate import EXIT_OK, EXIT_USAGE, main
 from monai_transfer.evaluate.cases import CasePrediction, EvaluationUsageError
-from monai_transfer.evaluate.shift import parse_families, select_cases
+from monai_transfer.evaluate.shift import bundle_shift_predictions, parse_families, select_cases
 from monai_transfer.metrics.shift import PREVALENCE_FAMILY
 from tests.utils import REPO_ROOT
 
@@ -114,6 +114,12 @@ def test_shifted_predictions_equal_corrupting_by_hand(xray, tmp_path):
     y = np.array([int(f.stem.split("_")[1]) % 2 for f in files])
     from monai_transfer.metrics.shift import score_condition
 
+    clean, shifted = bundle_shift_predictions(
+        bundle, bundle / "models" / "model.pt", files, "contrast_down", {"image_size": 32}, device="cpu"
+    )
+    np.testing.assert_allclose(shifted["contrast_down"][5], probs, atol=1e-5)
+    by_case = {Path(p.path).name: p.probs[1] for p in res.predictions}
+    np.testing.assert_allclose(clean, [by_case[f.name] for f in files], atol=1e-5)
     assert got["auc"] == pytest.approx(score_condition(probs, y, 0.5)["auc"])
     assert got["specificity"] == pytest.approx(score_condition(probs, y, 0.5)["specificity"])
 
