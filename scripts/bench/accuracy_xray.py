@@ -132,7 +132,7 @@ CV_FOLDS = 3
 FINAL_VARIANT_KEYS = ("final_model", "use_tta")
 #: cases of each shift-suite run (16 families x 5 severities = 80 passes over them): a class-stratified, seeded
 #: subsample of the out-of-fold items (pooled over the fold models), of val and of test; quick runs use the tiny sets
-SHIFT_CASES = 300
+SHIFT_CASES = 200
 #: the pre-declared rule for the xray default operating point (issue 31), on out-of-fold data only: the shift-robust
 #: threshold replaces the Youden threshold as the default when, on the OOF shift suite, it raises the worst family's
 #: balanced accuracy by at least this much ...
