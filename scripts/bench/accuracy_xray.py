@@ -545,6 +545,7 @@ def run(
             youden = float(cv["chosen"]["threshold"])
             cv["shift"] = shift_summary(score_shift_suite(*oof, youden))
             robust = shift_robust_choice(*oof, youden)
+            _save_shift_robust(Path(output), robust, work_dir / "models" / "calibration.json")
         if parser is None:  # CV only
             results = {"cv": cv, "config": {**recipe, **(extra or {}), "counts": counts, "cv_folds": folds,
                                             "cv_only": True, "train_wall_s": round(time.perf_counter() - t0, 1),
@@ -627,6 +628,25 @@ def run(
     if tmp is not None:
         tmp.cleanup()
     return results
+
+
+def _save_shift_robust(output: Path, robust: dict[str, Any], calibration: Path) -> Path:
+    """``<output>/threshold_shift_robust.json``: the shift-robust threshold as a threshold file (how it was chosen,
+    bound to the OOF calibration), usable as ``python -m monai_transfer.evaluate --threshold FILE``."""
+    from monai_transfer.metrics.threshold import calibration_binding, save_threshold
+
+    info = {k: v for k, v in robust.items() if k not in ("threshold", "method", "target_sensitivity")}
+    binding = calibration_binding(calibration if calibration.is_file() else None)
+    output.mkdir(parents=True, exist_ok=True)
+    return save_threshold(
+        output / "threshold_shift_robust.json",
+        robust["threshold"],
+        method=robust["method"],
+        target_sensitivity=robust["target_sensitivity"],
+        mode="binary",
+        **info,
+        **binding,
+    )
 
 
 def _score_shift(

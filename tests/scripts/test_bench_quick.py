@@ -91,6 +91,11 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
     robust = saved["operating_points"]["shift_robust"]
     assert robust["method"] == "shift_robust" and "out-of-fold" in robust["chosen_on"]
     assert isinstance(robust["meets_default_rule"], bool) and 0.0 <= robust["threshold"] <= 1.0
+    from monai_transfer.metrics.threshold import load_threshold
+
+    saved_t = json.loads((tmp_path / "o" / "threshold_shift_robust.json").read_text())
+    assert load_threshold(tmp_path / "o" / "threshold_shift_robust.json") == robust["threshold"]
+    assert saved_t["method"] == "shift_robust" and "out-of-fold" in saved_t["chosen_on"] and saved_t["applies_to"]
     for split in ("val", "test"):
         sh = saved[split]["shift"]
         assert sh["threshold"] == saved[split]["threshold"] and fams <= set(sh["families"])
