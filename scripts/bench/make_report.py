@@ -562,12 +562,55 @@ def _tta_xray(results: Path) -> list[str]:
     return out
 
 
+def _shift_xray(results: Path) -> list[str]:
+    """The shift suite (issue 31) of an ``accuracy_xray.py`` run kept in ``shift_xray/``: out of fold, val (and test),
+    and the shift-robust operating point chosen out of fold."""
+    res = _load(results / "shift_xray" / "results.json")
+    out = ["## 1d. Shift suite: acquisition shift out of fold and on val (xray)", ""]
+    if res is None:
+        return out + ["Not run (no `shift_xray/results.json`).", ""]
+    c = res["config"]
+    out += [
+        f"`accuracy_xray.py` with `{c['backbone']}` {c['image_size']}x{c['image_size']}, {c['epochs']} epoch(s), "
+        f"{c['cv_folds']}-fold CV on train; {c.get('shift_cases')} cases per suite run; MedMNIST-C chest X-ray "
+        "families (reimplemented, Di Salvo et al. 2024) plus resolution, windowing, exposure, 5 severities, and "
+        "prevalence. " + res.get("note", ""),
+        "",
+        "| data | clean AUC | suite AUC (mean of 80 conditions) | worst family (mean AUC) "
+        "| worst AUC (family, severity) | worst specificity | threshold |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = [("out of fold (fold models)", res["cv"].get("shift"))] + [(s, res[s].get("shift")) for s in ("val", "test")
+                                                                        if s in res]  # fmt: skip
+    for name, sh in rows:
+        if not sh:
+            continue
+        wf, w, ws = sh["worst_family_auc"] or {}, sh["worst"].get("auc", {}), sh["worst"].get("specificity", {})
+        out.append(
+            f"| {name} | {_f(sh['clean']['auc'])} | {_f(sh['suite_auc'])} | {wf.get('family')} ({_f(wf.get('value'))}) "
+            f"| {_f(w.get('value'))} ({w.get('family')}, {w.get('severity')}) | {_f(ws.get('value'))} "
+            f"({ws.get('family')}, {ws.get('severity')}) | {_f(sh['threshold'])} |"
+        )
+    robust = (res.get("operating_points") or {}).get("shift_robust")
+    if robust:
+        wb = robust["worst_family_balanced_accuracy"]
+        out += [
+            "",
+            f"Shift-robust operating point (out of fold): {_f(robust['threshold'])} vs Youden "
+            f"{_f(robust['youden_threshold'])}; "
+            f"worst-family balanced accuracy {_f(wb['shift_robust'])} vs {_f(wb['youden'])}; meets the pre-declared "
+            f"default rule: **{robust['meets_default_rule']}** ({robust['rule']}).",
+        ]
+    return out + ["", _prov(res), ""]
+
+
 def _status(results: Path) -> list[str]:
     """Which benchmarks have a result file, when they ran and whether other jobs shared the CPU."""
     files = [
         ("accuracy_xray.py", results / "accuracy_xray" / "results.json"),
         ("recipe_xray.py", results / "recipe_xray"),
         ("tta_xray.py", results / "tta_xray.json"),
+        ("accuracy_xray.py (shift suite)", results / "shift_xray" / "results.json"),
         ("label_efficiency.py", results / "label_efficiency"),
         ("accuracy_volume.py", results / "accuracy_volume" / "results.json"),
         ("speed_train.py", results / "speed_train.json"),
@@ -615,6 +658,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _accuracy_xray(results)
     lines += _recipe_xray(results)
     lines += _tta_xray(results)
+    lines += _shift_xray(results)
     lines += _label_efficiency(results, out_dir)
     lines += _accuracy_volume(results)
     lines += _speed(results, out_dir)

@@ -102,6 +102,11 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
         assert sh["worst"]["auc"]["value"] <= sh["suite_auc"] + 1e-12
         assert (tmp_path / "o" / f"shift_{split}" / "shift.md").is_file()
         assert saved[split]["at_shift_robust"]["threshold"] == robust["threshold"]
+    (tmp_path / "res" / "shift_xray").mkdir(parents=True)
+    (tmp_path / "res" / "shift_xray" / "results.json").write_text(json.dumps(saved))
+    text = _bench("make_report", tmp_path, monkeypatch).build_report(tmp_path / "res", tmp_path / "r")
+    assert "## 1d. Shift suite" in text and "| out of fold (fold models) |" in text and "| test |" in text
+    assert "Shift-robust operating point (out of fold)" in text and "quick mode" in text
 
 
 @requires_shared_data(PNEUMONIA_NPZ)
@@ -338,6 +343,7 @@ def test_make_report_from_results(tmp_path, monkeypatch):
     assert "## 1. Accuracy: PneumoniaMNIST (xray bundle)\n\nNot run" in text
     assert "ResNet-50 + 3D | 0.828 | 0.745" in text
     assert "## 1b. Recipe comparison" in text and "Not run (no `recipe_xray/summary.json`)" in text
+    assert "## 1d. Shift suite" in text and "Not run (no `shift_xray/results.json`)" in text
 
 
 def test_make_report_recipe_table(tmp_path, monkeypatch):
