@@ -593,12 +593,14 @@ def _shift_xray(results: Path) -> list[str]:
         )
     robust = (res.get("operating_points") or {}).get("shift_robust")
     if robust:
-        wb = robust["worst_family_balanced_accuracy"]
+        wb, cb = robust["worst_family_balanced_accuracy"], robust["clean_balanced_accuracy"]
         out += [
             "",
             f"Shift-robust operating point (out of fold): {_f(robust['threshold'])} vs Youden "
             f"{_f(robust['youden_threshold'])}; "
-            f"worst-family balanced accuracy {_f(wb['shift_robust'])} vs {_f(wb['youden'])}; meets the pre-declared "
+            f"worst-family balanced accuracy {_f(wb['shift_robust'])} vs {_f(wb['youden'])}, clean balanced accuracy "
+            f"{_f(cb['shift_robust'])} vs {_f(cb['youden'])}"
+            "; meets the pre-declared "
             f"default rule: **{robust['meets_default_rule']}** ({robust['rule']}).",
         ]
     return out + ["", _prov(res), ""]
