@@ -106,6 +106,12 @@ def select_threshold(
         ValueError: unknown ``method``/``mode``, ``target_sensitivity`` outside (0, 1], or (binary) a class absent
             from the data.
     """
+    if method == SHIFT_ROBUST_METHOD:
+        raise ValueError(
+            f"method {SHIFT_ROBUST_METHOD!r} needs predictions under the shift suite: use "
+            "select_shift_robust_threshold(y_true, clean_prob, shifted) on out-of-fold predictions "
+            f"(scripts/bench/accuracy_xray.py does); select_threshold takes one of {THRESHOLD_METHODS}"
+        )
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"method must be one of {THRESHOLD_METHODS}, got {method!r}")
     if not 0.0 < float(target_sensitivity) <= 1.0:

@@ -175,3 +175,6 @@ def test_shift_robust_threshold_refuses_bad_inputs():
         select_shift_robust_threshold(y, p, {"x": [p[:3]]})
     with pytest.raises(ValueError, match="target_sensitivity"):
         select_shift_robust_threshold(y, p, shifted, target_sensitivity=0)
+    with pytest.raises(ValueError, match="needs predictions under the shift suite: use select_shift_robust_threshold"):
+        select_threshold(p, y, method="shift_robust")
+    assert select_threshold(p, y, method="youden") == select_threshold(p, y)  # explicit choices keep working
