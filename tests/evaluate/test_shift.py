@@ -124,6 +124,22 @@ def test_shifted_predictions_equal_corrupting_by_hand(xray, tmp_path):
     assert got["specificity"] == pytest.approx(score_condition(probs, y, 0.5)["specificity"])
 
 
+def test_metrics_json_says_how_the_threshold_was_chosen(xray, tmp_path):
+    """A shift-robust threshold file (as ``accuracy_xray.py`` writes it) is applied as given and ``metrics.json``
+    records its method and rule; a plain number records none."""
+    from monai_transfer.metrics.threshold import save_threshold
+
+    bundle, images, labels = xray
+    t = save_threshold(tmp_path / "t.json", 0.42, method="shift_robust", rule="worst family", chosen_on="OOF",
+                       applies_to="uncalibrated probabilities", calibration_sha256=None)  # fmt: skip
+    base = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels)] + FAST
+    assert main(base + ["--output", str(tmp_path / "a"), "--threshold", str(t), "--calibration", "none"]) == EXIT_OK
+    thr = json.loads((tmp_path / "a" / "metrics.json").read_text())["threshold"]
+    assert thr["value"] == 0.42 and thr["how_chosen"]["method"] == "shift_robust" and thr["how_chosen"]["rule"]
+    assert main(base + ["--output", str(tmp_path / "b"), "--threshold", "0.5"]) == EXIT_OK
+    assert json.loads((tmp_path / "b" / "metrics.json").read_text())["threshold"]["how_chosen"] is None
+
+
 def test_shift_suite_usage_errors_exit_1(xray, tmp_path, caplog):
     bundle, images, labels = xray
     base = ["--bundle", str(bundle), "--images", str(images), "--output", str(tmp_path / "o")] + FAST
