@@ -178,8 +178,9 @@ def _recipe_xray(results: Path) -> list[str]:
         "(other helpers' tests and a second recipe running beside it), so wall times are pessimistic.",
         "",
         "| recipe | overrides | CV AUC (folds) | OOF AUC [95% CI] | OOF ECE raw → calibrated | epochs | "
-        "val AUC [95% CI] | val ACC | val ECE calibrated (raw) | CPU min | CV and val AUC CIs overlap |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "val AUC [95% CI] | val ACC | val ECE calibrated (raw) | CPU min | CV and val AUC CIs overlap | "
+        "OOF shift-suite AUC (worst family) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     n_overlap = 0
     for r in rows:
@@ -192,7 +193,8 @@ def _recipe_xray(results: Path) -> list[str]:
         budget = summary.get("budget_cpu_minutes")
         if budget is not None and r.get("cpu_minutes_full", r["cpu_minutes"]) > budget:
             name += f" (over the {budget:g} CPU-min budget)"
-        ov = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items()) or "(base)"
+        ov = ", ".join(f"`{k}={_override_text(v)}`" for k, v in r["overrides"].items()) or "(base)"
+        shift = f"{_f(r.get('cv_shift_auc'))} ({r.get('cv_shift_worst_family')})" if r.get("cv_shift_auc") else "n/a"
         oof_ci = f"{_f(r['cv_oof_auc'], 4)} [{_f(ci_oof[0], 4)}, {_f(ci_oof[1], 4)}]" if ci_oof else _f(r["cv_oof_auc"])
         val_ci = f"{_f(r['val_auc'], 4)} [{_f(ci_val[0], 4)}, {_f(ci_val[1], 4)}]" if ci_val else _f(r["val_auc"])
         cpu = _f(r["cpu_minutes"], 1) + (
@@ -202,7 +204,7 @@ def _recipe_xray(results: Path) -> list[str]:
             f"| {name} | {ov} | {_f(r['cv_auc'], 4)} ± {_f(r['cv_auc_sd'], 4)} | {oof_ci} | "
             f"{_f(r['cv_ece_before'])} → {_f(r['cv_ece'])} | {r['epochs_chosen']}/{r['epochs_planned']} | {val_ci} | "
             f"{_f(r['val_acc'])} | {_f(r['val_ece'])} ({_f(r['val_ece_uncalibrated'])}) | {cpu} | "
-            f"{overlap} |"
+            f"{overlap} | {shift} |"
         )
     out += ["", "Commands (one per row; each JSON also records its date, machine and load note):", ""]
     out += [
@@ -249,6 +251,13 @@ def _net(backbone: str | None) -> str:
     if not backbone:
         return "?"
     return backbone.replace("tf_efficientnet_lite", "Lite") if "efficientnet_lite" in backbone else backbone
+
+
+def _override_text(value: Any) -> str:
+    """An override as table text; a transform list (``train#augmentation``) as its transform names."""
+    if isinstance(value, list) and value and all(isinstance(t, dict) and "_target_" in t for t in value):
+        return "[" + ", ".join(str(t["_target_"]).rsplit(".", 1)[-1] for t in value) + "]"
+    return str(value)
 
 
 def _recipe_text(c: dict[str, Any]) -> str:
