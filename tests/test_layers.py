@@ -173,3 +173,23 @@ def test_the_checks_catch_an_upward_and_a_private_import(tmp_path):
         f.write("\nfrom monai_transfer.metrics.functional import _to_numpy  # noqa\n")
     assert any("metrics (layer 2) imports monai_transfer.handlers" in b for b in layering_violations(tmp_path))
     assert any("_to_numpy" in b for b in private_imports(tmp_path))
+
+
+#: the modules of the shift suite (issue 31) and the layer of their package: each imports only lower layers
+SHIFT_SUITE_MODULES = {
+    "monai_transfer.metrics.shift": 2,
+    "monai_transfer.transforms.shift.array": 3,
+    "monai_transfer.transforms.shift.dictionary": 3,
+    "monai_transfer.reports.shift": 5,
+    "monai_transfer.evaluate.shift": 8,
+}
+
+
+def test_shift_suite_modules_sit_in_their_layers():
+    for module, layer in SHIFT_SUITE_MODULES.items():
+        path = REPO_ROOT / (module.replace(".", "/") + ".py")
+        assert path.is_file(), f"{module} is listed in SHIFT_SUITE_MODULES but {path} does not exist"
+        assert LAYERS[_package(module)] == layer, f"{module}: package layer {LAYERS[_package(module)]}, not {layer}"
+    for src, target, _, line in imports():
+        if src in SHIFT_SUITE_MODULES and _package(target) != _package(src):
+            assert LAYERS[_package(target)] < SHIFT_SUITE_MODULES[src], f"{src}:{line} imports {target}"

@@ -54,6 +54,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--n_bootstrap", type=int_in(0), default=1000, help="bootstrap resamples for the CIs (default 1000; 0: none)"
     )
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--shift_suite",
+        action="store_true",
+        help="also score the labelled cases under acquisition shifts (MedMNIST-C chest X-ray families, resolution, "
+        "windowing, exposure, prevalence; 5 severities): shift.json, shift.md, shift.png (2D binary bundles)",
+    )
+    p.add_argument("--shift_families", default=None, help="comma-separated shift families (default all)")
+    p.add_argument(
+        "--shift_max_cases", type=int_in(2), default=None, help="stratified subsample of cases for the suite"
+    )
     return p
 
 

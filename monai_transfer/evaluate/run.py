@@ -35,6 +35,7 @@ from monai_transfer.evaluate.cases import (
     read_labels_csv,
 )
 from monai_transfer.evaluate.outputs import write_outputs, write_summary
+from monai_transfer.evaluate.shift import check_shift_suite, parse_families, run_shift_suite
 from monai_transfer.metrics.threshold import (
     DEFAULT_THRESHOLD,
     check_threshold_calibration,
@@ -48,6 +49,7 @@ logger = logging.getLogger("monai_transfer.evaluate")  # same name under ``pytho
 
 #: the keyword options of :func:`evaluate_bundle` (as on the command line) and their defaults.
 OPTIONS = {"ckpt": None, "threshold": None, "calibration": None, "tta": None, "batch_size": 32, "device": None}
+OPTIONS.update(shift_suite=False, shift_families=None, shift_max_cases=None)  # --shift_suite (issue 31)
 
 
 @dataclass
@@ -116,6 +118,9 @@ def _setup(bundle: Any, images: Any, output: Any, labels: Any, kw: dict[str, Any
         raise EvaluationUsageError(f"--device: {e}") from e
     soft = {} if kw["ckpt"] is None else {"ckpt_path": str(kw["ckpt"])}  # calibration.json follows the checkpoint
     b = load_bundle(bundle, _bundle_overrides(kw["overrides"], kw["calibration"], kw["tta"]), soft)
+    if kw["shift_suite"]:
+        check_shift_suite(b, labels)
+        parse_families(kw["shift_families"])
     exts = VOLUME_EXTENSIONS if b.kind == "volume" else IMAGE_2D_EXTENSIONS
     cases = list_cases(images_dir, exts)
     if not cases:
@@ -186,6 +191,8 @@ def _finish(s: _Setup, result: EvaluationResult, labels: Any, n_bootstrap: int, 
     result.exit_code = _exit_code(s, result, tolerate_failures)
     summary.update(output=_display(str(s.out)), device=str(s.device), class_names=s.b.class_names)
     summary.update(n_cases_found=len(s.cases))
+    if "shift_json" in result.files:
+        summary.update(shift_suite=_display(str(result.files["shift_json"])))
     result.files["summary"] = write_summary(s.out, summary, result)
     logger.info(f"evaluated {n_ok} of {len(s.cases)} case(s), {n_failed} failure(s); outputs in {s.out}")
 
@@ -215,7 +222,11 @@ def evaluate_bundle(
             ``threshold.json`` beside the checkpoint, else 0.5), ``calibration`` (a ``calibration.json`` or
             ``"none"``; default the bundle's ``calibration_path``, beside the checkpoint), ``tta`` (``True``/``False``
             sets the bundle's ``use_tta``), ``batch_size`` (default 32), ``device`` (default CUDA when available),
-            ``overrides`` (``{id: value}`` for ``inference.json``, like ``python -m monai.bundle run --id value``).
+            ``overrides`` (``{id: value}`` for ``inference.json``, like ``python -m monai.bundle run --id value``),
+            ``shift_suite`` (also score the labelled cases under the acquisition-shift suite: ``shift.json``,
+            ``shift.md``, ``shift.png``; 2D binary bundles with labels), ``shift_families`` (comma-separated names of
+            :data:`~monai_transfer.transforms.shift.SHIFT_FAMILIES`; default all), ``shift_max_cases`` (a
+            class-stratified, seeded subsample of the labelled cases for the suite; default all).
 
     Returns:
         the :class:`EvaluationResult` (predictions, failures, written files, exit code).
@@ -237,5 +248,12 @@ def evaluate_bundle(
     loop = streaming.CaseLoop(s.b, run, s.images_dir, result, label_map, opts["batch_size"], logger)
     _log_start(s)
     loop.run_cases(s.cases, progress)
+    if opts["shift_suite"]:
+        result.files.update(
+            run_shift_suite(
+                s.b, run, result.predictions, s.threshold[0], s.out, opts["shift_families"], opts["shift_max_cases"],
+                int(opts["batch_size"]), log=logger,
+            )
+        )  # fmt: skip
     _finish(s, result, labels, n_bootstrap, tolerate_failures)
     return result

@@ -48,9 +48,18 @@ from monai_transfer.metrics.prevalence import (
     ppv_npv_at_prevalence,
     training_counts_from_meta,
 )
-from monai_transfer.metrics.threshold import load_threshold, save_threshold, select_threshold
+from monai_transfer.metrics.shift import prevalence_indices, score_shift_suite
+from monai_transfer.metrics.threshold import (
+    load_threshold,
+    save_threshold,
+    select_shift_robust_threshold,
+    select_threshold,
+)
 
 __all__ = [
+    "score_shift_suite",
+    "prevalence_indices",
+    "select_shift_robust_threshold",
     "BOOTSTRAP_METRICS",
     "DEFAULT_ECE_BINS",
     "UndefinedMetricWarning",

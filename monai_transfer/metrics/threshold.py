@@ -23,18 +23,21 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
 
 from monai_transfer.metrics.functional import UndefinedMetricWarning, compute_roc_curve, prepare_inputs
+from monai_transfer.metrics.shift import positive_scores
 from monai_transfer.utils.io import atomic_write_json, read_json_file
 from monai_transfer.utils.task import Task, as_task
 
 __all__ = [
     "THRESHOLD_METHODS",
+    "SHIFT_ROBUST_METHOD",
+    "select_shift_robust_threshold",
     "DEFAULT_THRESHOLD",
     "ThresholdLike",
     "select_threshold",
@@ -54,6 +57,9 @@ logger = logging.getLogger(__name__)
 ThresholdLike = Union[float, Sequence[float], str, os.PathLike, Callable[[], Any], None]
 
 THRESHOLD_METHODS = ("youden", "sensitivity")
+#: the operating point chosen under the acquisition-shift suite (:func:`select_shift_robust_threshold`); it needs
+#: predictions on corrupted images, so it is not one of the bundle's ``threshold_method`` values
+SHIFT_ROBUST_METHOD = "shift_robust"
 #: the threshold of a multi-label label that cannot be selected (absent from the validation data)
 DEFAULT_THRESHOLD = 0.5
 
@@ -100,6 +106,12 @@ def select_threshold(
         ValueError: unknown ``method``/``mode``, ``target_sensitivity`` outside (0, 1], or (binary) a class absent
             from the data.
     """
+    if method == SHIFT_ROBUST_METHOD:
+        raise ValueError(
+            f"method {SHIFT_ROBUST_METHOD!r} needs predictions under the shift suite: use "
+            "select_shift_robust_threshold(y_true, clean_prob, shifted) on out-of-fold predictions "
+            f"(scripts/bench/accuracy_xray.py does); select_threshold takes one of {THRESHOLD_METHODS}"
+        )
     if method not in THRESHOLD_METHODS:
         raise ValueError(f"method must be one of {THRESHOLD_METHODS}, got {method!r}")
     if not 0.0 < float(target_sensitivity) <= 1.0:
@@ -124,6 +136,108 @@ def select_threshold(
         else:
             out.append(_select_one(p[:, k], y[:, k], method, float(target_sensitivity), f" for label {k}"))
     return out
+
+
+def _rates(score: np.ndarray, label: np.ndarray, cands: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Sensitivity and specificity of ``score >= t`` for every ``t`` of ``cands``."""
+    pos, neg = np.sort(score[label == 1]), np.sort(score[label == 0])
+    sens = 1.0 - np.searchsorted(pos, cands, side="left") / max(len(pos), 1)
+    spec = np.searchsorted(neg, cands, side="left") / max(len(neg), 1)
+    return sens, spec
+
+
+def _family_rates(
+    y: np.ndarray, clean_prob: Any, shifted: Mapping[str, Any], n_candidates: int
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, int]:
+    """Family names (``"clean"`` first), candidate thresholds and the ``(families, candidates)`` mean sensitivity
+    and specificity over each family's severities."""
+    groups: dict[str, list[np.ndarray]] = {"clean": [positive_scores(clean_prob)]}
+    for family, conds in shifted.items():
+        groups[str(family)] = [positive_scores(p) for p in (conds.values() if isinstance(conds, Mapping) else conds)]
+    for family, conds in groups.items():
+        for p in conds:
+            if len(p) != len(y):
+                raise ValueError(f"shift family {family!r}: {len(p)} probabilities for {len(y)} labels")
+    pooled = np.concatenate([p for conds in groups.values() for p in conds])
+    cands = np.unique(np.quantile(pooled, np.linspace(0.0, 1.0, int(n_candidates))))
+    rates = {f: [_rates(p, y, cands) for p in conds] for f, conds in groups.items()}
+    sens = np.stack([np.mean([r[0] for r in rs], axis=0) for rs in rates.values()])
+    spec = np.stack([np.mean([r[1] for r in rs], axis=0) for rs in rates.values()])
+    return list(rates), cands, sens, spec, int(sum(len(c) for c in groups.values()))
+
+
+def _robust_index(sens: np.ndarray, spec: np.ndarray, target: float | None) -> tuple[int, str | None]:
+    """Index of the shift-robust candidate (see :func:`select_shift_robust_threshold`) and the fallback note."""
+    if target is not None:
+        ok = sens.min(0) >= float(target) - 1e-12
+        if ok.any():
+            return int(np.argmax(np.where(ok, spec.min(0), -np.inf))), None
+    bacc = (sens + spec) / 2.0
+    worst, mean = bacc.min(0), bacc.mean(0)
+    best = np.flatnonzero(worst >= worst.max() - 1e-12)
+    note = f"no threshold keeps every family's sensitivity >= {target}: balanced-accuracy rule" if target else None
+    return int(best[np.argmax(mean[best])]), note
+
+
+def select_shift_robust_threshold(
+    y_true: Any,
+    clean_prob: Any,
+    shifted: Mapping[str, Sequence[Any] | Mapping[Any, Any]],
+    target_sensitivity: float | None = None,
+    n_candidates: int = 2001,
+) -> tuple[float, dict[str, Any]]:
+    """A binary operating point that holds across the acquisition-shift suite (``method="shift_robust"``).
+
+    Every family (``"clean"`` is one more) scores a threshold by the mean, over its severities, of the sensitivity,
+    specificity and balanced accuracy. Without ``target_sensitivity`` the threshold maximises the WORST family's
+    balanced accuracy (ties: the best mean over families, then the lowest threshold); with it, among the thresholds
+    whose worst-family sensitivity reaches the target, the one with the best worst-family specificity (none reaching
+    it: the worst-family balanced-accuracy rule, recorded in ``info["fallback"]``). Choose it on out-of-fold
+    predictions of the training data, never on val or test.
+
+    Args:
+        y_true: 0/1 labels ``(N,)``.
+        clean_prob: binary probabilities of the unchanged images (``(N,)`` or ``(N, 2)``).
+        shifted: ``{family: {severity: probabilities}}`` (or a list per family) in the order of ``y_true``.
+        target_sensitivity: in (0, 1], or ``None``.
+        n_candidates: candidate thresholds: quantiles of all the scores.
+
+    Returns:
+        ``(threshold, info)``; ``info`` records the rule, the worst family and its rates at the threshold, and the
+        number of conditions, for ``threshold.json``/``metrics.json``.
+
+    Raises:
+        ValueError: a class absent, a condition whose length differs from the labels, a bad target.
+    """
+    y = np.asarray(y_true).reshape(-1).astype(np.int64)
+    if not (y == 1).any() or not (y == 0).any():
+        raise ValueError(f"cannot select a {SHIFT_ROBUST_METHOD} threshold: the labels need both classes")
+    if target_sensitivity is not None and not 0.0 < float(target_sensitivity) <= 1.0:
+        raise ValueError(f"target_sensitivity must be in (0, 1] or None, got {target_sensitivity}")
+    names, cands, sens, spec, n_conditions = _family_rates(y, clean_prob, shifted, n_candidates)
+    bacc = (sens + spec) / 2.0
+    i, fallback = _robust_index(sens, spec, target_sensitivity)
+    w = int(np.argmin(bacc[:, i]))
+    rule = (
+        "maximise the worst family's balanced accuracy (family = mean over its severities; clean is a family)"
+        if target_sensitivity is None
+        else f"worst-family sensitivity >= {target_sensitivity}, then maximise the worst family's specificity"
+    )
+    info = {
+        "method": SHIFT_ROBUST_METHOD,
+        "rule": rule,
+        "target_sensitivity": target_sensitivity,
+        "fallback": fallback,
+        "families": names,
+        "n_conditions": n_conditions,
+        "worst_family": names[w],
+        "worst_family_sensitivity": float(sens[w, i]),
+        "worst_family_specificity": float(spec[w, i]),
+        "worst_family_balanced_accuracy": float(bacc[w, i]),
+        "clean_sensitivity": float(sens[0, i]),
+        "clean_specificity": float(spec[0, i]),
+    }
+    return float(cands[i]), info
 
 
 def save_threshold(

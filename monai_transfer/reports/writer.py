@@ -59,7 +59,7 @@ from monai_transfer.metrics.prevalence import (
     ppv_npv_at_prevalence,
     training_counts_from_meta,
 )
-from monai_transfer.utils.io import atomic_write_json, atomic_write_text, check_output_dir
+from monai_transfer.utils.io import atomic_write_json, atomic_write_text, check_output_dir, read_json_file
 from monai_transfer.utils.task import Task, apply_threshold, as_task
 
 __all__ = [
@@ -75,6 +75,21 @@ __all__ = [
 CI_METRICS = ("auc", "sensitivity", "specificity")
 #: metrics that do not depend on the class balance of the evaluated set, first in ``metrics.json``.
 HEADLINE_METRICS = ("auc", "sensitivity", "specificity", "balanced_accuracy")
+
+
+#: what a threshold file records about how its threshold was chosen, copied into ``metrics.json`` ``threshold``
+HOW_CHOSEN_KEYS = ("method", "rule", "chosen_on", "target_sensitivity", "fallback", "worst_family", "applies_to")
+
+
+def _how_chosen(threshold: ThresholdLike) -> dict[str, Any] | None:
+    """The entries of :data:`HOW_CHOSEN_KEYS` a threshold file records (``None`` for a value or an unreadable file)."""
+    if not isinstance(threshold, (str, os.PathLike)) or not Path(threshold).is_file():
+        return None
+    try:
+        obj = read_json_file(Path(threshold), "threshold file")
+    except ValueError:
+        return None
+    return {k: obj[k] for k in HOW_CHOSEN_KEYS if isinstance(obj, dict) and obj.get(k) is not None} or None
 
 
 def _threshold_source(threshold: ThresholdLike) -> str:
@@ -395,6 +410,7 @@ def _report_head(
         "threshold": {
             "value": metrics["threshold"] if task.uses_threshold else None,
             "source": _threshold_source(threshold) if task.uses_threshold else "arg-max (no threshold)",
+            "how_chosen": _how_chosen(threshold) if task.uses_threshold else None,
         },
         "metrics": metrics,
     }

@@ -61,6 +61,13 @@ from monai_transfer.transforms.io import (
 )
 from monai_transfer.transforms.pipelines import backbone_input_transforms, image_loading_transforms, mode_activationd
 from monai_transfer.transforms.regularization import BatchMixUpCutMix
+from monai_transfer.transforms.shift import (
+    SHIFT_FAMILIES,
+    AcquisitionShift,
+    AcquisitionShiftD,
+    AcquisitionShiftd,
+    AcquisitionShiftDict,
+)
 from monai_transfer.transforms.slicing import (
     SLICE_AXES,
     SLICE_STRATEGIES,
@@ -85,6 +92,11 @@ from monai_transfer.transforms.slicing import (
 )
 
 __all__ = [
+    "SHIFT_FAMILIES",
+    "AcquisitionShift",
+    "AcquisitionShiftd",
+    "AcquisitionShiftD",
+    "AcquisitionShiftDict",
     "DICOM_EXTENSIONS",
     "IMAGE_EXTENSIONS",
     "NIFTI_EXTENSIONS",

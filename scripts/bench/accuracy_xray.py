@@ -69,6 +69,13 @@ __all__ = [
     "CV_FOLDS",
     "main",
     "no_val_choice_overrides",
+    "SHIFT_CASES",
+    "shift_probs",
+    "oof_shift",
+    "shift_summary",
+    "shift_robust_choice",
+    "fold_ensemble",
+    "FINAL_VARIANT_KEYS",
 ]
 
 CLASS_NAMES = ["normal", "pneumonia"]
@@ -118,6 +125,20 @@ def no_val_choice_overrides(epochs: int, threshold: float | str = 0.5) -> dict[s
 
 #: folds of the cross-validation on the train split that chooses epochs, temperature and threshold
 CV_FOLDS = 3
+#: recipe keys this script consumes itself (not bundle ids): ``final_model`` ("single", or "fold_ensemble": the CV fold
+#: models averaged (``ProbabilityEnsemble``) are scored in place of the final fit, with the OOF temperature and
+#: threshold) and ``use_tta`` (the bundle's test-time augmentation for every prediction of the run: val, test and the
+#: out-of-fold shift suite, so the shift-robust threshold is fitted under TTA)
+FINAL_VARIANT_KEYS = ("final_model", "use_tta")
+#: cases of each shift-suite run (16 families x 5 severities = 80 passes over them): a class-stratified, seeded
+#: subsample of the out-of-fold items (pooled over the fold models), of val and of test; quick runs use the tiny sets
+SHIFT_CASES = 200
+#: the pre-declared rule for the xray default operating point (issue 31), on out-of-fold data only: the shift-robust
+#: threshold replaces the Youden threshold as the default when, on the OOF shift suite, it raises the worst family's
+#: balanced accuracy by at least this much ...
+SHIFT_ROBUST_MIN_GAIN = 0.01
+#: ... while the clean OOF balanced accuracy drops by at most this much
+SHIFT_ROBUST_MAX_CLEAN_LOSS = 0.005
 QUICK_LIMITS = {"train": 64, "val": 48, "test": 32}
 
 
@@ -193,7 +214,8 @@ def predict(
         recipe: the recipe the checkpoint was trained with (see :func:`inference_overrides`).
         calibrated: apply the ``calibration.json`` beside ``ckpt`` (when there is one); False: raw probabilities.
         batch_size: inference batch size.
-        tta: run the bundle's test-time augmentation (``use_tta``: its ``tta_inferer``).
+        tta: run the bundle's test-time augmentation (``use_tta``: its ``tta_inferer``); False: the recipe's
+            ``use_tta`` (off unless a recipe sets it, see :data:`FINAL_VARIANT_KEYS`).
 
     Raises:
         RuntimeError: some item could not be evaluated (the message names it and the reason).
@@ -208,7 +230,8 @@ def predict(
             shutil.copyfile(src, images / f"{i:07d}{src.suffix}")
         result = evaluate_bundle(
             BUNDLE, images, Path(tmp) / "eval", ckpt=ckpt, threshold=0.5, batch_size=batch_size,
-            calibration=None if calibrated else "none", overrides=inference_overrides(recipe), progress=False, tta=tta,
+            calibration=None if calibrated else "none", overrides=inference_overrides(recipe), progress=False,
+            tta=True if tta else None,
         )  # fmt: skip
         if result.failures:
             f = result.failures[0]
@@ -339,6 +362,124 @@ def cv_block(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def shift_probs(
+    ckpt: Path, paths: list[str], recipe: dict[str, Any], calibration: Path | str | None = None
+) -> tuple[np.ndarray, dict[str, dict[int, np.ndarray]]]:
+    """Clean and shifted positive-class probabilities of ``paths`` through the bundle's inference components
+    (:func:`monai_transfer.evaluate.shift.bundle_shift_predictions`, the path of ``evaluate --shift_suite``)."""
+    from monai_transfer.evaluate.shift import bundle_shift_predictions
+
+    return bundle_shift_predictions(
+        BUNDLE, ckpt, paths, overrides=inference_overrides(recipe), calibration=calibration, device="cpu"
+    )
+
+
+def fold_ensemble(work_dir: Path, recipe: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+    """The CV fold models (``cv/fold_<k>/models/model.pt``) combined into one ``ProbabilityEnsemble`` checkpoint
+    (``models/fold_ensemble/model.pt``, with the OOF ``calibration.json`` beside it); returns it and the recipe with
+    ``num_members`` (the bundle's ensemble id)."""
+    from monai.bundle import ConfigParser
+
+    from monai_transfer.networks.nets import save_ensemble_checkpoint
+
+    members = sorted((Path(work_dir) / "cv").glob("fold_*/models/model.pt"), key=lambda p: int(p.parts[-3][5:]))
+    if len(members) < 2:
+        raise RuntimeError(f"{work_dir}/cv holds {len(members)} fold model(s); a fold ensemble needs 2 or more")
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
+    parser.update(pairs={**inference_overrides(recipe), "bundle_root": str(BUNDLE)})
+    parser.get_parsed_content("imports")
+    dest = Path(work_dir) / "models" / "fold_ensemble" / "model.pt"
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    save_ensemble_checkpoint(parser.get_parsed_content("member_def"), [str(m) for m in members], dest)
+    cal = Path(work_dir) / "models" / "calibration.json"
+    if cal.is_file():
+        shutil.copyfile(cal, dest.parent / "calibration.json")
+    return dest, {**recipe, "num_members": len(members)}
+
+
+def _subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of a class-stratified, seeded subsample of ``n`` (all when ``len(y) <= n``)."""
+    if len(y) <= n:
+        return np.arange(len(y))
+    rng = np.random.default_rng(seed)
+    keep = [rng.choice(np.flatnonzero(y == c), max(1, round(n * np.mean(y == c))), replace=False) for c in (0, 1)]
+    return np.sort(np.concatenate(keep))
+
+
+def oof_shift(
+    work_dir: Path, recipe: dict[str, Any], n_cases: int = SHIFT_CASES
+) -> tuple[np.ndarray, np.ndarray, dict[str, dict[int, np.ndarray]]]:
+    """Out-of-fold predictions under the shift suite: each CV fold model (``cv/fold_<k>/models/model.pt``, its best
+    epoch on its own held-out fold) predicts a stratified subsample of its held-out items (``n_cases`` in all), with
+    the temperature fitted on the OOF predictions (``models/calibration.json``); pooled over the folds.
+
+    Returns:
+        ``(labels, clean probabilities, {family: {severity: probabilities}})``.
+    """
+    folds = sorted(
+        (d.parent for d in (Path(work_dir) / "cv").glob("fold_*/datalists.json")), key=lambda d: int(d.name[5:])
+    )
+    if not folds:
+        raise RuntimeError(f"{work_dir}/cv has no fold_<k> folder: the CV fold models are needed for the OOF suite")
+    calibration = Path(work_dir) / "models" / "calibration.json"
+    ys, cleans, shifted_parts = [], [], []
+    for fold in folds:
+        held = common.read_result(fold / "datalists.json")["val"]
+        y = np.asarray([int(x["label"]) for x in held])
+        idx = _subsample(y, max(2, n_cases // len(folds)), seed=int(fold.name[5:]))
+        clean, shifted = shift_probs(fold / "models" / "model.pt", [held[i]["image"] for i in idx], recipe,
+                                     calibration if calibration.is_file() else "none")  # fmt: skip
+        ys.append(y[idx])
+        cleans.append(clean)
+        shifted_parts.append(shifted)
+    pooled = {f: {s: np.concatenate([p[f][s] for p in shifted_parts]) for s in shifted_parts[0][f]}
+              for f in shifted_parts[0]}  # fmt: skip
+    return np.concatenate(ys), np.concatenate(cleans), pooled
+
+
+def shift_summary(scores: dict[str, Any]) -> dict[str, Any]:
+    """The parts of :func:`~monai_transfer.metrics.shift.score_shift_suite`'s scores a results JSON keeps."""
+    fams = {
+        k: {m: f[m] for m in ("mean_auc", "worst_auc", "worst_sensitivity", "worst_specificity", "worst_ece")}
+        for k, f in scores["families"].items()
+    }
+    keep = ("threshold", "clean", "suite_auc", "worst", "worst_family_auc", "worst_family_balanced_accuracy")
+    return {**{k: scores[k] for k in keep}, "families": fams}
+
+
+def shift_robust_choice(
+    y: np.ndarray, clean: np.ndarray, shifted: dict[str, dict[int, np.ndarray]], youden: float
+) -> dict[str, Any]:
+    """The shift-robust threshold on the OOF suite, how it was chosen, and the pre-declared rule's verdict on making it
+    the default (:data:`SHIFT_ROBUST_MIN_GAIN`, :data:`SHIFT_ROBUST_MAX_CLEAN_LOSS`; OOF data only)."""
+    from monai_transfer.metrics.shift import score_shift_suite
+    from monai_transfer.metrics.threshold import select_shift_robust_threshold
+
+    t, info = select_shift_robust_threshold(y, clean, shifted)
+    at = {name: score_shift_suite(y, clean, shifted, thr, prevalence_levels=None) for name, thr in
+          (("youden", youden), ("shift_robust", t))}  # fmt: skip
+    worst = {k: min(f["mean_balanced_accuracy"] for f in v["families"].values()) for k, v in at.items()}
+    worst = {k: min(w, at[k]["clean"]["balanced_accuracy"]) for k, w in worst.items()}
+    gain = worst["shift_robust"] - worst["youden"]
+    loss = at["youden"]["clean"]["balanced_accuracy"] - at["shift_robust"]["clean"]["balanced_accuracy"]
+    adopt = gain >= SHIFT_ROBUST_MIN_GAIN and loss <= SHIFT_ROBUST_MAX_CLEAN_LOSS
+    return {
+        "threshold": t,
+        "chosen_on": f"out-of-fold predictions of the CV fold models under the shift suite ({len(y)} cases)",
+        **info,
+        "youden_threshold": youden,
+        "worst_family_balanced_accuracy": worst,
+        "clean_balanced_accuracy": {k: v["clean"]["balanced_accuracy"] for k, v in at.items()},
+        "rule": (
+            f"{info['rule']}; becomes the default if the worst-family balanced accuracy gains >= "
+            f"{SHIFT_ROBUST_MIN_GAIN} over Youden and the clean OOF balanced accuracy loses <= "
+            f"{SHIFT_ROBUST_MAX_CLEAN_LOSS}"
+        ),  # fmt: skip
+        "meets_default_rule": bool(adopt),
+    }
+
+
 def run(
     npz: Path,
     output: Path,
@@ -354,6 +495,7 @@ def run(
     cv_only: bool = False,
     reuse_cv: bool = False,
     val_chooses: bool = True,
+    shift_cases: int = SHIFT_CASES,
 ) -> dict[str, Any]:
     """Train with the bundle, score val (and test) and write ``output/results.json``; returns the results.
 
@@ -363,12 +505,22 @@ def run(
     ``val_chooses=False`` as well, val chooses nothing: the run validates once, after its last epoch (the weights scored
     are the last epoch's), and the threshold is 0.5 (``label_efficiency.py``). ``cv_only``: stop after the CV
     (no final fit, val not scored; keep ``work_dir`` to finish it later with ``reuse_cv``, see :func:`cross_validate`).
+
+    Shift suite (``shift_cases`` > 0, issue 31): with CV, the fold models' out-of-fold predictions under the suite
+    (:func:`oof_shift`) give ``cv["shift"]`` (suite AUC etc. at the CV threshold) and the shift-robust operating point
+    (``results["operating_points"]``, chosen there, never on val/test); val and test are re-scored under the suite
+    (``<split>["shift"]``, ``<output>/shift_<split>/shift.{json,md,png}``) at the shipped threshold, and at the
+    shift-robust one (``<split>["at_shift_robust"]``). ``shift_cases`` cases of each (stratified subsample).
     """
     import torch
 
     from monai_transfer.metrics.calibration import load_calibration
+    from monai_transfer.metrics.shift import score_shift_suite
     from monai_transfer.metrics.threshold import load_threshold
 
+    recipe = dict(recipe)
+    variants = {k: recipe.pop(k) for k in FINAL_VARIANT_KEYS if k in recipe}
+    tta = {"use_tta": True} if variants.get("use_tta") else {}
     env = common.environment()
     cpu0 = _cpu_seconds()
     cache = common.CACHE_DIR / ("pneumonia_png_quick" if quick else "pneumonia_png")
@@ -379,6 +531,7 @@ def run(
         work_dir = Path(tmp.name)
     t0 = time.perf_counter()
     cv: dict[str, Any] | None = None
+    robust: dict[str, Any] | None = None
     temperature = 1.0
     if folds:
         summary, parser = cross_validate(
@@ -387,6 +540,12 @@ def run(
         )  # fmt: skip
         cv = cv_block(summary)
         temperature = float(load_calibration(work_dir / "models" / "calibration.json"))
+        if shift_cases:
+            oof = oof_shift(work_dir, {**recipe, **(extra or {}), **tta}, shift_cases)
+            youden = float(cv["chosen"]["threshold"])
+            cv["shift"] = shift_summary(score_shift_suite(*oof, youden))
+            robust = shift_robust_choice(*oof, youden)
+            _save_shift_robust(Path(output), robust, work_dir / "models" / "calibration.json")
         if parser is None:  # CV only
             results = {"cv": cv, "config": {**recipe, **(extra or {}), "counts": counts, "cv_folds": folds,
                                             "cv_only": True, "train_wall_s": round(time.perf_counter() - t0, 1),
@@ -402,18 +561,27 @@ def run(
         parser = train_bundle(csv, work_dir, recipe, n_bootstrap=n_bootstrap, **{**(extra or {}), **fixed}).parser
     train_s = time.perf_counter() - t0
     ckpt = work_dir / "models" / "model.pt"
-    scored_with = {**recipe, **(extra or {})}
+    scored_with = {**recipe, **(extra or {}), **tta}
+    if variants.get("final_model", "single") == "fold_ensemble":
+        if not folds:
+            raise ValueError("final_model 'fold_ensemble' needs the CV fold models: run with --folds")
+        ckpt, scored_with = fold_ensemble(work_dir, scored_with)
     threshold = float(load_threshold(work_dir / "models" / "threshold.json")) if folds or val_chooses else 0.5
     datalists = parser.get_parsed_content("datalists")
     bundle_val = common.read_result(work_dir / "eval" / "val" / "metrics.json") or {}
 
-    def score(items: list[dict[str, Any]]) -> dict[str, Any]:
+    def score(items: list[dict[str, Any]], split: str) -> dict[str, Any]:
         p_raw = predict(ckpt, items, scored_with, calibrated=False)
         p_cal = predict(ckpt, items, scored_with) if folds else p_raw
         y = np.asarray([x["label"] for x in items])
-        return summarise(p_cal, y, threshold, n_bootstrap, y_prob_uncalibrated=p_raw)
+        out = summarise(p_cal, y, threshold, n_bootstrap, y_prob_uncalibrated=p_raw)
+        if shift_cases:
+            where = Path(output) / f"shift_{split}"
+            out.update(_score_shift(ckpt, items, y, p_cal, scored_with, threshold, robust, where, shift_cases,
+                                    calibrated=bool(folds)))  # fmt: skip
+        return out
 
-    results: dict[str, Any] = {"val": score(datalists["val"])}
+    results: dict[str, Any] = {"val": score(datalists["val"], "val")}
     results["val"]["bundle_report_auc"] = bundle_val.get("metrics", {}).get("auc")
     if test_npz is not None:
         test_dir = Path(tempfile.mkdtemp(prefix="bench_xray_test_"))
@@ -422,11 +590,13 @@ def run(
         items = datalist_from_npz(test_npz, "test", test_dir, fmt="png")
         if quick:
             items = items[: QUICK_LIMITS["test"]]
-        results["test"] = score(items)
+        results["test"] = score(items, "test")
         results["test"]["source"] = str(test_npz)
         shutil.rmtree(test_dir, ignore_errors=True)
     if cv is not None:
         results["cv"] = cv
+    if robust is not None:
+        results["operating_points"] = {"shipped": "youden (models/threshold.json)", "shift_robust": robust}
     results["config"] = {
         **recipe,
         **(extra or {}),
@@ -444,6 +614,9 @@ def run(
             else "fixed 0.5; last epoch's weights (val chose nothing)"
         ),
         "calibration": f"temperature {temperature:.4g} fitted on the out-of-fold predictions" if folds else None,
+        "final_model": variants.get("final_model", "single"),
+        "use_tta": bool(variants.get("use_tta", False)),
+        "shift_cases": shift_cases,
         "n_bootstrap": n_bootstrap,
         "train_wall_s": round(train_s, 1),
         "cpu_minutes": round((_cpu_seconds() - cpu0) / 60.0, 2),
@@ -455,6 +628,59 @@ def run(
     if tmp is not None:
         tmp.cleanup()
     return results
+
+
+def _save_shift_robust(output: Path, robust: dict[str, Any], calibration: Path) -> Path:
+    """``<output>/threshold_shift_robust.json``: the shift-robust threshold as a threshold file (how it was chosen,
+    bound to the OOF calibration), usable as ``python -m monai_transfer.evaluate --threshold FILE``."""
+    from monai_transfer.metrics.threshold import calibration_binding, save_threshold
+
+    info = {k: v for k, v in robust.items() if k not in ("threshold", "method", "target_sensitivity")}
+    binding = calibration_binding(calibration if calibration.is_file() else None)
+    output.mkdir(parents=True, exist_ok=True)
+    return save_threshold(
+        output / "threshold_shift_robust.json",
+        robust["threshold"],
+        method=robust["method"],
+        target_sensitivity=robust["target_sensitivity"],
+        mode="binary",
+        **info,
+        **binding,
+    )
+
+
+def _score_shift(
+    ckpt: Path,
+    items: list[dict[str, Any]],
+    y: np.ndarray,
+    p_cal: np.ndarray,
+    recipe: dict[str, Any],
+    threshold: float,
+    robust: dict[str, Any] | None,
+    out_dir: Path,
+    n_cases: int,
+    calibrated: bool,
+) -> dict[str, Any]:
+    """``{"shift": ..., "at_shift_robust": ...}`` of one scored split: the suite on a stratified subsample at the
+    shipped threshold (report files in ``out_dir``), and the split's clean and shifted rates at the shift-robust
+    threshold chosen out-of-fold (``robust``)."""
+    from monai_transfer.metrics.shift import score_condition, score_shift_suite
+    from monai_transfer.reports.shift import write_shift_report
+
+    t0 = time.perf_counter()
+    idx = _subsample(y, n_cases)
+    clean, shifted = shift_probs(ckpt, [items[i]["image"] for i in idx], recipe, None if calibrated else "none")
+    scores = score_shift_suite(y[idx], clean, shifted, threshold)
+    scores["meta"] = {"n_cases": int(len(idx)), "n_split": int(len(y)), "wall_s": round(time.perf_counter() - t0, 1)}
+    write_shift_report(out_dir, scores)
+    out: dict[str, Any] = {"shift": {**shift_summary(scores), "n_cases": int(len(idx)), "files": str(out_dir)}}
+    if robust is not None:
+        t = float(robust["threshold"])
+        at = shift_summary(score_shift_suite(y[idx], clean, shifted, t))
+        full = score_condition(p_cal, y, t)
+        full["acc"] = float(np.mean((p_cal >= t) == (y == 1)))
+        out["at_shift_robust"] = {"threshold": t, "clean": full, "shift": at}
+    return out
 
 
 def _cpu_seconds() -> float:
@@ -476,6 +702,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--n-bootstrap", type=int, default=None)
     parser.add_argument("--folds", type=int, default=None, help=f"CV folds on train (default {CV_FOLDS}; quick 2)")
+    parser.add_argument(
+        "--shift-cases",
+        type=int,
+        default=SHIFT_CASES,
+        help=f"cases per shift-suite run (default {SHIFT_CASES}; 0: off)",
+    )
     args = parser.parse_args(argv)
     common.set_command(__file__, argv)
     common.set_threads(args.threads)
@@ -491,7 +723,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             recipe[key] = val
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else (50 if args.quick else 1000)
     folds = args.folds if args.folds is not None else (2 if args.quick else CV_FOLDS)
-    res = run(args.npz, args.output, recipe, args.test, quick=args.quick, n_bootstrap=n_boot, folds=folds)
+    res = run(
+        args.npz, args.output, recipe, args.test, quick=args.quick, n_bootstrap=n_boot, folds=folds,
+        shift_cases=args.shift_cases,
+    )  # fmt: skip
     for split in ("val", "test"):
         if split in res:
             r = res[split]
@@ -499,6 +734,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{split}: AUC {r['auc']:.4f} {r.get('auc_ci95')}  ACC {r['acc']:.4f} {r.get('acc_ci95')}"
                 f"  ECE {r['ece']:.4f}  (threshold {r['threshold']:.3f}, n={r['n']})"
             )
+            if "shift" in r:
+                w = r["shift"]["worst"].get("auc", {})
+                suite = r["shift"]["suite_auc"]
+                print(f"{split} shift suite: AUC {suite:.4f}, worst {w.get('value')} ({w.get('family')})")
     print(f"wrote {Path(args.output) / 'results.json'}")
     return res
 

@@ -178,8 +178,9 @@ def _recipe_xray(results: Path) -> list[str]:
         "(other helpers' tests and a second recipe running beside it), so wall times are pessimistic.",
         "",
         "| recipe | overrides | CV AUC (folds) | OOF AUC [95% CI] | OOF ECE raw → calibrated | epochs | "
-        "val AUC [95% CI] | val ACC | val ECE calibrated (raw) | CPU min | CV and val AUC CIs overlap |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "val AUC [95% CI] | val ACC | val ECE calibrated (raw) | CPU min | CV and val AUC CIs overlap | "
+        "OOF shift-suite AUC (worst family) |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     n_overlap = 0
     for r in rows:
@@ -192,7 +193,8 @@ def _recipe_xray(results: Path) -> list[str]:
         budget = summary.get("budget_cpu_minutes")
         if budget is not None and r.get("cpu_minutes_full", r["cpu_minutes"]) > budget:
             name += f" (over the {budget:g} CPU-min budget)"
-        ov = ", ".join(f"`{k}={v}`" for k, v in r["overrides"].items()) or "(base)"
+        ov = ", ".join(f"`{k}={_override_text(v)}`" for k, v in r["overrides"].items()) or "(base)"
+        shift = f"{_f(r.get('cv_shift_auc'))} ({r.get('cv_shift_worst_family')})" if r.get("cv_shift_auc") else "n/a"
         oof_ci = f"{_f(r['cv_oof_auc'], 4)} [{_f(ci_oof[0], 4)}, {_f(ci_oof[1], 4)}]" if ci_oof else _f(r["cv_oof_auc"])
         val_ci = f"{_f(r['val_auc'], 4)} [{_f(ci_val[0], 4)}, {_f(ci_val[1], 4)}]" if ci_val else _f(r["val_auc"])
         cpu = _f(r["cpu_minutes"], 1) + (
@@ -202,7 +204,7 @@ def _recipe_xray(results: Path) -> list[str]:
             f"| {name} | {ov} | {_f(r['cv_auc'], 4)} ± {_f(r['cv_auc_sd'], 4)} | {oof_ci} | "
             f"{_f(r['cv_ece_before'])} → {_f(r['cv_ece'])} | {r['epochs_chosen']}/{r['epochs_planned']} | {val_ci} | "
             f"{_f(r['val_acc'])} | {_f(r['val_ece'])} ({_f(r['val_ece_uncalibrated'])}) | {cpu} | "
-            f"{overlap} |"
+            f"{overlap} | {shift} |"
         )
     out += ["", "Commands (one per row; each JSON also records its date, machine and load note):", ""]
     out += [
@@ -249,6 +251,13 @@ def _net(backbone: str | None) -> str:
     if not backbone:
         return "?"
     return backbone.replace("tf_efficientnet_lite", "Lite") if "efficientnet_lite" in backbone else backbone
+
+
+def _override_text(value: Any) -> str:
+    """An override as table text; a transform list (``train#augmentation``) as its transform names."""
+    if isinstance(value, list) and value and all(isinstance(t, dict) and "_target_" in t for t in value):
+        return "[" + ", ".join(str(t["_target_"]).rsplit(".", 1)[-1] for t in value) + "]"
+    return str(value)
 
 
 def _recipe_text(c: dict[str, Any]) -> str:
@@ -571,12 +580,57 @@ def _tta_xray(results: Path) -> list[str]:
     return out
 
 
+def _shift_xray(results: Path) -> list[str]:
+    """The shift suite (issue 31) of an ``accuracy_xray.py`` run kept in ``shift_xray/``: out of fold, val (and test),
+    and the shift-robust operating point chosen out of fold."""
+    res = _load(results / "shift_xray" / "results.json")
+    out = ["## 1d. Shift suite: acquisition shift out of fold and on val (xray)", ""]
+    if res is None:
+        return out + ["Not run (no `shift_xray/results.json`).", ""]
+    c = res["config"]
+    out += [
+        f"`accuracy_xray.py` with `{c['backbone']}` {c['image_size']}x{c['image_size']}, {c['epochs']} epoch(s), "
+        f"{c['cv_folds']}-fold CV on train; {c.get('shift_cases')} cases per suite run; MedMNIST-C chest X-ray "
+        "families (reimplemented, Di Salvo et al. 2024) plus resolution, windowing, exposure, 5 severities, and "
+        "prevalence. " + res.get("note", ""),
+        "",
+        "| data | clean AUC | suite AUC (mean of 80 conditions) | worst family (mean AUC) "
+        "| worst AUC (family, severity) | worst specificity | threshold |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    rows = [("out of fold (fold models)", res["cv"].get("shift"))] + [(s, res[s].get("shift")) for s in ("val", "test")
+                                                                        if s in res]  # fmt: skip
+    for name, sh in rows:
+        if not sh:
+            continue
+        wf, w, ws = sh["worst_family_auc"] or {}, sh["worst"].get("auc", {}), sh["worst"].get("specificity", {})
+        out.append(
+            f"| {name} | {_f(sh['clean']['auc'])} | {_f(sh['suite_auc'])} | {wf.get('family')} ({_f(wf.get('value'))}) "
+            f"| {_f(w.get('value'))} ({w.get('family')}, {w.get('severity')}) | {_f(ws.get('value'))} "
+            f"({ws.get('family')}, {ws.get('severity')}) | {_f(sh['threshold'])} |"
+        )
+    robust = (res.get("operating_points") or {}).get("shift_robust")
+    if robust:
+        wb, cb = robust["worst_family_balanced_accuracy"], robust["clean_balanced_accuracy"]
+        out += [
+            "",
+            f"Shift-robust operating point (out of fold): {_f(robust['threshold'])} vs Youden "
+            f"{_f(robust['youden_threshold'])}; "
+            f"worst-family balanced accuracy {_f(wb['shift_robust'])} vs {_f(wb['youden'])}, clean balanced accuracy "
+            f"{_f(cb['shift_robust'])} vs {_f(cb['youden'])}"
+            "; meets the pre-declared "
+            f"default rule: **{robust['meets_default_rule']}** ({robust['rule']}).",
+        ]
+    return out + ["", _prov(res), ""]
+
+
 def _status(results: Path) -> list[str]:
     """Which benchmarks have a result file, when they ran and whether other jobs shared the CPU."""
     files = [
         ("accuracy_xray.py", results / "accuracy_xray" / "results.json"),
         ("recipe_xray.py", results / "recipe_xray"),
         ("tta_xray.py", results / "tta_xray.json"),
+        ("accuracy_xray.py (shift suite)", results / "shift_xray" / "results.json"),
         ("label_efficiency.py", results / "label_efficiency"),
         ("accuracy_volume.py", results / "accuracy_volume" / "results.json"),
         ("speed_train.py", results / "speed_train.json"),
@@ -624,6 +678,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _accuracy_xray(results)
     lines += _recipe_xray(results)
     lines += _tta_xray(results)
+    lines += _shift_xray(results)
     lines += _label_efficiency(results, out_dir)
     lines += _accuracy_volume(results)
     lines += _speed(results, out_dir)

@@ -94,7 +94,7 @@ def _cv_dir(name: str, args: argparse.Namespace) -> Path:
         with tempfile.TemporaryDirectory(prefix="bench_tta_") as tmp:
             accuracy_xray.run(
                 args.npz, Path(tmp), recipe_xray.recipe_overrides(name, args.quick), quick=args.quick,
-                n_bootstrap=20, folds=args.folds, work_dir=work, cv_only=True,
+                n_bootstrap=20, folds=args.folds, work_dir=work, cv_only=True, shift_cases=0,
             )  # fmt: skip
     return cv_dir
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 
 from monai_transfer.metrics.calibration import save_calibration
@@ -115,3 +116,65 @@ def test_thresholds_dispatch_on_the_task(tmp_path):
     assert select_threshold(p, y, mode=Task("binary")) == select_threshold(p, y, mode="binary") == 0.6
     with pytest.raises(ValueError, match="mode='multiclass' predicts the arg-max"):
         select_threshold(p, y, mode=Task("multiclass"))
+
+
+# --- the shift-robust operating point (issue 31) ---
+
+
+def _shift_case(seed: int = 0):
+    """Clean scores separate the classes; a 'bright' family shifts every score up (a threshold at the clean Youden
+    point then loses specificity there), a 'noise' family adds noise."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(600) < 0.6).astype(int)
+    p = np.clip(0.35 + 0.3 * y + rng.normal(0, 0.1, len(y)), 0, 1)
+    shifted = {
+        "bright": {s: np.clip(p + 0.05 * s, 0, 1) for s in (1, 2, 3, 4, 5)},
+        "noise": [np.clip(p + rng.normal(0, 0.03 * s, len(y)), 0, 1) for s in (1, 2, 3, 4, 5)],
+    }
+    return y, p, shifted
+
+
+def test_shift_robust_threshold_beats_clean_youden_on_the_worst_family():
+    from monai_transfer.metrics.shift import score_condition
+    from monai_transfer.metrics.threshold import SHIFT_ROBUST_METHOD, select_shift_robust_threshold
+
+    y, p, shifted = _shift_case()
+    t, info = select_shift_robust_threshold(y, p, shifted)
+    youden = select_threshold(p, y, "youden")
+
+    def worst_bacc(thr):
+        fams = {"clean": [p], "bright": list(shifted["bright"].values()), "noise": shifted["noise"]}
+        return min(np.mean([score_condition(q, y, thr)["balanced_accuracy"] for q in qs]) for qs in fams.values())
+
+    assert worst_bacc(t) >= worst_bacc(youden) - 1e-9
+    assert t > youden  # the brightened family pushes the operating point up
+    assert info["method"] == SHIFT_ROBUST_METHOD and info["families"] == ["clean", "bright", "noise"]
+    assert info["n_conditions"] == 11 and info["worst_family_balanced_accuracy"] == pytest.approx(worst_bacc(t))
+    assert "worst family's balanced accuracy" in info["rule"] and info["fallback"] is None
+
+
+def test_shift_robust_threshold_with_a_sensitivity_target():
+    from monai_transfer.metrics.threshold import select_shift_robust_threshold
+
+    y, p, shifted = _shift_case(1)
+    t, info = select_shift_robust_threshold(y, p, shifted, target_sensitivity=0.95)
+    assert min(info["worst_family_sensitivity"], info["clean_sensitivity"]) >= 0.95 - 1e-9
+    t_low, _ = select_shift_robust_threshold(y, p, shifted, target_sensitivity=0.99)
+    assert t_low <= t  # a stricter target can only lower the threshold
+    _, info_all = select_shift_robust_threshold(y, np.zeros(len(y)) + 0.5, {}, target_sensitivity=1.0)
+    assert info_all["fallback"] is None  # every threshold at or below 0.5 keeps sensitivity 1
+
+
+def test_shift_robust_threshold_refuses_bad_inputs():
+    from monai_transfer.metrics.threshold import select_shift_robust_threshold
+
+    y, p, shifted = _shift_case()
+    with pytest.raises(ValueError, match="both classes"):
+        select_shift_robust_threshold(np.ones_like(y), p, shifted)
+    with pytest.raises(ValueError, match="shift family 'x': 3 probabilities for 600 labels"):
+        select_shift_robust_threshold(y, p, {"x": [p[:3]]})
+    with pytest.raises(ValueError, match="target_sensitivity"):
+        select_shift_robust_threshold(y, p, shifted, target_sensitivity=0)
+    with pytest.raises(ValueError, match="needs predictions under the shift suite: use select_shift_robust_threshold"):
+        select_threshold(p, y, method="shift_robust")
+    assert select_threshold(p, y, method="youden") == select_threshold(p, y)  # explicit choices keep working

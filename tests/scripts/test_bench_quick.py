@@ -63,7 +63,7 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
         np.savez(tmp_path / "t.npz", test_images=z["val_images"][:40], test_labels=z["val_labels"][:40])
     res = mod.main(["--quick", "--threads", "1", "--test", str(tmp_path / "t.npz"), "--output", str(tmp_path / "o")])
     saved = json.loads((tmp_path / "o" / "results.json").read_text())
-    assert set(saved) == {"val", "test", "cv", "config", "env"}
+    assert set(saved) == {"val", "test", "cv", "config", "env", "operating_points"}
     for split, n in (("val", 48), ("test", 32)):
         r = saved[split]
         assert r["n"] == n and 0.0 <= r["auc"] <= 1.0 and 0.0 <= r["acc"] <= 1.0
@@ -83,6 +83,30 @@ def test_accuracy_xray_quick_with_test_split(tmp_path, monkeypatch):
         assert saved["val"]["ece"] != saved["val"]["ece_uncalibrated"]  # the calibration was applied
     assert saved["config"]["counts"] == {"train": 64, "val": 48} and saved["config"]["quick"] is True
     assert saved["env"]["command"].startswith("python -m scripts.bench.accuracy_xray --quick")
+    # the shift suite (issue 31): out-of-fold (the fold models, pooled), val and test at the shipped threshold, the
+    # shift-robust operating point chosen out-of-fold and its rates on val/test
+    fams = {"pixelate", "jpeg", "gaussian_noise", "exposure", "windowing", "resolution", "prevalence"}
+    assert fams <= set(cv["shift"]["families"]) and 0.0 <= cv["shift"]["suite_auc"] <= 1.0
+    assert cv["shift"]["threshold"] == cv["chosen"]["threshold"]
+    robust = saved["operating_points"]["shift_robust"]
+    assert robust["method"] == "shift_robust" and "out-of-fold" in robust["chosen_on"]
+    assert isinstance(robust["meets_default_rule"], bool) and 0.0 <= robust["threshold"] <= 1.0
+    from monai_transfer.metrics.threshold import load_threshold
+
+    saved_t = json.loads((tmp_path / "o" / "threshold_shift_robust.json").read_text())
+    assert load_threshold(tmp_path / "o" / "threshold_shift_robust.json") == robust["threshold"]
+    assert saved_t["method"] == "shift_robust" and "out-of-fold" in saved_t["chosen_on"] and saved_t["applies_to"]
+    for split in ("val", "test"):
+        sh = saved[split]["shift"]
+        assert sh["threshold"] == saved[split]["threshold"] and fams <= set(sh["families"])
+        assert sh["worst"]["auc"]["value"] <= sh["suite_auc"] + 1e-12
+        assert (tmp_path / "o" / f"shift_{split}" / "shift.md").is_file()
+        assert saved[split]["at_shift_robust"]["threshold"] == robust["threshold"]
+    (tmp_path / "res" / "shift_xray").mkdir(parents=True)
+    (tmp_path / "res" / "shift_xray" / "results.json").write_text(json.dumps(saved))
+    text = _bench("make_report", tmp_path, monkeypatch).build_report(tmp_path / "res", tmp_path / "r")
+    assert "## 1d. Shift suite" in text and "| out of fold (fold models) |" in text and "| test |" in text
+    assert "Shift-robust operating point (out of fold)" in text and "quick mode" in text
 
 
 @requires_shared_data(PNEUMONIA_NPZ)
@@ -106,6 +130,53 @@ def test_recipe_xray_quick_cv_only_then_final_fit(tmp_path, monkeypatch):
     assert rows[winner]["cv_auc"] == next(r for r in summary["rows"] if r["recipe"] == winner)["cv_auc"]
     res = json.loads((out / f"{winner}.json").read_text())
     assert res["config"]["final_fit_reused_cv"] and res["val"]["threshold"] == res["cv"]["chosen"]["threshold"]
+
+
+def test_recipe_winner_rule_sees_shift():
+    """With out-of-fold shift-suite AUCs, recipes equivalent on clean CV (within CLEAN_BAND_AUC) are told apart by
+    the shift suite; rows without it (earlier rounds) do not compete; without any, the clean rule applies."""
+    band, tie = recipe_xray.CLEAN_BAND_AUC, recipe_xray.TIE_SHIFT_AUC
+    rows = [
+        {"recipe": "clean_best", "cv_auc": 0.996, "cv_ece": 0.004, "cpu_minutes": 10.0, "cv_shift_auc": 0.930},
+        {"recipe": "robust", "cv_auc": 0.996 - band / 2, "cv_ece": 0.009, "cpu_minutes": 20.0, "cv_shift_auc": 0.960},
+        {"recipe": "too_weak", "cv_auc": 0.996 - 2 * band, "cv_ece": 0.001, "cpu_minutes": 1.0, "cv_shift_auc": 0.99},
+        {"recipe": "old_round", "cv_auc": 0.999, "cv_ece": 0.001, "cpu_minutes": 1.0},
+    ]
+    assert recipe_xray.choose_winner(rows)["recipe"] == "robust"
+    assert recipe_xray.choose_winner(rows, use_shift=False)["recipe"] == "old_round"
+    rows[0]["cv_shift_auc"] = 0.960 - tie / 2  # a shift tie: the lower OOF ECE wins
+    assert recipe_xray.choose_winner(rows)["recipe"] == "clean_best"
+    assert recipe_xray.choose_winner([{**r, "cv_shift_auc": None} for r in rows])["recipe"] == "old_round"
+    # the shift candidates' augmentations keep the bundle's own list and add other kinds than the suite's
+    base = json.loads((REPO_ROOT / "bundles" / "xray" / "configs" / "train.json").read_text())["train"]["augmentation"]
+    for aug in (recipe_xray.SHIFT_AUGMENTATION, recipe_xray.RRC_AUGMENTATION):
+        assert aug[: len(base)] == base and len(aug) > len(base)
+    added = {t["_target_"].rsplit(".", 1)[1] for t in recipe_xray.SHIFT_AUGMENTATION[len(base) :]}
+    assert not added & {"RandGaussianNoised", "RandGaussianSmoothd", "RandAdjustContrastd", "RandScaleIntensityd"}
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_recipe_xray_quick_shift_candidates(tmp_path, monkeypatch):
+    """The shift candidates run in quick mode (CV only): their augmentation lists build and train, and each row has
+    the out-of-fold shift-suite AUC the rule reads."""
+    mod = _bench("recipe_xray", tmp_path, monkeypatch)
+    out = tmp_path / "r"
+    summary = mod.main(["--quick", "--threads", "1", "--output", str(out), "--cv-only", "--recipes",
+                        "lite1_shiftaug", "lite1_rrc"])  # fmt: skip
+    assert [r["recipe"] for r in summary["rows"]] == ["lite1_shiftaug", "lite1_rrc"]
+    assert all(0.0 <= r["cv_shift_auc"] <= 1.0 and r["cv_shift_worst_family"] for r in summary["rows"])
+    assert "shift-suite AUC" in summary["rule"] and summary["winner"] in ("lite1_shiftaug", "lite1_rrc")
+
+
+@requires_shared_data(PNEUMONIA_NPZ)
+def test_accuracy_xray_quick_fold_ensemble_and_tta(tmp_path, monkeypatch):
+    """The final-model variants: the CV fold models averaged, and TTA (also for the OOF shift suite)."""
+    mod = _bench("accuracy_xray", tmp_path, monkeypatch)
+    recipe = {**mod.QUICK_RECIPE, "final_model": "fold_ensemble", "use_tta": True}
+    res = mod.run(PNEUMONIA_NPZ, tmp_path / "o", recipe, quick=True, n_bootstrap=0, folds=2, shift_cases=16)
+    assert res["config"]["final_model"] == "fold_ensemble" and res["config"]["use_tta"] is True
+    assert "final_model" not in res["config"]["counts"] and 0.0 <= res["val"]["auc"] <= 1.0
+    assert 0.0 <= res["val"]["shift"]["suite_auc"] <= 1.0
 
 
 @requires_shared_data(PNEUMONIA_NPZ)
@@ -159,7 +230,12 @@ def test_recipe_winner_rule():
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe_xray.recipe_overrides("nope")
     train_ids = json.loads((REPO_ROOT / "bundles" / "xray" / "configs" / "train.json").read_text())
-    unknown = {k for r in recipe_xray.RECIPES.values() for k in r if k not in train_ids}
+    from scripts.bench.accuracy_xray import FINAL_VARIANT_KEYS
+
+    def known(k: str) -> bool:  # a top-level id, a path into one (train#augmentation) or a key the script consumes
+        return k.split("#")[0] in train_ids or k in FINAL_VARIANT_KEYS
+
+    unknown = {k for r in recipe_xray.RECIPES.values() for k in r if not known(k)}
     assert not unknown, f"recipe_xray.RECIPES override ids that bundles/xray/configs/train.json lacks: {unknown}"
 
 
@@ -258,6 +334,7 @@ def test_make_report_from_results(tmp_path, monkeypatch):
     assert "## 1. Accuracy: PneumoniaMNIST (xray bundle)\n\nNot run" in text
     assert "ResNet-50 + 3D | 0.828 | 0.745" in text
     assert "## 1b. Recipe comparison" in text and "Not run (no `recipe_xray/summary.json`)" in text
+    assert "## 1d. Shift suite" in text and "Not run (no `shift_xray/results.json`)" in text
 
 
 def test_make_report_recipe_table(tmp_path, monkeypatch):
