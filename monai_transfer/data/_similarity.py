@@ -21,9 +21,10 @@ averaged away. It is stored (1 KiB) in the hash cache, so pairing reads no image
    grid of offsets, standing in for crops up to 10 %); each image keeps its ``neighbours`` best partners at or above
    ``floor``. Cost: ``O(N^2 * 11 * 64)`` multiply-adds in BLAS blocks of ``block`` rows (``O(block * N)`` memory),
    quadratic like the Hamming stage but a few seconds for 10,000 images; the pairs kept are ``O(N * neighbours)``.
-2. **Verification** (:func:`verify_pairs`): the Pearson correlation of the two 16x16 rank thumbnails (also against
+2. **Verification** (:func:`verify_pairs`): the Pearson correlation of the two 32x32 rank thumbnails (also against
    the flipped partner); pairs below ``direct`` are aligned: one thumbnail is warped by a small grid of scales
-   (100, 95, 90 %), rotations (-3, 0, 3 degrees) and shifts, in both directions, and the best correlation kept.
+   (100, 95, 90 %), rotations (-3, 0, 3 degrees) and shifts, in both directions, and the best correlation with the
+   other at 16x16 kept (coarser, so that the grid's steps are forgiven).
    ``O(pairs * 114 * 256)`` samples, only for the candidate pairs.
 
 Imports nothing of the project (``duplicates.py`` calls it).
@@ -41,6 +42,7 @@ __all__ = [
     "rank_thumbnail",
     "descriptors",
     "rank_candidates",
+    "pair_scores",
     "verify_pairs",
     "STAGE_DIRECT",
     "STAGE_FLIPPED",
@@ -150,36 +152,28 @@ def rank_candidates(
     return pairs.astype(np.int64).reshape(-1, 2)
 
 
-def verify_pairs(
-    thumbs: np.ndarray, pairs: np.ndarray, direct: float, aligned: float, chunk: int = 256
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Keep the candidate ``pairs`` whose rank thumbnails correlate (see the module docstring).
+def pair_scores(
+    thumbs: np.ndarray, pairs: np.ndarray, align_below: float = 2.0, chunk: int = 256
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(direct, flipped, aligned)`` per pair: the correlation of the 32x32 rank thumbnails (the better of as-is and
+    one flipped), whether the flip was the better, and the best correlation of the 16x16 thumbnails over the small
+    warps (-1 for pairs whose ``direct`` is at least ``align_below``, which are not aligned).
 
     Args:
         thumbs: ``(N, 32, 32)`` uint8 rank thumbnails.
         pairs: ``(P, 2)`` index pairs.
-        direct: correlation of the 16x16 rank thumbnails (or of one with the other's flip) that links a pair as it is.
-        aligned: best correlation over the small warps that links a pair not linked directly (only pairs below
-            ``direct`` are aligned).
+        align_below: only pairs below it are aligned (the default 2.0: all).
         chunk: pairs per warp batch.
-
-    Returns:
-        ``(keep, similarity, stages)``: the ``(P,)`` bool mask of linked pairs, each pair's correlation (the one that
-        linked it; for a pair not linked, the best one) and per pair :data:`STAGE_DIRECT`, :data:`STAGE_FLIPPED` or
-        :data:`STAGE_ALIGNED`.
     """
     pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
-    if not len(pairs):
-        return np.zeros(0, dtype=bool), np.zeros(0), []
     t = _as_tensor(thumbs)
+    full, flip = _unit(t.reshape(len(t), -1)), _unit(t.flip(-1).reshape(len(t), -1))
     flat = _unit(torch.nn.functional.avg_pool2d(t, 2).reshape(len(t), -1))
-    flip = _unit(torch.nn.functional.avg_pool2d(t.flip(-1), 2).reshape(len(t), -1))
     a, b = torch.as_tensor(pairs[:, 0]), torch.as_tensor(pairs[:, 1])
-    same, flipped = (flat[a] * flat[b]).sum(-1).double().numpy(), (flat[a] * flip[b]).sum(-1).double().numpy()
-    sim = np.maximum(same, flipped)
-    stages = np.where(flipped > same, STAGE_FLIPPED, STAGE_DIRECT).astype(object)
+    same, flipped = (full[a] * full[b]).sum(-1).double().numpy(), (full[a] * flip[b]).sum(-1).double().numpy()
+    direct = np.maximum(same, flipped)
     best = np.full(len(pairs), -1.0)
-    todo = np.flatnonzero(sim < direct)
+    todo = np.flatnonzero(direct < align_below)
     thetas = _align_thetas()
     for start in range(0, len(todo), chunk):
         sel = todo[start : start + chunk]
@@ -187,7 +181,31 @@ def verify_pairs(
         for x, y in ((a[sel], b[sel]), (b[sel], a[sel])):  # either image may be the crop of the other
             s = torch.maximum(s, (_warp(t[x], thetas, 16) * flat[y][:, None]).sum(-1).amax(1))
         best[sel] = s.double().numpy()
+    return direct, flipped > same, best
+
+
+def verify_pairs(
+    thumbs: np.ndarray, pairs: np.ndarray, direct: float, aligned: float
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Keep the candidate ``pairs`` whose rank thumbnails correlate (see the module docstring and
+    :func:`pair_scores`).
+
+    Args:
+        thumbs: ``(N, 32, 32)`` uint8 rank thumbnails.
+        pairs: ``(P, 2)`` index pairs.
+        direct: correlation of the 32x32 rank thumbnails (or of one with the other's flip) that links a pair as it is.
+        aligned: best correlation over the small warps that links a pair not linked directly (only pairs below
+            ``direct`` are aligned).
+
+    Returns:
+        ``(keep, similarity, stages)``: the ``(P,)`` bool mask of linked pairs, each pair's correlation (the one that
+        linked it; for a pair not linked, the best one) and per pair :data:`STAGE_DIRECT`, :data:`STAGE_FLIPPED` or
+        :data:`STAGE_ALIGNED`.
+    """
+    if not len(pairs):
+        return np.zeros(0, dtype=bool), np.zeros(0), []
+    sim, flipped, best = pair_scores(thumbs, pairs, align_below=direct)
     keep = (sim >= direct) | (best >= aligned)
     use_aligned = (sim < direct) & ((best >= aligned) | (best > sim))
-    stages[use_aligned] = STAGE_ALIGNED
+    stages = np.where(use_aligned, STAGE_ALIGNED, np.where(flipped, STAGE_FLIPPED, STAGE_DIRECT))
     return keep, np.where(use_aligned, best, sim), [str(x) for x in stages]

@@ -79,6 +79,10 @@ def test_audit_cli_reports_leaks_conflicts_balance_and_unreadable(tmp_path, caps
     assert {Path(x["image"]).name for x in conflict["images"]} == {"0.png", "copy_of_n0.png"}
     closest = report["closest_pairs_across_splits"]
     assert len(closest) == 2 and all((p["a_split"], p["b_split"]) == ("train", "val") for p in closest)
+    assert [p["stage"] for p in closest] == ["hash", "hash"] and all(p["similarity"] >= 0.97 for p in closest)
+    for cluster in report["clusters_across_splits"]:  # which stage joined each cluster, and how similar
+        assert cluster["stages"] == ["hash"] and len(cluster["links"]) == 1, cluster
+        assert cluster["links"][0]["stage"] == "hash" and cluster["links"][0]["similarity"] >= 0.97
     rows = read_csv(out / "clusters.csv")
     assert len(rows) == 4 and {r["split"] for r in rows} == {"train", "val"} and all(len(r["hash"]) == 16 for r in rows)
     assert_png(out / "cross_split_pairs.png")
@@ -108,7 +112,8 @@ def test_contact_sheet_captions_name_files_and_labels_and_warnings_point_at_the_
         ("train, label normal\nnormal/0.png", "val, label pneumonia\npneumonia/copy_of_n0.png"),
         ("train, label normal\nnormal/1.png", "val, label normal\nnormal/n1_again.jpg"),
     }
-    assert all(r[2].startswith(f"#{k}  Hamming distance ") for k, r in enumerate(rows, 1))
+    assert all(r[2].startswith(f"#{k}  hash: similarity ") for k, r in enumerate(rows, 1))
+    assert all("Hamming distance" in r[2] for r in rows)
     with Image.open(out / "cross_split_pairs.png") as im:
         assert im.size[1] >= 2 * (128 + 3 * 14)  # a header and two caption lines per row
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
