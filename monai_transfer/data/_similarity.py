@@ -153,7 +153,7 @@ def rank_candidates(
 
 
 def pair_scores(
-    thumbs: np.ndarray, pairs: np.ndarray, align_below: float = 2.0, chunk: int = 256
+    thumbs: np.ndarray, pairs: np.ndarray, align_below: float = 2.0, chunk: int = 1024
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(direct, flipped, aligned)`` per pair: the correlation of the 32x32 rank thumbnails (the better of as-is and
     one flipped), whether the flip was the better, and the best correlation of the 16x16 thumbnails over the small
@@ -179,7 +179,8 @@ def pair_scores(
         sel = todo[start : start + chunk]
         s = torch.full((len(sel),), -1.0)
         for x, y in ((a[sel], b[sel]), (b[sel], a[sel])):  # either image may be the crop of the other
-            s = torch.maximum(s, (_warp(t[x], thetas, 16) * flat[y][:, None]).sum(-1).amax(1))
+            u, inv = torch.unique(x, return_inverse=True)  # warp each image once per chunk
+            s = torch.maximum(s, torch.einsum("pwd,pd->pw", _warp(t[u], thetas, 16)[inv], flat[y]).amax(1))
         best[sel] = s.double().numpy()
     return direct, flipped > same, best
 

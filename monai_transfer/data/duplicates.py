@@ -8,10 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Near-duplicate images: a perceptual DCT hash of every image, pairs within a Hamming distance, clusters.
+"""Near-duplicate images: a perceptual DCT hash and a rank thumbnail of every image, pairs in two stages, clusters.
 
-Public and hospital sets hold the same image re-exported, resized, re-encoded or slightly cropped; a random split
-puts the copies on both sides and inflates validation numbers. The recipe here:
+Public and hospital sets hold the same image re-exported, resized, re-encoded, cropped, or processed (another window,
+more contrast, blurred or sharpened); a random split puts the copies on both sides and inflates validation numbers.
+The recipe here:
 
 1. every image is loaded by :class:`~monai_transfer.transforms.LoadMedicalImage` (so DICOM rescale, VOI window and
    MONOCHROME1 are applied as in training), averaged over channels and resized to 32x32 (area averaging; bilinear
@@ -29,16 +30,28 @@ puts the copies on both sides and inflates validation numbers. The recipe here:
    :data:`DEFAULT_MIN_SIMILARITY`). Radiographs all look alike at 8x8 frequencies: on the 5,214 PneumoniaMNIST
    train+val images (upsampled to 256x256), 127,389 of 13.6 million pairs are within 12 bits, but only 34 also
    reach 0.97 (8 of them are known pixel-identical copies), while a 2 % crop keeps a similarity above 0.975;
-5. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
-   identical bytes (SHA-256) are always linked, even when they cannot be decoded.
+5. **second stage, processed copies** (:func:`processed_copy_pairs`, :mod:`monai_transfer.data._similarity`): a
+   gamma, contrast or window change, histogram equalisation, blur or sharpening moves the 64-bit hash and the AC
+   signature, so each 2D image also keeps a 32x32 rank thumbnail (the same thumbnail, each pixel replaced by its rank:
+   unchanged by any increasing intensity map). Each image's :data:`DEFAULT_NEIGHBOURS` most similar partners (8x8 rank
+   descriptors of the partner as is, flipped and zoomed by 92.5 % at nine offsets: ``O(N^2)`` dot products in BLAS
+   blocks) are candidates; a candidate pair is linked when its 32x32 rank thumbnails (or one flipped) correlate at
+   :data:`DEFAULT_RANK_SIMILARITY` or more, or, aligned by the best of 57 small scale/rotation/shift warps, at
+   :data:`DEFAULT_ALIGNED_SIMILARITY` or more (rotation by a few degrees, crops up to 10 %). The thresholds were
+   chosen on the tuning half of ``scripts/bench/dedup_variants.py`` (real radiographs, eleven variant families,
+   neighbouring slices as hard negatives), not on a data set;
+6. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
+   identical bytes (SHA-256) are always linked, even when they cannot be decoded. Every pair records the stage that
+   linked it (:data:`STAGES`) and its similarity in that stage.
 
 A backbone embedding was tried as the strict check and not kept: with the packaged EfficientNet-Lite0 at 224x224,
 near-duplicates of 60 PneumoniaMNIST radiographs had an embedding cosine as low as 0.62 while unrelated pairs
 reached 0.92 (the AC signature separates them: >= 0.975 against <= 0.97), at 0.3 s per image on a CPU.
 
-Hashes are cached by the SHA-256 of the file bytes in ``<cache_dir>/image_hashes_<method>.json``, with a
-``(path, size, mtime, ctime, inode)`` index so that a second run reads neither the pixels nor the bytes of an unchanged
-file (a file rewritten with its old size and mtime, ``cp -p``, has a new ctime: it is digested again).
+Hashes, signatures and rank thumbnails (about 1.5 kB per image) are cached by the SHA-256 of the file bytes in
+``<cache_dir>/image_hashes_<method>.json``, with a ``(path, size, mtime, ctime, inode)`` index so that a second run
+reads neither the pixels nor the bytes of an unchanged file (a file rewritten with its old size and mtime, ``cp -p``,
+has a new ctime: it is digested again).
 """
 
 from __future__ import annotations

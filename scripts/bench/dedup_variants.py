@@ -215,8 +215,9 @@ def _cost(paths: list[Path], workers: int, cache: Path) -> tuple[Any, dict[str, 
     }
 
 
-def _scores(hashing: Any, idx: np.ndarray) -> dict[str, Any]:
-    """Stage-1 pairs and stage-2 candidate scores of the files ``idx`` (one pool), in pool-local indices."""
+def _scores(hashing: Any, idx: np.ndarray, pool: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Every pair of one pool (the files ``idx``) that stage 1 links or stage 2 considers: whether stage 1 links it,
+    its stage-2 scores (-inf when not a candidate), and what it is (copy of its original, neighbouring slices, ...)."""
     from monai_transfer.data._similarity import pair_scores, rank_candidates
     from monai_transfer.data.duplicates import DEFAULT_NEIGHBOURS, near_duplicate_pairs
 
@@ -224,28 +225,40 @@ def _scores(hashing: Any, idx: np.ndarray) -> dict[str, Any]:
     stage1, _ = near_duplicate_pairs(hashing.hashes[idx], valid=valid, signatures=hashing.signatures[idx])
     cand = rank_candidates(thumbs, valid, neighbours=DEFAULT_NEIGHBOURS)
     direct, _, aligned = pair_scores(thumbs, cand)
-    return {"stage1": stage1[:, :2], "cand": cand, "direct": direct, "aligned": aligned}
-
-
-def _evaluate(sc: dict[str, Any], pool: dict[str, np.ndarray], td: float, ta: float) -> dict[str, Any]:
-    """Counts of one pool at thresholds ``(td, ta)``: linked copy pairs, true and false links by kind."""
+    pairs, inv = np.unique(np.concatenate([stage1[:, :2], cand]), axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    in1 = np.zeros(len(pairs), dtype=bool)
+    in1[inv[: len(stage1)]] = True
+    d, al = np.full(len(pairs), -np.inf), np.full(len(pairs), -np.inf)
+    d[inv[len(stage1) :]], al[inv[len(stage1) :]] = direct, aligned
     role, origin, volume = pool["role"], pool["origin"], pool["volume"]
-    link = sc["cand"][(sc["direct"] >= td) | (sc["aligned"] >= ta)]
-    pairs = {tuple(p) for p in np.concatenate([sc["stage1"], link]).tolist()}
-    base = {o: i for i, (r, o) in enumerate(zip(role, origin)) if r == "base"}
-    copies = [(base[o], i) for i, (r, o) in enumerate(zip(role, origin)) if r in FAMILIES]
-    found = sum((min(a, b), max(a, b)) in pairs for a, b in copies)
-    false = [(a, b) for a, b in pairs if origin[a] != origin[b]]
-    slice_pairs = [(i, i + 1) for i in range(len(role) - 1) if volume[i] >= 0 and volume[i] == volume[i + 1]]
+    a, b = pairs[:, 0], pairs[:, 1]
     return {
-        "copies": len(copies),
-        "copies_linked": int(found),
-        "links": len(pairs),
-        "false_links": len(false),
-        "false_links_slices": sum(role[a] == "slice" and role[b] == "slice" for a, b in false),
-        "neighbour_slice_pairs": len(slice_pairs),
-        "neighbour_slice_pairs_linked": sum(p in pairs for p in slice_pairs),
-        "linked_slice_volumes": [int(volume[a]) for a, b in slice_pairs if (a, b) in pairs],
+        "in1": in1,
+        "direct": d,
+        "aligned": al,
+        "true": origin[a] == origin[b],
+        "slices": (role[a] == "slice") & (role[b] == "slice"),
+        "neighbours": (volume[a] >= 0) & (volume[a] == volume[b]),
+        "volume": volume[a],
+        "n_copies": int(np.isin(role, FAMILIES).sum()),
+        "n_volumes": len(np.unique(volume[volume >= 0])),
+    }
+
+
+def _evaluate(sc: dict[str, Any], td: float, ta: float) -> dict[str, Any]:
+    """Counts of one pool at thresholds ``(td, ta)``: linked copy pairs, true and false links by kind."""
+    linked = sc["in1"] | (sc["direct"] >= td) | (sc["aligned"] >= ta)
+    false = linked & ~sc["true"]
+    return {
+        "copies": sc["n_copies"],
+        "copies_linked": int((linked & sc["true"] & ~sc["slices"]).sum()),
+        "links": int(linked.sum()),
+        "false_links": int(false.sum()),
+        "false_links_slices": int((false & sc["slices"]).sum()),
+        "neighbour_slice_pairs": sc["n_volumes"],
+        "neighbour_slice_pairs_linked": int((linked & sc["neighbours"]).sum()),
+        "linked_slice_volumes": sc["volume"][linked & sc["neighbours"]].tolist(),
     }
 
 
@@ -257,13 +270,13 @@ def _pools(data: dict[str, Any], hashing: Any) -> dict[tuple[int, str], tuple[di
             keep = (data["half"] == h) & np.isin(data["role"], ["base", fam, "slice"])
             idx = np.flatnonzero(keep)
             pool = {k: data[k][idx] for k in ("role", "origin", "volume")}
-            out[h, fam] = (pool, _scores(hashing, idx))
+            out[h, fam] = (pool, _scores(hashing, idx, pool))
     return out
 
 
 def _totals(pools: dict, half: int, td: float, ta: float) -> dict[str, Any]:
     """Recall per family, precision and false links over the half's pools at ``(td, ta)``."""
-    per = {fam: _evaluate(sc, pool, td, ta) for (h, fam), (pool, sc) in pools.items() if h == half}
+    per = {fam: _evaluate(sc, td, ta) for (h, fam), (_, sc) in pools.items() if h == half}
     links = sum(r["links"] for r in per.values())
     false = sum(r["false_links"] for r in per.values())
     slices = per[PROCESSED[0]]  # the slices are the same in every pool of a half
