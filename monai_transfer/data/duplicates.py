@@ -118,10 +118,10 @@ DEFAULT_MIN_SIMILARITY = 0.97
 #: correlation of two 16x16 rank thumbnails (or of one with the other's flip) that links a second-stage candidate pair
 #: as it is (processed copies: gamma, contrast, window, histogram equalisation, blur, sharpening, JPEG, noise, flip);
 #: chosen on the variant benchmark (``scripts/bench/dedup_variants.py``), tuning half
-DEFAULT_RANK_SIMILARITY = 0.97
+DEFAULT_RANK_SIMILARITY = 0.995
 #: best correlation over small scale/rotation/shift warps that links a candidate pair not linked as it is (a copy
 #: rotated by a few degrees or cropped by up to 10 %); chosen on the same benchmark
-DEFAULT_ALIGNED_SIMILARITY = 0.97
+DEFAULT_ALIGNED_SIMILARITY = 0.975
 #: partners per image that the second stage's candidate search keeps (clusters larger than this are still joined
 #: through their members' partners)
 DEFAULT_NEIGHBOURS = 8

@@ -60,7 +60,7 @@ if __name__ == "__main__" and not __package__:  # run as a path (python scripts/
 
 from scripts.bench import common
 
-__all__ = ["FAMILIES", "PROCESSED", "make_copy", "main"]
+__all__ = ["FAMILIES", "PROCESSED", "make_copy", "markdown_body", "main"]
 
 #: processed-copy families (the recall target applies to each) and the flip, reported separately
 PROCESSED = (
@@ -364,19 +364,19 @@ _COLUMNS = (
 )
 
 
-def _markdown(res: dict[str, Any]) -> str:
-    """The result as Markdown tables (reporting half)."""
+def markdown_body(res: dict[str, Any]) -> list[str]:
+    """The result as Markdown lines: text and tables (reporting half), without a title or the command."""
     rep, cost, ops = res["reporting"], res["cost"], res["operating_points"]
+    dice = res["neighbour_slice_dice"]
     first = rep["defaults"]
     head = "| | " + " | ".join(name for _, name in _COLUMNS) + " |"
     rule = "| --- |" + " --- |" * len(_COLUMNS)
     thr = " | ".join(f"{ops[k]['direct']} / {ops[k]['aligned']}" for k, _ in _COLUMNS)
     lines = [
-        "# Near-duplicate finder: processed copies (`scripts/bench/dedup_variants.py`)",
-        "",
         f"Reporting half: {first['copies_per_family']} copies per family (each next to its original), "
         f"{first['neighbour_slice_pairs']} neighbouring-slice pairs (AdrenalMNIST3D masks, Dice overlap "
-        f"{res['neighbour_slice_dice']}), every other pair of films a negative. Thresholds (stage 2 direct / aligned) "
+        f"median {dice['50']}, 10-90 %: {dice['10']}-{dice['90']}), every other pair of films a negative. "
+        "Thresholds (stage 2 direct / aligned) "
         "chosen on the tuning half (see the script's docstring).",
         "",
         head,
@@ -412,11 +412,26 @@ def _markdown(res: dict[str, Any]) -> str:
         f"| pairing, stage 1 / stage 2 (s, {res['pairing']['files']} files) | {res['pairing']['stage1_s']} / "
         f"{res['pairing']['stage2_s']} |",
         f"| cache file (MB) | {cost['cache_mb']} |",
-        "",
-        f"{res['env']['note']}; command `{res['env']['command']}`, {res['env']['date']}.",
-        "",
     ]
-    return "\n".join(lines)
+    return lines
+
+
+def _markdown(res: dict[str, Any]) -> str:
+    """The result as a Markdown file."""
+    lines = ["# Near-duplicate finder: processed copies (`scripts/bench/dedup_variants.py`)", ""]
+    lines += markdown_body(res)
+    env = res["env"]
+    return "\n".join([*lines, "", f"{env['note']}; command `{env['command']}`, {env['date']}.", ""])
+
+
+def _linked_dice(res: dict[str, Any], dice: np.ndarray) -> None:
+    """Replace the linked slice pairs' volume ids by the smallest and median Dice overlap of those pairs."""
+    for r in res["reporting"].values():
+        linked = dice[r.pop("linked_slice_volumes")]
+        r["linked_slices_dice_min"] = round(float(linked.min()), 3) if len(linked) else None
+        r["linked_slices_dice_median"] = round(float(np.median(linked)), 3) if len(linked) else None
+    for r in res["tuning"].values():
+        r.pop("linked_slice_volumes")
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -460,13 +475,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "pairing": _pairing_time(hashing),
         "config": {"bases": args.bases, "volumes": args.volumes, "seed": args.seed, "workers": args.workers},
     }
-    dice = np.asarray(data["dice"])
-    for r in res["reporting"].values():
-        linked = dice[r.pop("linked_slice_volumes")]
-        r["linked_slices_dice_min"] = round(float(linked.min()), 3) if len(linked) else None
-        r["linked_slices_dice_median"] = round(float(np.median(linked)), 3) if len(linked) else None
-    for r in res["tuning"].values():
-        r.pop("linked_slice_volumes")
+    _linked_dice(res, np.asarray(data["dice"]))
     res["config"].update({"threads": threads, "quick": args.quick, "families": list(FAMILIES), "grid": GRID.tolist()})
     res["env"] = common.finish_environment(env)
     res["env"]["machine_note"] = "shared, busy 2-core build machine (other engineers' jobs running)"
