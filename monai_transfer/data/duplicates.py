@@ -334,16 +334,25 @@ class _HashCache:
             except (OSError, ValueError) as e:
                 logger.warning("ignoring unreadable hash cache %s (%s); it will be rewritten", self.path, e)
 
-    def digest(self, path: Path) -> str:
+    def known_digest(self, path: Path) -> str | None:
+        """The digest recorded for this file when its size, times and inode are unchanged (no byte is read)."""
         if path.is_dir():
-            return _sha256_of(path)  # series folders are re-digested each time (rare in 2D sets)
-        key = str(path.resolve())
+            return None  # series folders are re-digested each time (rare in 2D sets)
         st = path.stat()
         sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
         with self.lock:
-            known = self.stat.get(key)
-        if known is not None and list(known[:4]) == sig:
-            return str(known[4])
+            known = self.stat.get(str(path.resolve()))
+        return str(known[4]) if known is not None and list(known[:4]) == sig else None
+
+    def digest(self, path: Path) -> str:
+        known = self.known_digest(path)
+        if known is not None:
+            return known
+        if path.is_dir():
+            return _sha256_of(path)
+        key = str(path.resolve())
+        st = path.stat()
+        sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
         d = _sha256_of(path)
         with self.lock:
             self.stat[key] = [*sig, d]
@@ -470,16 +479,16 @@ def _store(res: HashResult, i: int, value: tuple[int, np.ndarray, np.ndarray, in
 
 
 def _from_cache(res: HashResult, cache: _HashCache) -> list[int]:
-    """Digest every file and fill ``res`` from the cache; returns the indices still to hash (unreadable files go to
-    ``res.errors``)."""
+    """Fill ``res`` from the cache for the files whose size, times and inode are recorded (no byte read); returns the
+    indices left to the worker threads (files that cannot be found go to ``res.errors``)."""
     todo = []
     for i, p in enumerate(res.paths):
         try:
-            res.sha256[i] = cache.digest(Path(p))
+            res.sha256[i] = cache.known_digest(Path(p))
         except OSError as e:
             res.errors[i] = f"cannot read '{p}': {e}"
             continue
-        cached = cache.get(str(res.sha256[i]))
+        cached = None if res.sha256[i] is None else cache.get(str(res.sha256[i]))
         if cached is not None:
             _store(res, i, cached)
             res.n_cached += 1
@@ -504,13 +513,21 @@ def _hash_uncached(
     threads, progress)``."""
     loader, workers, progress = how
 
-    def work(i: int) -> tuple[int, tuple[int, np.ndarray, np.ndarray, int] | None, str | None]:
+    def work(i: int) -> tuple[int, str | None, tuple[int, np.ndarray, np.ndarray, int] | None, str | bool]:
+        """``(i, digest, value, how)``: ``how`` is True when the value came from the cache, else the error or ""."""
         # no warnings.catch_warnings() here: it is not thread-safe and left an "ignore" filter behind
+        try:  # the bytes are digested here, in the worker threads, and the content looked up again
+            digest = res.sha256[i] or cache.digest(Path(paths[i]))
+        except OSError as e:
+            return i, None, None, f"cannot read '{paths[i]}': {e}"
+        cached = cache.get(digest)
+        if cached is not None:
+            return i, digest, cached, True
         try:
-            return i, image_key(loader(paths[i])), None
+            return i, digest, image_key(loader(paths[i])), ""
         except Exception as e:  # any decoder failure is recorded, naming the file
             msg = str(e) if str(paths[i]) in str(e) else f"cannot load '{paths[i]}': {type(e).__name__}: {e}"
-            return i, None, msg
+            return i, digest, None, msg
 
     bar = _progress_bar(len(todo), progress)
     with warnings.catch_warnings():  # set and restored by the calling thread alone (never in the worker threads)
@@ -518,12 +535,16 @@ def _hash_uncached(
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(todo) > 1 else None
         results = pool.map(work, todo) if pool is not None else map(work, todo)
         try:
-            for i, value, err in results:
+            for i, digest, value, how in results:
+                res.sha256[i] = digest
                 if value is None:
-                    res.errors[i] = str(err)
+                    res.errors[i] = str(how)
                 else:
                     _store(res, i, value)
-                    cache.put(str(res.sha256[i]), *value)
+                    if how is True:
+                        res.n_cached += 1
+                    else:
+                        cache.put(str(digest), *value)
                 if bar is not None:
                     bar.update(1)
         finally:
