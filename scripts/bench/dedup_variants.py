@@ -417,6 +417,12 @@ def markdown_body(res: dict[str, Any]) -> list[str]:
         f"| pairing, stage 1 / stage 2 (s, {res['pairing']['files']} files) | {res['pairing']['stage1_s']} / "
         f"{res['pairing']['stage2_s']} |",
         f"| cache file (MB) | {cost['cache_mb']} |",
+        "",
+        "Neighbouring slices are hard negatives the finder does not tell apart: binary mask slices overlapping by a "
+        "Dice of about 0.83 or more look the same at 32x32 as a processed copy, and stage 1 (the hash) already links "
+        "most of them; they come from one patient, so a split that keeps them together loses nothing. Stage 2's "
+        "candidate search is O(N^2) dot products in BLAS blocks (11 views x 64 dimensions per image), its "
+        "verification O(N x neighbours) warps; the pairing time above is for all files at once.",
     ]
     return lines
 
