@@ -24,7 +24,7 @@ averaged away. It is stored (1 KiB) in the hash cache, so pairing reads no image
 2. **Verification** (:func:`verify_pairs`): the Pearson correlation of the two 32x32 rank thumbnails (also against
    the flipped partner); pairs below ``direct`` are aligned: one thumbnail is warped by a small grid of scales
    (100, 95, 90 %), rotations (-3, 0, 3 degrees) and shifts (57 maps), in both directions, and the best correlation
-   with the other at 16x16 kept (coarser, so that the grid's steps are forgiven); pairs reaching 0.9 also try 90
+   with the other at 16x16 kept (coarser, so that the grid's steps are forgiven); pairs reaching 0.95 also try 90
    maps between those steps.
    ``O(pairs * (114 + 180) * 256)`` samples at most, only for the candidate pairs.
 
@@ -56,7 +56,7 @@ THUMB_SIZE = 32
 STAGE_DIRECT, STAGE_FLIPPED, STAGE_ALIGNED = "rank", "rank-flipped", "rank-aligned"
 _ZOOM = 0.925
 #: coarse alignment scores from which the finer warp grid is also tried
-REFINE_FROM = 0.9
+REFINE_FROM = 0.95
 
 
 def rank_thumbnail(small: np.ndarray) -> np.ndarray:
