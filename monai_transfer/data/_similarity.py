@@ -26,7 +26,9 @@ averaged away. It is stored (1 KiB) in the hash cache, so pairing reads no image
    (100, 95, 90 %), rotations (-3, 0, 3 degrees) and shifts (57 maps), in both directions, and the best correlation
    with the other at 16x16 kept (coarser, so that the grid's steps are forgiven); pairs reaching 0.95 also try 90
    maps between those steps.
-   ``O(pairs * (114 + 180) * 256)`` samples at most, only for the candidate pairs.
+   ``O(pairs * (114 + 180) * 256)`` samples at most, only for the candidate pairs. Measured on 10,428 real
+   radiographs (one torch thread, busy 2-core machine): candidates 11 s, the whole second stage 112 s for 75,447
+   candidate pairs; the first stage takes about a second. Pairs are not cached (thumbnails are): each run pays it.
 
 Imports nothing of the project (``duplicates.py`` calls it).
 """
