@@ -66,29 +66,10 @@ def _audit(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(report, context)``: the report and what the files need (items, splits, result, cross-split pairs)."""
     found, items, splits = _ensure_checked(datalists, **find_kwargs)
-    pair_of = {(int(a), int(b)): (int(d), float(s)) for (a, b, d), s in zip(found.pairs, found.similarity)}
-
-    def cluster_entry(c: list[int]) -> dict[str, Any]:
-        return {
-            "size": len(c),
-            "splits": sorted({splits[i] for i in c}, key=lambda s: _SPLIT_ORDER.get(s, 9)),
-            "labels": sorted({_label(items[i]) for i in c}),
-            "images": [{"image": items[i]["image"], "split": splits[i], "label": _label(items[i])} for i in c],
-        }
-
+    links = _links(found)
     cross = [c for c in found.clusters if len({splits[i] for i in c}) > 1]
     conflicts = [c for c in found.clusters if len({_label(items[i]) for i in c}) > 1]
-
-    def first(a: int, b: int) -> tuple[int, int]:  # the earlier split (train, val, test) first
-        return (b, a) if _SPLIT_ORDER.get(splits[b], 9) < _SPLIT_ORDER.get(splits[a], 9) else (a, b)
-
-    cross_pairs = sorted((d, -s, *first(a, b)) for (a, b), (d, s) in pair_of.items() if splits[a] != splits[b])
-    balance: dict[str, dict[str, int]] = {}
-    for s in datalists:
-        counts: dict[str, int] = {}
-        for x in datalists[s]:
-            counts[_label(x)] = counts.get(_label(x), 0) + 1
-        balance[s] = dict(sorted(counts.items()))
+    cross_pairs = _cross_pairs(links, splits)
     summary = found.summary()
     summary.update(
         {
@@ -101,19 +82,13 @@ def _audit(
     report: dict[str, Any] = {
         "summary": summary,
         "splits": {s: len(v) for s, v in datalists.items()},
-        "class_balance": balance,
-        "clusters_across_splits": [cluster_entry(c) for c in cross[:max_examples]],
-        "label_conflicts": [cluster_entry(c) for c in conflicts[:max_examples]],
+        "class_balance": _balance(datalists),
+        "clusters_across_splits": [_cluster_entry(c, items, splits, links) for c in cross[:max_examples]],
+        "label_conflicts": [_cluster_entry(c, items, splits, links) for c in conflicts[:max_examples]],
         "closest_pairs_across_splits": [
-            {
-                "a": items[a]["image"],
-                "a_split": splits[a],
-                "b": items[b]["image"],
-                "b_split": splits[b],
-                "hamming": int(d),
-                "similarity": round(-ns, 4),
-            }
-            for d, ns, a, b in cross_pairs[:max_examples]
+            {"a": items[a]["image"], "a_split": splits[a], "b": items[b]["image"], "b_split": splits[b]}
+            | _link_fields(links[min(a, b), max(a, b)])
+            for a, b in cross_pairs[:max_examples]
         ],
         "unreadable": [{"image": found.paths[i], "error": m} for i, m in found.hashing.errors.items()],
     }
@@ -124,8 +99,67 @@ def _audit(
         dicom = summarize_dicom_ids(items)
     if dicom is not None:
         report["dicom"] = dicom
-    context = {"pairs": [(a, b) for _, _, a, b in cross_pairs], "items": items, "splits": splits, "found": found}
+    context = {"pairs": cross_pairs, "items": items, "splits": splits, "found": found, "links": links}
     return report, context
+
+
+def _links(found: Any) -> dict[tuple[int, int], tuple[int, float, str]]:
+    """``(i, j) -> (Hamming distance, similarity, stage)`` of every linked pair (``i < j``)."""
+    stages = found.stages or ["hash"] * len(found.pairs)
+    return {
+        (int(min(a, b)), int(max(a, b))): (int(d), float(s), str(st))
+        for (a, b, d), s, st in zip(found.pairs, found.similarity, stages)
+    }
+
+
+def _link_fields(link: tuple[int, float, str]) -> dict[str, Any]:
+    """The JSON fields of one link: which stage matched, its similarity and the Hamming distance of the hashes."""
+    return {"stage": link[2], "similarity": round(link[1], 4), "hamming": link[0]}
+
+
+def _cross_pairs(links: dict[tuple[int, int], tuple[int, float, str]], splits: list[str]) -> list[tuple[int, int]]:
+    """Linked pairs across splits, the earlier split (train, val, test) first; the surest first: by stage (identical
+    bytes, hash, rank thumbnails), then by similarity, then by Hamming distance."""
+    from monai_transfer.data.duplicates import STAGES
+
+    def first(a: int, b: int) -> tuple[int, int]:
+        return (b, a) if _SPLIT_ORDER.get(splits[b], 9) < _SPLIT_ORDER.get(splits[a], 9) else (a, b)
+
+    rank = {st: k for k, st in enumerate(STAGES)}
+    keyed = sorted(
+        (rank.get(st, len(rank)), -s, d, *first(a, b)) for (a, b), (d, s, st) in links.items() if splits[a] != splits[b]
+    )
+    return [(a, b) for *_, a, b in keyed]
+
+
+def _balance(datalists: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, dict[str, int]]:
+    """Items per label in each split."""
+    balance: dict[str, dict[str, int]] = {}
+    for s in datalists:
+        counts: dict[str, int] = {}
+        for x in datalists[s]:
+            counts[_label(x)] = counts.get(_label(x), 0) + 1
+        balance[s] = dict(sorted(counts.items()))
+    return balance
+
+
+def _cluster_entry(
+    c: list[int], items: list, splits: list[str], links: dict[tuple[int, int], tuple[int, float, str]]
+) -> dict[str, Any]:
+    """One cluster for the report: its splits, labels, images and the links that joined it (stage, similarity)."""
+    inside = set(c)
+    return {
+        "size": len(c),
+        "splits": sorted({splits[i] for i in c}, key=lambda s: _SPLIT_ORDER.get(s, 9)),
+        "labels": sorted({_label(items[i]) for i in c}),
+        "stages": sorted({v[2] for (a, b), v in links.items() if a in inside and b in inside}),
+        "images": [{"image": items[i]["image"], "split": splits[i], "label": _label(items[i])} for i in c],
+        "links": [
+            {"a": items[a]["image"], "b": items[b]["image"]} | _link_fields(v)
+            for (a, b), v in sorted(links.items())
+            if a in inside and b in inside
+        ],
+    }
 
 
 def _thumb(path: str, size: int) -> Any:
@@ -229,7 +263,7 @@ def write_audit(
         datalists: split lists (see :func:`audit_report`).
         output_dir: folder, created when missing.
         duplicates: the run's ``duplicates`` option; ``"off"`` writes nothing and returns None.
-        max_sheet_pairs: rows of the contact sheet (closest cross-split pairs first).
+        max_sheet_pairs: rows of the contact sheet (surest cross-split pairs first).
         find_kwargs: see :func:`audit_report`.
 
     Returns:
@@ -242,28 +276,48 @@ def write_audit(
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     report, ctx = _audit(datalists, **find_kwargs)
-    items, splits, found, pairs = ctx["items"], ctx["splits"], ctx["found"], ctx["pairs"]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["cluster", "split", "label", "image", "hash"])
-    for c, members in enumerate(found.clusters):
-        for i in members:
-            w.writerow([c, splits[i], _label(items[i]), items[i]["image"], f"{int(found.hashing.hashes[i]):016x}"])
-    atomic_write_text(out / "clusters.csv", buf.getvalue())
-    pair_of = {(int(a), int(b)): (int(d), float(s)) for (a, b, d), s in zip(found.pairs, found.similarity)}
-    rows = []
-    for a, b in pairs[:max_sheet_pairs]:
-        d, s = pair_of.get((a, b)) or pair_of[(b, a)]
-        header = f"#{len(rows) + 1}  Hamming distance {d}, similarity {s:.3f}"
-        cap_a, cap_b = (f"{splits[i]}, label {_label(items[i])}\n{short_name(items[i]['image'])}" for i in (a, b))
-        rows.append((items[a]["image"], items[b]["image"], header, cap_a, cap_b))
-    sheet = contact_sheet(rows, out / "cross_split_pairs.png")
+    atomic_write_text(out / "clusters.csv", _clusters_csv(ctx))
+    sheet = contact_sheet(_sheet_rows(ctx, max_sheet_pairs), out / "cross_split_pairs.png")
     report["files"] = {
         "clusters_csv": str(out / "clusters.csv"),
         "contact_sheet": None if sheet is None else str(sheet),
     }
     atomic_write_json(out / "audit.json", report)
-    s = report["summary"]
+    _log_audit(out, report["summary"], sheet)
+    if hasattr(datalists, "audit"):
+        datalists.audit = {**(datalists.audit or {}), "report": str(out / "audit.json")}
+    return report["summary"]
+
+
+def _clusters_csv(ctx: dict[str, Any]) -> str:
+    """``clusters.csv``: one row per clustered image (cluster, split, label, image, hash, the cluster's stages)."""
+    items, splits, found, links = ctx["items"], ctx["splits"], ctx["found"], ctx["links"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["cluster", "split", "label", "image", "hash", "stages"])
+    for c, members in enumerate(found.clusters):
+        inside = set(members)
+        stages = " ".join(sorted({v[2] for (a, b), v in links.items() if a in inside and b in inside}))
+        for i in members:
+            h = f"{int(found.hashing.hashes[i]):016x}"
+            w.writerow([c, splits[i], _label(items[i]), items[i]["image"], h, stages])
+    return buf.getvalue()
+
+
+def _sheet_rows(ctx: dict[str, Any], max_rows: int) -> list[tuple[str, str, str, str, str]]:
+    """Contact-sheet rows of the first ``max_rows`` cross-split pairs: header (stage, similarity, Hamming distance)
+    and captions (split, label, short name)."""
+    items, splits, links = ctx["items"], ctx["splits"], ctx["links"]
+    rows = []
+    for a, b in ctx["pairs"][:max_rows]:
+        d, s, stage = links[min(a, b), max(a, b)]
+        header = f"#{len(rows) + 1}  {stage}: similarity {s:.3f}, Hamming distance {d}"
+        cap_a, cap_b = (f"{splits[i]}, label {_label(items[i])}\n{short_name(items[i]['image'])}" for i in (a, b))
+        rows.append((items[a]["image"], items[b]["image"], header, cap_a, cap_b))
+    return rows
+
+
+def _log_audit(out: Path, s: dict[str, Any], sheet: Path | None) -> None:
     logger.info(
         "data audit (%s): %d images, %d near-duplicate clusters (%d across splits), %d label conflicts, %d unreadable",
         out,
@@ -282,9 +336,6 @@ def write_audit(
             out / "clusters.csv",
             sheet,
         )
-    if hasattr(datalists, "audit"):
-        datalists.audit = {**(datalists.audit or {}), "report": str(out / "audit.json")}
-    return s
 
 
 def audit_dataset(

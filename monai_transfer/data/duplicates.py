@@ -8,10 +8,11 @@
 # WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
 # See the License for the specific language governing permissions and
 # limitations under the License.
-"""Near-duplicate images: a perceptual DCT hash of every image, pairs within a Hamming distance, clusters.
+"""Near-duplicate images: a perceptual DCT hash and a rank thumbnail of every image, pairs in two stages, clusters.
 
-Public and hospital sets hold the same image re-exported, resized, re-encoded or slightly cropped; a random split
-puts the copies on both sides and inflates validation numbers. The recipe here:
+Public and hospital sets hold the same image re-exported, resized, re-encoded, cropped, or processed (another window,
+more contrast, blurred or sharpened); a random split puts the copies on both sides and inflates validation numbers.
+The recipe here:
 
 1. every image is loaded by :class:`~monai_transfer.transforms.LoadMedicalImage` (so DICOM rescale, VOI window and
    MONOCHROME1 are applied as in training), averaged over channels and resized to 32x32 (area averaging; bilinear
@@ -29,16 +30,28 @@ puts the copies on both sides and inflates validation numbers. The recipe here:
    :data:`DEFAULT_MIN_SIMILARITY`). Radiographs all look alike at 8x8 frequencies: on the 5,214 PneumoniaMNIST
    train+val images (upsampled to 256x256), 127,389 of 13.6 million pairs are within 12 bits, but only 34 also
    reach 0.97 (8 of them are known pixel-identical copies), while a 2 % crop keeps a similarity above 0.975;
-5. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
-   identical bytes (SHA-256) are always linked, even when they cannot be decoded.
+5. **second stage, processed copies** (:func:`processed_copy_pairs`, :mod:`monai_transfer.data._similarity`): a
+   gamma, contrast or window change, histogram equalisation, blur or sharpening moves the 64-bit hash and the AC
+   signature, so each 2D image also keeps a 32x32 rank thumbnail (the same thumbnail, each pixel replaced by its rank:
+   unchanged by any increasing intensity map). Each image's :data:`DEFAULT_NEIGHBOURS` most similar partners (8x8 rank
+   descriptors of the partner as is, flipped and zoomed by 92.5 % at nine offsets: ``O(N^2)`` dot products in BLAS
+   blocks) are candidates; a candidate pair is linked when its 32x32 rank thumbnails (or one flipped) correlate at
+   :data:`DEFAULT_RANK_SIMILARITY` or more, or, aligned by the best of 57 small scale/rotation/shift warps, at
+   :data:`DEFAULT_ALIGNED_SIMILARITY` or more (rotation by a few degrees, crops up to 10 %). The thresholds were
+   chosen on the tuning half of ``scripts/bench/dedup_variants.py`` (real radiographs, eleven variant families,
+   neighbouring slices as hard negatives), not on a data set;
+6. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
+   identical bytes (SHA-256) are always linked, even when they cannot be decoded. Every pair records the stage that
+   linked it (:data:`STAGES`) and its similarity in that stage.
 
 A backbone embedding was tried as the strict check and not kept: with the packaged EfficientNet-Lite0 at 224x224,
 near-duplicates of 60 PneumoniaMNIST radiographs had an embedding cosine as low as 0.62 while unrelated pairs
 reached 0.92 (the AC signature separates them: >= 0.975 against <= 0.97), at 0.3 s per image on a CPU.
 
-Hashes are cached by the SHA-256 of the file bytes in ``<cache_dir>/image_hashes_<method>.json``, with a
-``(path, size, mtime, ctime, inode)`` index so that a second run reads neither the pixels nor the bytes of an unchanged
-file (a file rewritten with its old size and mtime, ``cp -p``, has a new ctime: it is digested again).
+Hashes, signatures and rank thumbnails (about 1.5 kB per image) are cached by the SHA-256 of the file bytes in
+``<cache_dir>/image_hashes_<method>.json``, with a ``(path, size, mtime, ctime, inode)`` index so that a second run
+reads neither the pixels nor the bytes of an unchanged file (a file rewritten with its old size and mtime, ``cp -p``,
+has a new ctime: it is digested again).
 """
 
 from __future__ import annotations
@@ -61,11 +74,24 @@ import numpy as np
 import torch
 
 from monai_transfer.data._groups import connected_components
+from monai_transfer.data._similarity import (
+    STAGE_ALIGNED,
+    STAGE_DIRECT,
+    STAGE_FLIPPED,
+    THUMB_SIZE,
+    rank_candidates,
+    rank_thumbnail,
+    verify_pairs,
+)
 
 __all__ = [
     "DUPLICATE_MODES",
     "DEFAULT_MAX_DISTANCE",
     "DEFAULT_MIN_SIMILARITY",
+    "DEFAULT_RANK_SIMILARITY",
+    "DEFAULT_ALIGNED_SIMILARITY",
+    "DEFAULT_NEIGHBOURS",
+    "STAGES",
     "dct_features",
     "image_key",
     "HASH_METHOD",
@@ -75,6 +101,7 @@ __all__ = [
     "HashResult",
     "hash_files",
     "near_duplicate_pairs",
+    "processed_copy_pairs",
     "cluster_pairs",
     "DuplicateResult",
     "find_duplicates",
@@ -88,6 +115,19 @@ DUPLICATE_MODES = ("group", "warn", "fail", "off")
 DEFAULT_MAX_DISTANCE = 12
 #: cosine similarity of the 63 AC DCT coefficients that a candidate pair must also reach
 DEFAULT_MIN_SIMILARITY = 0.97
+#: correlation of two 16x16 rank thumbnails (or of one with the other's flip) that links a second-stage candidate pair
+#: as it is (processed copies: gamma, contrast, window, histogram equalisation, blur, sharpening, JPEG, noise, flip);
+#: chosen on the variant benchmark (``scripts/bench/dedup_variants.py``), tuning half
+DEFAULT_RANK_SIMILARITY = 0.995
+#: best correlation over small scale/rotation/shift warps that links a candidate pair not linked as it is (a copy
+#: rotated by a few degrees or cropped by up to 10 %); chosen on the same benchmark
+DEFAULT_ALIGNED_SIMILARITY = 0.975
+#: partners per image that the second stage's candidate search keeps (clusters larger than this are still joined
+#: through their members' partners)
+DEFAULT_NEIGHBOURS = 8
+#: how a pair was linked, most certain first: identical bytes, identical voxels of a volume, the DCT hash and AC
+#: signature (stage 1), the rank thumbnails as they are, one flipped, or aligned (stage 2)
+STAGES = ("bytes", "voxels", "hash", STAGE_DIRECT, STAGE_FLIPPED, STAGE_ALIGNED)
 #: name and version of the hash (part of the cache file name; change it when the recipe changes)
 HASH_METHOD = "dct64v3"
 
@@ -133,6 +173,13 @@ def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -
     Raises:
         ValueError: an image that is not 2D; the message gives the shape.
     """
+    small = _thumbnail(image, channel_first)
+    d = _dct_matrix(32)
+    return (d @ small @ d.T)[:8, :8].reshape(-1)
+
+
+def _thumbnail(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> np.ndarray:
+    """The ``(32, 32)`` float64 thumbnail the hash and the rank thumbnail are taken from (see :func:`dct_features`)."""
     t = _channels(image, channel_first)
     if t.ndim != 3:
         raise ValueError(f"a DCT hash needs a 2D image, got spatial shape {tuple(t.shape[1:])}.")
@@ -140,9 +187,7 @@ def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -
         small = torch.nn.functional.adaptive_avg_pool2d(t, (32, 32))
     else:
         small = torch.nn.functional.interpolate(t[None], size=(32, 32), mode="bilinear", align_corners=False)[0]
-    small = torch.nan_to_num(small.double().mean(dim=0), nan=0.0, posinf=0.0, neginf=0.0)  # after pooling: cheap
-    d = _dct_matrix(32)
-    return (d @ small.numpy() @ d.T)[:8, :8].reshape(-1)
+    return torch.nan_to_num(small.double().mean(dim=0), nan=0.0, posinf=0.0, neginf=0.0).numpy()  # after pooling
 
 
 def _channels(image: np.ndarray | torch.Tensor, channel_first: bool) -> torch.Tensor:
@@ -157,20 +202,25 @@ def _channels(image: np.ndarray | torch.Tensor, channel_first: bool) -> torch.Te
     return t
 
 
-def image_key(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> tuple[int, np.ndarray, int]:
-    """``(hash, signature, spatial_ndim)`` of a loaded image.
+def image_key(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> tuple[int, np.ndarray, np.ndarray, int]:
+    """``(hash, signature, rank_thumbnail, spatial_ndim)`` of a loaded image.
 
-    2D: the 64-bit DCT hash and the 63 unit-norm AC coefficients. Volumes (3D or more): the first 64 bits of the
-    SHA-256 of the float32 voxel values and a zero signature (only identical voxels pair).
+    2D: the 64-bit DCT hash, the 63 unit-norm AC coefficients and the ``(32, 32)`` uint8 rank thumbnail of the
+    second stage (:func:`~monai_transfer.data._similarity.rank_thumbnail`). Volumes (3D or more): the first 64 bits
+    of the SHA-256 of the float32 voxel values, a zero signature and a zero thumbnail (only identical voxels pair).
     """
     t = _channels(image, channel_first)
     if t.ndim == 3:
-        return (*_hash_and_signature(dct_features(t)), 2)
+        small = _thumbnail(t)
+        d = _dct_matrix(32)
+        value, sig = _hash_and_signature((d @ small @ d.T)[:8, :8].reshape(-1))
+        return value, sig, rank_thumbnail(small), 2
     if t.ndim < 3:
         raise ValueError(f"expected a 2D image or a volume, got spatial shape {tuple(t.shape[1:])}.")
     digest = hashlib.sha256(np.ascontiguousarray(t.numpy(), dtype="<f4").tobytes())
     digest.update(str(tuple(t.shape)).encode())
-    return int.from_bytes(digest.digest()[:8], "big"), np.zeros(_SIG_DIM, dtype=np.float32), int(t.ndim - 1)
+    thumb = np.zeros((THUMB_SIZE, THUMB_SIZE), dtype=np.uint8)
+    return int.from_bytes(digest.digest()[:8], "big"), np.zeros(_SIG_DIM, dtype=np.float32), thumb, int(t.ndim - 1)
 
 
 def _hash_and_signature(features: np.ndarray) -> tuple[int, np.ndarray]:
@@ -241,6 +291,7 @@ class HashResult:
         paths: the files, as given.
         hashes: ``(N,)`` uint64 64-bit DCT hashes; meaningless where ``ok`` is False.
         signatures: ``(N, 63)`` float32 unit-norm AC DCT coefficients (the strict check of candidate pairs).
+        thumbnails: ``(N, 32, 32)`` uint8 rank thumbnails (the second stage, processed copies); zero for volumes.
         ndim: ``(N,)`` spatial dimensions of each decoded image (2, or 3 for volumes; 0 when not decoded).
         ok: ``(N,)`` bool, the file was decoded and hashed.
         sha256: content digest per file (None when the file could not be read at all).
@@ -252,6 +303,7 @@ class HashResult:
     paths: list[str]
     hashes: np.ndarray
     signatures: np.ndarray
+    thumbnails: np.ndarray
     ndim: np.ndarray
     ok: np.ndarray
     sha256: list[str | None]
@@ -282,38 +334,51 @@ class _HashCache:
             except (OSError, ValueError) as e:
                 logger.warning("ignoring unreadable hash cache %s (%s); it will be rewritten", self.path, e)
 
-    def digest(self, path: Path) -> str:
+    def known_digest(self, path: Path) -> str | None:
+        """The digest recorded for this file when its size, times and inode are unchanged (no byte is read)."""
         if path.is_dir():
-            return _sha256_of(path)  # series folders are re-digested each time (rare in 2D sets)
-        key = str(path.resolve())
+            return None  # series folders are re-digested each time (rare in 2D sets)
         st = path.stat()
         sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
         with self.lock:
-            known = self.stat.get(key)
-        if known is not None and list(known[:4]) == sig:
-            return str(known[4])
+            known = self.stat.get(str(path.resolve()))
+        return str(known[4]) if known is not None and list(known[:4]) == sig else None
+
+    def digest(self, path: Path) -> str:
+        known = self.known_digest(path)
+        if known is not None:
+            return known
+        if path.is_dir():
+            return _sha256_of(path)
+        key = str(path.resolve())
+        st = path.stat()
+        sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
         d = _sha256_of(path)
         with self.lock:
             self.stat[key] = [*sig, d]
             self.dirty = True
         return d
 
-    def get(self, digest: str) -> tuple[int, np.ndarray, int] | None:
+    def get(self, digest: str) -> tuple[int, np.ndarray, np.ndarray, int] | None:
         with self.lock:
             v = self.entries.get(digest)
         if v is None:
             return None
         try:
-            h, nd, sig = v.split(":", 2)
+            h, nd, sig, thumb = v.split(":", 3)
             arr = np.frombuffer(base64.b64decode(sig), dtype="<f2").astype(np.float32)
-            return (int(h, 16), arr, int(nd)) if arr.shape == (_SIG_DIM,) else None
+            small = np.frombuffer(base64.b64decode(thumb), dtype=np.uint8)
         except ValueError:
             return None
+        if arr.shape != (_SIG_DIM,) or small.size != THUMB_SIZE**2:
+            return None
+        return int(h, 16), arr, small.reshape(THUMB_SIZE, THUMB_SIZE), int(nd)
 
-    def put(self, digest: str, value: int, signature: np.ndarray, ndim: int) -> None:
+    def put(self, digest: str, value: int, signature: np.ndarray, thumb: np.ndarray, ndim: int) -> None:
         enc = base64.b64encode(np.asarray(signature, dtype="<f2").tobytes()).decode("ascii")
+        small = base64.b64encode(np.ascontiguousarray(thumb, dtype=np.uint8).tobytes()).decode("ascii")
         with self.lock:
-            self.entries[digest] = f"{value:016x}:{int(ndim)}:{enc}"
+            self.entries[digest] = f"{value:016x}:{int(ndim)}:{enc}:{small}"
             self.dirty = True
 
     def save(self) -> None:
@@ -330,8 +395,9 @@ class _HashCache:
             logger.warning("could not write the hash cache %s (%s); hashes will be recomputed next time", self.path, e)
 
 
-#: layout of the cache file (``stat`` entries ``[size, mtime_ns, ctime_ns, inode, digest]``); other layouts are rebuilt.
-_CACHE_FORMAT = 2
+#: layout of the cache file (``stat`` entries ``[size, mtime_ns, ctime_ns, inode, digest]``, ``hashes`` entries
+#: ``hash:ndim:signature:rank_thumbnail``); other layouts are rebuilt. 3: the rank thumbnail was added.
+_CACHE_FORMAT = 3
 
 
 def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, str]]:
@@ -366,7 +432,7 @@ def hash_files(
     num_workers: int | None = None,
     progress: bool = False,
 ) -> HashResult:
-    """DCT hashes and signatures of image files (see the module docstring), cached by file content.
+    """DCT hashes, signatures and rank thumbnails of image files (see the module docstring), cached by file content.
 
     A file that cannot be read or decoded is not an error here: it is recorded in ``errors`` (and ``ok`` is False)
     so that an audit can list every unreadable file at once.
@@ -389,54 +455,96 @@ def hash_files(
         loader = LoadMedicalImage(nan_policy="ignore")
     cache = _HashCache(None if cache_dir is None else (default_cache_dir() if cache_dir == "default" else cache_dir))
     n = len(paths)
-    hashes = np.zeros(n, dtype=np.uint64)
-    sigs = np.zeros((n, _SIG_DIM), dtype=np.float32)
-    ndims = np.zeros(n, dtype=np.int64)
-    ok = np.zeros(n, dtype=bool)
-    digests: list[str | None] = [None] * n
-    errors: dict[int, str] = {}
-    todo: list[int] = []
-    n_cached = 0
-    for i, p in enumerate(paths):
+    res = HashResult(
+        paths=[str(p) for p in paths],
+        hashes=np.zeros(n, dtype=np.uint64),
+        signatures=np.zeros((n, _SIG_DIM), dtype=np.float32),
+        thumbnails=np.zeros((n, THUMB_SIZE, THUMB_SIZE), dtype=np.uint8),
+        ndim=np.zeros(n, dtype=np.int64),
+        ok=np.zeros(n, dtype=bool),
+        sha256=[None] * n,
+    )
+    todo = _from_cache(res, cache)
+    workers = min(4, os.cpu_count() or 1) if num_workers is None else int(num_workers)
+    _hash_uncached(res, list(paths), todo, cache, (loader, workers, progress))
+    cache.save()
+    res.errors = dict(sorted(res.errors.items()))
+    res.seconds = time.perf_counter() - t0
+    return res
+
+
+def _store(res: HashResult, i: int, value: tuple[int, np.ndarray, np.ndarray, int]) -> None:
+    res.hashes[i], res.signatures[i], res.thumbnails[i], res.ndim[i] = np.uint64(value[0]), *value[1:]
+    res.ok[i] = True
+
+
+def _from_cache(res: HashResult, cache: _HashCache) -> list[int]:
+    """Fill ``res`` from the cache for the files whose size, times and inode are recorded (no byte read); returns the
+    indices left to the worker threads (files that cannot be found go to ``res.errors``)."""
+    todo = []
+    for i, p in enumerate(res.paths):
         try:
-            digests[i] = cache.digest(Path(p))
+            res.sha256[i] = cache.known_digest(Path(p))
         except OSError as e:
-            errors[i] = f"cannot read '{p}': {e}"
+            res.errors[i] = f"cannot read '{p}': {e}"
             continue
-        cached = cache.get(str(digests[i]))
+        cached = None if res.sha256[i] is None else cache.get(str(res.sha256[i]))
         if cached is not None:
-            hashes[i], sigs[i], ndims[i], ok[i] = np.uint64(cached[0]), cached[1], cached[2], True
-            n_cached += 1
+            _store(res, i, cached)
+            res.n_cached += 1
         else:
             todo.append(i)
+    return todo
 
-    def work(i: int) -> tuple[int, tuple[int, np.ndarray, int] | None, str | None]:
+
+def _progress_bar(total: int, progress: bool) -> Any:
+    if not (progress and total):
+        return None
+    from monai.utils import optional_import
+
+    tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
+    return tqdm(total=total, desc="hashing images (near-duplicate check)", unit="img") if has_tqdm else None
+
+
+def _hash_uncached(
+    res: HashResult, paths: list[Any], todo: list[int], cache: _HashCache, how: tuple[Callable[[Any], Any], int, bool]
+) -> None:
+    """Load (``paths`` as given) and hash the files ``todo`` into ``res`` and the cache; ``how`` is ``(loader,
+    threads, progress)``."""
+    loader, workers, progress = how
+
+    def work(i: int) -> tuple[int, str | None, tuple[int, np.ndarray, np.ndarray, int] | None, str | bool]:
+        """``(i, digest, value, how)``: ``how`` is True when the value came from the cache, else the error or ""."""
         # no warnings.catch_warnings() here: it is not thread-safe and left an "ignore" filter behind
+        try:  # the bytes are digested here, in the worker threads, and the content looked up again
+            digest = res.sha256[i] or cache.digest(Path(paths[i]))
+        except OSError as e:
+            return i, None, None, f"cannot read '{paths[i]}': {e}"
+        cached = cache.get(digest)
+        if cached is not None:
+            return i, digest, cached, True
         try:
-            return i, image_key(loader(paths[i])), None
+            return i, digest, image_key(loader(paths[i])), ""
         except Exception as e:  # any decoder failure is recorded, naming the file
             msg = str(e) if str(paths[i]) in str(e) else f"cannot load '{paths[i]}': {type(e).__name__}: {e}"
-            return i, None, msg
+            return i, digest, None, msg
 
-    workers = min(4, os.cpu_count() or 1) if num_workers is None else int(num_workers)
-    bar = None
-    if progress and todo:
-        from monai.utils import optional_import
-
-        tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
-        if has_tqdm:
-            bar = tqdm(total=len(todo), desc="hashing images (near-duplicate check)", unit="img")
+    bar = _progress_bar(len(todo), progress)
     with warnings.catch_warnings():  # set and restored by the calling thread alone (never in the worker threads)
         warnings.filterwarnings("ignore", message=_HASHING_QUIET, category=UserWarning)  # the hash is still valid
         pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(todo) > 1 else None
         results = pool.map(work, todo) if pool is not None else map(work, todo)
         try:
-            for i, value, err in results:
+            for i, digest, value, how in results:
+                res.sha256[i] = digest
                 if value is None:
-                    errors[i] = str(err)
+                    res.errors[i] = str(how)
                 else:
-                    hashes[i], sigs[i], ndims[i], ok[i] = np.uint64(value[0]), value[1], value[2], True
-                    cache.put(str(digests[i]), *value)
+                    _store(res, i, value)
+                    if how is True:
+                        res.n_cached += 1
+                    else:
+                        cache.put(str(digest), *value)
                 if bar is not None:
                     bar.update(1)
         finally:
@@ -444,18 +552,6 @@ def hash_files(
                 pool.shutdown()
             if bar is not None:
                 bar.close()
-    cache.save()
-    return HashResult(
-        paths=[str(p) for p in paths],
-        hashes=hashes,
-        signatures=sigs,
-        ndim=ndims,
-        ok=ok,
-        sha256=digests,
-        errors=dict(sorted(errors.items())),
-        n_cached=n_cached,
-        seconds=time.perf_counter() - t0,
-    )
 
 
 def near_duplicate_pairs(
@@ -512,6 +608,33 @@ def near_duplicate_pairs(
     return pairs[keep], sim[keep]
 
 
+def processed_copy_pairs(
+    hashing: HashResult,
+    rank_similarity: float = DEFAULT_RANK_SIMILARITY,
+    aligned_similarity: float = DEFAULT_ALIGNED_SIMILARITY,
+    neighbours: int = DEFAULT_NEIGHBOURS,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Second stage: pairs of 2D images whose rank thumbnails match (see :mod:`monai_transfer.data._similarity`).
+
+    Args:
+        hashing: the :class:`HashResult` (only its thumbnails are used: no image is read).
+        rank_similarity: correlation that links a candidate pair as it is (or flipped).
+        aligned_similarity: correlation after the best small warp that links the others.
+        neighbours: partners per image considered.
+
+    Returns:
+        ``(pairs, similarity, stages)``: ``(P, 3)`` ``(i, j, Hamming distance)`` sorted by ``(i, j)``, the linking
+        correlation and the stage of each pair.
+    """
+    valid = hashing.ok & (hashing.ndim == 2)
+    cand = rank_candidates(hashing.thumbnails, valid, neighbours=neighbours)
+    keep, sim, stages = verify_pairs(hashing.thumbnails, cand, rank_similarity, aligned_similarity)
+    cand = cand[keep]
+    dist = hamming_distance(hashing.hashes[cand[:, 0]], hashing.hashes[cand[:, 1]]) if len(cand) else np.zeros(0)
+    pairs = np.concatenate([cand, np.asarray(dist, dtype=np.int64).reshape(-1, 1)], axis=1)
+    return pairs, sim[keep], [st for st, k in zip(stages, keep) if k]
+
+
 def cluster_pairs(n: int, pairs: np.ndarray | Sequence[Sequence[int]]) -> list[list[int]]:
     """Connected components (union-find) of ``n`` items linked by ``pairs``; only clusters of two or more.
 
@@ -530,8 +653,12 @@ class DuplicateResult:
         max_distance: the Hamming threshold used.
         min_similarity: the cosine threshold used.
         pairs: ``(P, 3)`` ``(i, j, distance)`` for every linked pair (content-identical files: distance 0).
-        similarity: ``(P,)`` cosine similarity of each pair's signatures.
+        similarity: ``(P,)`` similarity of each pair in its stage: the AC-signature cosine (``"hash"``), the rank
+            thumbnail correlation (``"rank..."``), 1.0 for identical bytes or voxels.
         clusters: index lists of two or more files each.
+        stages: ``(P,)`` how each pair was linked, one of :data:`STAGES`.
+        rank_similarity: the second stage's direct threshold (None: second stage off).
+        aligned_similarity: the second stage's threshold after alignment.
     """
 
     hashing: HashResult
@@ -540,6 +667,9 @@ class DuplicateResult:
     pairs: np.ndarray
     similarity: np.ndarray
     clusters: list[list[int]]
+    stages: list[str] = field(default_factory=list)
+    rank_similarity: float | None = None
+    aligned_similarity: float | None = None
 
     @property
     def paths(self) -> list[str]:
@@ -562,6 +692,7 @@ class DuplicateResult:
             paths=[h.paths[i] for i in index],
             hashes=h.hashes[index],
             signatures=h.signatures[index],
+            thumbnails=h.thumbnails[index],
             ndim=h.ndim[index],
             ok=h.ok[index],
             sha256=[h.sha256[i] for i in index],
@@ -583,6 +714,9 @@ class DuplicateResult:
             pairs=pairs,
             similarity=self.similarity[keep],
             clusters=cluster_pairs(len(index), pairs),
+            stages=[self.stages[k] for k in keep] if self.stages else [],
+            rank_similarity=self.rank_similarity,
+            aligned_similarity=self.aligned_similarity,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -591,10 +725,13 @@ class DuplicateResult:
             "method": HASH_METHOD,
             "max_distance": int(self.max_distance),
             "min_similarity": float(self.min_similarity),
+            "rank_similarity": self.rank_similarity,
+            "aligned_similarity": self.aligned_similarity,
             "n_files": len(self.paths),
             "n_hashed": int(self.hashing.ok.sum()),
             "n_unreadable": len(self.hashing.errors),
             "n_pairs": int(len(self.pairs)),
+            "pairs_per_stage": {st: self.stages.count(st) for st in STAGES if st in self.stages},
             "n_clusters": len(self.clusters),
             "n_files_in_clusters": int(sum(len(c) for c in self.clusters)),
             "largest_cluster": max((len(c) for c in self.clusters), default=0),
@@ -611,47 +748,44 @@ def find_duplicates(
     loader: Callable[[Any], Any] | None = None,
     num_workers: int | None = None,
     progress: bool = False,
+    rank_similarity: float | None = DEFAULT_RANK_SIMILARITY,
+    aligned_similarity: float = DEFAULT_ALIGNED_SIMILARITY,
+    neighbours: int = DEFAULT_NEIGHBOURS,
 ) -> DuplicateResult:
-    """Hash ``paths`` (:func:`hash_files`), pair them (:func:`near_duplicate_pairs`) and cluster the pairs.
+    """Hash ``paths`` (:func:`hash_files`), pair them in two stages and cluster the pairs.
 
-    Two files are near-duplicates when their 64-bit hashes differ in at most ``max_distance`` bits **and** the cosine
-    similarity of their 63 low-frequency AC DCT coefficients is at least ``min_similarity`` (the second test removes
-    most chance matches between similar-looking radiographs). Files with identical bytes are paired (distance 0)
-    even when they cannot be decoded.
+    Stage 1: two files are near-duplicates when their 64-bit hashes differ in at most ``max_distance`` bits **and**
+    the cosine similarity of their 63 low-frequency AC DCT coefficients is at least ``min_similarity`` (re-encoded,
+    resized, brightened, slightly cropped copies). Stage 2 (:func:`processed_copy_pairs`): copies processed with an
+    increasing intensity map, blur, sharpening, heavy JPEG or noise, flipped, rotated by a few degrees or cropped by up
+    to 10 %, matched on their rank thumbnails. Files with identical bytes are paired (distance 0) even when they cannot
+    be decoded.
 
     Args:
         paths: image files or DICOM series folders.
         max_distance: Hamming threshold, default :data:`DEFAULT_MAX_DISTANCE` (of 64 bits).
         min_similarity: cosine threshold, default :data:`DEFAULT_MIN_SIMILARITY`.
         cache_dir, loader, num_workers, progress: see :func:`hash_files`.
+        rank_similarity: stage 2's direct threshold, default :data:`DEFAULT_RANK_SIMILARITY`; None turns stage 2 off.
+        aligned_similarity: stage 2's threshold after alignment, default :data:`DEFAULT_ALIGNED_SIMILARITY`.
+        neighbours: stage 2's partners per image, default :data:`DEFAULT_NEIGHBOURS`.
 
     Example::
 
         res = find_duplicates(sorted(glob.glob("/data/mri/*/*.jpg")), cache_dir=None)
         for c in res.clusters:
-            print([res.paths[i] for i in c])
+            print([res.paths[i] for i in c], [res.stages[k] for k, p in enumerate(res.pairs) if p[0] in c])
     """
     hashing = hash_files(paths, cache_dir=cache_dir, loader=loader, num_workers=num_workers, progress=progress)
+    valid = hashing.ok & (hashing.ndim == 2)
+    found = [_identical_pairs(hashing)]
     pairs, sim = near_duplicate_pairs(
-        hashing.hashes,
-        max_distance,
-        valid=hashing.ok & (hashing.ndim == 2),
-        signatures=hashing.signatures,
-        min_similarity=min_similarity,
+        hashing.hashes, max_distance, valid=valid, signatures=hashing.signatures, min_similarity=min_similarity
     )
-    same: dict[tuple[str, Any], list[int]] = {}  # identical bytes, or identical voxels of a volume
-    for i, d in enumerate(hashing.sha256):
-        if d is not None:
-            same.setdefault(("bytes", d), []).append(i)
-        if hashing.ok[i] and hashing.ndim[i] > 2:
-            same.setdefault(("voxels", int(hashing.hashes[i])), []).append(i)
-    linked = {(int(a), int(b)) for a, b in pairs[:, :2]}
-    extra = sorted({(g[0], j) for g in same.values() for j in g[1:] if (g[0], j) not in linked})
-    if extra:
-        pairs = np.concatenate([pairs, np.asarray([(a, b, 0) for a, b in extra], dtype=np.int64)])
-        sim = np.concatenate([sim, np.ones(len(extra))])
-        order = np.lexsort((pairs[:, 1], pairs[:, 0]))
-        pairs, sim = pairs[order], sim[order]
+    found.append((pairs, sim, ["hash"] * len(pairs)))
+    if rank_similarity is not None:
+        found.append(processed_copy_pairs(hashing, rank_similarity, aligned_similarity, neighbours))
+    pairs, sim, stages = _merge_pairs(found)
     return DuplicateResult(
         hashing=hashing,
         max_distance=int(max_distance),
@@ -659,4 +793,31 @@ def find_duplicates(
         pairs=pairs,
         similarity=sim,
         clusters=cluster_pairs(len(paths), pairs),
+        stages=stages,
+        rank_similarity=None if rank_similarity is None else float(rank_similarity),
+        aligned_similarity=None if rank_similarity is None else float(aligned_similarity),
     )
+
+
+def _identical_pairs(hashing: HashResult) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Pairs of files with identical bytes (``"bytes"``) or volumes with identical voxels (``"voxels"``)."""
+    same: dict[tuple[str, Any], list[int]] = {}
+    for i, d in enumerate(hashing.sha256):
+        if d is not None:
+            same.setdefault(("bytes", d), []).append(i)
+        if hashing.ok[i] and hashing.ndim[i] > 2:
+            same.setdefault(("voxels", int(hashing.hashes[i])), []).append(i)
+    links = sorted({(g[0], j, kind) for (kind, _), g in same.items() for j in g[1:]})
+    pairs = np.asarray([(a, b, 0) for a, b, _ in links], dtype=np.int64).reshape(-1, 3)
+    return pairs, np.ones(len(links)), [kind for _, _, kind in links]
+
+
+def _merge_pairs(found: list[tuple[np.ndarray, np.ndarray, list[str]]]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One row per ``(i, j)``: the first stage in ``found`` that linked it; sorted by ``(i, j)``."""
+    rows: dict[tuple[int, int], tuple[int, float, str]] = {}
+    for pairs, sim, stages in found:
+        for (a, b, d), s, st in zip(np.asarray(pairs).reshape(-1, 3), sim, stages):
+            rows.setdefault((int(a), int(b)), (int(d), float(s), st))
+    keys = sorted(rows)
+    pairs = np.asarray([(a, b, rows[a, b][0]) for a, b in keys], dtype=np.int64).reshape(-1, 3)
+    return pairs, np.asarray([rows[k][1] for k in keys], dtype=np.float64), [rows[k][2] for k in keys]

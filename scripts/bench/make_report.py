@@ -546,6 +546,17 @@ def _dedup(results: Path) -> list[str]:
     return out
 
 
+def _dedup_variants(results: Path) -> list[str]:
+    """Processed copies, hard negatives and the second stage's thresholds (``dedup_variants.py``)."""
+    res = _load(results / "dedup_variants.json")
+    out = ["## 5b. Data audit: processed copies and hard negatives (`dedup_variants.py`)", ""]
+    if res is None:
+        return out + ["Not run (no `dedup_variants.json`).", ""]
+    from scripts.bench.dedup_variants import markdown_body
+
+    return out + markdown_body(res) + ["", _prov(res), ""]
+
+
 def _tta_xray(results: Path) -> list[str]:
     """Test-time augmentation out of fold on train (``tta_xray.py``): what the bundle's ``use_tta`` default rests on."""
     res = _load(results / "tta_xray.json")
@@ -638,6 +649,7 @@ def _status(results: Path) -> list[str]:
         ("volume_eval_memory.py", results / "volume_eval_memory.json"),
         ("speed_inference.py", results / "speed_inference.json"),
         ("dedup_speed.py", results / "dedup.json"),
+        ("dedup_variants.py", results / "dedup_variants.json"),
     ]
     out = ["## Status", "", "| script | result | date (UTC) | other jobs on the CPU |", "| --- | --- | --- | --- |"]
     for script, path in files:
@@ -683,6 +695,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _accuracy_volume(results)
     lines += _speed(results, out_dir)
     lines += _dedup(results)
+    lines += _dedup_variants(results)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -79,6 +79,10 @@ def test_audit_cli_reports_leaks_conflicts_balance_and_unreadable(tmp_path, caps
     assert {Path(x["image"]).name for x in conflict["images"]} == {"0.png", "copy_of_n0.png"}
     closest = report["closest_pairs_across_splits"]
     assert len(closest) == 2 and all((p["a_split"], p["b_split"]) == ("train", "val") for p in closest)
+    assert [p["stage"] for p in closest] == ["hash", "hash"] and all(p["similarity"] >= 0.97 for p in closest)
+    for cluster in report["clusters_across_splits"]:  # which stage joined each cluster, and how similar
+        assert cluster["stages"] == ["hash"] and len(cluster["links"]) == 1, cluster
+        assert cluster["links"][0]["stage"] == "hash" and cluster["links"][0]["similarity"] >= 0.97
     rows = read_csv(out / "clusters.csv")
     assert len(rows) == 4 and {r["split"] for r in rows} == {"train", "val"} and all(len(r["hash"]) == 16 for r in rows)
     assert_png(out / "cross_split_pairs.png")
@@ -108,7 +112,8 @@ def test_contact_sheet_captions_name_files_and_labels_and_warnings_point_at_the_
         ("train, label normal\nnormal/0.png", "val, label pneumonia\npneumonia/copy_of_n0.png"),
         ("train, label normal\nnormal/1.png", "val, label normal\nnormal/n1_again.jpg"),
     }
-    assert all(r[2].startswith(f"#{k}  Hamming distance ") for k, r in enumerate(rows, 1))
+    assert all(r[2].startswith(f"#{k}  hash: similarity ") for k, r in enumerate(rows, 1))
+    assert all("Hamming distance" in r[2] for r in rows)
     with Image.open(out / "cross_split_pairs.png") as im:
         assert im.size[1] >= 2 * (128 + 3 * 14)  # a header and two caption lines per row
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
@@ -169,3 +174,34 @@ def test_bundle_audit_id_writes_the_report(tmp_path):
     summary = parser.get_parsed_content("audit")
     assert summary["n_clusters_across_splits"] == 2
     assert (tmp_path / "run" / "audit" / "audit.json").is_file()
+
+
+def test_processed_copies_across_splits_are_reported_with_their_stage(tmp_path):
+    """A copy with another window and a mirrored copy in val: the hash stage misses them, the audit still lists both
+    clusters across splits, each with the stage that linked it and the similarity, in the JSON, the CSV and the sheet
+    headers."""
+    rng = np.random.default_rng(3)
+    root = tmp_path / "data"
+    rows = []
+    for c in ("normal", "pneumonia"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            _image(rng, size=128).save(root / c / f"{i}.png")
+            rows.append([f"{c}/{i}.png", c, "val" if i >= 6 else "train"])
+    a = np.asarray(Image.open(root / "normal" / "0.png"), dtype=np.float64)
+    windowed = np.clip((a - 60.0) / 120.0, 0, 1) * 255  # another window: clipped both ends
+    Image.fromarray(windowed.astype(np.uint8)).save(root / "normal" / "n0_window.png")
+    Image.open(root / "pneumonia" / "1.png").transpose(Image.FLIP_LEFT_RIGHT).save(root / "pneumonia" / "p1_flip.png")
+    rows += [["normal/n0_window.png", "normal", "val"], ["pneumonia/p1_flip.png", "pneumonia", "val"]]
+    with open(root / "list.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["image", "label", "split"], *rows])
+    summary = write_audit(bundle_datalists(root / "list.csv", hash_cache_dir=None), tmp_path / "audit", cache_dir=None)
+    assert summary["n_clusters_across_splits"] == 2 and summary["pairs_per_stage"] == {"rank": 1, "rank-flipped": 1}
+    report = json.loads((tmp_path / "audit" / "audit.json").read_text())
+    by_stage = {c["stages"][0]: c for c in report["clusters_across_splits"]}
+    assert set(by_stage) == {"rank", "rank-flipped"}
+    for stage, cluster in by_stage.items():
+        (link,) = cluster["links"]
+        assert link["stage"] == stage and link["similarity"] >= 0.995 and link["hamming"] >= 0, link
+    assert {p["stage"] for p in report["closest_pairs_across_splits"]} == {"rank", "rank-flipped"}
+    assert {r["stages"] for r in read_csv(tmp_path / "audit" / "clusters.csv")} == {"rank", "rank-flipped"}

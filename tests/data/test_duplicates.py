@@ -24,6 +24,8 @@ from PIL import Image
 from monai_transfer.data import bundle_datalists, split_datalist
 from monai_transfer.data.datalist import DatalistError
 from monai_transfer.data.duplicates import (
+    DEFAULT_RANK_SIMILARITY,
+    STAGES,
     find_duplicates,
     hamming_distance,
     hash_files,
@@ -131,7 +133,8 @@ def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
         return np.asarray(Image.open(p).convert("L"), dtype=np.float32)[None]
 
     first = hash_files(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
-    assert first.n_cached == 0 and len(calls) == len(paths)
+    distinct = len(set(first.sha256))  # the exact copies ("copy" variants) are decoded once
+    assert distinct == len(paths) - 3 and len(calls) == distinct and first.n_cached == len(paths) - distinct
     calls.clear()
     second = hash_files(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
     assert calls == [] and second.n_cached == len(paths)
@@ -263,3 +266,97 @@ def test_split_datalists_linked_maps_clusters_to_split_indices():
     out.duplicates = SimpleNamespace(clusters=[[0, 2], [1, 3]])  # {c, a} in train; {d (val), b (train)}
     assert out.linked("train") == [[0, 2]]
     assert out.linked("val") == []
+
+
+def test_processed_copies_are_linked_by_the_second_stage_and_say_so(tmp_path):
+    """One processed copy per family of 10 unrelated images (gamma, contrast, window, blur, JPEG 30, rotation, 10 %
+    crop, flip, ...): stage 1 alone misses many, the default finder links every copy to its original, names the stage,
+    and links no two originals."""
+    from scripts.bench.dedup_variants import FAMILIES, make_copy
+
+    rng = np.random.default_rng(5)
+    paths, origin, family = [], [], []
+    for b in range(10):
+        im = _base_image(rng, size=256)
+        for kind in ("base", *FAMILIES):
+            p = tmp_path / f"{b}_{kind}.png"
+            (im if kind == "base" else make_copy(im, kind, rng)).save(p)
+            paths.append(p)
+            origin.append(b)
+            family.append(kind)
+    res = find_duplicates(paths, cache_dir=None, num_workers=0)
+    first = find_duplicates(paths, cache_dir=None, num_workers=0, rank_similarity=None)
+    cluster, cluster1 = res.cluster_of(), first.cluster_of()
+    base = {o: i for i, (o, k) in enumerate(zip(origin, family)) if k == "base"}
+    missed = [paths[i].name for i in range(len(paths)) if cluster[i] < 0 or cluster[i] != cluster[base[origin[i]]]]
+    assert not missed
+    missed1 = [i for i in range(len(paths)) if cluster1[i] < 0 or cluster1[i] != cluster1[base[origin[i]]]]
+    assert len(missed1) >= 20, "the hash alone should miss processed copies (else this test shows nothing)"
+    assert not [(a, b) for a, b, _ in res.pairs if origin[a] != origin[b]]
+    assert len(res.stages) == len(res.pairs) and {"hash", "rank", "rank-flipped"} <= set(res.stages)
+    assert set(res.stages) <= set(STAGES) and first.stages == ["hash"] * len(first.pairs)
+    s = res.summary()
+    assert s["rank_similarity"] == DEFAULT_RANK_SIMILARITY and sum(s["pairs_per_stage"].values()) == s["n_pairs"]
+    sub = res.subset([base[3], *[i for i in range(len(paths)) if origin[i] == 3 and family[i] == "flip"]])
+    assert sub.stages == ["rank-flipped"] and len(sub.clusters) == 1
+
+
+def test_second_run_reads_no_image_for_the_second_stage_and_old_caches_are_rebuilt(tmp_path, caplog):
+    """The rank thumbnails come from the cache (format 3); a cache of the previous format (no thumbnails) is warned
+    about and rebuilt instead of giving empty thumbnails."""
+    import json
+
+    from monai_transfer.data.duplicates import HASH_METHOD
+
+    paths, _ = _write_set(tmp_path / "img", n_base=3)
+    calls = []
+
+    def loader(p):
+        calls.append(p)
+        return np.asarray(Image.open(p).convert("L"), dtype=np.float32)[None]
+
+    first = find_duplicates(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
+    assert len(calls) == len(set(first.hashing.sha256)) and first.hashing.thumbnails.any(axis=(1, 2)).all()
+    calls.clear()
+    second = find_duplicates(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
+    assert calls == [] and np.array_equal(first.hashing.thumbnails, second.hashing.thumbnails)
+    assert np.array_equal(first.pairs, second.pairs) and first.stages == second.stages
+    cache = tmp_path / "cache" / f"image_hashes_{HASH_METHOD}.json"
+    data = json.loads(cache.read_text())
+    assert data["format"] == 3
+    data["format"] = 2
+    data["hashes"] = {k: v.rsplit(":", 1)[0] for k, v in data["hashes"].items()}  # the format-2 entries
+    cache.write_text(json.dumps(data))
+    with caplog.at_level(logging.WARNING, logger="monai_transfer.data.duplicates"):
+        third = hash_files(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
+    assert "format 2" in caplog.text and str(cache) in caplog.text and len(calls) == len(set(third.sha256))
+    assert np.array_equal(third.thumbnails, first.hashing.thumbnails)
+
+
+@requires_shared_data()
+def test_real_radiographs_rarely_pair_by_chance_in_the_second_stage():
+    """The same distinct chest X-rays: the rank-thumbnail stage, which ignores contrast and window, still links
+    (almost) no two different films; one mirrored and one gamma-changed film are linked to their originals."""
+    from monai_transfer.data.duplicates import HashResult, processed_copy_pairs
+
+    x, _ = load_pneumonia("val", n=300, seed=1)
+    films = [Image.fromarray(a).resize((224, 224), Image.BILINEAR) for a in x]
+    films += [films[0].transpose(Image.FLIP_LEFT_RIGHT), films[1].point(lambda v: int(255 * (v / 255) ** 0.6))]
+    keys = [image_key(np.asarray(im, dtype=np.float32)[None]) for im in films]
+    n = len(keys)
+    hashing = HashResult(
+        paths=[str(i) for i in range(n)],
+        hashes=np.array([k[0] for k in keys], dtype=np.uint64),
+        signatures=np.stack([k[1] for k in keys]),
+        thumbnails=np.stack([k[2] for k in keys]),
+        ndim=np.full(n, 2),
+        ok=np.ones(n, dtype=bool),
+        sha256=[None] * n,
+    )
+    pairs, sim, stages = processed_copy_pairs(hashing)
+    linked = {(int(a), int(b)): st for (a, b, _), st in zip(pairs, stages)}
+    m = len(x)
+    assert linked.get((0, m)) == "rank-flipped" and linked.get((1, m + 1)) == "rank", linked
+    chance = [p for p in linked if p not in {(0, m), (1, m + 1)}]
+    assert len(chance) <= 2, f"{len(chance)} chance pairs of {m * (m - 1) // 2}: {chance}"
+    assert (sim >= 0.975).all()
