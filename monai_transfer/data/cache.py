@@ -103,19 +103,36 @@ def default_cache_dir() -> Path:
     return Path(base) / "monai_transfer" / "datasets"
 
 
+def _cgroup_room() -> int | None:
+    """Bytes left under a cgroup v2 memory limit (containers, batch schedulers), or None without a limit."""
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit == "max":
+            return None
+        return max(0, int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text().strip()))
+    except (OSError, ValueError):
+        return None
+
+
 def available_memory_bytes() -> int:
-    """Memory available to new allocations: ``MemAvailable`` of ``/proc/meminfo``, else ``os.sysconf`` free pages."""
+    """Memory available to new allocations: ``MemAvailable`` of ``/proc/meminfo`` (else ``os.sysconf`` free pages),
+    capped by the room under a cgroup v2 memory limit."""
+    avail = 0
     try:
         with open("/proc/meminfo", encoding="ascii") as f:
             for line in f:
                 if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
+                    avail = int(line.split()[1]) * 1024
+                    break
     except OSError:
         pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 0
+    if not avail:
+        try:
+            avail = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (ValueError, OSError, AttributeError):
+            avail = 0
+    room = _cgroup_room()
+    return avail if room is None else min(avail, room)
 
 
 def _cpu_count() -> int:
@@ -506,7 +523,8 @@ class DiskCachedDataset(_TailMixin, Dataset):
     Compared with MONAI's ``PersistentDataset`` (which this replaces in the bundles): the folder is keyed by a
     description of the cached transforms (:func:`preprocessing_key`), the items by their entries and their files'
     size and modification time (:func:`item_key`), exact 8-bit images are stored as ``uint8``, the first pass runs
-    in parallel, and an unreadable file is recomputed instead of failing the run.
+    in parallel, and an unreadable file is recomputed instead of failing the run. Under ``torchrun`` the ranks share
+    the first pass (each fills its share of a shared folder, then they wait for each other).
 
     Args:
         data: the data list.
@@ -545,11 +563,23 @@ class DiskCachedDataset(_TailMixin, Dataset):
                 described, {"format": CACHE_FORMAT, "key": self.key, "transforms": describe_transforms(head)}
             )
         self.paths = [self.folder / f"{item_key(d)}.pt" for d in self.data]
+        self._fill_missing(num_workers, progress)
+
+    def _fill_missing(self, num_workers: int, progress: bool) -> None:
+        """Preprocess the items without a file; under ``torch.distributed`` each rank fills its share first."""
+        import torch.distributed as dist
+
+        filler = _Filler(self.data, self.transform, self.first_random, self.paths)
         todo = [i for i, p in enumerate(self.paths) if not p.is_file()]
+        sharded = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if sharded:  # every rank builds the same datasets in the same order, so the barriers pair up
+            share = todo[dist.get_rank() :: dist.get_world_size()]
+            _fill(filler, share, num_workers, progress, "caching (disk)")
+            dist.barrier()
+            todo = [i for i in todo if not self.paths[i].is_file()]  # a folder not shared by all ranks
         if todo:
             logger.info(f"disk cache {self.folder}: preprocessing {len(todo)} of {len(self.paths)} items")
-        _fill(_Filler(self.data, self.transform, self.first_random, self.paths), todo, num_workers, progress,
-              "caching (disk)")  # fmt: skip
+        _fill(filler, todo, num_workers, progress, "caching (disk)")
 
     def _load(self, index: int) -> Any:
         path = self.paths[index]
