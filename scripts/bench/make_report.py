@@ -592,9 +592,11 @@ def _scaling(results: Path) -> list[str]:
         out += [f"Data loader alone, xray `train#preprocessing` (default augmentation + normalisation) at "
                 f"{c['image_size']} px, {c['count']} images, batch {c['batch_size']}, {c['cores']} cores, automatic "
                 f"`num_workers` = {c['auto_num_workers']}; median of {c['epochs']} interleaved epochs.", "",
-                "| configuration | images/s | images/s per core |", "| --- | --- | --- |"]  # fmt: skip
+                "| configuration | images/s | images/s per core | images per CPU second |",
+                "| --- | --- | --- | --- |"]  # fmt: skip
         for k, v in loader["images_per_s"].items():
-            out.append(f"| `{k}` | {v} | {loader['images_per_s_per_core'][k]} |")
+            cpu = loader.get("images_per_cpu_s", {}).get(k, "n/a")
+            out.append(f"| `{k}` | {v} | {loader['images_per_s_per_core'][k]} | {cpu} |")
         r = loader["ratios"]
         out += ["", f"Default workers / 0 workers (RAM cache): **{r['ram_auto_over_ram_w0']}x** (target 1.6x); disk "
                 f"cache / RAM cache at the default workers: **{r['disk_auto_over_ram_auto']}x** (target 0.8x).", "",

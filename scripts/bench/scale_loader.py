@@ -23,7 +23,9 @@ then each configuration reads ``--epochs`` epochs of batches of 32 through
 - ``ram_w0_tracked``: ``ram_w0`` with MONAI's metadata tracking in the random transforms (``track_meta=True``, what
   the bundle did before); all others run them on plain tensors as the bundle's ``train#dataset`` now does.
 
-Per-core throughput divides by the cores the configuration can use (``min(workers, cores)``, 1 for 0 workers).
+Per-core throughput divides by the cores the configuration can use (``min(workers, cores)``, 1 for 0 workers);
+images per CPU second divides by the CPU time the main process and its workers used (load-independent: on a shared,
+busy machine the wall-clock figures say little about an idle one).
 Targets: ``ram_auto / ram_w0 >= 1.6`` on 2 cores, ``disk_auto / ram_auto >= 0.8``, per-core >= 580 images/s (the
 number measured before the change, issue 25). The training process's own work (the network) is not included.
 
@@ -55,12 +57,27 @@ from scripts.bench import common
 __all__ = ["loader_rate", "main"]
 
 
-def loader_rate(loader: Any) -> tuple[float, int]:
-    """Images per second of one pass over ``loader`` (batches of dicts with ``image``)."""
-    t, n = time.perf_counter(), 0
-    for batch in loader:
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and its finished children (the loader's workers, joined at the end of a pass)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def loader_rate(loader: Any) -> tuple[float, float]:
+    """``(images per wall second, images per CPU second)`` of one pass over ``loader`` (batches with ``image``).
+
+    The CPU figure counts the main process and the worker processes; unlike the wall figure it hardly depends on
+    other jobs sharing the cores.
+    """
+    t, c, n = time.perf_counter(), _cpu_seconds(), 0
+    it = iter(loader)
+    for batch in it:
         n += int(batch["image"].shape[0])
-    return n / (time.perf_counter() - t), n
+    del it  # joins the workers, so their CPU time is counted
+    wall, cpu = time.perf_counter() - t, _cpu_seconds() - c
+    return n / wall, (n / cpu if cpu > 0 else float("nan"))
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -84,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     auto = auto_num_workers()
     cores = len(__import__("os").sched_getaffinity(0))
     rates: dict[str, list[float]] = {}
+    cpu_rates: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="scale_loader_") as tmp:
         t0 = time.perf_counter()
         pre = bundle_preprocessing(args.image_size)  # as the bundle's train#dataset: track_meta=False
@@ -99,7 +117,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for name, (mode, workers) in configs.items():
                 loader = build_dataloader(sets[mode], batch_size=args.batch_size, shuffle=True, num_workers=workers,
                                           drop_last=True)  # fmt: skip
-                rates.setdefault(name, []).append(loader_rate(loader)[0])
+                wall_rate, cpu_rate = loader_rate(loader)
+                rates.setdefault(name, []).append(wall_rate)
+                cpu_rates.setdefault(name, []).append(cpu_rate)
+                del loader
     med = {k: float(np.median(v)) for k, v in rates.items()}
     used = {k: (1 if configs[k][1] == 0 else min(auto, cores)) for k in configs}
     result = {
@@ -109,6 +130,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "cache_fill_s": round(fill_s, 2),
         "images_per_s": {k: round(v, 1) for k, v in med.items()},
         "images_per_s_per_core": {k: round(med[k] / used[k], 1) for k in med},
+        "images_per_cpu_s": {k: round(float(np.median(v)), 1) for k, v in cpu_rates.items()},
         "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "ratios": {"ram_auto_over_ram_w0": round(med["ram_auto"] / med["ram_w0"], 3),
                    "disk_auto_over_ram_auto": round(med["disk_auto"] / med["ram_auto"], 3),
@@ -119,8 +141,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.write_result(args.output, result)
     md = [f"Loader alone, xray `train#preprocessing` at {args.image_size} px, {args.count} images, batch "
           f"{args.batch_size}, {cores} cores (auto `num_workers` = {auto}).", "",
-          "| configuration | images/s | per core |", "| --- | --- | --- |"]  # fmt: skip
-    md += [f"| `{k}` | {result['images_per_s'][k]} | {result['images_per_s_per_core'][k]} |" for k in med]
+          "| configuration | images/s | per core | images per CPU second |", "| --- | --- | --- | --- |"]  # fmt: skip
+    md += [f"| `{k}` | {result['images_per_s'][k]} | {result['images_per_s_per_core'][k]} | "
+           f"{result['images_per_cpu_s'][k]} |" for k in med]  # fmt: skip
     md += ["", "Ratios: " + ", ".join(f"{k} {v}" for k, v in result["ratios"].items())]
     from monai_transfer.utils.io import atomic_write_text
 

@@ -66,10 +66,12 @@ class IterationTimer:
         warmup: untimed iterations first.
         iterations: timed iterations (the engine is terminated after them).
         output: optional JSON file written at the end (the torchrun run).
+        terminate: stop the engine after the timed iterations (the torchrun run instead finishes its one epoch, so
+            that its validation and report run as in any training).
     """
 
-    def __init__(self, warmup: int, iterations: int, output: str | None = None) -> None:
-        self.warmup, self.iterations, self.output = int(warmup), int(iterations), output
+    def __init__(self, warmup: int, iterations: int, output: str | None = None, terminate: bool = True) -> None:
+        self.warmup, self.iterations, self.output, self.terminate = int(warmup), int(iterations), output, terminate
         self.images, self.seconds, self._t0 = 0, float("nan"), None
 
     @staticmethod
@@ -103,7 +105,7 @@ class IterationTimer:
     def __call__(self, engine: Any) -> None:
         batch = engine.state.batch  # MONAI decollates it into a list of items after the iteration
         items = len(batch) if isinstance(batch, (list, tuple)) else int(batch["image"].shape[0])
-        if self.step(items):
+        if self.step(items) and self.terminate:
             engine.terminate()
 
 
@@ -111,7 +113,7 @@ def attach_timer(trainer: Any, output: str, warmup: int, iterations: int) -> Ite
     """Attach an :class:`IterationTimer` to ``trainer`` (used from the torchrun run's extra config)."""
     from ignite.engine import Events
 
-    timer = IterationTimer(warmup, iterations, output)
+    timer = IterationTimer(warmup, iterations, output, terminate=False)
     trainer.add_event_handler(Events.ITERATION_COMPLETED, timer)
     return timer
 
@@ -127,9 +129,12 @@ def write_datalist(count: int, image_size: int, work: Path) -> Path:
     with open(tmp, "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=["image", "label", "patient_id", "split"])
         w.writeheader()
-        for i, it in enumerate(items):
+        seen = {0: 0, 1: 0}
+        for it in items:  # every 10th image of each class, the first one included, is validation (both classes)
+            val = seen[it["label"]] % 10 == 0
+            seen[it["label"]] += 1
             w.writerow({"image": Path(it["image"]).name, "label": ["normal", "pneumonia"][it["label"]],
-                        "patient_id": it["patient_id"], "split": "val" if i % 10 == 9 else "train"})  # fmt: skip
+                        "patient_id": it["patient_id"], "split": "val" if val else "train"})  # fmt: skip
     os.replace(tmp, path) if tmp.stat().st_dev == folder.stat().st_dev else path.write_bytes(tmp.read_bytes())
     return path
 
@@ -207,20 +212,21 @@ def hand_run(args: argparse.Namespace, datalist: Path, out: Path, amp: bool, cl:
 
 
 def torchrun_run(args: argparse.Namespace, datalist: Path, work: Path) -> dict[str, Any]:
-    """One-process ``torchrun`` of ``train.json`` + ``multi_gpu_train.json``, timed by :func:`attach_timer`."""
+    """One-process ``torchrun`` of ``train.json`` + ``multi_gpu_train.json`` (one epoch, then its validation and
+    report), the iterations timed by :func:`attach_timer`."""
     multi = json.loads((CONFIGS / "multi_gpu_train.json").read_text())
     timing = work / "torchrun_timing.json"
-    hook = (f"$scripts.bench.speed_gpu.attach_timer(@train#trainer, {str(timing)!r}, {args.warmup}, "
+    hook = (f"$speed_gpu.attach_timer(@train#trainer, {str(timing)!r}, {args.warmup}, "
             f"{args.iterations})")  # fmt: skip
     extra = work / "timer.json"
-    extra.write_text(json.dumps({"imports": ["$import monai_transfer", "$import scripts.bench.speed_gpu"],
+    extra.write_text(json.dumps({"imports": ["$import monai_transfer", "$import scripts.bench.speed_gpu as speed_gpu"],
                                  "initialize": [*multi["initialize"], hook]}))  # fmt: skip
     files = [str(CONFIGS / "train.json"), str(CONFIGS / "multi_gpu_train.json"), str(extra)]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "1", "--standalone", "-m", "monai.bundle",
            "run", "--config_file", repr(files), "--dataset_dir", str(datalist), "--output_dir", str(work / "torchrun"),
            "--image_size", str(args.image_size), "--backbone", args.backbone, "--weights", "none",
-           "--batch_size", str(args.batch_size), "--duplicates", "off", "--val_interval", str(10**6),
-           "--epochs", "1000", "--cache_dir", str(work / "cache"), "--export_samples", "0"]  # fmt: skip
+           "--batch_size", str(args.batch_size), "--duplicates", "off", "--epochs", "1",
+           "--n_bootstrap", "20", "--cache_dir", str(work / "cache"), "--export_samples", "0"]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT), "PYTHONWARNINGS": "ignore"}
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=common.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
@@ -263,6 +269,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.quick:
         args.image_size, args.batch_size, args.count, args.warmup, args.iterations = 32, 4, 24, 1, 2
         args.num_workers, args.cache = ["0"], "none"
+    # one training epoch must hold the warm-up and the timed iterations (the torchrun run trains one epoch)
+    args.count = max(args.count, int((args.warmup + args.iterations + 1) * args.batch_size / 0.9) + 1)
     threads = common.set_threads(args.threads)
     env = common.environment()
     rows = []
