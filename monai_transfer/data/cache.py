@@ -595,8 +595,9 @@ class DiskCachedDataset(_TailMixin, Dataset):
         return self._tail(unpack_item(self._load(index)))
 
 
-#: Python objects, metadata and list slots per cached item, on top of its tensors (measured order of magnitude)
-_ITEM_OVERHEAD_BYTES = 4096
+#: Python objects, metadata and allocator slack per cached item, on top of its tensors: about 10 KB measured at 224 px
+#: (``scripts/bench/scale_memory.py``: 60 KB of RSS per 50.5 KB ``uint8`` image), rounded up
+_ITEM_OVERHEAD_BYTES = 12 * 1024
 
 
 def choose_cache(

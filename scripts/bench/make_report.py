@@ -579,7 +579,8 @@ def _scaling(results: Path) -> list[str]:
         for mode, row in mem["summary"].items():
             cells = " | ".join(str(row["peak_rss_mb"].get(str(n), "")) for n in sizes)
             chose = ", ".join(f"{n}: {c}" for n, c in row["chosen"].items()) if mode == "auto" else ""
-            out.append(f"| `{mode}` | {cells} | {row['growth_kb_per_image']} KB | {chose} |")
+            growth = f"{row['growth_kb_per_image']} KB" if len(set(row["chosen"].values())) == 1 else "n/a (switched)"
+            out.append(f"| `{mode}` | {cells} | {growth} | {chose} |")
         per = [r["cache_bytes_per_image"] for r in mem["rows"] if r["mode"] == "ram" and r["cache_bytes_per_image"]]
         if per:
             out += ["", f"RAM cache: {per[0] / 1e3:.1f} KB of tensors per image (8-bit images kept as `uint8`)."]
@@ -601,9 +602,17 @@ def _scaling(results: Path) -> list[str]:
         out += ["", f"Default workers / 0 workers (RAM cache): **{r['ram_auto_over_ram_w0']}x** (target 1.6x); disk "
                 f"cache / RAM cache at the default workers: **{r['disk_auto_over_ram_auto']}x** (target 0.8x).", "",
                 _prov(loader), ""]  # fmt: skip
-    gpu = _load(results / "speed_gpu.json")
+    for name in ("speed_gpu.json", "speed_gpu_cpu.json"):
+        out += _speed_gpu(results / name)
+    return out
+
+
+def _speed_gpu(path: Path) -> list[str]:
+    """One ``speed_gpu.py`` result (the GPU run, or the CPU figure)."""
+    out: list[str] = []
+    gpu = _load(path)
     if gpu is None:
-        out += ["`speed_gpu.py`: not run (no GPU was lent yet; `python -m scripts.bench.speed_gpu --torchrun` on one).",
+        out += [f"`speed_gpu.py` ({path.name}): not run (on a GPU: `python -m scripts.bench.speed_gpu --torchrun`).",
                 ""]  # fmt: skip
     else:
         c = gpu["config"]
@@ -637,6 +646,7 @@ def _status(results: Path) -> list[str]:
         ("scale_memory.py", results / "scale_memory.json"),
         ("scale_loader.py", results / "scale_loader.json"),
         ("speed_gpu.py", results / "speed_gpu.json"),
+        ("speed_gpu.py (CPU)", results / "speed_gpu_cpu.json"),
     ]
     out = ["## Status", "", "| script | result | date (UTC) | other jobs on the CPU |", "| --- | --- | --- | --- |"]
     for script, path in files:

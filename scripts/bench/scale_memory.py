@@ -171,7 +171,8 @@ def markdown(result: dict[str, Any]) -> str:
     for mode, s in result["summary"].items():
         cells = " | ".join(str(s["peak_rss_mb"].get(str(n), "")) for n in sizes)
         chose = ", ".join(f"{n}: {c}" for n, c in s["chosen"].items()) if mode == "auto" else ""
-        lines.append(f"| `{mode}` | {cells} | {s['growth_kb_per_image']} KB | {chose} |")
+        growth = f"{s['growth_kb_per_image']} KB" if len(set(s["chosen"].values())) == 1 else "n/a (switched)"
+        lines.append(f"| `{mode}` | {cells} | {growth} | {chose} |")
     return "\n".join(lines) + "\n"
 
 
