@@ -139,7 +139,8 @@ def _run_child(mode: str, n: int, args: argparse.Namespace, cache_dir: Path) -> 
            "--cache_dir", str(cache_dir)]  # fmt: skip
     if mode == "auto" and args.memory_budget_mb is not None:
         cmd += ["--memory_budget_mb", str(args.memory_budget_mb)]
-    env = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT), "OMP_NUM_THREADS": "1",
+    pythonpath = os.pathsep.join(filter(None, [str(common.REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "OMP_NUM_THREADS": "1",
            "MONAI_TRANSFER_BENCH_CACHE": str(common.CACHE_DIR)}  # fmt: skip
     out = subprocess.run(cmd, cwd=common.REPO_ROOT, env=env, capture_output=True, text=True, timeout=3600)
     if out.returncode != 0:

@@ -227,7 +227,8 @@ def torchrun_run(args: argparse.Namespace, datalist: Path, work: Path) -> dict[s
            "--image_size", str(args.image_size), "--backbone", args.backbone, "--weights", "none",
            "--batch_size", str(args.batch_size), "--duplicates", "off", "--epochs", "1",
            "--n_bootstrap", "20", "--cache_dir", str(work / "cache"), "--export_samples", "0"]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(common.REPO_ROOT), "PYTHONWARNINGS": "ignore"}
+    pythonpath = os.pathsep.join(filter(None, [str(common.REPO_ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": pythonpath, "PYTHONWARNINGS": "ignore"}
     t = time.perf_counter()
     proc = subprocess.run(cmd, cwd=common.REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
     res: dict[str, Any] = {"returncode": proc.returncode, "wall_s": round(time.perf_counter() - t, 1)}
