@@ -465,9 +465,10 @@ class RAMCachedDataset(_TailMixin, Dataset):
         num_workers: processes of the first pass (0: this process).
         progress: show a progress bar of the first pass.
         prefilled: ``{index: packed item}`` already computed (``auto``'s probe items).
-        track_meta: run the random transforms on ``MetaTensor`` (MONAI's default). ``False``: on plain tensors, about
-            20 % less time per item at 224 px (profiled: ``RandAffined`` on a ``MetaTensor`` updates its affine and
-            copies metadata at every operation); each image gets its cached metadata back afterwards. Only for random
+        track_meta: run the random transforms on ``MetaTensor`` (MONAI's default). ``False``: on plain tensors, 1.3x
+            the images per CPU second at 224 px (``scripts/bench/scale_loader.py``; profiled: ``RandAffined`` on a
+            ``MetaTensor`` updates its affine and copies metadata at every operation); each image gets its cached
+            metadata back afterwards. Only for random
             transforms that read no metadata (the xray augmentation; not the ct_slices slice sampler, which reads
             ``filename_or_obj``).
     """
@@ -523,9 +524,9 @@ class DiskCachedDataset(_TailMixin, Dataset):
     Compared with MONAI's ``PersistentDataset`` (which this replaces in the bundles): the folder is keyed by a
     description of the cached transforms (:func:`preprocessing_key`), the items by their entries and their files'
     size and modification time (:func:`item_key`), exact 8-bit images are stored as ``uint8``, the first pass runs
-    in parallel, and an unreadable file is recomputed instead of failing the run. Reading measured as fast as
-    ``PersistentDataset`` (256 images at 224 px through the xray pipeline, one process: 296-333 vs 343 images per CPU
-    second, shared machine) with 54 KB instead of 203 KB per file. Under ``torchrun`` the ranks share
+    in parallel, and an unreadable file is recomputed instead of failing the run. Measured against
+    ``PersistentDataset`` (``scripts/bench/scale_loader.py``, 224 px, xray pipeline, one process): 1.09x its
+    images/s with 54 KB instead of 203 KB per file. Under ``torchrun`` the ranks share
     the first pass (each fills its share of a shared folder, then they wait for each other).
 
     Args:

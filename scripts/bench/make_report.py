@@ -599,9 +599,16 @@ def _scaling(results: Path) -> list[str]:
             cpu = loader.get("images_per_cpu_s", {}).get(k, "n/a")
             out.append(f"| `{k}` | {v} | {loader['images_per_s_per_core'][k]} | {cpu} |")
         r = loader["ratios"]
-        out += ["", f"Default workers / 0 workers (RAM cache): **{r['ram_auto_over_ram_w0']}x** (target 1.6x); disk "
-                f"cache / RAM cache at the default workers: **{r['disk_auto_over_ram_auto']}x** (target 0.8x).", "",
-                _prov(loader), ""]  # fmt: skip
+        out += [
+            "",
+            f"Default workers / 0 workers (RAM cache): **{r['ram_auto_over_ram_w0']}x** (target 1.6x); disk "
+            f"cache / RAM cache at the default workers: **{r['disk_auto_over_ram_auto']}x** (target 0.8x).",
+        ]
+        if "disk_w0_over_persistent_w0" in r:
+            kb = loader.get("file_kb_per_image", {})
+            out += ["", f"Disk cache / MONAI `PersistentDataset`, 0 workers: {r['disk_w0_over_persistent_w0']}x; files "
+                    f"{kb.get('disk')} KB vs {kb.get('persistent')} KB per image."]  # fmt: skip
+        out += ["", _prov(loader), ""]
     for name in ("speed_gpu.json", "speed_gpu_cpu.json"):
         out += _speed_gpu(results / name)
     return out

@@ -317,7 +317,14 @@ def test_speed_gpu_quick_on_cpu(tmp_path, monkeypatch):
 def test_scale_loader_and_memory_quick(tmp_path, monkeypatch):
     """Loader throughput per cache mode and workers; peak RSS per cache mode in fresh processes, auto's choice."""
     loader = _bench("scale_loader", tmp_path, monkeypatch).main(["--quick", "--output", str(tmp_path / "l.json")])
-    assert set(loader["images_per_s"]) == {"ram_w0", "ram_auto", "disk_w0", "disk_auto", "ram_w0_tracked"}
+    assert set(loader["images_per_s"]) == {
+        "ram_w0",
+        "ram_auto",
+        "disk_w0",
+        "disk_auto",
+        "ram_w0_tracked",
+        "persistent_w0",
+    }
     assert all(v > 0 for v in loader["images_per_s"].values())
     mod = _bench("scale_memory", tmp_path, monkeypatch)
     monkeypatch.setenv("MONAI_TRANSFER_BENCH_CACHE", str(tmp_path / "cache"))
