@@ -20,6 +20,8 @@
   resume from the last epoch checkpoint, epoch checkpoints, training, then the report of the best model (on the main
   rank only under ``torchrun``).
 - :func:`local_rank_device`: ``multi_gpu_train.json``'s ``device``.
+- :func:`cached_dataset`: the training and validation datasets of both bundles
+  (``monai_transfer.data.cache.build_dataset`` with the config's ``cache``, ``cache_dir`` and ``num_workers``).
 
 MONAI hands a component only its keyword arguments, never the parser. The helpers that read the config
 (:func:`run_settings`, :func:`cross_validate`) take the parser that is resolving them from the call stack
@@ -47,6 +49,7 @@ __all__ = [
     "start_run",
     "train_and_report",
     "local_rank_device",
+    "cached_dataset",
 ]
 
 #: top-level ids of a MONAI bundle config that are never settings: MONAI's metadata, the bundle's location and the
@@ -317,3 +320,49 @@ def local_rank_device() -> Any:
     if torch.cuda.is_available():
         return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
     return "cpu"
+
+
+def cached_dataset(
+    data: Any,
+    transform: Any,
+    cache: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    num_workers: int | str | None = None,
+    progress: bool | None = None,
+    track_meta: bool = True,
+    parser: ConfigParser | None = None,
+) -> Any:
+    """The bundles' ``train#dataset`` and ``validate#dataset``: :func:`monai_transfer.data.cache.build_dataset`.
+
+    ``cache``, ``cache_dir`` and ``num_workers`` default to the config's ids of those names (``"auto"``, ``None``
+    and ``"auto"`` when the config has none), so the two datasets of a config say only their data and transform and
+    a new cache setting is one top-level id. The progress bar of the first pass shows on the main rank only.
+    ``track_meta=False`` runs the random transforms without metadata tracking (faster; only where no random
+    transform reads metadata: xray's ``train#dataset``).
+
+    Example::
+
+        "dataset": {"_target_": "monai_transfer.bundle_components.cached_dataset",
+                    "data": "$@datalists['train']", "transform": "@train#preprocessing"}
+    """
+    from monai_transfer.data.cache import build_dataset
+
+    parser = current_parser() if parser is None else parser
+    root = parser.get()
+
+    def setting(name: str, given: Any, default: Any) -> Any:
+        if given is not None:
+            return given
+        return parser.get_parsed_content(name) if name in root else default
+
+    if progress is None:
+        progress = int(os.environ.get("RANK", "0")) == 0
+    return build_dataset(
+        data,
+        transform,
+        cache=setting("cache", cache, "auto"),
+        cache_dir=setting("cache_dir", cache_dir, None),
+        num_workers=setting("num_workers", num_workers, "auto"),
+        progress=progress,
+        track_meta=track_meta,
+    )

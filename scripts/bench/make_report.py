@@ -635,6 +635,81 @@ def _shift_xray(results: Path) -> list[str]:
     return out + ["", _prov(res), ""]
 
 
+def _scaling(results: Path) -> list[str]:
+    """Issue 25: memory per cache mode against the number of images, loader throughput, the GPU check."""
+    out = ["## 6. Scaling up: cache memory, loader throughput, GPU check (issue 25)", ""]
+    mem = _load(results / "scale_memory.json")
+    if mem is None:
+        out += ["`scale_memory.py`: not run.", ""]
+    else:
+        sizes = mem["config"]["sizes"]
+        out += [f"Peak RSS (MB) of the xray training dataset at {mem['config']['image_size']} px, one fresh process "
+                f"per cell (build the dataset, read {mem['config']['read_items']} items); `auto` with a "
+                f"{mem['config']['memory_budget_mb']} MB budget. Growth per image: between {sizes[0]} and "
+                f"{sizes[-1]} images (target for `disk`: at most 16 KB).", "",
+                "| cache | " + " | ".join(f"{n} images" for n in sizes) + " | growth per image | `auto` chose |",
+                "| --- | " + " | ".join("---" for _ in sizes) + " | --- | --- |"]  # fmt: skip
+        for mode, row in mem["summary"].items():
+            cells = " | ".join(str(row["peak_rss_mb"].get(str(n), "")) for n in sizes)
+            chose = ", ".join(f"{n}: {c}" for n, c in row["chosen"].items()) if mode == "auto" else ""
+            growth = f"{row['growth_kb_per_image']} KB" if len(set(row["chosen"].values())) == 1 else "n/a (switched)"
+            out.append(f"| `{mode}` | {cells} | {growth} | {chose} |")
+        per = [r["cache_bytes_per_image"] for r in mem["rows"] if r["mode"] == "ram" and r["cache_bytes_per_image"]]
+        if per:
+            out += ["", f"RAM cache: {per[0] / 1e3:.1f} KB of tensors per image (8-bit images kept as `uint8`)."]
+        out += ["", _prov(mem), ""]
+    loader = _load(results / "scale_loader.json")
+    if loader is None:
+        out += ["`scale_loader.py`: not run.", ""]
+    else:
+        c = loader["config"]
+        out += [f"Data loader alone, xray `train#preprocessing` (default augmentation + normalisation) at "
+                f"{c['image_size']} px, {c['count']} images, batch {c['batch_size']}, {c['cores']} cores, automatic "
+                f"`num_workers` = {c['auto_num_workers']}; median of {c['epochs']} interleaved epochs.", "",
+                "| configuration | images/s | images/s per core | images per CPU second |",
+                "| --- | --- | --- | --- |"]  # fmt: skip
+        for k, v in loader["images_per_s"].items():
+            cpu = loader.get("images_per_cpu_s", {}).get(k, "n/a")
+            out.append(f"| `{k}` | {v} | {loader['images_per_s_per_core'][k]} | {cpu} |")
+        r = loader["ratios"]
+        out += [
+            "",
+            f"Default workers / 0 workers (RAM cache): **{r['ram_auto_over_ram_w0']}x** (target 1.6x); disk "
+            f"cache / RAM cache at the default workers: **{r['disk_auto_over_ram_auto']}x** (target 0.8x).",
+        ]
+        if "disk_w0_over_persistent_w0" in r:
+            kb = loader.get("file_kb_per_image", {})
+            out += ["", f"Disk cache / MONAI `PersistentDataset`, 0 workers: {r['disk_w0_over_persistent_w0']}x; files "
+                    f"{kb.get('disk')} KB vs {kb.get('persistent')} KB per image."]  # fmt: skip
+        out += ["", _prov(loader), ""]
+    for name in ("speed_gpu.json", "speed_gpu_cpu.json"):
+        out += _speed_gpu(results / name)
+    return out
+
+
+def _speed_gpu(path: Path) -> list[str]:
+    """One ``speed_gpu.py`` result (the GPU run, or the CPU figure)."""
+    out: list[str] = []
+    gpu = _load(path)
+    if gpu is None:
+        out += [f"`speed_gpu.py` ({path.name}): not run (on a GPU: `python -m scripts.bench.speed_gpu --torchrun`).",
+                ""]  # fmt: skip
+    else:
+        c = gpu["config"]
+        out += [f"Training images/s on **{gpu['device_name']}**, `{c['backbone']}` at {c['image_size']} px, batch "
+                f"{c['batch_size']}: the bundle trainer against a hand-written loop over the same pipeline.", "",
+                "| AMP | channels_last | num_workers | bundle trainer | hand loop | bundle / hand |",
+                "| --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for row in gpu["rows"]:
+            out.append(f"| {row['amp']} | {row['channels_last']} | {row['num_workers']} | {row['bundle']} | "
+                       f"{row['hand']} | {row['bundle_over_hand']} |")  # fmt: skip
+        tr = gpu.get("torchrun_1gpu")
+        if tr:
+            out += ["", f"`torchrun`, one process, `multi_gpu_train.json`: {tr.get('images_per_s')} images/s."]
+        out += ["", _prov(gpu), ""]
+    return out
+
+
 def _status(results: Path) -> list[str]:
     """Which benchmarks have a result file, when they ran and whether other jobs shared the CPU."""
     files = [
@@ -650,6 +725,10 @@ def _status(results: Path) -> list[str]:
         ("speed_inference.py", results / "speed_inference.json"),
         ("dedup_speed.py", results / "dedup.json"),
         ("dedup_variants.py", results / "dedup_variants.json"),
+        ("scale_memory.py", results / "scale_memory.json"),
+        ("scale_loader.py", results / "scale_loader.json"),
+        ("speed_gpu.py", results / "speed_gpu.json"),
+        ("speed_gpu.py (CPU)", results / "speed_gpu_cpu.json"),
     ]
     out = ["## Status", "", "| script | result | date (UTC) | other jobs on the CPU |", "| --- | --- | --- | --- |"]
     for script, path in files:
@@ -696,6 +775,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _speed(results, out_dir)
     lines += _dedup(results)
     lines += _dedup_variants(results)
+    lines += _scaling(results)
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -162,7 +162,7 @@ def test_small_training_split_caps_the_volume_batch_with_a_warning(caplog):
     import logging
 
     parser = _parser(TRAIN)
-    parser.update({"max_items": 5, "duplicates": "off", "cache_rate": 0.0})
+    parser.update({"max_items": 5, "duplicates": "off", "cache": "none"})
     assert (parser["batch_size"], parser["train_slices"]) == (32, 4)  # the defaults
     with caplog.at_level(logging.WARNING, logger="monai_transfer.engines.utils"):
         loader = parser.get_parsed_content("train#dataloader")
@@ -207,7 +207,7 @@ def test_check_properties_train_and_inference(tmp_path):
         max_items=4,
         image_size=32,
         device="cpu",
-        cache_rate=0.0,
+        cache="none",
     )
     train.initialize()
     assert train.check_properties() == []
@@ -501,7 +501,7 @@ def test_evaluate_gradcam_overlays_of_validation_slices(tmp_path, monkeypatch):
     parser = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
     parser.update(
         {"bundle_root": str(BUNDLE), "output_dir": str(tmp_path), "device": "cpu", "max_items": 4, "image_size": 32,
-         "val_slices": 3, "weights": "none", "cache_rate": 0.0, "gradcam_cases": 2}
+         "val_slices": 3, "weights": "none", "cache": "none", "gradcam_cases": 2}
     )  # fmt: skip
     assert parser["gradcam_cases"] == 2
     step = next(i for i, s in enumerate(parser["run"]) if "save_slice_gradcam_overlays" in str(s))

@@ -369,5 +369,38 @@ def test_make_report_recipe_table(tmp_path, monkeypatch):
     assert "| `recipe_xray.py` | 2 run(s) |" in text
 
 
+def test_speed_gpu_quick_on_cpu(tmp_path, monkeypatch):
+    """The GPU check's quick mode on CPU: the bundle trainer and the hand loop each time their iterations."""
+    mod = _bench("speed_gpu", tmp_path, monkeypatch)
+    res = mod.main(["--quick", "--threads", "1", "--device", "cpu", "--output", str(tmp_path / "gpu.json")])
+    assert res["device_name"] == "cpu" and res["config"]["quick"] is True
+    assert [(r["amp"], r["channels_last"], r["num_workers"]) for r in res["rows"]] == [
+        (False, False, "0"), (False, True, "0")
+    ]  # fmt: skip
+    for r in res["rows"]:
+        assert r["bundle"] > 0 and r["hand"] > 0 and r["bundle_over_hand"] == round(r["bundle"] / r["hand"], 3)
+    assert (tmp_path / "gpu.md").read_text().startswith("Training images/s on cpu")
+
+
+def test_scale_loader_and_memory_quick(tmp_path, monkeypatch):
+    """Loader throughput per cache mode and workers; peak RSS per cache mode in fresh processes, auto's choice."""
+    loader = _bench("scale_loader", tmp_path, monkeypatch).main(["--quick", "--output", str(tmp_path / "l.json")])
+    assert set(loader["images_per_s"]) == {
+        "ram_w0",
+        "ram_auto",
+        "disk_w0",
+        "disk_auto",
+        "ram_w0_tracked",
+        "persistent_w0",
+    }
+    assert all(v > 0 for v in loader["images_per_s"].values())
+    mod = _bench("scale_memory", tmp_path, monkeypatch)
+    monkeypatch.setenv("MONAI_TRANSFER_BENCH_CACHE", str(tmp_path / "cache"))
+    res = mod.main(["--quick", "--modes", "disk", "auto", "--output", str(tmp_path / "m.json")])
+    assert [(r["mode"], r["n"]) for r in res["rows"]] == [("disk", 16), ("disk", 48), ("auto", 16), ("auto", 48)]
+    assert res["summary"]["auto"]["chosen"] == {"16": "disk", "48": "disk"}  # a 0.05 MB budget holds neither
+    assert all(r["peak_rss_mb"] > 0 for r in res["rows"]) and "growth_kb_per_image" in res["summary"]["disk"]
+
+
 if __name__ == "__main__":
     sys.exit(pytest.main([__file__, "-q"]))
