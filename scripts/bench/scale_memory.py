@@ -58,12 +58,15 @@ TRAIN_JSON = common.REPO_ROOT / "bundles" / "xray" / "configs" / "train.json"
 
 def write_scaled_images(count: int, size: int, out_dir: Path | None = None) -> list[dict[str, Any]]:
     """``count`` PNGs of ``size`` px made from the shipped training images (upsampled, replicated with distinct
-    names and ``patient_id``); written once, reused. Synthetic noise images when the shared data are absent."""
+    names and ``patient_id``); written once, reused. Synthetic noise images when the shared data are absent.
+
+    The sources alternate between the classes (PneumoniaMNIST's first training images are all one class), so any
+    ``count`` of at least 2 holds both classes in the same proportion."""
     import torch
     import torch.nn.functional as F
     from PIL import Image
 
-    out_dir = out_dir or common.CACHE_DIR / f"scale_{size}"
+    out_dir = out_dir or common.CACHE_DIR / f"scale_{size}_balanced"
     out_dir.mkdir(parents=True, exist_ok=True)
     if common.PNEUMONIA_NPZ.is_file():
         with np.load(common.PNEUMONIA_NPZ) as z:
@@ -71,10 +74,13 @@ def write_scaled_images(count: int, size: int, out_dir: Path | None = None) -> l
     else:
         rng = np.random.default_rng(0)
         src, labels = rng.integers(0, 256, size=(64, 28, 28), dtype=np.uint8), np.arange(64) % 2
+    by_class = [np.flatnonzero(labels == c) for c in np.unique(labels)]
+    order = [int(by_class[i % len(by_class)][(i // len(by_class)) % len(by_class[i % len(by_class)])])
+             for i in range(len(src))]  # fmt: skip
     items = []
     for i in range(count):
         path = out_dir / f"img_{i:06d}.png"
-        j = i % len(src)
+        j = order[i % len(order)]
         if not path.is_file():
             t = torch.from_numpy(src[j]).float()[None, None]
             up = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False)[0, 0]
