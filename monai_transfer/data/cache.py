@@ -686,7 +686,8 @@ class BatchNormalize:
         shape = (1, -1) + (1,) * (x.ndim - 2)
         m = torch.as_tensor(mean, dtype=x.dtype, device=x.device).reshape(shape)
         s = torch.as_tensor(std, dtype=x.dtype, device=x.device).reshape(shape)
-        out = (x - m) / s
+        out = torch.sub(x, m)  # new memory (x may be an expanded view); then in place: one allocation per batch
+        out.div_(s)
         if meta is None:
             return out
         out = MetaTensor(out, meta=meta.meta, applied_operations=meta.applied_operations)
