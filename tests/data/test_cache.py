@@ -189,7 +189,7 @@ def test_random_transforms_without_metadata_tracking_give_the_same_item(datalist
     assert get_track_meta()  # the process-wide switch is restored
 
 
-def _xray_pipelines(size=32):
+def _xray_pipelines(size=32, backbone=None):
     from monai.bundle import ConfigParser
 
     from scripts.bench.scale_memory import TRAIN_JSON
@@ -197,6 +197,8 @@ def _xray_pipelines(size=32):
     parser = ConfigParser()
     parser.read_config(str(TRAIN_JSON))
     parser["image_size"] = size
+    if backbone is not None:
+        parser["backbone"] = backbone
     return parser, parser.get_parsed_content("train#preprocessing"), parser.get_parsed_content("validate#preprocessing")
 
 
@@ -212,12 +214,13 @@ def _batches(ds, workers, loader="torch"):
         set_determinism(None)
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_xray_batch_normalisation_gives_the_per_item_values(datalist, workers):
+@pytest.mark.parametrize("workers, backbone", [(0, None), (2, None), (0, "resnet50")])
+def test_xray_batch_normalisation_gives_the_per_item_values(datalist, workers, backbone):
     """xray's ``train#dataset`` (``batch_normalise``): grey items, normalised per batch in the training process, with
     the values of the per-item pipeline; ``validate#dataset`` (shared with evaluation, inference and MONAI Label)
-    keeps the per-item normalisation."""
-    parser, train_pre, val_pre = _xray_pipelines()
+    keeps the per-item normalisation. The shipped backbone (shared 0.5/0.5 statistics) and ResNet-50 (ImageNet
+    per-channel statistics, where replicating before normalising matters)."""
+    parser, train_pre, val_pre = _xray_pipelines(backbone=backbone)
     assert parser["train#dataset"]["batch_normalise"] is True and "batch_normalise" not in parser["validate#dataset"]
     data = datalist * 2
     per_item = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False)
@@ -233,6 +236,7 @@ def test_xray_batch_normalisation_gives_the_per_item_values(datalist, workers):
             torch.testing.assert_close(y["image"].as_tensor(), x["image"].as_tensor(), rtol=0, atol=1e-6)
             assert torch.equal(y["label"], x["label"])
             assert y["image"].meta["filename_or_obj"] == x["image"].meta["filename_or_obj"]
+    assert not torch.equal(b[0]["image"][:, 0], b[0]["image"][:, 1]) or backbone is None  # per-channel stats
     val = C.build_dataset(datalist, val_pre, cache="ram", num_workers=0, progress=False, batch_normalise=True)
     assert val.batch_transform is None and val[0]["image"].shape[0] == 3  # nothing random: normalised per item
 
