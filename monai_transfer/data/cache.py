@@ -40,7 +40,8 @@ the preprocessing (``BackboneNormalized``, then only ``EnsureTyped``) out of the
 one-channel (grey) and the loader's batches are replicated to RGB and normalised once per batch in the training
 process (:class:`BatchNormalize`, applied by :func:`build_dataloader`), with the same values. Profiled (issue 25): in a
 worker, handing a 3 x 224 x 224 float32 item to the training process (collate into shared memory, unpickling,
-metadata) cost about 0.7 ms of CPU per image, 40 % of the whole item's preprocessing; one channel costs a third.
+metadata) cost about 0.7 ms of CPU per image on top of about 2 ms of augmentation and normalisation; a grey item
+about 0.3 ms, and the normalisation once per batch 0.11 ms per image instead of 0.34 ms per item.
 """
 
 from __future__ import annotations
