@@ -330,6 +330,7 @@ def cached_dataset(
     num_workers: int | str | None = None,
     progress: bool | None = None,
     track_meta: bool = True,
+    batch_normalise: bool = False,
     parser: ConfigParser | None = None,
 ) -> Any:
     """The bundles' ``train#dataset`` and ``validate#dataset``: :func:`monai_transfer.data.cache.build_dataset`.
@@ -338,7 +339,9 @@ def cached_dataset(
     and ``"auto"`` when the config has none), so the two datasets of a config say only their data and transform and
     a new cache setting is one top-level id. The progress bar of the first pass shows on the main rank only.
     ``track_meta=False`` runs the random transforms without metadata tracking (faster; only where no random
-    transform reads metadata: xray's ``train#dataset``).
+    transform reads metadata: xray's ``train#dataset``). ``batch_normalise=True`` keeps the items grey and normalises
+    each batch in the training process (``build_dataset``'s ``batch_normalise``; the dataset must be read through
+    ``build_dataloader``: xray's ``train#dataset``).
 
     Example::
 
@@ -365,4 +368,5 @@ def cached_dataset(
         num_workers=setting("num_workers", num_workers, "auto"),
         progress=progress,
         track_meta=track_meta,
+        batch_normalise=batch_normalise,
     )

@@ -677,6 +677,11 @@ def _scaling(results: Path) -> list[str]:
             f"Default workers / 0 workers (RAM cache): **{r['ram_auto_over_ram_w0']}x** (target 1.6x); disk "
             f"cache / RAM cache at the default workers: **{r['disk_auto_over_ram_auto']}x** (target 0.8x).",
         ]
+        if "ram_auto_item_over_ram_w0_item" in r:
+            out += ["", f"Same with the normalisation per item (3-channel float32 items from the workers, before "
+                    f"`batch_normalise`): {r['ram_auto_item_over_ram_w0_item']}x; images per CPU second, default "
+                    f"workers / 0 workers: {r['cpu_ram_auto_over_ram_w0']}x per batch, "
+                    f"{r['cpu_ram_auto_item_over_ram_w0_item']}x per item."]  # fmt: skip
         if "disk_w0_over_persistent_w0" in r:
             kb = loader.get("file_kb_per_image", {})
             out += ["", f"Disk cache / MONAI `PersistentDataset`, 0 workers: {r['disk_w0_over_persistent_w0']}x; files "

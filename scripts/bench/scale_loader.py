@@ -17,8 +17,12 @@ PNGs made from the shipped images (``scale_memory.write_scaled_images``). The ca
 then each configuration reads ``--epochs`` epochs of batches of 32 through
 :func:`monai_transfer.data.cache.build_dataloader` (the bundle's loader), rounds interleaved, median reported:
 
-- ``ram_w0``: RAM cache, ``num_workers=0`` (what the bundles did before: everything in the training process);
-- ``ram_auto``: RAM cache, the automatic ``num_workers`` (the new default);
+- ``ram_w0``: RAM cache, ``num_workers=0`` (everything in the training process);
+- ``ram_auto``: RAM cache, the automatic ``num_workers`` (the default);
+- ``ram_w0_item`` / ``ram_auto_item``: the same with the backbone normalisation per item (3-channel float32 items
+  from the workers, before ``batch_normalise``); all others keep the items grey and normalise each batch in the
+  training process (``build_dataset(batch_normalise=True)``, as the bundle's ``train#dataset``; its cost is in the
+  figures: :func:`~monai_transfer.data.cache.build_dataloader` applies it while iterating);
 - ``disk_auto`` / ``disk_w0``: the disk cache, automatic and 0 workers;
 - ``ram_w0_tracked``: ``ram_w0`` with MONAI's metadata tracking in the random transforms (``track_meta=True``, what
   the bundle did before); all others run them on plain tensors as the bundle's ``train#dataset`` now does;
@@ -107,12 +111,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="scale_loader_") as tmp:
         t0 = time.perf_counter()
         pre = bundle_preprocessing(args.image_size)  # as the bundle's train#dataset: track_meta=False
-        sets = {
-            "ram": build_dataset(data, pre, cache="ram", progress=False, track_meta=False),
-            "disk": build_dataset(data, pre, cache="disk", cache_dir=tmp, progress=False, track_meta=False),
-        }
+        bundle = dict(progress=False, track_meta=False, batch_normalise=True)  # as the bundle's train#dataset
+        sets = {"ram": build_dataset(data, pre, cache="ram", **bundle),
+                "disk": build_dataset(data, pre, cache="disk", cache_dir=tmp, **bundle)}  # fmt: skip
         fill_s = time.perf_counter() - t0
-        sets["ram_tracked"] = build_dataset(data, pre, cache="ram", progress=False)  # MONAI's metadata tracking
+        sets["ram_item"] = build_dataset(data, pre, cache="ram", progress=False, track_meta=False)  # per-item normalise
+        sets["ram_tracked"] = build_dataset(data, pre, cache="ram", progress=False, batch_normalise=True)
         from monai.data import PersistentDataset
 
         sets["persistent"] = PersistentDataset(data, pre, cache_dir=Path(tmp) / "persistent")
@@ -122,7 +126,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         sizes = {"disk": sum(p.stat().st_size for p in sets["disk"].paths) / len(data),
                  "persistent": sum(p.stat().st_size for p in persistent_files) / len(data)}  # fmt: skip
         configs = {"ram_w0": ("ram", 0), "ram_auto": ("ram", "auto"), "disk_w0": ("disk", 0),
-                   "disk_auto": ("disk", "auto"), "ram_w0_tracked": ("ram_tracked", 0),
+                   "disk_auto": ("disk", "auto"), "ram_w0_item": ("ram_item", 0), "ram_auto_item": ("ram_item", "auto"),
+                   "ram_w0_tracked": ("ram_tracked", 0),
                    "persistent_w0": ("persistent", 0)}  # fmt: skip
         for _ in range(args.epochs):
             for name, (mode, workers) in configs.items():
@@ -133,6 +138,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 cpu_rates.setdefault(name, []).append(cpu_rate)
                 del loader
     med = {k: float(np.median(v)) for k, v in rates.items()}
+    cpu_med = {k: float(np.median(v)) for k, v in cpu_rates.items()}
     used = {k: (1 if configs[k][1] == 0 else min(auto, cores)) for k in configs}
     result = {
         "config": {"count": args.count, "image_size": args.image_size, "epochs": args.epochs,
@@ -142,9 +148,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "file_kb_per_image": {k: round(v / 1e3, 1) for k, v in sizes.items()},
         "images_per_s": {k: round(v, 1) for k, v in med.items()},
         "images_per_s_per_core": {k: round(med[k] / used[k], 1) for k in med},
-        "images_per_cpu_s": {k: round(float(np.median(v)), 1) for k, v in cpu_rates.items()},
+        "images_per_cpu_s": {k: round(v, 1) for k, v in cpu_med.items()},
         "rounds": {k: [round(x, 1) for x in v] for k, v in rates.items()},
         "ratios": {"ram_auto_over_ram_w0": round(med["ram_auto"] / med["ram_w0"], 3),
+                   "ram_auto_item_over_ram_w0_item": round(med["ram_auto_item"] / med["ram_w0_item"], 3),
+                   "cpu_ram_auto_over_ram_w0": round(cpu_med["ram_auto"] / cpu_med["ram_w0"], 3),
+                   "cpu_ram_auto_item_over_ram_w0_item": round(cpu_med["ram_auto_item"] / cpu_med["ram_w0_item"], 3),
                    "disk_auto_over_ram_auto": round(med["disk_auto"] / med["ram_auto"], 3),
                    "disk_w0_over_ram_w0": round(med["disk_w0"] / med["ram_w0"], 3),
                    "ram_w0_over_ram_w0_tracked": round(med["ram_w0"] / med["ram_w0_tracked"], 3),

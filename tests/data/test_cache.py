@@ -187,3 +187,68 @@ def test_random_transforms_without_metadata_tracking_give_the_same_item(datalist
             and b["image"].meta["filename_or_obj"] == a["image"].meta["filename_or_obj"]
         )
     assert get_track_meta()  # the process-wide switch is restored
+
+
+def _xray_pipelines(size=32, backbone=None):
+    from monai.bundle import ConfigParser
+
+    from scripts.bench.scale_memory import TRAIN_JSON
+
+    parser = ConfigParser()
+    parser.read_config(str(TRAIN_JSON))
+    parser["image_size"] = size
+    if backbone is not None:
+        parser["backbone"] = backbone
+    return parser, parser.get_parsed_content("train#preprocessing"), parser.get_parsed_content("validate#preprocessing")
+
+
+def _batches(ds, workers, loader="torch"):
+    from monai.utils import set_determinism
+
+    set_determinism(7)
+    try:
+        dl = C.build_dataloader(ds, batch_size=4, shuffle=True, num_workers=workers, drop_last=True, loader=loader,
+                                generator=torch.Generator().manual_seed(5))  # fmt: skip
+        return list(dl)
+    finally:
+        set_determinism(None)
+
+
+@pytest.mark.parametrize("workers, backbone", [(0, None), (2, None), (0, "resnet50")])
+def test_xray_batch_normalisation_gives_the_per_item_values(datalist, workers, backbone):
+    """xray's ``train#dataset`` (``batch_normalise``): grey items, normalised per batch in the training process, with
+    the values of the per-item pipeline; ``validate#dataset`` (shared with evaluation, inference and MONAI Label)
+    keeps the per-item normalisation. The shipped backbone (shared 0.5/0.5 statistics) and ResNet-50 (ImageNet
+    per-channel statistics, where replicating before normalising matters)."""
+    parser, train_pre, val_pre = _xray_pipelines(backbone=backbone)
+    assert parser["train#dataset"]["batch_normalise"] is True and "batch_normalise" not in parser["validate#dataset"]
+    data = datalist * 2
+    per_item = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False)
+    batched = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False,
+                              batch_normalise=True)  # fmt: skip
+    assert per_item.batch_transform is None and isinstance(batched.batch_transform, C.BatchNormalize)
+    assert batched[0]["image"].shape[0] == 1 and per_item[0]["image"].shape[0] == 3  # grey through the workers
+    for loader in ("torch", "thread") if workers == 0 else ("torch",):
+        a, b = _batches(per_item, workers, loader), _batches(batched, workers, loader)
+        assert len(a) == len(b) == 3
+        for x, y in zip(a, b):
+            assert y["image"].shape == x["image"].shape == (4, 3, 32, 32) and y["image"].dtype == torch.float32
+            torch.testing.assert_close(y["image"].as_tensor(), x["image"].as_tensor(), rtol=0, atol=1e-6)
+            assert torch.equal(y["label"], x["label"])
+            assert y["image"].meta["filename_or_obj"] == x["image"].meta["filename_or_obj"]
+    assert not torch.equal(b[0]["image"][:, 0], b[0]["image"][:, 1]) or backbone is None  # per-channel stats
+    val = C.build_dataset(datalist, val_pre, cache="ram", num_workers=0, progress=False, batch_normalise=True)
+    assert val.batch_transform is None and val[0]["image"].shape[0] == 3  # nothing random: normalised per item
+
+
+def test_batch_normalise_keeps_pipelines_it_cannot_split(datalist):
+    """No split when anything but ``EnsureTyped`` follows the normalisation; the given ``Compose`` is not changed."""
+    from monai.transforms import Lambdad
+
+    pipe = _pipeline()
+    kept, batch = C.split_batch_normalisation(pipe)
+    assert batch is not None and len(kept.transforms) == len(pipe.transforms) - 1 == 5
+    odd = Compose(list(pipe.transforms) + [Lambdad("image", lambda x: x * 2)])
+    assert C.split_batch_normalisation(odd) == (odd, None)
+    with pytest.raises(ValueError, match="channels"):
+        batch({"image": torch.zeros(2, 2, 4, 4)})

@@ -390,6 +390,8 @@ def test_scale_loader_and_memory_quick(tmp_path, monkeypatch):
         "ram_auto",
         "disk_w0",
         "disk_auto",
+        "ram_w0_item",
+        "ram_auto_item",
         "ram_w0_tracked",
         "persistent_w0",
     }
