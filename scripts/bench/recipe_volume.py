@@ -86,36 +86,13 @@ def recipe_overrides(name: str, quick: bool = False) -> dict[str, Any]:
     return {**base, **extra}
 
 
-def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
-    cv, val, cfg = res["cv"], res.get("val", {}), res["config"]
-    return {
-        "recipe": name,
-        "overrides": res.get("recipe_overrides", {}),
-        "cv_auc": cv["mean_fold_auc"],
-        "cv_auc_sd": cv["fold_auc_sd"],
-        "cv_oof_auc": cv["oof_auc"],
-        "cv_oof_auc_ci95": cv["oof_auc_ci95"],
-        "cv_ece_before": cv["oof_ece_before"],
-        "cv_ece": cv["oof_ece_after"],
-        "epochs_chosen": cv["chosen"]["epochs"],
-        "epochs_planned": cv["epochs_planned"],
-        "temperature": cv["chosen"]["temperature"],
-        "threshold": cv["chosen"]["threshold"],
-        "val_auc": val.get("auc"),
-        "val_auc_ci95": val.get("auc_ci95"),
-        "val_acc": val.get("acc"),
-        "val_ece": val.get("ece"),
-        "cpu_minutes": cfg["cpu_minutes"],
-        "wall_minutes": round(cfg["train_wall_s"] / 60.0, 2),
-        "command": res["env"]["command"],
-        "other_jobs_running": res["env"].get("other_jobs_running"),
-        "quick": bool(cfg.get("quick")),
-    }
-
-
 def summary_table(out_dir: Path) -> dict[str, Any]:
     """Rows of every ``<recipe>.json`` in ``out_dir`` and the winner chosen on CV only."""
-    rows = [_row(n, r) for n in RECIPES if (r := common.read_result(out_dir / f"{n}.json")) is not None and "cv" in r]
+    rows = [
+        recipe_xray.cv_row(n, r)
+        for n in RECIPES
+        if (r := common.read_result(out_dir / f"{n}.json")) is not None and "cv" in r
+    ]
     budget = None if any(r["quick"] for r in rows) else BUDGET_CPU_MINUTES
     eligible = [r for r in rows if budget is None or r["cpu_minutes"] <= budget]
     return {
@@ -163,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             )  # fmt: skip
         res["recipe"], res["recipe_overrides"] = name, dict(RECIPES[name])
         common.write_result(path, res)
-        row = _row(name, res)
+        row = recipe_xray.cv_row(name, res)
         print(f"{name}: CV AUC {row['cv_auc']:.4f} (OOF ECE {row['cv_ece_before']:.4f} -> {row['cv_ece']:.4f}, epochs "
               f"{row['epochs_chosen']}/{row['epochs_planned']})  val AUC {row['val_auc']:.4f}  ECE {row['val_ece']:.4f}"
               f"  {row['cpu_minutes']:.1f} CPU min")  # fmt: skip

@@ -179,7 +179,9 @@ def choose_winner(
     return min(tied, key=order)
 
 
-def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
+def cv_row(name: str, res: dict[str, Any]) -> dict[str, Any]:
+    """The summary row of one recipe result that every recipe round shares (xray here, volumes in
+    ``recipe_volume.py``): CV choices and scores, the one val scoring, cost and provenance."""
     cv, val, cfg = res["cv"], res.get("val", {}), res["config"]
     return {
         "recipe": name,
@@ -194,26 +196,35 @@ def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
         "epochs_planned": cv["epochs_planned"],
         "temperature": cv["chosen"]["temperature"],
         "threshold": cv["chosen"]["threshold"],
-        "cv_shift_auc": cv.get("shift", {}).get("suite_auc"),
-        "cv_shift_worst_auc": (cv.get("shift", {}).get("worst", {}).get("auc") or {}).get("value"),
-        "cv_shift_worst_family": (cv.get("shift", {}).get("worst_family_auc") or {}).get("family"),
-        "shift_robust_threshold": (res.get("operating_points") or {}).get("shift_robust", {}).get("threshold"),
         "val_auc": val.get("auc"),
         "val_auc_ci95": val.get("auc_ci95"),
         "val_acc": val.get("acc"),
         "val_ece": val.get("ece"),
+        "cpu_minutes": cfg["cpu_minutes"],
+        "wall_minutes": round(cfg["train_wall_s"] / 60.0, 2),
+        "command": res["env"]["command"],
+        "other_jobs_running": res["env"].get("other_jobs_running"),
+        "quick": bool(cfg.get("quick")),
+    }
+
+
+def _row(name: str, res: dict[str, Any]) -> dict[str, Any]:
+    """:func:`cv_row` plus the xray round's shift-suite scores, the final fit and the full-run CPU projection."""
+    cv, val, cfg = res["cv"], res.get("val", {}), res["config"]
+    shift = cv.get("shift", {})
+    return {
+        **cv_row(name, res),
+        "cv_shift_auc": shift.get("suite_auc"),
+        "cv_shift_worst_auc": (shift.get("worst", {}).get("auc") or {}).get("value"),
+        "cv_shift_worst_family": (shift.get("worst_family_auc") or {}).get("family"),
+        "shift_robust_threshold": (res.get("operating_points") or {}).get("shift_robust", {}).get("threshold"),
         "val_ece_uncalibrated": val.get("ece_uncalibrated"),
         "val_specificity": val.get("specificity"),
-        "cpu_minutes": cfg["cpu_minutes"],
         "cpu_minutes_full": (
             cfg["cpu_minutes"] if "val" in res else round(cfg["cpu_minutes"] * cv["folds"] / (cv["folds"] - 1), 2)
         ),
-        "wall_minutes": round(cfg["train_wall_s"] / 60.0, 2),
-        "command": res["env"]["command"],
         "cv_command": res.get("cv_env", {}).get("command"),
         "final_fit": "val" in res,
-        "other_jobs_running": res["env"].get("other_jobs_running"),
-        "quick": bool(cfg.get("quick")),
     }
 
 
