@@ -52,7 +52,8 @@ def build_arg_parser() -> argparse.ArgumentParser:
         "--threshold_method",
         default="youden",
         choices=list(THRESHOLD_METHODS),
-        help="how the threshold is chosen on the calibrated out-of-fold predictions (binary tasks; default youden)",
+        help="how the threshold is chosen on the calibrated out-of-fold predictions (binary tasks; default youden; "
+        "accuracy: the most correct decisions at the training prevalence)",
     )
     p.add_argument(
         "--target_sensitivity",

@@ -652,7 +652,8 @@ def run_cross_validation(
             :func:`default_output_dir` (``<bundle>/runs/cv-<timestamp>``), never the template bundle itself.
         meta_file: the bundle's ``metadata.json``; default ``configs/metadata.json`` beside ``config_file``.
         logging_file: the bundle's ``logging.conf``; default beside ``config_file`` (False: no logging config).
-        threshold_method: ``"youden"`` or ``"sensitivity"`` (binary tasks), chosen on the calibrated OOF predictions.
+        threshold_method: ``"youden"``, ``"sensitivity"`` or ``"accuracy"`` (binary tasks), chosen on the calibrated
+            OOF predictions.
         target_sensitivity: target of ``threshold_method="sensitivity"``.
         calibrate: fit a temperature on the OOF predictions (before the threshold).
         final_fit: train the final model on the whole training split and score the validation split once.

@@ -157,7 +157,8 @@ class ClassificationReportWriter:
         mode: ``"binary"``, ``"multiclass"`` or ``"multilabel"``.
         threshold: operating threshold: ``None`` (0.5), a float / per-label list, a threshold JSON path (read when the
             epoch completes) or a callable. Ignored when ``select_threshold_on`` is set.
-        select_threshold_on: ``None``, ``"youden"`` or ``"sensitivity"``: choose the threshold on THIS epoch's data,
+        select_threshold_on: ``None`` or a method of :data:`~monai_transfer.metrics.threshold.THRESHOLD_METHODS`:
+            choose the threshold on THIS epoch's data,
             save it to ``threshold_path`` and report at it (use on the validation split only).
         threshold_path: where the selected threshold is saved (e.g. ``models/threshold.json``); required with
             ``select_threshold_on``.

@@ -56,7 +56,7 @@ logger = logging.getLogger(__name__)
 #: a threshold given directly, as a JSON file written by ``save_threshold``, or as a callable returning it.
 ThresholdLike = Union[float, Sequence[float], str, os.PathLike, Callable[[], Any], None]
 
-THRESHOLD_METHODS = ("youden", "sensitivity")
+THRESHOLD_METHODS = ("youden", "sensitivity", "accuracy")
 #: the operating point chosen under the acquisition-shift suite (:func:`select_shift_robust_threshold`); it needs
 #: predictions on corrupted images, so it is not one of the bundle's ``threshold_method`` values
 SHIFT_ROBUST_METHOD = "shift_robust"
@@ -76,6 +76,9 @@ def _select_one(score: np.ndarray, label: np.ndarray, method: str, target_sensit
     if method == "youden":
         j = tpr - fpr
         return float(thr[int(np.argmax(j))])  # first maximum = the highest threshold among ties
+    if method == "accuracy":  # correct decisions at the data's own prevalence: tp + tn
+        correct = tpr * n_pos + (1.0 - fpr) * (len(label) - n_pos)
+        return float(thr[int(np.argmax(correct))])  # the highest threshold among ties
     ok = np.flatnonzero(tpr >= target_sensitivity - 1e-12)
     return float(thr[ok[0]])  # highest threshold (best specificity) that reaches the target sensitivity
 
@@ -94,7 +97,9 @@ def select_threshold(
         y_true: labels.
         method: ``"youden"`` maximises Youden's J = sensitivity + specificity - 1 (the highest threshold wins ties);
             ``"sensitivity"`` takes the highest threshold whose sensitivity is at least ``target_sensitivity``
-            (i.e. the best specificity at that sensitivity).
+            (i.e. the best specificity at that sensitivity); ``"accuracy"`` maximises the accuracy at the prevalence of
+            these data (the highest threshold wins ties): the operating point to compare with benchmarks that report
+            ACC, which moves with the prevalence, so a site with another prevalence should re-choose it.
         target_sensitivity: in (0, 1], used by ``method="sensitivity"``; default 0.9.
         mode: ``"binary"`` (returns a float) or ``"multilabel"`` (returns one threshold per label, each chosen on
             that label alone). Multi-class tasks predict the arg-max and have no threshold.

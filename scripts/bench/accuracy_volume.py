@@ -75,6 +75,7 @@ __all__ = [
     "write_volumes",
     "inference_overrides",
     "evaluate_split",
+    "threshold_method",
     "cross_validate",
     "run",
     "main",
@@ -182,6 +183,13 @@ def evaluate_split(
     return out_s
 
 
+def threshold_method() -> str:
+    """The shipped operating-point rule: ``cv_threshold_method`` of the bundle's ``train_cv.json`` (``accuracy``: the
+    most correct decisions on the calibrated out-of-fold volume probabilities, the operating point MedMNIST's ACC
+    rows use; Youden at 22 % prevalence trades accuracy for sensitivity)."""
+    return str(common.read_result(BUNDLE / "configs" / "train_cv.json")["cv_threshold_method"])
+
+
 def cross_validate(
     dataset_dir: Path, work: Path, recipe: dict[str, Any], folds: int, final_fit: bool = True, **extra: Any
 ) -> dict[str, Any]:
@@ -191,7 +199,7 @@ def cross_validate(
 
     return run_cross_validation(
         str(BUNDLE / "configs" / "train.json"), folds=folds, output_dir=work,
-        meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=False, threshold_method="youden",
+        meta_file=str(BUNDLE / "configs" / "metadata.json"), logging_file=False, threshold_method=threshold_method(),
         calibrate=True, final_fit=final_fit, **{**recipe, **extra, "dataset_dir": str(dataset_dir)},
     )  # fmt: skip
 
@@ -244,7 +252,8 @@ def run(
         "counts": {"train": len(train_items), "val": len(val_items)},
         "cv_folds": folds,
         "cv_only": cv_only,
-        "threshold_method": "youden on the calibrated out-of-fold VOLUME probabilities (models/threshold.json)",
+        "threshold_method": f"{threshold_method()} on the calibrated out-of-fold VOLUME probabilities "
+        "(models/threshold.json; the bundle's train_cv.json cv_threshold_method)",
         "calibration": f"temperature {summary['chosen']['temperature']}: {cal.get('fitted_on')}",
         "n_bootstrap": n_bootstrap,
         "train_wall_s": round(train_s, 1),

@@ -178,3 +178,19 @@ def test_shift_robust_threshold_refuses_bad_inputs():
     with pytest.raises(ValueError, match="needs predictions under the shift suite: use select_shift_robust_threshold"):
         select_threshold(p, y, method="shift_robust")
     assert select_threshold(p, y, method="youden") == select_threshold(p, y)  # explicit choices keep working
+
+
+def test_accuracy_threshold_maximises_correct_decisions_at_the_data_prevalence():
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.2).astype(int)  # 20 % positive, as AdrenalMNIST3D
+    p = np.clip(0.35 + 0.3 * y + rng.normal(0, 0.15, 400), 0, 1)
+    t_acc = select_threshold(p, y, method="accuracy")
+    t_j = select_threshold(p, y, method="youden")
+
+    def acc(t):
+        return float(np.mean((p >= t) == y))
+
+    grid = np.unique(p)
+    assert acc(t_acc) == pytest.approx(max(acc(t) for t in grid))  # the best over every possible cut
+    assert acc(t_acc) > acc(t_j) and t_acc > t_j  # at low prevalence, Youden trades accuracy for sensitivity
+    assert select_threshold([0.1, 0.4, 0.6, 0.9], [0, 0, 1, 1], method="accuracy") == 0.6  # highest of the ties
