@@ -62,6 +62,7 @@ from monai_transfer.metrics.calibration import (
     apply_temperature,
     calibration_summary,
     fit_temperature,
+    golden_section_bracket,
     save_calibration,
 )
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_auc, compute_brier, compute_ece
@@ -433,18 +434,7 @@ def _fit_volume_temperature(
     def f(log_t: float) -> float:
         return _volume_nll(_oof(plan, per_fold, epoch, math.exp(log_t)), labels)
 
-    g = (math.sqrt(5) - 1) / 2
-    c, d = hi - g * (hi - lo), lo + g * (hi - lo)
-    fc, fd = f(c), f(d)
-    while hi - lo > 1e-4:
-        if fc <= fd:
-            hi, d, fd = d, c, fc
-            c = hi - g * (hi - lo)
-            fc = f(c)
-        else:
-            lo, c, fc = c, d, fd
-            d = lo + g * (hi - lo)
-            fd = f(d)
+    lo, hi = golden_section_bracket(f, lo, hi, 1e-4)
     candidates = [0.0, (lo + hi) / 2]  # T = 1 wins ties: no change unless it lowers the volume NLL
     temperature = math.exp(min(candidates, key=lambda v: (f(v), abs(v))))
     if min(abs(math.log(temperature) - math.log(b)) for b in DEFAULT_TEMPERATURE_BOUNDS) < 1e-3:

@@ -37,7 +37,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -52,6 +52,7 @@ __all__ = [
     "CalibrationWarning",
     "scores_to_logits",
     "temperature_nll",
+    "golden_section_bracket",
     "fit_temperature",
     "apply_temperature",
     "calibration_summary",
@@ -161,6 +162,23 @@ def temperature_nll(
     return _nll(z, _labels(labels, z, link, mode), link, float(temperature))
 
 
+def golden_section_bracket(f: Callable[[float], float], a: float, b: float, tol: float) -> tuple[float, float]:
+    """The final bracket ``(a, b)``, ``b - a <= tol``, of a golden-section search for the minimum of a unimodal ``f``
+    on ``[a, b]`` (the temperature fits search ``log T`` with it)."""
+    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - _GOLDEN * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + _GOLDEN * (b - a)
+            fd = f(d)
+    return a, b
+
+
 def fit_temperature(
     scores: Any,
     labels: Any,
@@ -195,18 +213,7 @@ def fit_temperature(
     def f(log_t: float) -> float:
         return _nll(z, y, link, math.exp(log_t))
 
-    a, b = math.log(lo_t), math.log(hi_t)
-    c, d = b - _GOLDEN * (b - a), a + _GOLDEN * (b - a)
-    fc, fd = f(c), f(d)
-    while b - a > tol:
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - _GOLDEN * (b - a)
-            fc = f(c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + _GOLDEN * (b - a)
-            fd = f(d)
+    a, b = golden_section_bracket(f, math.log(lo_t), math.log(hi_t), tol)
     candidates = {math.log(lo_t): f(math.log(lo_t)), math.log(hi_t): f(math.log(hi_t)), (a + b) / 2: f((a + b) / 2)}
     best = min(candidates, key=lambda k: (candidates[k], abs(k)))
     t = math.exp(best)

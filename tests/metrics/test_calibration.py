@@ -24,6 +24,7 @@ from monai_transfer.metrics.calibration import (
     apply_temperature,
     calibration_summary,
     fit_temperature,
+    golden_section_bracket,
     load_calibration,
     save_calibration,
     scores_to_logits,
@@ -136,3 +137,15 @@ def test_save_load_round_trip_and_errors(tmp_path):
         load_calibration(bad)
     with pytest.raises(ValueError, match="positive finite"):
         save_calibration(tmp_path / "x.json", 0.0)
+
+
+def test_golden_section_bracket_finds_the_minimum_of_a_unimodal_function():
+    calls = []
+
+    def f(x: float) -> float:
+        calls.append(x)
+        return (x - 0.3) ** 2
+
+    a, b = golden_section_bracket(f, -2.0, 3.0, 1e-6)
+    assert 0 < b - a <= 1e-6 and a <= 0.3 <= b
+    assert len(calls) < 40  # one new evaluation per step: log(5e6) / log(1.618) ~ 32
