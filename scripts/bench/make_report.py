@@ -132,17 +132,32 @@ def _accuracy_xray(results: Path) -> list[str]:
         _prov(res),
         "",
     ]
+    busy = _load(results / "accuracy_xray" / "timing.json")
+    if busy is not None:
+        t = busy["time_v"]
+        out += [
+            f"**Timing with the shift suite** (`accuracy_xray/timing.json`, {busy['date'][:10]}): the maintainers' "
+            f"command took {t['elapsed_s'] / 60:.1f} min wall on a **busy** machine ({busy['load_note']}); "
+            f"{busy['cpu_minutes']:.1f} CPU-min, peak RSS {t['max_rss_mb']} MiB. At the "
+            f"{busy['idle_cpu_per_wall']:.2f} CPU-min per wall minute of the idle run below, that is about "
+            f"**{busy['estimated_idle_wall_min']:.1f} min** on the idle 2-core machine (limit "
+            f"{busy['limit_s'] / 60:.0f} min; an estimate, not an idle measurement).",
+            "",
+        ]
     idle = _load(results / "accuracy_xray" / "idle_timing.json")
     if idle is not None:
         t = idle["time_v"]
         out += [
-            f"**Idle timing** (`accuracy_xray/idle_timing.json`, {idle['date'][:10]}): the maintainers' command "
-            f"`--test PATH --output DIR` with this recipe took **{t['elapsed_s'] / 60:.1f} min** wall on an idle "
-            f"{idle['machine'].get('logical_cpus', '?')}-core machine with an empty cache (limit "
+            f"**Idle timing** (`accuracy_xray/idle_timing.json`, {idle['date'][:10]}"
+            + (", before the shift suite was added" if idle.get("before_shift_suite") else "")
+            + f"): the maintainers' command `--test PATH --output DIR` took **{t['elapsed_s'] / 60:.1f} min** wall "
+            f"on an idle {idle['machine'].get('logical_cpus', '?')}-core machine with an empty cache (limit "
             f"{idle['limit_s'] / 60:.0f} min; {t['user_s'] / 60:.1f} CPU-min user, peak RSS {t['max_rss_mb']} MiB); "
-            "it reproduced the table's val numbers exactly."
-            if idle["val_same_as_results_json"]
-            else "its val numbers differ from the table's (see the JSON).",
+            + (
+                "it reproduced the table's val numbers exactly."
+                if idle["val_same_as_results_json"]
+                else f"its val numbers then (AUC {_f(idle['val']['auc'])}) are not the table's (see the JSON)."
+            ),
             "",
         ]
     return out

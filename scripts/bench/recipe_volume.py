@@ -44,7 +44,6 @@ import argparse
 import runpy
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -126,33 +125,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     common.set_threads(args.threads)
     if args.quick:
         args.folds, args.n_bootstrap = 2, 20
-    out_dir = Path(args.output)
-    t_start = time.perf_counter()
-    for name in args.recipes:
-        path = out_dir / f"{name}.json"
-        if common.read_result(path) is not None:
-            print(f"skip {path.name} (exists)")
-            continue
-        if args.time_budget is not None and (time.perf_counter() - t_start) / 60 > args.time_budget:
-            print(f"time budget of {args.time_budget} min spent; stopping before {name}")
-            break
+
+    def run_one(name: str, previous: dict[str, Any] | None) -> dict[str, Any]:
         with tempfile.TemporaryDirectory(prefix="bench_recipe_volume_") as tmp:
-            res = accuracy_volume.run(
+            return accuracy_volume.run(
                 args.npz, Path(tmp), recipe_overrides(name, args.quick), quick=args.quick,
                 n_bootstrap=args.n_bootstrap, folds=args.folds,
             )  # fmt: skip
-        res["recipe"], res["recipe_overrides"] = name, dict(RECIPES[name])
-        common.write_result(path, res)
-        row = recipe_xray.cv_row(name, res)
-        print(f"{name}: CV AUC {row['cv_auc']:.4f} (OOF ECE {row['cv_ece_before']:.4f} -> {row['cv_ece']:.4f}, epochs "
-              f"{row['epochs_chosen']}/{row['epochs_planned']})  val AUC {row['val_auc']:.4f}  ECE {row['val_ece']:.4f}"
-              f"  {row['cpu_minutes']:.1f} CPU min")  # fmt: skip
-        common.write_result(out_dir / "summary.json", summary_table(out_dir))
-    summary = summary_table(out_dir)
-    if summary["rows"]:
-        common.write_result(out_dir / "summary.json", summary)
-        print(f"winner (CV only, within the CPU budget): {summary['winner']}; best CV AUC: {summary['cv_best']}")
-    return summary
+
+    return recipe_xray.run_round(
+        list(args.recipes), Path(args.output), RECIPES, run_one, recipe_xray.cv_row, summary_table, args.time_budget
+    )
 
 
 if __name__ == "__main__":

@@ -58,6 +58,7 @@ __all__ = [
     "RRC_AUGMENTATION",
     "recipe_overrides",
     "choose_winner",
+    "run_round",
     "summary_table",
     "main",
 ]
@@ -284,30 +285,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.folds, args.n_bootstrap = 2, 20
     out_dir = Path(args.output)
     runs_dir = common.CACHE_DIR / ("recipe_xray_runs_quick" if args.quick else "recipe_xray_runs")
-    t_start = time.perf_counter()
+    finishing = args.final_fit is not None
     names = list(args.recipes)
-    if args.final_fit is not None:
+    if finishing:
         names = list(args.final_fit) or [summary_table(out_dir)["winner"]]
-    for name in names:
-        path = out_dir / f"{name}.json"
-        previous = common.read_result(path)
-        finishing = args.final_fit is not None
-        if previous is not None and (not finishing or "val" in previous):
-            print(f"skip {path.name} (exists)")
-            continue
+
+    def run_one(name: str, previous: dict[str, Any] | None) -> dict[str, Any]:
         if finishing and previous is None:
-            raise SystemExit(f"{path}: no CV-only result of recipe {name!r} to finish; run it first")
-        if args.time_budget is not None and (time.perf_counter() - t_start) / 60 > args.time_budget:
-            print(f"time budget of {args.time_budget} min spent; stopping before {name}")
-            break
-        recipe = recipe_overrides(name, args.quick)
+            raise SystemExit(f"{out_dir / name}.json: no CV-only result of recipe {name!r} to finish; run it first")
         work = runs_dir / name
         if not finishing:
             shutil.rmtree(work, ignore_errors=True)
         with tempfile.TemporaryDirectory(prefix="bench_recipe_") as tmp:
             res = accuracy_xray.run(
-                args.npz, Path(tmp), recipe, quick=args.quick, n_bootstrap=args.n_bootstrap, folds=args.folds,
-                work_dir=work, cv_only=args.cv_only and not finishing, reuse_cv=finishing,
+                args.npz, Path(tmp), recipe_overrides(name, args.quick), quick=args.quick,
+                n_bootstrap=args.n_bootstrap, folds=args.folds, work_dir=work,
+                cv_only=args.cv_only and not finishing, reuse_cv=finishing,
             )  # fmt: skip
         if finishing:  # CV numbers and costs of the earlier CV-only run, plus this final fit
             res["cv"] = previous["cv"]
@@ -315,21 +308,53 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for key in ("cpu_minutes", "train_wall_s"):
                 res["config"][key] = round(res["config"][key] + previous["config"][key], 2)
             res["config"]["final_fit_reused_cv"] = True
-        res["recipe"] = name
-        res["recipe_overrides"] = dict(RECIPES[name])
+        return res
+
+    def done(previous: dict[str, Any] | None) -> bool:
+        return previous is not None and (not finishing or "val" in previous)
+
+    return run_round(names, out_dir, RECIPES, run_one, _row, summary_table, args.time_budget, done)
+
+
+def run_round(
+    names: list[str],
+    out_dir: Path,
+    recipes: dict[str, dict[str, Any]],
+    run_one: Any,
+    row: Any,
+    summary: Any,
+    time_budget: float | None = None,
+    done: Any = None,
+) -> dict[str, Any]:
+    """The loop of a recipe round (xray here, volumes in ``recipe_volume.py``): each recipe of ``names`` whose
+    ``<out_dir>/<name>.json`` is not ``done`` yet (default: exists) runs through ``run_one(name, previous_result)``
+    unless ``time_budget`` minutes are spent; its result (with ``recipe``/``recipe_overrides``) is written, its
+    ``row(name, result)`` printed and ``summary(out_dir)`` rewritten to ``summary.json`` after every recipe."""
+    t_start = time.perf_counter()
+    for name in names:
+        path = out_dir / f"{name}.json"
+        previous = common.read_result(path)
+        if done(previous) if done is not None else previous is not None:
+            print(f"skip {path.name} (exists)")
+            continue
+        if time_budget is not None and (time.perf_counter() - t_start) / 60 > time_budget:
+            print(f"time budget of {time_budget} min spent; stopping before {name}")
+            break
+        res = run_one(name, previous)
+        res["recipe"], res["recipe_overrides"] = name, dict(recipes[name])
         common.write_result(path, res)
-        row = _row(name, res)
+        r = row(name, res)
         print(
-            f"{name}: CV AUC {row['cv_auc']:.4f} (OOF ECE {row['cv_ece_before']:.4f} -> {row['cv_ece']:.4f}, "
-            f"epochs {row['epochs_chosen']}/{row['epochs_planned']})  val AUC {row['val_auc']}  "
-            f"ECE {row['val_ece']}  {row['cpu_minutes']:.1f} CPU min"
+            f"{name}: CV AUC {r['cv_auc']:.4f} (OOF ECE {r['cv_ece_before']:.4f} -> {r['cv_ece']:.4f}, "
+            f"epochs {r['epochs_chosen']}/{r['epochs_planned']})  val AUC {r['val_auc']}  "
+            f"ECE {r['val_ece']}  {r['cpu_minutes']:.1f} CPU min"
         )
-        common.write_result(out_dir / "summary.json", summary_table(out_dir))
-    summary = summary_table(out_dir)
-    if summary["rows"]:
-        common.write_result(out_dir / "summary.json", summary)
-        print(f"winner (CV only, within the CPU budget): {summary['winner']}; best CV AUC: {summary['cv_best']}")
-    return summary
+        common.write_result(out_dir / "summary.json", summary(out_dir))
+    table = summary(out_dir)
+    if table["rows"]:
+        common.write_result(out_dir / "summary.json", table)
+        print(f"winner (CV only, within the CPU budget): {table['winner']}; best CV AUC: {table['cv_best']}")
+    return table
 
 
 if __name__ == "__main__":
