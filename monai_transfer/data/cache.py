@@ -15,7 +15,7 @@ and ``cache_dir`` ids, through ``monai_transfer.bundle_components.cached_dataset
 
 - ``"ram"``: every item's deterministic preprocessing (the transforms before the first random one, as MONAI's
   ``CacheDataset``) is kept in memory (:class:`RAMCachedDataset`);
-- ``"disk"``: it is written once to ``<cache_dir>/<preprocessing key>/<item key>.pt`` and read back each epoch
+- ``"disk"``: it is written once to ``<cache_dir>/<preprocessing key>/<item key>.item`` and read back each epoch
   (:class:`DiskCachedDataset`); memory stays flat in the number of images. The preprocessing key is the SHA-256 of a
   description of the cached transforms (:func:`describe_transforms`: class names and settings, so a change of image
   size, intensity scaling or loader options never reuses stale items); the item key hashes the item's entries and the
@@ -67,8 +67,6 @@ from monai.data import DataLoader, Dataset, MetaTensor, ThreadDataLoader
 from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import optional_import
 
-from monai_transfer.utils.io import safe_torch_load
-
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
@@ -85,6 +83,8 @@ __all__ = [
     "pack_item",
     "packed_nbytes",
     "unpack_item",
+    "save_packed",
+    "load_packed",
     "RAMCachedDataset",
     "DiskCachedDataset",
     "choose_cache",
@@ -99,7 +99,7 @@ logger = logging.getLogger(__name__)
 #: the values of the bundles' ``cache`` id
 CACHE_MODES = ("auto", "ram", "disk", "none")
 #: part of every preprocessing key: a change of the stored format never reads old files
-CACHE_FORMAT = "monai_transfer.cache/1"
+CACHE_FORMAT = "monai_transfer.cache/2"
 #: ``auto`` uses RAM when the estimated cache is at most this fraction of the available memory (per node)
 DEFAULT_MEMORY_FRACTION = 0.5
 _PACKED = "__monai_transfer_packed__"
@@ -364,6 +364,126 @@ def packed_nbytes(packed: Any) -> int:
     return 0
 
 
+#: the first bytes of a disk cache file (:func:`save_packed`)
+_MAGIC = b"MTC2"
+_ALIGN = 64
+
+
+def _encode(value: Any, blobs: list[Any], where: str) -> Any:
+    """``value`` as JSON, its tensors and arrays appended to ``blobs`` (referred to by index)."""
+    if isinstance(value, torch.Tensor):
+        blobs.append(value.detach().cpu().as_subclass(torch.Tensor).contiguous())
+        return {"__blob__": len(blobs) - 1}
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        blobs.append(np.ascontiguousarray(value))
+        return {"__blob__": len(blobs) - 1}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping) and value.get(_PACKED) == 1 and value.get("meta") is not None:
+        meta = json.dumps(_encode(value["meta"], blobs, f"{where}.meta"))  # text: parsed only when wanted
+        return _encode({**value, "meta": None}, blobs, where) | {"__meta__": meta}
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        return {"__dict__": {k: _encode(v, blobs, f"{where}.{k}") for k, v in value.items()}}
+    if isinstance(value, (list, tuple)):
+        return {"__tuple__" if isinstance(value, tuple) else "__list__": [_encode(v, blobs, where) for v in value]}
+    raise TypeError(f"disk cache: cannot store {type(value).__name__} at {where} (tensors, arrays, numbers, strings, "
+                    "lists and string-keyed dicts only); use --cache ram or --cache none.")  # fmt: skip
+
+
+def _decode(value: Any, blob: Callable[[int], Any], meta: bool) -> Any:
+    if isinstance(value, dict):
+        if "__blob__" in value:
+            return blob(value["__blob__"])
+        if "__dict__" in value:
+            out = {k: _decode(v, blob, meta) for k, v in value["__dict__"].items()}
+            if meta and "__meta__" in value:  # a packed tensor's metadata
+                out["meta"] = _decode(json.loads(value["__meta__"]), blob, meta)
+            return out
+        if "__tuple__" in value:
+            return tuple(_decode(v, blob, meta) for v in value["__tuple__"])
+        return [_decode(v, blob, meta) for v in value["__list__"]]
+    return value
+
+
+def save_packed(packed: Any, path: str | os.PathLike) -> Path:
+    """Write a packed item (:func:`pack_item`) to ``path`` atomically: ``MTC2``, the header's length (8 bytes, little
+    endian), a JSON header (the item's structure and each tensor's dtype, shape and offset) and the raw tensor bytes
+    (64-byte aligned). Nothing is pickled; :func:`load_packed` reads it with one ``read`` and no per-tensor copies.
+
+    Raises:
+        TypeError: for a value that is not a tensor, array, number, string, list or string-keyed dict (named).
+    """
+    from monai_transfer.utils.io import atomic_write
+
+    blobs: list[Any] = []
+    structure = _encode(packed, blobs, "item")
+    specs, offset = [], 0
+    for b in blobs:
+        nbytes = b.numel() * b.element_size() if isinstance(b, torch.Tensor) else b.nbytes
+        kind = "tensor" if isinstance(b, torch.Tensor) else "ndarray"
+        dtype = str(b.dtype).replace("torch.", "") if kind == "tensor" else b.dtype.str
+        specs.append({"kind": kind, "dtype": dtype, "shape": list(b.shape), "offset": offset, "nbytes": nbytes})
+        offset += -(-nbytes // _ALIGN) * _ALIGN
+    header = json.dumps({"format": CACHE_FORMAT, "item": structure, "blobs": specs}).encode("utf-8")
+    start = -(-(len(_MAGIC) + 8 + len(header)) // _ALIGN) * _ALIGN
+
+    def write(f: Any) -> None:
+        f.write(_MAGIC + len(header).to_bytes(8, "little") + header)
+        f.write(b"\0" * (start - len(_MAGIC) - 8 - len(header)))
+        for b, spec in zip(blobs, specs):
+            if isinstance(b, torch.Tensor):  # 1-D first: a 0-d tensor cannot be viewed as bytes
+                flat = b.reshape(-1)
+                raw = (flat.to(torch.uint8) if b.dtype == torch.bool else flat.view(torch.uint8)).numpy().tobytes()
+            else:
+                raw = b.tobytes()
+            f.write(raw)
+            f.write(b"\0" * (-(-spec["nbytes"] // _ALIGN) * _ALIGN - spec["nbytes"]))
+
+    return atomic_write(path, write)
+
+
+def _blob(buf: bytearray, lo: int, count: int, spec: Mapping[str, Any]) -> Any:
+    """One tensor (a view of ``buf``) or array (a copy) of a :func:`save_packed` file."""
+    shape = list(spec["shape"])
+    if spec["kind"] == "ndarray":
+        return np.frombuffer(bytes(buf[lo : lo + count]), dtype=np.dtype(spec["dtype"])).reshape(shape).copy()
+    raw = torch.frombuffer(buf, dtype=torch.uint8, count=count, offset=lo) if count else torch.empty(0, torch.uint8)
+    dtype = getattr(torch, spec["dtype"])
+    return raw.bool().reshape(shape) if dtype == torch.bool else raw.view(dtype).reshape(shape)
+
+
+def load_packed(path: str | os.PathLike, meta: bool = True) -> Any:
+    """The packed item :func:`save_packed` wrote (tensors share one buffer read from the file); ``meta=False``
+    leaves the images' metadata out (``None``) without parsing it.
+
+    Raises:
+        ValueError: the file is not such a file or is truncated (the message names it).
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        buf = bytearray(size)
+        if f.readinto(buf) != size or buf[: len(_MAGIC)] != _MAGIC:
+            raise ValueError(f"disk cache file {path}: not a {CACHE_FORMAT} file or truncated")
+    n = int.from_bytes(buf[len(_MAGIC) : len(_MAGIC) + 8], "little")
+    try:
+        header = json.loads(bytes(buf[len(_MAGIC) + 8 : len(_MAGIC) + 8 + n]).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"disk cache file {path}: unreadable header ({e})") from None
+    start = -(-(len(_MAGIC) + 8 + n) // _ALIGN) * _ALIGN
+
+    def blob(i: int) -> Any:
+        spec = header["blobs"][i]
+        lo, count = start + spec["offset"], spec["nbytes"]
+        if lo + count > size:
+            raise ValueError(f"disk cache file {path}: truncated")
+        return _blob(buf, lo, count, spec)
+
+    return _decode(header["item"], blob, meta)
+
+
 # ---------------------------------------------------------------- datasets
 
 
@@ -393,12 +513,10 @@ class _Filler:
     def __call__(self, index: int) -> Any:
         import pickle
 
-        from monai_transfer.utils.io import atomic_torch_save
-
         packed = self.packed(index)
         if self.paths is None:
             return pickle.dumps(packed, protocol=pickle.HIGHEST_PROTOCOL)  # by value: no shared-memory handles
-        atomic_torch_save(packed, self.paths[index])
+        save_packed(packed, self.paths[index])
         return None
 
 
@@ -542,17 +660,17 @@ def _check_writable(folder: Path) -> None:
 
 class DiskCachedDataset(_TailMixin, Dataset):
     """MONAI ``Dataset`` whose deterministic preprocessing is stored once per item in
-    ``<cache_dir>/<preprocessing key>/<item key>.pt`` (written atomically in ``num_workers`` processes, read with
-    ``weights_only=True``) and read back on every access; the random transforms run after it. Memory does not grow
-    with the number of items (only their file names are held).
+    ``<cache_dir>/<preprocessing key>/<item key>.item`` (:func:`save_packed`: raw tensor bytes behind a JSON
+    header, nothing pickled; written atomically in ``num_workers`` processes) and read back on every access; the
+    random transforms run after it. Memory does not grow with the number of items (only their file names are held).
 
     Compared with MONAI's ``PersistentDataset`` (which this replaces in the bundles): the folder is keyed by a
     description of the cached transforms (:func:`preprocessing_key`), the items by their entries and their files'
-    size and modification time (:func:`item_key`), exact 8-bit images are stored as ``uint8``, the first pass runs
-    in parallel, and an unreadable file is recomputed instead of failing the run. Measured against
-    ``PersistentDataset`` (``scripts/bench/scale_loader.py``, 224 px, xray pipeline, one process): 1.09x its
-    images/s with 54 KB instead of 203 KB per file. Under ``torchrun`` the ranks share
-    the first pass (each fills its share of a shared folder, then they wait for each other).
+    size and modification time (:func:`item_key`), exact 8-bit images are stored as ``uint8``, a file is read with
+    one ``read`` and no unpickling (``torch.load`` of a zip file cost about 0.9 ms per item, issue 25), the first
+    pass runs in parallel, and an unreadable file is recomputed instead of failing the run
+    (``scripts/bench/scale_loader.py`` compares it with ``PersistentDataset``). Under ``torchrun`` the ranks share the
+    first pass (each fills its share of a shared folder, then they wait for each other).
 
     Args:
         data: the data list.
@@ -590,7 +708,7 @@ class DiskCachedDataset(_TailMixin, Dataset):
             atomic_write_json(
                 described, {"format": CACHE_FORMAT, "key": self.key, "transforms": describe_transforms(head)}
             )
-        self.paths = [self.folder / f"{item_key(d)}.pt" for d in self.data]
+        self.paths = [self.folder / f"{item_key(d)}.item" for d in self.data]
         self._fill_missing(num_workers, progress)
 
     def _fill_missing(self, num_workers: int, progress: bool) -> None:
@@ -612,12 +730,12 @@ class DiskCachedDataset(_TailMixin, Dataset):
     def _load(self, index: int) -> Any:
         path = self.paths[index]
         try:
-            return safe_torch_load(path)
-        except (OSError, RuntimeError, EOFError) as e:  # a truncated or foreign file: compute it again
+            return load_packed(path, meta=self.track_meta)
+        except (OSError, ValueError, KeyError, TypeError) as e:  # a truncated or foreign file: compute it again
             logger.warning(f"disk cache: {path} could not be read ({e}); preprocessing the item again")
             filler = _Filler(self.data, self.transform, self.first_random, self.paths)
             filler(index)
-            return safe_torch_load(path)
+            return load_packed(path, meta=self.track_meta)
 
     def _transform(self, index: int) -> Any:
         return self._tail(unpack_item(self._load(index), meta=self.track_meta))

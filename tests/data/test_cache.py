@@ -69,7 +69,7 @@ def test_cached_items_equal_uncached(datalist, tmp_path, mode):
 def test_disk_cache_is_reused_and_keyed_by_preprocessing(datalist, tmp_path):
     root = tmp_path / "c"
     a = C.build_dataset(datalist, _pipeline(16), cache="disk", cache_dir=root, num_workers=0, progress=False)
-    assert all(p.is_file() for p in a.paths) and len(list(a.folder.glob("*.pt"))) == len(datalist)
+    assert all(p.is_file() for p in a.paths) and len(list(a.folder.glob("*.item"))) == len(datalist)
     assert (a.folder / "preprocessing.json").is_file()
     stamp = {p: p.stat().st_mtime_ns for p in a.paths}
     again = C.build_dataset(datalist, _pipeline(16), cache="disk", cache_dir=root, num_workers=0, progress=False)
@@ -263,3 +263,36 @@ def test_batch_normalise_keeps_pipelines_it_cannot_split(datalist):
     assert C.split_batch_normalisation(odd) == (odd, None)
     with pytest.raises(ValueError, match="channels"):
         batch({"image": torch.zeros(2, 2, 4, 4)})
+
+
+def test_disk_file_format_round_trip(tmp_path):
+    """``save_packed``/``load_packed``: tensors of any dtype and rank (0-d, bool, ``uint8`` images), NumPy arrays,
+    tuples and metadata come back equal; ``meta=False`` leaves the metadata out; nothing else is stored, and a
+    truncated or foreign file is refused (named)."""
+    image = MetaTensor(torch.arange(12, dtype=torch.float32).reshape(1, 3, 4) / 255.0,
+                       meta={"filename_or_obj": "a.png", "affine": torch.eye(3, dtype=torch.float64),
+                             "spatial_shape": np.array([3, 4]), "flags": (True, None)})  # fmt: skip
+    item = {"image": image, "label": torch.tensor(1), "multi": np.array([0, 1, 1], dtype=np.int8),
+            "mask": torch.tensor([True, False]), "pid": "p1", "w": 0.5, "pair": (1, "x")}  # fmt: skip
+    path = C.save_packed(C.pack_item(item), tmp_path / "x.item")
+    back = C.unpack_item(C.load_packed(path))
+    assert (
+        torch.equal(back["image"].as_tensor(), image.as_tensor()) and back["image"].meta["filename_or_obj"] == "a.png"
+    )
+    assert torch.equal(torch.as_tensor(back["image"].meta["affine"]), torch.eye(3, dtype=torch.float64))
+    assert back["image"].meta["spatial_shape"].tolist() == [3, 4]
+    assert back["image"].meta["flags"] == [True, None]  # metadata tuples come back as lists (as from the RAM cache)
+    assert torch.equal(back["label"], item["label"]) and back["label"].shape == ()
+    assert back["multi"].dtype == np.int8 and back["multi"].tolist() == [0, 1, 1]
+    assert back["mask"].dtype == torch.bool and back["mask"].tolist() == [True, False]
+    assert (back["pid"], back["w"], back["pair"]) == ("p1", 0.5, (1, "x"))
+    plain = C.unpack_item(C.load_packed(path, meta=False), meta=False)
+    assert type(plain["image"]) is torch.Tensor and torch.equal(plain["image"], image.as_tensor())
+    with pytest.raises(TypeError, match=r"item\.obj"):
+        C.save_packed({"obj": object()}, tmp_path / "y.item")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="x.item"):
+        C.load_packed(path)
+    (tmp_path / "z.item").write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(ValueError, match="z.item"):
+        C.load_packed(tmp_path / "z.item")
