@@ -386,6 +386,24 @@ class GreyToRGB(Transform):
         return grey_to_rgb(convert_to_tensor(img, track_meta=get_track_meta()), self.num_channels)
 
 
+_AXES: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+
+
+def _normalised_axes(shape: tuple[int, ...], device: torch.device) -> list[torch.Tensor]:
+    """``align_corners=False`` normalised coordinates of each spatial axis, shaped to broadcast (cached per shape)."""
+    key = (shape, str(device))
+    if key not in _AXES:
+        if len(_AXES) > 32:
+            _AXES.clear()
+        axes = []
+        for j, n in enumerate(shape):
+            view = [1] * len(shape)
+            view[j] = n
+            axes.append(((torch.arange(n, dtype=torch.float32, device=device) * 2 + 1) / n - 1).reshape(view))
+        _AXES[key] = axes
+    return _AXES[key]
+
+
 def affine_grid_sample(
     img: torch.Tensor, affine: NdarrayOrTensor, mode: str = "bilinear", padding_mode: str = "border"
 ) -> torch.Tensor:
@@ -409,23 +427,26 @@ def affine_grid_sample(
     """
     nd = img.ndim - 1
     a = torch.as_tensor(np.asarray(affine, dtype=np.float64) if not isinstance(affine, torch.Tensor) else affine)
-    a = a.to(torch.float64).cpu()
-    size = [float(max(2, s)) for s in img.shape[1:]]
-    order = list(range(nd - 1, -1, -1))  # grid_sample's last dimension is (x, y[, z]): the spatial axes reversed
-    shape = [1] + list(img.shape[1:]) + [nd]
-    grid = torch.empty(shape, dtype=torch.float32, device=img.device)
-    axes = []  # normalised output coordinates of each spatial axis, shaped to broadcast over the grid
-    for j, n in enumerate(img.shape[1:]):
-        view = [1] * nd
-        view[j] = n
-        axes.append(((torch.arange(n, dtype=torch.float32, device=img.device) * 2 + 1) / n - 1).reshape(view))
-    for out_k, i in enumerate(order):  # input axis i: n_i' = sum_j A_ij * (size_j / 2) * n_j * 2 / size_i + ...
-        acc = torch.full([1] * nd, float(a[i, nd] * 2.0 / size[i]), dtype=torch.float32, device=img.device)
-        for j in range(nd):
-            coef = float(a[i, j] * img.shape[1 + j] / size[i])  # centred pixel coordinate: n_j * shape_j / 2
-            if coef != 0.0:
-                acc = acc + coef * axes[j]
-        grid[0, ..., out_k] = acc.expand(img.shape[1:])
+    a = a.to(torch.float64).cpu().tolist()
+    shape = tuple(img.shape[1:])
+    size = [float(max(2, n)) for n in shape]
+    axes = _normalised_axes(shape, img.device)
+    grid = torch.empty((1,) + shape + (nd,), dtype=torch.float32, device=img.device)
+    for k, i in enumerate(range(nd - 1, -1, -1)):  # grid_sample's last dimension is (x, y[, z]): axes reversed
+        # input axis i, normalised: sum_j A_ij * (n_j * shape_j / 2) * 2 / size_i + A_i,d * 2 / size_i
+        terms = [(a[i][j] * shape[j] / size[i], axes[j]) for j in range(nd) if a[i][j] != 0.0]
+        t = a[i][nd] * 2.0 / size[i]
+        out = grid[0, ..., k]
+        if not terms:
+            out.fill_(t)
+            continue
+        acc = terms[0][1] * terms[0][0] + t  # small: broadcast shapes until the last term
+        for coef, ax in terms[1:-1]:
+            acc = acc + coef * ax
+        if len(terms) == 1:
+            out.copy_(acc.expand(shape))
+        else:  # the one full-size operation of this coordinate, written in place into the grid
+            torch.add(acc.expand(shape), terms[-1][1].expand(shape), alpha=terms[-1][0], out=out)
     src = img if img.dtype == torch.float32 else img.to(torch.float32)
     out = torch.nn.functional.grid_sample(src[None], grid, mode=mode, padding_mode=padding_mode, align_corners=False)
     return out[0]
