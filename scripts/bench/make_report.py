@@ -697,6 +697,15 @@ def _scaling(results: Path) -> list[str]:
                     f"`batch_normalise`): {r['ram_auto_item_over_ram_w0_item']}x; images per CPU second, default "
                     f"workers / 0 workers: {r['cpu_ram_auto_over_ram_w0']}x per batch, "
                     f"{r['cpu_ram_auto_item_over_ram_w0_item']}x per item."]  # fmt: skip
+        if "ram_w0_over_ram_w0_monai_affine" in r:
+            out += ["", "`FastRandAffined` / MONAI `RandAffined` (0 workers): "
+                    f"{r['ram_w0_over_ram_w0_monai_affine']}x; "
+                    f"grey items handed over in float16 / float32 (default workers): "
+                    f"{r['ram_auto_over_ram_auto_f32']}x."]  # fmt: skip
+        if "targets" in loader:
+            out += ["", "Targets of issue 25, this run: " + ", ".join(
+                f"{k} {v['value']} (target {v['target']}: {'met' if v['met'] else 'not met'})"
+                for k, v in loader["targets"].items()) + "."]  # fmt: skip
         if "disk_w0_over_persistent_w0" in r:
             kb = loader.get("file_kb_per_image", {})
             out += ["", f"Disk cache / MONAI `PersistentDataset`, 0 workers: {r['disk_w0_over_persistent_w0']}x; files "

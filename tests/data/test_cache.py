@@ -69,7 +69,7 @@ def test_cached_items_equal_uncached(datalist, tmp_path, mode):
 def test_disk_cache_is_reused_and_keyed_by_preprocessing(datalist, tmp_path):
     root = tmp_path / "c"
     a = C.build_dataset(datalist, _pipeline(16), cache="disk", cache_dir=root, num_workers=0, progress=False)
-    assert all(p.is_file() for p in a.paths) and len(list(a.folder.glob("*.pt"))) == len(datalist)
+    assert all(p.is_file() for p in a.paths) and len(list(a.folder.glob("*.item"))) == len(datalist)
     assert (a.folder / "preprocessing.json").is_file()
     stamp = {p: p.stat().st_mtime_ns for p in a.paths}
     again = C.build_dataset(datalist, _pipeline(16), cache="disk", cache_dir=root, num_workers=0, progress=False)
@@ -174,19 +174,23 @@ def test_dataloader_settings():
     assert [b.tolist() for b in thread] == [[0, 1, 2, 3], [4, 5, 6, 7]]
 
 
-def test_random_transforms_without_metadata_tracking_give_the_same_item(datalist):
-    """``track_meta=False``: the same values, and each image gets its cached metadata back."""
+def test_random_transforms_without_metadata_tracking_give_the_same_item(datalist, tmp_path):
+    """``track_meta=False``: the same values, as plain tensors (no metadata from the cache to the batch), from the RAM
+    and the disk cache; the process-wide switch and the pipeline's ``EnsureTyped`` are restored."""
     from monai.data import get_track_meta
+    from monai.transforms import EnsureTyped
 
-    tracked = C.build_dataset(datalist, _pipeline(), cache="ram", num_workers=0, progress=False)
-    plain = C.build_dataset(datalist, _pipeline(), cache="ram", num_workers=0, progress=False, track_meta=False)
-    for a, b in zip(_items(tracked, 3), _items(plain, 3)):
-        assert torch.allclose(a["image"].as_tensor(), b["image"].as_tensor(), atol=1e-6)
-        assert (
-            isinstance(b["image"], MetaTensor)
-            and b["image"].meta["filename_or_obj"] == a["image"].meta["filename_or_obj"]
-        )
+    pipe = _pipeline()
+    tracked = C.build_dataset(datalist, pipe, cache="ram", num_workers=0, progress=False)
+    for mode in ("ram", "disk"):
+        plain = C.build_dataset(datalist, pipe, cache=mode, cache_dir=tmp_path, num_workers=0, progress=False,
+                                track_meta=False)  # fmt: skip
+        for a, b in zip(_items(tracked, 3), _items(plain, 3)):
+            assert isinstance(a["image"], MetaTensor) and a["image"].meta["filename_or_obj"]
+            assert type(b["image"]) is torch.Tensor
+            torch.testing.assert_close(b["image"], a["image"].as_tensor(), rtol=0, atol=1e-6)
     assert get_track_meta()  # the process-wide switch is restored
+    assert all(t.converter.track_meta for t in pipe.transforms if isinstance(t, EnsureTyped))
 
 
 def _xray_pipelines(size=32, backbone=None):
@@ -224,18 +228,25 @@ def test_xray_batch_normalisation_gives_the_per_item_values(datalist, workers, b
     assert parser["train#dataset"]["batch_normalise"] is True and "batch_normalise" not in parser["validate#dataset"]
     data = datalist * 2
     per_item = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False)
-    batched = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False,
-                              batch_normalise=True)  # fmt: skip
-    assert per_item.batch_transform is None and isinstance(batched.batch_transform, C.BatchNormalize)
-    assert batched[0]["image"].shape[0] == 1 and per_item[0]["image"].shape[0] == 3  # grey through the workers
+    exact = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False,
+                            batch_normalise=True, item_dtype=None)  # fmt: skip
+    half = C.build_dataset(data, train_pre, cache="ram", num_workers=0, progress=False, track_meta=False,
+                           batch_normalise=True)  # fmt: skip
+    assert per_item.batch_transform is None and isinstance(half.batch_transform, C.BatchNormalize)
+    assert per_item[0]["image"].shape[0] == 3 and exact[0]["image"].dtype == torch.float32
+    assert half[0]["image"].shape[0] == 1 and half[0]["image"].dtype == torch.float16  # grey, float16: 1/6 the bytes
+    std = min(half.batch_transform.t.stats[1])
     for loader in ("torch", "thread") if workers == 0 else ("torch",):
-        a, b = _batches(per_item, workers, loader), _batches(batched, workers, loader)
-        assert len(a) == len(b) == 3
-        for x, y in zip(a, b):
-            assert y["image"].shape == x["image"].shape == (4, 3, 32, 32) and y["image"].dtype == torch.float32
-            torch.testing.assert_close(y["image"].as_tensor(), x["image"].as_tensor(), rtol=0, atol=1e-6)
-            assert torch.equal(y["label"], x["label"])
-            assert y["image"].meta["filename_or_obj"] == x["image"].meta["filename_or_obj"]
+        a, b, h = _batches(per_item, workers, loader), _batches(exact, workers, loader), _batches(half, workers, loader)
+        assert len(a) == len(b) == len(h) == 3
+        for x, y, z in zip(a, b, h):
+            assert y["image"].shape == z["image"].shape == x["image"].shape == (4, 3, 32, 32)
+            assert y["image"].dtype == z["image"].dtype == torch.float32 and type(y["image"]) is torch.Tensor
+            torch.testing.assert_close(y["image"], x["image"], rtol=0, atol=1e-6)
+            # float16 rounding of values below 2 (the augmented range is [0, 1.1]): at most 2**-11, over the std
+            torch.testing.assert_close(z["image"], x["image"], rtol=0, atol=2**-11 / std)
+            assert not torch.equal(z["image"], x["image"]) or backbone is not None
+            assert torch.equal(y["label"], x["label"]) and torch.equal(z["label"], x["label"])
     assert not torch.equal(b[0]["image"][:, 0], b[0]["image"][:, 1]) or backbone is None  # per-channel stats
     val = C.build_dataset(datalist, val_pre, cache="ram", num_workers=0, progress=False, batch_normalise=True)
     assert val.batch_transform is None and val[0]["image"].shape[0] == 3  # nothing random: normalised per item
@@ -252,3 +263,36 @@ def test_batch_normalise_keeps_pipelines_it_cannot_split(datalist):
     assert C.split_batch_normalisation(odd) == (odd, None)
     with pytest.raises(ValueError, match="channels"):
         batch({"image": torch.zeros(2, 2, 4, 4)})
+
+
+def test_disk_file_format_round_trip(tmp_path):
+    """``save_packed``/``load_packed``: tensors of any dtype and rank (0-d, bool, ``uint8`` images), NumPy arrays,
+    tuples and metadata come back equal; ``meta=False`` leaves the metadata out; nothing else is stored, and a
+    truncated or foreign file is refused (named)."""
+    image = MetaTensor(torch.arange(12, dtype=torch.float32).reshape(1, 3, 4) / 255.0,
+                       meta={"filename_or_obj": "a.png", "affine": torch.eye(3, dtype=torch.float64),
+                             "spatial_shape": np.array([3, 4]), "flags": (True, None)})  # fmt: skip
+    item = {"image": image, "label": torch.tensor(1), "multi": np.array([0, 1, 1], dtype=np.int8),
+            "mask": torch.tensor([True, False]), "pid": "p1", "w": 0.5, "pair": (1, "x")}  # fmt: skip
+    path = C.save_packed(C.pack_item(item), tmp_path / "x.item")
+    back = C.unpack_item(C.load_packed(path))
+    assert (
+        torch.equal(back["image"].as_tensor(), image.as_tensor()) and back["image"].meta["filename_or_obj"] == "a.png"
+    )
+    assert torch.equal(torch.as_tensor(back["image"].meta["affine"]), torch.eye(3, dtype=torch.float64))
+    assert back["image"].meta["spatial_shape"].tolist() == [3, 4]
+    assert back["image"].meta["flags"] == [True, None]  # metadata tuples come back as lists (as from the RAM cache)
+    assert torch.equal(back["label"], item["label"]) and back["label"].shape == ()
+    assert back["multi"].dtype == np.int8 and back["multi"].tolist() == [0, 1, 1]
+    assert back["mask"].dtype == torch.bool and back["mask"].tolist() == [True, False]
+    assert (back["pid"], back["w"], back["pair"]) == ("p1", 0.5, (1, "x"))
+    plain = C.unpack_item(C.load_packed(path, meta=False), meta=False)
+    assert type(plain["image"]) is torch.Tensor and torch.equal(plain["image"], image.as_tensor())
+    with pytest.raises(TypeError, match=r"item\.obj"):
+        C.save_packed({"obj": object()}, tmp_path / "y.item")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ValueError, match="x.item"):
+        C.load_packed(path)
+    (tmp_path / "z.item").write_bytes(b"PK\x03\x04 a zip file")
+    with pytest.raises(ValueError, match="z.item"):
+        C.load_packed(tmp_path / "z.item")

@@ -394,8 +394,12 @@ def test_scale_loader_and_memory_quick(tmp_path, monkeypatch):
         "ram_auto_item",
         "ram_w0_tracked",
         "persistent_w0",
+        "ram_auto_f32",
+        "ram_w0_monai_affine",
     }
     assert all(v > 0 for v in loader["images_per_s"].values())
+    assert set(loader["targets"]) == {"ram_auto_over_ram_w0", "disk_auto_over_ram_auto", "ram_w0_per_core"}
+    assert all(isinstance(t["met"], bool) and t["value"] > 0 for t in loader["targets"].values())
     mod = _bench("scale_memory", tmp_path, monkeypatch)
     monkeypatch.setenv("MONAI_TRANSFER_BENCH_CACHE", str(tmp_path / "cache"))
     res = mod.main(["--quick", "--modes", "disk", "auto", "--output", str(tmp_path / "m.json")])

@@ -226,3 +226,43 @@ def test_resize_keep_aspect_auto_mode_averages_when_shrinking_and_interpolates_w
     big = torch.as_tensor(ResizeKeepAspect(16)(img))
     bilinear = torch.as_tensor(ResizeKeepAspect(16, mode="bilinear")(img))
     assert big.shape == (1, 16, 16) and torch.allclose(big, bilinear)
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 33), (2, 12, 14, 10)])
+@pytest.mark.parametrize("padding_mode", ["border", "zeros"])
+def test_fast_rand_affined_draws_and_resamples_as_monai(shape, padding_mode):
+    """``FastRandAffined`` on plain tensors: the same random draws as MONAI's ``RandAffined`` (seeded alike, over
+    several calls, with two keys and ``prob < 1``) and the same values to float32 rounding; tracked ``MetaTensor``
+    inputs run MONAI's own code (metadata and ``inverse`` kept)."""
+    from monai.data import get_track_meta, set_track_meta
+    from monai.transforms import RandAffined
+
+    from monai_transfer.transforms.slicing import FastRandAffined
+
+    kw = dict(keys=["image", "mask"], prob=0.7, rotate_range=0.3, shear_range=0.1, translate_range=3,
+              scale_range=(0.1, 0.2), padding_mode=padding_mode)  # fmt: skip
+    if len(shape) == 4:
+        kw["rotate_range"] = (0.3, 0.2, 0.1)
+    ref, fast = RandAffined(**kw).set_random_state(4), FastRandAffined(**kw).set_random_state(4)
+    gen = torch.Generator().manual_seed(0)
+    img = torch.rand(shape, generator=gen)
+    mask = (torch.rand(shape, generator=gen) > 0.5).float()
+    previous = get_track_meta()
+    set_track_meta(False)
+    try:
+        changed = 0
+        for _ in range(8):
+            a, b = ref({"image": img, "mask": mask}), fast({"image": img, "mask": mask})
+            for k in ("image", "mask"):
+                assert type(b[k]) is torch.Tensor and b[k].dtype == torch.float32 and b[k].shape == img.shape
+                torch.testing.assert_close(b[k], a[k].as_tensor() if isinstance(a[k], MetaTensor) else a[k],
+                                           rtol=0, atol=1e-4)  # fmt: skip
+            changed += int(not torch.equal(b["image"], img))
+        assert 0 < changed < 8  # prob 0.7: some calls transform, some do not
+    finally:
+        set_track_meta(previous)
+    tracked = FastRandAffined(**{**kw, "prob": 1.0}).set_random_state(1)
+    meta = tracked({"image": MetaTensor(img), "mask": MetaTensor(mask)})
+    assert isinstance(meta["image"], MetaTensor) and meta["image"].applied_operations  # MONAI's path
+    inverted = tracked.inverse(meta)
+    assert inverted["image"].shape == img.shape

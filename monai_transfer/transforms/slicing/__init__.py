@@ -19,6 +19,7 @@ from monai_transfer.transforms.slicing.array import (
     GreyToRGB,
     ResizeKeepAspect,
     Stack25D,
+    affine_grid_sample,
     grey_to_rgb,
     resolve_slice_axis,
 )
@@ -26,6 +27,9 @@ from monai_transfer.transforms.slicing.dictionary import (
     ExtractSlicesD,
     ExtractSlicesd,
     ExtractSlicesDict,
+    FastRandAffineD,
+    FastRandAffined,
+    FastRandAffineDict,
     GreyToRGBD,
     GreyToRGBd,
     GreyToRGBDict,
@@ -58,4 +62,8 @@ __all__ = [
     "GreyToRGBd",
     "GreyToRGBD",
     "GreyToRGBDict",
+    "affine_grid_sample",
+    "FastRandAffined",
+    "FastRandAffineD",
+    "FastRandAffineDict",
 ]
