@@ -29,6 +29,11 @@ averaged away. It is stored (1 KiB) in the hash cache, so pairing reads no image
    ``O(pairs * (114 + 180) * 256)`` samples at most, only for the candidate pairs. Measured on 10,428 real
    radiographs (one torch thread, busy 2-core machine): candidates 11 s, the whole second stage 112 s for 75,447
    candidate pairs; the first stage takes about a second. Pairs are not cached (thumbnails are): each run pays it.
+3. **Final verification** (:func:`fine_residual`, called by ``duplicates.verify_structure`` for every stage-1 and
+   stage-2 pair): on 64x64 rank thumbnails (4 KiB, also cached), the share of one image's rank variance that is not
+   an increasing function of the other's, blurred by one pixel so that noise averages out while a moved edge does
+   not, as they are, flipped, or after the best affine warp (a grid search, then 20 gradient steps). Neighbouring
+   slices of a volume, whose shape changes, stay above the threshold; processed copies fall below it.
 
 Imports nothing of the project (``duplicates.py`` calls it).
 """

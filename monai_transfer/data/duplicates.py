@@ -40,7 +40,14 @@ The recipe here:
    :data:`DEFAULT_ALIGNED_SIMILARITY` or more (rotation by a few degrees, crops up to 10 %). The thresholds were
    chosen on the tuning half of ``scripts/bench/dedup_variants.py`` (real radiographs, eleven variant families,
    neighbouring slices as hard negatives), not on a data set;
-6. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
+6. **final verification** (:func:`verify_structure`, :func:`~monai_transfer.data._similarity.fine_residual`): at
+   32x32 neighbouring slices of one volume (binary masks with a Dice overlap of 0.83-0.97) look like copies, and stage
+   1 already links most of them. So every stage-1 and stage-2 pair (identical bytes or voxels excepted) is checked on
+   64x64 rank thumbnails, also cached: a processed copy's ranks are an increasing function of its original's (up to
+   blur and noise, averaged out by a 1-pixel blur of the residual) after the best small affine warp; a slice whose
+   shape changed leaves a coherent residual. Pairs above :data:`DEFAULT_MAX_RESIDUAL` (chosen on the same tuning
+   half) are dropped;
+7. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
    identical bytes (SHA-256) are always linked, even when they cannot be decoded. Every pair records the stage that
    linked it (:data:`STAGES`) and its similarity in that stage.
 
@@ -48,7 +55,7 @@ A backbone embedding was tried as the strict check and not kept: with the packag
 near-duplicates of 60 PneumoniaMNIST radiographs had an embedding cosine as low as 0.62 while unrelated pairs
 reached 0.92 (the AC signature separates them: >= 0.975 against <= 0.97), at 0.3 s per image on a CPU.
 
-Hashes, signatures and rank thumbnails (about 1.5 kB per image) are cached by the SHA-256 of the file bytes in
+Hashes, signatures and both rank thumbnails (about 7 kB per image) are cached by the SHA-256 of the file bytes in
 ``<cache_dir>/image_hashes_<method>.json``, with a ``(path, size, mtime, ctime, inode)`` index so that a second run
 reads neither the pixels nor the bytes of an unchanged file (a file rewritten with its old size and mtime, ``cp -p``,
 has a new ctime: it is digested again).
