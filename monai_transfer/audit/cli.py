@@ -50,6 +50,24 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int_in(0), default=0, help="split seed, as the bundle's seed id (default 0)")
     p.add_argument("--max_distance", type=int_in(0, 64), default=None, help="Hamming threshold of the 64-bit hash")
     p.add_argument("--min_similarity", type=float_in(-1, 1), default=None, help="cosine threshold of the strict check")
+    p.add_argument(
+        "--rank_similarity",
+        type=float_in(-1, 1),
+        default=None,
+        help="stage 2: rank-thumbnail correlation that links a pair as it is or flipped (default 0.995)",
+    )
+    p.add_argument(
+        "--aligned_similarity",
+        type=float_in(-1, 1),
+        default=None,
+        help="stage 2: rank-thumbnail correlation after the best small warp (default 0.975)",
+    )
+    p.add_argument(
+        "--max_residual",
+        type=float_in(0, 1),
+        default=None,
+        help="final verification: largest 64x64 structure residual of a linked pair (default 0.006)",
+    )
     p.add_argument("--cache_dir", default="default", help="hash cache folder; 'none' disables it")
     p.add_argument("--no_progress", action="store_true", help="no progress bar over the hashed files")
     p.add_argument("--fail_on_leak", action="store_true", help="exit 1 when a cluster crosses splits")
@@ -85,6 +103,8 @@ def _audit(args: argparse.Namespace) -> dict:
         seed=args.seed,
         max_distance=args.max_distance,
         min_similarity=args.min_similarity,
+        stage2={"rank_similarity": args.rank_similarity, "aligned_similarity": args.aligned_similarity},
+        max_residual=args.max_residual,
         cache_dir=None if str(args.cache_dir).lower() == "none" else args.cache_dir,
         progress=not args.no_progress,
     )

@@ -349,12 +349,16 @@ def audit_dataset(
     min_similarity: float | None = None,
     cache_dir: str | os.PathLike | None = "default",
     progress: bool = True,
+    stage2: dict[str, float | None] | None = None,
+    max_residual: float | None = None,
 ) -> dict[str, Any]:
     """Split ``dataset`` as a bundle would and write the audit; returns the summary.
 
     ``duplicates="fail"`` is audited like ``"warn"`` (the report is the point), so a leaking split is written out
-    instead of stopping at the first error.
+    instead of stopping at the first error. ``stage2`` (``rank_similarity``, ``aligned_similarity``) and
+    ``max_residual`` are the second stage's and the final verification's thresholds (None: the package defaults).
     """
+    extra = {k: v for k, v in {**(stage2 or {}), "max_residual": max_residual}.items() if v is not None}
     from monai_transfer.data.bundle_data import bundle_datalists
 
     dl = bundle_datalists(
@@ -365,6 +369,7 @@ def audit_dataset(
         duplicates="warn" if duplicates == "fail" else duplicates,
         duplicate_distance=max_distance,
         duplicate_similarity=min_similarity,
+        duplicate_thresholds=extra,
         hash_cache_dir=cache_dir,
         progress=progress,
     )
@@ -375,6 +380,7 @@ def audit_dataset(
         kwargs = {
             "max_distance": DEFAULT_MAX_DISTANCE if max_distance is None else max_distance,
             "min_similarity": DEFAULT_MIN_SIMILARITY if min_similarity is None else min_similarity,
+            **extra,
             "cache_dir": cache_dir,
             "progress": progress,
         }

@@ -29,6 +29,11 @@ averaged away. It is stored (1 KiB) in the hash cache, so pairing reads no image
    ``O(pairs * (114 + 180) * 256)`` samples at most, only for the candidate pairs. Measured on 10,428 real
    radiographs (one torch thread, busy 2-core machine): candidates 11 s, the whole second stage 112 s for 75,447
    candidate pairs; the first stage takes about a second. Pairs are not cached (thumbnails are): each run pays it.
+3. **Final verification** (:func:`fine_residual`, called by ``duplicates.verify_structure`` for every stage-1 and
+   stage-2 pair): on 64x64 rank thumbnails (4 KiB, also cached), the share of one image's rank variance that is not
+   an increasing function of the other's, blurred by one pixel so that noise averages out while a moved edge does
+   not, as they are, flipped, or after the best affine warp (a grid search, then 20 gradient steps). Neighbouring
+   slices of a volume, whose shape changes, stay above the threshold; processed copies fall below it.
 
 Imports nothing of the project (``duplicates.py`` calls it).
 """
@@ -42,7 +47,9 @@ import torch
 
 __all__ = [
     "THUMB_SIZE",
+    "FINE_SIZE",
     "rank_thumbnail",
+    "fine_residual",
     "descriptors",
     "rank_candidates",
     "pair_scores",
@@ -54,6 +61,14 @@ __all__ = [
 
 #: side of the stored rank thumbnail
 THUMB_SIZE = 32
+#: side of the stored fine rank thumbnail of the final verification (:func:`fine_residual`)
+FINE_SIZE = 64
+#: rank bins of the residual (:func:`fine_residual`)
+_BINS = 32
+#: pixels of the 64x64 border left out of the residual (a rotated copy's filled corners, a crop's cut edges)
+_BORDER = 6
+#: steps of the gradient alignment of the final verification
+_ALIGN_STEPS = 20
 #: how a verified pair matched (see :func:`verify_pairs`)
 STAGE_DIRECT, STAGE_FLIPPED, STAGE_ALIGNED = "rank", "rank-flipped", "rank-aligned"
 _ZOOM = 0.925
@@ -62,13 +77,15 @@ REFINE_FROM = 0.95
 
 
 def rank_thumbnail(small: np.ndarray) -> np.ndarray:
-    """``(32, 32)`` uint8 ranks (ties averaged, scaled to 0..255) of a ``(32, 32)`` thumbnail; zeros when constant."""
-    v = np.asarray(small, dtype=np.float64).reshape(-1)
+    """uint8 ranks (ties averaged, scaled to 0..255) of a square thumbnail (``(32, 32)`` or the ``(64, 64)`` fine
+    one), same shape; zeros when constant."""
+    small = np.asarray(small, dtype=np.float64)
+    v = small.reshape(-1)
     s = np.sort(v)
     if s[-1] <= s[0]:
-        return np.zeros((THUMB_SIZE, THUMB_SIZE), dtype=np.uint8)
+        return np.zeros(small.shape, dtype=np.uint8)
     r = (np.searchsorted(s, v, "left") + np.searchsorted(s, v, "right")) / (2.0 * v.size)
-    return np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8).reshape(THUMB_SIZE, THUMB_SIZE)
+    return np.clip(np.rint(r * 255.0), 0, 255).astype(np.uint8).reshape(small.shape)
 
 
 def _unit(x: torch.Tensor) -> torch.Tensor:
@@ -86,7 +103,7 @@ def _warp(t: torch.Tensor, theta: torch.Tensor, size: int) -> torch.Tensor:
     """``(P, W, size*size)`` unit rows: each of the ``P`` thumbnails ``t`` sampled under each of the ``W`` affine
     maps ``theta`` (``(W, 2, 3)``, output to input, normalised coordinates)."""
     p, w = t.shape[0], theta.shape[0]
-    grid = torch.nn.functional.affine_grid(theta.repeat(p, 1, 1), [p * w, 1, size, size], align_corners=False)
+    grid = torch.nn.functional.affine_grid(theta, [w, 1, size, size], align_corners=False).repeat(p, 1, 1, 1)
     src = t.repeat_interleave(w, 0)
     out = torch.nn.functional.grid_sample(src, grid, align_corners=False, padding_mode="border")
     return _unit(out.reshape(p, w, size * size))
@@ -242,3 +259,107 @@ def verify_pairs(
     use_aligned = (sim < direct) & ((best >= aligned) | (best > sim))
     stages = np.where(use_aligned, STAGE_ALIGNED, np.where(flipped, STAGE_FLIPPED, STAGE_DIRECT))
     return keep, np.where(use_aligned, best, sim), [str(x) for x in stages]
+
+
+def _ranks(x: torch.Tensor, levels: int = 1024) -> torch.Tensor:
+    """Row-wise ranks of ``(Q, D)`` values in 0..1, quantised to ``levels`` grey levels, ties averaged, scaled to
+    0..1 (a histogram per row: ``O(Q * (D + levels))``)."""
+    q, d = x.shape
+    lev = (x.clamp(0, 1) * (levels - 1)).round().long() + torch.arange(q)[:, None] * levels
+    cnt = torch.bincount(lev.reshape(-1), minlength=q * levels).reshape(q, levels).float()
+    mid = cnt.cumsum(1) - cnt / 2.0  # pixels below a level plus half of its ties
+    return mid.reshape(-1)[lev] / d
+
+
+def _unexplained(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Share of the variance of the ``(Q, 64*64)`` rank images ``b`` that is not a function of ``a``'s ranks (0..1,
+    :data:`_BINS` bins) and is spatially coherent: each pixel's deviation from the mean of ``b`` over its bin of ``a``,
+    blurred (:func:`_blur`: pixel noise averages out, a moved edge does not), mean-squared inside a :data:`_BORDER`
+    margin, over the variance of ``b``."""
+    q, d = a.shape
+    bins = ((a.clamp(0, 1 - 1e-6) * _BINS).long() + torch.arange(q)[:, None] * _BINS).reshape(-1)
+    cnt = torch.zeros(q * _BINS).scatter_add_(0, bins, torch.ones(q * d))
+    s1 = torch.zeros(q * _BINS).scatter_add_(0, bins, b.reshape(-1))
+    dev = (b.reshape(-1) - (s1 / cnt.clamp_min(1))[bins]).reshape(q, 1, FINE_SIZE, FINE_SIZE)
+    inner = _blur(dev)[..., _BORDER:-_BORDER, _BORDER:-_BORDER]  # a rotation or crop fills or cuts the border
+    return inner.pow(2).mean((1, 2, 3)) / b.var(1, unbiased=False).clamp_min(1e-9)
+
+
+def _residual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Residual of ``(Q, D)`` rank images: the smaller unexplained share of the two directions."""
+    x, y = _ranks(x), _ranks(y)
+    return torch.minimum(_unexplained(x, y), _unexplained(y, x))
+
+
+def _blur(x: torch.Tensor) -> torch.Tensor:
+    """A separable Gaussian blur (sigma 1 pixel) of ``(Q, 1, H, W)`` images, edges replicated."""
+    k = torch.exp(-(torch.arange(-3, 4, dtype=torch.float32) ** 2) / 2.0)
+    k = k / k.sum()
+    x = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (3, 3, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return torch.nn.functional.conv2d(torch.nn.functional.pad(x, (0, 0, 3, 3), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def _best_warp(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``(Q, 2, 3)`` affine maps that warp the blurred ``(Q, 1, 64, 64)`` images ``x`` onto ``y``: the best of the
+    identity, the flip and the coarse and fine warp grids at 32x32, then :data:`_ALIGN_STEPS` gradient steps on the
+    correlation at 64x64 (any affine map, so crops of another aspect ratio fit)."""
+    thetas = torch.cat([_zoom_thetas()[:2], _align_thetas(), _fine_thetas()])
+    xs, ys = torch.nn.functional.avg_pool2d(x, 2), torch.nn.functional.avg_pool2d(y, 2)
+    score = torch.einsum("pwd,pd->pw", _warp(xs, thetas, FINE_SIZE // 2), _unit(ys.reshape(len(ys), -1)))
+    theta = thetas[score.argmax(1)].clone().requires_grad_(True)
+    opt = torch.optim.Adam([theta], lr=0.01)
+    yu = _unit(y.reshape(len(y), -1))
+    with torch.enable_grad():
+        for _ in range(_ALIGN_STEPS):
+            grid = torch.nn.functional.affine_grid(theta, list(x.shape), align_corners=False)
+            w = torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="border")
+            loss = -(_unit(w.reshape(len(w), -1)) * yu).sum()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    return theta.detach()
+
+
+def _aligned_residual(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Residual (:func:`_residual`) of ``(Q, 1, 64, 64)`` images ``x`` warped onto ``y`` by :func:`_best_warp`."""
+    if not len(x):
+        return torch.zeros(0)
+    grid = torch.nn.functional.affine_grid(_best_warp(_blur(x), _blur(y)), list(x.shape), align_corners=False)
+    w = torch.nn.functional.grid_sample(x, grid, align_corners=False, padding_mode="border")
+    return _residual(w.reshape(len(x), -1), y.reshape(len(y), -1))
+
+
+def fine_residual(
+    fine: np.ndarray, pairs: np.ndarray, align: bool = True, skip_below: float = 0.005, chunk: int = 64
+) -> np.ndarray:
+    """Final verification of candidate pairs: ``(P,)`` residuals (0: one image's fine rank thumbnail is an increasing
+    function of the other's, up to a small affine warp; larger: structure that moved non-rigidly).
+
+    A processed copy keeps its structure where it was (gamma, contrast, window, histogram equalisation: the copy's
+    grey levels are an increasing, possibly clipping, function of the original's; blur, sharpening, JPEG and noise are
+    small at 64x64) or moved by a global warp (rotation, crop, flip); a neighbouring slice of a volume changes shape.
+    The residual is the share of one image's rank variance that is not a function of the other's ranks (32 rank bins,
+    the better direction, so a clipped window counts as a function of the original), taken as they are, with one
+    flipped, and (``align``) after the best affine warp of either onto the other (:func:`_best_warp`; only pairs whose
+    unwarped residual is at least ``skip_below``); the smallest is kept. ``O(P * 2 * (149 * 1024 + 20 * 3 * 4096))``
+    samples at most, about 10-30 ms per aligned pair on one CPU thread.
+
+    Args:
+        fine: ``(N, 64, 64)`` uint8 fine rank thumbnails.
+        pairs: ``(P, 2)`` index pairs.
+        align: also try the affine warps.
+        skip_below: pairs whose unwarped residual is below it are not aligned.
+        chunk: pairs per batch.
+    """
+    pairs = np.asarray(pairs, dtype=np.int64).reshape(-1, 2)
+    t = torch.as_tensor(np.asarray(fine, dtype=np.float32).reshape(-1, 1, FINE_SIZE, FINE_SIZE)) / 255.0
+    out = np.ones(len(pairs))
+    for start in range(0, len(pairs), chunk):
+        a, b = (torch.as_tensor(pairs[start : start + chunk, k]) for k in (0, 1))
+        x, y = t[a].reshape(len(a), -1), t[b].reshape(len(b), -1)
+        res = torch.minimum(_residual(x, y), _residual(t[a].flip(-1).reshape(len(a), -1), y))
+        todo = torch.nonzero(res >= skip_below).reshape(-1) if align else torch.zeros(0, dtype=torch.long)
+        for u, v in ((a[todo], b[todo]), (b[todo], a[todo])):  # either image may be the crop of the other
+            res[todo] = torch.minimum(res[todo], _aligned_residual(t[u], t[v]))
+        out[start : start + chunk] = res.double().numpy()
+    return out

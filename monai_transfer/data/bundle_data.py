@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +64,28 @@ class SplitDatalists(dict):
         return out
 
 
+#: keys of ``duplicate_thresholds`` (:func:`bundle_datalists`)
+_THRESHOLD_KEYS = ("rank_similarity", "aligned_similarity", "neighbours", "max_residual")
+
+
+def _thresholds(values: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The ``duplicate_thresholds`` option as keyword arguments of ``find_duplicates`` (None values dropped).
+
+    Raises:
+        ValueError: an unknown key or a value that is not a number, naming the option.
+    """
+    out: dict[str, Any] = {}
+    for k, v in dict(values or {}).items():
+        if k not in _THRESHOLD_KEYS:
+            raise ValueError(f"duplicate_thresholds: unknown key {k!r}; expected some of {list(_THRESHOLD_KEYS)}.")
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"duplicate_thresholds: {k} must be a number, got {v!r}.")
+        out[k] = int(v) if k == "neighbours" else float(v)
+    return out
+
+
 def bundle_datalists(
     dataset_dir: str | os.PathLike,
     class_names: Sequence[str] | None = None,
@@ -77,6 +99,7 @@ def bundle_datalists(
     duplicates: str = "group",
     duplicate_distance: int | None = None,
     duplicate_similarity: float | None = None,
+    duplicate_thresholds: Mapping[str, float] | None = None,
     hash_cache_dir: str | os.PathLike | None = "default",
     progress: bool = False,
 ) -> SplitDatalists:
@@ -114,6 +137,9 @@ def bundle_datalists(
             :data:`~monai_transfer.data.duplicates.DEFAULT_MAX_DISTANCE`.
         duplicate_similarity: cosine threshold of the strict check; default
             :data:`~monai_transfer.data.duplicates.DEFAULT_MIN_SIMILARITY`.
+        duplicate_thresholds: the second stage's and the final verification's thresholds, any of
+            ``rank_similarity``, ``aligned_similarity``, ``neighbours``, ``max_residual`` (keyword arguments of
+            :func:`~monai_transfer.data.duplicates.find_duplicates`); default (None or ``{}``) the package defaults.
         hash_cache_dir: hash cache folder; ``"default"`` is ``$MONAI_TRANSFER_CACHE`` or ``~/.cache/monai_transfer``;
             None disables the cache.
         progress: show a progress bar while hashing.
@@ -135,6 +161,7 @@ def bundle_datalists(
         dup_kwargs["max_distance"] = int(duplicate_distance)
     if duplicate_similarity is not None:
         dup_kwargs["min_similarity"] = float(duplicate_similarity)
+    dup_kwargs.update(_thresholds(duplicate_thresholds))
     root = Path(dataset_dir)
     kwargs: dict[str, Any] = {} if class_names is None else {"class_names": list(class_names)}
     if label_cols is not None:

@@ -40,7 +40,14 @@ The recipe here:
    :data:`DEFAULT_ALIGNED_SIMILARITY` or more (rotation by a few degrees, crops up to 10 %). The thresholds were
    chosen on the tuning half of ``scripts/bench/dedup_variants.py`` (real radiographs, eleven variant families,
    neighbouring slices as hard negatives), not on a data set;
-6. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
+6. **final verification** (:func:`verify_structure`, :func:`~monai_transfer.data._similarity.fine_residual`): at
+   32x32 neighbouring slices of one volume (binary masks with a Dice overlap of 0.83-0.97) look like copies, and stage
+   1 already links most of them. So every stage-1 and stage-2 pair (identical bytes or voxels excepted) is checked on
+   64x64 rank thumbnails, also cached: a processed copy's ranks are an increasing function of its original's (up to
+   blur and noise, averaged out by a 1-pixel blur of the residual) after the best small affine warp; a slice whose
+   shape changed leaves a coherent residual. Pairs above :data:`DEFAULT_MAX_RESIDUAL` (chosen on the same tuning
+   half) are dropped;
+7. clusters are the connected components of the kept pairs (union-find), so a chain A~B~C is one cluster. Files with
    identical bytes (SHA-256) are always linked, even when they cannot be decoded. Every pair records the stage that
    linked it (:data:`STAGES`) and its similarity in that stage.
 
@@ -48,7 +55,7 @@ A backbone embedding was tried as the strict check and not kept: with the packag
 near-duplicates of 60 PneumoniaMNIST radiographs had an embedding cosine as low as 0.62 while unrelated pairs
 reached 0.92 (the AC signature separates them: >= 0.975 against <= 0.97), at 0.3 s per image on a CPU.
 
-Hashes, signatures and rank thumbnails (about 1.5 kB per image) are cached by the SHA-256 of the file bytes in
+Hashes, signatures and both rank thumbnails (about 7 kB per image) are cached by the SHA-256 of the file bytes in
 ``<cache_dir>/image_hashes_<method>.json``, with a ``(path, size, mtime, ctime, inode)`` index so that a second run
 reads neither the pixels nor the bytes of an unchanged file (a file rewritten with its old size and mtime, ``cp -p``,
 has a new ctime: it is digested again).
@@ -75,10 +82,12 @@ import torch
 
 from monai_transfer.data._groups import connected_components
 from monai_transfer.data._similarity import (
+    FINE_SIZE,
     STAGE_ALIGNED,
     STAGE_DIRECT,
     STAGE_FLIPPED,
     THUMB_SIZE,
+    fine_residual,
     rank_candidates,
     rank_thumbnail,
     verify_pairs,
@@ -91,6 +100,7 @@ __all__ = [
     "DEFAULT_RANK_SIMILARITY",
     "DEFAULT_ALIGNED_SIMILARITY",
     "DEFAULT_NEIGHBOURS",
+    "DEFAULT_MAX_RESIDUAL",
     "STAGES",
     "dct_features",
     "image_key",
@@ -105,6 +115,7 @@ __all__ = [
     "cluster_pairs",
     "DuplicateResult",
     "find_duplicates",
+    "verify_structure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -125,6 +136,11 @@ DEFAULT_ALIGNED_SIMILARITY = 0.975
 #: partners per image that the second stage's candidate search keeps (clusters larger than this are still joined
 #: through their members' partners)
 DEFAULT_NEIGHBOURS = 8
+#: final verification: the largest share of one image's 64x64 rank variance that is not an increasing function of
+#: the other's (after the best small affine warp) for which a hash or rank pair stays linked
+#: (:func:`~monai_transfer.data._similarity.fine_residual`); neighbouring slices of a volume change shape and stay
+#: above it. Chosen on the tuning half of ``scripts/bench/dedup_variants.py``
+DEFAULT_MAX_RESIDUAL = 0.006
 #: how a pair was linked, most certain first: identical bytes, identical voxels of a volume, the DCT hash and AC
 #: signature (stage 1), the rank thumbnails as they are, one flipped, or aligned (stage 2)
 STAGES = ("bytes", "voxels", "hash", STAGE_DIRECT, STAGE_FLIPPED, STAGE_ALIGNED)
@@ -173,20 +189,26 @@ def dct_features(image: np.ndarray | torch.Tensor, channel_first: bool = True) -
     Raises:
         ValueError: an image that is not 2D; the message gives the shape.
     """
-    small = _thumbnail(image, channel_first)
+    small = _thumbnail(image, channel_first)[0]
     d = _dct_matrix(32)
     return (d @ small @ d.T)[:8, :8].reshape(-1)
 
 
-def _thumbnail(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> np.ndarray:
-    """The ``(32, 32)`` float64 thumbnail the hash and the rank thumbnail are taken from (see :func:`dct_features`)."""
+def _thumbnail(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """The ``(32, 32)`` float64 thumbnail the hash and the rank thumbnail are taken from (see :func:`dct_features`)
+    and the ``(64, 64)`` one of the final verification (made the same way)."""
     t = _channels(image, channel_first)
     if t.ndim != 3:
         raise ValueError(f"a DCT hash needs a 2D image, got spatial shape {tuple(t.shape[1:])}.")
-    if min(t.shape[1:]) >= 32:  # area averaging: anti-aliased and fast (a bilinear antialias of 2048² is not)
-        small = torch.nn.functional.adaptive_avg_pool2d(t, (32, 32))
+    return _resized(t, THUMB_SIZE), _resized(t, FINE_SIZE)
+
+
+def _resized(t: torch.Tensor, size: int) -> np.ndarray:
+    """``(size, size)`` float64 channel mean of ``(C, H, W)``: area averaging, bilinear for smaller images."""
+    if min(t.shape[1:]) >= size:  # area averaging: anti-aliased and fast (a bilinear antialias of 2048² is not)
+        small = torch.nn.functional.adaptive_avg_pool2d(t, (size, size))
     else:
-        small = torch.nn.functional.interpolate(t[None], size=(32, 32), mode="bilinear", align_corners=False)[0]
+        small = torch.nn.functional.interpolate(t[None], size=(size, size), mode="bilinear", align_corners=False)[0]
     return torch.nan_to_num(small.double().mean(dim=0), nan=0.0, posinf=0.0, neginf=0.0).numpy()  # after pooling
 
 
@@ -202,25 +224,29 @@ def _channels(image: np.ndarray | torch.Tensor, channel_first: bool) -> torch.Te
     return t
 
 
-def image_key(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> tuple[int, np.ndarray, np.ndarray, int]:
-    """``(hash, signature, rank_thumbnail, spatial_ndim)`` of a loaded image.
+def image_key(
+    image: np.ndarray | torch.Tensor, channel_first: bool = True
+) -> tuple[int, np.ndarray, np.ndarray, int, np.ndarray]:
+    """``(hash, signature, rank_thumbnail, spatial_ndim, fine_rank_thumbnail)`` of a loaded image.
 
-    2D: the 64-bit DCT hash, the 63 unit-norm AC coefficients and the ``(32, 32)`` uint8 rank thumbnail of the
-    second stage (:func:`~monai_transfer.data._similarity.rank_thumbnail`). Volumes (3D or more): the first 64 bits
-    of the SHA-256 of the float32 voxel values, a zero signature and a zero thumbnail (only identical voxels pair).
+    2D: the 64-bit DCT hash, the 63 unit-norm AC coefficients, the ``(32, 32)`` uint8 rank thumbnail of the
+    second stage (:func:`~monai_transfer.data._similarity.rank_thumbnail`) and the ``(64, 64)`` one of the final
+    verification. Volumes (3D or more): the first 64 bits of the SHA-256 of the float32 voxel values, a zero signature
+    and zero thumbnails (only identical voxels pair).
     """
     t = _channels(image, channel_first)
     if t.ndim == 3:
-        small = _thumbnail(t)
+        small, fine = _thumbnail(t)
         d = _dct_matrix(32)
         value, sig = _hash_and_signature((d @ small @ d.T)[:8, :8].reshape(-1))
-        return value, sig, rank_thumbnail(small), 2
+        return value, sig, rank_thumbnail(small), 2, rank_thumbnail(fine)
     if t.ndim < 3:
         raise ValueError(f"expected a 2D image or a volume, got spatial shape {tuple(t.shape[1:])}.")
     digest = hashlib.sha256(np.ascontiguousarray(t.numpy(), dtype="<f4").tobytes())
     digest.update(str(tuple(t.shape)).encode())
-    thumb = np.zeros((THUMB_SIZE, THUMB_SIZE), dtype=np.uint8)
-    return int.from_bytes(digest.digest()[:8], "big"), np.zeros(_SIG_DIM, dtype=np.float32), thumb, int(t.ndim - 1)
+    thumb, fine = np.zeros((THUMB_SIZE, THUMB_SIZE), dtype=np.uint8), np.zeros((FINE_SIZE, FINE_SIZE), dtype=np.uint8)
+    value = int.from_bytes(digest.digest()[:8], "big")
+    return value, np.zeros(_SIG_DIM, dtype=np.float32), thumb, int(t.ndim - 1), fine
 
 
 def _hash_and_signature(features: np.ndarray) -> tuple[int, np.ndarray]:
@@ -292,6 +318,7 @@ class HashResult:
         hashes: ``(N,)`` uint64 64-bit DCT hashes; meaningless where ``ok`` is False.
         signatures: ``(N, 63)`` float32 unit-norm AC DCT coefficients (the strict check of candidate pairs).
         thumbnails: ``(N, 32, 32)`` uint8 rank thumbnails (the second stage, processed copies); zero for volumes.
+        fine: ``(N, 64, 64)`` uint8 rank thumbnails of the final verification; zero for volumes.
         ndim: ``(N,)`` spatial dimensions of each decoded image (2, or 3 for volumes; 0 when not decoded).
         ok: ``(N,)`` bool, the file was decoded and hashed.
         sha256: content digest per file (None when the file could not be read at all).
@@ -307,6 +334,7 @@ class HashResult:
     ndim: np.ndarray
     ok: np.ndarray
     sha256: list[str | None]
+    fine: np.ndarray = field(default_factory=lambda: np.zeros((0, FINE_SIZE, FINE_SIZE), dtype=np.uint8))
     errors: dict[int, str] = field(default_factory=dict)
     n_cached: int = 0
     seconds: float = 0.0
@@ -359,26 +387,31 @@ class _HashCache:
             self.dirty = True
         return d
 
-    def get(self, digest: str) -> tuple[int, np.ndarray, np.ndarray, int] | None:
+    def get(self, digest: str) -> tuple[int, np.ndarray, np.ndarray, int, np.ndarray] | None:
         with self.lock:
             v = self.entries.get(digest)
         if v is None:
             return None
         try:
-            h, nd, sig, thumb = v.split(":", 3)
+            h, nd, sig, thumb, fine = v.split(":", 4)
             arr = np.frombuffer(base64.b64decode(sig), dtype="<f2").astype(np.float32)
             small = np.frombuffer(base64.b64decode(thumb), dtype=np.uint8)
+            big = np.frombuffer(base64.b64decode(fine), dtype=np.uint8)
         except ValueError:
             return None
-        if arr.shape != (_SIG_DIM,) or small.size != THUMB_SIZE**2:
+        if arr.shape != (_SIG_DIM,) or small.size != THUMB_SIZE**2 or big.size != FINE_SIZE**2:
             return None
-        return int(h, 16), arr, small.reshape(THUMB_SIZE, THUMB_SIZE), int(nd)
+        return int(h, 16), arr, small.reshape(THUMB_SIZE, THUMB_SIZE), int(nd), big.reshape(FINE_SIZE, FINE_SIZE)
 
-    def put(self, digest: str, value: int, signature: np.ndarray, thumb: np.ndarray, ndim: int) -> None:
+    def put(
+        self, digest: str, value: int, signature: np.ndarray, thumb: np.ndarray, ndim: int, fine: np.ndarray
+    ) -> None:
         enc = base64.b64encode(np.asarray(signature, dtype="<f2").tobytes()).decode("ascii")
-        small = base64.b64encode(np.ascontiguousarray(thumb, dtype=np.uint8).tobytes()).decode("ascii")
+        small, big = (
+            base64.b64encode(np.ascontiguousarray(x, dtype=np.uint8).tobytes()).decode() for x in (thumb, fine)
+        )
         with self.lock:
-            self.entries[digest] = f"{value:016x}:{int(ndim)}:{enc}:{small}"
+            self.entries[digest] = f"{value:016x}:{int(ndim)}:{enc}:{small}:{big}"
             self.dirty = True
 
     def save(self) -> None:
@@ -396,8 +429,9 @@ class _HashCache:
 
 
 #: layout of the cache file (``stat`` entries ``[size, mtime_ns, ctime_ns, inode, digest]``, ``hashes`` entries
-#: ``hash:ndim:signature:rank_thumbnail``); other layouts are rebuilt. 3: the rank thumbnail was added.
-_CACHE_FORMAT = 3
+#: ``hash:ndim:signature:rank_thumbnail:fine_rank_thumbnail``); other layouts are rebuilt. 3: the rank thumbnail was
+#: added; 4: the 64x64 fine rank thumbnail of the final verification.
+_CACHE_FORMAT = 4
 
 
 def _read_cache(path: Path) -> tuple[dict[str, list[Any]], dict[str, str]]:
@@ -460,6 +494,7 @@ def hash_files(
         hashes=np.zeros(n, dtype=np.uint64),
         signatures=np.zeros((n, _SIG_DIM), dtype=np.float32),
         thumbnails=np.zeros((n, THUMB_SIZE, THUMB_SIZE), dtype=np.uint8),
+        fine=np.zeros((n, FINE_SIZE, FINE_SIZE), dtype=np.uint8),
         ndim=np.zeros(n, dtype=np.int64),
         ok=np.zeros(n, dtype=bool),
         sha256=[None] * n,
@@ -473,8 +508,8 @@ def hash_files(
     return res
 
 
-def _store(res: HashResult, i: int, value: tuple[int, np.ndarray, np.ndarray, int]) -> None:
-    res.hashes[i], res.signatures[i], res.thumbnails[i], res.ndim[i] = np.uint64(value[0]), *value[1:]
+def _store(res: HashResult, i: int, value: tuple[int, np.ndarray, np.ndarray, int, np.ndarray]) -> None:
+    res.hashes[i], res.signatures[i], res.thumbnails[i], res.ndim[i], res.fine[i] = np.uint64(value[0]), *value[1:]
     res.ok[i] = True
 
 
@@ -659,6 +694,8 @@ class DuplicateResult:
         stages: ``(P,)`` how each pair was linked, one of :data:`STAGES`.
         rank_similarity: the second stage's direct threshold (None: second stage off).
         aligned_similarity: the second stage's threshold after alignment.
+        max_residual: the final verification's threshold (None: off).
+        n_rejected: stage-1 and stage-2 pairs the final verification did not keep.
     """
 
     hashing: HashResult
@@ -670,6 +707,8 @@ class DuplicateResult:
     stages: list[str] = field(default_factory=list)
     rank_similarity: float | None = None
     aligned_similarity: float | None = None
+    max_residual: float | None = None
+    n_rejected: int = 0
 
     @property
     def paths(self) -> list[str]:
@@ -693,6 +732,7 @@ class DuplicateResult:
             hashes=h.hashes[index],
             signatures=h.signatures[index],
             thumbnails=h.thumbnails[index],
+            fine=h.fine[index],
             ndim=h.ndim[index],
             ok=h.ok[index],
             sha256=[h.sha256[i] for i in index],
@@ -717,6 +757,7 @@ class DuplicateResult:
             stages=[self.stages[k] for k in keep] if self.stages else [],
             rank_similarity=self.rank_similarity,
             aligned_similarity=self.aligned_similarity,
+            max_residual=self.max_residual,
         )
 
     def summary(self) -> dict[str, Any]:
@@ -727,6 +768,8 @@ class DuplicateResult:
             "min_similarity": float(self.min_similarity),
             "rank_similarity": self.rank_similarity,
             "aligned_similarity": self.aligned_similarity,
+            "max_residual": self.max_residual,
+            "n_rejected_by_verification": int(self.n_rejected),
             "n_files": len(self.paths),
             "n_hashed": int(self.hashing.ok.sum()),
             "n_unreadable": len(self.hashing.errors),
@@ -751,6 +794,7 @@ def find_duplicates(
     rank_similarity: float | None = DEFAULT_RANK_SIMILARITY,
     aligned_similarity: float = DEFAULT_ALIGNED_SIMILARITY,
     neighbours: int = DEFAULT_NEIGHBOURS,
+    max_residual: float | None = DEFAULT_MAX_RESIDUAL,
 ) -> DuplicateResult:
     """Hash ``paths`` (:func:`hash_files`), pair them in two stages and cluster the pairs.
 
@@ -769,6 +813,8 @@ def find_duplicates(
         rank_similarity: stage 2's direct threshold, default :data:`DEFAULT_RANK_SIMILARITY`; None turns stage 2 off.
         aligned_similarity: stage 2's threshold after alignment, default :data:`DEFAULT_ALIGNED_SIMILARITY`.
         neighbours: stage 2's partners per image, default :data:`DEFAULT_NEIGHBOURS`.
+        max_residual: final verification of every stage-1 and stage-2 pair (:func:`verify_structure`), default
+            :data:`DEFAULT_MAX_RESIDUAL`; None turns it off (identical bytes or voxels are never verified).
 
     Example::
 
@@ -777,15 +823,10 @@ def find_duplicates(
             print([res.paths[i] for i in c], [res.stages[k] for k, p in enumerate(res.pairs) if p[0] in c])
     """
     hashing = hash_files(paths, cache_dir=cache_dir, loader=loader, num_workers=num_workers, progress=progress)
-    valid = hashing.ok & (hashing.ndim == 2)
-    found = [_identical_pairs(hashing)]
-    pairs, sim = near_duplicate_pairs(
-        hashing.hashes, max_distance, valid=valid, signatures=hashing.signatures, min_similarity=min_similarity
-    )
-    found.append((pairs, sim, ["hash"] * len(pairs)))
-    if rank_similarity is not None:
-        found.append(processed_copy_pairs(hashing, rank_similarity, aligned_similarity, neighbours))
-    pairs, sim, stages = _merge_pairs(found)
+    stage2 = None if rank_similarity is None else (rank_similarity, aligned_similarity, neighbours)
+    pairs, sim, stages = _merge_pairs(_found_pairs(hashing, max_distance, min_similarity, stage2))
+    keep = verify_structure(hashing, pairs, stages, max_residual)
+    pairs, sim, stages = pairs[keep], sim[keep], [st for st, k in zip(stages, keep) if k]
     return DuplicateResult(
         hashing=hashing,
         max_distance=int(max_distance),
@@ -796,7 +837,66 @@ def find_duplicates(
         stages=stages,
         rank_similarity=None if rank_similarity is None else float(rank_similarity),
         aligned_similarity=None if rank_similarity is None else float(aligned_similarity),
+        max_residual=None if max_residual is None else float(max_residual),
+        n_rejected=int((~keep).sum()),
     )
+
+
+def _found_pairs(
+    hashing: HashResult, max_distance: int, min_similarity: float, stage2: tuple[float, float, int] | None
+) -> list[tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Identical files, stage-1 pairs and (``stage2``: its two thresholds and neighbours; None: off) stage-2 pairs."""
+    valid = hashing.ok & (hashing.ndim == 2)
+    found = [_identical_pairs(hashing)]
+    pairs, sim = near_duplicate_pairs(
+        hashing.hashes, max_distance, valid=valid, signatures=hashing.signatures, min_similarity=min_similarity
+    )
+    found.append((pairs, sim, ["hash"] * len(pairs)))
+    if stage2 is not None:
+        found.append(processed_copy_pairs(hashing, *stage2))
+    return found
+
+
+def verify_structure(
+    hashing: HashResult, pairs: np.ndarray, stages: Sequence[str], max_residual: float | None = DEFAULT_MAX_RESIDUAL
+) -> np.ndarray:
+    """``(P,)`` bool: the pairs kept by the final verification. Pairs of identical bytes or voxels are kept; the
+    others (stage 1 and stage 2) when their fine residual
+    (:func:`~monai_transfer.data._similarity.fine_residual`) is at most ``max_residual`` (None: all kept): first as
+    they are (or flipped), then, for the rest, after the best affine warp, except a pair whose two files are already
+    joined by kept pairs (the clusters are the same; the costly alignment is skipped and the pair not listed).
+
+    Args:
+        hashing: the :class:`HashResult` (its fine thumbnails; no image is read).
+        pairs: ``(P, 2+)`` index pairs.
+        stages: the stage of each pair (:data:`STAGES`).
+        max_residual: the largest residual kept.
+    """
+    keep = np.ones(len(pairs), dtype=bool)
+    todo = np.flatnonzero([st not in ("bytes", "voxels") for st in stages])
+    if max_residual is None or not len(todo):
+        return keep
+    pairs = np.asarray(pairs)[:, :2]
+    keep[todo] = fine_residual(hashing.fine, pairs[todo], align=False) <= float(max_residual)
+    parent = list(range(len(hashing.paths)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i, j in pairs[keep]:
+        parent[root(int(i))] = root(int(j))
+    rest = todo[~keep[todo]]
+    for start in range(0, len(rest), 64):  # pairs whose files are already joined need no (costly) alignment
+        sel = [k for k in rest[start : start + 64] if root(int(pairs[k, 0])) != root(int(pairs[k, 1]))]
+        if sel:
+            ok = fine_residual(hashing.fine, pairs[sel], skip_below=float(max_residual)) <= float(max_residual)
+            keep[np.asarray(sel)[ok]] = True
+            for i, j in pairs[np.asarray(sel)[ok]]:
+                parent[root(int(i))] = root(int(j))
+    return keep
 
 
 def _identical_pairs(hashing: HashResult) -> tuple[np.ndarray, np.ndarray, list[str]]:

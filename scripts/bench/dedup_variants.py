@@ -18,20 +18,25 @@ Images (written as files and read back by :func:`~monai_transfer.data.duplicates
   width 35-60 % of the range, clipped), JPEG quality 30, Gaussian noise (sigma 5-13 grey levels), rotation by
   1-5 degrees, crop of 5-10 % per side pair (random offset), horizontal flip (reported separately);
 - hard negatives: ``--volumes`` AdrenalMNIST3D shape masks, two neighbouring slices (k, k+1 along the first axis,
-  pixel-identical pairs dropped) of each, upsampled to 256x256; and the films of different children (every pair of
-  two different bases is a negative).
+  pixel-identical pairs dropped) of each, upsampled to 256x256; grey-level MR: the 24 axial slices (128x96, 2.2 mm
+  apart) of nibabel's ``example4d.nii.gz`` test EPI, 23 neighbouring pairs (k, k+1) taken disjointly from its two
+  time points (pair k from time point k mod 2, half k mod 2), saved as 8-bit PNG; and the films of different
+  children (every pair of two different bases is a negative).
 
 The bases and volumes are split by ``--seed`` into a **tuning** half and a **reporting** half. Per family, a pool is
 the half's bases, that family's copies and the half's slices (so each copy meets its original alone, as in a real
-set). The second stage's two thresholds are chosen on the tuning half (grid 0.90-0.995, both) among the points whose
-precision on films of different children is at least 0.995: "recall first" takes the highest smallest recall over the
-processed-copy families, "fewest slices" the fewest neighbouring-slice pairs linked, then the highest smallest recall;
-ties go to the higher thresholds. Recall, precision and false links are then reported on the reporting half at both
-points, at the package defaults and with stage 1 alone.
+set). Stage 2's two correlation thresholds are the package defaults (chosen on the tuning half in round 1); the
+final verification's residual threshold (``max_residual``: every stage-1 and stage-2 link must have a fine residual
+at most this) is chosen on the tuning half over ``RESIDUAL_GRID`` among the points whose smallest recall over the
+processed-copy families is at least 0.98 and whose precision on films of different children is at least 0.995: the
+highest smallest precision over the hard-negative slice families, ties to the larger threshold (if no point reaches
+the recall, the highest smallest recall). Recall, precision and false links are then reported on the reporting half
+at that point, at the package defaults, without the verification (round 1) and with stage 1 alone.
 
 Cost: the hash pass over all files with an empty cache against one plain pass of ``LoadMedicalImage`` over the same
-files (same threads; each run twice, interleaved, the faster kept), the pairing time (both stages, all files at
-once), and a second ``hash_files`` run through a loader that counts its calls (image reads).
+files (same threads; each run twice, interleaved, the faster kept), the pairing time (both stages and the final
+verification, all files at once), and a second ``hash_files`` run through a loader that counts its calls (image
+reads).
 
 Usage (from the repository root)::
 
@@ -76,7 +81,12 @@ PROCESSED = (
     "crop10",
 )
 FAMILIES = (*PROCESSED, "flip")
-GRID = np.round(np.arange(0.90, 0.9951, 0.005), 3)
+#: hard-negative families: neighbouring slices of one volume (binary masks, grey-level MR)
+SLICES = ("slice", "mr_slice")
+#: residual thresholds tried on the tuning half
+RESIDUAL_GRID = np.round(np.arange(0.002, 0.02001, 0.0005), 4)
+#: residuals below it are not aligned (below the grid: they are linked at every grid point)
+_SKIP_BELOW = 0.001
 
 
 def make_copy(im: Any, kind: str, rng: np.random.Generator) -> Any:
@@ -139,6 +149,33 @@ def _slices(n_volumes: int, rng: np.random.Generator) -> tuple[list[Any], list[f
     return out, dice
 
 
+def _mr_slices() -> list[tuple[Any, Any, int]]:
+    """Neighbouring axial slices of nibabel's ``example4d.nii.gz`` (see the module docstring): ``(k, k+1, half)``
+    8-bit PIL images."""
+    import nibabel as nib
+    from PIL import Image
+
+    vol = np.asarray(nib.load(Path(nib.__file__).parent / "tests" / "data" / "example4d.nii.gz").dataobj, np.float64)
+    vol = np.clip(vol / np.percentile(vol, 99.5) * 255.0, 0, 255).astype(np.uint8)
+    return [
+        (Image.fromarray(vol[:, :, k, k % 2]), Image.fromarray(vol[:, :, k + 1, k % 2]), k % 2)
+        for k in range(vol.shape[2] - 1)
+    ]
+
+
+def _add_mr(folder: Path, out: dict[str, list]) -> None:
+    """Write the MR slice pairs (:func:`_mr_slices`) and append their roles to ``out``."""
+    first = max(out["volume"]) + 1
+    for k, (a, b, half) in enumerate(_mr_slices()):
+        for d, im in enumerate((a, b)):
+            out["paths"].append(folder / f"mr{k:02d}_{d}.png")
+            im.save(out["paths"][-1])
+            out["role"].append("mr_slice")
+            out["origin"].append(10**6 + 2 * k + d)
+            out["half"].append(half)
+            out["volume"].append(first + k)
+
+
 def build(folder: Path, n_bases: int, n_volumes: int, seed: int) -> dict[str, Any]:
     """Write the benchmark's files; returns paths and, per file, its role (base, family, slice), origin and half."""
     from PIL import Image
@@ -173,7 +210,9 @@ def build(folder: Path, n_bases: int, n_volumes: int, seed: int) -> dict[str, An
         origin.append(n_bases + s)  # every slice is its own image
         halves.append(int(vol_half[s // 2]))
         volume.append(s // 2)
-    arrays = {"role": np.array(role), "origin": np.array(origin), "half": np.array(halves), "volume": np.array(volume)}
+    lists = {"paths": paths, "role": role, "origin": origin, "half": halves, "volume": volume}
+    _add_mr(folder, lists)
+    arrays = {k: np.array(lists[k]) for k in ("role", "origin", "half", "volume")}
     return {"paths": paths, "dice": dice, **arrays}
 
 
@@ -206,7 +245,7 @@ def _cost(paths: list[Path], workers: int, cache: Path) -> tuple[Any, dict[str, 
     t = time.perf_counter()
     warm = hash_files(paths, cache_dir=cache, loader=counting, num_workers=workers)
     warm_s = time.perf_counter() - t
-    if cold.errors or not np.array_equal(cold.thumbnails, warm.thumbnails):
+    if cold.errors or not (np.array_equal(cold.thumbnails, warm.thumbnails) and np.array_equal(cold.fine, warm.fine)):
         raise RuntimeError(f"hash pass failed or the cache changed the thumbnails: {cold.errors}")
     return cold, {
         "files": len(paths),
@@ -225,7 +264,12 @@ def _scores(hashing: Any, idx: np.ndarray, pool: dict[str, np.ndarray]) -> dict[
     """Every pair of one pool (the files ``idx``) that stage 1 links or stage 2 considers: whether stage 1 links it,
     its stage-2 scores (-inf when not a candidate), and what it is (copy of its original, neighbouring slices, ...)."""
     from monai_transfer.data._similarity import pair_scores, rank_candidates
-    from monai_transfer.data.duplicates import DEFAULT_NEIGHBOURS, near_duplicate_pairs
+    from monai_transfer.data.duplicates import (
+        DEFAULT_ALIGNED_SIMILARITY,
+        DEFAULT_NEIGHBOURS,
+        DEFAULT_RANK_SIMILARITY,
+        near_duplicate_pairs,
+    )
 
     thumbs, valid = hashing.thumbnails[idx], hashing.ok[idx] & (hashing.ndim[idx] == 2)
     stage1, _ = near_duplicate_pairs(hashing.hashes[idx], valid=valid, signatures=hashing.signatures[idx])
@@ -239,16 +283,20 @@ def _scores(hashing: Any, idx: np.ndarray, pool: dict[str, np.ndarray]) -> dict[
     d[inv[len(stage1) :]], al[inv[len(stage1) :]] = direct, aligned
     role, origin, volume = pool["role"], pool["origin"], pool["volume"]
     a, b = pairs[:, 0], pairs[:, 1]
+    linked = in1 | (d >= DEFAULT_RANK_SIMILARITY) | (al >= DEFAULT_ALIGNED_SIMILARITY)  # the grid's td / ta
+    res = np.full(len(pairs), np.inf)
+    res[linked] = _shared_residuals(hashing, idx[pairs[linked]])
     return {
         "in1": in1,
         "direct": d,
         "aligned": al,
+        "residual": res,
         "true": origin[a] == origin[b],
-        "slices": (role[a] == "slice") & (role[b] == "slice"),
-        "neighbours": (volume[a] >= 0) & (volume[a] == volume[b]),
+        "slices": np.isin(role[a], SLICES) & np.isin(role[b], SLICES),
+        **{f"neighbours_{k}": (role[a] == k) & (volume[a] >= 0) & (volume[a] == volume[b]) for k in SLICES},
         "volume": volume[a],
         "n_copies": int(np.isin(role, FAMILIES).sum()),
-        "n_volumes": len(np.unique(volume[volume >= 0])),
+        **{f"n_volumes_{k}": len(np.unique(volume[role == k])) for k in SLICES},
     }
 
 
@@ -265,37 +313,52 @@ def _shared_scores(hashing: Any, pairs: np.ndarray, pair_scores: Any) -> tuple[n
     return np.array([g[0] for g in got]).reshape(-1), np.array([g[1] for g in got]).reshape(-1)
 
 
-def _evaluate(sc: dict[str, Any], td: float, ta: float) -> dict[str, Any]:
-    """Counts of one pool at thresholds ``(td, ta)``: linked copy pairs, true and false links by kind."""
-    linked = sc["in1"] | (sc["direct"] >= td) | (sc["aligned"] >= ta)
+_RESIDUALS: dict[tuple[int, int], float] = {}
+
+
+def _shared_residuals(hashing: Any, pairs: np.ndarray) -> np.ndarray:
+    """Fine residuals of global index pairs (aligned unless below :data:`_SKIP_BELOW`), each pair computed once."""
+    from monai_transfer.data._similarity import fine_residual
+
+    new = np.array([p for p in map(tuple, pairs.tolist()) if p not in _RESIDUALS], dtype=np.int64).reshape(-1, 2)
+    if len(new):
+        _RESIDUALS.update(zip(map(tuple, new.tolist()), fine_residual(hashing.fine, new, skip_below=_SKIP_BELOW)))
+    return np.array([_RESIDUALS[p] for p in map(tuple, pairs.tolist())], dtype=np.float64).reshape(-1)
+
+
+def _evaluate(sc: dict[str, Any], td: float, ta: float, r: float) -> dict[str, Any]:
+    """Counts of one pool at thresholds ``(td, ta, r)``: linked copy pairs, true and false links by kind."""
+    linked = (sc["in1"] | (sc["direct"] >= td) | (sc["aligned"] >= ta)) & (sc["residual"] <= r)
     false = linked & ~sc["true"]
-    return {
+    out = {
         "copies": sc["n_copies"],
         "copies_linked": int((linked & sc["true"] & ~sc["slices"]).sum()),
         "links": int(linked.sum()),
         "false_links": int(false.sum()),
         "false_links_slices": int((false & sc["slices"]).sum()),
-        "neighbour_slice_pairs": sc["n_volumes"],
-        "neighbour_slice_pairs_linked": int((linked & sc["neighbours"]).sum()),
-        "linked_slice_volumes": sc["volume"][linked & sc["neighbours"]].tolist(),
     }
+    for k in SLICES:
+        out[f"{k}_pairs"] = sc[f"n_volumes_{k}"]
+        out[f"{k}_pairs_linked"] = int((linked & sc[f"neighbours_{k}"]).sum())
+    out["linked_slice_volumes"] = sc["volume"][linked & sc["neighbours_slice"]].tolist()
+    return out
 
 
 def _pools(data: dict[str, Any], hashing: Any) -> dict[tuple[int, str], tuple[dict[str, np.ndarray], dict[str, Any]]]:
-    """Per half and family: the pool (bases, that family's copies, the half's slices) and its scores."""
+    """Per half and family: the pool (bases, that family's copies, the half's slices of both kinds) and its scores."""
     out = {}
     for h in (0, 1):
         for fam in FAMILIES:
-            keep = (data["half"] == h) & np.isin(data["role"], ["base", fam, "slice"])
+            keep = (data["half"] == h) & np.isin(data["role"], ["base", fam, *SLICES])
             idx = np.flatnonzero(keep)
             pool = {k: data[k][idx] for k in ("role", "origin", "volume")}
             out[h, fam] = (pool, _scores(hashing, idx, pool))
     return out
 
 
-def _totals(pools: dict, half: int, td: float, ta: float) -> dict[str, Any]:
-    """Recall per family, precision and false links over the half's pools at ``(td, ta)``."""
-    per = {fam: _evaluate(sc, td, ta) for (h, fam), (_, sc) in pools.items() if h == half}
+def _totals(pools: dict, half: int, td: float, ta: float, r: float) -> dict[str, Any]:
+    """Recall per family, precision and false links over the half's pools at ``(td, ta, r)``."""
+    per = {fam: _evaluate(sc, td, ta, r) for (h, fam), (_, sc) in pools.items() if h == half}
     links = sum(r["links"] for r in per.values())
     false = sum(r["false_links"] for r in per.values())
     slices = per[PROCESSED[0]]  # the slices are the same in every pool of a half
@@ -307,81 +370,95 @@ def _totals(pools: dict, half: int, td: float, ta: float) -> dict[str, Any]:
         "false_links": false,
         "false_links_between_films": false - sum(r["false_links_slices"] for r in per.values()),
         "film_precision": (links - false) / max(links - sum(r["false_links_slices"] for r in per.values()), 1),
-        "neighbour_slice_pairs": slices["neighbour_slice_pairs"],
-        "neighbour_slice_pairs_linked": slices["neighbour_slice_pairs_linked"],
+        "neighbour_slice_pairs": slices["slice_pairs"],
+        "neighbour_slice_pairs_linked": slices["slice_pairs_linked"],
         "linked_slice_volumes": slices["linked_slice_volumes"],
-        "neighbour_slice_precision": 1.0
-        - slices["neighbour_slice_pairs_linked"] / max(slices["neighbour_slice_pairs"], 1),
+        "neighbour_slice_precision": 1.0 - slices["slice_pairs_linked"] / max(slices["slice_pairs"], 1),
+        "mr_slice_pairs": slices["mr_slice_pairs"],
+        "mr_slice_pairs_linked": slices["mr_slice_pairs_linked"],
+        "mr_slice_precision": 1.0 - slices["mr_slice_pairs_linked"] / max(slices["mr_slice_pairs"], 1),
     }
 
 
-def _grid(pools: dict) -> list[dict[str, Any]]:
-    """Tuning-half results at every grid point."""
+def _grid(pools: dict, td: float, ta: float) -> list[dict[str, Any]]:
+    """Tuning-half results at every residual threshold (stage 2 at ``(td, ta)``)."""
     rows = []
-    for td in GRID:
-        for ta in GRID:
-            r = _totals(pools, 0, float(td), float(ta))
-            rows.append(
-                {
-                    "direct": float(td),
-                    "aligned": float(ta),
-                    "min_recall": min(r["recall"][f] for f in PROCESSED),
-                    "film_precision": r["film_precision"],
-                    "slices_linked": r["neighbour_slice_pairs_linked"] / max(r["neighbour_slice_pairs"], 1),
-                }
-            )
+    for r in RESIDUAL_GRID:
+        t = _totals(pools, 0, td, ta, float(r))
+        rows.append(
+            {
+                "direct": td,
+                "aligned": ta,
+                "max_residual": float(r),
+                "min_recall": min(t["recall"][f] for f in PROCESSED),
+                "film_precision": t["film_precision"],
+                "hard_negative_precision": min(t["neighbour_slice_precision"], t["mr_slice_precision"]),
+            }
+        )
     return rows
 
 
-def _choose(rows: list[dict[str, Any]], strict: bool) -> dict[str, Any]:
-    """Thresholds chosen on the tuning half among the grid points with precision >= 0.995 on films of different
-    children: the highest smallest recall over the processed-copy families (``strict``: the fewest neighbouring
-    slices linked first); ties go to the higher thresholds."""
-    ok = [r for r in rows if r["film_precision"] >= 0.995]
-    if not ok:
-        raise RuntimeError("no grid point reaches a film precision of 0.995 on the tuning half")
-
-    def key(r: dict[str, Any]) -> tuple:
-        return ((-r["slices_linked"],) if strict else ()) + (r["min_recall"], r["direct"] + r["aligned"])
-
-    best = max(ok, key=key)
-    return {**best, "rule": "fewest slices linked, then recall" if strict else "recall"}
+def _choose(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The residual threshold chosen on the tuning half (see the module docstring)."""
+    ok = [r for r in rows if r["film_precision"] >= 0.995 and r["min_recall"] >= 0.98]
+    if ok:
+        best = max(ok, key=lambda r: (r["hard_negative_precision"], r["max_residual"]))
+        return {**best, "rule": "recall >= 0.98, then the highest hard-negative precision, then the larger threshold"}
+    best = max(rows, key=lambda r: (r["min_recall"], r["hard_negative_precision"]))
+    return {**best, "rule": "no point reaches recall 0.98: the highest smallest recall"}
 
 
 def _pairing_time(hashing: Any) -> dict[str, Any]:
     """Seconds of both stages over all files at once (default thresholds), from the hash result (no image read)."""
-    from monai_transfer.data.duplicates import near_duplicate_pairs, processed_copy_pairs
+    from monai_transfer.data.duplicates import near_duplicate_pairs, processed_copy_pairs, verify_structure
 
     valid = hashing.ok & (hashing.ndim == 2)
     t = time.perf_counter()
-    near_duplicate_pairs(hashing.hashes, valid=valid, signatures=hashing.signatures)
+    p1, _ = near_duplicate_pairs(hashing.hashes, valid=valid, signatures=hashing.signatures)
     t1 = time.perf_counter()
-    processed_copy_pairs(hashing)
+    p2, _, st2 = processed_copy_pairs(hashing)
     t2 = time.perf_counter()
-    return {"files": int(valid.sum()), "stage1_s": round(t1 - t, 3), "stage2_s": round(t2 - t1, 3)}
+    pairs = np.concatenate([p1, p2])
+    keep = verify_structure(hashing, pairs, ["hash"] * len(p1) + st2)
+    t3 = time.perf_counter()
+    return {
+        "files": int(valid.sum()),
+        "stage1_s": round(t1 - t, 3),
+        "stage2_s": round(t2 - t1, 3),
+        "verification_s": round(t3 - t2, 3),
+        "pairs_verified": len(pairs),
+        "pairs_kept": int(keep.sum()),
+    }
 
 
 _COLUMNS = (
-    ("stage1_only", "stage 1 only (before)"),
-    ("recall_first", "chosen: recall first"),
-    ("strict", "chosen: fewest slices linked"),
+    ("stage1_only", "stage 1 only"),
+    ("round1", "stages 1+2, no verification (round 1)"),
+    ("chosen", "verified: chosen on the tuning half"),
     ("defaults", "package defaults"),
 )
 
 
+def _fmt_r(r: float | None) -> str:
+    return "off" if r is None else f"{r:g}"
+
+
 def markdown_body(res: dict[str, Any]) -> list[str]:
     """The result as Markdown lines: text and tables (reporting half), without a title or the command."""
-    rep, cost, ops = res["reporting"], res["cost"], res["operating_points"]
+    rep, cost, ops, pr = res["reporting"], res["cost"], res["operating_points"], res["pairing"]
     dice = res["neighbour_slice_dice"]
     first = rep["defaults"]
     head = "| | " + " | ".join(name for _, name in _COLUMNS) + " |"
     rule = "| --- |" + " --- |" * len(_COLUMNS)
-    thr = " | ".join(f"{ops[k]['direct']} / {ops[k]['aligned']}" for k, _ in _COLUMNS)
+    thr = " | ".join(
+        f"{ops[k]['direct']} / {ops[k]['aligned']} / {_fmt_r(ops[k]['max_residual'])}" for k, _ in _COLUMNS
+    )
     lines = [
         f"Reporting half: {first['copies_per_family']} copies per family (each next to its original), "
-        f"{first['neighbour_slice_pairs']} neighbouring-slice pairs (AdrenalMNIST3D masks, Dice overlap "
-        f"median {dice['50']}, 10-90 %: {dice['10']}-{dice['90']}), every other pair of films a negative. "
-        "Thresholds (stage 2 direct / aligned) "
+        f"{first['neighbour_slice_pairs']} neighbouring-slice pairs of binary masks (AdrenalMNIST3D, Dice overlap "
+        f"median {dice['50']}, 10-90 %: {dice['10']}-{dice['90']}), {first['mr_slice_pairs']} neighbouring grey-level "
+        "MR slice pairs (nibabel's example4d EPI, 2.2 mm apart), every other pair of films a negative. "
+        "Thresholds (stage 2 direct / aligned / final verification's residual) "
         "chosen on the tuning half (see the script's docstring).",
         "",
         head,
@@ -395,10 +472,12 @@ def markdown_body(res: dict[str, Any]) -> list[str]:
         ("precision, all links", lambda r: f"{r['precision']:.4f}"),
         ("precision, films of different children", lambda r: f"{r['film_precision']:.4f}"),
         ("false links between films", lambda r: f"{r['false_links_between_films']}"),
-        ("neighbouring slices linked", lambda r: f"{r['neighbour_slice_pairs_linked']} / {r['neighbour_slice_pairs']}"),
-        ("precision on neighbouring slices", lambda r: f"{r['neighbour_slice_precision']:.4f}"),
+        ("mask slices linked", lambda r: f"{r['neighbour_slice_pairs_linked']} / {r['neighbour_slice_pairs']}"),
+        ("precision on neighbouring mask slices", lambda r: f"{r['neighbour_slice_precision']:.4f}"),
+        ("MR slices linked", lambda r: f"{r['mr_slice_pairs_linked']} / {r['mr_slice_pairs']}"),
+        ("precision on neighbouring MR slices", lambda r: f"{r['mr_slice_precision']:.4f}"),
         (
-            "Dice of the linked slice pairs: min / median",
+            "Dice of the linked mask slice pairs: min / median",
             lambda r: f"{r['linked_slices_dice_min']} / {r['linked_slices_dice_median']}",
         ),
     )
@@ -414,15 +493,18 @@ def markdown_body(res: dict[str, Any]) -> list[str]:
         f"| second run: image reads / files from the cache | {cost['second_run_image_reads']} / "
         f"{cost['second_run_cached']} |",
         f"| second run (s) | {cost['second_run_s']} |",
-        f"| pairing, stage 1 / stage 2 (s, {res['pairing']['files']} files) | {res['pairing']['stage1_s']} / "
-        f"{res['pairing']['stage2_s']} |",
+        f"| pairing, stage 1 / stage 2 / final verification (s, {pr['files']} files) | {pr['stage1_s']} / "
+        f"{pr['stage2_s']} / {pr['verification_s']} |",
+        f"| pairs verified / kept (all files at once) | {pr['pairs_verified']} / {pr['pairs_kept']} |",
         f"| cache file (MB) | {cost['cache_mb']} |",
         "",
-        "Neighbouring slices are hard negatives the finder does not tell apart: binary mask slices overlapping by a "
-        "Dice of about 0.83 or more look the same at 32x32 as a processed copy, and stage 1 (the hash) already links "
-        "most of them; they come from one patient, so a split that keeps them together loses nothing. Stage 2's "
-        "candidate search is O(N^2) dot products in BLAS blocks (11 views x 64 dimensions per image), its "
-        "verification O(N x neighbours) warps; the pairing time above is for all files at once.",
+        "Stage 1 (the hash) links most neighbouring mask slices and stage 2 a few more: at 32x32 they look like a "
+        "processed copy. The final verification re-checks every stage-1 and stage-2 link (identical bytes or voxels "
+        "excepted) on 64x64 rank thumbnails from the cache: a copy's ranks are an increasing function of its "
+        "original's after the best small affine warp, a neighbouring slice's are not where its shape changed. "
+        "Stage 2's candidate search is O(N^2) dot products in BLAS blocks (11 views x 64 dimensions per image); the "
+        "verification aligns only the pairs not passing as they are whose files are not already joined; the pairing "
+        "time above is for all files at once.",
     ]
     return lines
 
@@ -458,7 +540,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.bases, args.volumes = 24, 16
     threads = common.set_threads(args.threads if args.threads is not None else args.workers)
     env = common.environment()
-    from monai_transfer.data.duplicates import DEFAULT_ALIGNED_SIMILARITY, DEFAULT_RANK_SIMILARITY
+    from monai_transfer.data.duplicates import (
+        DEFAULT_ALIGNED_SIMILARITY,
+        DEFAULT_MAX_RESIDUAL,
+        DEFAULT_RANK_SIMILARITY,
+    )
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_dedup_variants_"))
     try:
@@ -467,27 +553,31 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     pools = _pools(data, hashing)
-    grid = _grid(pools)
-    recall_first, strict = _choose(grid, False), _choose(grid, True)
+    td, ta = float(DEFAULT_RANK_SIMILARITY), float(DEFAULT_ALIGNED_SIMILARITY)
+    grid = _grid(pools, td, ta)
     ops = {
-        "stage1_only": {"direct": 2.0, "aligned": 2.0},
-        "recall_first": recall_first,
-        "strict": strict,
-        "defaults": {"direct": DEFAULT_RANK_SIMILARITY, "aligned": DEFAULT_ALIGNED_SIMILARITY},
+        "stage1_only": {"direct": 2.0, "aligned": 2.0, "max_residual": None},
+        "round1": {"direct": td, "aligned": ta, "max_residual": None},
+        "chosen": _choose(grid),
+        "defaults": {"direct": td, "aligned": ta, "max_residual": float(DEFAULT_MAX_RESIDUAL)},
     }
+    at = {k: (v["direct"], v["aligned"], v["max_residual"]) for k, v in ops.items()}
+    at = {k: (d, a, np.inf if r is None else r) for k, (d, a, r) in at.items()}
     res: dict[str, Any] = {
         "what": "recall per processed-copy family, precision on hard negatives, cost; thresholds tuned on one half",
         "operating_points": ops,
-        "tuning": {k: _totals(pools, 0, v["direct"], v["aligned"]) for k, v in ops.items()},
+        "tuning": {k: _totals(pools, 0, *v) for k, v in at.items()},
         "tuning_grid": grid,
-        "reporting": {k: _totals(pools, 1, v["direct"], v["aligned"]) for k, v in ops.items()},
+        "reporting": {k: _totals(pools, 1, *v) for k, v in at.items()},
         "neighbour_slice_dice": {str(q): round(float(np.percentile(data["dice"], q)), 3) for q in (0, 10, 50, 90, 100)},
         "cost": cost,
         "pairing": _pairing_time(hashing),
         "config": {"bases": args.bases, "volumes": args.volumes, "seed": args.seed, "workers": args.workers},
     }
     _linked_dice(res, np.asarray(data["dice"]))
-    res["config"].update({"threads": threads, "quick": args.quick, "families": list(FAMILIES), "grid": GRID.tolist()})
+    res["config"].update(
+        {"threads": threads, "quick": args.quick, "families": list(FAMILIES), "grid": RESIDUAL_GRID.tolist()}
+    )
     res["env"] = common.finish_environment(env)
     res["env"]["machine_note"] = "shared, busy 2-core build machine (other engineers' jobs running)"
     common.write_result(args.output, res)
@@ -495,9 +585,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for k, name in _COLUMNS:
         r = res["reporting"][k]
         print(
-            f"{name}: {ops[k]['direct']} / {ops[k]['aligned']}: min recall {min(r['recall'][f] for f in PROCESSED):.3f}"
+            f"{name}: {at[k]}: min recall {min(r['recall'][f] for f in PROCESSED):.3f}"
             f", flip {r['recall']['flip']:.3f}, film precision {r['film_precision']:.4f}, slices linked "
-            f"{r['neighbour_slice_pairs_linked']}/{r['neighbour_slice_pairs']}"
+            f"{r['neighbour_slice_pairs_linked']}/{r['neighbour_slice_pairs']}, MR "
+            f"{r['mr_slice_pairs_linked']}/{r['mr_slice_pairs']}"
         )
     print(f"cost {cost['hash_pass_in_loader_passes']} loader passes, second-run reads {cost['second_run_image_reads']}")
     return res

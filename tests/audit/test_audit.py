@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from monai_transfer.audit import audit_report, main, write_audit
@@ -205,3 +206,21 @@ def test_processed_copies_across_splits_are_reported_with_their_stage(tmp_path):
         assert link["stage"] == stage and link["similarity"] >= 0.995 and link["hamming"] >= 0, link
     assert {p["stage"] for p in report["closest_pairs_across_splits"]} == {"rank", "rank-flipped"}
     assert {r["stages"] for r in read_csv(tmp_path / "audit" / "clusters.csv")} == {"rank", "rank-flipped"}
+
+
+def test_audit_cli_passes_the_second_stage_and_verification_thresholds(tmp_path, capsys):
+    """``--rank_similarity``, ``--aligned_similarity`` and ``--max_residual`` reach the finder (the audit's summary
+    records them); a value out of range is a usage error naming the option, an unknown threshold key of the data
+    lists names the option."""
+    data = _leaky_csv(tmp_path / "data")
+    out = tmp_path / "audit"
+    args = ["--rank_similarity", "0.99", "--aligned_similarity", "0.98", "--max_residual", "0.5", "--no_progress"]
+    main([str(data), "--output", str(out), "--cache_dir", "none", *args])
+    s = json.loads((out / "audit.json").read_text())["summary"]
+    assert (s["rank_similarity"], s["aligned_similarity"], s["max_residual"]) == (0.99, 0.98, 0.5), s
+    assert s["n_clusters_across_splits"] == 2  # the two copies of _leaky_csv pass a loose verification too
+    with pytest.raises(SystemExit):
+        main([str(data), "--output", str(out), "--max_residual", "2"])
+    assert "--max_residual" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="duplicate_thresholds: unknown key 'max_residue'"):
+        bundle_datalists(data, hash_cache_dir=None, duplicate_thresholds={"max_residue": 0.1})

@@ -24,6 +24,7 @@ from PIL import Image
 from monai_transfer.data import bundle_datalists, split_datalist
 from monai_transfer.data.datalist import DatalistError
 from monai_transfer.data.duplicates import (
+    DEFAULT_MAX_RESIDUAL,
     DEFAULT_RANK_SIMILARITY,
     STAGES,
     find_duplicates,
@@ -302,8 +303,8 @@ def test_processed_copies_are_linked_by_the_second_stage_and_say_so(tmp_path):
 
 
 def test_second_run_reads_no_image_for_the_second_stage_and_old_caches_are_rebuilt(tmp_path, caplog):
-    """The rank thumbnails come from the cache (format 3); a cache of the previous format (no thumbnails) is warned
-    about and rebuilt instead of giving empty thumbnails."""
+    """The rank thumbnails and the fine ones come from the cache (format 4); a cache of the previous format (no fine
+    thumbnails) is warned about and rebuilt instead of giving empty thumbnails."""
     import json
 
     from monai_transfer.data.duplicates import HASH_METHOD
@@ -320,17 +321,23 @@ def test_second_run_reads_no_image_for_the_second_stage_and_old_caches_are_rebui
     calls.clear()
     second = find_duplicates(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
     assert calls == [] and np.array_equal(first.hashing.thumbnails, second.hashing.thumbnails)
+    assert first.hashing.fine.any(axis=(1, 2)).all() and np.array_equal(first.hashing.fine, second.hashing.fine)
     assert np.array_equal(first.pairs, second.pairs) and first.stages == second.stages
     cache = tmp_path / "cache" / f"image_hashes_{HASH_METHOD}.json"
     data = json.loads(cache.read_text())
-    assert data["format"] == 3
-    data["format"] = 2
-    data["hashes"] = {k: v.rsplit(":", 1)[0] for k, v in data["hashes"].items()}  # the format-2 entries
+    assert data["format"] == 4
+    data["format"] = 3
+    data["hashes"] = {k: v.rsplit(":", 1)[0] for k, v in data["hashes"].items()}  # the format-3 entries
     cache.write_text(json.dumps(data))
     with caplog.at_level(logging.WARNING, logger="monai_transfer.data.duplicates"):
         third = hash_files(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
-    assert "format 2" in caplog.text and str(cache) in caplog.text and len(calls) == len(set(third.sha256))
-    assert np.array_equal(third.thumbnails, first.hashing.thumbnails)
+    assert "format 3" in caplog.text and str(cache) in caplog.text and len(calls) == len(set(third.sha256))
+    assert np.array_equal(third.thumbnails, first.hashing.thumbnails) and np.array_equal(third.fine, first.hashing.fine)
+    data["format"] = 4  # format 4 with entries lacking the fine thumbnail: each entry is recomputed, never empty
+    cache.write_text(json.dumps(data))
+    calls.clear()
+    fourth = hash_files(paths, cache_dir=tmp_path / "cache", loader=loader, num_workers=0)
+    assert len(calls) == len(set(fourth.sha256)) and np.array_equal(fourth.fine, first.hashing.fine)
 
 
 @requires_shared_data()
@@ -360,3 +367,35 @@ def test_real_radiographs_rarely_pair_by_chance_in_the_second_stage():
     chance = [p for p in linked if p not in {(0, m), (1, m + 1)}]
     assert len(chance) <= 2, f"{len(chance)} chance pairs of {m * (m - 1) // 2}: {chance}"
     assert (sim >= 0.975).all()
+
+
+def _mask(size: int, ry: float, rx: float, bump: float) -> Image.Image:
+    """A binary organ-like mask: an ellipse with a bump on its right side (a shape that changes between slices)."""
+    yy, xx = (np.mgrid[0:size, 0:size] - size / 2) / size
+    inside = (yy / ry) ** 2 + (xx / rx) ** 2 <= 1
+    inside |= ((yy + 0.05) ** 2 + (xx - rx) ** 2) <= bump**2
+    return Image.fromarray((inside * 255).astype(np.uint8))
+
+
+def test_final_verification_drops_neighbouring_slices_and_keeps_processed_copies(tmp_path):
+    """Two mask 'slices' whose shape changes non-rigidly (Dice about 0.9) are linked by the first two stages alone but
+    not after the final verification; a gamma-changed and a rotated copy of each stay linked to it."""
+    from scripts.bench.dedup_variants import make_copy
+
+    rng = np.random.default_rng(7)
+    a, b = _mask(256, 0.3, 0.2, 0.06), _mask(256, 0.28, 0.215, 0.1)
+    ma, mb = np.asarray(a) > 0, np.asarray(b) > 0
+    assert 0.85 < 2 * (ma & mb).sum() / (ma.sum() + mb.sum()) < 0.97
+    film = _base_image(rng, size=256)
+    images = [a, b, film, make_copy(film, "gamma", rng), make_copy(film, "rotate", rng), make_copy(a, "crop10", rng)]
+    paths = []
+    for k, im in enumerate(images):
+        paths.append(tmp_path / f"{k}.png")
+        im.save(paths[-1])
+    unverified = find_duplicates(paths, cache_dir=None, num_workers=0, max_residual=None)
+    assert (0, 1) in {(int(i), int(j)) for i, j, _ in unverified.pairs}, (
+        "the slices must be linked before (else this test shows nothing)"
+    )
+    res = find_duplicates(paths, cache_dir=None, num_workers=0)
+    assert [c for c in res.clusters] == [[0, 5], [2, 3, 4]], res.pairs
+    assert res.summary()["n_rejected_by_verification"] >= 1 and res.summary()["max_residual"] == DEFAULT_MAX_RESIDUAL

@@ -20,12 +20,13 @@ from monai_transfer.data._similarity import (
     STAGE_ALIGNED,
     STAGE_DIRECT,
     STAGE_FLIPPED,
+    fine_residual,
     rank_candidates,
     rank_thumbnail,
     verify_pairs,
 )
-from monai_transfer.data.duplicates import image_key
-from tests.data.test_duplicates import _base_image
+from monai_transfer.data.duplicates import DEFAULT_MAX_RESIDUAL, image_key
+from tests.data.test_duplicates import _base_image, _mask
 
 
 def _thumb(im: Image.Image) -> np.ndarray:
@@ -79,3 +80,29 @@ def test_verification_names_how_a_pair_matched():
     assert stages[:3] == [STAGE_DIRECT, STAGE_FLIPPED, STAGE_ALIGNED] and sim[0] > 0.99
     loose_direct, _, _ = verify_pairs(thumbs, pairs[2:3], direct=0.97, aligned=1.01)
     assert not loose_direct[0]  # the crop needs the alignment
+
+
+def _fine(im: Image.Image) -> np.ndarray:
+    return image_key(np.asarray(im, dtype=np.float32)[None])[4]
+
+
+def test_fine_residual_separates_processed_copies_from_non_rigid_changes():
+    """The final verification's residual: near 0 for a copy with another window (clipped), blurred, mirrored, rotated
+    or cropped (after the alignment), above the default threshold for a mask whose shape changed (a neighbouring
+    slice) and for an unrelated image; without the alignment the rotated copy is not recognised."""
+    from PIL import ImageFilter
+
+    rng = np.random.default_rng(3)
+    im = _base_image(rng, size=256)
+    a = np.asarray(im, dtype=np.float64)
+    window = Image.fromarray(np.clip((a - 90) * 2.5, 0, 255).astype(np.uint8))
+    copies = [window, im.filter(ImageFilter.GaussianBlur(1.5)), ImageOps.mirror(im), im.rotate(4, Image.BILINEAR)]
+    copies.append(im.crop((0, 20, 236, 256)))
+    others = [_mask(256, 0.3, 0.2, 0.06), _mask(256, 0.28, 0.215, 0.1), _base_image(rng, size=256)]
+    fine = np.stack([_fine(x) for x in [im, *copies, *others]])
+    assert fine.shape == (9, 64, 64) and fine.dtype == np.uint8
+    pairs = np.array([[0, k] for k in range(1, 6)] + [[6, 7], [0, 8]])
+    res = fine_residual(fine, pairs)
+    assert (res[:5] <= DEFAULT_MAX_RESIDUAL).all() and (res[5:] > DEFAULT_MAX_RESIDUAL).all(), res
+    unaligned = fine_residual(fine, pairs[3:4], align=False)
+    assert unaligned[0] > DEFAULT_MAX_RESIDUAL >= res[3]

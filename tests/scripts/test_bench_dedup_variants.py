@@ -26,14 +26,18 @@ pytestmark = pytest.mark.slow
 def test_dedup_variants_quick(tmp_path):
     res = dedup_variants.main(["--quick", "--output", str(tmp_path / "dedup_variants.json")])
     rep = res["reporting"]
-    assert set(rep) == {"stage1_only", "recall_first", "strict", "defaults"}
+    assert set(rep) == {"stage1_only", "round1", "chosen", "defaults"}
     for point in rep.values():
         assert set(point["recall"]) == set(dedup_variants.FAMILIES) and point["copies_per_family"] == 12
     assert rep["stage1_only"]["recall"]["flip"] == 0.0  # the hash alone never pairs a flipped film
     assert min(rep["defaults"]["recall"].values()) > min(rep["stage1_only"]["recall"].values())
     cost = res["cost"]
     assert cost["second_run_image_reads"] == 0 and cost["second_run_cached"] == cost["files"]
-    assert len(res["tuning_grid"]) == len(dedup_variants.GRID) ** 2
+    assert len(res["tuning_grid"]) == len(dedup_variants.RESIDUAL_GRID)
+    assert res["operating_points"]["chosen"]["max_residual"] in dedup_variants.RESIDUAL_GRID
+    verified, unverified = rep["chosen"], rep["round1"]  # the verification only removes links
+    assert verified["links"] <= unverified["links"] and verified["mr_slice_pairs"] >= 10
+    assert verified["neighbour_slice_pairs_linked"] <= unverified["neighbour_slice_pairs_linked"]
     assert (tmp_path / "dedup_variants.md").read_text().count("| recall: ") == len(dedup_variants.FAMILIES)
     text = make_report.build_report(tmp_path, tmp_path / "r")
     assert "## 5b. Data audit: processed copies" in text and "quick mode" in text
