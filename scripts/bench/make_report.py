@@ -261,6 +261,37 @@ def _recipe_xray(results: Path) -> list[str]:
     return out
 
 
+def _recipe_volume(results: Path) -> list[str]:
+    """Volume recipe round (``recipe_volume.py``): CV over the train volumes chooses, val is scored once per recipe."""
+    out = ["## 3b. Recipe comparison: AdrenalMNIST3D, chosen by cross-validation on the train volumes", ""]
+    summary = _load(results / "recipe_volume" / "summary.json")
+    if not summary or not summary.get("rows"):
+        return out + ["Not run (no `recipe_volume/summary.json`).", ""]
+    out += [
+        f"Every recipe runs `accuracy_volume.run` (section 3's protocol) with its overrides of the bundle defaults. "
+        f"Winner rule: {summary['rule']}. Candidates not listed were not run (CPU time; see the script's docstring).",
+        "",
+        "| recipe | overrides | CV volume AUC (folds) | OOF AUC [95% CI] | OOF ECE raw → calibrated | threshold | "
+        "val AUC [95% CI] | val ACC | val ECE | CPU min |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in summary["rows"]:
+        name = f"**{r['recipe']}** (winner)" if r["recipe"] == summary["winner"] else r["recipe"]
+        ov = ", ".join(f"`{k}={_override_text(v)}`" for k, v in r["overrides"].items()) or "(bundle defaults)"
+        ci_oof, ci_val = r["cv_oof_auc_ci95"], r["val_auc_ci95"]
+        out.append(
+            f"| {name} | {ov} | {_f(r['cv_auc'], 4)} ± {_f(r['cv_auc_sd'], 4)} | {_f(r['cv_oof_auc'], 4)} "
+            f"[{_f(ci_oof[0], 4)}, {_f(ci_oof[1], 4)}] | {_f(r['cv_ece_before'])} → {_f(r['cv_ece'])} | "
+            f"{_f(r['threshold'])} | {_f(r['val_auc'], 4)} [{_f(ci_val[0], 4)}, {_f(ci_val[1], 4)}] | "
+            f"{_f(r['val_acc'])} | {_f(r['val_ece'])} | {_f(r['cpu_minutes'], 1)} |"
+        )
+    out += ["", "Commands and notes (each JSON also records its date, machine and load):", ""]
+    for r in summary["rows"]:
+        note = (_load(results / "recipe_volume" / f"{r['recipe']}.json") or {}).get("note")
+        out.append(f"- {r['recipe']}: `{r['command']}`" + (f". {note}" if note else ""))
+    return out + [""]
+
+
 def _net(backbone: str | None) -> str:
     """Short network name of a backbone id for tables and plot titles (``tf_efficientnet_lite1`` -> ``Lite1``)."""
     if not backbone:
@@ -748,6 +779,7 @@ def _status(results: Path) -> list[str]:
         ("accuracy_xray.py (shift suite)", results / "shift_xray" / "results.json"),
         ("label_efficiency.py", results / "label_efficiency"),
         ("accuracy_volume.py", results / "accuracy_volume" / "results.json"),
+        ("recipe_volume.py", results / "recipe_volume"),
         ("speed_train.py", results / "speed_train.json"),
         ("speed_pipeline.py", results / "speed_pipeline.json"),
         ("volume_eval_memory.py", results / "volume_eval_memory.json"),
@@ -801,6 +833,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _shift_xray(results)
     lines += _label_efficiency(results, out_dir)
     lines += _accuracy_volume(results)
+    lines += _recipe_volume(results)
     lines += _speed(results, out_dir)
     lines += _dedup(results)
     lines += _dedup_variants(results)

@@ -11,11 +11,12 @@
 """Recipe round for the ct_slices bundle on AdrenalMNIST3D, chosen by cross-validation on the TRAIN volumes only.
 
 Each recipe is a set of bundle overrides on top of :data:`accuracy_volume.RECIPE` (the bundle defaults: 4 random
-slices per training volume, 2.5D context -1/0/+1, mean pooling, EfficientNet-Lite0, no EMA). Every recipe runs
-exactly what ``accuracy_volume.py`` runs (:func:`accuracy_volume.run`): 3-fold CV over the 1188 train volumes
-(epochs = best mean fold volume AUC, temperature chosen on the pooled out-of-fold volume probabilities, Youden
-threshold on the calibrated out-of-fold volume probabilities), one final fit on all train volumes, and ONE scoring of
-the 98 val volumes, which is reported and chooses nothing.
+slices per training volume, 2.5D context -1/0/+1, mean pooling, EfficientNet-Lite0, weight EMA 0.99: the winner of
+this round against ``no_ema``, the default before). Every recipe runs exactly what ``accuracy_volume.py`` runs
+(:func:`accuracy_volume.run`): 3-fold CV over the 1188 train volumes (epochs = best mean fold volume AUC, temperature
+chosen on the pooled out-of-fold volume probabilities, the bundle's ``cv_threshold_method`` threshold on the
+calibrated out-of-fold volume probabilities), one final fit on all train volumes, and ONE scoring of the 98 val
+volumes, which is reported and chooses nothing.
 
 Pre-declared winner rule (the same as ``recipe_xray.py``, :func:`recipe_xray.choose_winner`): the best mean fold
 volume AUC of the CV on the train split; recipes within :data:`recipe_xray.TIE_AUC` (0.001) of it tie, and ties go to
@@ -26,15 +27,16 @@ can become the default; the others are reported.
 Val chooses nothing.
 
 Candidates (issue #29): slices per training volume (2, 8), 2.5D context (offsets -2/0/+2), pooling (max, top-3 mean;
-attention pooling over slices is not in the bundle), EfficientNet-Lite1 vs Lite0, weight EMA (0.99), and xray's label
-smoothing and augmentation strength. One full round is about 8 x 23 single-thread CPU minutes (about 3 hours on
-one core); ``--time-budget`` stops before a recipe once spent, and the round resumes (``<output>/<recipe>.json`` is
-skipped when it exists); ``<output>/summary.json`` (the table and the winner) is rewritten after every recipe.
+attention pooling over slices is not in the bundle), EfficientNet-Lite1 vs Lite0, weight EMA (0.99, now the default;
+``no_ema`` turns it off), and xray's label smoothing and augmentation strength. One full round is about 8 x 23
+single-thread CPU minutes (about 3 hours on one core); ``--time-budget`` stops before a recipe once spent, and the
+round resumes (``<output>/<recipe>.json`` is skipped when it exists); ``<output>/summary.json`` (the table and the
+winner) is rewritten after every recipe.
 
 Usage (from the repository root)::
 
     python -m scripts.bench.recipe_volume --threads 2 --output benchmarks/results/recipe_volume
-    python -m scripts.bench.recipe_volume --recipes base ema max --time-budget 90
+    python -m scripts.bench.recipe_volume --recipes base no_ema max --time-budget 90
     python -m scripts.bench.recipe_volume --quick --output /tmp/recipes_volume
 """
 
@@ -65,7 +67,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "max": {"aggregation": "max"},
     "topk": {"aggregation": "topk_mean"},
     "lite1": {"backbone": "tf_efficientnet_lite1"},
-    "ema": {"ema_decay": 0.99},
+    "no_ema": {"ema_decay": 0.0},
     "ls0.1": {"label_smoothing": 0.1},
     "aug0.5": {"aug_strength": 0.5},
 }

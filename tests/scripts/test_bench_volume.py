@@ -78,7 +78,8 @@ def test_recipe_volume_candidates_and_budget():
     train_ids = json.loads((REPO_ROOT / "bundles" / "ct_slices" / "configs" / "train.json").read_text())
     unknown = {k for r in recipe_volume.RECIPES.values() for k in r if k not in train_ids}
     assert not unknown, f"recipe_volume.RECIPES override ids that ct_slices' train.json lacks: {unknown}"
-    assert recipe_volume.recipe_overrides("ema")["ema_decay"] == 0.99
+    assert recipe_volume.recipe_overrides("base")["ema_decay"] == 0.99
+    assert recipe_volume.recipe_overrides("no_ema")["ema_decay"] == 0.0
     assert recipe_volume.recipe_overrides("slices8", quick=True)["train_slices"] == 2  # quick stays tiny
     with pytest.raises(ValueError, match="unknown recipe"):
         recipe_volume.recipe_overrides("nope")
