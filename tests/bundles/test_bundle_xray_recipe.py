@@ -74,6 +74,19 @@ def test_aug_strength_scales_every_magnitude():
     assert p0.get_parsed_content("train#augmentation#3#gamma") == [1.0, 1.0]
 
 
+def test_shift_aug_prob_switches_the_acquisition_shift_augmentation():
+    """``shift_aug_prob`` (0.3 by default, the fourth recipe round's winner) is the probability of each of the four
+    acquisition-shift transforms; 0 gives the recipe before them."""
+    names = {"RandRicianNoised", "RandGibbsNoised", "RandHistogramShiftd", "RandBiasFieldd"}
+    for value in (None, 0.0):
+        p = _parser() if value is None else _parser(shift_aug_prob=value)
+        shift = p.get_parsed_content("train#shift_augmentation")
+        assert not any(type(t).__name__ in names for t in p.get_parsed_content("train#augmentation"))
+        assert all(t in p.get_parsed_content("train#preprocessing").transforms for t in shift)
+        assert {type(t).__name__ for t in shift} == names
+        assert all(t.prob == pytest.approx(0.3 if value is None else 0.0) for t in shift)
+
+
 def test_label_smoothing_reaches_the_loss():
     p = _parser(label_smoothing=0.1)
     loss = p.get_parsed_content("train#loss_function")

@@ -147,12 +147,16 @@ def test_recipe_winner_rule_sees_shift():
     rows[0]["cv_shift_auc"] = 0.960 - tie / 2  # a shift tie: the lower OOF ECE wins
     assert recipe_xray.choose_winner(rows)["recipe"] == "clean_best"
     assert recipe_xray.choose_winner([{**r, "cv_shift_auc": None} for r in rows])["recipe"] == "old_round"
-    # the shift candidates' augmentations keep the bundle's own list and add other kinds than the suite's
+    # the crop candidate keeps the bundle's own list; the bundle's acquisition-shift augmentation (the transforms
+    # switched by shift_aug_prob) is of other kinds than the suite's corruptions, and off in the recipes before it
     base = json.loads((REPO_ROOT / "bundles" / "xray" / "configs" / "train.json").read_text())["train"]["augmentation"]
-    for aug in (recipe_xray.SHIFT_AUGMENTATION, recipe_xray.RRC_AUGMENTATION):
-        assert aug[: len(base)] == base and len(aug) > len(base)
-    added = {t["_target_"].rsplit(".", 1)[1] for t in recipe_xray.SHIFT_AUGMENTATION[len(base) :]}
-    assert not added & {"RandGaussianNoised", "RandGaussianSmoothd", "RandAdjustContrastd", "RandScaleIntensityd"}
+    assert recipe_xray.RRC_AUGMENTATION[: len(base)] == base and len(recipe_xray.RRC_AUGMENTATION) > len(base)
+    from monai_transfer.transforms.pipelines import acquisition_shift_augmentation
+
+    shift = {type(t).__name__ for t in acquisition_shift_augmentation()}
+    assert not shift & {"RandGaussianNoised", "RandGaussianSmoothd", "RandAdjustContrastd", "RandScaleIntensityd"}
+    assert recipe_xray.recipe_overrides("ema_lite1")["shift_aug_prob"] == 0.0
+    assert recipe_xray.recipe_overrides("lite1_shiftaug")["shift_aug_prob"] == 0.3
 
 
 @requires_shared_data(PNEUMONIA_NPZ)

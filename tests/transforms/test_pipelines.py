@@ -20,7 +20,12 @@ from monai.transforms import Compose
 from PIL import Image
 
 from monai_transfer.networks.backbones import get_backbone_cfg
-from monai_transfer.transforms.pipelines import backbone_input_transforms, image_loading_transforms, mode_activationd
+from monai_transfer.transforms.pipelines import (
+    acquisition_shift_augmentation,
+    backbone_input_transforms,
+    image_loading_transforms,
+    mode_activationd,
+)
 
 
 def test_image_loading_gives_an_image_in_0_1_at_the_size(tmp_path):
@@ -55,3 +60,17 @@ def test_mode_activation():
     assert torch.allclose(mode_activationd("multilabel")({"pred": logits})["pred"], torch.sigmoid(logits))
     with pytest.raises(ValueError, match="'regression'"):
         mode_activationd("regression")
+
+
+def test_acquisition_shift_augmentation_kinds_probability_and_output():
+    names = [type(t).__name__ for t in acquisition_shift_augmentation()]
+    assert names == ["RandRicianNoised", "RandGibbsNoised", "RandHistogramShiftd", "RandBiasFieldd"]
+    assert all(t.prob == 0.3 for t in acquisition_shift_augmentation())
+    with pytest.raises(ValueError, match="prob must be in"):
+        acquisition_shift_augmentation(prob=1.5)
+    image = torch.linspace(0, 1, 32 * 32).reshape(1, 32, 32)
+    off = Compose(acquisition_shift_augmentation(prob=0.0))({"image": image.clone()})["image"]
+    assert torch.equal(torch.as_tensor(off), image)  # prob 0: the identity
+    on = Compose(acquisition_shift_augmentation(prob=1.0)).set_random_state(0)({"image": image.clone()})["image"]
+    on = torch.as_tensor(on)
+    assert on.shape == image.shape and torch.isfinite(on).all() and not torch.allclose(on, image, atol=1e-3)
