@@ -30,12 +30,14 @@ from monai.transforms import (
     MapTransform,
     RandBiasFieldd,
     RandGibbsNoised,
-    RandHistogramShiftd,
-    RandRicianNoised,
     ScaleIntensityd,
 )
 
-from monai_transfer.transforms.intensity.dictionary import BackboneNormalized
+from monai_transfer.transforms.intensity.dictionary import (
+    BackboneNormalized,
+    FastRandHistogramShiftd,
+    FastRandRicianNoised,
+)
 from monai_transfer.transforms.io.dictionary import LoadMedicalImaged
 from monai_transfer.transforms.slicing.dictionary import ResizeKeepAspectd
 
@@ -97,9 +99,9 @@ def acquisition_shift_augmentation(keys: str | Sequence[str] = "image", prob: fl
     if not 0.0 <= float(prob) <= 1.0:
         raise ValueError(f"prob must be in [0, 1], got {prob!r}.")
     return [
-        RandRicianNoised(keys=keys, prob=prob, std=0.03),
+        FastRandRicianNoised(keys=keys, prob=prob, std=0.03),
         RandGibbsNoised(keys=keys, prob=prob, alpha=(0.0, 0.6)),
-        RandHistogramShiftd(keys=keys, prob=prob, num_control_points=(5, 10)),
+        FastRandHistogramShiftd(keys=keys, prob=prob, num_control_points=(5, 10)),
         RandBiasFieldd(keys=keys, prob=prob, coeff_range=(0.0, 0.3)),
     ]
 

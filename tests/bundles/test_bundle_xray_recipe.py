@@ -77,7 +77,7 @@ def test_aug_strength_scales_every_magnitude():
 def test_shift_aug_prob_switches_the_acquisition_shift_augmentation():
     """``shift_aug_prob`` (0.3 by default, the fourth recipe round's winner) is the probability of each of the four
     acquisition-shift transforms; 0 gives the recipe before them."""
-    names = {"RandRicianNoised", "RandGibbsNoised", "RandHistogramShiftd", "RandBiasFieldd"}
+    names = {"FastRandRicianNoised", "RandGibbsNoised", "FastRandHistogramShiftd", "RandBiasFieldd"}
     for value in (None, 0.0):
         p = _parser() if value is None else _parser(shift_aug_prob=value)
         shift = p.get_parsed_content("train#shift_augmentation")

@@ -199,3 +199,29 @@ def test_backbone_normalize_reads_the_weights_config():
     np.testing.assert_allclose(out[:, 0, 0].numpy(), [8.0, 3.5, 1.5], rtol=1e-6)
     with pytest.raises(ValueError, match="packaged"):  # weights that do not fit the backbone, on first use
         _ = BackboneNormalize(backbone="resnet18", weights="packaged").stats
+
+
+def test_fast_rand_histogram_shift_equals_monai_for_the_same_draws():
+    from monai.transforms import RandHistogramShift
+
+    from monai_transfer.transforms.intensity.array import FastRandHistogramShift
+
+    x = torch.rand(1, 40, 30) * 3 - 1
+    for seed in range(10):
+        ref = RandHistogramShift(num_control_points=(5, 10), prob=1.0).set_random_state(seed)
+        fast = FastRandHistogramShift(num_control_points=(5, 10), prob=1.0).set_random_state(seed)
+        assert torch.allclose(torch.as_tensor(fast(x.clone())), torch.as_tensor(ref(x.clone())), atol=1e-5)
+
+
+def test_fast_rand_rician_noise_distribution_and_reproducibility():
+    from monai_transfer.transforms.intensity.dictionary import FastRandRicianNoised
+
+    sigma = 0.05
+    t = FastRandRicianNoised(keys="image", prob=1.0, std=sigma, sample_std=False).set_random_state(0)
+    out = torch.as_tensor(t({"image": torch.zeros(1, 300, 300)})["image"])
+    assert out.dtype == torch.float32 and bool((out >= 0).all())
+    assert float(out.mean()) == pytest.approx(sigma * np.sqrt(np.pi / 2), rel=0.02)  # Rayleigh mean on a zero image
+    again = FastRandRicianNoised(keys="image", prob=1.0, std=sigma, sample_std=False).set_random_state(0)
+    assert torch.equal(torch.as_tensor(again({"image": torch.zeros(1, 300, 300)})["image"]), out)
+    x = torch.rand(1, 8, 8)
+    assert torch.equal(torch.as_tensor(FastRandRicianNoised(keys="image", prob=0.0)({"image": x})["image"]), x)

@@ -64,7 +64,7 @@ def test_mode_activation():
 
 def test_acquisition_shift_augmentation_kinds_probability_and_output():
     names = [type(t).__name__ for t in acquisition_shift_augmentation()]
-    assert names == ["RandRicianNoised", "RandGibbsNoised", "RandHistogramShiftd", "RandBiasFieldd"]
+    assert names == ["FastRandRicianNoised", "RandGibbsNoised", "FastRandHistogramShiftd", "RandBiasFieldd"]
     assert all(t.prob == 0.3 for t in acquisition_shift_augmentation())
     with pytest.raises(ValueError, match="prob must be in"):
         acquisition_shift_augmentation(prob=1.5)

@@ -15,11 +15,19 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, NormalizeIntensityd, ScaleIntensityRangePercentilesd
+from monai.transforms import (
+    MapTransform,
+    NormalizeIntensityd,
+    RandHistogramShiftd,
+    RandRicianNoised,
+    ScaleIntensityRangePercentilesd,
+)
 
 from monai_transfer.networks.backbones import WeightsCfg
 from monai_transfer.transforms.intensity.array import (
     BackboneNormalize,
+    FastRandHistogramShift,
+    FastRandRicianNoise,
     MultiWindowStack,
     PercentileRescale,
     WindowIntensity,
@@ -42,6 +50,12 @@ __all__ = [
     "BackboneNormalized",
     "BackboneNormalizeD",
     "BackboneNormalizeDict",
+    "FastRandRicianNoised",
+    "FastRandRicianNoiseD",
+    "FastRandRicianNoiseDict",
+    "FastRandHistogramShiftd",
+    "FastRandHistogramShiftD",
+    "FastRandHistogramShiftDict",
 ]
 
 
@@ -158,8 +172,33 @@ class BackboneNormalized(_ArrayMapd):
         )
 
 
+class FastRandRicianNoised(RandRicianNoised):
+    """MONAI's ``RandRicianNoised`` on :class:`~monai_transfer.transforms.intensity.array.FastRandRicianNoise` (torch
+    float32 noise fields); same arguments."""
+
+    def __init__(self, keys: KeysCollection, prob: float = 0.1, mean: float = 0.0, std: float = 1.0,
+                 channel_wise: bool = False, relative: bool = False, sample_std: bool = True,
+                 allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, prob=prob, mean=mean, std=std, channel_wise=channel_wise, relative=relative,
+                         sample_std=sample_std, allow_missing_keys=allow_missing_keys)  # fmt: skip
+        self.rand_rician_noise = FastRandRicianNoise(prob=1.0, mean=mean, std=std, channel_wise=channel_wise,
+                                                     relative=relative, sample_std=sample_std)  # fmt: skip
+
+
+class FastRandHistogramShiftd(RandHistogramShiftd):
+    """MONAI's ``RandHistogramShiftd`` on :class:`~monai_transfer.transforms.intensity.array.FastRandHistogramShift`
+    (the map evaluated segment by segment); same arguments."""
+
+    def __init__(self, keys: KeysCollection, num_control_points: tuple[int, int] | int = 10, prob: float = 0.1,
+                 allow_missing_keys: bool = False) -> None:  # fmt: skip
+        super().__init__(keys, num_control_points=num_control_points, prob=prob, allow_missing_keys=allow_missing_keys)
+        self.shifter = FastRandHistogramShift(num_control_points=num_control_points, prob=1.0)
+
+
 WindowIntensityD = WindowIntensityDict = WindowIntensityd
 MultiWindowStackD = MultiWindowStackDict = MultiWindowStackd
 PercentileRescaleD = PercentileRescaleDict = PercentileRescaled
 ZScoreNormalizeD = ZScoreNormalizeDict = ZScoreNormalized
 BackboneNormalizeD = BackboneNormalizeDict = BackboneNormalized
+FastRandRicianNoiseD = FastRandRicianNoiseDict = FastRandRicianNoised
+FastRandHistogramShiftD = FastRandHistogramShiftDict = FastRandHistogramShiftd
