@@ -108,7 +108,9 @@ def _build_sources(root: Path) -> None:
     from monai_transfer.data import write_dicom_series
     from monai_transfer.transforms import LoadMedicalImage
 
-    src_dir = root / "sources"
+    # one folder per worker: the workers build their sources at the same time, and a file another worker is still
+    # writing must never be read as a source (a half-written JPEG made cases unbuildable, at random)
+    src_dir = root / f"sources_{os.getpid()}"
     src_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(12345)
     paths: dict[str, Path | None] = {}
