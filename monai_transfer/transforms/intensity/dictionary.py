@@ -174,7 +174,7 @@ class BackboneNormalized(_ArrayMapd):
 
 class FastRandRicianNoised(RandRicianNoised):
     """MONAI's ``RandRicianNoised`` on :class:`~monai_transfer.transforms.intensity.array.FastRandRicianNoise` (torch
-    float32 noise fields); same arguments."""
+    float32 noise fields); MONAI's arguments except ``dtype`` (the output is float32 for float32 input)."""
 
     def __init__(self, keys: KeysCollection, prob: float = 0.1, mean: float = 0.0, std: float = 1.0,
                  channel_wise: bool = False, relative: bool = False, sample_std: bool = True,
