@@ -75,6 +75,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISDIR
 from typing import Any
 
 import numpy as np
@@ -362,28 +363,38 @@ class _HashCache:
             except (OSError, ValueError) as e:
                 logger.warning("ignoring unreadable hash cache %s (%s); it will be rewritten", self.path, e)
 
-    def known_digest(self, path: Path) -> str | None:
-        """The digest recorded for this file when its size, times and inode are unchanged (no byte is read)."""
-        if path.is_dir():
-            return None  # series folders are re-digested each time (rare in 2D sets)
+    @staticmethod
+    def file_key(path: Path) -> tuple[str, list[int]] | None:
+        """``(resolved path, [size, mtime_ns, ctime_ns, inode])`` of a file (one ``stat``, one ``resolve``); None for
+        a folder (series folders are re-digested each time: rare in 2D sets)."""
         st = path.stat()
-        sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
-        with self.lock:
-            known = self.stat.get(str(path.resolve()))
-        return str(known[4]) if known is not None and list(known[:4]) == sig else None
+        if S_ISDIR(st.st_mode):
+            return None
+        return str(path.resolve()), [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
 
-    def digest(self, path: Path) -> str:
-        known = self.known_digest(path)
+    def known_digest(self, path: Path, key: tuple[str, list[int]] | None = None) -> str | None:
+        """The digest recorded for this file when its size, times and inode are unchanged (no byte is read);
+        ``key`` is its :meth:`file_key` when already known."""
+        if not self.stat:  # an empty cache: nothing to look up
+            return None
+        key = self.file_key(path) if key is None else key
+        if key is None:
+            return None
+        with self.lock:
+            known = self.stat.get(key[0])
+        return str(known[4]) if known is not None and list(known[:4]) == key[1] else None
+
+    def digest(self, path: Path, key: tuple[str, list[int]] | None = None) -> str:
+        """The content digest of ``path`` (from the path index when unchanged), recorded in the index."""
+        key = self.file_key(path) if key is None else key
+        known = None if key is None else self.known_digest(path, key)
         if known is not None:
             return known
-        if path.is_dir():
+        if key is None:
             return _sha256_of(path)
-        key = str(path.resolve())
-        st = path.stat()
-        sig = [int(st.st_size), int(st.st_mtime_ns), int(st.st_ctime_ns), int(st.st_ino)]
         d = _sha256_of(path)
         with self.lock:
-            self.stat[key] = [*sig, d]
+            self.stat[key[0]] = [*key[1], d]
             self.dirty = True
         return d
 
@@ -518,6 +529,9 @@ def _from_cache(res: HashResult, cache: _HashCache) -> list[int]:
     indices left to the worker threads (files that cannot be found go to ``res.errors``)."""
     todo = []
     for i, p in enumerate(res.paths):
+        if not cache.stat:  # an empty cache: every file is digested (and stat'ed) by the worker threads
+            todo.append(i)
+            continue
         try:
             res.sha256[i] = cache.known_digest(Path(p))
         except OSError as e:
@@ -553,7 +567,7 @@ def _hash_uncached(
         # no warnings.catch_warnings() here: it is not thread-safe and left an "ignore" filter behind
         try:  # the bytes are digested here, in the worker threads, and the content looked up again
             digest = res.sha256[i] or cache.digest(Path(paths[i]))
-        except OSError as e:
+        except OSError as e:  # also a file that cannot be found (not checked before with an empty cache)
             return i, None, None, f"cannot read '{paths[i]}': {e}"
         cached = cache.get(digest)
         if cached is not None:
