@@ -83,7 +83,7 @@ __all__ = [
 
 CLASS_NAMES = ["normal", "adrenal_mass"]
 BUNDLE = common.REPO_ROOT / "bundles" / "ct_slices"
-#: bundle defaults (axial 2.5D slices with offsets -1/0/+1, 4 random foreground slices per training volume, 16 central
+#: bundle defaults (axial 2.5D slices with offsets -2/0/+2, 4 random foreground slices per training volume, 16 central
 #: slices per evaluated volume, mean pooling, weight EMA 0.99) at 64x64, 4 planned epochs, over the full train split
 RECIPE: dict[str, Any] = {
     "backbone": "tf_efficientnet_lite0",
@@ -95,7 +95,7 @@ RECIPE: dict[str, Any] = {
     "seed": 0,
     "train_slices": 4,
     "val_slices": 16,
-    "slice_offsets": [-1, 0, 1],
+    "slice_offsets": [-2, 0, 2],
     "aggregation": "mean",
     "ema_decay": 0.99,
     "label_smoothing": 0.0,

@@ -10,13 +10,13 @@
 # limitations under the License.
 """Recipe round for the ct_slices bundle on AdrenalMNIST3D, chosen by cross-validation on the TRAIN volumes only.
 
-Each recipe is a set of bundle overrides on top of :data:`accuracy_volume.RECIPE` (the bundle defaults: 4 random
-slices per training volume, 2.5D context -1/0/+1, mean pooling, EfficientNet-Lite0, weight EMA 0.99: the winner of
-this round against ``no_ema``, the default before). Every recipe runs exactly what ``accuracy_volume.py`` runs
-(:func:`accuracy_volume.run`): 3-fold CV over the 1188 train volumes (epochs = best mean fold volume AUC, temperature
-chosen on the pooled out-of-fold volume probabilities, the bundle's ``cv_threshold_method`` threshold on the
-calibrated out-of-fold volume probabilities), one final fit on all train volumes, and ONE scoring of the 98 val
-volumes, which is reported and chooses nothing.
+Each recipe is a set of bundle overrides on top of :data:`accuracy_volume.RECIPE` (the bundle defaults: 4 random slices
+per training volume, 2.5D context -2/0/+2, mean pooling, EfficientNet-Lite0, weight EMA 0.99: the winners of this round
+against ``context1``, the context -1/0/+1 of before, and ``no_ema``). Every recipe runs exactly what
+``accuracy_volume.py`` runs (:func:`accuracy_volume.run`): 3-fold CV over the 1188 train volumes (epochs = best mean
+fold volume AUC, temperature chosen on the pooled out-of-fold volume probabilities, the bundle's ``cv_threshold_method``
+threshold on the calibrated out-of-fold volume probabilities), one final fit on all train volumes, and ONE scoring of
+the 98 val volumes, which is reported and chooses nothing.
 
 Pre-declared winner rule (the same as ``recipe_xray.py``, :func:`recipe_xray.choose_winner`): the best mean fold
 volume AUC of the CV on the train split; recipes within :data:`recipe_xray.TIE_AUC` (0.001) of it tie, and ties go to
@@ -26,12 +26,12 @@ the lower out-of-fold ECE after calibration, then to fewer CPU minutes. Budget: 
 can become the default; the others are reported.
 Val chooses nothing.
 
-Candidates (issue #29): slices per training volume (2, 8), 2.5D context (offsets -2/0/+2), pooling (max, top-3 mean;
-attention pooling over slices is not in the bundle), EfficientNet-Lite1 vs Lite0, weight EMA (0.99, now the default;
-``no_ema`` turns it off), and xray's label smoothing and augmentation strength. One full round is about 8 x 23
-single-thread CPU minutes (about 3 hours on one core); ``--time-budget`` stops before a recipe once spent, and the
-round resumes (``<output>/<recipe>.json`` is skipped when it exists); ``<output>/summary.json`` (the table and the
-winner) is rewritten after every recipe.
+Candidates (issue #29): slices per training volume (2, 8), 2.5D context (offsets -1/0/+1, now -2/0/+2), pooling (max,
+top-3 mean; attention pooling over slices is not in the bundle), EfficientNet-Lite1 vs Lite0, weight EMA (0.99, now the
+default; ``no_ema`` turns it off), and xray's label smoothing and augmentation strength. One full round is about 8 x 23
+single-thread CPU minutes (about 3 hours on one core); ``--time-budget`` stops before a recipe once spent, and the round
+resumes (``<output>/<recipe>.json`` is skipped when it exists); ``<output>/summary.json`` (the table and the winner) is
+rewritten after every recipe.
 
 Usage (from the repository root)::
 
@@ -63,7 +63,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "base": {},
     "slices2": {"train_slices": 2},
     "slices8": {"train_slices": 8},
-    "context2": {"slice_offsets": [-2, 0, 2]},
+    "context1": {"slice_offsets": [-1, 0, 1]},
     "max": {"aggregation": "max"},
     "topk": {"aggregation": "topk_mean"},
     "lite1": {"backbone": "tf_efficientnet_lite1"},

@@ -103,7 +103,7 @@ def test_configs_keep_contract_ids():
     assert km["val_volume_auc"]["method"] == "@aggregation"
     assert train["validate#report_writer#method"] == "@aggregation"
     # inference and validation slice the same way by default
-    assert inf["slice_offsets"] == train["slice_offsets"] == [-1, 0, 1]
+    assert inf["slice_offsets"] == train["slice_offsets"] == [-2, 0, 2]
     assert (inf["slice_strategy"], inf["num_slices"]) == (train["val_slice_strategy"], train["val_slices"])
     merged = ConfigParser(ConfigParser.load_config_files([str(TRAIN), str(EVALUATE)]))
     assert merged["ckpt_path"] == "$@ckpt_dir + '/model.pt'"
@@ -332,9 +332,9 @@ def test_run_folder_carries_slicing_and_aggregation(tmp_path):
     )  # fmt: skip
     inf = json.loads((run / "configs" / "inference.json").read_text())
     assert (inf["class_names"], inf["image_size"], inf["num_slices"], inf["aggregation"]) == (classes, 40, 4, "max")
-    assert inf["slice_strategy"] == "central_n" and inf["slice_offsets"] == [-1, 0, 1]
+    assert inf["slice_strategy"] == "central_n" and inf["slice_offsets"] == [-2, 0, 2]
     record = json.loads((run / "models" / "model.json").read_text())
-    assert record["slicing"] == {"axis": "axial", "offsets": [-1, 0, 1]} and record["run"]["aggregation"] == "max"
+    assert record["slicing"] == {"axis": "axial", "offsets": [-2, 0, 2]} and record["run"]["aggregation"] == "max"
 
     bundle_cli("run", "--config_file", str(run / "configs" / "inference.json"), cwd=tmp_path)
     preds = {r["file_name"]: r for r in read_csv(run / "eval" / "inference" / "predictions.csv")}

@@ -32,7 +32,9 @@ CT = REPO_ROOT / "bundles" / "ct_slices"
 #: repeated to RGB before the per-channel normalisation); a change here makes every existing ``models/model.json``
 #: disagree with its config.
 XRAY_PREPROCESSING_SHA256 = "0bcf271a92c563c30eddc183383a82644a89559928b020a325e80a4d5d88dd5c"
-CT_PREPROCESSING_SHA256 = "69661299d04fbfbfc3f789fcfdb901278dddde93a9e4641458f7acb5b18f5fac"
+#: ct_slices 0.2.2 changed it on purpose (slice_offsets [-2, 0, 2]): a 0.2.1 checkpoint's model.json records the
+#: [-1, 0, 1] slicing and is refused by the 0.2.2 configs (its own run folder carries its own configs)
+CT_PREPROCESSING_SHA256 = "28eafd612bed7807a210475d38fd7f500ce25492691b742252a355f23b8dff11"
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 #: the transforms that own grey -> RGB and normalisation; the reference takes over from the first of them
 _CHANNEL_STEPS = ("BackboneNormalized", "GreyToRGBd")

@@ -140,7 +140,7 @@ def test_ct_slices_train_cv_config_forwards_the_volume_settings(tmp_path, monkey
     assert (kwargs["train_slices"], kwargs["aggregation"], kwargs["ema_decay"], kwargs["aug_strength"]) == (
         6, "max", 0.9, 0.5,
     )  # fmt: skip
-    assert kwargs["val_slices"] == 16 and kwargs["slice_offsets"] == [-1, 0, 1] and kwargs["calibrate"] is True
+    assert kwargs["val_slices"] == 16 and kwargs["slice_offsets"] == [-2, 0, 2] and kwargs["calibrate"] is True
 
 
 def test_volume_temperature_minimises_the_pooled_volume_nll(tmp_path):
