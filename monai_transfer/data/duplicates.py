@@ -375,8 +375,6 @@ class _HashCache:
     def known_digest(self, path: Path, key: tuple[str, list[int]] | None = None) -> str | None:
         """The digest recorded for this file when its size, times and inode are unchanged (no byte is read);
         ``key`` is its :meth:`file_key` when already known."""
-        if not self.stat:  # an empty cache: nothing to look up
-            return None
         key = self.file_key(path) if key is None else key
         if key is None:
             return None
@@ -384,14 +382,14 @@ class _HashCache:
             known = self.stat.get(key[0])
         return str(known[4]) if known is not None and list(known[:4]) == key[1] else None
 
-    def digest(self, path: Path, key: tuple[str, list[int]] | None = None) -> str:
+    def digest(self, path: Path) -> str:
         """The content digest of ``path`` (from the path index when unchanged), recorded in the index."""
-        key = self.file_key(path) if key is None else key
-        known = None if key is None else self.known_digest(path, key)
-        if known is not None:
-            return known
+        key = self.file_key(path)
         if key is None:
             return _sha256_of(path)
+        known = self.known_digest(path, key)
+        if known is not None:
+            return known
         d = _sha256_of(path)
         with self.lock:
             self.stat[key[0]] = [*key[1], d]
@@ -527,11 +525,10 @@ def _store(res: HashResult, i: int, value: tuple[int, np.ndarray, np.ndarray, in
 def _from_cache(res: HashResult, cache: _HashCache) -> list[int]:
     """Fill ``res`` from the cache for the files whose size, times and inode are recorded (no byte read); returns the
     indices left to the worker threads (files that cannot be found go to ``res.errors``)."""
+    if not cache.stat:  # an empty cache: every file is digested (and stat'ed) by the worker threads
+        return list(range(len(res.paths)))
     todo = []
     for i, p in enumerate(res.paths):
-        if not cache.stat:  # an empty cache: every file is digested (and stat'ed) by the worker threads
-            todo.append(i)
-            continue
         try:
             res.sha256[i] = cache.known_digest(Path(p))
         except OSError as e:
