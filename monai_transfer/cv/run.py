@@ -23,7 +23,9 @@ overfits them (PneumoniaMNIST: val AUC 0.997, official test AUC 0.956, specifici
    probabilities (``models/threshold.json``). Volume bundles (``aggregation``: several slices per item) are scored
    per VOLUME throughout: the fold AUCs and the threshold use the pooled volume probabilities, and the temperature
    (one, of the slice logits, applied before pooling as at inference) minimises the NLL of the pooled OOF volume
-   probabilities; the folds split volumes, never slices;
+   probabilities; for binary volume bundles a Platt step of the pooled probabilities follows
+   (:mod:`monai_transfer.metrics.volume_calibration`), kept only when its cross-fitted NLL on the OOF volumes beats
+   the temperature alone; the folds split volumes, never slices;
 4. trains the final model on the whole training split with the same settings (and the same learning-rate schedule,
    planned over ``epochs``), stopping after the chosen number of epochs; the validation split is scored once, at
    the end, with the calibration and threshold chosen out-of-fold (``eval/val/metrics.json``).
@@ -67,6 +69,14 @@ from monai_transfer.metrics.calibration import (
 )
 from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_auc, compute_brier, compute_ece
 from monai_transfer.metrics.threshold import THRESHOLD_METHODS, calibration_binding, save_threshold, select_threshold
+from monai_transfer.metrics.volume_calibration import (
+    VolumePlatt,
+    aggregation_key,
+    crossfit_platt,
+    fit_platt,
+    platt_nll,
+    positive_class_ece,
+)
 from monai_transfer.utils.bundle import parsed_content
 from monai_transfer.utils.io import atomic_write_json, check_output_dir
 from monai_transfer.utils.task import Task, derive_task
@@ -146,12 +156,13 @@ def align_predictions(
     aggregation: str | None = None,
     aggregation_k: int = 3,
     where: str = "",
+    platt: VolumePlatt | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Predictions of an evaluator epoch in the order of ``items`` (one row per item).
 
     Rows are matched by id (``source_id`` or the image file name, compared with ``item["image"]``); without ids, in
     loader order. Several rows per item (the slices of a volume) are pooled with ``aggregation`` first
-    (:func:`monai_transfer.data.aggregate_by_volume`).
+    (:func:`monai_transfer.data.aggregate_by_volume`), then Platt-scaled when ``platt`` is given.
 
     Raises:
         RuntimeError: rows that cannot be matched one-to-one with the items (the message says which).
@@ -174,6 +185,7 @@ def align_predictions(
         res = aggregate_by_volume(sids, probs, labels, method=aggregation, k=aggregation_k)
         sids, probs, labels = list(res["ids"]), np.asarray(res["probs"]), np.asarray(res["labels"])
         probs = probs if probs.ndim == 2 else np.stack([1 - probs, probs], 1)
+        probs = platt(probs) if platt is not None else probs
     index = {i: n for n, i in enumerate(sids)}
     missing = [k for k in keys if k not in index]
     if missing or len(index) != len(keys):
@@ -357,9 +369,13 @@ def _run_folds(plan: _Plan) -> tuple[list[OOFCollector], list[str]]:
     return per_fold, fold_models
 
 
-def _oof(plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, temperature: float | None = None) -> np.ndarray:
+def _oof(
+    plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, temperature: float | None = None,
+    platt: VolumePlatt | None = None,
+) -> np.ndarray:  # fmt: skip
     """The out-of-fold probabilities of ``epoch`` in the order of the training items (temperature-scaled first when
-    ``temperature`` is given: per evaluator row, before any pooling per volume)."""
+    ``temperature`` is given: per evaluator row, before any pooling per volume; Platt-scaled after the pooling when
+    ``platt`` is given)."""
     k_dim = max(per_fold[0].epochs[epoch][0].shape[1], 2)
     oof = np.full((len(plan.train_items), k_dim), np.nan)
     labels = np.array([int(x["label"]) for x in plan.train_items])
@@ -370,7 +386,7 @@ def _oof(plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, temperature:
             p_k = apply_temperature(p_k, temperature, plan.mode, inputs="probs")
         probs, y = align_predictions(
             p_k, y_k, ids_k, [plan.train_items[i] for i in idx], plan.aggregation, plan.aggregation_k,
-            f"fold {k} epoch {epoch}",
+            f"fold {k} epoch {epoch}", platt,
         )  # fmt: skip
         if not np.array_equal(labels[idx], y):
             raise RuntimeError(f"fold {k} epoch {epoch}: the held-out labels do not match the fold's items")
@@ -396,16 +412,20 @@ def _score_epochs(plan: _Plan, per_fold: Sequence[OOFCollector]) -> tuple[list[d
 
 def _calibrate(
     plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, fitted_on: str
-) -> tuple[float, dict[str, Any], Path]:
+) -> tuple[float, VolumePlatt | None, dict[str, Any], Path]:
     """Step 3a: one temperature applied to the rows the evaluator post-processes (one per image, or one per slice for
     volume bundles), so that ``ApplyTemperatured`` in the post-processing reproduces it. Images: fitted (NLL) on the
     OOF image predictions. Volumes: chosen to minimise the NLL of the pooled OOF VOLUME probabilities (the slice
     probabilities scaled, then pooled per volume as the evaluator does), so that what it calibrates is what is scored
-    (:func:`_fit_volume_temperature`). Saved as ``models/calibration.json``."""
+    (:func:`_fit_volume_temperature`), then, for binary volumes, the Platt step of the pooled probabilities
+    (:func:`_fit_volume_platt`). Saved as ``models/calibration.json``."""
     rows_p = np.concatenate([c.epochs[epoch][0] for c in per_fold])
     rows_y = np.concatenate([c.epochs[epoch][1] for c in per_fold])
+    platt = None
     if plan.aggregation is not None and len(rows_p) > len(plan.train_items):
         temperature, cal_info = _fit_volume_temperature(plan, per_fold, epoch, fitted_on)
+        if plan.task.is_binary:
+            platt, cal_info = _fit_volume_platt(plan, per_fold, epoch, temperature, cal_info)
     else:
         temperature = fit_temperature(rows_p, rows_y, plan.mode, inputs="probs")
         cal_info = {
@@ -414,7 +434,7 @@ def _calibrate(
         }
     cal_path = save_calibration(plan.models_dir / "calibration.json", temperature, mode=plan.mode,
                                 **{k: v for k, v in cal_info.items() if k != "temperature"})  # fmt: skip
-    return temperature, cal_info, cal_path
+    return temperature, platt, cal_info, cal_path
 
 
 def _volume_nll(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -458,6 +478,49 @@ def _fit_volume_temperature(
         info[f"ece_{tag}"] = compute_ece(scored, labels, plan.mode)
         info[f"brier_{tag}"] = compute_brier(scored, labels, plan.mode)
     return temperature, info
+
+
+def _fit_volume_platt(
+    plan: _Plan, per_fold: Sequence[OOFCollector], epoch: int, temperature: float, info: dict[str, Any]
+) -> tuple[VolumePlatt | None, dict[str, Any]]:
+    """The Platt step of the pooled OOF volume probabilities (after ``temperature``), and ``info`` updated.
+
+    Rule, fixed before any result: fit ``(slope, intercept)`` on all OOF volumes; keep it only when the NLL of its
+    5-fold cross-fitted probabilities (each volume scaled by a fit on the other volumes) is below the NLL of the
+    temperature alone, and its slope is positive. ``info["volume_platt_selection"]`` records the comparison, with the
+    top-label ECE and the positive-class ECE (the gap of the positive-class reliability diagram) of both.
+    """
+    labels = np.array([int(x["label"]) for x in plan.train_items])
+    p_t = _oof(plan, per_fold, epoch, temperature)[:, 1]
+    slope, intercept = fit_platt(p_t, labels)
+    sel: dict[str, Any] = {
+        "rule": "kept when the NLL of its 5-fold cross-fitted probabilities on the OOF volumes is below that of the "
+        "temperature alone, with a positive slope",
+        "slope": slope, "intercept": intercept, "aggregation": aggregation_key(plan.aggregation, plan.aggregation_k),
+        "nll_temperature_only": platt_nll(p_t, labels), "ece_temperature_only": compute_ece(p_t, labels, "binary"),
+        "ece_positive_class_temperature_only": positive_class_ece(p_t, labels),
+    }  # fmt: skip
+    try:
+        q = crossfit_platt(p_t, labels, folds=5, seed=plan.seed)
+    except ValueError as e:
+        sel.update(kept=False, why=str(e))
+        return None, {**info, "volume_platt_selection": sel}
+    sel.update(nll_crossfit=platt_nll(q, labels), ece_crossfit=compute_ece(q, labels, "binary"),
+               ece_positive_class_crossfit=positive_class_ece(q, labels))  # fmt: skip
+    kept = slope > 0 and sel["nll_crossfit"] < sel["nll_temperature_only"]
+    sel["kept"] = bool(kept)
+    if not kept:
+        return None, {**info, "volume_platt_selection": sel}
+    platt = VolumePlatt(slope, intercept, sel["aggregation"])
+    p = platt(p_t)
+    out = {**info, **{f"{m}_after_temperature_only": info[f"{m}_after"] for m in ("nll", "ece", "brier")}}
+    out.update(
+        fitted_on=info["fitted_on"] + "; then a Platt step of the pooled volume probabilities fitted on the same "
+        "OOF volumes (applied after pooling, as at inference)",
+        volume_platt=platt.to_dict(), volume_platt_selection=sel, nll_after=platt_nll(p, labels),
+        ece_after=compute_ece(p, labels, "binary"), brier_after=compute_brier(p, labels, "binary"),
+    )  # fmt: skip
+    return platt, out
 
 
 def _threshold(
@@ -506,6 +569,7 @@ class _Choice:
     epochs: int
     fitted_on: str
     temperature: float | None = None
+    platt: VolumePlatt | None = None
     calibration: dict[str, Any] | None = None
     calibration_path: Path | None = None
     threshold: float | None = None
@@ -521,8 +585,8 @@ def _choose(
     c = _Choice(best, fitted_on)
     plan.models_dir.mkdir(parents=True, exist_ok=True)
     if calibrate:
-        c.temperature, c.calibration, c.calibration_path = _calibrate(plan, per_fold, best, fitted_on)
-    oof, oof_cal = _oof(plan, per_fold, best), _oof(plan, per_fold, best, c.temperature)
+        c.temperature, c.platt, c.calibration, c.calibration_path = _calibrate(plan, per_fold, best, fitted_on)
+    oof, oof_cal = _oof(plan, per_fold, best), _oof(plan, per_fold, best, c.temperature, c.platt)
     c.threshold, c.threshold_path = _threshold(plan, oof_cal, method, target_sensitivity, fitted_on, c.calibration_path)
     _write_oof_report(plan, oof, oof_cal, c.threshold, c.calibration, fitted_on)
     return c
@@ -535,6 +599,7 @@ def _selection(plan: _Plan, c: _Choice, method: str, final_fit: bool) -> dict[st
         "epochs": f"{c.epochs}: best mean fold AUC{per} over the {plan.folds} held-out folds of the training split",
         "temperature": (f"{c.temperature:.6g}: fitted (NLL) on the {c.calibration['fitted_on']}"
                         if c.temperature is not None and c.calibration else "none"),
+        **({} if plan.aggregation is None else {"volume_platt": _platt_words(c)}),
         "threshold": (f"{c.threshold:.6g}: {method} on the calibrated {c.fitted_on}{per}" if c.threshold is not None
                       else "arg-max"),
         "final_fit": (
@@ -545,6 +610,16 @@ def _selection(plan: _Plan, c: _Choice, method: str, final_fit: bool) -> dict[st
         ),
         "validation_split": "scored once at the end with the choices above; it chose nothing",
     }  # fmt: skip
+
+
+def _platt_words(c: _Choice) -> str:
+    sel = (c.calibration or {}).get("volume_platt_selection")
+    if sel is None:
+        return "none (not a binary volume task, or no calibration)"
+    if c.platt is None:
+        return f"none: not kept by its rule ({sel.get('why') or sel['rule']}) on the {c.fitted_on}"
+    return (f"slope {c.platt.slope:.4g}, intercept {c.platt.intercept:.4g} on the {c.platt.aggregation}-pooled "
+            f"volume probabilities: fitted (NLL) on the {c.fitted_on}; {sel['rule']}")  # fmt: skip
 
 
 def _final_fit(plan: _Plan, best_epoch: int, thr_path: Path | None, cal_path: Path | None) -> Path:
@@ -564,6 +639,8 @@ def _final_fit(plan: _Plan, best_epoch: int, thr_path: Path | None, cal_path: Pa
     )  # fmt: skip
     if cal_path is not None and plan.aggregation is None:  # before/after on val (exact per image, not per volume)
         wf.parser["validate#report_writer#applied_calibration"] = str(cal_path)
+    if cal_path is not None and plan.aggregation is not None:  # the Platt step of the pooled volumes, if any
+        wf.parser["validate#report_writer#volume_calibration"] = str(cal_path)
     if cal_path is not None:
         post = wf.parser["validate#postprocessing#transforms"]
         if not isinstance(post, list):
@@ -607,7 +684,12 @@ def _summary(
         "fold_sizes": [int(len(plan.held_out(k))) for k in range(plan.folds)],
         "epochs_planned": plan.epochs,
         "per_epoch": per_epoch,
-        "chosen": {"epochs": c.epochs, "temperature": c.temperature, "threshold": c.threshold},
+        "chosen": {
+            "epochs": c.epochs,
+            "temperature": c.temperature,
+            "threshold": c.threshold,
+            "volume_platt": None if c.platt is None else c.platt.to_dict(),
+        },
         "selection": selection,
         "calibration": c.calibration,
         "files": {

@@ -18,7 +18,9 @@ From ``configs/inference.json`` (and ``configs/metadata.json``) the evaluation b
 - ``inferer`` (default ``SimpleInferer``; ``TTAInferer`` when the bundle's ``use_tta`` is true) and ``postprocessing``
   (the temperature of ``calibration.json`` and the activation; default a softmax), applied per case as the bundle's
   evaluator does;
-- 2D bundles: ``preprocessing``; volume bundles: ``volume_preprocessing``, ``slicing`` and ``aggregation``.
+- 2D bundles: ``preprocessing``; volume bundles: ``volume_preprocessing``, ``slicing`` and ``aggregation``, followed
+  by the Platt step of the pooled probabilities that ``calibration.json`` holds for that pooling
+  (:mod:`monai_transfer.metrics.volume_calibration`), when the bundle applies its temperature.
 """
 
 from __future__ import annotations
@@ -52,7 +54,12 @@ def resolve_aggregation(spec: Any, k_default: int | None = None) -> tuple[Callab
         if method not in AGGREGATION_METHODS:
             raise EvaluationUsageError(f"bundle 'aggregation' must be one of {AGGREGATION_METHODS}, got {spec!r}")
         desc = f"{method}(k={k})" if method == "topk_mean" else method
-        return (lambda p: aggregate_volume_probs(p, method=method, k=k)), desc
+
+        def pool(p: torch.Tensor) -> Any:
+            return aggregate_volume_probs(p, method=method, k=k)
+
+        pool.method, pool.k = method, k  # type: ignore[attr-defined]  # which volume Platt step fits it
+        return pool, desc
     if isinstance(spec, dict):
         method = spec.get("method", spec.get("mode", "mean"))
         k = int(spec.get("k", spec.get("topk", k)))
@@ -80,6 +87,7 @@ class Bundle:
     slicing: Callable | None = None
     aggregate: Callable[[torch.Tensor], Any] | None = None
     aggregation_desc: str = ""
+    volume_platt: Any = None  # VolumePlatt applied after ``aggregate`` (already composed into it), or None
     mode: str = "binary"  # "binary", "multiclass" or "multilabel" (sigmoid postprocessing, 0/1 label vectors)
 
     @property
@@ -230,7 +238,37 @@ def load_bundle(
     if "network_def" not in parser:
         raise EvaluationUsageError(f"bundle {root}: inference.json has no 'network_def'")
     _inference_components(b)
+    if b.kind == "volume":
+        _attach_volume_platt(b)
     return b
+
+
+def _temperature_transforms(b: Bundle) -> list[Any]:
+    from monai_transfer.transforms import ApplyTemperatured
+
+    return [t for t in getattr(b.postprocessing, "transforms", [b.postprocessing]) if isinstance(t, ApplyTemperatured)]
+
+
+def _attach_volume_platt(b: Bundle) -> None:
+    """Compose the ``calibration.json``'s Platt step for the bundle's pooling into ``b.aggregate`` (binary bundles
+    whose postprocessing applies that file's temperature; none for ``--calibration none``).
+
+    Raises:
+        EvaluationUsageError: an invalid ``volume_platt`` entry (the message names the file).
+    """
+    from monai_transfer.metrics.volume_calibration import load_volume_platt
+
+    method = getattr(b.aggregate, "method", None)
+    path = parsed(b.parser, "calibration_path", b.root) if "calibration_path" in b.parser else None
+    if method is None or path is None or not b.task.is_binary or not _temperature_transforms(b):
+        return
+    try:
+        platt = load_volume_platt(str(path), method, b.aggregate.k, where=f"bundle {_display(str(b.root))}")  # type: ignore[union-attr]
+    except ValueError as e:
+        raise EvaluationUsageError(str(e)) from e
+    if platt is not None:
+        pool = b.aggregate
+        b.aggregate, b.volume_platt = (lambda p: platt(pool(p))), platt  # type: ignore[misc]
 
 
 def _expected_spec(b: Bundle) -> dict[str, Any]:
@@ -291,7 +329,8 @@ def load_network(b: Bundle, ckpt: Path, device: torch.device) -> torch.nn.Module
 
 
 def calibration_info(b: Bundle) -> dict[str, Any]:
-    """The temperature the bundle's postprocessing applies, and its file (for the report).
+    """The temperature the bundle's postprocessing applies, its file and, for volume bundles, the Platt step of the
+    pooled probabilities (``volume_platt``; for the report).
 
     The file is also read here with :func:`~monai_transfer.metrics.calibration.load_calibration` and the bundle's task,
     so a calibration fitted for another task (e.g. multi-label on a binary bundle) is refused even where the bundle's
@@ -301,10 +340,9 @@ def calibration_info(b: Bundle) -> dict[str, Any]:
         EvaluationUsageError: an invalid calibration file, or one fitted for another task; the message names it.
     """
     from monai_transfer.metrics.calibration import load_calibration
-    from monai_transfer.transforms import ApplyTemperatured
 
     path = parsed(b.parser, "calibration_path", b.root) if "calibration_path" in b.parser else None
-    ts = [t for t in getattr(b.postprocessing, "transforms", [b.postprocessing]) if isinstance(t, ApplyTemperatured)]
+    ts = _temperature_transforms(b)
     temperature = ts[0].t.temperature if ts else None
     applied = bool(ts) and path is not None and Path(str(path)).is_file()
     if applied:
@@ -312,4 +350,7 @@ def calibration_info(b: Bundle) -> dict[str, Any]:
             load_calibration(str(path), b.mode)
         except ValueError as e:
             raise EvaluationUsageError(str(e)) from e
-    return {"file": None if path is None else _display(str(path)), "temperature": temperature, "applied": applied}
+    out = {"file": None if path is None else _display(str(path)), "temperature": temperature, "applied": applied}
+    if b.kind == "volume":
+        out["volume_platt"] = None if b.volume_platt is None else b.volume_platt.to_dict()
+    return out

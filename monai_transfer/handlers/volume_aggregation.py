@@ -54,6 +54,7 @@ from monai_transfer.handlers.prediction_writer import ClassificationPredictionWr
 from monai_transfer.handlers.report_writer import ClassificationReportWriter, ids_from_output
 from monai_transfer.metrics.cumulative import PredictionBuffer
 from monai_transfer.metrics.functional import compute_auc, compute_classification_metrics
+from monai_transfer.metrics.volume_calibration import VolumePlatt, load_volume_platt
 from monai_transfer.utils.task import as_task
 
 if TYPE_CHECKING:
@@ -94,13 +95,24 @@ def _check_method(method: str, k: int) -> None:
         raise ValueError(f"k must be >= 1, got {k}.")
 
 
-def _aggregate(probs: torch.Tensor, labels: torch.Tensor | None, ids: list[str], method: str, k: int) -> dict[str, Any]:
-    """Pool the ``(S, K)`` slice probabilities (and ``(S, L)`` labels) of ``PredictionBuffer.get_data`` by volume."""
+def _aggregate(
+    probs: torch.Tensor,
+    labels: torch.Tensor | None,
+    ids: list[str],
+    method: str,
+    k: int,
+    platt: VolumePlatt | None = None,
+) -> dict[str, Any]:
+    """Pool the ``(S, K)`` slice probabilities (and ``(S, L)`` labels) of ``PredictionBuffer.get_data`` by volume;
+    then the volume Platt step, when there is one."""
     y = None
     if labels is not None:
         y = labels.numpy()
         y = y[:, 0] if y.ndim == 2 and y.shape[1] == 1 else y
-    return aggregate_by_volume(ids, probs.numpy(), y, method=method, k=k)
+    res = aggregate_by_volume(ids, probs.numpy(), y, method=method, k=k)
+    if platt is not None:
+        res["probs"] = platt(res["probs"])
+    return res
 
 
 class VolumeAggregator(Metric):
@@ -197,7 +209,9 @@ class VolumeAggregator(Metric):
 
 
 class _VolumePooling:
-    """Shared constructor of the per-volume writers: ``method``/``k`` of the pooling, volume ids from the engine.
+    """Shared constructor of the per-volume writers: ``method``/``k`` of the pooling, volume ids from the engine, the
+    volume Platt step of ``volume_calibration`` (:func:`~monai_transfer.metrics.volume_calibration.load_volume_platt`:
+    none for a missing file, a temperature-only file or another pooling).
 
     Listed before the writer class in the bases so that ``super().__init__`` reaches the writer.
     """
@@ -209,6 +223,7 @@ class _VolumePooling:
         k: int = 3,
         id_transform: Callable[[Any, Any], Sequence[str | None]] = volume_ids_from_engine,
         gather_across_ranks: bool | None = None,
+        volume_calibration: str | os.PathLike | None = None,
         **kwargs: Any,
     ) -> None:
         _check_method(method, k)
@@ -216,6 +231,7 @@ class _VolumePooling:
         self.gather_across_ranks = gather_across_ranks
         self.method = method
         self.k = int(k)
+        self.platt = load_volume_platt(volume_calibration, method, self.k, where=type(self).__name__)
         self.last_volumes: dict[str, Any] | None = None
 
 
@@ -231,6 +247,8 @@ class VolumeReportWriter(_VolumePooling, ClassificationReportWriter):
         method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
         k: slices of ``"topk_mean"``; default 3.
         id_transform: per-slice volume ids; default :func:`volume_ids_from_engine`.
+        volume_calibration: a ``calibration.json`` whose ``"volume_platt"`` step (fitted out-of-fold for this
+            pooling) is applied to the pooled probabilities before the report and the threshold; default None.
         kwargs: the other arguments of ``ClassificationReportWriter`` (``output_dir``, ``class_names``,
             ``threshold``, ``select_threshold_on``, ``threshold_path``, ``meta``, ``n_bootstrap``, ...).
 
@@ -241,7 +259,7 @@ class VolumeReportWriter(_VolumePooling, ClassificationReportWriter):
     def __call__(self, engine: Engine) -> None:
         """Pool the epoch's slices per volume, then write the report (see the parent class)."""
         probs, labels, ids, writes = self._epoch_data(engine)
-        res = _aggregate(torch.as_tensor(probs), torch.as_tensor(labels), ids, self.method, self.k)
+        res = _aggregate(torch.as_tensor(probs), torch.as_tensor(labels), ids, self.method, self.k, self.platt)
         self.last_volumes = res
         n_slices = len(ids)
         base = self.meta(engine) if callable(self.meta) else dict(self.meta or {})
@@ -251,6 +269,7 @@ class VolumeReportWriter(_VolumePooling, ClassificationReportWriter):
             "k": self.k if self.method == "topk_mean" else None,
             "n_volumes": len(res["ids"]),
             "n_slices": n_slices,
+            "volume_platt": None if self.platt is None else self.platt.to_dict(),
         }
         vol_labels = res["labels"]
         vol_labels = vol_labels[:, None] if vol_labels.ndim == 1 else vol_labels
@@ -271,6 +290,8 @@ class VolumePredictionWriter(_VolumePooling, ClassificationPredictionWriter):
         method: ``"mean"`` (default), ``"max"`` or ``"topk_mean"``.
         k: slices of ``"topk_mean"``; default 3.
         id_transform: per-slice volume ids; default :func:`volume_ids_from_engine`.
+        volume_calibration: a ``calibration.json`` whose ``"volume_platt"`` step is applied to the pooled
+            probabilities before the threshold; default None.
         kwargs: the other arguments of ``ClassificationPredictionWriter`` (``output_dir``, ``class_names``,
             ``threshold``, ``filename``, ...).
 
@@ -282,7 +303,7 @@ class VolumePredictionWriter(_VolumePooling, ClassificationPredictionWriter):
         """The parent's epoch data (slices, gathered across ranks when ``gather``) pooled per volume:
         ``(probs (V, K), volume ids)``, the rows of the CSV."""
         probs, ids = super()._epoch_rows(gather)
-        res = _aggregate(probs, None, ids, self.method, self.k)
+        res = _aggregate(probs, None, ids, self.method, self.k, self.platt)
         self.last_volumes = res
         rows = [torch.as_tensor(np.atleast_1d(v), dtype=torch.float32) for v in res["probs"]]
         return torch.stack(rows), list(res["ids"])

@@ -16,7 +16,9 @@ network answers per slice. :class:`VolumeSliceBundleInferTask` runs the bundle's
 network on all its slices as one batch, the bundle's ``postprocessing`` on each slice (softmax per slice, as the
 bundle's own evaluator does), and pools the slice probabilities into one volume prediction with
 :func:`~monai_transfer.data.volumes.aggregate_volume_probs` and the bundle's ``aggregation``/``aggregation_k`` (the
-same pooling as ``inference.json``'s ``VolumePredictionWriter``).
+same pooling as ``inference.json``'s ``VolumePredictionWriter``), then applies the Platt step of the pooled
+probabilities that the bundle's ``calibration.json`` holds for that pooling
+(:mod:`monai_transfer.metrics.volume_calibration`; binary bundles that apply their temperature).
 
 :func:`is_slice_bundle` tells the app which bundles need it; :func:`infer_task_class` picks the task class.
 MONAI Label is optional: importing this module works without it, instantiating the task raises
@@ -37,6 +39,8 @@ from monai.transforms import Compose
 from monai_transfer.data.volumes import AGGREGATION_METHODS, aggregate_volume_probs
 from monai_transfer.label.tasks import ClassificationBundleInferTask
 from monai_transfer.label.utils import INFER_CONFIGS
+from monai_transfer.metrics.volume_calibration import VolumePlatt, load_volume_platt
+from monai_transfer.transforms import ApplyTemperatured
 
 __all__ = ["VolumeSliceBundleInferTask", "is_slice_bundle", "infer_task_class", "SLICE_BUNDLE_IDS"]
 
@@ -105,6 +109,14 @@ class VolumeSliceBundleInferTask(ClassificationBundleInferTask):
             raise ValueError(f"aggregation_k must be >= 1, got {k}.")
         return method, k
 
+    def _volume_platt(self, transforms: Any, method: str, k: int) -> VolumePlatt | None:
+        """The ``calibration.json`` Platt step for this pooling, when the postprocessing applies the temperature of
+        a binary bundle (none for a pooling the request changed to one it was not fitted for)."""
+        if self.output_mode() != "binary" or not any(isinstance(t, ApplyTemperatured) for t in transforms or ()):
+            return None
+        path = self._bundle_value("calibration_path", None)
+        return load_volume_platt(path, method, k, where=f"MONAI Label task {type(self).__name__}")
+
     def run_pre_transforms(self, data: dict[str, Any], transforms: Any) -> dict[str, Any]:
         """Slice the volume with the bundle's ``preprocessing``; ``data[image]`` becomes the ``(S, C, H, W)`` slices.
 
@@ -127,7 +139,8 @@ class VolumeSliceBundleInferTask(ClassificationBundleInferTask):
         return super().run_inferer(data, convert_to_batch=False, device=device)
 
     def run_post_transforms(self, data: dict[str, Any], transforms: Any) -> dict[str, Any]:
-        """Post-process each slice (the bundle's ``postprocessing``), then pool them into one volume prediction."""
+        """Post-process each slice (the bundle's ``postprocessing``), then pool them into one volume prediction (and
+        Platt-scale it, see :meth:`_volume_platt`)."""
         key = self.output_label_key
         logits = torch.as_tensor(data[key]).as_subclass(torch.Tensor).detach().float().cpu()
         post = Compose(list(transforms)) if transforms else None
@@ -138,13 +151,16 @@ class VolumeSliceBundleInferTask(ClassificationBundleInferTask):
             rows.append(torch.as_tensor(d[key]).as_subclass(torch.Tensor).detach().float().cpu().reshape(-1))
         probs = torch.stack(rows).numpy()
         method, k = self._pooling(data)
+        platt = self._volume_platt(transforms, method, k)
         data["slice_probabilities"] = probs
         data["volume_aggregation"] = {
             "method": method,
             "k": k if method == "topk_mean" else None,
             "n_slices": len(rows),
+            "volume_platt": None if platt is None else platt.to_dict(),
         }
-        data[key] = torch.as_tensor(np.atleast_1d(aggregate_volume_probs(probs, method=method, k=k)))
+        pooled = aggregate_volume_probs(probs, method=method, k=k)
+        data[key] = torch.as_tensor(np.atleast_1d(pooled if platt is None else platt(pooled)))
         return data
 
     def writer(self, data: dict[str, Any], extension: Any = None, dtype: Any = None) -> tuple[None, dict[str, Any]]:

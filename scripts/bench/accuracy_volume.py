@@ -163,6 +163,7 @@ def evaluate_split(
     without the temperature for ``ece_uncalibrated``) at the threshold chosen out-of-fold; AUC/ACC with CIs, ECE."""
     from monai_transfer.evaluate import evaluate_bundle
     from monai_transfer.metrics.threshold import load_threshold
+    from monai_transfer.metrics.volume_calibration import positive_class_ece
 
     t0 = time.perf_counter()
     probs, y = {}, None
@@ -180,6 +181,8 @@ def evaluate_split(
     thr = float(load_threshold(ckpt.parent / "threshold.json"))
     out_s = accuracy_xray.summarise(probs["cal"], y, thr, n_bootstrap, CLASS_NAMES, y_prob_uncalibrated=probs["raw"])
     out_s.update({"eval_wall_s": round(time.perf_counter() - t0, 1), "level": "volume"})
+    out_s.update({f"ece_positive_class{s}": round(positive_class_ece(probs[tag], y), 4)
+                  for s, tag in (("", "cal"), ("_uncalibrated", "raw"))})  # fmt: skip
     return out_s
 
 
@@ -230,6 +233,7 @@ def run(
         summary = cross_validate(dl_csv, work, recipe, folds, final_fit=not cv_only, n_bootstrap=n_bootstrap)
         train_s = time.perf_counter() - t0
         results: dict[str, Any] = {"cv": accuracy_xray.cv_block(summary), "selection": summary["selection"]}
+        results["cv"]["volume_platt"] = (summary.get("calibration") or {}).get("volume_platt_selection")
         if not cv_only:
             ckpt = work / "models" / "model.pt"
             results["val"] = evaluate_split(ckpt, val_csv.parent / val_csv.stem[: -len("_labels")], val_csv,
@@ -254,7 +258,9 @@ def run(
         "cv_only": cv_only,
         "threshold_method": f"{threshold_method()} on the calibrated out-of-fold VOLUME probabilities "
         "(models/threshold.json; the bundle's train_cv.json cv_threshold_method)",
-        "calibration": f"temperature {summary['chosen']['temperature']}: {cal.get('fitted_on')}",
+        "calibration": f"temperature {summary['chosen']['temperature']}"
+        + (f", volume Platt {summary['chosen']['volume_platt']}" if summary["chosen"].get("volume_platt") else "")
+        + f": {cal.get('fitted_on')}",
         "n_bootstrap": n_bootstrap,
         "train_wall_s": round(train_s, 1),
         "cpu_minutes": round((accuracy_xray._cpu_seconds() - cpu0) / 60.0, 2),

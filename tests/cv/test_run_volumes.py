@@ -179,3 +179,71 @@ def test_volume_temperature_minimises_the_pooled_volume_nll(tmp_path):
     grid = np.exp(np.linspace(np.log(0.05), np.log(20), 120))
     nll = [_volume_nll(_oof(plan, per_fold, 1, g), labels) for g in grid]
     assert info["nll_after"] <= min(nll) + 1e-6
+
+
+def _synthetic_plan(tmp_path, slice_p1, labels, method="mean"):
+    """A 2-fold volume plan over known slice probabilities ``slice_p1[i]`` (one array per volume) and its folds."""
+    from types import SimpleNamespace
+
+    from monai_transfer.cv.run import _Plan
+    from monai_transfer.utils.task import derive_task
+
+    items = [{"image": f"v{i}.nii.gz", "label": int(y)} for i, y in enumerate(labels)]
+    fold_of = [i % 2 for i in range(len(items))]
+    per_fold = []
+    for k in range(2):
+        idx = [i for i in range(len(items)) if fold_of[i] == k]
+        p1 = np.concatenate([slice_p1[i] for i in idx])
+        y = np.concatenate([[labels[i]] * len(slice_p1[i]) for i in idx])
+        ids = [items[i]["image"] for i in idx for _ in slice_p1[i]]
+        per_fold.append(SimpleNamespace(epochs={1: (np.stack([1 - p1, p1], 1), y, ids)}))
+    plan = _Plan(
+        files=[], meta="", log_file=False, class_names=["normal", "adrenal_mass"],
+        task=derive_task("binary", class_names=["normal", "adrenal_mass"]), dataset_dir=None, seed=0, epochs=1,
+        aggregation=method, aggregation_k=3, train_items=items, val_items=[], fold_of=fold_of, folds=2,
+        group_key=None, out=tmp_path, override={}, base={},
+    )  # fmt: skip
+    return plan, per_fold
+
+
+def test_volume_platt_is_kept_when_pooling_biases_the_volumes_and_applied_after_pooling(tmp_path):
+    """Max pooling over 12 noisy slices puts every volume too high; one slice temperature cannot move the volumes
+    as a whole, the Platt step of the pooled probabilities can: it is kept by its cross-fitted rule, stored with its
+    pooling, and the OOF probabilities (hence the threshold and report) are the Platt-scaled ones."""
+    from monai_transfer.cv.run import _calibrate, _oof
+    from monai_transfer.metrics import compute_ece
+    from monai_transfer.metrics.volume_calibration import load_volume_platt, positive_class_ece
+
+    rng = np.random.default_rng(0)
+    labels = np.array([0, 1] * 150)
+    slices = [1 / (1 + np.exp(-((2 * y - 1) * 0.5 + rng.normal(0, 1.5, 12)))) for y in labels]
+    plan, per_fold = _synthetic_plan(tmp_path, slices, labels, method="max")
+    plan.models_dir.mkdir(parents=True)
+    t, platt, info, path = _calibrate(plan, per_fold, 1, "synthetic OOF")
+    sel = info["volume_platt_selection"]
+    assert platt is not None and sel["kept"] and platt.aggregation == "max" and platt.slope > 0
+    assert sel["nll_crossfit"] < sel["nll_temperature_only"]
+    assert info["nll_after"] < info["nll_after_temperature_only"] and "Platt" in info["fitted_on"]
+    stored = json.loads(path.read_text())
+    assert stored["volume_platt"] == platt.to_dict() and stored["temperature"] == t
+    assert load_volume_platt(path, "max") == platt and load_volume_platt(path, "mean") is None
+    p_t, p_tp = _oof(plan, per_fold, 1, t)[:, 1], _oof(plan, per_fold, 1, t, platt)[:, 1]
+    np.testing.assert_allclose(p_tp, platt(p_t))
+    assert positive_class_ece(p_tp, labels) < positive_class_ece(p_t, labels)
+    assert info["ece_after"] == pytest.approx(compute_ece(p_tp, labels, "binary"))
+
+
+def test_volume_platt_is_not_kept_on_calibrated_volumes(tmp_path):
+    """Volumes whose mean-pooled probabilities are already calibrated: the Platt step does not beat the temperature
+    alone out of sample, so calibration.json holds the temperature only."""
+    from monai_transfer.cv.run import _calibrate
+
+    rng = np.random.default_rng(1)
+    p = rng.uniform(0.05, 0.95, 300)
+    labels = (rng.random(300) < p).astype(int)
+    plan, per_fold = _synthetic_plan(tmp_path, [np.array([v, v]) for v in p], labels)
+    plan.models_dir.mkdir(parents=True)
+    _, platt, info, path = _calibrate(plan, per_fold, 1, "synthetic OOF")
+    sel = info["volume_platt_selection"]
+    assert platt is None and not sel["kept"] and sel["nll_crossfit"] >= sel["nll_temperature_only"]
+    assert "volume_platt" not in json.loads(path.read_text()) and "nll_after_temperature_only" not in info

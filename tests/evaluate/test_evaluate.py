@@ -411,6 +411,23 @@ def test_ct_slices_bundle(adrenal, tmp_path):
     assert [r["id"] for r in preds] == names  # path relative to --images, extension kept
     assert all(int(r["n_slices"]) >= 1 for r in preds)
     assert json.loads((out / "metrics.json").read_text())["n_samples"] == 3
+    assert json.loads((out / "metrics.json").read_text())["meta"]["calibration"]["volume_platt"] is None
+    # a calibration.json with a Platt step for the bundle's mean pooling: applied after pooling, reported
+    from monai_transfer.metrics.volume_calibration import VolumePlatt
+
+    platt = VolumePlatt(0.5, -1.0, "mean")
+    cal = {"method": "temperature", "temperature": 1.0, "mode": "binary", "volume_platt": platt.to_dict()}
+    (bundle / "models" / "calibration.json").write_text(json.dumps(cal))
+    for sub, extra in (("platt", []), ("none", ["--calibration", "none"])):
+        args = ["--bundle", str(bundle), "--images", str(images), "--labels", str(labels), "--output", str(out / sub)]
+        assert main(args + FAST + extra) == EXIT_OK
+    p_raw = np.array([float(r["prob_adrenal_mass"]) for r in preds])
+    p_platt = np.array([float(r["prob_adrenal_mass"]) for r in read_csv(out / "platt" / "predictions.csv")])
+    p_none = np.array([float(r["prob_adrenal_mass"]) for r in read_csv(out / "none" / "predictions.csv")])
+    np.testing.assert_allclose(p_platt, platt(p_raw), atol=1e-5)
+    np.testing.assert_allclose(p_none, p_raw, atol=1e-6)  # --calibration none: neither temperature nor Platt
+    meta = json.loads((out / "platt" / "metrics.json").read_text())["meta"]["calibration"]
+    assert meta["volume_platt"] == platt.to_dict() and meta["applied"]
 
 
 @pytest.mark.slow

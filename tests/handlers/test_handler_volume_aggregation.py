@@ -203,7 +203,14 @@ class TestVolumeWriters(unittest.TestCase):
             self.assertEqual(rep["meta"]["split"], "val")
             self.assertEqual(
                 rep["meta"]["aggregation"],
-                {"level": "volume", "method": "max", "k": None, "n_volumes": 12, "n_slices": len(val)},
+                {
+                    "level": "volume",
+                    "method": "max",
+                    "k": None,
+                    "n_volumes": 12,
+                    "n_slices": len(val),
+                    "volume_platt": None,
+                },
             )
             self.assertEqual(writer.meta, {"split": "val"})  # the user's meta is not modified
             with open(Path(d) / "val" / "predictions.csv") as f:
@@ -229,6 +236,39 @@ class TestVolumeWriters(unittest.TestCase):
             np.testing.assert_allclose(p1, exp2["probs"][:, 1], atol=1e-6)
             p32 = exp2["probs"][:, 1].astype(np.float32)
             self.assertEqual([int(r["prediction"]) for r in prow], [int(v >= np.float32(t)) for v in p32])
+
+    def test_volume_calibration_is_applied_after_pooling_for_its_pooling_only(self):
+        """A ``calibration.json`` with a Platt step fitted for max pooling: the max-pooled report and predictions
+        are Platt-scaled (ranking unchanged), a top-k writer given the same file is not (another pooling), and a
+        temperature-only file changes nothing."""
+        from monai_transfer.metrics.volume_calibration import VolumePlatt
+
+        items = make_slices(12, seed=2)
+        platt = VolumePlatt(0.5, -1.0, "max")
+        with tempfile.TemporaryDirectory() as d:
+            cal, cal_t = Path(d) / "calibration.json", Path(d) / "temperature_only.json"
+            cal.write_text(json.dumps({"method": "temperature", "temperature": 1.0, "volume_platt": platt.to_dict()}))
+            cal_t.write_text(json.dumps({"method": "temperature", "temperature": 1.0}))
+            names = ["normal", "adrenal_mass"]
+            rep = VolumeReportWriter(Path(d) / "val", method="max", volume_calibration=cal, class_names=names,
+                                     threshold=0.5, n_bootstrap=0, plots=False)  # fmt: skip
+            pred = VolumePredictionWriter(Path(d) / "infer", method="max", volume_calibration=cal, class_names=names)
+            other = VolumePredictionWriter(Path(d) / "topk", method="topk_mean", k=2, volume_calibration=cal,
+                                           class_names=names)  # fmt: skip
+            plain = VolumePredictionWriter(Path(d) / "plain", method="max", volume_calibration=cal_t, class_names=names)
+            self.assertEqual((rep.platt, pred.platt, other.platt, plain.platt), (platt, platt, None, None))
+            make_evaluator(items, {"val_volume_auc": VolumeAggregator(method="max")}, [rep, pred, other, plain]).run()
+            exp = expected(items, "max")
+            want = platt(exp["probs"])[:, 1]
+            report = json.loads((Path(d) / "val" / "metrics.json").read_text())
+            self.assertEqual(report["meta"]["aggregation"]["volume_platt"], platt.to_dict())
+            self.assertAlmostEqual(report["metrics"]["auc"], skm.roc_auc_score(exp["labels"], want), 5)
+            for sub, values in (("val", want), ("infer", want), ("plain", exp["probs"][:, 1]),
+                                ("topk", expected(items, "topk_mean", 2)["probs"][:, 1])):  # fmt: skip
+                with open(Path(d) / sub / "predictions.csv") as f:
+                    got = [float(r["prob_adrenal_mass"]) for r in csv.DictReader(f)]
+                np.testing.assert_allclose(got, values, atol=1e-6, err_msg=sub)
+            self.assertFalse(np.allclose(want, exp["probs"][:, 1], atol=1e-3))  # the step did change them
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from monai_transfer.label import (
     is_slice_bundle,
     read_class_names,
 )
+from monai_transfer.metrics.volume_calibration import VolumePlatt
 from monai_transfer.utils.io import load_state_dict_file
 from tests.label._bundle import make_tiny_bundle
 from tests.utils import REPO_ROOT
@@ -63,8 +64,13 @@ def test_volume_task_needs_monailabel():
         VolumeSliceBundleInferTask(str(CT), {})
 
 
+#: the served copy's calibration.json: no temperature change, a Platt step fitted (as the CV stores it) for mean pooling
+PLATT = VolumePlatt(0.5, -1.0, "mean")
+
+
 def _served_copy(bundles_dir: Path) -> Path:
-    """A copy of bundles/ct_slices' configs with seeded random weights built from its own inference.json."""
+    """A copy of bundles/ct_slices' configs with seeded random weights built from its own inference.json, and a
+    ``calibration.json`` holding :data:`PLATT`."""
     from monai.bundle import ConfigParser
 
     bundle = bundles_dir / "ct_slices"
@@ -75,6 +81,8 @@ def _served_copy(bundles_dir: Path) -> Path:
     parser["bundle_root"] = str(bundle)
     torch.manual_seed(0)
     torch.save(parser.get_parsed_content("network_def").state_dict(), bundle / "models" / "model.pt")
+    cal = {"method": "temperature", "temperature": 1.0, "mode": "binary", "volume_platt": PLATT.to_dict()}
+    (bundle / "models" / "calibration.json").write_text(json.dumps(cal))
     return bundle
 
 
@@ -143,21 +151,24 @@ def test_server_serves_ct_slices_one_prediction_per_volume(tmp_path):
     for image_id, name in zip(ids, names):
         res = answers[image_id]
         index, probs = _reference(bundle, VOLUMES / name)
-        assert res["aggregation"] == {"method": "mean", "k": None, "n_slices": num_slices}
+        platt = PLATT.to_dict()
+        assert res["aggregation"] == {"method": "mean", "k": None, "n_slices": num_slices, "volume_platt": platt}
         assert [s["slice_index"] for s in res["slices"]] == index
         got_slices = np.array([[s["probabilities"][c] for c in class_names] for s in res["slices"]])
         np.testing.assert_allclose(got_slices, probs, atol=1e-4, err_msg=image_id)
         got = np.array([res["probabilities"][c] for c in class_names])
-        np.testing.assert_allclose(got, probs.mean(0), atol=1e-4, err_msg=image_id)  # ONE prediction per volume
+        want = PLATT(probs.mean(0))  # ONE prediction per volume: the mean of its slices, then the volume Platt step
+        np.testing.assert_allclose(got, want, atol=1e-4, err_msg=image_id)
         # binary: the label at the stored threshold (the served copy has no threshold.json: 0.5), as inference.json
-        assert res["threshold"] == 0.5 and res["label"] == class_names[int(probs.mean(0)[1] >= 0.5)]
+        assert res["threshold"] == 0.5 and res["label"] == class_names[int(want[1] >= 0.5)]
         assert float(np.ptp(probs[:, 1])) > 1e-3  # the slices disagree, so the pooling matters
         means.append(got)
     assert not np.allclose(means[0], means[1], atol=1e-4)  # two volumes, two answers
-    # a request may pick the pooling: "max" is the slice with the highest positive probability
+    # a request may pick the pooling: "max" is the slice with the highest positive probability, with no Platt step
+    # (the stored one was fitted for mean pooling)
     _, probs = _reference(bundle, VOLUMES / names[0])
     res = answers["max"]
-    assert res["aggregation"]["method"] == "max"
+    assert res["aggregation"]["method"] == "max" and res["aggregation"]["volume_platt"] is None
     np.testing.assert_allclose(
         [res["probabilities"][c] for c in class_names], probs[int(np.argmax(probs[:, 1]))], atol=1e-4
     )
