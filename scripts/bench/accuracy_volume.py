@@ -281,6 +281,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--epochs", type=int, default=None, help="planned epochs (the CV chooses how many to keep)")
     parser.add_argument("--folds", type=int, default=None, help=f"CV folds on train (default {CV_FOLDS}; quick 2)")
     parser.add_argument("--n-bootstrap", type=int, default=None)
+    parser.add_argument("--work-dir", type=Path, default=None,
+                        help="keep the run folder here (models, cv/oof and eval_val predictions); default a "
+                        "temporary folder")  # fmt: skip
     args = parser.parse_args(argv)
     common.set_command(__file__, argv)
     common.set_threads(args.threads)
@@ -291,7 +294,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             recipe[key] = val
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else (50 if args.quick else 1000)
     folds = args.folds if args.folds is not None else (2 if args.quick else CV_FOLDS)
-    res = run(args.npz, args.output, recipe, args.test, quick=args.quick, n_bootstrap=n_boot, folds=folds)
+    res = run(args.npz, args.output, recipe, args.test, quick=args.quick, n_bootstrap=n_boot, folds=folds,
+              work_dir=args.work_dir)  # fmt: skip
     cv = res["cv"]
     print(f"CV ({folds} folds, train only): mean fold AUC {cv['mean_fold_auc']:.4f}  OOF AUC {cv['oof_auc']}"
           f" {cv['oof_auc_ci95']}  OOF ECE {cv['oof_ece_before']} -> {cv['oof_ece_after']}"
