@@ -267,6 +267,7 @@ def test_train_evaluate_infer_end_to_end(tmp_path):
     assert metrics["n_samples"] == 6
     assert metrics["meta"]["aggregation"] == {
         "level": "volume", "method": "mean", "k": None, "n_volumes": 6, "n_slices": 18,
+        "volume_platt": None,  # a train.json run fits no calibration: no Platt step
     }  # fmt: skip
     assert set(metrics["confidence_intervals"]) == {"auc", "sensitivity", "specificity"}
     assert 0.0 <= metrics["metrics"]["auc"] <= 1.0
