@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, compute_calibration_bins
+from monai_transfer.metrics.functional import DEFAULT_ECE_BINS, _ece
 from monai_transfer.utils.io import read_json_file
 
 __all__ = [
@@ -113,11 +113,14 @@ class VolumePlatt:
         return asdict(self)
 
 
+def _nll(s: np.ndarray, y: np.ndarray) -> float:
+    """Mean NLL of 0/1 ``y`` under ``sigmoid(s)`` (log-sum-exp form: no overflow)."""
+    return float(np.mean(np.maximum(s, 0) - y * s + np.log1p(np.exp(-np.abs(s)))))
+
+
 def platt_nll(probs: Any, labels: Any, slope: float = 1.0, intercept: float = 0.0) -> float:
     """Mean negative log-likelihood of binary ``labels`` under ``sigmoid(slope * logit(probs) + intercept)``."""
-    s = slope * _logit(probs) + intercept
-    y = np.asarray(labels, dtype=np.float64)
-    return float(np.mean(np.maximum(s, 0) - y * s + np.log1p(np.exp(-np.abs(s)))))
+    return _nll(slope * _logit(probs) + intercept, np.asarray(labels, dtype=np.float64))
 
 
 def positive_class_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_ECE_BINS) -> float:
@@ -127,9 +130,8 @@ def positive_class_ece(probs: Any, labels: Any, n_bins: int = DEFAULT_ECE_BINS) 
     confidence, so cases over-called positive at ``p = 0.15`` and at ``p = 0.85`` can cancel in one bin; this one
     cannot hide a probability that is too high (or too low) everywhere.
     """
-    b = compute_calibration_bins(np.asarray(probs, dtype=np.float64), np.asarray(labels, dtype=np.float64), n_bins)
-    ok = b["count"] > 0
-    return float(np.sum(b["count"][ok] * np.abs(b["accuracy"][ok] - b["confidence"][ok])) / b["count"].sum())
+    p = np.asarray(probs, dtype=np.float64).reshape(-1)
+    return _ece(p, np.asarray(labels, dtype=np.float64).reshape(-1), n_bins)  # confidence p, "correct" = positive
 
 
 def fit_platt(probs: Any, labels: Any, max_iter: int = 100, tol: float = 1e-10) -> tuple[float, float]:
@@ -152,14 +154,15 @@ def fit_platt(probs: Any, labels: Any, max_iter: int = 100, tol: float = 1e-10) 
         raise ValueError("fit_platt needs 0/1 labels of both classes")
     X = np.stack([x, np.ones_like(x)], 1)
     w = np.array([1.0, 0.0])
+    current = _nll(X @ w, y)
     for _ in range(int(max_iter)):
         q = _sigmoid(X @ w)
         grad = X.T @ (q - y)
         hess = X.T @ (X * (q * (1 - q))[:, None]) + 1e-9 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        while platt_nll(probs, y, *(w - step)) > platt_nll(probs, y, *w) + 1e-12 and np.abs(step).max() > tol:
+        while (new := _nll(X @ (w - step), y)) > current + 1e-12 and np.abs(step).max() > tol:
             step = step / 2  # damped: never increase the NLL (separable data)
-        w = w - step
+        w, current = w - step, new
         if np.abs(step).max() < tol:
             break
     return float(w[0]), float(w[1])
