@@ -64,10 +64,13 @@ has a new ctime: it is digested again).
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
+import sys
 import threading
 import time
 import warnings
@@ -382,19 +385,23 @@ class _HashCache:
             known = self.stat.get(key[0])
         return str(known[4]) if known is not None and list(known[:4]) == key[1] else None
 
-    def digest(self, path: Path) -> str:
-        """The content digest of ``path`` (from the path index when unchanged), recorded in the index."""
+    def digest(self, path: Path) -> tuple[str, tuple[str, list[int]] | None]:
+        """The content digest of ``path`` (from the path index when unchanged) and the index entry that
+        :meth:`record` adds (None when it is known already, or for a folder). Recording is left to the caller: the
+        digest may come from a worker process, whose copy of the index is lost."""
         key = self.file_key(path)
         if key is None:
-            return _sha256_of(path)
+            return _sha256_of(path), None
         known = self.known_digest(path, key)
         if known is not None:
-            return known
-        d = _sha256_of(path)
+            return known, None
+        return _sha256_of(path), key
+
+    def record(self, key: tuple[str, list[int]], digest: str) -> None:
+        """Add ``path -> [size, mtime_ns, ctime_ns, inode, digest]`` to the path index (``key`` from :meth:`digest`)."""
         with self.lock:
-            self.stat[key[0]] = [*key[1], d]
+            self.stat[key[0]] = [*key[1], digest]
             self.dirty = True
-        return d
 
     def get(self, digest: str) -> tuple[int, np.ndarray, np.ndarray, int, np.ndarray] | None:
         with self.lock:
@@ -484,8 +491,9 @@ def hash_files(
         paths: image files or DICOM series folders.
         cache_dir: folder of the hash cache; ``"default"`` is :func:`default_cache_dir`, None disables caching.
         loader: callable path -> channel-first image; default ``LoadMedicalImage(nan_policy="ignore")``.
-        num_workers: threads (decoding and resizing release the GIL); default ``min(4, os.cpu_count())``; 0 runs
-            inline.
+        num_workers: parallel workers, default ``min(4, os.cpu_count())``; 0 runs inline. With
+            :data:`PROCESS_MIN_FILES` or more files to hash (on Linux) they are worker processes (the hash and rank
+            thumbnails hold the GIL), else threads; ``loader`` runs in them as it is (inherited, never pickled).
         progress: show a tqdm progress bar for the files not found in the cache.
 
     Returns:
@@ -556,48 +564,95 @@ def _hash_uncached(
     res: HashResult, paths: list[Any], todo: list[int], cache: _HashCache, how: tuple[Callable[[Any], Any], int, bool]
 ) -> None:
     """Load (``paths`` as given) and hash the files ``todo`` into ``res`` and the cache; ``how`` is ``(loader,
-    threads, progress)``."""
+    workers, progress)``: worker processes from :data:`PROCESS_MIN_FILES` files on (:func:`_worker_results`), else
+    threads."""
     loader, workers, progress = how
 
-    def work(i: int) -> tuple[int, str | None, tuple[int, np.ndarray, np.ndarray, int] | None, str | bool]:
-        """``(i, digest, value, how)``: ``how`` is True when the value came from the cache, else the error or ""."""
+    def work(i: int) -> tuple[int, str | None, Any, tuple[int, np.ndarray, np.ndarray, int] | None, str | bool]:
+        """``(i, digest, index entry, value, how)``: ``how`` is True when the value came from the cache, else the
+        error or ""."""
         # no warnings.catch_warnings() here: it is not thread-safe and left an "ignore" filter behind
-        try:  # the bytes are digested here, in the worker threads, and the content looked up again
-            digest = res.sha256[i] or cache.digest(Path(paths[i]))
+        try:  # the bytes are digested here, in the workers, and the content looked up again
+            digest, entry = (res.sha256[i], None) if res.sha256[i] else cache.digest(Path(paths[i]))
         except OSError as e:  # also a file that cannot be found (not checked before with an empty cache)
-            return i, None, None, f"cannot read '{paths[i]}': {e}"
+            return i, None, None, None, f"cannot read '{paths[i]}': {e}"
         cached = cache.get(digest)
         if cached is not None:
-            return i, digest, cached, True
+            return i, digest, entry, cached, True
         try:
-            return i, digest, image_key(loader(paths[i])), ""
+            return i, digest, entry, image_key(loader(paths[i])), ""
         except Exception as e:  # any decoder failure is recorded, naming the file
             msg = str(e) if str(paths[i]) in str(e) else f"cannot load '{paths[i]}': {type(e).__name__}: {e}"
-            return i, digest, None, msg
+            return i, digest, entry, None, msg
 
     bar = _progress_bar(len(todo), progress)
     with warnings.catch_warnings():  # set and restored by the calling thread alone (never in the worker threads)
         warnings.filterwarnings("ignore", message=_HASHING_QUIET, category=UserWarning)  # the hash is still valid
-        pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(todo) > 1 else None
-        results = pool.map(work, todo) if pool is not None else map(work, todo)
-        try:
-            for i, digest, value, how in results:
+        with _worker_results(work, todo, workers) as results:
+            for i, digest, entry, value, how_ in results:
                 res.sha256[i] = digest
+                if entry is not None:
+                    cache.record(entry, str(digest))
                 if value is None:
-                    res.errors[i] = str(how)
+                    res.errors[i] = str(how_)
                 else:
                     _store(res, i, value)
-                    if how is True:
+                    if how_ is True:
                         res.n_cached += 1
                     else:
                         cache.put(str(digest), *value)
                 if bar is not None:
                     bar.update(1)
-        finally:
-            if pool is not None:
-                pool.shutdown()
-            if bar is not None:
-                bar.close()
+    if bar is not None:
+        bar.close()
+
+
+#: uncached files from which the hash pass runs in ``num_workers`` worker processes (a ``torch`` ``DataLoader``,
+#: started by ``fork`` where the platform has it) instead of threads: decoding releases the GIL but the hash and the
+#: rank thumbnails (many small numpy/torch calls) do not, so threads did not run them in parallel (2 cores: 1.0 s of
+#: hashing per 1,400 files with one thread or two). Below it, starting the processes costs more than it saves.
+PROCESS_MIN_FILES = 256
+_CHUNK = 16
+
+
+class _Calls(torch.utils.data.Dataset):
+    """``fn(items[k])`` as a map-style data set (worker processes run it after a fork: nothing is pickled)."""
+
+    def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any]):
+        self.fn, self.items = fn, items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, k: int) -> Any:
+        return self.fn(self.items[k])
+
+
+def _as_is(x: Any) -> Any:
+    return x
+
+
+@contextlib.contextmanager
+def _worker_results(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Any:
+    """An iterator of ``fn(item)`` in the order of ``items``: ``workers`` processes when there are at least
+    :data:`PROCESS_MIN_FILES` items and ``fork`` is available (Linux; the ``fn`` closure is inherited, not pickled),
+    else ``workers`` threads, else inline (``workers`` 0)."""
+    import multiprocessing
+
+    if workers > 0 and len(items) >= max(2, PROCESS_MIN_FILES) and sys.platform.startswith("linux"):
+        if "fork" in multiprocessing.get_all_start_methods():
+            loader = torch.utils.data.DataLoader(
+                _Calls(fn, items), batch_size=_CHUNK, num_workers=workers, collate_fn=_as_is,
+                multiprocessing_context="fork", prefetch_factor=4,
+            )  # fmt: skip
+            yield itertools.chain.from_iterable(loader)  # chunks: one inter-process message per _CHUNK files
+            return
+    pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(items) > 1 else None
+    try:
+        yield pool.map(fn, items) if pool is not None else map(fn, items)
+    finally:
+        if pool is not None:
+            pool.shutdown()
 
 
 def near_duplicate_pairs(

@@ -148,6 +148,48 @@ def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
     assert calls == [paths[1]] and third.n_cached == 1 and third.hashes[0] == first.hashes[0]
 
 
+def test_worker_processes_give_the_inline_result_and_fill_the_cache(tmp_path, monkeypatch):
+    """From PROCESS_MIN_FILES files on, the hash pass runs in worker processes: same hashes, thumbnails, digests and
+    errors as inline, and the parent records the path index (a second run reads no image) and the cache entries."""
+    import sys
+
+    from monai_transfer.data import duplicates
+
+    paths, _ = _write_set(tmp_path / "img", n_base=3)
+    bad = tmp_path / "img" / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    paths = [*paths, bad, tmp_path / "img" / "missing.png"]
+    inline = hash_files(paths, cache_dir=None, num_workers=0)
+    monkeypatch.setattr(duplicates, "PROCESS_MIN_FILES", 2)
+    started = []
+    real = duplicates.torch.utils.data.DataLoader
+
+    def spy(*args, **kwargs):
+        started.append(kwargs["num_workers"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(duplicates.torch.utils.data, "DataLoader", spy)
+    pooled = hash_files(paths, cache_dir=tmp_path / "cache", num_workers=2)
+    assert started == ([2] if sys.platform.startswith("linux") else [])
+    for name in ("hashes", "thumbnails", "fine", "ndim", "ok"):
+        np.testing.assert_array_equal(getattr(pooled, name), getattr(inline, name), err_msg=name)
+    np.testing.assert_allclose(pooled.signatures, inline.signatures, atol=1e-3)  # exact copies: cached as float16
+    assert pooled.sha256 == inline.sha256 and sorted(pooled.errors) == sorted(inline.errors) == [
+        len(paths) - 2,
+        len(paths) - 1,
+    ]
+    assert "bad.png" in pooled.errors[len(paths) - 2] and "missing.png" in pooled.errors[len(paths) - 1]
+    calls = []
+
+    def counting(p):
+        calls.append(p)
+        raise AssertionError("a second run must not load an image")
+
+    again = hash_files(paths[:-2], cache_dir=tmp_path / "cache", loader=counting, num_workers=2)
+    assert calls == [] and again.n_cached == len(paths) - 2
+    np.testing.assert_array_equal(again.hashes, inline.hashes[:-2])
+
+
 def test_unreadable_files_are_recorded_and_identical_bytes_still_pair(tmp_path):
     good = tmp_path / "good.png"
     _base_image(np.random.default_rng(0)).save(good)
