@@ -492,8 +492,9 @@ def hash_files(
         cache_dir: folder of the hash cache; ``"default"`` is :func:`default_cache_dir`, None disables caching.
         loader: callable path -> channel-first image; default ``LoadMedicalImage(nan_policy="ignore")``.
         num_workers: parallel workers, default ``min(4, os.cpu_count())``; 0 runs inline. With
-            :data:`PROCESS_MIN_FILES` or more files to hash (on Linux) they are worker processes (the hash and rank
-            thumbnails hold the GIL), else threads; ``loader`` runs in them as it is (inherited, never pickled).
+            :data:`PROCESS_MIN_FILES` files or :data:`PROCESS_MIN_BYTES` to hash (on Linux) they are worker
+            processes (the hash and rank thumbnails hold the GIL), else threads; ``loader`` runs in them as it is
+            (inherited, never pickled).
         progress: show a tqdm progress bar for the files not found in the cache.
 
     Returns:
@@ -564,8 +565,7 @@ def _hash_uncached(
     res: HashResult, paths: list[Any], todo: list[int], cache: _HashCache, how: tuple[Callable[[Any], Any], int, bool]
 ) -> None:
     """Load (``paths`` as given) and hash the files ``todo`` into ``res`` and the cache; ``how`` is ``(loader,
-    workers, progress)``: worker processes from :data:`PROCESS_MIN_FILES` files on (:func:`_worker_results`), else
-    threads."""
+    workers, progress)``: worker processes where they repay their start (:func:`_worth_processes`), else threads."""
     loader, workers, progress = how
 
     def work(i: int) -> tuple[int, str | None, Any, tuple[int, np.ndarray, np.ndarray, int] | None, str | bool]:
@@ -588,7 +588,7 @@ def _hash_uncached(
     bar = _progress_bar(len(todo), progress)
     with warnings.catch_warnings():  # set and restored by the calling thread alone (never in the worker threads)
         warnings.filterwarnings("ignore", message=_HASHING_QUIET, category=UserWarning)  # the hash is still valid
-        with _worker_results(work, todo, workers) as results:
+        with _worker_results(work, todo, workers, _worth_processes([paths[i] for i in todo])) as results:
             for i, digest, entry, value, how_ in results:
                 res.sha256[i] = digest
                 if entry is not None:
@@ -610,9 +610,29 @@ def _hash_uncached(
 #: uncached files from which the hash pass runs in ``num_workers`` worker processes (a ``torch`` ``DataLoader``,
 #: started by ``fork`` where the platform has it) instead of threads: decoding releases the GIL but the hash and the
 #: rank thumbnails (many small numpy/torch calls) do not, so threads did not run them in parallel (2 cores: 1.0 s of
-#: hashing per 1,400 files with one thread or two). Below it, starting the processes costs more than it saves.
+#: hashing per 1,400 small PNGs with one thread or two). Starting the processes costs about 0.07 s, which 256 small
+#: files or :data:`PROCESS_MIN_BYTES` of files (a few large DICOM films, about 30 ms each) repay.
 PROCESS_MIN_FILES = 256
+#: bytes of uncached files from which the hash pass runs in worker processes, however few the files
+PROCESS_MIN_BYTES = 32 * 2**20
 _CHUNK = 16
+
+
+def _worth_processes(paths: Sequence[Any]) -> bool:
+    """Whether hashing ``paths`` in worker processes repays their start (:data:`PROCESS_MIN_FILES`,
+    :data:`PROCESS_MIN_BYTES`; a DICOM series folder counts its files' bytes)."""
+    if len(paths) >= PROCESS_MIN_FILES:
+        return True
+    total = 0
+    for p in paths if len(paths) > 1 else ():
+        try:
+            q = Path(p)
+            total += sum(f.stat().st_size for f in q.iterdir()) if q.is_dir() else q.stat().st_size
+        except OSError:  # reported by the pass itself
+            continue
+        if total >= PROCESS_MIN_BYTES:
+            return True
+    return False
 
 
 class _Calls(torch.utils.data.Dataset):
@@ -633,19 +653,20 @@ def _as_is(x: Any) -> Any:
 
 
 @contextlib.contextmanager
-def _worker_results(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Any:
-    """An iterator of ``fn(item)`` in the order of ``items``: ``workers`` processes when there are at least
-    :data:`PROCESS_MIN_FILES` items and ``fork`` is available (Linux; the ``fn`` closure is inherited, not pickled),
-    else ``workers`` threads, else inline (``workers`` 0)."""
+def _worker_results(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, processes: bool) -> Any:
+    """An iterator of ``fn(item)`` in the order of ``items``: ``workers`` processes when ``processes`` and ``fork`` is
+    available (Linux; the ``fn`` closure is inherited, not pickled), else ``workers`` threads, else inline
+    (``workers`` 0)."""
     import multiprocessing
 
-    if workers > 0 and len(items) >= max(2, PROCESS_MIN_FILES) and sys.platform.startswith("linux"):
+    if workers > 0 and processes and len(items) > 1 and sys.platform.startswith("linux"):
         if "fork" in multiprocessing.get_all_start_methods():
             loader = torch.utils.data.DataLoader(
-                _Calls(fn, items), batch_size=_CHUNK, num_workers=workers, collate_fn=_as_is,
+                _Calls(fn, items), batch_size=max(1, min(_CHUNK, len(items) // (4 * workers))), num_workers=workers,
+                collate_fn=_as_is,
                 multiprocessing_context="fork", prefetch_factor=4,
             )  # fmt: skip
-            yield itertools.chain.from_iterable(loader)  # chunks: one inter-process message per _CHUNK files
+            yield itertools.chain.from_iterable(loader)  # chunks: one inter-process message per chunk of files
             return
     pool = ThreadPoolExecutor(max_workers=workers) if workers > 0 and len(items) > 1 else None
     try:

@@ -149,7 +149,7 @@ def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
 
 
 def test_worker_processes_give_the_inline_result_and_fill_the_cache(tmp_path, monkeypatch):
-    """From PROCESS_MIN_FILES files on, the hash pass runs in worker processes: same hashes, thumbnails, digests and
+    """From PROCESS_MIN_FILES files or PROCESS_MIN_BYTES on, the hash pass runs in worker processes: same hashes, thumbnails, digests and
     errors as inline, and the parent records the path index (a second run reads no image) and the cache entries."""
     import sys
 
@@ -160,7 +160,8 @@ def test_worker_processes_give_the_inline_result_and_fill_the_cache(tmp_path, mo
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
     paths = [*paths, bad, tmp_path / "img" / "missing.png"]
     inline = hash_files(paths, cache_dir=None, num_workers=0)
-    monkeypatch.setattr(duplicates, "PROCESS_MIN_FILES", 2)
+    monkeypatch.setattr(duplicates, "PROCESS_MIN_FILES", 10**9)
+    monkeypatch.setattr(duplicates, "PROCESS_MIN_BYTES", 1)  # a few bytes of files repay the processes here
     started = []
     real = duplicates.torch.utils.data.DataLoader
 
