@@ -149,8 +149,9 @@ def test_cache_makes_the_second_run_free_and_follows_content(tmp_path):
 
 
 def test_worker_processes_give_the_inline_result_and_fill_the_cache(tmp_path, monkeypatch):
-    """From PROCESS_MIN_FILES files or PROCESS_MIN_BYTES on, the hash pass runs in worker processes: same hashes, thumbnails, digests and
-    errors as inline, and the parent records the path index (a second run reads no image) and the cache entries."""
+    """From PROCESS_MIN_FILES files or PROCESS_MIN_BYTES on, the hash pass runs in worker processes: same hashes,
+    thumbnails, digests and errors as inline, and the parent records the path index (a second run reads no image)
+    and the cache entries."""
     import sys
 
     from monai_transfer.data import duplicates
