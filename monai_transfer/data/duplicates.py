@@ -655,12 +655,13 @@ def _as_is(x: Any) -> Any:
 @contextlib.contextmanager
 def _worker_results(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, processes: bool) -> Any:
     """An iterator of ``fn(item)`` in the order of ``items``: ``workers`` processes when ``processes`` and ``fork`` is
-    available (Linux; the ``fn`` closure is inherited, not pickled), else ``workers`` threads, else inline
-    (``workers`` 0)."""
+    available (Linux; the ``fn`` closure is inherited, not pickled) and the caller is not a daemonic process, else
+    ``workers`` threads, else inline (``workers`` 0)."""
     import multiprocessing
 
     if workers > 0 and processes and len(items) > 1 and sys.platform.startswith("linux"):
-        if "fork" in multiprocessing.get_all_start_methods():
+        # a daemonic process (e.g. a DataLoader worker itself) may not start children: threads there
+        if "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon:
             loader = torch.utils.data.DataLoader(
                 _Calls(fn, items), batch_size=max(1, min(_CHUNK, len(items) // (4 * workers))), num_workers=workers,
                 collate_fn=_as_is,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import logging
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -152,8 +153,6 @@ def test_worker_processes_give_the_inline_result_and_fill_the_cache(tmp_path, mo
     """From PROCESS_MIN_FILES files or PROCESS_MIN_BYTES on, the hash pass runs in worker processes: same hashes,
     thumbnails, digests and errors as inline, and the parent records the path index (a second run reads no image)
     and the cache entries."""
-    import sys
-
     from monai_transfer.data import duplicates
 
     paths, _ = _write_set(tmp_path / "img", n_base=3)
@@ -190,6 +189,31 @@ def test_worker_processes_give_the_inline_result_and_fill_the_cache(tmp_path, mo
     again = hash_files(paths[:-2], cache_dir=tmp_path / "cache", loader=counting, num_workers=2)
     assert calls == [] and again.n_cached == len(paths) - 2
     np.testing.assert_array_equal(again.hashes, inline.hashes[:-2])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="worker processes are started by fork on Linux only")
+def test_a_daemonic_caller_hashes_in_threads(tmp_path, monkeypatch):
+    """A daemonic process (a DataLoader worker, say) may not start children: the pass uses threads there."""
+    import multiprocessing
+
+    from monai_transfer.data import duplicates
+
+    paths, _ = _write_set(tmp_path / "img", n_base=2)
+    monkeypatch.setattr(duplicates, "PROCESS_MIN_BYTES", 1)
+    ctx = multiprocessing.get_context("fork")
+    queue = ctx.Queue()
+
+    def child():
+        try:
+            queue.put(hash_files(paths, cache_dir=None, num_workers=2).hashes.tolist())
+        except BaseException as e:  # the parent asserts on it
+            queue.put(repr(e))
+
+    proc = ctx.Process(target=child, daemon=True)
+    proc.start()
+    got = queue.get(timeout=120)
+    proc.join(timeout=30)
+    assert got == hash_files(paths, cache_dir=None, num_workers=0).hashes.tolist()
 
 
 def test_unreadable_files_are_recorded_and_identical_bytes_still_pair(tmp_path):
