@@ -72,6 +72,7 @@ __all__ = [
     "QUICK_RECIPE",
     "CLASS_NAMES",
     "CV_FOLDS",
+    "FINAL_MODELS",
     "write_volumes",
     "inference_overrides",
     "evaluate_split",
@@ -218,39 +219,82 @@ def _prepare(npz: Path, quick: bool) -> tuple[Path, Path, list[dict[str, Any]], 
     return dl_csv, val_csv, train_items, val_items
 
 
+#: what val and test are scored with: ``single`` (the final fit on all train volumes, the protocol's model) or
+#: ``fold_ensemble`` (the CV fold models averaged, :func:`scripts.bench.accuracy_xray.fold_ensemble`: the models whose
+#: out-of-fold volumes fitted the temperature, the Platt step and the threshold; no final fit is trained)
+FINAL_MODELS = ("single", "fold_ensemble")
+
+
+def _reused_cv(work: Path, recipe: dict[str, Any], final_model: str) -> dict[str, Any]:
+    """``cv/cv.json`` of an earlier run in ``work`` (``--reuse-cv``), checked against ``recipe``."""
+    cv_json = work / "cv" / "cv.json"
+    summary = common.read_result(cv_json)
+    if summary is None:
+        raise FileNotFoundError(f"--reuse-cv: {cv_json} not found: run the CV with --work-dir {work} first")
+    ran = summary.get("overrides", {})
+    diff = {k: {"cv.json": ran[k], "now": v} for k, v in recipe.items() if k in ran and ran[k] != v}
+    if diff:
+        raise ValueError(f"--reuse-cv: {cv_json} was run with other settings: {diff}")
+    if final_model == "single" and not (work / "models" / "model.pt").is_file():
+        raise FileNotFoundError(f"--reuse-cv: {work / 'models' / 'model.pt'} not found (a CV-only run has no final "
+                                "fit)")  # fmt: skip
+    return summary
+
+
 def run(
     npz: Path, output: Path, recipe: dict[str, Any], test_npz: Path | None = None, quick: bool = False,
     n_bootstrap: int = 1000, folds: int = CV_FOLDS, work_dir: Path | None = None, cv_only: bool = False,
+    final_model: str = "single", reuse_cv: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
-    """CV on the train volumes, final fit, val (and test) scored once; writes ``output/results.json``."""
+    """CV on the train volumes, final fit, val (and test) scored once; writes ``output/results.json``.
+
+    ``final_model`` (:data:`FINAL_MODELS`) says what is scored; ``reuse_cv`` scores the CV (and final fit) already in
+    ``work_dir`` instead of training again (same recipe, checked)."""
     import torch
 
+    if final_model not in FINAL_MODELS:
+        raise ValueError(f"final_model must be one of {FINAL_MODELS}, got {final_model!r}")
+    if reuse_cv and work_dir is None:
+        raise ValueError("reuse_cv needs work_dir (the folder of the earlier run)")
     env, cpu0 = common.environment(), accuracy_xray._cpu_seconds()
     dl_csv, val_csv, train_items, val_items = _prepare(npz, quick)
     with tempfile.TemporaryDirectory(prefix="bench_vol_") as tmp:
         work = Path(work_dir) if work_dir is not None else Path(tmp)
         t0 = time.perf_counter()
-        summary = cross_validate(dl_csv, work, recipe, folds, final_fit=not cv_only, n_bootstrap=n_bootstrap)
+        if reuse_cv:
+            summary = _reused_cv(work, recipe, final_model)
+        else:
+            final_fit = not cv_only and final_model == "single"
+            summary = cross_validate(dl_csv, work, recipe, folds, final_fit=final_fit, n_bootstrap=n_bootstrap)
         train_s = time.perf_counter() - t0
         results: dict[str, Any] = {"cv": accuracy_xray.cv_block(summary), "selection": summary["selection"]}
         results["cv"]["volume_platt"] = (summary.get("calibration") or {}).get("volume_platt_selection")
         if not cv_only:
-            ckpt = work / "models" / "model.pt"
+            ckpt, scored = work / "models" / "model.pt", recipe
+            if final_model == "fold_ensemble":
+                ckpt, scored = accuracy_xray.fold_ensemble(work, recipe, BUNDLE, inference_overrides(recipe))
+                how = "none: the CV fold models averaged (fold_ensemble), scored with the OOF calibration and threshold"
+                results["selection"] = {**results["selection"], "final_fit": how}
             results["val"] = evaluate_split(ckpt, val_csv.parent / val_csv.stem[: -len("_labels")], val_csv,
-                                            work / "eval_val", recipe, n_bootstrap)  # fmt: skip
+                                            work / f"eval_val_{final_model}", scored, n_bootstrap)  # fmt: skip
             bundle_val = common.read_result(work / "eval" / "val" / "metrics.json") or {}
-            results["val"]["bundle_report_auc"] = bundle_val.get("metrics", {}).get("auc")
+            if final_model == "single":
+                results["val"]["bundle_report_auc"] = bundle_val.get("metrics", {}).get("auc")
             if test_npz is not None:
                 test_csv, _ = write_volumes(Path(test_npz), "test", work / "test_volumes",
                                             QUICK_LIMITS["test"] if quick else None)  # fmt: skip
                 results["test"] = evaluate_split(ckpt, test_csv.parent / test_csv.stem[: -len("_labels")], test_csv,
-                                                 work / "eval_test", recipe, n_bootstrap)  # fmt: skip
+                                                 work / f"eval_test_{final_model}", scored, n_bootstrap)  # fmt: skip
                 results["test"]["source"] = str(test_npz)
     cal = summary.get("calibration") or {}
     results["config"] = {
         **recipe,
         "bundle": "bundles/ct_slices/configs/train.json",
-        "protocol": f"{folds}-fold CV over the train volumes (val chooses nothing), final fit, val/test scored once",
+        "protocol": f"{folds}-fold CV over the train volumes (val chooses nothing), "
+        + ("final fit, " if final_model == "single" else "the fold models averaged (no final fit), ")
+        + "val/test scored once",
+        "final_model": final_model,
+        "reused_cv": str(work / "cv" / "cv.json") if reuse_cv else None,
         "evaluation": "monai_transfer.evaluate.evaluate_bundle (python -m monai_transfer.evaluate)",
         "data": str(npz),
         "counts": {"train": len(train_items), "val": len(val_items)},
@@ -284,6 +328,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work-dir", type=Path, default=None,
                         help="keep the run folder here (models, cv/oof and eval_val predictions); default a "
                         "temporary folder")  # fmt: skip
+    parser.add_argument("--final-model", choices=FINAL_MODELS, default="single",
+                        help="what val/test are scored with: the final fit (default, the protocol's model) or the CV "
+                        "fold models averaged (no final fit)")  # fmt: skip
+    parser.add_argument("--reuse-cv", action="store_true",
+                        help="score the CV (and final fit) already in --work-dir instead of training")  # fmt: skip
     args = parser.parse_args(argv)
     common.set_command(__file__, argv)
     common.set_threads(args.threads)
@@ -295,7 +344,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else (50 if args.quick else 1000)
     folds = args.folds if args.folds is not None else (2 if args.quick else CV_FOLDS)
     res = run(args.npz, args.output, recipe, args.test, quick=args.quick, n_bootstrap=n_boot, folds=folds,
-              work_dir=args.work_dir)  # fmt: skip
+              work_dir=args.work_dir, final_model=args.final_model, reuse_cv=args.reuse_cv)  # fmt: skip
     cv = res["cv"]
     print(f"CV ({folds} folds, train only): mean fold AUC {cv['mean_fold_auc']:.4f}  OOF AUC {cv['oof_auc']}"
           f" {cv['oof_auc_ci95']}  OOF ECE {cv['oof_ece_before']} -> {cv['oof_ece_after']}"

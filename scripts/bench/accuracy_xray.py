@@ -377,10 +377,13 @@ def shift_probs(
     )
 
 
-def fold_ensemble(work_dir: Path, recipe: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
+def fold_ensemble(
+    work_dir: Path, recipe: dict[str, Any], bundle: Path = BUNDLE, overrides: dict[str, Any] | None = None
+) -> tuple[Path, dict[str, Any]]:
     """The CV fold models (``cv/fold_<k>/models/model.pt``) combined into one ``ProbabilityEnsemble`` checkpoint
-    (``models/fold_ensemble/model.pt``, with the OOF ``calibration.json`` beside it); returns it and the recipe with
-    ``num_members`` (the bundle's ensemble id)."""
+    (``models/fold_ensemble/model.pt``, with the OOF ``calibration.json`` and ``threshold.json`` beside it); returns it
+    and the recipe with ``num_members`` (the bundle's ensemble id). ``bundle`` is the bundle folder whose
+    ``inference.json`` builds the members, with ``overrides`` (default this script's :func:`inference_overrides`)."""
     from monai.bundle import ConfigParser
 
     from monai_transfer.networks.nets import save_ensemble_checkpoint
@@ -389,15 +392,16 @@ def fold_ensemble(work_dir: Path, recipe: dict[str, Any]) -> tuple[Path, dict[st
     if len(members) < 2:
         raise RuntimeError(f"{work_dir}/cv holds {len(members)} fold model(s); a fold ensemble needs 2 or more")
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.json"))
-    parser.update(pairs={**inference_overrides(recipe), "bundle_root": str(BUNDLE)})
+    parser.read_config(str(Path(bundle) / "configs" / "inference.json"))
+    ids = inference_overrides(recipe) if overrides is None else overrides
+    parser.update(pairs={**ids, "bundle_root": str(bundle)})
     parser.get_parsed_content("imports")
     dest = Path(work_dir) / "models" / "fold_ensemble" / "model.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_ensemble_checkpoint(parser.get_parsed_content("member_def"), [str(m) for m in members], dest)
-    cal = Path(work_dir) / "models" / "calibration.json"
-    if cal.is_file():
-        shutil.copyfile(cal, dest.parent / "calibration.json")
+    for name in ("calibration.json", "threshold.json"):  # the OOF choices, for the ensemble of the same fold models
+        if (Path(work_dir) / "models" / name).is_file():
+            shutil.copyfile(Path(work_dir) / "models" / name, dest.parent / name)
     return dest, {**recipe, "num_members": len(members)}
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from scripts.bench import common, recipe_volume
 from tests.utils import ADRENAL_NPZ, REPO_ROOT, requires_shared_data
@@ -38,7 +39,9 @@ def test_accuracy_volume_quick_cv_protocol_with_test_split(tmp_path, monkeypatch
     with np.load(ADRENAL_NPZ) as z:
         np.savez(tmp_path / "t.npz", test_images=z["val_images"][:8], test_labels=z["val_labels"][:8])
     out = tmp_path / "v"
-    res = mod.main(["--quick", "--threads", "1", "--test", str(tmp_path / "t.npz"), "--output", str(out)])
+    work = tmp_path / "work"
+    res = mod.main(["--quick", "--threads", "1", "--test", str(tmp_path / "t.npz"), "--output", str(out),
+                    "--work-dir", str(work)])  # fmt: skip
     saved = json.loads((out / "results.json").read_text())
     assert set(saved) == {"val", "test", "cv", "selection", "config", "env"}
     for split, n in (("val", 12), ("test", 8)):
@@ -57,6 +60,18 @@ def test_accuracy_volume_quick_cv_protocol_with_test_split(tmp_path, monkeypatch
     if cv["chosen"]["temperature"] != 1.0:
         assert saved["val"]["ece"] != saved["val"]["ece_uncalibrated"]  # the temperature was applied
     assert saved["config"]["counts"] == {"train": 16, "val": 12} and saved["config"]["quick"] is True
+    # the same CV scored with its fold models averaged (no training): same OOF threshold, another model
+    ens = mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "e"), "--work-dir", str(work),
+                    "--reuse-cv", "--final-model", "fold_ensemble"])  # fmt: skip
+    assert ens["config"]["final_model"] == "fold_ensemble"
+    assert ens["config"]["reused_cv"] == str(work / "cv" / "cv.json")
+    assert ens["val"]["n"] == 12 and ens["val"]["threshold"] == saved["val"]["threshold"]
+    assert ens["cv"]["chosen"] == saved["cv"]["chosen"] and "fold models averaged" in ens["selection"]["final_fit"]
+    member_keys = torch.load(work / "models" / "fold_ensemble" / "model.pt", map_location="cpu", weights_only=True)
+    assert {k.split(".")[1] for k in member_keys if k.startswith("members.")} == {"0", "1"}  # the 2 quick folds
+    with pytest.raises(ValueError, match="other settings"):
+        mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "x"), "--work-dir", str(work), "--reuse-cv",
+                  "--epochs", "3"])  # fmt: skip
 
 
 @pytest.mark.slow
