@@ -75,6 +75,8 @@ __all__ = [
     "FINAL_MODELS",
     "write_volumes",
     "inference_overrides",
+    "split_probabilities",
+    "score_probabilities",
     "evaluate_split",
     "threshold_method",
     "cross_validate",
@@ -156,18 +158,14 @@ def inference_overrides(recipe: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def evaluate_split(
-    ckpt: Path, images: Path, labels_csv: Path, out: Path, recipe: dict[str, Any], n_bootstrap: int,
-    batch_size: int = 32,
-) -> dict[str, Any]:  # fmt: skip
-    """Score one split volume by volume with ``monai_transfer.evaluate.evaluate_bundle`` (calibrated, and once more
-    without the temperature for ``ece_uncalibrated``) at the threshold chosen out-of-fold; AUC/ACC with CIs, ECE."""
+def split_probabilities(
+    ckpt: Path, images: Path, labels_csv: Path, out: Path, recipe: dict[str, Any], batch_size: int = 32
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Labels and positive-class volume probabilities of one split through ``monai_transfer.evaluate.evaluate_bundle``:
+    ``(y, {"cal": calibrated, "raw": without the temperature and Platt step})``, volumes in path order."""
     from monai_transfer.evaluate import evaluate_bundle
-    from monai_transfer.metrics.threshold import load_threshold
-    from monai_transfer.metrics.volume_calibration import positive_class_ece
 
-    t0 = time.perf_counter()
-    probs, y = {}, None
+    probs, y = {}, np.zeros(0, dtype=int)
     for tag, kw in (("cal", {}), ("raw", {"calibration": "none", "threshold": 0.5})):  # raw: for the ECE only
         res = evaluate_bundle(
             BUNDLE, images, out / tag, labels=labels_csv, ckpt=ckpt, n_bootstrap=0, batch_size=batch_size,
@@ -179,11 +177,32 @@ def evaluate_split(
         preds = sorted((p for p in res.predictions if p.label is not None), key=lambda p: str(p.path))
         y = np.asarray([p.label for p in preds])
         probs[tag] = np.asarray([float(np.asarray(p.probs).reshape(-1)[1]) for p in preds])
-    thr = float(load_threshold(ckpt.parent / "threshold.json"))
-    out_s = accuracy_xray.summarise(probs["cal"], y, thr, n_bootstrap, CLASS_NAMES, y_prob_uncalibrated=probs["raw"])
-    out_s.update({"eval_wall_s": round(time.perf_counter() - t0, 1), "level": "volume"})
+    return y, probs
+
+
+def score_probabilities(y: np.ndarray, probs: dict[str, np.ndarray], threshold: float, n_bootstrap: int) -> dict:
+    """AUC/ACC with CIs, ECE (top-label and positive-class, calibrated and raw) at ``threshold``."""
+    from monai_transfer.metrics.volume_calibration import positive_class_ece
+
+    out_s = accuracy_xray.summarise(probs["cal"], y, threshold, n_bootstrap, CLASS_NAMES,
+                                    y_prob_uncalibrated=probs["raw"])  # fmt: skip
     out_s.update({f"ece_positive_class{s}": round(positive_class_ece(probs[tag], y), 4)
                   for s, tag in (("", "cal"), ("_uncalibrated", "raw"))})  # fmt: skip
+    return out_s
+
+
+def evaluate_split(
+    ckpt: Path, images: Path, labels_csv: Path, out: Path, recipe: dict[str, Any], n_bootstrap: int,
+    batch_size: int = 32,
+) -> dict[str, Any]:  # fmt: skip
+    """Score one split volume by volume with ``monai_transfer.evaluate.evaluate_bundle`` (calibrated, and once more
+    without the temperature for ``ece_uncalibrated``) at the threshold chosen out-of-fold; AUC/ACC with CIs, ECE."""
+    from monai_transfer.metrics.threshold import load_threshold
+
+    t0 = time.perf_counter()
+    y, probs = split_probabilities(ckpt, images, labels_csv, out, recipe, batch_size)
+    out_s = score_probabilities(y, probs, float(load_threshold(ckpt.parent / "threshold.json")), n_bootstrap)
+    out_s.update({"eval_wall_s": round(time.perf_counter() - t0, 1), "level": "volume"})
     return out_s
 
 
