@@ -67,6 +67,8 @@ from monai.data import DataLoader, Dataset, MetaTensor, ThreadDataLoader
 from monai.transforms import Compose, RandomizableTrait, Transform
 from monai.utils import optional_import
 
+from monai_transfer.data._workers import CallItems, as_is
+
 tqdm, has_tqdm = optional_import("tqdm", name="tqdm")
 
 __all__ = [
@@ -520,21 +522,6 @@ class _Filler:
         return None
 
 
-class _FillItems(torch.utils.data.Dataset):
-    def __init__(self, filler: _Filler, indices: Sequence[int]):
-        self.filler, self.indices = filler, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, j: int) -> Any:
-        return self.filler(self.indices[j])
-
-
-def _identity(x: Any) -> Any:
-    return x
-
-
 def _fill(filler: _Filler, indices: Sequence[int], num_workers: int, progress: bool, desc: str) -> list[Any]:
     """Run ``filler`` over ``indices`` in ``num_workers`` processes (0: here), with a progress bar; results in order."""
     import pickle
@@ -544,8 +531,8 @@ def _fill(filler: _Filler, indices: Sequence[int], num_workers: int, progress: b
         return []
     if num_workers > 0 and len(indices) > 1:
         loader: Any = torch.utils.data.DataLoader(
-            _FillItems(filler, indices), batch_size=None, num_workers=min(num_workers, len(indices)),
-            collate_fn=_identity,
+            CallItems(filler, indices), batch_size=None, num_workers=min(num_workers, len(indices)),
+            collate_fn=as_is,
         )  # fmt: skip
     else:
         loader = (filler(i) for i in indices)

@@ -96,6 +96,7 @@ from monai_transfer.data._similarity import (
     rank_thumbnail,
     verify_pairs,
 )
+from monai_transfer.data._workers import CallItems, as_is
 
 __all__ = [
     "DUPLICATE_MODES",
@@ -635,23 +636,6 @@ def _worth_processes(paths: Sequence[Any]) -> bool:
     return False
 
 
-class _Calls(torch.utils.data.Dataset):
-    """``fn(items[k])`` as a map-style data set (worker processes run it after a fork: nothing is pickled)."""
-
-    def __init__(self, fn: Callable[[Any], Any], items: Sequence[Any]):
-        self.fn, self.items = fn, items
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, k: int) -> Any:
-        return self.fn(self.items[k])
-
-
-def _as_is(x: Any) -> Any:
-    return x
-
-
 @contextlib.contextmanager
 def _worker_results(fn: Callable[[Any], Any], items: Sequence[Any], workers: int, processes: bool) -> Any:
     """An iterator of ``fn(item)`` in the order of ``items``: ``workers`` processes when ``processes`` and ``fork`` is
@@ -663,8 +647,8 @@ def _worker_results(fn: Callable[[Any], Any], items: Sequence[Any], workers: int
         # a daemonic process (e.g. a DataLoader worker itself) may not start children: threads there
         if "fork" in multiprocessing.get_all_start_methods() and not multiprocessing.current_process().daemon:
             loader = torch.utils.data.DataLoader(
-                _Calls(fn, items), batch_size=max(1, min(_CHUNK, len(items) // (4 * workers))), num_workers=workers,
-                collate_fn=_as_is,
+                CallItems(fn, items), batch_size=max(1, min(_CHUNK, len(items) // (4 * workers))), num_workers=workers,
+                collate_fn=as_is,
                 multiprocessing_context="fork", prefetch_factor=4,
             )  # fmt: skip
             yield itertools.chain.from_iterable(loader)  # chunks: one inter-process message per chunk of files

@@ -40,6 +40,9 @@ Usage (from the repository root)::
     python -m scripts.bench.accuracy_volume --output benchmarks/results/accuracy_volume
     python -m scripts.bench.accuracy_volume --test adrenalmnist3d_64_test.npz --output /tmp/vol
     python -m scripts.bench.accuracy_volume --quick --output /tmp/vol_quick
+    python -m scripts.bench.accuracy_volume --work-dir /tmp/vol_run --output /tmp/vol        # keep the run folder
+    python -m scripts.bench.accuracy_volume --work-dir /tmp/vol_run --reuse-cv --final-model fold_ensemble \
+        --output /tmp/vol_ens    # score the same CV's fold models averaged (a variant; no training)
 
 The maintainers score a held-out split with the path form, which runs the same module::
 

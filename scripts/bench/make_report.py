@@ -435,6 +435,46 @@ def _accuracy_volume(results: Path) -> list[str]:
     return out
 
 
+def _volume_final_model(results: Path) -> list[str]:
+    """Section 3c: the final fit against the CV fold models averaged (val variant and nested CV on train)."""
+    ens = _load(results / "accuracy_volume_fold_ensemble" / "results.json")
+    nested = _load(results / "nested_volume" / "results.json")
+    out = ["## 3c. ct_slices: the final fit or the CV fold models averaged?", ""]
+    if ens is None and nested is None:
+        return out + ["Not run.", ""]
+    if nested is not None:
+        c, v = nested["config"], nested["verdict"]
+        out += [
+            f"Nested CV on the train volumes (`nested_volume.py`): the protocol inside each of the {c['outer_folds']} "
+            f"outer folds ({c['inner_folds']}-fold inner CV and final fit on the outer train volumes), both arms "
+            "scored on the outer held-out volumes, pooled; val and test unused.",
+            "",
+            "| arm | n | AUC [95% CI] | ACC | ECE | positive-class ECE | NLL | Brier | fold AUCs |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for arm, r in nested["arms"].items():
+            folds = ", ".join(f"{x:.3f}" for x in r["fold_auc"])
+            out.append(
+                f"| {arm} | {r['n']} | {_ci(r, 'auc')} | {_f(r['acc'])} | {_f(r['ece'])} "
+                f"| {_f(r['ece_positive_class'])} | {_f(r['nll'])} | {_f(r['brier'])} | {folds} |"
+            )
+        out += ["", f"Pre-declared rule: {v['rule']}. Verdict: **{v['preferred']}**.", "", _prov(nested), ""]
+    if ens is not None:
+        r, cv = ens["val"], ens["cv"]
+        out += [
+            f"Val variant (`accuracy_volume.py --final-model fold_ensemble --reuse-cv`: the {cv['folds']} fold models "
+            "of section 3's run averaged, with its out-of-fold temperature, Platt step and threshold; reported, not "
+            "chosen): "
+            f"AUC {_ci(r, 'auc')}, ACC {_ci(r, 'acc')}, ECE {_f(r.get('ece'))}, positive-class ECE "
+            f"{_f(r.get('ece_positive_class'))}, sensitivity {_f(r.get('sensitivity'))}, specificity "
+            f"{_f(r.get('specificity'))} (n={r['n']}).",
+            "",
+            _prov(ens),
+            "",
+        ]
+    return out
+
+
 def _speed(results: Path, out_dir: Path) -> list[str]:
     out = ["## 4. Speed (ratios measured within one run)", ""]
     st = _load(results / "speed_train.json")
@@ -780,6 +820,8 @@ def _status(results: Path) -> list[str]:
         ("label_efficiency.py", results / "label_efficiency"),
         ("accuracy_volume.py", results / "accuracy_volume" / "results.json"),
         ("recipe_volume.py", results / "recipe_volume"),
+        ("accuracy_volume.py --final-model fold_ensemble", results / "accuracy_volume_fold_ensemble" / "results.json"),
+        ("nested_volume.py", results / "nested_volume" / "results.json"),
         ("speed_train.py", results / "speed_train.json"),
         ("speed_pipeline.py", results / "speed_pipeline.json"),
         ("volume_eval_memory.py", results / "volume_eval_memory.json"),
@@ -834,6 +876,7 @@ def build_report(results: Path, out_dir: Path) -> str:
     lines += _label_efficiency(results, out_dir)
     lines += _accuracy_volume(results)
     lines += _recipe_volume(results)
+    lines += _volume_final_model(results)
     lines += _speed(results, out_dir)
     lines += _dedup(results)
     lines += _dedup_variants(results)

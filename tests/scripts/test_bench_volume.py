@@ -69,6 +69,18 @@ def test_accuracy_volume_quick_cv_protocol_with_test_split(tmp_path, monkeypatch
     assert ens["cv"]["chosen"] == saved["cv"]["chosen"] and "fold models averaged" in ens["selection"]["final_fit"]
     member_keys = torch.load(work / "models" / "fold_ensemble" / "model.pt", map_location="cpu", weights_only=True)
     assert {k.split(".")[1] for k in member_keys if k.startswith("members.")} == {"0", "1"}  # the 2 quick folds
+    # nested CV on the same run: each outer fold's held-out volumes are outside its inner CV and final fit
+    nested = importlib.import_module("scripts.bench.nested_volume")
+    nres = nested.main(["--quick", "--threads", "1", "--work-dir", str(work), "--output", str(tmp_path / "n")])
+    assert set(nres["arms"]) == set(nested.ARMS) and all(a["n"] == 16 for a in nres["arms"].values())
+    assert nres["verdict"] == nested.verdict(nres["arms"]) and len(nres["inner_chosen"]) == 2
+    for k, outer in enumerate(nested.outer_folds(work)):
+        held = {Path(x["image"]).name for x in outer["val"]}
+        run = work / "nested" / f"outer_{k}" / "run"
+        inner = json.loads((run / "cv" / "final_datalists.json").read_text())
+        seen = {Path(x["image"]).name for split in ("train",) for x in inner[split]}
+        assert seen == {Path(x["image"]).name for x in outer["train"]} and not seen & held
+        assert {p.name for p in (work / "nested" / f"outer_{k}" / "heldout").iterdir()} == held
     with pytest.raises(ValueError, match="other settings"):
         mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "x"), "--work-dir", str(work), "--reuse-cv",
                   "--epochs", "3"])  # fmt: skip
