@@ -69,6 +69,7 @@ __all__ = [
     "compute_f1",
     "compute_calibration_bins",
     "compute_ece",
+    "compute_ece_noise_floor",
     "compute_brier",
     "compute_classification_metrics",
     "confidence_correct",
@@ -456,6 +457,33 @@ def compute_ece(y_prob: Any, y_true: Any, mode: str = "binary", n_bins: int = DE
     """
     p, y = prepare_inputs(y_prob, y_true, mode)
     return float(np.mean([_ece(c, r, n_bins) for c, r in confidence_correct(p, y, mode)]))
+
+
+def compute_ece_noise_floor(
+    y_prob: Any, n_bins: int = DEFAULT_ECE_BINS, n_draws: int = 1000, seed: int = 0
+) -> dict[str, float]:
+    """The ECE that sampling alone gives a PERFECTLY calibrated binary model with these probabilities on this many
+    cases: labels drawn ``Bernoulli(p)`` ``n_draws`` times, :func:`compute_ece` of each draw.
+
+    The binned ECE is biased upwards on small sets (each bin's accuracy is noisy), so an observed ECE is read against
+    this floor: one at or below its 95th percentile is what a calibrated model shows on a set of this size.
+
+    Args:
+        y_prob: ``(N,)`` positive-class probabilities (or ``(N, 2)`` / ``(N, 1)``, as :func:`compute_ece` accepts).
+        n_bins: the ECE's bins.
+        n_draws: label draws.
+        seed: seed of the draws (the same seed gives the same floor).
+
+    Returns:
+        ``{"mean", "p95", "n", "n_draws"}``.
+    """
+    p, _ = prepare_inputs(y_prob, np.zeros(len(np.asarray(y_prob)), dtype=np.int64), "binary")
+    q = p[:, 0]  # (N, 1): the positive class
+    rng = np.random.default_rng(seed)
+    conf, pred = np.maximum(q, 1.0 - q), (q >= 0.5)
+    eces = np.array([_ece(conf, (pred == (rng.random(len(q)) < q)).astype(np.float64), n_bins) for _ in range(n_draws)])
+    mean, p95 = float(eces.mean()), float(np.percentile(eces, 95))
+    return {"mean": mean, "p95": p95, "n": int(len(q)), "n_draws": int(n_draws)}
 
 
 def compute_brier(y_prob: Any, y_true: Any, mode: str = "binary") -> float:

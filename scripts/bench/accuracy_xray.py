@@ -258,10 +258,11 @@ def summarise(
     """AUC, ACC (at ``threshold``), ECE and more, with 95% stratified bootstrap CIs for AUC and ACC.
 
     ``y_prob`` are the probabilities the threshold applies to (calibrated when a temperature was fitted);
-    ``y_prob_uncalibrated`` adds ``ece_uncalibrated``.
+    ``y_prob_uncalibrated`` adds ``ece_uncalibrated``; ``ece_noise_floor`` is the ECE that sampling alone gives a
+    perfectly calibrated model with these probabilities on this many cases (:func:`compute_ece_noise_floor`).
     """
     from monai_transfer.metrics.bootstrap import bootstrap_ci
-    from monai_transfer.metrics.functional import compute_classification_metrics, compute_ece
+    from monai_transfer.metrics.functional import compute_classification_metrics, compute_ece, compute_ece_noise_floor
 
     names = list(class_names or CLASS_NAMES)
     m = compute_classification_metrics(y_prob, y_true, "binary", threshold, names)
@@ -279,6 +280,8 @@ def summarise(
     }
     if y_prob_uncalibrated is not None:
         out["ece_uncalibrated"] = compute_ece(y_prob_uncalibrated, y_true, "binary")
+    # the ECE a perfectly calibrated model with these probabilities shows on this many cases (sampling alone)
+    out["ece_noise_floor"] = compute_ece_noise_floor(y_prob)
     if n_bootstrap > 0:
         for key, metric in (("auc", "auc"), ("acc", "accuracy")):
             ci = bootstrap_ci(y_prob, y_true, metric, threshold=threshold, n_resamples=n_bootstrap, seed=0)

@@ -323,3 +323,22 @@ class TestWhereWeDifferFromMonai(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+def test_ece_noise_floor_is_what_a_calibrated_model_shows_and_shrinks_with_the_set():
+    """Labels drawn from the probabilities themselves (a perfectly calibrated model): the floor's mean is about their
+    average ECE, it shrinks as the set grows, it is seeded, and (N, 2) inputs give the (N,) result."""
+    from monai_transfer.metrics.functional import compute_ece, compute_ece_noise_floor
+
+    rng = np.random.default_rng(3)
+    small, large = rng.random(100), rng.random(3000)
+    f_small, f_large = compute_ece_noise_floor(small), compute_ece_noise_floor(large)
+    assert f_small == compute_ece_noise_floor(small) and f_small["n"] == 100 and f_small["n_draws"] == 1000
+    assert f_large["mean"] < f_small["mean"] / 3 and f_small["mean"] < f_small["p95"]
+    assert compute_ece_noise_floor(np.stack([1 - small, small], 1)) == f_small
+    draws = [compute_ece(small, (rng.random(100) < small).astype(int)) for _ in range(400)]
+    assert abs(np.mean(draws) - f_small["mean"]) < 0.1 * f_small["mean"]
+    assert 0.9 <= np.mean(np.asarray(draws) <= f_small["p95"]) <= 0.99
+    # a miscalibrated model (probabilities pushed to the extremes) sits far above the floor
+    sharp = np.clip((small - 0.5) * 3 + 0.5, 0, 1)
+    assert compute_ece(sharp, (rng.random(100) < small).astype(int)) > f_small["p95"]
