@@ -43,7 +43,9 @@ __all__ = [
     "preprocessing_probe",
     "compare_preprocessing_probes",
     "checkpoint_record_path",
+    "PER_CHECKPOINT_FIELDS",
     "write_checkpoint_record",
+    "write_ensemble_record",
     "read_checkpoint_record",
     "check_checkpoint_record",
 ]
@@ -248,6 +250,31 @@ def write_checkpoint_record(
     if extra:
         record["run"] = to_jsonable(dict(extra))
     return atomic_write_json(checkpoint_record_path(ckpt), record)
+
+
+#: record fields of one checkpoint file (what :func:`write_checkpoint_record` adds to the spec, and the run facts)
+PER_CHECKPOINT_FIELDS = ("format", "checkpoint", "weights_sha256", "created", "monai_transfer_version", "run")
+
+
+def write_ensemble_record(members: Sequence[str | os.PathLike], ckpt: str | os.PathLike) -> Path | None:
+    """The weights record of an ensemble checkpoint ``ckpt`` combined from ``members`` (e.g. by
+    :func:`monai_transfer.networks.nets.save_ensemble_checkpoint`): the members' settings (class names, image size,
+    normalisation, preprocessing probe), so that loading the ensemble checks them as for one model.
+
+    Returns:
+        the record's path, or None when a member has no record (nothing to check against).
+
+    Raises:
+        ValueError: the members were trained with different settings (not one ensemble); the message names them.
+    """
+    records = [read_checkpoint_record(m) for m in members]
+    if not records or any(r is None for r in records):
+        return None
+    specs = [{k: v for k, v in r.items() if k not in PER_CHECKPOINT_FIELDS} for r in records]  # type: ignore[union-attr]
+    differ = [str(m) for m, spec in zip(members, specs) if spec != specs[0]]
+    if differ:
+        raise ValueError(f"checkpoints {differ} were trained with other settings than {members[0]}: not one ensemble")
+    return write_checkpoint_record(ckpt, specs[0], {"ensemble_members": [str(m) for m in members]})
 
 
 def read_checkpoint_record(ckpt: str | os.PathLike) -> dict[str, Any] | None:

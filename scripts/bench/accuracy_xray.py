@@ -389,6 +389,7 @@ def fold_ensemble(
     ``inference.json`` builds the members, with ``overrides`` (default this script's :func:`inference_overrides`)."""
     from monai.bundle import ConfigParser
 
+    from monai_transfer.networks.checkpoint_record import write_ensemble_record
     from monai_transfer.networks.nets import save_ensemble_checkpoint
 
     members = sorted((Path(work_dir) / "cv").glob("fold_*/models/model.pt"), key=lambda p: int(p.parts[-3][5:]))
@@ -402,32 +403,11 @@ def fold_ensemble(
     dest = Path(work_dir) / "models" / "fold_ensemble" / "model.pt"
     dest.parent.mkdir(parents=True, exist_ok=True)
     save_ensemble_checkpoint(parser.get_parsed_content("member_def"), [str(m) for m in members], dest)
-    _ensemble_record(members, dest)
+    write_ensemble_record(members, dest)  # loading the ensemble checks the members' settings
     for name in ("calibration.json", "threshold.json"):  # the OOF choices, for the ensemble of the same fold models
         if (Path(work_dir) / "models" / name).is_file():
             shutil.copyfile(Path(work_dir) / "models" / name, dest.parent / name)
     return dest, {**recipe, "num_members": len(members)}
-
-
-#: weights-record fields that differ between checkpoints of the same settings (the rest must agree across members)
-_PER_CHECKPOINT = ("format", "checkpoint", "weights_sha256", "created", "monai_transfer_version", "run")
-
-
-def _ensemble_record(members: list[Path], dest: Path) -> None:
-    """The weights record (``model.json``) of the ensemble checkpoint ``dest``: the members' settings (class names,
-    image size, normalisation, preprocessing probe), which must agree, so that loading it checks them as for one
-    model; none when a member has no record."""
-    from monai_transfer.networks.checkpoint_record import read_checkpoint_record, write_checkpoint_record
-
-    records = [read_checkpoint_record(m) for m in members]
-    if any(r is None for r in records):
-        return
-    specs = [{k: v for k, v in r.items() if k not in _PER_CHECKPOINT} for r in records]  # type: ignore[union-attr]
-    spec = specs[0]
-    differ = [str(m) for m, sp in zip(members, specs) if sp != spec]
-    if differ:
-        raise RuntimeError(f"fold models {differ} were trained with other settings than {members[0]}: not one ensemble")
-    write_checkpoint_record(dest, spec, {"fold_ensemble_members": [str(m) for m in members]})
 
 
 def _subsample(y: np.ndarray, n: int, seed: int = 0) -> np.ndarray:

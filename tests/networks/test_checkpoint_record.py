@@ -25,6 +25,7 @@ from monai_transfer.networks.checkpoint_record import (
     model_spec,
     read_checkpoint_record,
     write_checkpoint_record,
+    write_ensemble_record,
 )
 from monai_transfer.utils.io import atomic_torch_save, sha256_file
 
@@ -75,6 +76,28 @@ def test_record_round_trip_and_mismatch_names_both_values(tmp_path):
     other = dict(trained, preprocessing_sha256="0" * 64)
     with pytest.raises(CheckpointConfigMismatchError, match="preprocessing_sha256"):
         check_checkpoint_record(ckpt, other)
+
+
+def test_ensemble_record_carries_the_members_settings_and_refuses_mixed_members(tmp_path):
+    spec = model_spec("tf_efficientnet_lite0", ["no", "yes"], 64)
+    members = [_ckpt(tmp_path / f"fold_{k}", seed=k) for k in range(2)]
+    for m in members:
+        write_checkpoint_record(m, spec, extra={"epochs": 3})
+    ens = tmp_path / "ensemble" / "model.pt"
+    atomic_torch_save({"members.0.weight": torch.zeros(1)}, ens)
+    assert write_ensemble_record(members, ens) == checkpoint_record_path(ens)
+    record = read_checkpoint_record(ens)
+    assert record["weights_sha256"] == sha256_file(ens)
+    assert record["run"] == {"ensemble_members": [str(m) for m in members]}
+    assert check_checkpoint_record(ens, spec)["image_size"] == 64  # checked as one model
+    with pytest.raises(CheckpointConfigMismatchError, match="image_size 64, config says 128"):
+        check_checkpoint_record(ens, model_spec("tf_efficientnet_lite0", ["no", "yes"], 128))
+    # members of other settings are not one ensemble; a member without a record leaves nothing to check
+    write_checkpoint_record(members[1], model_spec("tf_efficientnet_lite0", ["no", "yes"], 128))
+    with pytest.raises(ValueError, match="other settings"):
+        write_ensemble_record(members, ens)
+    checkpoint_record_path(members[1]).unlink()
+    assert write_ensemble_record(members, ens) is None
 
 
 def test_missing_damaged_and_stale_records(tmp_path, caplog):

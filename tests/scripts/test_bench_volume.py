@@ -70,7 +70,7 @@ def test_accuracy_volume_quick_cv_protocol_with_test_split(tmp_path, monkeypatch
     member_keys = torch.load(work / "models" / "fold_ensemble" / "model.pt", map_location="cpu", weights_only=True)
     assert {k.split(".")[1] for k in member_keys if k.startswith("members.")} == {"0", "1"}  # the 2 quick folds
     record = json.loads((work / "models" / "fold_ensemble" / "model.json").read_text())  # checked when loaded
-    assert record["image_size"] == 32 and len(record["run"]["fold_ensemble_members"]) == 2
+    assert record["image_size"] == 32 and len(record["run"]["ensemble_members"]) == 2
     # nested CV on the same run: each outer fold's held-out volumes are outside its inner CV and final fit
     nested = importlib.import_module("scripts.bench.nested_volume")
     nres = nested.main(["--quick", "--threads", "1", "--work-dir", str(work), "--output", str(tmp_path / "n")])
