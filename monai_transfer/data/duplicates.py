@@ -625,7 +625,7 @@ def _worth_processes(paths: Sequence[Any]) -> bool:
     if len(paths) >= PROCESS_MIN_FILES:
         return True
     total = 0
-    for p in paths if len(paths) > 1 else ():
+    for p in paths:
         try:
             q = Path(p)
             total += sum(f.stat().st_size for f in q.iterdir()) if q.is_dir() else q.stat().st_size

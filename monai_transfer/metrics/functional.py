@@ -478,12 +478,11 @@ def compute_ece_noise_floor(
         ``{"mean", "p95", "n", "n_draws"}``.
     """
     p, _ = prepare_inputs(y_prob, np.zeros(len(np.asarray(y_prob)), dtype=np.int64), "binary")
-    q = p[:, 0]  # (N, 1): the positive class
-    rng = np.random.default_rng(seed)
-    conf, pred = np.maximum(q, 1.0 - q), (q >= 0.5)
-    eces = np.array([_ece(conf, (pred == (rng.random(len(q)) < q)).astype(np.float64), n_bins) for _ in range(n_draws)])
+    rng = np.random.default_rng(seed)  # p: (N, 1), the positive class
+    draws = ((rng.random(p.shape) < p).astype(np.float64) for _ in range(n_draws))
+    eces = np.array([_ece(*confidence_correct(p, y, "binary")[0], n_bins) for y in draws])
     mean, p95 = float(eces.mean()), float(np.percentile(eces, 95))
-    return {"mean": mean, "p95": p95, "n": int(len(q)), "n_draws": int(n_draws)}
+    return {"mean": mean, "p95": p95, "n": int(len(p)), "n_draws": int(n_draws)}
 
 
 def compute_brier(y_prob: Any, y_true: Any, mode: str = "binary") -> float:

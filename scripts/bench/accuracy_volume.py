@@ -299,8 +299,8 @@ def run(
                 results["selection"] = {**results["selection"], "final_fit": how}
             results["val"] = evaluate_split(ckpt, val_csv.parent / val_csv.stem[: -len("_labels")], val_csv,
                                             work / f"eval_val_{final_model}", scored, n_bootstrap)  # fmt: skip
-            bundle_val = common.read_result(work / "eval" / "val" / "metrics.json") or {}
-            if final_model == "single":
+            if final_model == "single":  # the final fit's own val report (a fold ensemble has none)
+                bundle_val = common.read_result(work / "eval" / "val" / "metrics.json") or {}
                 results["val"]["bundle_report_auc"] = bundle_val.get("metrics", {}).get("auc")
             if test_npz is not None:
                 test_csv, _ = write_volumes(Path(test_npz), "test", work / "test_volumes",

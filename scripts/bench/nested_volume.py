@@ -136,36 +136,27 @@ def nested_fold(
     return out
 
 
-def _nll_brier(p: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    q = np.clip(p, 1e-7, 1 - 1e-7)
-    return float(-np.mean(y * np.log(q) + (1 - y) * np.log(1 - q))), float(np.mean((p - y) ** 2))
-
-
 def pooled_scores(folds: list[dict[str, Any]], arm: str, n_bootstrap: int) -> dict[str, Any]:
     """One arm's held-out predictions pooled over the outer folds (ACC at each fold's own threshold)."""
     from monai_transfer.metrics.bootstrap import bootstrap_ci
-    from monai_transfer.metrics.functional import compute_classification_metrics, compute_ece
-    from monai_transfer.metrics.volume_calibration import positive_class_ece
+    from monai_transfer.metrics.functional import compute_auc, compute_brier, compute_ece
+    from monai_transfer.metrics.volume_calibration import platt_nll, positive_class_ece
 
     y = np.concatenate([f[arm]["y"] for f in folds])
     p = np.concatenate([f[arm]["probs"]["cal"] for f in folds])
     correct = np.concatenate([(f[arm]["probs"]["cal"] >= f[arm]["threshold"]) == f[arm]["y"] for f in folds])
-    per_fold = [accuracy_volume.score_probabilities(f[arm]["y"], f[arm]["probs"], f[arm]["threshold"], 0)
-                for f in folds]  # fmt: skip
-    nll, brier = _nll_brier(p, y)
     ci = bootstrap_ci(p, y, "auc", n_resamples=n_bootstrap, seed=0) if n_bootstrap else None
-    auc = float(compute_classification_metrics(p, y, "binary", 0.5, accuracy_volume.CLASS_NAMES)["auc"])
     return {
         "n": int(len(y)),
-        "auc": auc,
+        "auc": float(compute_auc(p, y, "binary")),
         "auc_ci95": [ci["lower"], ci["upper"]] if ci else None,
         "acc": float(np.mean(correct)),
         "ece": float(compute_ece(p, y, "binary")),
         "ece_positive_class": float(positive_class_ece(p, y)),
-        "nll": nll,
-        "brier": brier,
-        "fold_auc": [r["auc"] for r in per_fold],
-        "fold_ece": [r["ece"] for r in per_fold],
+        "nll": platt_nll(p, y),  # slope 1, intercept 0: the NLL of the probabilities themselves
+        "brier": float(compute_brier(p, y, "binary")),
+        "fold_auc": [float(compute_auc(f[arm]["probs"]["cal"], f[arm]["y"], "binary")) for f in folds],
+        "fold_ece": [float(compute_ece(f[arm]["probs"]["cal"], f[arm]["y"], "binary")) for f in folds],
         "thresholds": [f[arm]["threshold"] for f in folds],
     }
 

@@ -321,10 +321,6 @@ class TestWhereWeDifferFromMonai(unittest.TestCase):
         self.assertTrue(np.isnan(per[2]))
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 def test_ece_noise_floor_is_what_a_calibrated_model_shows_and_shrinks_with_the_set():
     """Labels drawn from the probabilities themselves (a perfectly calibrated model): the floor's mean is about their
     average ECE, it shrinks as the set grows, it is seeded, and (N, 2) inputs give the (N,) result."""
@@ -342,3 +338,7 @@ def test_ece_noise_floor_is_what_a_calibrated_model_shows_and_shrinks_with_the_s
     # a miscalibrated model (probabilities pushed to the extremes) sits far above the floor
     sharp = np.clip((small - 0.5) * 3 + 0.5, 0, 1)
     assert compute_ece(sharp, (rng.random(100) < small).astype(int)) > f_small["p95"]
+
+
+if __name__ == "__main__":
+    unittest.main()
