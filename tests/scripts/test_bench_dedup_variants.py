@@ -39,5 +39,10 @@ def test_dedup_variants_quick(tmp_path):
     assert verified["links"] <= unverified["links"] and verified["mr_slice_pairs"] >= 10
     assert verified["neighbour_slice_pairs_linked"] <= unverified["neighbour_slice_pairs_linked"]
     assert (tmp_path / "dedup_variants.md").read_text().count("| recall: ") == len(dedup_variants.FAMILIES)
+    real = res["real_resolution"]  # quick: pydicom's own CT and MR images, 3 copies per family each
+    assert [x["file"] for x in real["sources"]] == ["CT_small.dcm", "MR_small.dcm"] and real["copies_per_family"] == 6
+    assert set(real["families"]) == set(dedup_variants.FAMILIES) and real["clusters_merging_two_originals"] == 0
+    assert real["families"]["gamma"]["recall"] == 1.0 and real["families"]["flip"]["recall"] == 1.0
+    assert all(0.0 <= r["recall"] <= 1.0 for r in real["families"].values())
     text = make_report.build_report(tmp_path, tmp_path / "r")
     assert "## 5b. Data audit: processed copies" in text and "quick mode" in text
