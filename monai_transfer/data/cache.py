@@ -798,19 +798,15 @@ class BatchNormalize:
         meta = x if isinstance(x, MetaTensor) else None
         x = x.as_tensor() if meta is not None else x  # plain arithmetic: MONAI's track_meta switch is process-wide
         dtype = torch.promote_types(x.dtype, torch.float32) if torch.is_floating_point(x) else torch.float32
-        if len(mean) > 1 and x.shape[1] == 1 and self.t.repeat_channels:
-            sources = [0] * len(mean)  # grey -> RGB: each output channel from the one grey channel
-        elif len(mean) > 1 and x.shape[1] != len(mean):
+        grey_to_rgb = len(mean) > 1 and x.shape[1] == 1 and self.t.repeat_channels
+        if len(mean) > 1 and x.shape[1] != len(mean) and not grey_to_rgb:
             raise ValueError(f"batch has {x.shape[1]} channels but mean/std have {len(mean)} values (mean={mean}).")
-        else:
-            sources = list(range(x.shape[1]))
-        out = torch.empty((x.shape[0], len(sources)) + tuple(x.shape[2:]), dtype=dtype, device=x.device)
-        m = torch.as_tensor(mean, dtype=dtype, device=x.device)
-        s = torch.as_tensor(std, dtype=dtype, device=x.device)
-        for c, src in enumerate(sources):  # (x - mean[c]) / std[c], written once into the output channel
-            k = c if len(mean) > 1 else 0  # m[k : k + 1] has a dimension: a float16 x is computed in float32
-            torch.sub(x[:, src], m[k : k + 1], out=out[:, c])
-            torch.div(out[:, c], s[k], out=out[:, c])
+        # (x - mean[c]) / std[c] per channel, broadcast: one grey channel feeds every output channel (grey -> RGB), one
+        # mean/std value every channel; (1, C, 1, ...) stats have a dimension, so a float16 x is computed in float32.
+        # Two passes over the output (no per-channel strided writes): the same values as the per-item transform
+        shape = (1, len(mean)) + (1,) * (x.ndim - 2)
+        out = torch.sub(x, torch.as_tensor(mean, dtype=dtype, device=x.device).view(shape))
+        out.div_(torch.as_tensor(std, dtype=dtype, device=x.device).view(shape))
         if meta is None:
             return out
         out = MetaTensor(out, meta=meta.meta, applied_operations=meta.applied_operations)
