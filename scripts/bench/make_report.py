@@ -462,13 +462,16 @@ def _volume_final_model(results: Path) -> list[str]:
             f"outer folds ({c['inner_folds']}-fold inner CV and final fit on the outer train volumes), both arms "
             "scored on the outer held-out volumes, pooled; val and test unused.",
             "",
-            "| arm | n | AUC [95% CI] | ACC | ECE | positive-class ECE | NLL | Brier | fold AUCs |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| arm | n | AUC [95% CI] | ACC | ECE | ECE of a calibrated model: mean / 95th pct | positive-class ECE "
+            "| NLL | Brier | fold AUCs |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         for arm, r in nested["arms"].items():
             folds = ", ".join(f"{x:.3f}" for x in r["fold_auc"])
+            floor = r.get("ece_noise_floor")
+            floor_s = f"{_f(floor['mean'])} / {_f(floor['p95'])}" if floor else "-"
             out.append(
-                f"| {arm} | {r['n']} | {_ci(r, 'auc')} | {_f(r['acc'])} | {_f(r['ece'])} "
+                f"| {arm} | {r['n']} | {_ci(r, 'auc')} | {_f(r['acc'])} | {_f(r['ece'])} | {floor_s} "
                 f"| {_f(r['ece_positive_class'])} | {_f(r['nll'])} | {_f(r['brier'])} | {folds} |"
             )
         out += ["", f"Pre-declared rule: {v['rule']}. Verdict: **{v['preferred']}**.", "", _prov(nested), ""]

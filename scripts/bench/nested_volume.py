@@ -42,6 +42,7 @@ Usage (from the repository root)::
     python -m scripts.bench.accuracy_volume --work-dir /tmp/vol_run --output /tmp/vol   # the outer CV
     python -m scripts.bench.nested_volume --work-dir /tmp/vol_run --output benchmarks/results/nested_volume
     python -m scripts.bench.nested_volume --quick --work-dir /tmp/vol_quick_run --output /tmp/nested_quick
+    python -m scripts.bench.nested_volume --rescore --work-dir /tmp/vol_run --output DIR   # kept predictions only
 """
 
 from __future__ import annotations
@@ -66,7 +67,17 @@ if __name__ == "__main__" and not __package__:  # run as a path (python scripts/
 
 from scripts.bench import accuracy_volume, accuracy_xray, common
 
-__all__ = ["ARMS", "AUC_TOLERANCE", "INNER_FOLDS", "outer_folds", "nested_fold", "pooled_scores", "verdict", "main"]
+__all__ = [
+    "ARMS",
+    "AUC_TOLERANCE",
+    "INNER_FOLDS",
+    "outer_folds",
+    "nested_fold",
+    "kept_fold",
+    "pooled_scores",
+    "verdict",
+    "main",
+]
 
 #: the two models compared (``accuracy_volume.FINAL_MODELS``)
 ARMS = ("single", "fold_ensemble")
@@ -136,10 +147,33 @@ def nested_fold(
     return out
 
 
+def kept_fold(fold_dir: Path) -> dict[str, Any]:
+    """What :func:`nested_fold` returned for ``fold_dir``, from the files it kept (``--rescore``): each arm's held-out
+    predictions (``eval_<arm>/{cal,raw}/predictions.csv``: label, positive-class probability, threshold) and the inner
+    CV's choices (``run/cv/cv.json``); no model is trained or run."""
+    out: dict[str, Any] = {"chosen": common.read_result(fold_dir / "run" / "cv" / "cv.json")["chosen"]}
+    for arm in ARMS:
+        rows = {}
+        for tag in ("cal", "raw"):
+            path = fold_dir / f"eval_{arm}" / tag / "predictions.csv"
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} is missing: --rescore needs a completed nested run in {fold_dir}")
+            with open(path, newline="", encoding="utf-8") as f:
+                rows[tag] = sorted(csv.DictReader(f), key=lambda r: r["image"])
+        positive = [k for k in rows["cal"][0] if k.startswith("prob_")][-1]  # binary: the second class's column
+        out[arm] = {
+            "y": np.asarray([int(r["label"]) for r in rows["cal"]]),
+            "probs": {tag: np.asarray([float(r[positive]) for r in rows[tag]]) for tag in ("cal", "raw")},
+            "threshold": float(rows["cal"][0]["threshold"]),
+        }
+    out["n_heldout"] = len(out[ARMS[0]]["y"])
+    return out
+
+
 def pooled_scores(folds: list[dict[str, Any]], arm: str, n_bootstrap: int) -> dict[str, Any]:
     """One arm's held-out predictions pooled over the outer folds (ACC at each fold's own threshold)."""
     from monai_transfer.metrics.bootstrap import bootstrap_ci
-    from monai_transfer.metrics.functional import compute_auc, compute_brier, compute_ece
+    from monai_transfer.metrics.functional import compute_auc, compute_brier, compute_ece, compute_ece_noise_floor
     from monai_transfer.metrics.volume_calibration import platt_nll, positive_class_ece
 
     y = np.concatenate([f[arm]["y"] for f in folds])
@@ -152,6 +186,7 @@ def pooled_scores(folds: list[dict[str, Any]], arm: str, n_bootstrap: int) -> di
         "auc_ci95": [ci["lower"], ci["upper"]] if ci else None,
         "acc": float(np.mean(correct)),
         "ece": float(compute_ece(p, y, "binary")),
+        "ece_noise_floor": compute_ece_noise_floor(p),
         "ece_positive_class": float(positive_class_ece(p, y)),
         "nll": platt_nll(p, y),  # slope 1, intercept 0: the NLL of the probabilities themselves
         "brier": float(compute_brier(p, y, "binary")),
@@ -180,6 +215,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--work-dir", type=Path, required=True, help="folder of an accuracy_volume.py run (its CV)")
     parser.add_argument("--inner-folds", type=int, default=INNER_FOLDS, help=f"default {INNER_FOLDS}")
     parser.add_argument("--n-bootstrap", type=int, default=None)
+    parser.add_argument(
+        "--rescore",
+        action="store_true",
+        help="score the predictions an earlier nested run kept in --work-dir/nested (no training)",
+    )
     args = parser.parse_args(argv)
     common.set_command(__file__, argv)
     common.set_threads(args.threads)
@@ -188,8 +228,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe = dict(accuracy_volume.QUICK_RECIPE if args.quick else accuracy_volume.RECIPE)
     accuracy_volume._reused_cv(args.work_dir, recipe, "fold_ensemble")  # the outer CV ran this recipe
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else (50 if args.quick else 1000)
-    folds = [nested_fold(items, args.work_dir / "nested" / f"outer_{k}", recipe, args.inner_folds)
-             for k, items in enumerate(outer_folds(args.work_dir))]  # fmt: skip
+    fold_dirs = [args.work_dir / "nested" / f"outer_{k}" for k in range(len(outer_folds(args.work_dir)))]
+    if args.rescore:
+        folds = [kept_fold(d) for d in fold_dirs]
+    else:
+        folds = [nested_fold(items, d, recipe, args.inner_folds)
+                 for items, d in zip(outer_folds(args.work_dir), fold_dirs)]  # fmt: skip
     scores = {arm: pooled_scores(folds, arm, n_boot) for arm in ARMS}
     results = {
         "arms": scores,
@@ -204,10 +248,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "wall_s": round(time.perf_counter() - t0, 1),
             "cpu_minutes": round((accuracy_xray._cpu_seconds() - cpu0) / 60.0, 2),
             "quick": args.quick,
+            "rescored_from_kept_predictions": args.rescore,
         },
     }
+    previous = Path(args.output) / "results.json"
+    if args.rescore and previous.is_file():  # the cost of the run that trained the models, not of this rescoring
+        prev = common.read_result(previous)["config"]
+        results["config"]["trained"] = prev.get("trained") or {k: prev.get(k) for k in ("wall_s", "cpu_minutes")}
     results["env"] = common.finish_environment(env)
-    common.write_result(Path(args.output) / "results.json", results)
+    common.write_result(previous, results)
     for arm in ARMS:
         r = scores[arm]
         print(f"{arm}: AUC {r['auc']:.4f} {r['auc_ci95']}  ACC {r['acc']:.4f}  ECE {r['ece']:.4f}  "

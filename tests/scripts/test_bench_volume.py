@@ -83,6 +83,14 @@ def test_accuracy_volume_quick_cv_protocol_with_test_split(tmp_path, monkeypatch
         seen = {Path(x["image"]).name for split in ("train",) for x in inner[split]}
         assert seen == {Path(x["image"]).name for x in outer["train"]} and not seen & held
         assert {p.name for p in (work / "nested" / f"outer_{k}" / "heldout").iterdir()} == held
+    # rescored from the kept predictions (no training): the same pooled scores, plus the ECE noise floor
+    again = nested.main(["--quick", "--threads", "1", "--work-dir", str(work), "--output", str(tmp_path / "n2"),
+                         "--rescore"])  # fmt: skip
+    assert again["config"]["rescored_from_kept_predictions"] and again["inner_chosen"] == nres["inner_chosen"]
+    for arm in nested.ARMS:
+        a, b = again["arms"][arm], nres["arms"][arm]
+        assert a["n"] == b["n"] == 16 and a["acc"] == b["acc"] and abs(a["auc"] - b["auc"]) < 1e-3  # CSV: 6 decimals
+        assert 0 < a["ece_noise_floor"]["mean"] <= a["ece_noise_floor"]["p95"]
     with pytest.raises(ValueError, match="other settings"):
         mod.main(["--quick", "--threads", "1", "--output", str(tmp_path / "x"), "--work-dir", str(work), "--reuse-cv",
                   "--epochs", "3"])  # fmt: skip
