@@ -263,7 +263,7 @@ def _real_resolution(folder: Path, seed: int, quick: bool, workers: int) -> dict
     original's cluster; the final verification's residual of each (original, copy) pair beside the threshold; false
     merges: clusters holding two different originals' files."""
     from monai_transfer.data._similarity import fine_residual
-    from monai_transfer.data.duplicates import DEFAULT_MAX_RESIDUAL, find_duplicates, hash_files
+    from monai_transfer.data.duplicates import DEFAULT_MAX_RESIDUAL, find_duplicates
 
     rng = np.random.default_rng(seed)
     sources = _real_images(quick)
@@ -285,7 +285,6 @@ def _real_resolution(folder: Path, seed: int, quick: bool, workers: int) -> dict
                 owner.append(s)
                 family.append(fam)
     owner_a, family_a = np.array(owner), np.array(family)
-    hashing = hash_files(paths, cache_dir=folder / "cache", num_workers=workers)
     found = find_duplicates(paths, cache_dir=folder / "cache", num_workers=workers)
     cluster = np.full(len(paths), -1)
     for k, members in enumerate(found.clusters):
@@ -293,7 +292,7 @@ def _real_resolution(folder: Path, seed: int, quick: bool, workers: int) -> dict
     base = {int(o): int(i) for i, o in enumerate(owner) if family[i] == "base"}
     copies = np.flatnonzero(family_a != "base")
     pairs = np.array([[base[int(owner_a[i])], i] for i in copies]).reshape(-1, 2)
-    residual = fine_residual(hashing.fine, pairs, skip_below=float(DEFAULT_MAX_RESIDUAL))
+    residual = fine_residual(found.hashing.fine, pairs, skip_below=float(DEFAULT_MAX_RESIDUAL))
     linked = (cluster[copies] >= 0) & (cluster[copies] == cluster[pairs[:, 0]])
     per = {}
     for fam in FAMILIES:

@@ -228,12 +228,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     recipe = dict(accuracy_volume.QUICK_RECIPE if args.quick else accuracy_volume.RECIPE)
     accuracy_volume._reused_cv(args.work_dir, recipe, "fold_ensemble")  # the outer CV ran this recipe
     n_boot = args.n_bootstrap if args.n_bootstrap is not None else (50 if args.quick else 1000)
-    fold_dirs = [args.work_dir / "nested" / f"outer_{k}" for k in range(len(outer_folds(args.work_dir)))]
+    outer = outer_folds(args.work_dir)
+    fold_dirs = [args.work_dir / "nested" / f"outer_{k}" for k in range(len(outer))]
     if args.rescore:
         folds = [kept_fold(d) for d in fold_dirs]
     else:
-        folds = [nested_fold(items, d, recipe, args.inner_folds)
-                 for items, d in zip(outer_folds(args.work_dir), fold_dirs)]  # fmt: skip
+        folds = [nested_fold(items, d, recipe, args.inner_folds) for items, d in zip(outer, fold_dirs)]
     scores = {arm: pooled_scores(folds, arm, n_boot) for arm in ARMS}
     results = {
         "arms": scores,
@@ -251,12 +251,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "rescored_from_kept_predictions": args.rescore,
         },
     }
-    previous = Path(args.output) / "results.json"
-    if args.rescore and previous.is_file():  # the cost of the run that trained the models, not of this rescoring
-        prev = common.read_result(previous)["config"]
+    out_json = Path(args.output) / "results.json"
+    if args.rescore and out_json.is_file():  # the cost of the run that trained the models, not of this rescoring
+        prev = common.read_result(out_json)["config"]
         results["config"]["trained"] = prev.get("trained") or {k: prev.get(k) for k in ("wall_s", "cpu_minutes")}
     results["env"] = common.finish_environment(env)
-    common.write_result(previous, results)
+    common.write_result(out_json, results)
     for arm in ARMS:
         r = scores[arm]
         print(f"{arm}: AUC {r['auc']:.4f} {r['auc_ci95']}  ACC {r['acc']:.4f}  ECE {r['ece']:.4f}  "
