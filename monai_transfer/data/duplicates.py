@@ -255,14 +255,15 @@ def image_key(
 
 
 def _hash_and_signature(features: np.ndarray) -> tuple[int, np.ndarray]:
-    """64-bit hash (coefficients above their median) and the unit-norm AC coefficients (63 float32)."""
+    """64-bit hash (coefficients above their median) and the unit-norm AC coefficients (63 float32, rounded to float16
+    values: the precision the hash cache stores, so a first run, a cached run and a run without a cache pair alike)."""
     f = np.asarray(features, dtype=np.float64).reshape(-1)
     bits = (f > np.median(f)).astype(np.uint8)
     value = int(np.packbits(bits).view(">u8")[0])
     ac = f[1:]
     norm = float(np.linalg.norm(ac))
-    sig = (ac / norm if norm > 1e-12 * max(1.0, abs(float(f[0]))) else np.zeros_like(ac)).astype(np.float32)
-    return value, sig
+    sig = ac / norm if norm > 1e-12 * max(1.0, abs(float(f[0]))) else np.zeros_like(ac)
+    return value, sig.astype(np.float16).astype(np.float32)
 
 
 def dct_hash(image: np.ndarray | torch.Tensor, channel_first: bool = True) -> int:
